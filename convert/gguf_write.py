@@ -1,0 +1,82 @@
+"""Streaming GGUF writing: tensor infos first, then each tensor encoded and written on its own.
+
+GGUFWriter needs every tensor's size up front but not its data, so the data of one tensor at a
+time is produced from the memory-mapped checkpoint and released after writing. Output goes to
+NAME.part and is renamed at the end, so an interrupted run never leaves a valid-looking file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+from gguf import GGMLQuantizationType, GGUFValueType
+
+from .outtypes import encode_tensor, encoded_nbytes_shape
+from .safetensors_io import SafetensorsSource
+
+
+class Writer(gguf.GGUFWriter):
+    """GGUFWriter that can also store empty typed arrays (e.g. a component list with nothing yet).
+
+    The gguf package refuses empty arrays, but the format and llama.cpp's reader allow them.
+    """
+
+    def add_typed_array(self, key: str, val: list[Any], sub_type: GGUFValueType) -> None:
+        self.add_key_value(key, list(val), GGUFValueType.ARRAY, sub_type=sub_type)
+
+    def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool,
+                  sub_type: GGUFValueType | None = None) -> bytes:
+        if vtype == GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
+            head = self._pack("I", vtype) if add_vtype else b""
+            return bytes(head + self._pack("I", sub_type) + self._pack("Q", 0))
+        return super()._pack_val(val, vtype, add_vtype, sub_type=sub_type)
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    gguf_name: str
+    hf_name: str
+    qtype: GGMLQuantizationType
+    shape: tuple[int, ...]  # PyTorch order
+
+
+def _ggml_dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in reversed(shape))  # ggml order, as llama.cpp prints it
+
+
+def write_gguf(
+    writer: Writer,
+    path: Path,
+    plan: list[PlannedTensor],
+    source: SafetensorsSource | None,
+    quiet: bool = False,
+) -> Path:
+    for t in plan:
+        shape, dtype = encoded_nbytes_shape(t.shape, t.qtype)
+        nbytes = int(dtype.itemsize) * math.prod(shape)
+        raw = None if t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) else t.qtype
+        writer.add_tensor_info(t.gguf_name, shape, dtype, nbytes, raw_dtype=raw)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        writer.write_header_to_file(tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for k, t in enumerate(plan, start=1):
+            assert source is not None
+            writer.write_tensor_data(encode_tensor(source, t.hf_name, t.qtype))
+            if not quiet:
+                print(f"[{k}/{len(plan)}] {t.gguf_name} {_ggml_dims(t.shape)} {t.qtype.name}",
+                      file=sys.stderr, flush=True)
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

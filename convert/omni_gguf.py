@@ -1,0 +1,51 @@
+"""Write the companion file (arch `minicpmo-omni`): everything besides the Qwen3 LLM.
+
+For now it carries only metadata: format version, the LLM file it belongs to and the LLM dims it
+expects, the special token ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token
+list, and `minicpmo.components` naming the component tensor groups present. Later components
+(vision, resampler, audio, TTS, Token2Wav, voice) register a function in COMPONENTS that adds
+their keys to the writer and returns the tensors to write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from gguf import GGUFValueType
+
+from .checkpoint import Checkpoint
+from .gguf_write import PlannedTensor, Writer, write_gguf
+from .outtypes import OUTTYPES
+
+ARCH = "minicpmo-omni"
+FORMAT_VERSION = "4.5"
+
+# (component name, writer hook) in file order; a hook returns [] when the checkpoint lacks it.
+ComponentHook = Callable[[Checkpoint, Writer, str], list[PlannedTensor]]
+COMPONENTS: list[tuple[str, ComponentHook]] = []
+
+
+def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_basename: str,
+                    quiet: bool = False) -> Path:
+    w = Writer(None, ARCH)
+    w.add_name(name)
+    w.add_type("model")
+    w.add_file_type(int(OUTTYPES[outtype][1]))
+    w.add_string("minicpmo.version", FORMAT_VERSION)
+    w.add_string("minicpmo.llm_file", llm_basename)
+    w.add_uint32("minicpmo.llm.embedding_length", ckpt.llm.hidden)
+    w.add_uint32("minicpmo.llm.vocab_size", ckpt.llm.vocab)
+    for key, token_id in ckpt.token_ids.items():
+        w.add_uint32(f"minicpmo.token.{key}", token_id)
+    w.add_typed_array("minicpmo.bad_token_ids", ckpt.tokenizer.bad_token_ids, GGUFValueType.INT32)
+
+    plan: list[PlannedTensor] = []
+    present: list[str] = []
+    for comp_name, hook in COMPONENTS:
+        tensors = hook(ckpt, w, outtype)
+        if tensors:
+            present.append(comp_name)
+            plan.extend(tensors)
+    w.add_typed_array("minicpmo.components", present, GGUFValueType.STRING)
+    return write_gguf(w, path, plan, ckpt.weights, quiet)

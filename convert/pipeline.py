@@ -1,0 +1,51 @@
+"""HF checkpoint directory -> the two GGUF files (LLM + omni companion)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .checkpoint import Checkpoint
+from .errors import ConversionError
+from .llm_gguf import write_llm_gguf
+from .omni_gguf import write_omni_gguf
+from .outtypes import file_label, parse_outtype
+
+DEFAULT_NAME = "MiniCPM-o-4_5"
+
+
+def output_names(name: str, outtype: str) -> tuple[str, str]:
+    """('{name}-{QTYPE}.gguf', '{name}-omni-{QTYPE}.gguf')."""
+    label = file_label(outtype)
+    return f"{name}-{label}.gguf", f"{name}-omni-{label}.gguf"
+
+
+def convert_checkpoint(
+    hf_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    outtype: str = "f16",
+    name: str = DEFAULT_NAME,
+    quiet: bool = False,
+) -> tuple[Path, Path]:
+    """Convert a MiniCPM-o 4.5 Hugging Face checkpoint; return (llm_path, omni_path).
+
+    out_dir defaults to hf_dir. Raises ConversionError for bad input (nothing is written then).
+    """
+    outtype = parse_outtype(outtype)
+    if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
+        raise ConversionError(f"invalid model name {name!r}")
+    ckpt = Checkpoint.load(hf_dir)
+    out = Path(out_dir) if out_dir is not None else Path(hf_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConversionError(f"cannot create output directory {out}: {e}") from e
+    llm_name, omni_name = output_names(name, outtype)
+    if not quiet:
+        print(f"converting {ckpt.path} -> {out / llm_name}", file=sys.stderr, flush=True)
+    llm_path = write_llm_gguf(ckpt, out / llm_name, outtype, name, omni_name, quiet)
+    if not quiet:
+        print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
+    omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet)
+    return llm_path, omni_path

@@ -1,0 +1,144 @@
+"""config.json / generation_config.json / preprocessor_config.json for the tiny test checkpoint.
+
+Key structure follows spec §0.2 (the official MiniCPMOConfig); dimensions follow spec §8. Keys that
+only matter for training get their library defaults. One non-standard key is added:
+`resampler_num_heads` (the reference derives heads as hidden_size // 128, which is 0 at hidden 64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .tokens import VOCAB_SIZE
+
+TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=128)
+
+
+def tiny_config() -> dict[str, Any]:
+    vision = {
+        "attention_dropout": 0.0, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32,
+        "image_size": 980, "intermediate_size": 64, "layer_norm_eps": 1e-6,
+        "model_type": "siglip_vision_model", "num_attention_heads": 2, "num_channels": 3,
+        # 3 with drop_vision_last_layer -> 2 layers stored and run (exercises spec gap G1)
+        "num_hidden_layers": 3, "patch_size": 14,
+    }
+    audio = {
+        "activation_dropout": 0.0, "activation_function": "gelu", "apply_spec_augment": False,
+        "attention_dropout": 0.0, "classifier_proj_size": 256, "d_model": 64,
+        "decoder_attention_heads": 4, "decoder_ffn_dim": 256, "decoder_layerdrop": 0.0,
+        "decoder_layers": 2, "dropout": 0.0, "encoder_attention_heads": 4,
+        "encoder_ffn_dim": 256,  # must be 4 * d_model: the projector input is ffn // 4
+        "encoder_layerdrop": 0.0, "encoder_layers": 2, "init_std": 0.02,
+        "mask_feature_length": 10, "mask_feature_min_masks": 0, "mask_feature_prob": 0.0,
+        "mask_time_length": 10, "mask_time_min_masks": 2, "mask_time_prob": 0.05,
+        "max_source_positions": 1500, "max_target_positions": 448, "median_filter_width": 7,
+        "model_type": "whisper", "num_hidden_layers": 2, "num_mel_bins": 80,
+        "scale_embedding": False, "use_cache": True, "use_weighted_layer_sum": False,
+        "vocab_size": 51865,
+    }
+    tts = {
+        "attention_type": "full_attention", "attn_implementation": "sdpa",
+        "audio_bos_token_id": 151687, "audio_tokenizer_sample_rate": 16000,
+        "audio_tokenizer_type": "s3tokenizer_step_audio", "aug_layer_loss_weight": False,
+        "aug_loss_weight": False, "backbone_model": "llama", "condition_type": "hidden_text_merge",
+        "filter_tts_loss": False, "hidden_act": "silu", "hidden_size": 64, "interleaved": False,
+        "intermediate_size": 128, "llm_dim": 64, "llm_dim_model_base": 64, "llm_down_scale": False,
+        "llm_hidden_size": 64, "llm_intermediate_size": 128, "long_weight": 0.1,
+        "max_position_embeddings": 4096, "model_type": "minicpmtts",
+        "normalize_projected_hidden": True, "num_attention_heads": 4, "num_audio_tokens": 6562,
+        "num_hidden_layers": 2, "num_key_value_heads": 4, "num_mel_bins": 100,
+        "num_text_tokens": 152064, "num_vq": 1, "projector_type": "mlp", "recomputed_chunks": 1,
+        "s3_stream_chunk_size": 25, "s3_stream_generate": False, "s3_stream_n_timesteps": 10,
+        "s3_stream_prelook_size": 3, "short_weight": 0.1, "streaming": False,
+        "streaming_audio_chunk_size": 50, "streaming_sliding_window": False,
+        "streaming_sliding_window_audio_frame_rate": 50,
+        "streaming_sliding_window_audio_init_text_length": 10,
+        "streaming_sliding_window_audio_window_size": 300,
+        "streaming_sliding_window_average_speed": 5, "streaming_sliding_window_fast_speed": 7,
+        "streaming_sliding_window_max_text_len": 500, "streaming_sliding_window_slow_speed": 3,
+        "streaming_text_chunk_max": 7, "streaming_text_chunk_min": 3,
+        "streaming_text_reserved_len": 300, "text_eos_token_id": 151692,
+        "tts_filter_loss_fix": False, "use_llm_hidden_state": False, "use_text": True,
+        "window_size": 2,
+    }
+    return {
+        "architectures": ["MiniCPMO"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "audio_chunk_length": 1.0,
+        "audio_config": audio,
+        "audio_pool_step": 5,
+        "auto_map": {
+            "AutoConfig": "configuration_minicpmo.MiniCPMOConfig",
+            "AutoModel": "modeling_minicpmo.MiniCPMO",
+            "AutoModelForCausalLM": "modeling_minicpmo.MiniCPMO",
+        },
+        "batch_vision_input": True,
+        "bos_token_id": 151643,
+        "drop_vision_last_layer": True,
+        "eos_token_id": 151645,
+        "hidden_act": "silu",
+        "image_size": 448,
+        "init_audio": True,
+        "init_tts": True,
+        "init_vision": True,
+        "initializer_range": 0.02,
+        "listen_speak_type": "asr",
+        "max_position_embeddings": 40960,
+        "max_window_layers": TINY_LLM["num_hidden_layers"],
+        "model_type": "minicpmo",
+        "pad_token_id": 151643,
+        "patch_size": 14,
+        "query_num": 64,
+        "resampler_num_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "slice_config": {"max_slice_nums": 9, "model_type": "minicpmv", "patch_size": 14,
+                         "scale_resolution": 448},
+        "slice_mode": True,
+        "sliding_window": None,
+        "stream_input": True,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.51.0",
+        "tts_config": tts,
+        "use_cache": True,
+        "use_image_id": True,
+        "use_sliding_window": False,
+        "version": 4.5,
+        "vision_batch_size": 16,
+        "vision_config": vision,
+        "vocab_size": VOCAB_SIZE,
+        **TINY_LLM,
+    }
+
+
+def generation_config() -> dict[str, Any]:
+    return {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
+            "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 100,
+            "transformers_version": "4.51.0"}
+
+
+def preprocessor_config() -> dict[str, Any]:
+    return {
+        "image_processor_type": "MiniCPMVImageProcessor",
+        "feature_extractor_type": "MiniCPMAAudioProcessor",
+        "processor_class": "MiniCPMOProcessor",
+        "auto_map": {
+            "AutoProcessor": "processing_minicpmo.MiniCPMOProcessor",
+            "AutoImageProcessor": "processing_minicpmo.MiniCPMVImageProcessor",
+            "AutoFeatureExtractor": "processing_minicpmo.MiniCPMAAudioProcessor",
+        },
+        "max_slice_nums": 9, "scale_resolution": 448, "patch_size": 14, "slice_mode": True,
+        "use_image_id": True, "image_feature_size": 64,
+        "im_start": "<image>", "im_end": "</image>", "slice_start": "<slice>",
+        "slice_end": "</slice>", "unk": "<unk>", "im_id_start": "<image_id>",
+        "im_id_end": "</image_id>",
+        "norm_mean": [0.5, 0.5, 0.5], "norm_std": [0.5, 0.5, 0.5],
+        "feature_size": 80, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30,
+        "n_fft": 400, "n_samples": 480000, "nb_max_frames": 3000, "padding_side": "right",
+        "padding_value": 0.0, "return_attention_mask": True, "audio_pool_step": 5,
+        "version": 4.5,
+    }

@@ -1,0 +1,232 @@
+// The C API: a thin shell over the C++ classes that turns exceptions into status codes.
+#include "minicpmo.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "core/error.h"
+#include "llm/quantize.h"
+#include "session/omni_model.h"
+#include "session/session.h"
+
+struct minicpmo_model {
+    std::unique_ptr<minicpmo::OmniModel> impl;
+};
+
+struct minicpmo_session {
+    std::unique_ptr<minicpmo::Session> impl;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+minicpmo_status set_error(minicpmo_status status, const std::string & message) {
+    t_last_error = message;
+    return status;
+}
+
+// Runs `body`, mapping every exception to a status and a message for minicpmo_last_error().
+template <typename F>
+minicpmo_status guarded(F && body) {
+    try {
+        t_last_error.clear();
+        body();
+        return MINICPMO_OK;
+    } catch (const minicpmo::Error & e) {
+        return set_error(static_cast<minicpmo_status>(e.status()), e.what());
+    } catch (const std::bad_alloc &) {
+        return set_error(MINICPMO_ERR_INTERNAL, "out of memory");
+    } catch (const std::exception & e) {
+        return set_error(MINICPMO_ERR_INTERNAL, e.what());
+    } catch (...) {
+        return set_error(MINICPMO_ERR_INTERNAL, "unknown error");
+    }
+}
+
+minicpmo::GenerateParams to_generate(const minicpmo_generate_params & p) {
+    minicpmo::GenerateParams g;
+    g.sampling.do_sample = p.do_sample;
+    g.sampling.temperature = p.temperature;
+    g.sampling.top_p = p.top_p;
+    g.sampling.top_k = p.top_k;
+    g.sampling.repetition_penalty = p.repetition_penalty;
+    g.sampling.seed = p.seed;
+    g.max_new_tokens = p.max_new_tokens;
+    return g;
+}
+
+void require(bool ok, const char * what) {
+    if (!ok) minicpmo::fail(minicpmo::Status::invalid_argument, what);
+}
+
+void hand_out(const std::string & reply, char ** out_reply, size_t * out_len) {
+    if (out_len) *out_len = reply.size();
+    if (!out_reply) return;
+    char * s = static_cast<char *>(std::malloc(reply.size() + 1));
+    if (!s) throw std::bad_alloc();
+    std::memcpy(s, reply.data(), reply.size());
+    s[reply.size()] = '\0';
+    *out_reply = s;
+}
+
+std::function<bool(const std::string &)> piece_sink(minicpmo_text_callback on_text, void * user_data) {
+    return [on_text, user_data](const std::string & piece) {
+        return on_text == nullptr || on_text(piece.data(), piece.size(), user_data);
+    };
+}
+
+}  // namespace
+
+extern "C" {
+
+const char * minicpmo_last_error(void) { return t_last_error.c_str(); }
+
+const char * minicpmo_status_name(minicpmo_status status) {
+    switch (status) {
+        case MINICPMO_OK: return "ok";
+        case MINICPMO_ERR_INVALID_ARGUMENT: return "invalid argument";
+        case MINICPMO_ERR_IO: return "i/o error";
+        case MINICPMO_ERR_BAD_MODEL: return "bad model file";
+        case MINICPMO_ERR_CONTEXT_FULL: return "context full";
+        case MINICPMO_ERR_CANCELLED: return "cancelled";
+        case MINICPMO_ERR_UNSUPPORTED: return "unsupported";
+        case MINICPMO_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+minicpmo_model_params minicpmo_model_default_params(void) {
+    minicpmo_model_params p;
+    p.omni_path = nullptr;
+    p.n_gpu_layers = -1;
+    p.use_mmap = true;
+    return p;
+}
+
+minicpmo_session_params minicpmo_session_default_params(void) {
+    minicpmo_session_params p;
+    p.n_ctx = 8192;
+    p.n_threads = 0;
+    p.n_batch = 512;
+    return p;
+}
+
+minicpmo_generate_params minicpmo_generate_default_params(void) {
+    // the official chat() sampling defaults (spec §4.5)
+    minicpmo_generate_params p;
+    p.do_sample = true;
+    p.temperature = 0.7f;
+    p.top_p = 0.8f;
+    p.top_k = 100;
+    p.repetition_penalty = 1.02f;
+    p.seed = 0;
+    p.max_new_tokens = 4096;
+    p.enable_thinking = false;
+    return p;
+}
+
+minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_params * params,
+                                    minicpmo_model ** out_model) {
+    return guarded([&] {
+        require(path != nullptr, "model path is NULL");
+        require(out_model != nullptr, "out_model is NULL");
+        *out_model = nullptr;
+        const minicpmo_model_params p = params ? *params : minicpmo_model_default_params();
+        minicpmo::LlmModelParams lp;
+        lp.n_gpu_layers = p.n_gpu_layers;
+        lp.use_mmap = p.use_mmap;
+        auto m = std::make_unique<minicpmo_model>();
+        m->impl = std::make_unique<minicpmo::OmniModel>(path, p.omni_path ? p.omni_path : "", lp);
+        *out_model = m.release();
+    });
+}
+
+void minicpmo_model_free(minicpmo_model * model) { delete model; }
+
+bool minicpmo_model_has_omni(const minicpmo_model * model) { return model && model->impl->has_omni(); }
+
+minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
+                                     minicpmo_session ** out_session) {
+    return guarded([&] {
+        require(model != nullptr, "model is NULL");
+        require(out_session != nullptr, "out_session is NULL");
+        *out_session = nullptr;
+        const minicpmo_session_params p = params ? *params : minicpmo_session_default_params();
+        minicpmo::LlmContextParams cp;
+        cp.n_ctx = p.n_ctx;
+        cp.n_threads = p.n_threads;
+        cp.n_batch = p.n_batch;
+        auto s = std::make_unique<minicpmo_session>();
+        s->impl = std::make_unique<minicpmo::Session>(model->impl->llm(), cp);
+        *out_session = s.release();
+    });
+}
+
+void minicpmo_session_free(minicpmo_session * session) { delete session; }
+
+minicpmo_status minicpmo_session_reset(minicpmo_session * session) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        session->impl->reset();
+    });
+}
+
+minicpmo_status minicpmo_session_chat(minicpmo_session * session, const minicpmo_message * messages,
+                                      size_t n_messages, const minicpmo_generate_params * params,
+                                      minicpmo_text_callback on_text, void * user_data, char ** out_reply,
+                                      size_t * out_len) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(messages != nullptr || n_messages == 0, "messages is NULL");
+        require(n_messages > 0, "the message list is empty");
+        if (out_reply) *out_reply = nullptr;
+        std::vector<minicpmo::ChatMessage> msgs;
+        msgs.reserve(n_messages);
+        for (size_t i = 0; i < n_messages; ++i) {
+            require(messages[i].role != nullptr && messages[i].content != nullptr, "a message has a NULL role or content");
+            msgs.push_back({messages[i].role, messages[i].content});
+        }
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        minicpmo::ChatTemplateOptions opts;
+        opts.enable_thinking = p.enable_thinking;
+        hand_out(session->impl->chat(msgs, opts, to_generate(p), piece_sink(on_text, user_data)), out_reply, out_len);
+    });
+}
+
+minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(text != nullptr, "text is NULL");
+        session->impl->append_text(text);
+    });
+}
+
+minicpmo_status minicpmo_session_generate(minicpmo_session * session, const minicpmo_generate_params * params,
+                                          minicpmo_text_callback on_text, void * user_data, char ** out_reply,
+                                          size_t * out_len) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        if (out_reply) *out_reply = nullptr;
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        hand_out(session->impl->generate(to_generate(p), piece_sink(on_text, user_data)), out_reply, out_len);
+    });
+}
+
+int32_t minicpmo_session_n_past(const minicpmo_session * session) { return session ? session->impl->n_past() : 0; }
+
+void minicpmo_string_free(char * s) { std::free(s); }
+
+minicpmo_status minicpmo_quantize_llm(const char * in_path, const char * out_path, const char * type,
+                                      int32_t n_threads) {
+    return guarded([&] {
+        require(in_path && out_path && type, "in_path, out_path and type must not be NULL");
+        minicpmo::quantize_llm(in_path, out_path, type, n_threads, nullptr);
+    });
+}
+
+}  // extern "C"

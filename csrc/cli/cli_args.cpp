@@ -1,0 +1,100 @@
+#include "cli/cli_args.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace minicpmo_cli {
+
+namespace {
+
+std::string need_value(int argc, char ** argv, int & i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) throw std::invalid_argument("option " + flag + " needs a value");
+    return argv[++i];
+}
+
+template <typename T>
+T to_number(const std::string & flag, const std::string & v) {
+    try {
+        size_t used = 0;
+        T out;
+        if constexpr (std::is_same_v<T, float>) {
+            out = std::stof(v, &used);
+        } else {
+            out = static_cast<T>(std::stoll(v, &used));
+        }
+        if (used != v.size()) throw std::invalid_argument("");
+        return out;
+    } catch (const std::exception &) {
+        throw std::invalid_argument("option " + flag + " expects a number, got '" + v + "'");
+    }
+}
+
+}  // namespace
+
+const char * cli_usage() {
+    return "usage: minicpmo-cli -m MODEL.gguf [options]\n"
+           "\n"
+           "  -m, --model FILE       LLM GGUF (MiniCPM-o-4_5-<QTYPE>.gguf)\n"
+           "  --omni FILE            omni companion GGUF (default: the one named in the model file)\n"
+           "  -p, --prompt TEXT      prompt; without it, chat interactively (/reset, /exit)\n"
+           "  -sys, --system TEXT    system message\n"
+           "  -n, --n-predict N      max new tokens per reply (default 4096)\n"
+           "  --temp T               temperature (default 0.7; 0 = greedy)\n"
+           "  --top-p P              top-p (default 0.8)\n"
+           "  --top-k K              top-k (default 100; 0 = off)\n"
+           "  --repeat-penalty R     repetition penalty (default 1.02)\n"
+           "  --seed S               sampling seed (default: random)\n"
+           "  --think                enable thinking\n"
+           "  -t, --threads N        CPU threads (default: all cores)\n"
+           "  -c, --ctx-size N       context window (default 8192)\n"
+           "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
+           "  -h, --help             this text\n";
+}
+
+CliArgs parse_cli_args(int argc, char ** argv) {
+    CliArgs a;
+    for (int i = 1; i < argc; ++i) {
+        const std::string f = argv[i];
+        if (f == "-h" || f == "--help") {
+            a.show_help = true;
+        } else if (f == "-m" || f == "--model") {
+            a.model = need_value(argc, argv, i);
+        } else if (f == "--omni") {
+            a.omni = need_value(argc, argv, i);
+        } else if (f == "-p" || f == "--prompt") {
+            a.prompt = need_value(argc, argv, i);
+            a.has_prompt = true;
+        } else if (f == "-sys" || f == "--system") {
+            a.system = need_value(argc, argv, i);
+        } else if (f == "-n" || f == "--n-predict") {
+            a.n_predict = to_number<int>(f, need_value(argc, argv, i));
+        } else if (f == "--temp") {
+            a.temperature = to_number<float>(f, need_value(argc, argv, i));
+        } else if (f == "--top-p") {
+            a.top_p = to_number<float>(f, need_value(argc, argv, i));
+        } else if (f == "--top-k") {
+            a.top_k = to_number<int>(f, need_value(argc, argv, i));
+        } else if (f == "--repeat-penalty") {
+            a.repeat_penalty = to_number<float>(f, need_value(argc, argv, i));
+        } else if (f == "--seed") {
+            a.seed = to_number<int64_t>(f, need_value(argc, argv, i));
+        } else if (f == "--think") {
+            a.think = true;
+        } else if (f == "-t" || f == "--threads") {
+            a.threads = to_number<int>(f, need_value(argc, argv, i));
+        } else if (f == "-c" || f == "--ctx-size") {
+            a.ctx = to_number<int>(f, need_value(argc, argv, i));
+        } else if (f == "-ngl" || f == "--n-gpu-layers" || f == "--gpu-layers") {
+            a.n_gpu_layers = to_number<int>(f, need_value(argc, argv, i));
+        } else {
+            throw std::invalid_argument("unknown option '" + f + "' (see --help)");
+        }
+    }
+    if (!a.show_help && a.model.empty()) throw std::invalid_argument("no model given: use -m MODEL.gguf");
+    if (a.n_predict < 0) throw std::invalid_argument("-n must be >= 0");
+    if (a.ctx < 16) throw std::invalid_argument("-c must be >= 16");
+    return a;
+}
+
+}  // namespace minicpmo_cli

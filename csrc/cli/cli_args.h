@@ -1,0 +1,32 @@
+// Command line of minicpmo-cli (llama.cpp conventions).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace minicpmo_cli {
+
+struct CliArgs {
+    std::string model;
+    std::string omni;
+    std::string prompt;  // empty: interactive chat
+    bool has_prompt = false;
+    std::string system;
+    int n_predict = 4096;
+    float temperature = 0.7f;
+    float top_p = 0.8f;
+    int top_k = 100;
+    float repeat_penalty = 1.02f;
+    int64_t seed = -1;  // -1: random
+    int threads = 0;
+    int ctx = 8192;
+    int n_gpu_layers = -1;
+    bool think = false;
+    bool show_help = false;
+};
+
+// Throws std::invalid_argument with a message naming the bad option.
+CliArgs parse_cli_args(int argc, char ** argv);
+const char * cli_usage();
+
+}  // namespace minicpmo_cli

@@ -1,0 +1,113 @@
+// minicpmo-cli: chat with MiniCPM-o 4.5 from the terminal, through the public C API.
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cli/cli_args.h"
+#include "minicpmo.h"
+
+namespace {
+
+bool print_piece(const char * piece, size_t len, void *) {
+    std::fwrite(piece, 1, len, stdout);
+    std::fflush(stdout);
+    return true;
+}
+
+int report(const char * what) {
+    std::fprintf(stderr, "minicpmo-cli: %s: %s\n", what, minicpmo_last_error());
+    return 1;
+}
+
+struct Owned {
+    minicpmo_model * model = nullptr;
+    minicpmo_session * session = nullptr;
+    ~Owned() {
+        minicpmo_session_free(session);
+        minicpmo_model_free(model);
+    }
+};
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    minicpmo_cli::CliArgs args;
+    try {
+        args = minicpmo_cli::parse_cli_args(argc, argv);
+    } catch (const std::exception & e) {
+        std::fprintf(stderr, "minicpmo-cli: %s\n\n%s", e.what(), minicpmo_cli::cli_usage());
+        return 2;
+    }
+    if (args.show_help) {
+        std::fputs(minicpmo_cli::cli_usage(), stdout);
+        return 0;
+    }
+
+    Owned h;
+    minicpmo_model_params mp = minicpmo_model_default_params();
+    mp.omni_path = args.omni.empty() ? nullptr : args.omni.c_str();
+    mp.n_gpu_layers = args.n_gpu_layers;
+    if (minicpmo_model_load(args.model.c_str(), &mp, &h.model) != MINICPMO_OK) return report("cannot load the model");
+
+    minicpmo_session_params sp = minicpmo_session_default_params();
+    sp.n_ctx = static_cast<uint32_t>(args.ctx);
+    sp.n_threads = args.threads;
+    if (minicpmo_session_new(h.model, &sp, &h.session) != MINICPMO_OK) return report("cannot create a session");
+
+    minicpmo_generate_params gp = minicpmo_generate_default_params();
+    gp.temperature = args.temperature;
+    gp.do_sample = args.temperature > 0.0f;
+    gp.top_p = args.top_p;
+    gp.top_k = args.top_k;
+    gp.repetition_penalty = args.repeat_penalty;
+    gp.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
+    gp.max_new_tokens = args.n_predict;
+    gp.enable_thinking = args.think;
+
+    std::vector<std::string> roles, contents;
+    if (!args.system.empty()) {
+        roles.push_back("system");
+        contents.push_back(args.system);
+    }
+    auto chat_turn = [&](const std::string & user_text) -> int {
+        roles.push_back("user");
+        contents.push_back(user_text);
+        std::vector<minicpmo_message> msgs;
+        for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
+        char * reply = nullptr;
+        size_t len = 0;
+        if (minicpmo_session_chat(h.session, msgs.data(), msgs.size(), &gp, print_piece, nullptr, &reply, &len) !=
+            MINICPMO_OK) {
+            roles.pop_back();
+            contents.pop_back();
+            return report("generation failed");
+        }
+        std::fputc('\n', stdout);
+        roles.push_back("assistant");
+        contents.push_back(std::string(reply, len));
+        minicpmo_string_free(reply);
+        return 0;
+    };
+
+    if (args.has_prompt) return chat_turn(args.prompt);
+
+    std::fprintf(stderr, "minicpmo-cli: interactive chat (/reset clears the conversation, /exit or Ctrl-D quits)\n");
+    std::string line;
+    while (true) {
+        std::fputs("> ", stderr);
+        if (!std::getline(std::cin, line)) break;
+        if (line == "/exit" || line == "/quit") break;
+        if (line == "/reset") {
+            minicpmo_session_reset(h.session);
+            roles.resize(args.system.empty() ? 0 : 1);
+            contents.resize(roles.size());
+            continue;
+        }
+        if (line.empty()) continue;
+        chat_turn(line);  // errors are reported; the chat goes on
+    }
+    return 0;
+}

@@ -1,0 +1,79 @@
+#include "core/gguf_header.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/llama_log.h"
+#include "gguf.h"
+
+namespace minicpmo {
+
+GgufHeader::GgufHeader(const std::string & path, const char * what) : path_(path) {
+    require_readable_file(path, what);
+    {
+        // gguf's parser reports problems through the log; check the magic ourselves for a clear message
+        FILE * f = std::fopen(path.c_str(), "rb");
+        char magic[4] = {0, 0, 0, 0};
+        const size_t n = f ? std::fread(magic, 1, 4, f) : 0;
+        if (f) std::fclose(f);
+        if (n != 4 || std::memcmp(magic, "GGUF", 4) != 0) {
+            fail(Status::bad_model, std::string(what) + " '" + path + "' is not a GGUF file (bad magic)");
+        }
+    }
+    ensure_llama_initialized();
+    take_llama_error();
+    gguf_init_params params{};
+    params.no_alloc = true;
+    params.ctx = nullptr;
+    ctx_ = gguf_init_from_file(path.c_str(), params);
+    if (!ctx_) {
+        std::string why = take_llama_error();
+        fail(Status::bad_model, std::string(what) + " '" + path + "' is a corrupt or truncated GGUF file" +
+                                    (why.empty() ? "" : " (" + why + ")"));
+    }
+}
+
+GgufHeader::~GgufHeader() {
+    if (ctx_) gguf_free(ctx_);
+}
+
+bool GgufHeader::has(const char * key) const { return gguf_find_key(ctx_, key) >= 0; }
+
+std::optional<std::string> GgufHeader::get_str(const char * key) const {
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_STRING) return std::nullopt;
+    return std::string(gguf_get_val_str(ctx_, id));
+}
+
+std::optional<int64_t> GgufHeader::get_int(const char * key) const {
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0) return std::nullopt;
+    switch (gguf_get_kv_type(ctx_, id)) {
+        case GGUF_TYPE_UINT8:  return gguf_get_val_u8(ctx_, id);
+        case GGUF_TYPE_INT8:   return gguf_get_val_i8(ctx_, id);
+        case GGUF_TYPE_UINT16: return gguf_get_val_u16(ctx_, id);
+        case GGUF_TYPE_INT16:  return gguf_get_val_i16(ctx_, id);
+        case GGUF_TYPE_UINT32: return gguf_get_val_u32(ctx_, id);
+        case GGUF_TYPE_INT32:  return gguf_get_val_i32(ctx_, id);
+        case GGUF_TYPE_UINT64: return static_cast<int64_t>(gguf_get_val_u64(ctx_, id));
+        case GGUF_TYPE_INT64:  return gguf_get_val_i64(ctx_, id);
+        default:               return std::nullopt;
+    }
+}
+
+std::vector<std::string> GgufHeader::get_str_array(const char * key) const {
+    std::vector<std::string> out;
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx_, id) != GGUF_TYPE_STRING) {
+        return out;
+    }
+    const size_t n = gguf_get_arr_n(ctx_, id);
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(ctx_, id, i));
+    return out;
+}
+
+int64_t GgufHeader::n_tensors() const { return gguf_get_n_tensors(ctx_); }
+
+}  // namespace minicpmo

@@ -1,0 +1,36 @@
+// Read-only view of a GGUF file's metadata (keys and tensor list, no tensor data), used to check a
+// file before handing it to libllama and to read the omni companion's hyper-parameters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+struct gguf_context;
+
+namespace minicpmo {
+
+class GgufHeader {
+public:
+    // Throws io_error / bad_model naming `path` (what = "model file", "omni file", ...).
+    GgufHeader(const std::string & path, const char * what);
+    ~GgufHeader();
+    GgufHeader(const GgufHeader &) = delete;
+    GgufHeader & operator=(const GgufHeader &) = delete;
+
+    const std::string & path() const { return path_; }
+    bool has(const char * key) const;
+    std::optional<std::string> get_str(const char * key) const;
+    std::optional<int64_t> get_int(const char * key) const;  // any integer type
+    std::vector<std::string> get_str_array(const char * key) const;  // empty when absent
+    std::string architecture() const { return get_str("general.architecture").value_or(""); }
+    int64_t n_tensors() const;
+
+private:
+    std::string path_;
+    gguf_context * ctx_ = nullptr;
+};
+
+}  // namespace minicpmo

@@ -1,0 +1,39 @@
+#include "core/omni_file.h"
+
+#include "core/error.h"
+#include "core/gguf_header.h"
+
+namespace minicpmo {
+
+OmniInfo load_omni_info(const std::string & path, int64_t expected_llm_n_embd) {
+    GgufHeader h(path, "omni file");
+    const std::string arch = h.architecture();
+    if (arch != kOmniArchitecture) {
+        fail(Status::bad_model, "omni file '" + path + "' has architecture '" + arch + "', expected '" +
+                                    kOmniArchitecture + "'");
+    }
+    OmniInfo info;
+    info.path = path;
+    info.version = h.get_str("minicpmo.version").value_or("");
+    info.llm_embedding_length = h.get_int("minicpmo.llm.embedding_length").value_or(0);
+    info.components = h.get_str_array("minicpmo.components");
+    if (expected_llm_n_embd > 0 && info.llm_embedding_length > 0 && info.llm_embedding_length != expected_llm_n_embd) {
+        fail(Status::bad_model, "omni file '" + path + "' was made for an LLM of width " +
+                                    std::to_string(info.llm_embedding_length) + ", but the LLM has width " +
+                                    std::to_string(expected_llm_n_embd));
+    }
+    return info;
+}
+
+std::string resolve_omni_path(const std::string & llm_path, const std::string & key_value) {
+    if (key_value.empty()) return "";
+    if (key_value.find('/') != std::string::npos || key_value.find('\\') != std::string::npos) {
+        // the key names a file beside the LLM, never a path elsewhere (a hostile file could point anywhere)
+        return "";
+    }
+    const size_t slash = llm_path.find_last_of("/\\");
+    const std::string dir = slash == std::string::npos ? std::string() : llm_path.substr(0, slash + 1);
+    return dir + key_value;
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,133 @@
+/*
+ * minicpmo.h - C API of minicpmo-cpp, a runtime for the MiniCPM-o 4.5 omni model.
+ *
+ * Opaque handles; every call returns a minicpmo_status and, on failure, leaves a message readable
+ * with minicpmo_last_error() on the same thread. Text is UTF-8. Callbacks take a user_data pointer.
+ *
+ *   minicpmo_model * model;
+ *   minicpmo_model_params mp = minicpmo_model_default_params();
+ *   if (minicpmo_model_load("MiniCPM-o-4_5-Q4_K_M.gguf", &mp, &model) != MINICPMO_OK) {
+ *       fprintf(stderr, "%s\n", minicpmo_last_error());
+ *   }
+ *
+ * A model is shared read-only by any number of sessions (one KV cache each). A session must not be
+ * used from two threads at once; different sessions may run concurrently.
+ */
+#ifndef MINICPMO_H
+#define MINICPMO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32) && !defined(__MINGW32__)
+#    ifdef MINICPMO_BUILD
+#        define MINICPMO_API __declspec(dllexport)
+#    else
+#        define MINICPMO_API __declspec(dllimport)
+#    endif
+#else
+#    define MINICPMO_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum minicpmo_status {
+    MINICPMO_OK = 0,
+    MINICPMO_ERR_INVALID_ARGUMENT = 1, /* bad parameter, bad UTF-8, unknown role, ... */
+    MINICPMO_ERR_IO = 2,               /* file missing or unreadable */
+    MINICPMO_ERR_BAD_MODEL = 3,        /* not a GGUF, wrong architecture, truncated, wrong tokenizer */
+    MINICPMO_ERR_CONTEXT_FULL = 4,     /* the input does not fit in the context window */
+    MINICPMO_ERR_CANCELLED = 5,
+    MINICPMO_ERR_UNSUPPORTED = 6,      /* needs a component the model files lack */
+    MINICPMO_ERR_INTERNAL = 7,
+} minicpmo_status;
+
+typedef struct minicpmo_model minicpmo_model;
+typedef struct minicpmo_session minicpmo_session;
+
+typedef struct minicpmo_model_params {
+    const char * omni_path; /* companion file; NULL = the one named in the LLM file, if present */
+    int32_t n_gpu_layers;   /* -1 = all */
+    bool use_mmap;
+} minicpmo_model_params;
+
+typedef struct minicpmo_session_params {
+    uint32_t n_ctx;    /* context window in tokens */
+    int32_t n_threads; /* 0 = all cores */
+    uint32_t n_batch;  /* prompt tokens per decode call */
+} minicpmo_session_params;
+
+typedef struct minicpmo_generate_params {
+    bool do_sample;           /* false = greedy */
+    float temperature;
+    float top_p;
+    int32_t top_k;            /* <= 0 = off */
+    float repetition_penalty; /* 1 = off */
+    uint64_t seed;
+    int32_t max_new_tokens;
+    bool enable_thinking;     /* false = empty <think> block in the generation prompt */
+} minicpmo_generate_params;
+
+typedef struct minicpmo_message {
+    const char * role;    /* "system", "user" or "assistant" */
+    const char * content; /* UTF-8 text */
+} minicpmo_message;
+
+/* Receives each piece of the reply as soon as it is complete UTF-8 (not NUL-terminated).
+ * Return false to stop generating. */
+typedef bool (*minicpmo_text_callback)(const char * piece, size_t len, void * user_data);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next call. */
+MINICPMO_API const char * minicpmo_last_error(void);
+MINICPMO_API const char * minicpmo_status_name(minicpmo_status status);
+
+MINICPMO_API minicpmo_model_params minicpmo_model_default_params(void);
+MINICPMO_API minicpmo_session_params minicpmo_session_default_params(void);
+MINICPMO_API minicpmo_generate_params minicpmo_generate_default_params(void);
+
+MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_params * params,
+                                                 minicpmo_model ** out_model);
+MINICPMO_API void minicpmo_model_free(minicpmo_model * model);
+/* Whether the omni companion was found and loaded (image/audio/speech need it). */
+MINICPMO_API bool minicpmo_model_has_omni(const minicpmo_model * model);
+
+MINICPMO_API minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
+                                                  minicpmo_session ** out_session);
+MINICPMO_API void minicpmo_session_free(minicpmo_session * session);
+/* Forgets the conversation (clears the KV cache). */
+MINICPMO_API minicpmo_status minicpmo_session_reset(minicpmo_session * session);
+
+/* Renders the whole conversation with the chat template, reuses what the KV cache already holds
+ * (earlier turns are not prefilled again), generates the assistant reply and streams it to
+ * `on_text` (may be NULL). The full reply is also returned through out_reply/out_len when those are
+ * non-NULL: free it with minicpmo_string_free. */
+MINICPMO_API minicpmo_status minicpmo_session_chat(minicpmo_session * session, const minicpmo_message * messages,
+                                                   size_t n_messages, const minicpmo_generate_params * params,
+                                                   minicpmo_text_callback on_text, void * user_data,
+                                                   char ** out_reply, size_t * out_len);
+
+/* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
+MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);
+/* Low level: generate from what the cache holds (no template is applied). */
+MINICPMO_API minicpmo_status minicpmo_session_generate(minicpmo_session * session,
+                                                       const minicpmo_generate_params * params,
+                                                       minicpmo_text_callback on_text, void * user_data,
+                                                       char ** out_reply, size_t * out_len);
+/* Number of positions in use in the session's KV cache. */
+MINICPMO_API int32_t minicpmo_session_n_past(const minicpmo_session * session);
+
+MINICPMO_API void minicpmo_string_free(char * s);
+
+/* Quantizes an LLM GGUF to `type` ("Q4_K_M", "Q8_0", "F16", ... 16 names, case-insensitive)
+ * with n_threads (0 = all cores). The omni companion is not touched. */
+MINICPMO_API minicpmo_status minicpmo_quantize_llm(const char * in_path, const char * out_path, const char * type,
+                                                   int32_t n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MINICPMO_H */

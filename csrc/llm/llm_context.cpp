@@ -1,0 +1,189 @@
+#include "llm/llm_context.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "core/error.h"
+#include "core/llama_log.h"
+
+namespace minicpmo {
+
+namespace {
+
+int default_threads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 4 : static_cast<int>(n);
+}
+
+}  // namespace
+
+LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) : model_(model) {
+    if (params.n_ctx < 16) fail(Status::invalid_argument, "n_ctx must be at least 16, got " + std::to_string(params.n_ctx));
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = params.n_ctx;
+    n_batch_ = std::max<uint32_t>(1, std::min(params.n_batch, params.n_ctx));
+    cp.n_batch = n_batch_;
+    cp.n_ubatch = n_batch_;
+    const int threads = params.n_threads > 0 ? params.n_threads : default_threads();
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    // hidden states are per token (the speech decoder reads them); never pooled
+    cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
+    cp.embeddings = false;
+    take_llama_error();
+    ctx_ = llama_init_from_model(model.get(), cp);
+    if (!ctx_) {
+        const std::string why = take_llama_error();
+        fail(Status::internal, "cannot create an LLM context of " + std::to_string(params.n_ctx) + " tokens" +
+                                   (why.empty() ? "" : ": " + why));
+    }
+    n_embd_ = model.n_embd();
+    n_vocab_ = model.n_vocab();
+}
+
+LlmContext::~LlmContext() {
+    if (ctx_) llama_free(ctx_);
+}
+
+int LlmContext::n_ctx() const { return static_cast<int>(llama_n_ctx(ctx_)); }
+
+void LlmContext::set_n_threads(int n_threads) {
+    const int t = n_threads > 0 ? n_threads : default_threads();
+    llama_set_n_threads(ctx_, t, t);
+}
+
+void LlmContext::check_fits(size_t n) const {
+    if (static_cast<size_t>(n_past_) + n > static_cast<size_t>(n_ctx())) {
+        fail(Status::context_full, "input of " + std::to_string(n) + " tokens does not fit in the context: " +
+                                       std::to_string(n_past_) + " of " + std::to_string(n_ctx()) +
+                                       " positions are in use (raise n_ctx or reset the session)");
+    }
+}
+
+void LlmContext::decode_tokens(const llama_token * tokens, size_t n, Outputs outputs, bool want_hidden) {
+    for (size_t i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab_) {
+            fail(Status::invalid_argument, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary (0.." +
+                                               std::to_string(n_vocab_ - 1) + ")");
+        }
+    }
+    decode_batches(tokens, nullptr, n, outputs, want_hidden);
+}
+
+void LlmContext::decode_embeddings(const float * embd, size_t n, Outputs outputs, bool want_hidden) {
+    decode_batches(nullptr, embd, n, outputs, want_hidden);
+}
+
+void LlmContext::decode_batches(const llama_token * tokens, const float * embd, size_t n, Outputs outputs,
+                                bool want_hidden) {
+    n_outputs_ = 0;
+    outputs_in_llama_ = false;
+    logits_.clear();
+    hidden_.clear();
+    if (n == 0) return;
+    check_fits(n);
+    llama_set_embeddings(ctx_, want_hidden);
+
+    const bool copy_out = outputs == Outputs::all;
+    if (copy_out) {
+        logits_.reserve(n * static_cast<size_t>(n_vocab_));
+        if (want_hidden) hidden_.reserve(n * static_cast<size_t>(n_embd_));
+    }
+    llama_batch batch = llama_batch_init(static_cast<int32_t>(n_batch_), embd ? n_embd_ : 0, 1);
+    size_t done = 0;
+    while (done < n) {
+        const size_t m = std::min<size_t>(n_batch_, n - done);
+        batch.n_tokens = static_cast<int32_t>(m);
+        for (size_t j = 0; j < m; ++j) {
+            if (tokens) batch.token[j] = tokens[done + j];
+            batch.pos[j] = n_past_ + static_cast<llama_pos>(j);
+            batch.n_seq_id[j] = 1;
+            batch.seq_id[j][0] = 0;
+            const bool last = done + j == n - 1;
+            batch.logits[j] = outputs == Outputs::all || (outputs == Outputs::last && last);
+        }
+        if (embd) {
+            std::memcpy(batch.embd, embd + done * static_cast<size_t>(n_embd_), m * n_embd_ * sizeof(float));
+        }
+        take_llama_error();
+        const int32_t rc = llama_decode(ctx_, batch);
+        if (rc != 0) {
+            llama_batch_free(batch);
+            // a failed batch may have left part of its tokens in the cache: drop them
+            llama_memory_seq_rm(llama_get_memory(ctx_), 0, n_past_, -1);
+            const std::string why = take_llama_error();
+            fail(rc == 2 ? Status::cancelled : Status::internal,
+                 "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
+        }
+        if (copy_out) {
+            for (size_t j = 0; j < m; ++j) {
+                const float * l = llama_get_logits_ith(ctx_, static_cast<int32_t>(j));
+                logits_.insert(logits_.end(), l, l + n_vocab_);
+                if (want_hidden) {
+                    const float * h = llama_get_embeddings_ith(ctx_, static_cast<int32_t>(j));
+                    if (!h) fail(Status::internal, "libllama returned no hidden state");
+                    hidden_.insert(hidden_.end(), h, h + n_embd_);
+                }
+            }
+        }
+        n_past_ += static_cast<int>(m);
+        done += m;
+    }
+    llama_batch_free(batch);
+    if (outputs == Outputs::all) {
+        n_outputs_ = static_cast<int>(n);
+    } else if (outputs == Outputs::last) {
+        n_outputs_ = 1;
+        outputs_in_llama_ = true;
+        if (want_hidden) {
+            const float * h = llama_get_embeddings_ith(ctx_, -1);
+            if (!h) fail(Status::internal, "libllama returned no hidden state");
+            hidden_.assign(h, h + n_embd_);
+        }
+    }
+}
+
+const float * LlmContext::logits(int i) const {
+    if (n_outputs_ == 0) fail(Status::internal, "no logits: the last decode requested no outputs");
+    if (i < 0) i = n_outputs_ - 1;
+    if (i >= n_outputs_) fail(Status::invalid_argument, "output index out of range");
+    if (outputs_in_llama_) return llama_get_logits_ith(ctx_, -1);
+    return logits_.data() + static_cast<size_t>(i) * n_vocab_;
+}
+
+const float * LlmContext::hidden(int i) const {
+    if (i < 0) i = n_outputs_ - 1;
+    if (hidden_.empty() || i < 0 || i >= n_outputs_) {
+        fail(Status::internal, "no hidden state: the last decode did not request hidden states");
+    }
+    if (outputs_in_llama_) return hidden_.data();
+    return hidden_.data() + static_cast<size_t>(i) * n_embd_;
+}
+
+void LlmContext::truncate(int pos) {
+    if (pos < 0) pos = 0;
+    if (pos >= n_past_) return;
+    llama_memory_seq_rm(llama_get_memory(ctx_), 0, pos, -1);
+    n_past_ = pos;
+    n_outputs_ = 0;
+}
+
+void LlmContext::remove_range(int p0, int p1) {
+    p0 = std::max(0, p0);
+    p1 = std::min(p1, n_past_);
+    if (p0 >= p1) return;
+    llama_memory_t mem = llama_get_memory(ctx_);
+    llama_memory_seq_rm(mem, 0, p0, p1);
+    llama_memory_seq_add(mem, 0, p1, -1, -(p1 - p0));  // RoPE-shifts the later keys
+    n_past_ -= p1 - p0;
+    n_outputs_ = 0;
+}
+
+void LlmContext::clear() {
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    n_past_ = 0;
+    n_outputs_ = 0;
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,125 @@
+#include "llm/llm_model.h"
+
+#include "core/error.h"
+#include "core/gguf_header.h"
+#include "core/llama_log.h"
+#include "core/omni_file.h"
+#include "core/utf8.h"
+
+namespace minicpmo {
+
+namespace {
+
+void check_llm_header(const std::string & path) {
+    GgufHeader h(path, "model file");
+    const std::string arch = h.architecture();
+    if (arch == kOmniArchitecture) {
+        fail(Status::bad_model, "model file '" + path +
+                                    "' is a MiniCPM-o omni companion file; pass the LLM file "
+                                    "(MiniCPM-o-4_5-<QTYPE>.gguf) and give the companion as the omni file");
+    }
+    if (arch != "qwen3") {
+        fail(Status::bad_model, "model file '" + path + "' has architecture '" + (arch.empty() ? "<none>" : arch) +
+                                    "', expected 'qwen3' (the MiniCPM-o 4.5 LLM)");
+    }
+}
+
+}  // namespace
+
+LlmModel::LlmModel(const std::string & path, const LlmModelParams & params) : path_(path) {
+    check_llm_header(path);
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = params.n_gpu_layers;
+    if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;  // default: auto (mmap where possible)
+    take_llama_error();
+    model_ = llama_model_load_from_file(path.c_str(), mp);
+    if (!model_) {
+        const std::string why = take_llama_error();
+        fail(Status::bad_model, "failed to load model file '" + path + "'" + (why.empty() ? "" : ": " + why));
+    }
+    vocab_ = llama_model_get_vocab(model_);
+    try {
+        // the chat protocol needs these; a plain Qwen3 file without them would silently misbehave
+        special_token("<|im_start|>");
+        special_token("<|im_end|>");
+    } catch (...) {
+        llama_model_free(model_);
+        throw;
+    }
+}
+
+LlmModel::~LlmModel() {
+    if (model_) llama_model_free(model_);
+}
+
+int LlmModel::n_embd() const { return llama_model_n_embd(model_); }
+int LlmModel::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+int LlmModel::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
+
+std::string LlmModel::meta(const char * key) const {
+    char small[256];
+    const int32_t n = llama_model_meta_val_str(model_, key, small, sizeof(small));
+    if (n < 0) return "";
+    if (static_cast<size_t>(n) < sizeof(small)) return std::string(small, static_cast<size_t>(n));
+    std::string big(static_cast<size_t>(n) + 1, '\0');
+    llama_model_meta_val_str(model_, key, big.data(), big.size());
+    big.resize(static_cast<size_t>(n));
+    return big;
+}
+
+std::vector<llama_token> LlmModel::tokenize(std::string_view text, bool parse_special) const {
+    const size_t bad = utf8_invalid_offset(text);
+    if (bad != std::string_view::npos) {
+        fail(Status::invalid_argument, "text is not valid UTF-8 (invalid byte at offset " + std::to_string(bad) + ")");
+    }
+    if (text.size() > static_cast<size_t>(INT32_MAX / 2)) {
+        fail(Status::invalid_argument, "text is too long to tokenize (" + std::to_string(text.size()) + " bytes)");
+    }
+    std::vector<llama_token> out(text.size() + 2);
+    int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                               static_cast<int32_t>(out.size()), /*add_special*/ false, parse_special);
+    if (n < 0) {
+        out.resize(static_cast<size_t>(-n));
+        n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                           static_cast<int32_t>(out.size()), false, parse_special);
+    }
+    if (n < 0) fail(Status::internal, "tokenization failed");
+    out.resize(static_cast<size_t>(n));
+    return out;
+}
+
+std::string LlmModel::token_bytes(llama_token token) const { return piece(token, true); }
+std::string LlmModel::token_text(llama_token token) const { return piece(token, false); }
+
+std::string LlmModel::piece(llama_token token, bool special) const {
+    if (token < 0 || token >= n_vocab()) {
+        fail(Status::invalid_argument, "token id " + std::to_string(token) + " is outside the vocabulary (0.." +
+                                           std::to_string(n_vocab() - 1) + ")");
+    }
+    char buf[128];
+    int32_t n = llama_token_to_piece(vocab_, token, buf, sizeof(buf), 0, special);
+    if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+    std::string big(static_cast<size_t>(-n), '\0');
+    n = llama_token_to_piece(vocab_, token, big.data(), static_cast<int32_t>(big.size()), 0, special);
+    big.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return big;
+}
+
+std::string LlmModel::detokenize(const std::vector<llama_token> & tokens) const {
+    std::string out;
+    for (llama_token t : tokens) out += token_bytes(t);
+    return out;
+}
+
+bool LlmModel::is_eog(llama_token token) const { return llama_vocab_is_eog(vocab_, token); }
+
+llama_token LlmModel::special_token(std::string_view text) const {
+    const std::vector<llama_token> ids = tokenize(text, true);
+    if (ids.size() != 1) {
+        fail(Status::bad_model, "model file '" + path_ + "' has no single token for '" + std::string(text) +
+                                    "': not a MiniCPM-o tokenizer");
+    }
+    return ids[0];
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,54 @@
+// The Qwen3 LLM file, loaded through libllama: weights, vocabulary and metadata. Shared (read-only)
+// by every session made from it.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "llama.h"
+
+namespace minicpmo {
+
+struct LlmModelParams {
+    int n_gpu_layers = -1;  // -1 = all layers on the GPU backend when there is one
+    bool use_mmap = true;
+};
+
+class LlmModel {
+public:
+    // Throws naming `path` when the file is missing, not a GGUF, not a qwen3 LLM (e.g. the omni
+    // companion passed by mistake), truncated, or lacks the MiniCPM-o special tokens.
+    LlmModel(const std::string & path, const LlmModelParams & params);
+    ~LlmModel();
+    LlmModel(const LlmModel &) = delete;
+    LlmModel & operator=(const LlmModel &) = delete;
+
+    llama_model * get() const { return model_; }
+    const llama_vocab * vocab() const { return vocab_; }
+    const std::string & path() const { return path_; }
+    int n_embd() const;
+    int n_vocab() const;
+    int n_ctx_train() const;
+    std::string meta(const char * key) const;  // "" when absent
+
+    // Text must be valid UTF-8 (throws invalid_argument naming the byte offset otherwise).
+    std::vector<llama_token> tokenize(std::string_view text, bool parse_special) const;
+    // Raw bytes of one token (special tokens rendered as their text); may be a partial UTF-8 char.
+    std::string token_bytes(llama_token token) const;
+    // Bytes shown to a user for a generated token: control tokens (<|im_end|>, <|tts_eos|>, ...) are empty.
+    std::string token_text(llama_token token) const;
+    std::string detokenize(const std::vector<llama_token> & tokens) const;  // raw bytes
+    bool is_eog(llama_token token) const;
+    // Id of a special token given by its text, throwing bad_model if the vocabulary lacks it.
+    llama_token special_token(std::string_view text) const;
+
+private:
+    std::string piece(llama_token token, bool special) const;
+
+    std::string path_;
+    llama_model * model_ = nullptr;
+    const llama_vocab * vocab_ = nullptr;
+};
+
+}  // namespace minicpmo

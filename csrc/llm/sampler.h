@@ -1,0 +1,44 @@
+// Token sampling with the semantics of Hugging Face generate() as MiniCPM-o uses it (spec §4.5):
+// repetition penalty over the ids generated so far, then temperature, top-k, top-p, multinomial.
+// Own implementation (not llama.cpp's chain) so the order and tie rules match the reference.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "llama.h"
+
+namespace minicpmo {
+
+struct SamplingParams {
+    bool do_sample = true;
+    float temperature = 0.7f;
+    float top_p = 0.8f;
+    int top_k = 100;                   // <= 0: no top-k
+    float repetition_penalty = 1.02f;  // 1 = off
+    int repetition_window = 0;         // penalise only the last N ids; 0 = all of them
+    uint64_t seed = 0;
+};
+
+class Sampler {
+public:
+    Sampler(const SamplingParams & params, int n_vocab);
+    // `history`: ids generated so far in this reply (what HF's processors see when the prompt is
+    // passed as embeddings). Throws invalid_argument on non-finite logits.
+    llama_token sample(const float * logits, const std::vector<llama_token> & history);
+
+private:
+    double uniform();  // [0, 1), identical on every platform for a given seed
+
+    SamplingParams params_;
+    int n_vocab_;
+    std::mt19937_64 rng_;
+    std::vector<float> work_;
+    std::vector<int32_t> order_;
+};
+
+// Throws invalid_argument naming the bad field when params are out of range.
+void validate_sampling_params(const SamplingParams & params);
+
+}  // namespace minicpmo

@@ -1,0 +1,185 @@
+// pybind11 module minicpmo_cpp._core: a thin binding of the C++ classes. Numerics stay in C++;
+// the GIL is released around every call that computes.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/error.h"
+#include "llm/chat_prompt.h"
+#include "llm/quantize.h"
+#include "session/omni_model.h"
+#include "session/session.h"
+
+namespace py = pybind11;
+using namespace minicpmo;
+
+namespace {
+
+std::vector<ChatMessage> to_messages(const std::vector<std::pair<std::string, std::string>> & msgs) {
+    std::vector<ChatMessage> out;
+    out.reserve(msgs.size());
+    for (const auto & m : msgs) out.push_back({m.first, m.second});
+    return out;
+}
+
+GenerateParams make_generate_params(bool do_sample, float temperature, float top_p, int top_k,
+                                    float repetition_penalty, uint64_t seed, int max_new_tokens) {
+    GenerateParams g;
+    g.sampling.do_sample = do_sample;
+    g.sampling.temperature = temperature;
+    g.sampling.top_p = top_p;
+    g.sampling.top_k = top_k;
+    g.sampling.repetition_penalty = repetition_penalty;
+    g.sampling.seed = seed;
+    g.max_new_tokens = max_new_tokens;
+    return g;
+}
+
+py::array_t<float> to_array(const float * data, size_t rows, size_t cols) {
+    py::array_t<float> a({rows, cols});
+    std::memcpy(a.mutable_data(), data, rows * cols * sizeof(float));
+    return a;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "minicpmo-cpp native core";
+    py::register_exception<Error>(m, "MinicpmoError", PyExc_RuntimeError);
+
+    py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
+        .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
+                 LlmModelParams p;
+                 p.n_gpu_layers = n_gpu_layers;
+                 p.use_mmap = use_mmap;
+                 py::gil_scoped_release release;
+                 return std::make_shared<OmniModel>(path, omni_path, p);
+             }),
+             py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true)
+        .def_property_readonly("has_omni", &OmniModel::has_omni)
+        .def_property_readonly("omni_missing_reason", &OmniModel::omni_missing_reason)
+        .def_property_readonly("omni_path", [](const OmniModel & o) { return o.omni() ? o.omni()->path : ""; })
+        .def_property_readonly("omni_components",
+                               [](const OmniModel & o) { return o.omni() ? o.omni()->components : std::vector<std::string>(); })
+        .def_property_readonly("n_embd", [](const OmniModel & o) { return o.llm()->n_embd(); })
+        .def_property_readonly("n_vocab", [](const OmniModel & o) { return o.llm()->n_vocab(); })
+        .def_property_readonly("n_ctx_train", [](const OmniModel & o) { return o.llm()->n_ctx_train(); })
+        .def_property_readonly("path", [](const OmniModel & o) { return o.llm()->path(); })
+        .def("meta", [](const OmniModel & o, const std::string & key) { return o.llm()->meta(key.c_str()); })
+        .def("tokenize",
+             [](const OmniModel & o, const std::string & text, bool parse_special) {
+                 return o.llm()->tokenize(text, parse_special);
+             },
+             py::arg("text"), py::arg("parse_special") = true)
+        .def("detokenize",
+             [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); })
+        .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
+
+    py::class_<Session>(m, "Session")
+        .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch) {
+                 LlmContextParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_threads = n_threads;
+                 p.n_batch = n_batch;
+                 py::gil_scoped_release release;
+                 return std::make_unique<Session>(model->llm(), p);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
+             py::keep_alive<1, 2>())
+        .def_property_readonly("n_past", &Session::n_past)
+        .def_property_readonly("n_ctx", [](Session & s) { return s.context().n_ctx(); })
+        .def_property_readonly("kv_tokens", &Session::kv_tokens)
+        .def_property_readonly("last_generated", &Session::last_generated)
+        .def_property_readonly("last_prefill",
+                               [](const Session & s) { return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled); })
+        .def("set_n_threads", [](Session & s, int n) { s.context().set_n_threads(n); })
+        .def("reset", &Session::reset)
+        .def("prefill",
+             [](Session & s, const std::vector<llama_token> & ids) {
+                 py::gil_scoped_release release;
+                 const PrefillStats st = s.prefill(ids);
+                 return std::make_pair(st.n_reused, st.n_prefilled);
+             })
+        .def("append_text",
+             [](Session & s, const std::string & text) {
+                 py::gil_scoped_release release;
+                 const PrefillStats st = s.append_text(text);
+                 return std::make_pair(st.n_reused, st.n_prefilled);
+             })
+        .def("begin_generation",
+             [](Session & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
+                uint64_t seed, int max_new_tokens) {
+                 s.begin_generation(make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                                         max_new_tokens));
+             },
+             py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
+             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"))
+        .def("step",
+             [](Session & s) {
+                 std::string piece;
+                 bool more;
+                 {
+                     py::gil_scoped_release release;
+                     more = s.step(piece);
+                 }
+                 return std::make_pair(more, piece);
+             })
+        .def("cancel", &Session::cancel)
+        .def("forward",
+             [](Session & s, const std::vector<llama_token> & ids) {
+                 // fresh cache, every position's logits and final-norm hidden state; leaves the
+                 // session empty because the conversation was replaced
+                 if (ids.empty()) fail(Status::invalid_argument, "forward() needs at least one token");
+                 std::vector<float> logits, hidden;
+                 size_t n_vocab, n_embd;
+                 {
+                     py::gil_scoped_release release;
+                     s.reset();
+                     LlmContext & c = s.context();
+                     c.decode_tokens(ids.data(), ids.size(), Outputs::all, true);
+                     n_vocab = static_cast<size_t>(c.n_vocab());
+                     n_embd = static_cast<size_t>(c.n_embd());
+                     logits.assign(c.logits(0), c.logits(0) + ids.size() * n_vocab);
+                     hidden.assign(c.hidden(0), c.hidden(0) + ids.size() * n_embd);
+                     s.reset();
+                 }
+                 return std::make_pair(to_array(logits.data(), ids.size(), n_vocab),
+                                       to_array(hidden.data(), ids.size(), n_embd));
+             });
+
+    m.def("render_chat",
+          [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,
+             bool enable_thinking, bool use_tts_template) {
+              ChatTemplateOptions o;
+              o.add_generation_prompt = add_generation_prompt;
+              o.enable_thinking = enable_thinking;
+              o.use_tts_template = use_tts_template;
+              return render_chat(to_messages(msgs), o);
+          },
+          py::arg("messages"), py::arg("add_generation_prompt") = true, py::arg("enable_thinking") = false,
+          py::arg("use_tts_template") = false);
+
+    m.def("quantize_types", &quantize_type_names);
+    m.def("quantize_llm",
+          [](const std::string & in, const std::string & out, const std::string & type, int n_threads,
+             const std::function<void(const std::string &)> & progress) {
+              std::function<void(const std::string &)> sink;
+              if (progress) {
+                  sink = [&progress](const std::string & line) {
+                      py::gil_scoped_acquire acquire;
+                      progress(line);
+                  };
+              }
+              py::gil_scoped_release release;
+              quantize_llm(in, out, type, n_threads, sink);
+          },
+          py::arg("in_path"), py::arg("out_path"), py::arg("type"), py::arg("n_threads") = 0,
+          py::arg("progress") = nullptr);
+}

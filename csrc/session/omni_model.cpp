@@ -1,0 +1,39 @@
+#include "session/omni_model.h"
+
+#include <sys/stat.h>
+
+#include "core/error.h"
+
+namespace minicpmo {
+
+namespace {
+
+bool file_exists(const std::string & p) {
+    struct stat st {};
+    return !p.empty() && stat(p.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path, const LlmModelParams & params)
+    : llm_(std::make_shared<LlmModel>(llm_path, params)) {
+    if (!omni_path.empty()) {
+        omni_ = load_omni_info(omni_path, llm_->n_embd());
+        return;
+    }
+    const std::string key = llm_->meta(kOmniFileKey);
+    if (key.empty()) {
+        omni_missing_reason_ = "model file '" + llm_path + "' names no omni companion (key " + kOmniFileKey +
+                               "); pass the omni file explicitly";
+        return;
+    }
+    const std::string resolved = resolve_omni_path(llm_path, key);
+    if (!file_exists(resolved)) {
+        omni_missing_reason_ = "the omni companion '" + key + "' named by model file '" + llm_path +
+                               "' was not found beside it";
+        return;
+    }
+    omni_ = load_omni_info(resolved, llm_->n_embd());
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,115 @@
+#include "session/session.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace minicpmo {
+
+Session::Session(std::shared_ptr<const LlmModel> model, const LlmContextParams & params)
+    : model_(std::move(model)), ctx_(*model_, params) {}
+
+void Session::reset() {
+    ctx_.clear();
+    kv_tokens_.clear();
+    generated_.clear();
+    active_ = false;
+    logits_ready_ = false;
+}
+
+PrefillStats Session::prefill(const std::vector<llama_token> & prompt) {
+    if (prompt.empty()) fail(Status::invalid_argument, "the prompt is empty");
+    active_ = false;
+    size_t common = 0;
+    const size_t limit = std::min(kv_tokens_.size(), prompt.size());
+    while (common < limit && kv_tokens_[common] == prompt[common]) ++common;
+    if (common == prompt.size()) --common;  // re-decode the last token to get its logits
+
+    if (prompt.size() > static_cast<size_t>(ctx_.n_ctx())) {
+        fail(Status::context_full, "prompt of " + std::to_string(prompt.size()) +
+                                       " tokens does not fit in the context of " + std::to_string(ctx_.n_ctx()) +
+                                       " tokens (raise n_ctx)");
+    }
+    ctx_.truncate(static_cast<int>(common));
+    kv_tokens_.resize(common);
+    logits_ready_ = false;
+    ctx_.decode_tokens(prompt.data() + common, prompt.size() - common, Outputs::last);
+    kv_tokens_.assign(prompt.begin(), prompt.end());
+    logits_ready_ = true;
+    last_prefill_ = PrefillStats{static_cast<int>(common), static_cast<int>(prompt.size() - common)};
+    return last_prefill_;
+}
+
+PrefillStats Session::append_text(const std::string & text) {
+    std::vector<llama_token> prompt = kv_tokens_;
+    const std::vector<llama_token> add = model_->tokenize(text, true);
+    if (add.empty()) fail(Status::invalid_argument, "the text to prefill is empty");
+    prompt.insert(prompt.end(), add.begin(), add.end());
+    return prefill(prompt);
+}
+
+void Session::begin_generation(const GenerateParams & params) {
+    if (!logits_ready_) fail(Status::invalid_argument, "nothing to generate from: prefill a prompt first");
+    if (params.max_new_tokens < 0) fail(Status::invalid_argument, "max_new_tokens must be >= 0");
+    sampler_ = std::make_unique<Sampler>(params.sampling, model_->n_vocab());
+    generated_.clear();
+    utf8_ = Utf8Stream();
+    max_new_tokens_ = params.max_new_tokens;
+    active_ = max_new_tokens_ > 0;
+}
+
+bool Session::step(std::string & piece) {
+    piece.clear();
+    if (!active_) {
+        piece = utf8_.flush();
+        return false;
+    }
+    if (!logits_ready_) fail(Status::internal, "generation lost its logits");
+    const llama_token t = sampler_->sample(ctx_.logits(-1), generated_);
+    generated_.push_back(t);
+    if (model_->is_eog(t)) {
+        // the terminator is not fed back: the next prompt renders <|im_end|> itself
+        active_ = false;
+        piece = utf8_.flush();
+        return !piece.empty();
+    }
+    piece = utf8_.push(model_->token_text(t));
+    if (static_cast<int>(generated_.size()) >= max_new_tokens_) {
+        active_ = false;
+        piece += utf8_.flush();
+        // keep the last token in the cache so the reply is complete there too
+        logits_ready_ = false;
+        ctx_.decode_tokens(&t, 1, Outputs::none);
+        kv_tokens_.push_back(t);
+        return true;
+    }
+    logits_ready_ = false;
+    ctx_.decode_tokens(&t, 1, Outputs::last);
+    kv_tokens_.push_back(t);
+    logits_ready_ = true;
+    return true;
+}
+
+std::string Session::generate(const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece) {
+    begin_generation(params);
+    std::string reply, piece;
+    bool more = true;
+    while (more) {
+        more = step(piece);
+        if (piece.empty()) continue;
+        reply += piece;
+        if (on_piece && !on_piece(piece)) {
+            cancel();
+            more = false;
+        }
+    }
+    return reply;
+}
+
+std::string Session::chat(const std::vector<ChatMessage> & messages, const ChatTemplateOptions & options,
+                          const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece) {
+    prefill(model_->tokenize(render_chat(messages, options), true));
+    return generate(params, on_piece);
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,76 @@
+// A conversation over one LLM context: keeps what is in the KV cache as token ids, reuses the
+// longest common prefix when the next prompt arrives (earlier turns are never prefilled again),
+// and generates step by step so Python generators, C callbacks and the CLI share one loop.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/utf8.h"
+#include "llm/chat_prompt.h"
+#include "llm/llm_context.h"
+#include "llm/llm_model.h"
+#include "llm/sampler.h"
+
+namespace minicpmo {
+
+struct GenerateParams {
+    SamplingParams sampling;
+    int max_new_tokens = 4096;
+};
+
+struct PrefillStats {
+    int n_reused = 0;     // prompt tokens already in the KV cache
+    int n_prefilled = 0;  // prompt tokens decoded by this call
+};
+
+class Session {
+public:
+    Session(std::shared_ptr<const LlmModel> model, const LlmContextParams & params);
+
+    const LlmModel & model() const { return *model_; }
+    LlmContext & context() { return ctx_; }
+    int n_past() const { return ctx_.n_past(); }
+    const std::vector<llama_token> & kv_tokens() const { return kv_tokens_; }
+    const PrefillStats & last_prefill() const { return last_prefill_; }
+    const std::vector<llama_token> & last_generated() const { return generated_; }
+
+    void reset();
+
+    // Makes the KV cache hold exactly `prompt`, keeping the common prefix with what is there and
+    // decoding the rest; the last prompt token is always (re)decoded so its logits are fresh.
+    PrefillStats prefill(const std::vector<llama_token> & prompt);
+    // Appends raw text (special tokens parsed) after what is already in the cache.
+    PrefillStats append_text(const std::string & text);
+
+    // Step-wise generation from the logits of the last decoded position.
+    void begin_generation(const GenerateParams & params);
+    // Produces the next piece of valid UTF-8 text (may be empty while a character is incomplete).
+    // Returns false when generation has ended (terminator, max_new_tokens or cancel()).
+    bool step(std::string & piece);
+    void cancel() { active_ = false; }
+
+    // Runs step() to the end; `on_piece` returning false stops early.
+    std::string generate(const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
+    // Renders `messages` with the template, prefills and generates; `on_piece` returning false stops.
+    std::string chat(const std::vector<ChatMessage> & messages, const ChatTemplateOptions & options,
+                     const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
+
+private:
+    std::shared_ptr<const LlmModel> model_;
+    LlmContext ctx_;
+    std::vector<llama_token> kv_tokens_;  // token ids at positions 0..n_past-1
+    PrefillStats last_prefill_;
+
+    // generation state
+    std::unique_ptr<Sampler> sampler_;
+    std::vector<llama_token> generated_;
+    Utf8Stream utf8_;
+    int max_new_tokens_ = 0;
+    bool active_ = false;
+    bool logits_ready_ = false;  // logits of the last KV position are available
+};
+
+}  // namespace minicpmo

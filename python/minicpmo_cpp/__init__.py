@@ -1,0 +1,7 @@
+"""minicpmo-cpp: a llama.cpp-backed runtime for the MiniCPM-o 4.5 omni model."""
+
+from ._core import MinicpmoError
+from .session import OmniSession
+
+__all__ = ["OmniSession", "MinicpmoError", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""OmniSession: the Python face of the runtime (names follow the official MiniCPM-o API)."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Iterator
+
+import numpy as np
+
+from . import _core
+from ._core import MinicpmoError
+from .messages import to_role_text_pairs
+
+
+class OmniSession:
+    """A loaded MiniCPM-o model and one conversation (KV cache) over it.
+
+    ``OmniSession("MiniCPM-o-4_5-Q4_K_M.gguf")`` finds the omni companion through the LLM file's
+    ``minicpmo.omni_file`` key (or take ``omni_path``). Multi-turn chat keeps earlier turns in the KV
+    cache: each ``chat(msgs)`` renders the whole conversation and only decodes what is new.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        omni_path: str | os.PathLike | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = -1,
+        n_ctx: int = 8192,
+        n_batch: int = 512,
+        seed: int | None = None,
+        use_mmap: bool = True,
+    ):
+        model_path = os.fspath(model_path)
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(2, f"model file '{model_path}' does not exist", model_path)
+        if omni_path is not None:
+            omni_path = os.fspath(omni_path)
+            if not os.path.exists(omni_path):
+                raise FileNotFoundError(2, f"omni file '{omni_path}' does not exist", omni_path)
+        self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap)
+        self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch)
+        self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        self._generation = 0  # invalidates an unfinished streaming generator
+
+    # ---- model facts ----
+    @property
+    def has_omni(self) -> bool:
+        return self._model.has_omni
+
+    @property
+    def omni_path(self) -> str:
+        return self._model.omni_path
+
+    @property
+    def n_ctx(self) -> int:
+        return self._session.n_ctx
+
+    @property
+    def n_past(self) -> int:
+        """Positions in use in the KV cache."""
+        return self._session.n_past
+
+    @property
+    def last_generated_ids(self) -> list[int]:
+        """Token ids of the last reply, including the terminator when one was sampled."""
+        return list(self._session.last_generated)
+
+    @property
+    def last_prefill(self) -> tuple[int, int]:
+        """(tokens reused from the KV cache, tokens decoded) of the last prompt."""
+        return tuple(self._session.last_prefill)
+
+    def set_n_threads(self, n_threads: int) -> None:
+        self._session.set_n_threads(n_threads)
+
+    # ---- text ----
+    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
+        return self._model.tokenize(text, parse_special)
+
+    def detokenize(self, ids) -> str:
+        return self._model.detokenize([int(i) for i in ids]).decode("utf-8", errors="replace")
+
+    def apply_chat_template(
+        self, msgs, add_generation_prompt: bool = True, enable_thinking: bool = False, use_tts_template: bool = False
+    ) -> str:
+        return _core.render_chat(to_role_text_pairs(msgs), add_generation_prompt, enable_thinking, use_tts_template)
+
+    def forward(self, token_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [n, vocab] and final-norm hidden states [n, hidden] of every position, computed on
+        a fresh cache (the conversation is cleared)."""
+        self._generation += 1
+        return self._session.forward([int(t) for t in token_ids])
+
+    def reset(self) -> None:
+        """Forget the conversation."""
+        self._generation += 1
+        self._session.reset()
+
+    def chat(
+        self,
+        msgs,
+        stream: bool = False,
+        max_new_tokens: int = 4096,
+        do_sample: bool = True,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        top_k: int = 100,
+        repetition_penalty: float = 1.02,
+        seed: int | None = None,
+        enable_thinking: bool = False,
+    ) -> str | Iterator[str]:
+        """Reply to the conversation ``msgs``. Defaults are the official chat() sampling settings;
+        ``do_sample=False`` is greedy. With ``stream=True`` returns an iterator of text pieces."""
+        prompt = self.apply_chat_template(msgs, True, enable_thinking, False)
+        if seed is None:
+            seed = self._seed_rng.getrandbits(63)
+        if max_new_tokens < 0:
+            raise MinicpmoError("max_new_tokens must be >= 0")
+        self._generation += 1
+        self._session.prefill(self._model.tokenize(prompt, True))
+        self._session.begin_generation(
+            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens)
+        )
+        pieces = self._pieces(self._generation)
+        if stream:
+            return pieces
+        return "".join(pieces)
+
+    def _pieces(self, generation: int) -> Iterator[str]:
+        try:
+            while True:
+                if generation != self._generation:
+                    raise MinicpmoError("this reply was abandoned: the session started another request")
+                more, piece = self._session.step()
+                if piece:
+                    yield piece
+                if not more:
+                    return
+        finally:
+            if generation == self._generation:
+                self._session.cancel()
+
+    def __repr__(self) -> str:
+        return f"OmniSession({self._model.path!r}, omni={self.omni_path or None!r}, n_ctx={self.n_ctx})"
+
+
+__all__ = ["OmniSession", "MinicpmoError"]
+
+

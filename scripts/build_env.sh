@@ -1,0 +1,12 @@
+# Sourced by the scripts: compiler cache settings so rebuilds of llama.cpp take seconds, not minutes.
+export MINICPMO_CACHE_DIR="${MINICPMO_CACHE_DIR:-$HOME/.cache/minicpmo-cpp}"
+export CCACHE_DIR="${CCACHE_DIR:-$MINICPMO_CACHE_DIR/ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(pwd)}"
+export CCACHE_NOHASHDIR=true
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+if ! command -v ccache >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ccache (Debian package) to cache compiler output" >&2
+        (apt-get update -qq && apt-get install -y -qq ccache) >/dev/null 2>&1 || echo "ccache install failed; building without it" >&2
+    fi
+fi

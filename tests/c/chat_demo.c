@@ -1,0 +1,72 @@
+/* A tiny C program against the public header: loads a model, chats for two turns and prints the
+ * replies. Built and run by tests/test_c_api.py. usage: chat_demo MODEL PROMPT1 PROMPT2 N_PREDICT */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "minicpmo.h"
+
+static bool count_piece(const char * piece, size_t len, void * user_data) {
+    (void) piece;
+    *(size_t *) user_data += len;
+    return true;
+}
+
+static int fail(const char * what, minicpmo_status st) {
+    fprintf(stderr, "chat_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
+    return 1;
+}
+
+int main(int argc, char ** argv) {
+    if (argc != 5) {
+        fprintf(stderr, "usage: chat_demo MODEL PROMPT1 PROMPT2 N_PREDICT\n");
+        return 2;
+    }
+    minicpmo_model * model = NULL;
+    minicpmo_session * session = NULL;
+    minicpmo_status st;
+
+    minicpmo_model_params mp = minicpmo_model_default_params();
+    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
+
+    minicpmo_session_params sp = minicpmo_session_default_params();
+    sp.n_ctx = 1024;
+    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+
+    minicpmo_generate_params gp = minicpmo_generate_default_params();
+    gp.do_sample = false; /* greedy: comparable with the Python API and the CLI */
+    gp.repetition_penalty = 1.0f;
+    gp.max_new_tokens = atoi(argv[4]);
+
+    char * reply1 = NULL;
+    size_t len1 = 0, streamed = 0;
+    minicpmo_message turn1[1] = {{"user", argv[2]}};
+    if ((st = minicpmo_session_chat(session, turn1, 1, &gp, count_piece, &streamed, &reply1, &len1)) != MINICPMO_OK) {
+        return fail("chat turn 1", st);
+    }
+    if (streamed != len1) {
+        fprintf(stderr, "chat_demo: streamed %zu bytes but the reply has %zu\n", streamed, len1);
+        return 1;
+    }
+    printf("REPLY1:%s\n", reply1);
+
+    char * reply2 = NULL;
+    size_t len2 = 0;
+    minicpmo_message turn2[3] = {{"user", argv[2]}, {"assistant", reply1}, {"user", argv[3]}};
+    if ((st = minicpmo_session_chat(session, turn2, 3, &gp, NULL, NULL, &reply2, &len2)) != MINICPMO_OK) {
+        return fail("chat turn 2", st);
+    }
+    printf("REPLY2:%s\n", reply2);
+    printf("N_PAST:%d\n", minicpmo_session_n_past(session));
+
+    /* errors are reported, not crashes */
+    minicpmo_model * bad = NULL;
+    st = minicpmo_model_load("/nonexistent/model.gguf", &mp, &bad);
+    printf("MISSING:%s:%s\n", minicpmo_status_name(st), minicpmo_last_error());
+
+    minicpmo_string_free(reply1);
+    minicpmo_string_free(reply2);
+    minicpmo_session_free(session);
+    minicpmo_model_free(model);
+    return 0;
+}

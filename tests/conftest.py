@@ -1,0 +1,146 @@
+"""Shared fixtures: a tiny random MiniCPM-o checkpoint (HF layout), its GGUF conversions and the
+numpy reference built from the same weights.
+
+Everything is made by the project's own generator + converter (DESIGN.md §5): tests never hand-build
+the model GGUFs. Fixtures are session-scoped so the (cheap) conversion happens once per run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))  # makes `import reference` work from any rootdir/cwd
+
+# Real MiniCPM-o 4.5 special-token ids (MODEL_SPEC.md §4.2)
+IM_START, IM_END, ENDOFTEXT = 151644, 151645, 151643
+THINK, END_THINK = 151667, 151668
+TTS_BOS, TTS_EOS = 151703, 151704
+TERMINATORS = (IM_END, ENDOFTEXT)
+
+
+def _import_convert(modname: str):
+    """Import ``minicpmo_cpp.convert[.x]`` from the installed package; fall back to the in-tree
+    ``convert/`` folder (packaged as ``minicpmo_cpp/convert``) so the numpy-only tests also run from a
+    source checkout where the extension is not built yet."""
+    try:
+        return importlib.import_module("minicpmo_cpp.convert" + modname)
+    except ImportError as first:
+        if not (REPO_ROOT / "convert").is_dir():
+            raise
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        try:
+            return importlib.import_module("convert" + modname)
+        except ImportError:
+            raise first
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_dir() -> Path:
+    """Root of the llama.cpp source tree the runtime was built from."""
+    env = os.environ.get("MINICPMO_LLAMA_CPP_DIR")
+    if env:
+        p = Path(env)
+    else:
+        from minicpmo_cpp.build_info import LLAMA_CPP_DIR
+
+        p = Path(LLAMA_CPP_DIR)
+    assert (p / "include" / "llama.h").is_file(), f"not a llama.cpp tree: {p}"
+    return p
+
+
+@pytest.fixture(scope="session")
+def qwen2_vocab_gguf(llama_cpp_dir) -> Path:
+    p = llama_cpp_dir / "models" / "ggml-vocab-qwen2.gguf"
+    assert p.is_file(), f"missing {p} (the build must keep llama.cpp's models/ folder)"
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory, qwen2_vocab_gguf) -> Path:
+    """Tiny random-weight checkpoint in the real HF layout (MODEL_SPEC.md §8 tiny config)."""
+    make_tiny = _import_convert(".make_tiny").make_tiny_checkpoint
+    out = tmp_path_factory.mktemp("tiny_hf")
+    p = Path(make_tiny(out, seed=0, vocab_gguf=qwen2_vocab_gguf))
+    assert (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+    return p
+
+
+def _convert(tmp_path_factory, hf_dir, outtype):
+    convert_checkpoint = _import_convert("").convert_checkpoint
+    out = tmp_path_factory.mktemp(f"tiny_{outtype}")
+    llm, omni = convert_checkpoint(hf_dir, out, outtype=outtype, name="MiniCPM-o-4_5")
+    llm, omni = Path(llm), Path(omni)
+    assert llm.is_file() and omni.is_file()
+    return llm, omni
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tmp_path_factory, tiny_hf):
+    """(llm_gguf, omni_gguf) converted with outtype f32."""
+    return _convert(tmp_path_factory, tiny_hf, "f32")
+
+
+@pytest.fixture(scope="session")
+def tiny_f16(tmp_path_factory, tiny_hf):
+    """(llm_gguf, omni_gguf) converted with outtype f16."""
+    return _convert(tmp_path_factory, tiny_hf, "f16")
+
+
+@pytest.fixture(scope="session")
+def tiny_state(tiny_hf):
+    """(state_dict, config) of the tiny checkpoint, read back from model.safetensors."""
+    from reference import load_hf_checkpoint
+
+    return load_hf_checkpoint(tiny_hf)
+
+
+@pytest.fixture(scope="session")
+def tiny_ref(tiny_state):
+    """float64 numpy Qwen3 reference of the tiny LLM."""
+    from reference import Qwen3Reference
+
+    sd, cfg = tiny_state
+    return Qwen3Reference(sd, cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_ref_f16(tiny_state):
+    """float64 reference run on F16-rounded matrices (what an F16 GGUF stores)."""
+    from reference import Qwen3Reference, round_weights
+
+    sd, cfg = tiny_state
+    return Qwen3Reference(round_weights(sd, "f16"), cfg)
+
+
+@pytest.fixture(scope="module")
+def session_f32(tiny_f32):
+    from minicpmo_cpp import OmniSession
+
+    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
+
+
+@pytest.fixture(scope="module")
+def session_f16(tiny_f16):
+    from minicpmo_cpp import OmniSession
+
+    return OmniSession(str(tiny_f16[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
+
+
+def run_isolated(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter so that a native crash shows up as a test failure
+    (negative return code) instead of killing pytest."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env)

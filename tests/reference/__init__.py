@@ -1,0 +1,9 @@
+"""Independent numpy reference implementations of the MiniCPM-o 4.5 components.
+
+Written from shared/spec/MODEL_SPEC.md, not from the C++ runtime, transformers or llama.cpp.
+They are deliberately simple (no batching, float64 by default) so that they serve as an oracle.
+"""
+
+from .qwen3 import KVCache, Qwen3Reference, load_hf_checkpoint, round_weights
+
+__all__ = ["KVCache", "Qwen3Reference", "load_hf_checkpoint", "round_weights"]
