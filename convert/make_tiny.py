@@ -95,11 +95,14 @@ def make_tiny_checkpoint(
     vocab_gguf: str | os.PathLike | None = None,
     dtype: str = "float32",
     shards: int = 1,
+    llm_dims: dict[str, int] | None = None,
 ) -> Path:
     """Write the tiny checkpoint into out_dir (created if needed) and return its path.
 
     dtype: storage of model.safetensors ("float32", "float16" or "bfloat16").
     shards: >1 writes model-0000k-of-0000n.safetensors + model.safetensors.index.json.
+    llm_dims: overrides of the LLM shape (hidden_size, num_hidden_layers, num_attention_heads,
+    num_key_value_heads, head_dim, intermediate_size).
     """
     if dtype not in _DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
@@ -107,7 +110,7 @@ def make_tiny_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     base = load_base_vocab(vocab_gguf)  # fail early, before writing weights
 
-    cfg = tiny_config()
+    cfg = tiny_config(llm_dims)
     cfg["torch_dtype"] = dtype
     rng = np.random.default_rng(seed)
     tensors = [(name, init_tensor(rng, name, shape)) for name, shape in checkpoint_shapes(cfg).items()]

@@ -15,7 +15,13 @@ TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_
                 head_dim=16, intermediate_size=128)
 
 
-def tiny_config() -> dict[str, Any]:
+def tiny_config(llm_dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
+    benchmarks); the TTS llm_dim follows the LLM width."""
+    llm = dict(TINY_LLM, **(llm_dims or {}))
+    unknown = set(llm) - set(TINY_LLM)
+    if unknown:
+        raise ValueError(f"unknown LLM dimension(s): {', '.join(sorted(unknown))}")
     vision = {
         "attention_dropout": 0.0, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32,
         "image_size": 980, "intermediate_size": 64, "layer_norm_eps": 1e-6,
@@ -43,7 +49,7 @@ def tiny_config() -> dict[str, Any]:
         "audio_tokenizer_type": "s3tokenizer_step_audio", "aug_layer_loss_weight": False,
         "aug_loss_weight": False, "backbone_model": "llama", "condition_type": "hidden_text_merge",
         "filter_tts_loss": False, "hidden_act": "silu", "hidden_size": 64, "interleaved": False,
-        "intermediate_size": 128, "llm_dim": 64, "llm_dim_model_base": 64, "llm_down_scale": False,
+        "intermediate_size": 128, "llm_dim": llm["hidden_size"], "llm_dim_model_base": 64, "llm_down_scale": False,
         "llm_hidden_size": 64, "llm_intermediate_size": 128, "long_weight": 0.1,
         "max_position_embeddings": 4096, "model_type": "minicpmtts",
         "normalize_projected_hidden": True, "num_attention_heads": 4, "num_audio_tokens": 6562,
@@ -86,7 +92,7 @@ def tiny_config() -> dict[str, Any]:
         "initializer_range": 0.02,
         "listen_speak_type": "asr",
         "max_position_embeddings": 40960,
-        "max_window_layers": TINY_LLM["num_hidden_layers"],
+        "max_window_layers": llm["num_hidden_layers"],
         "model_type": "minicpmo",
         "pad_token_id": 151643,
         "patch_size": 14,
@@ -111,7 +117,7 @@ def tiny_config() -> dict[str, Any]:
         "vision_batch_size": 16,
         "vision_config": vision,
         "vocab_size": VOCAB_SIZE,
-        **TINY_LLM,
+        **llm,
     }
 
 

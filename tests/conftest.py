@@ -127,6 +127,15 @@ def tiny_ref_f16(tiny_state):
 def session_f32(tiny_f32):
     from minicpmo_cpp import OmniSession
 
+    # F32 KV cache: an F32 model is compared with the float64 reference at 1e-4 (see test_llm_logits)
+    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0, kv_cache_type="f32")
+
+
+@pytest.fixture(scope="module")
+def session_f32_kv16(tiny_f32):
+    from minicpmo_cpp import OmniSession
+
+    # llama.cpp's default F16 KV cache, as users get it
     return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
 
 

@@ -11,7 +11,6 @@ import shutil
 import struct
 
 import numpy as np
-import pytest
 
 from conftest import run_isolated
 

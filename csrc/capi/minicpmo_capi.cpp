@@ -113,6 +113,7 @@ minicpmo_session_params minicpmo_session_default_params(void) {
     p.n_ctx = 8192;
     p.n_threads = 0;
     p.n_batch = 512;
+    p.kv_cache_type = nullptr;
     return p;
 }
 
@@ -161,6 +162,7 @@ minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_sess
         cp.n_ctx = p.n_ctx;
         cp.n_threads = p.n_threads;
         cp.n_batch = p.n_batch;
+        if (p.kv_cache_type) cp.kv_cache_type = p.kv_cache_type;
         auto s = std::make_unique<minicpmo_session>();
         s->impl = std::make_unique<minicpmo::Session>(model->impl->llm(), cp);
         *out_session = s.release();

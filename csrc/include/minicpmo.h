@@ -58,6 +58,7 @@ typedef struct minicpmo_session_params {
     uint32_t n_ctx;    /* context window in tokens */
     int32_t n_threads; /* 0 = all cores */
     uint32_t n_batch;  /* prompt tokens per decode call */
+    const char * kv_cache_type; /* "f16" (default when NULL), "f32", "bf16", "q8_0", "q4_0" */
 } minicpmo_session_params;
 
 typedef struct minicpmo_generate_params {

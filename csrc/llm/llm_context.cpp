@@ -16,6 +16,17 @@ int default_threads() {
     return n == 0 ? 4 : static_cast<int>(n);
 }
 
+ggml_type kv_type_from_name(const std::string & name) {
+    static const std::pair<const char *, ggml_type> table[] = {
+        {"f16", GGML_TYPE_F16}, {"f32", GGML_TYPE_F32}, {"bf16", GGML_TYPE_BF16},
+        {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0},
+    };
+    for (const auto & e : table) {
+        if (name == e.first) return e.second;
+    }
+    fail(Status::invalid_argument, "unknown kv_cache_type '" + name + "' (known: f16, f32, bf16, q8_0, q4_0)");
+}
+
 }  // namespace
 
 LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) : model_(model) {
@@ -31,6 +42,11 @@ LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) 
     // hidden states are per token (the speech decoder reads them); never pooled
     cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
     cp.embeddings = false;
+    cp.type_k = kv_type_from_name(params.kv_cache_type);
+    cp.type_v = cp.type_k;
+    // ggml's CPU flash attention rounds Q and accumulates V in F16 even with an F32 cache; an F32
+    // cache is asked for exact results, so it takes the plain attention path
+    if (cp.type_k == GGML_TYPE_F32) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     take_llama_error();
     ctx_ = llama_init_from_model(model.get(), cp);
     if (!ctx_) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "llama.h"
@@ -14,6 +15,9 @@ struct LlmContextParams {
     uint32_t n_ctx = 8192;
     int n_threads = 0;  // 0 = all cores
     uint32_t n_batch = 512;
+    // KV cache precision: "f16" (llama.cpp's default, half the memory), "f32" (exact parity with
+    // the reference), "bf16", "q8_0", "q4_0"
+    std::string kv_cache_type = "f16";
 };
 
 enum class Outputs { none, last, all };

@@ -83,8 +83,10 @@ PYBIND11_MODULE(_core, m) {
         .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
 
     py::class_<Session>(m, "Session")
-        .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch) {
+        .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch,
+                         const std::string & kv_cache_type) {
                  LlmContextParams p;
+                 p.kv_cache_type = kv_cache_type;
                  p.n_ctx = n_ctx;
                  p.n_threads = n_threads;
                  p.n_batch = n_batch;
@@ -92,7 +94,7 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<Session>(model->llm(), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
-             py::keep_alive<1, 2>())
+             py::arg("kv_cache_type") = "f16", py::keep_alive<1, 2>())
         .def_property_readonly("n_past", &Session::n_past)
         .def_property_readonly("n_ctx", [](Session & s) { return s.context().n_ctx(); })
         .def_property_readonly("kv_tokens", &Session::kv_tokens)

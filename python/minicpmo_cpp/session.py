@@ -19,6 +19,7 @@ class OmniSession:
     ``OmniSession("MiniCPM-o-4_5-Q4_K_M.gguf")`` finds the omni companion through the LLM file's
     ``minicpmo.omni_file`` key (or take ``omni_path``). Multi-turn chat keeps earlier turns in the KV
     cache: each ``chat(msgs)`` renders the whole conversation and only decodes what is new.
+    ``kv_cache_type="f32"`` trades memory for exact parity with the float reference.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class OmniSession:
         n_batch: int = 512,
         seed: int | None = None,
         use_mmap: bool = True,
+        kv_cache_type: str = "f16",
     ):
         model_path = os.fspath(model_path)
         if not os.path.exists(model_path):
@@ -40,7 +42,7 @@ class OmniSession:
             if not os.path.exists(omni_path):
                 raise FileNotFoundError(2, f"omni file '{omni_path}' does not exist", omni_path)
         self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap)
-        self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch)
+        self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type)
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._generation = 0  # invalidates an unfinished streaming generator
 
