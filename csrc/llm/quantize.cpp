@@ -15,11 +15,12 @@ namespace {
 
 const std::vector<std::pair<std::string, llama_ftype>> & type_table() {
     static const std::vector<std::pair<std::string, llama_ftype>> table = {
-        {"BF16", LLAMA_FTYPE_MOSTLY_BF16},   {"F16", LLAMA_FTYPE_MOSTLY_F16},
-        {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},   {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},
-        {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"Q5_1", LLAMA_FTYPE_MOSTLY_Q5_1},
+        // largest first (nominal bits per weight); BF16/F16 and Q5_K_S/Q5_0 have equal nominal sizes
+        {"BF16", LLAMA_FTYPE_MOSTLY_BF16},     {"F16", LLAMA_FTYPE_MOSTLY_F16},
+        {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},     {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},
+        {"Q5_1", LLAMA_FTYPE_MOSTLY_Q5_1},     {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M},
         {"Q5_K_S", LLAMA_FTYPE_MOSTLY_Q5_K_S}, {"Q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},
-        {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M}, {"Q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},
+        {"Q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},     {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M},
         {"Q4_K_S", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},
         {"Q3_K_L", LLAMA_FTYPE_MOSTLY_Q3_K_L}, {"Q3_K_M", LLAMA_FTYPE_MOSTLY_Q3_K_M},
         {"Q3_K_S", LLAMA_FTYPE_MOSTLY_Q3_K_S}, {"Q2_K", LLAMA_FTYPE_MOSTLY_Q2_K},

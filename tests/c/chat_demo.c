@@ -48,7 +48,9 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "chat_demo: streamed %zu bytes but the reply has %zu\n", streamed, len1);
         return 1;
     }
-    printf("REPLY1:%s\n", reply1);
+    printf("REPLY1 %zu\n", len1);
+    fwrite(reply1, 1, len1, stdout);
+    printf("\n");
 
     char * reply2 = NULL;
     size_t len2 = 0;
@@ -56,7 +58,9 @@ int main(int argc, char ** argv) {
     if ((st = minicpmo_session_chat(session, turn2, 3, &gp, NULL, NULL, &reply2, &len2)) != MINICPMO_OK) {
         return fail("chat turn 2", st);
     }
-    printf("REPLY2:%s\n", reply2);
+    printf("REPLY2 %zu\n", len2);
+    fwrite(reply2, 1, len2, stdout);
+    printf("\n");
     printf("N_PAST:%d\n", minicpmo_session_n_past(session));
 
     /* errors are reported, not crashes */
