@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
@@ -134,6 +135,23 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_pair(more, piece);
              })
         .def("cancel", &Session::cancel)
+        .def("append_embeddings",
+             [](Session & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & embd) {
+                 if (embd.ndim() != 2 || embd.shape(1) != s.context().n_embd()) {
+                     fail(Status::invalid_argument, "embeddings must have shape (n, " +
+                                                        std::to_string(s.context().n_embd()) + ")");
+                 }
+                 const float * data = embd.data();
+                 const size_t n = static_cast<size_t>(embd.shape(0));
+                 py::gil_scoped_release release;
+                 s.append_embeddings(data, n);
+             })
+        .def("remove_range", &Session::remove_range, py::arg("p0"), py::arg("p1"))
+        .def("last_logits",
+             [](Session & s) {
+                 const float * l = s.context().logits(-1);
+                 return to_array(l, 1, static_cast<size_t>(s.context().n_vocab()));
+             })
         .def("forward",
              [](Session & s, const std::vector<llama_token> & ids) {
                  // fresh cache, every position's logits and final-norm hidden state; leaves the
@@ -168,6 +186,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("messages"), py::arg("add_generation_prompt") = true, py::arg("enable_thinking") = false,
           py::arg("use_tts_template") = false);
 
+    m.def("system_info", [] {
+        ensure_llama_initialized();
+        return std::string(llama_print_system_info());
+    }, "ggml CPU features and backends of this build (which kernels run)");
     m.def("quantize_types", &quantize_type_names);
     m.def("quantize_llm",
           [](const std::string & in, const std::string & out, const std::string & type, int n_threads,

@@ -6,6 +6,12 @@
 
 namespace minicpmo {
 
+namespace {
+// marks a cache position filled from embeddings: it never equals a prompt token, so prefix reuse
+// stops there
+constexpr llama_token kEmbeddingSlot = -1;
+}  // namespace
+
 Session::Session(std::shared_ptr<const LlmModel> model, const LlmContextParams & params)
     : model_(std::move(model)), ctx_(*model_, params) {}
 
@@ -46,6 +52,26 @@ PrefillStats Session::append_text(const std::string & text) {
     if (add.empty()) fail(Status::invalid_argument, "the text to prefill is empty");
     prompt.insert(prompt.end(), add.begin(), add.end());
     return prefill(prompt);
+}
+
+void Session::append_embeddings(const float * embd, size_t n) {
+    if (n == 0) fail(Status::invalid_argument, "no embeddings to prefill");
+    active_ = false;
+    logits_ready_ = false;
+    ctx_.decode_embeddings(embd, n, Outputs::last);
+    kv_tokens_.insert(kv_tokens_.end(), n, kEmbeddingSlot);
+    logits_ready_ = true;
+}
+
+void Session::remove_range(int p0, int p1) {
+    if (p0 < 0 || p1 > n_past() || p0 >= p1) {
+        fail(Status::invalid_argument, "cannot remove positions [" + std::to_string(p0) + ", " + std::to_string(p1) +
+                                           ") from a cache of " + std::to_string(n_past()) + " positions");
+    }
+    active_ = false;
+    logits_ready_ = false;  // the last position's logits no longer describe the cache
+    ctx_.remove_range(p0, p1);
+    kv_tokens_.erase(kv_tokens_.begin() + p0, kv_tokens_.begin() + p1);
 }
 
 void Session::begin_generation(const GenerateParams & params) {

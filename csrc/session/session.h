@@ -42,6 +42,11 @@ public:
     // Makes the KV cache hold exactly `prompt`, keeping the common prefix with what is there and
     // decoding the rest; the last prompt token is always (re)decoded so its logits are fresh.
     PrefillStats prefill(const std::vector<llama_token> & prompt);
+    // Appends injected embeddings (n rows of n_embd floats, e.g. image/audio features) after the
+    // cache; they occupy positions but have no token id (recorded as -1, never reused by prefill).
+    void append_embeddings(const float * embd, size_t n);
+    // Drops cache positions [p0, p1) and shifts the later ones left (RoPE re-rotated by libllama).
+    void remove_range(int p0, int p1);
     // Appends raw text (special tokens parsed) after what is already in the cache.
     PrefillStats append_text(const std::string & text);
 
