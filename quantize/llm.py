@@ -9,6 +9,7 @@ import shutil
 from typing import Callable
 
 from .. import _core
+from ..convert.gguf_read import read_gguf_info
 
 # largest first; the names users pass (case-insensitive)
 QUANT_TYPES: tuple[str, ...] = tuple(_core.quantize_types())
@@ -28,13 +29,9 @@ def output_name(in_path: str, qtype: str) -> str:
 
 def companion_of(in_path: str) -> str | None:
     """Path of the omni companion named by the LLM file, when that file exists beside it."""
-    import gguf  # the converter's dependency; only the header is read
-
-    reader = gguf.GGUFReader(in_path)
-    field = reader.fields.get(_OMNI_KEY)
-    if field is None:
+    name = read_gguf_info(in_path).kv.get(_OMNI_KEY)  # header only: fast even with a 150k vocab
+    if not isinstance(name, str):
         return None
-    name = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
     if not name or os.path.basename(name) != name:
         return None
     path = os.path.join(os.path.dirname(os.path.abspath(in_path)), name)

@@ -33,12 +33,22 @@ Sampler::Sampler(const SamplingParams & params, int n_vocab)
 double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0); }
 
 llama_token Sampler::sample(const float * logits, const std::vector<llama_token> & history) {
+    const bool penalise = params_.repetition_penalty != 1.0f && !history.empty();
+    if (!params_.do_sample && !penalise) {
+        // plain greedy reads the logits in place: this runs once per generated token
+        size_t best = 0;
+        for (size_t i = 0; i < static_cast<size_t>(n_vocab_); ++i) {
+            if (std::isnan(logits[i])) fail(Status::internal, "the model produced NaN logits");
+            if (logits[i] > logits[best]) best = i;
+        }
+        return static_cast<llama_token>(best);
+    }
     work_.assign(logits, logits + n_vocab_);
     for (float v : work_) {
         if (std::isnan(v)) fail(Status::internal, "the model produced NaN logits");
     }
 
-    if (params_.repetition_penalty != 1.0f && !history.empty()) {
+    if (penalise) {
         const size_t start = params_.repetition_window > 0 && history.size() > static_cast<size_t>(params_.repetition_window)
                                  ? history.size() - static_cast<size_t>(params_.repetition_window)
                                  : 0;
