@@ -47,5 +47,11 @@ def convert_checkpoint(
     llm_path = write_llm_gguf(ckpt, out / llm_name, outtype, name, omni_name, quiet)
     if not quiet:
         print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
-    omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet)
+    try:
+        omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet)
+    except BaseException:
+        # the two files are one model: an LLM file naming a companion that was never written is
+        # not left behind
+        Path(llm_path).unlink(missing_ok=True)
+        raise
     return llm_path, omni_path
