@@ -94,16 +94,21 @@ def run_llama_bench(exe: Path, model: Path, threads: int, reps: int) -> dict[str
     return res
 
 
-def run_ours(model: Path, threads: int, reps: int) -> dict[str, float]:
+class Ours:
     """Same work as llama-bench: pp = one 512-token prompt from an empty cache; tg = 128 tokens
     generated one at a time from an empty cache (ours also samples greedily and detokenizes)."""
-    s = OmniSession(str(model), n_threads=threads, n_gpu_layers=0, n_ctx=N_PROMPT + N_GEN + 16, n_batch=N_PROMPT)
-    native = s._session
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(0, 151643, size=N_PROMPT).tolist()
 
-    native.reset()
-    native.prefill(prompt[:16])  # warm-up (llama-bench warms up too)
+    def __init__(self, model: Path, threads: int):
+        self.session = OmniSession(str(model), n_threads=threads, n_gpu_layers=0, n_ctx=N_PROMPT + N_GEN + 16,
+                                   n_batch=N_PROMPT)
+        self.prompt = np.random.default_rng(0).integers(0, 151643, size=N_PROMPT).tolist()
+        self.session._session.prefill(self.prompt[:16])  # warm-up (llama-bench warms up too)
+
+    def run(self, reps: int) -> dict[str, float]:
+        return measure_ours(self.session._session, self.prompt, reps)
+
+
+def measure_ours(native, prompt: list[int], reps: int) -> dict[str, float]:
     pp, tg = [], []
     for _ in range(reps):
         native.reset()
@@ -125,10 +130,19 @@ def run_ours(model: Path, threads: int, reps: int) -> dict[str, float]:
             "tg_tps": statistics.mean(tg), "tg_tps_std": statistics.pstdev(tg)}
 
 
+def summarize(runs: list[dict]) -> dict:
+    out = {k: v for k, v in runs[0].items() if not isinstance(v, float)}
+    for key in ("pp_tps", "tg_tps"):
+        values = [r[key] for r in runs]
+        out[key] = statistics.median(values)
+        out[key.replace("_tps", "_tps_runs")] = [round(v, 2) for v in values]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5, help="alternating rounds of both runtimes")
     ap.add_argument("--work", default=str(cache_dir() / "bench-llm"))
     ap.add_argument("--types", default="Q4_K_M,F16")
     args = ap.parse_args()
@@ -140,13 +154,19 @@ def main() -> None:
     models = make_models(work, types, args.threads)
     results = []
     for t, path in models.items():
-        log(f"{t}: llama-bench")
-        ref = run_llama_bench(exe, path, args.threads, args.reps)
-        log(f"{t}: minicpmo-cpp")
-        ours = run_ours(path, args.threads, args.reps)
+        # the two runtimes alternate one repetition at a time, so drifting machine load (a shared VM)
+        # hits both alike; medians are reported
+        ours_runner = Ours(path, args.threads)
+        ref_runs, our_runs = [], []
+        for i in range(args.reps):
+            log(f"{t}: round {i + 1}/{args.reps}")
+            ref_runs.append(run_llama_bench(exe, path, args.threads, 1))
+            our_runs.append(ours_runner.run(1))
+        del ours_runner
+        ref, ours = summarize(ref_runs), summarize(our_runs)
         results.append({
             "model": path.name, "type": t, "size_mib": round(path.stat().st_size / 2**20, 1),
-            "minicpmo_cpp": {k: round(v, 2) for k, v in ours.items()},
+            "minicpmo_cpp": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in ours.items()},
             "llama_bench": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in ref.items()},
             "ratio_pp": round(ours["pp_tps"] / ref["pp_tps"], 3),
             "ratio_tg": round(ours["tg_tps"] / ref["tg_tps"], 3),
