@@ -111,7 +111,7 @@ def test_garbage_files(tmp_path):
         assert_raised_naming(results[name], name)
 
 
-def _write_llama_stub(path):
+def _write_minimal_llama_gguf(path):
     """A well-formed GGUF of arch 'llama' with no tensors: not a MiniCPM-o/qwen3 LLM."""
     import gguf
 
@@ -130,14 +130,14 @@ def _write_llama_stub(path):
 
 def test_wrong_architecture(tmp_path, tiny_f32):
     llm, omni = tiny_f32
-    stub = tmp_path / "llama-stub.gguf"
-    _write_llama_stub(stub)
+    llama_arch = tmp_path / "llama-arch.gguf"
+    _write_minimal_llama_gguf(llama_arch)
     results = try_load([
-        ("llama-stub", stub, None),
+        ("llama-arch", llama_arch, None),
         ("omni-as-llm", omni, None),    # arch minicpmo-omni where the LLM is expected
         ("llm-as-omni", llm, llm),      # arch qwen3 where the omni companion is expected
     ])
-    assert_raised_naming(results["llama-stub"], stub.name)
+    assert_raised_naming(results["llama-arch"], llama_arch.name)
     assert_raised_naming(results["omni-as-llm"], omni.name)
     assert_raised_naming(results["llm-as-omni"], llm.name)
 

@@ -62,6 +62,11 @@ CASES = {
     # last assistant turn after the last user query keeps its reasoning block
     "ends_with_assistant_think": [U1, A1_THINK],
     "system_only": [SYS],
+    # no user query at all: Qwen3 then treats the last message as the query boundary
+    "no_user_query": [SYS, A1],
+    "assistant_leading_newlines_last": [U1, {"role": "assistant", "content": "\n\nAnswer."}],
+    "assistant_leading_newlines_history": [U1, {"role": "assistant", "content": "\n\nAnswer."}, U2],
+    "two_think_blocks": [U1, {"role": "assistant", "content": "<think>a</think>b</think>\nc"}],
 }
 
 

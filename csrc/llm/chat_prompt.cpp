@@ -23,7 +23,7 @@ std::string strip_chars(const std::string & s, const char * chars, bool left, bo
 }
 
 // Index of the last user message that is a real query (Qwen3 treats user turns that are tool
-// responses as part of the assistant's tool loop). -1 when there is none.
+// responses as part of the assistant's tool loop). The last index when there is none, as in Qwen3.
 int last_query_index(const std::vector<ChatMessage> & messages) {
     for (int i = static_cast<int>(messages.size()) - 1; i >= 0; --i) {
         const ChatMessage & m = messages[static_cast<size_t>(i)];
@@ -31,7 +31,7 @@ int last_query_index(const std::vector<ChatMessage> & messages) {
             return i;
         }
     }
-    return -1;
+    return static_cast<int>(messages.size()) - 1;
 }
 
 // Splits "<think>R</think>C" the way the Qwen3 template does: reasoning R and the answer C.
@@ -70,7 +70,7 @@ std::string render_chat(const std::vector<ChatMessage> & messages, const ChatTem
             // reasoning is kept only for turns after the last user query (the current tool loop)
             if (static_cast<int>(i) > last_query && (is_last || !reasoning.empty())) {
                 out += "<|im_start|>assistant\n<think>\n" + strip_chars(reasoning, "\n", true, true) + "\n</think>\n\n" +
-                       answer;
+                       strip_chars(answer, "\n", true, false);
             } else {
                 out += "<|im_start|>assistant\n" + answer;
             }

@@ -36,12 +36,11 @@ llama_token Sampler::sample(const float * logits, const std::vector<llama_token>
     const bool penalise = params_.repetition_penalty != 1.0f && !history.empty();
     if (!params_.do_sample && !penalise) {
         // plain greedy reads the logits in place: this runs once per generated token
-        size_t best = 0;
-        for (size_t i = 0; i < static_cast<size_t>(n_vocab_); ++i) {
-            if (std::isnan(logits[i])) fail(Status::internal, "the model produced NaN logits");
-            if (logits[i] > logits[best]) best = i;
-        }
-        return static_cast<llama_token>(best);
+        // two simple passes vectorise; one loop with both tests does not
+        bool nan = false;
+        for (size_t i = 0; i < static_cast<size_t>(n_vocab_); ++i) nan |= logits[i] != logits[i];
+        if (nan) fail(Status::internal, "the model produced NaN logits");
+        return static_cast<llama_token>(std::max_element(logits, logits + n_vocab_) - logits);
     }
     work_.assign(logits, logits + n_vocab_);
     for (float v : work_) {
