@@ -139,6 +139,10 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def paired_ratio(ours: list[dict], ref: list[dict], key: str) -> float:
+    return round(statistics.median(o[key] / r[key] for o, r in zip(ours, ref)), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -168,8 +172,12 @@ def main() -> None:
             "model": path.name, "type": t, "size_mib": round(path.stat().st_size / 2**20, 1),
             "minicpmo_cpp": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in ours.items()},
             "llama_bench": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in ref.items()},
-            "ratio_pp": round(ours["pp_tps"] / ref["pp_tps"], 3),
-            "ratio_tg": round(ours["tg_tps"] / ref["tg_tps"], 3),
+            # median of the per-round ratios: each round ran both runtimes back to back, so this
+            # is the estimate least affected by load drifting over the run
+            "ratio_pp": paired_ratio(our_runs, ref_runs, "pp_tps"),
+            "ratio_tg": paired_ratio(our_runs, ref_runs, "tg_tps"),
+            "ratio_of_medians_pp": round(ours["pp_tps"] / ref["pp_tps"], 3),
+            "ratio_of_medians_tg": round(ours["tg_tps"] / ref["tg_tps"], 3),
         })
         log(f"{t}: pp ratio {results[-1]['ratio_pp']}, tg ratio {results[-1]['ratio_tg']}")
     print(json.dumps({
