@@ -38,8 +38,6 @@ GgufHeader::~GgufHeader() {
     if (ctx_) gguf_free(ctx_);
 }
 
-bool GgufHeader::has(const char * key) const { return gguf_find_key(ctx_, key) >= 0; }
-
 std::optional<std::string> GgufHeader::get_str(const char * key) const {
     const int64_t id = gguf_find_key(ctx_, key);
     if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_STRING) return std::nullopt;
@@ -73,7 +71,5 @@ std::vector<std::string> GgufHeader::get_str_array(const char * key) const {
     for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(ctx_, id, i));
     return out;
 }
-
-int64_t GgufHeader::n_tensors() const { return gguf_get_n_tensors(ctx_); }
 
 }  // namespace minicpmo
