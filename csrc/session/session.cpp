@@ -100,19 +100,17 @@ bool Session::step(std::string & piece) {
         return !piece.empty();
     }
     piece = utf8_.push(model_->token_text(t));
-    if (static_cast<int>(generated_.size()) >= max_new_tokens_) {
+    const bool last = static_cast<int>(generated_.size()) >= max_new_tokens_;
+    if (last) {
         active_ = false;
         piece += utf8_.flush();
-        // keep the last token in the cache so the reply is complete there too
-        logits_ready_ = false;
-        ctx_.decode_tokens(&t, 1, Outputs::none);
-        kv_tokens_.push_back(t);
-        return true;
     }
+    // the token goes into the cache either way, so a reply cut at the limit is complete there too;
+    // its logits are only needed when generation goes on
     logits_ready_ = false;
-    ctx_.decode_tokens(&t, 1, Outputs::last);
+    ctx_.decode_tokens(&t, 1, last ? Outputs::none : Outputs::last);
     kv_tokens_.push_back(t);
-    logits_ready_ = true;
+    logits_ready_ = !last;
     return true;
 }
 
