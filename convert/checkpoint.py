@@ -17,6 +17,7 @@ from .layout import LLM_IGNORED_SUFFIXES, LLM_PREFIX, LlmDims, Shape, llm_shapes
 from .safetensors_io import SafetensorsSource
 from .tokenizer_read import TokenizerInfo, read_tokenizer
 from .tokens import NAMED_TOKENS
+from .vision_gguf import check_vision
 
 SUPPORTED_VERSION = 4.5
 
@@ -40,6 +41,7 @@ class Checkpoint:
         llm = LlmDims.from_config(config)
         weights = SafetensorsSource.open_dir(d)
         shapes = _check_llm_tensors(weights, llm)
+        check_vision(config, weights, d)  # checked again when written; here to fail before any output
         tok = read_tokenizer(d, llm.vocab, config)
         token_ids = {}
         for key, text in NAMED_TOKENS.items():

@@ -17,7 +17,7 @@ from typing import Any
 import gguf
 from gguf import GGMLQuantizationType, GGUFValueType
 
-from .outtypes import encode_tensor, encoded_nbytes_shape
+from .outtypes import check_reshape, encode_tensor, encoded_nbytes_shape, transformed_shape
 from .safetensors_io import SafetensorsSource
 
 
@@ -40,10 +40,14 @@ class Writer(gguf.GGUFWriter):
 
 @dataclass(frozen=True)
 class PlannedTensor:
+    """One output tensor: checkpoint tensor hf_name, optionally transformed (see encode_tensor)."""
+
     gguf_name: str
     hf_name: str
     qtype: GGMLQuantizationType
-    shape: tuple[int, ...]  # PyTorch order
+    shape: tuple[int, ...]  # PyTorch order, as written (after the transforms below)
+    rows: tuple[int, int] | None = None  # only source rows [r0, r1), e.g. one third of a fused in_proj
+    transpose: bool = False  # write the 2-D source transposed
 
 
 def _ggml_dims(shape: tuple[int, ...]) -> str:
@@ -58,6 +62,8 @@ def write_gguf(
     quiet: bool = False,
 ) -> Path:
     for t in plan:
+        if source is not None:  # a bad transform fails here, before any byte is written
+            check_reshape(transformed_shape(source.shape(t.hf_name), t.rows, t.transpose), t.shape)
         shape, dtype = encoded_nbytes_shape(t.shape, t.qtype)
         nbytes = int(dtype.itemsize) * math.prod(shape)
         raw = None if t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) else t.qtype
@@ -69,7 +75,7 @@ def write_gguf(
         writer.write_ti_data_to_file()
         for k, t in enumerate(plan, start=1):
             assert source is not None
-            writer.write_tensor_data(encode_tensor(source, t.hf_name, t.qtype))
+            writer.write_tensor_data(encode_tensor(source, t.hf_name, t.qtype, t.shape, t.rows, t.transpose))
             if not quiet:
                 print(f"[{k}/{len(plan)}] {t.gguf_name} {_ggml_dims(t.shape)} {t.qtype.name}",
                       file=sys.stderr, flush=True)

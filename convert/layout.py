@@ -114,40 +114,119 @@ def _norm(s: dict[str, Shape], name: str, n: int) -> None:
     s[name + ".bias"] = (n,)
 
 
+def _pos_float(cfg: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ConversionError(f"{where}: '{key}' must be a positive number, got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class VisionDims:
+    """The SigLIP NaViT tower (vision_config) and the resampler that maps it to the LLM width."""
+
+    hidden: int
+    ffn: int
+    heads: int
+    config_layers: int  # vision_config.num_hidden_layers
+    layers_run: int  # minus the last one when drop_vision_last_layer (spec G1)
+    patch: int
+    image_size: int
+    channels: int
+    eps: float
+    act: str
+    query_num: int
+    embed: int  # resampler width = LLM hidden_size
+    resampler_heads: int
+
+    @property
+    def side(self) -> int:
+        """Side of the learned position table (image_size // patch_size patches)."""
+        return self.image_size // self.patch
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "VisionDims":
+        v = _req(cfg, "vision_config")
+        if not isinstance(v, dict):
+            raise ConversionError("config.json: 'vision_config' must be a JSON object")
+        w = "vision_config"
+        hidden, heads = _pos_int(v, "hidden_size", w), _pos_int(v, "num_attention_heads", w)
+        if hidden % heads:
+            raise ConversionError(f"{w}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+        layers = _pos_int(v, "num_hidden_layers", w)
+        drop = cfg.get("drop_vision_last_layer", True)  # MiniCPMOConfig's default
+        if not isinstance(drop, bool):
+            raise ConversionError(f"config.json: 'drop_vision_last_layer' must be true or false, got {drop!r}")
+        if drop and layers < 2:
+            raise ConversionError(f"{w}: num_hidden_layers {layers} leaves no layer after drop_vision_last_layer")
+        patch, image = _pos_int(v, "patch_size", w), _pos_int(v, "image_size", w)
+        if image < patch:
+            raise ConversionError(f"{w}: image_size {image} is smaller than patch_size {patch}")
+        act = v.get("hidden_act", "gelu_pytorch_tanh")
+        if not isinstance(act, str) or not act:
+            raise ConversionError(f"{w}: 'hidden_act' must be a non-empty string, got {act!r}")
+        embed = _pos_int(cfg, "hidden_size")
+        r_heads = resampler_heads(cfg)
+        if r_heads <= 0 or embed % r_heads:
+            raise ConversionError(
+                f"config.json: resampler heads {r_heads} must be positive and divide hidden_size {embed} "
+                "(set 'resampler_num_heads' when hidden_size < 128)"
+            )
+        return cls(
+            hidden=hidden, ffn=_pos_int(v, "intermediate_size", w), heads=heads,
+            config_layers=layers, layers_run=layers - 1 if drop else layers,
+            patch=patch, image_size=image,
+            channels=_pos_int(v, "num_channels", w) if "num_channels" in v else 3,
+            eps=_pos_float(v, "layer_norm_eps", 1e-6, w), act=act,
+            query_num=_pos_int(cfg, "query_num") if "query_num" in cfg else 64,
+            embed=embed, resampler_heads=r_heads,
+        )
+
+
+VISION_LAYER_PREFIX = "vpm.encoder.layers."
+
+
 def vision_layers_stored(cfg: Mapping[str, Any]) -> int:
-    """SigLIP layers present in the state dict: the last one is dropped at init when asked (G1)."""
-    v = cfg["vision_config"]
-    n = _pos_int(v, "num_hidden_layers", "vision_config")
-    return n - 1 if cfg.get("drop_vision_last_layer", True) else n
+    """SigLIP layers a generated checkpoint stores: those that run (the last one is dropped at
+    init when asked, G1). Real checkpoints may hold one more; the converter counts them."""
+    return VisionDims.from_config(cfg).layers_run
 
 
-def vision_shapes(cfg: Mapping[str, Any]) -> dict[str, Shape]:
-    v = cfg["vision_config"]
-    d, ff, p = v["hidden_size"], v["intermediate_size"], v["patch_size"]
-    side = v["image_size"] // p
+def vision_shapes(cfg: Mapping[str, Any], layers: int | None = None) -> dict[str, Shape]:
+    """vpm.* tensors with `layers` encoder layers (default: vision_layers_stored)."""
+    d = VisionDims.from_config(cfg)
+    n_layers = d.layers_run if layers is None else layers
     s: dict[str, Shape] = {
-        "vpm.embeddings.patch_embedding.weight": (d, v.get("num_channels", 3), p, p),
-        "vpm.embeddings.patch_embedding.bias": (d,),
-        "vpm.embeddings.position_embedding.weight": (side * side, d),
+        "vpm.embeddings.patch_embedding.weight": (d.hidden, d.channels, d.patch, d.patch),
+        "vpm.embeddings.patch_embedding.bias": (d.hidden,),
+        "vpm.embeddings.position_embedding.weight": (d.side * d.side, d.hidden),
     }
-    for i in range(vision_layers_stored(cfg)):
-        pre = f"vpm.encoder.layers.{i}."
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            _linear(s, pre + "self_attn." + proj, d, d)
-        _norm(s, pre + "layer_norm1", d)
-        _norm(s, pre + "layer_norm2", d)
-        _linear(s, pre + "mlp.fc1", ff, d)
-        _linear(s, pre + "mlp.fc2", d, ff)
-    _norm(s, "vpm.post_layernorm", d)
+    for i in range(n_layers):
+        s.update(vision_layer_shapes(d, i))
+    _norm(s, "vpm.post_layernorm", d.hidden)
+    return s
+
+
+def vision_layer_shapes(d: VisionDims, i: int) -> dict[str, Shape]:
+    """The tensors of encoder layer i."""
+    s: dict[str, Shape] = {}
+    pre = f"{VISION_LAYER_PREFIX}{i}."
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        _linear(s, pre + "self_attn." + proj, d.hidden, d.hidden)
+    _norm(s, pre + "layer_norm1", d.hidden)
+    _norm(s, pre + "layer_norm2", d.hidden)
+    _linear(s, pre + "mlp.fc1", d.ffn, d.hidden)
+    _linear(s, pre + "mlp.fc2", d.hidden, d.ffn)
     return s
 
 
 def resampler_shapes(cfg: Mapping[str, Any]) -> dict[str, Shape]:
-    e, kv_dim, nq = cfg["hidden_size"], cfg["vision_config"]["hidden_size"], cfg.get("query_num", 64)
+    d = VisionDims.from_config(cfg)
+    e = d.embed
     s: dict[str, Shape] = {
-        "resampler.query": (nq, e),
+        "resampler.query": (d.query_num, e),
         "resampler.proj": (e, e),  # raw Parameter used as x @ proj
-        "resampler.kv_proj.weight": (e, kv_dim),  # no bias
+        "resampler.kv_proj.weight": (e, d.hidden),  # no bias
         "resampler.attn.in_proj_weight": (3 * e, e),
         "resampler.attn.in_proj_bias": (3 * e,),
     }
@@ -160,7 +239,10 @@ def resampler_shapes(cfg: Mapping[str, Any]) -> dict[str, Shape]:
 def resampler_heads(cfg: Mapping[str, Any]) -> int:
     """Reference code hard-codes embed_dim // 128; tiny configs (hidden < 128) name it explicitly
     with the non-standard key `resampler_num_heads`."""
-    return int(cfg.get("resampler_num_heads") or cfg["hidden_size"] // 128)
+    v = cfg.get("resampler_num_heads")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ConversionError(f"config.json: 'resampler_num_heads' must be an integer, got {v!r}")
+    return int(v or cfg["hidden_size"] // 128)
 
 
 def audio_shapes(cfg: Mapping[str, Any]) -> dict[str, Shape]:

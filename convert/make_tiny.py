@@ -21,7 +21,7 @@ from .chat_template import CHAT_TEMPLATE
 from .errors import ConversionError
 from .layout import Shape, checkpoint_shapes
 from .safetensors_io import write_safetensors
-from .tiny_config import generation_config, preprocessor_config, tiny_config
+from .tiny_config import COMPONENTS, generation_config, preprocessor_config, tiny_config
 from .tokenizer_files import write_tokenizer_files
 from .tokens import BASE_VOCAB_SIZE
 
@@ -96,6 +96,8 @@ def make_tiny_checkpoint(
     dtype: str = "float32",
     shards: int = 1,
     llm_dims: dict[str, int] | None = None,
+    vision_dims: dict[str, int] | None = None,
+    components: tuple[str, ...] = COMPONENTS,
 ) -> Path:
     """Write the tiny checkpoint into out_dir (created if needed) and return its path.
 
@@ -103,6 +105,11 @@ def make_tiny_checkpoint(
     shards: >1 writes model-0000k-of-0000n.safetensors + model.safetensors.index.json.
     llm_dims: overrides of the LLM shape (hidden_size, num_hidden_layers, num_attention_heads,
     num_key_value_heads, head_dim, intermediate_size).
+    vision_dims: overrides of the vision tower (hidden_size, intermediate_size, num_attention_heads,
+    num_hidden_layers; drop_vision_last_layer stays on, so one layer fewer is stored) and of
+    resampler_num_heads.
+    components: the parts besides the LLM, a subset of ("vision", "audio", "tts"); e.g. ("vision",)
+    keeps a vision benchmark checkpoint free of audio and TTS weights.
     """
     if dtype not in _DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
@@ -110,7 +117,10 @@ def make_tiny_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     base = load_base_vocab(vocab_gguf)  # fail early, before writing weights
 
-    cfg = tiny_config(llm_dims)
+    try:
+        cfg = tiny_config(llm_dims, vision_dims, tuple(components))
+    except ValueError as e:
+        raise ConversionError(str(e)) from e
     cfg["torch_dtype"] = dtype
     rng = np.random.default_rng(seed)
     tensors = [(name, init_tensor(rng, name, shape)) for name, shape in checkpoint_shapes(cfg).items()]

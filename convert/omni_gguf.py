@@ -1,10 +1,10 @@
 """Write the companion file (arch `minicpmo-omni`): everything besides the Qwen3 LLM.
 
-For now it carries only metadata: format version, the LLM file it belongs to and the LLM dims it
-expects, the special token ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token
-list, and `minicpmo.components` naming the component tensor groups present. Later components
-(vision, resampler, audio, TTS, Token2Wav, voice) register a function in COMPONENTS that adds
-their keys to the writer and returns the tensors to write.
+Metadata: format version, the LLM file it belongs to and the LLM dims it expects, the special token
+ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list, and
+`minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
+SigLIP tower + resampler; later audio, TTS, Token2Wav, voice) registers a function in COMPONENTS
+that adds its keys to the writer and returns the tensors to write.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from gguf import GGUFValueType
 from .checkpoint import Checkpoint
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES
+from .vision_gguf import vision_component
 
 ARCH = "minicpmo-omni"
 FORMAT_VERSION = "4.5"
 
 # (component name, writer hook) in file order; a hook returns [] when the checkpoint lacks it.
 ComponentHook = Callable[[Checkpoint, Writer, str], list[PlannedTensor]]
-COMPONENTS: list[tuple[str, ComponentHook]] = []
+COMPONENTS: list[tuple[str, ComponentHook]] = [
+    ("vision", vision_component),
+]
 
 
 def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_basename: str,

@@ -13,21 +13,37 @@ from .tokens import VOCAB_SIZE
 
 TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                 head_dim=16, intermediate_size=128)
+# vision_config dims (num_hidden_layers 3 with drop_vision_last_layer -> 2 layers stored and run,
+# exercising spec gap G1) and the resampler's head count (top-level key resampler_num_heads)
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=3,
+                   resampler_num_heads=2)
+COMPONENTS = ("vision", "audio", "tts")  # the init_* flags of config.json
 
 
-def tiny_config(llm_dims: dict[str, int] | None = None) -> dict[str, Any]:
-    """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
-    benchmarks); the TTS llm_dim follows the LLM width."""
-    llm = dict(TINY_LLM, **(llm_dims or {}))
-    unknown = set(llm) - set(TINY_LLM)
+def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) -> dict[str, int]:
+    out = dict(defaults, **(over or {}))
+    unknown = set(out) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown LLM dimension(s): {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown {what} dimension(s): {', '.join(sorted(unknown))}")
+    return out
+
+
+def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, int] | None = None,
+                components: tuple[str, ...] = COMPONENTS) -> dict[str, Any]:
+    """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
+    benchmarks); the TTS llm_dim follows the LLM width. vision_dims overrides TINY_VISION keys (e.g.
+    the real 1152/4304/16/27 tower with resampler_num_heads 32 for an LLM width of 4096).
+    components: which of vision/audio/tts the checkpoint has (init_vision/init_audio/init_tts)."""
+    llm = _override(TINY_LLM, llm_dims, "LLM")
+    vis = _override(TINY_VISION, vision_dims, "vision")
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown component(s): {', '.join(sorted(unknown))} (choose from {', '.join(COMPONENTS)})")
     vision = {
-        "attention_dropout": 0.0, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32,
-        "image_size": 980, "intermediate_size": 64, "layer_norm_eps": 1e-6,
-        "model_type": "siglip_vision_model", "num_attention_heads": 2, "num_channels": 3,
-        # 3 with drop_vision_last_layer -> 2 layers stored and run (exercises spec gap G1)
-        "num_hidden_layers": 3, "patch_size": 14,
+        "attention_dropout": 0.0, "hidden_act": "gelu_pytorch_tanh", "hidden_size": vis["hidden_size"],
+        "image_size": 980, "intermediate_size": vis["intermediate_size"], "layer_norm_eps": 1e-6,
+        "model_type": "siglip_vision_model", "num_attention_heads": vis["num_attention_heads"],
+        "num_channels": 3, "num_hidden_layers": vis["num_hidden_layers"], "patch_size": 14,
     }
     audio = {
         "activation_dropout": 0.0, "activation_function": "gelu", "apply_spec_augment": False,
@@ -86,9 +102,9 @@ def tiny_config(llm_dims: dict[str, int] | None = None) -> dict[str, Any]:
         "eos_token_id": 151645,
         "hidden_act": "silu",
         "image_size": 448,
-        "init_audio": True,
-        "init_tts": True,
-        "init_vision": True,
+        "init_audio": "audio" in components,
+        "init_tts": "tts" in components,
+        "init_vision": "vision" in components,
         "initializer_range": 0.02,
         "listen_speak_type": "asr",
         "max_position_embeddings": 40960,
@@ -97,7 +113,7 @@ def tiny_config(llm_dims: dict[str, int] | None = None) -> dict[str, Any]:
         "pad_token_id": 151643,
         "patch_size": 14,
         "query_num": 64,
-        "resampler_num_heads": 2,
+        "resampler_num_heads": vis["resampler_num_heads"],
         "rms_norm_eps": 1e-6,
         "rope_scaling": None,
         "rope_theta": 1000000.0,

@@ -11,14 +11,14 @@
 #include "core/error.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
-#include "session/session.h"
+#include "session/omni_session.h"
 
 struct minicpmo_model {
-    std::unique_ptr<minicpmo::OmniModel> impl;
+    std::shared_ptr<minicpmo::OmniModel> impl;
 };
 
 struct minicpmo_session {
-    std::unique_ptr<minicpmo::Session> impl;
+    std::unique_ptr<minicpmo::OmniSession> impl;
 };
 
 namespace {
@@ -72,6 +72,30 @@ void hand_out(const std::string & reply, char ** out_reply, size_t * out_len) {
     std::memcpy(s, reply.data(), reply.size());
     s[reply.size()] = '\0';
     *out_reply = s;
+}
+
+minicpmo::ImageInput to_image(const minicpmo_image & im) {
+    require(im.rgb != nullptr, "an image has NULL pixels");
+    require(im.width > 0 && im.height > 0, "an image has a zero or negative size");
+    require(im.max_slice_nums >= 0, "max_slice_nums must be >= 0");
+    minicpmo::ImageInput in;
+    in.rgb = im.rgb;
+    in.width = im.width;
+    in.height = im.height;
+    in.max_slice_nums = im.max_slice_nums;
+    return in;
+}
+
+std::vector<minicpmo::ChatMessage> to_messages(const minicpmo_message * messages, size_t n_messages) {
+    require(messages != nullptr || n_messages == 0, "messages is NULL");
+    require(n_messages > 0, "the message list is empty");
+    std::vector<minicpmo::ChatMessage> msgs;
+    msgs.reserve(n_messages);
+    for (size_t i = 0; i < n_messages; ++i) {
+        require(messages[i].role != nullptr && messages[i].content != nullptr, "a message has a NULL role or content");
+        msgs.push_back({messages[i].role, messages[i].content});
+    }
+    return msgs;
 }
 
 std::function<bool(const std::string &)> piece_sink(minicpmo_text_callback on_text, void * user_data) {
@@ -164,7 +188,7 @@ minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_sess
         cp.n_batch = p.n_batch;
         if (p.kv_cache_type) cp.kv_cache_type = p.kv_cache_type;
         auto s = std::make_unique<minicpmo_session>();
-        s->impl = std::make_unique<minicpmo::Session>(model->impl->llm(), cp);
+        s->impl = std::make_unique<minicpmo::OmniSession>(model->impl, cp);
         *out_session = s.release();
     });
 }
@@ -182,21 +206,38 @@ minicpmo_status minicpmo_session_chat(minicpmo_session * session, const minicpmo
                                       size_t n_messages, const minicpmo_generate_params * params,
                                       minicpmo_text_callback on_text, void * user_data, char ** out_reply,
                                       size_t * out_len) {
+    return minicpmo_session_chat_images(session, messages, n_messages, nullptr, 0, -1, params, on_text, user_data,
+                                        out_reply, out_len);
+}
+
+minicpmo_status minicpmo_session_chat_images(minicpmo_session * session, const minicpmo_message * messages,
+                                             size_t n_messages, const minicpmo_image * images, size_t n_images,
+                                             int32_t use_image_id, const minicpmo_generate_params * params,
+                                             minicpmo_text_callback on_text, void * user_data, char ** out_reply,
+                                             size_t * out_len) {
     return guarded([&] {
         require(session != nullptr, "session is NULL");
-        require(messages != nullptr || n_messages == 0, "messages is NULL");
-        require(n_messages > 0, "the message list is empty");
+        require(images != nullptr || n_images == 0, "images is NULL");
         if (out_reply) *out_reply = nullptr;
-        std::vector<minicpmo::ChatMessage> msgs;
-        msgs.reserve(n_messages);
-        for (size_t i = 0; i < n_messages; ++i) {
-            require(messages[i].role != nullptr && messages[i].content != nullptr, "a message has a NULL role or content");
-            msgs.push_back({messages[i].role, messages[i].content});
-        }
+        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
+        std::vector<minicpmo::ImageInput> ims;
+        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::ChatTemplateOptions opts;
         opts.enable_thinking = p.enable_thinking;
-        hand_out(session->impl->chat(msgs, opts, to_generate(p), piece_sink(on_text, user_data)), out_reply, out_len);
+        minicpmo::ImagePromptOptions io;
+        io.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+        hand_out(session->impl->chat(msgs, ims, io, opts, to_generate(p), piece_sink(on_text, user_data)), out_reply,
+                 out_len);
+    });
+}
+
+minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const minicpmo_image * image,
+                                               int32_t image_id) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(image != nullptr, "image is NULL");
+        session->impl->append_image(to_image(*image), image_id);
     });
 }
 

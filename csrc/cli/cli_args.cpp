@@ -46,6 +46,8 @@ const char * cli_usage() {
            "  --repeat-penalty R     repetition penalty (default 1.02)\n"
            "  --seed S               sampling seed (default: random)\n"
            "  --think                enable thinking\n"
+           "  --image FILE           image for the first message (repeatable; PNG, JPEG, BMP, GIF, ...)\n"
+           "  --max-slices N         high-resolution slices per image (default 9; 1 = none)\n"
            "  -t, --threads N        CPU threads (default: all cores)\n"
            "  -c, --ctx-size N       context window (default 8192)\n"
            "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
@@ -79,6 +81,11 @@ CliArgs parse_cli_args(int argc, char ** argv) {
             a.repeat_penalty = to_number<float>(f, need_value(argc, argv, i));
         } else if (f == "--seed") {
             a.seed = to_number<int64_t>(f, need_value(argc, argv, i));
+        } else if (f == "--image") {
+            a.images.push_back(need_value(argc, argv, i));
+        } else if (f == "--max-slices") {
+            a.max_slices = to_number<int>(f, need_value(argc, argv, i));
+            if (a.max_slices < 1) throw std::invalid_argument("--max-slices must be >= 1");
         } else if (f == "--think") {
             a.think = true;
         } else if (f == "-t" || f == "--threads") {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace minicpmo_cli {
 
@@ -22,6 +23,8 @@ struct CliArgs {
     int ctx = 8192;
     int n_gpu_layers = -1;
     bool think = false;
+    std::vector<std::string> images;  // go into the first user message, before its text
+    int max_slices = 0;                // 0 = the model's default (9)
     bool show_help = false;
 };
 

@@ -1,4 +1,5 @@
 // minicpmo-cli: chat with MiniCPM-o 4.5 from the terminal, through the public C API.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "cli/cli_args.h"
+#include "cli/image_file.h"
 #include "minicpmo.h"
 
 namespace {
@@ -46,6 +48,18 @@ int main(int argc, char ** argv) {
         return 0;
     }
 
+    std::vector<minicpmo_cli::ImageFile> image_files;
+    try {
+        for (const std::string & path : args.images) image_files.push_back(minicpmo_cli::load_image_file(path));
+    } catch (const std::exception & e) {
+        std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
+        return 1;
+    }
+    std::vector<minicpmo_image> images;
+    for (const auto & f : image_files) {
+        images.push_back(minicpmo_image{f.rgb.data(), f.width, f.height, args.max_slices});
+    }
+
     Owned h;
     minicpmo_model_params mp = minicpmo_model_default_params();
     mp.omni_path = args.omni.empty() ? nullptr : args.omni.c_str();
@@ -74,13 +88,19 @@ int main(int argc, char ** argv) {
     }
     auto chat_turn = [&](const std::string & user_text) -> int {
         roles.push_back("user");
-        contents.push_back(user_text);
+        // the images belong to the first user message: one marker each, items joined by "\n" as
+        // the official processor joins content
+        std::string content;
+        if (std::count(roles.begin(), roles.end(), "user") == 1) {
+            for (size_t i = 0; i < images.size(); ++i) content += std::string(MINICPMO_IMAGE_MARKER) + "\n";
+        }
+        contents.push_back(content + user_text);
         std::vector<minicpmo_message> msgs;
         for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
         char * reply = nullptr;
         size_t len = 0;
-        if (minicpmo_session_chat(h.session, msgs.data(), msgs.size(), &gp, print_piece, nullptr, &reply, &len) !=
-            MINICPMO_OK) {
+        if (minicpmo_session_chat_images(h.session, msgs.data(), msgs.size(), images.data(), images.size(), -1, &gp,
+                                         print_piece, nullptr, &reply, &len) != MINICPMO_OK) {
             roles.pop_back();
             contents.pop_back();
             return report("generation failed");

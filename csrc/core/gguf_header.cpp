@@ -72,4 +72,35 @@ std::vector<std::string> GgufHeader::get_str_array(const char * key) const {
     return out;
 }
 
+std::optional<double> GgufHeader::get_float(const char * key) const {
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0) return std::nullopt;
+    switch (gguf_get_kv_type(ctx_, id)) {
+        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(ctx_, id);
+        case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(ctx_, id);
+        default: {
+            const auto i = get_int(key);
+            return i ? std::optional<double>(static_cast<double>(*i)) : std::nullopt;
+        }
+    }
+}
+
+std::optional<bool> GgufHeader::get_bool(const char * key) const {
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_BOOL) return std::nullopt;
+    return gguf_get_val_bool(ctx_, id);
+}
+
+std::vector<float> GgufHeader::get_float_array(const char * key) const {
+    std::vector<float> out;
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx_, id) != GGUF_TYPE_FLOAT32) {
+        return out;
+    }
+    const size_t n = gguf_get_arr_n(ctx_, id);
+    const float * data = static_cast<const float *>(gguf_get_arr_data(ctx_, id));
+    out.assign(data, data + n);
+    return out;
+}
+
 }  // namespace minicpmo

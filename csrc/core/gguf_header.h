@@ -24,6 +24,9 @@ public:
     std::optional<std::string> get_str(const char * key) const;
     std::optional<int64_t> get_int(const char * key) const;  // any integer type
     std::vector<std::string> get_str_array(const char * key) const;  // empty when absent
+    std::optional<double> get_float(const char * key) const;  // f32/f64 (or an integer) value
+    std::optional<bool> get_bool(const char * key) const;
+    std::vector<float> get_float_array(const char * key) const;  // f32 array; empty when absent
     std::string architecture() const { return get_str("general.architecture").value_or(""); }
 
 private:

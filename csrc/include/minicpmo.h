@@ -77,6 +77,17 @@ typedef struct minicpmo_message {
     const char * content; /* UTF-8 text */
 } minicpmo_message;
 
+/* Decoded RGB8 pixels (decoding files is the caller's business: stb_image, CoreGraphics, ...). */
+typedef struct minicpmo_image {
+    const uint8_t * rgb;    /* height rows of width * 3 bytes, no padding */
+    int32_t width;
+    int32_t height;
+    int32_t max_slice_nums; /* high-resolution slices at most; 0 = the model's default (9); 1 = none */
+} minicpmo_image;
+
+/* Where an image goes in a message's content (the text the official processor expands). */
+#define MINICPMO_IMAGE_MARKER "<image>./</image>"
+
 /* Receives each piece of the reply as soon as it is complete UTF-8 (not NUL-terminated).
  * Return false to stop generating. */
 typedef bool (*minicpmo_text_callback)(const char * piece, size_t len, void * user_data);
@@ -109,6 +120,21 @@ MINICPMO_API minicpmo_status minicpmo_session_chat(minicpmo_session * session, c
                                                    size_t n_messages, const minicpmo_generate_params * params,
                                                    minicpmo_text_callback on_text, void * user_data,
                                                    char ** out_reply, size_t * out_len);
+
+/* minicpmo_session_chat with images: the i-th MINICPMO_IMAGE_MARKER in the conversation (in message
+ * order) is images[i]; the counts must match. Images already in the KV cache from earlier turns are
+ * not encoded again. `use_image_id` < 0 = the model's default (numbered <image_id> tags), 0 = off. */
+MINICPMO_API minicpmo_status minicpmo_session_chat_images(minicpmo_session * session, const minicpmo_message * messages,
+                                                          size_t n_messages, const minicpmo_image * images,
+                                                          size_t n_images, int32_t use_image_id,
+                                                          const minicpmo_generate_params * params,
+                                                          minicpmo_text_callback on_text, void * user_data,
+                                                          char ** out_reply, size_t * out_len);
+
+/* Low level: encode an image and append its tokens (<image>...</image> and slice rows) to the cache,
+ * preceded by <image_id>image_id</image_id> when image_id >= 0. */
+MINICPMO_API minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const minicpmo_image * image,
+                                                            int32_t image_id);
 
 /* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);

@@ -15,11 +15,15 @@
 #include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
+#include "session/image_prompt.h"
 #include "session/omni_model.h"
-#include "session/session.h"
+#include "session/omni_session.h"
+#include "vision/vision_model.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
+
+void bind_image_preprocess(py::module_ & m);  // bind_image_preprocess.cpp
 
 namespace {
 
@@ -49,11 +53,51 @@ py::array_t<float> to_array(const float * data, size_t rows, size_t cols) {
     return a;
 }
 
+// An RGB8 image from numpy: exactly uint8 (H, W, 3); other dtypes are refused rather than
+// silently rescaled. The returned array is C-contiguous and must outlive the ImageInput.
+py::array_t<uint8_t> rgb_array(const py::handle & obj) {
+    auto arr = py::reinterpret_borrow<py::object>(obj);
+    if (!py::isinstance<py::array>(arr)) fail(Status::invalid_argument, "an image must be a numpy uint8 array of shape (H, W, 3)");
+    py::array a = arr.cast<py::array>();
+    if (!a.dtype().is(py::dtype::of<uint8_t>())) {
+        fail(Status::invalid_argument, "an image array must have dtype uint8, got " + std::string(py::str(a.dtype())));
+    }
+    if (a.ndim() != 3 || a.shape(2) != 3) {
+        fail(Status::invalid_argument, "an image array must have shape (H, W, 3), got ndim " + std::to_string(a.ndim()));
+    }
+    return py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+ImageInput image_input(const py::array_t<uint8_t> & a, int max_slice_nums) {
+    ImageInput im;
+    im.rgb = a.data();
+    im.height = static_cast<int>(std::min<py::ssize_t>(a.shape(0), INT32_MAX));
+    im.width = static_cast<int>(std::min<py::ssize_t>(a.shape(1), INT32_MAX));
+    im.max_slice_nums = max_slice_nums;
+    return im;
+}
+
+// Keeps the arrays alive and gives the C++ views of a list of images.
+struct ImageList {
+    std::vector<py::array_t<uint8_t>> arrays;
+    std::vector<ImageInput> inputs;
+    ImageList(const py::list & images, const std::vector<int> & max_slice_nums) {
+        if (!max_slice_nums.empty() && max_slice_nums.size() != images.size()) {
+            fail(Status::invalid_argument, "max_slice_nums must give one value per image");
+        }
+        for (size_t i = 0; i < images.size(); ++i) {
+            arrays.push_back(rgb_array(images[i]));
+            inputs.push_back(image_input(arrays.back(), max_slice_nums.empty() ? 0 : max_slice_nums[i]));
+        }
+    }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmo-cpp native core";
     py::register_exception<Error>(m, "MinicpmoError", PyExc_RuntimeError);
+    bind_image_preprocess(m);
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
@@ -83,7 +127,7 @@ PYBIND11_MODULE(_core, m) {
              [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); })
         .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
 
-    py::class_<Session>(m, "Session")
+    py::class_<OmniSession>(m, "Session")
         .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch,
                          const std::string & kv_cache_type) {
                  LlmContextParams p;
@@ -92,32 +136,83 @@ PYBIND11_MODULE(_core, m) {
                  p.n_threads = n_threads;
                  p.n_batch = n_batch;
                  py::gil_scoped_release release;
-                 return std::make_unique<Session>(model->llm(), p);
+                 return std::make_unique<OmniSession>(model, p);
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
              py::arg("kv_cache_type") = "f16", py::keep_alive<1, 2>())
         .def_property_readonly("n_past", &Session::n_past)
-        .def_property_readonly("n_ctx", [](Session & s) { return s.context().n_ctx(); })
+        .def_property_readonly("n_ctx", [](OmniSession & s) { return s.context().n_ctx(); })
         .def_property_readonly("kv_tokens", &Session::kv_tokens)
         .def_property_readonly("last_generated", &Session::last_generated)
         .def_property_readonly("last_prefill",
-                               [](const Session & s) { return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled); })
-        .def("set_n_threads", [](Session & s, int n) { s.context().set_n_threads(n); })
+                               [](const OmniSession & s) { return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled); })
+        .def("set_n_threads", [](OmniSession & s, int n) { s.set_n_threads(n); })
+        .def("encode_image",
+             [](OmniSession & s, const py::object & image, int max_slice_nums) {
+                 const py::array_t<uint8_t> a = rgb_array(image);
+                 const ImageInput im = image_input(a, max_slice_nums);
+                 std::vector<float> rows;
+                 {
+                     py::gil_scoped_release release;
+                     rows = s.encode_image(im);
+                 }
+                 const size_t n_embd = static_cast<size_t>(s.context().n_embd());
+                 return to_array(rows.data(), rows.size() / n_embd, n_embd);
+             },
+             py::arg("image"), py::arg("max_slice_nums") = 0)
+        .def("vision_features",
+             [](OmniSession & s, const py::object & image, int max_slice_nums) {
+                 const py::array_t<uint8_t> a = rgb_array(image);
+                 const ImageInput im = image_input(a, max_slice_nums);
+                 std::vector<std::vector<float>> feats;
+                 {
+                     py::gil_scoped_release release;
+                     s.encode_image(im, &feats);
+                 }
+                 const size_t d = static_cast<size_t>(s.omni_model().vision()->hparams().n_embd);
+                 py::list out;
+                 for (const auto & f : feats) out.append(to_array(f.data(), f.size() / d, d));
+                 return out;
+             },
+             py::arg("image"), py::arg("max_slice_nums") = 0)
+        .def("prefill_with_images",
+             [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
+                int use_image_id) {
+                 ImageList list(images, max_slice_nums);
+                 ImagePromptOptions o;
+                 o.use_image_id = use_image_id;
+                 py::gil_scoped_release release;
+                 const PrefillStats st = s.prefill_with_images(text, list.inputs, o);
+                 return std::make_pair(st.n_reused, st.n_prefilled);
+             },
+             py::arg("text"), py::arg("images"), py::arg("max_slice_nums") = std::vector<int>(),
+             py::arg("use_image_id") = -1)
+        .def("image_prompt_tokens",
+             [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
+                int use_image_id) {
+                 ImageList list(images, max_slice_nums);
+                 ImagePromptOptions o;
+                 o.use_image_id = use_image_id;
+                 py::gil_scoped_release release;
+                 return s.image_prompt_tokens(text, list.inputs, o);
+             },
+             py::arg("text"), py::arg("images"), py::arg("max_slice_nums") = std::vector<int>(),
+             py::arg("use_image_id") = -1)
         .def("reset", &Session::reset)
         .def("prefill",
-             [](Session & s, const std::vector<llama_token> & ids) {
+             [](OmniSession & s, const std::vector<llama_token> & ids) {
                  py::gil_scoped_release release;
                  const PrefillStats st = s.prefill(ids);
                  return std::make_pair(st.n_reused, st.n_prefilled);
              })
         .def("append_text",
-             [](Session & s, const std::string & text) {
+             [](OmniSession & s, const std::string & text) {
                  py::gil_scoped_release release;
                  const PrefillStats st = s.append_text(text);
                  return std::make_pair(st.n_reused, st.n_prefilled);
              })
         .def("begin_generation",
-             [](Session & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
+             [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
                 uint64_t seed, int max_new_tokens) {
                  s.begin_generation(make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
                                                          max_new_tokens));
@@ -125,7 +220,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
              py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"))
         .def("step",
-             [](Session & s) {
+             [](OmniSession & s) {
                  std::string piece;
                  bool more;
                  {
@@ -136,7 +231,7 @@ PYBIND11_MODULE(_core, m) {
              })
         .def("cancel", &Session::cancel)
         .def("append_embeddings",
-             [](Session & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & embd) {
+             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & embd) {
                  if (embd.ndim() != 2 || embd.shape(1) != s.context().n_embd()) {
                      fail(Status::invalid_argument, "embeddings must have shape (n, " +
                                                         std::to_string(s.context().n_embd()) + ")");
@@ -147,13 +242,14 @@ PYBIND11_MODULE(_core, m) {
                  s.append_embeddings(data, n);
              })
         .def("remove_range", &Session::remove_range, py::arg("p0"), py::arg("p1"))
+        .def_property_readonly("image_marker", [](const OmniSession &) { return std::string(kImageMarker); })
         .def("last_logits",
-             [](Session & s) {
+             [](OmniSession & s) {
                  const float * l = s.context().logits(-1);
                  return to_array(l, 1, static_cast<size_t>(s.context().n_vocab()));
              })
         .def("forward",
-             [](Session & s, const std::vector<llama_token> & ids) {
+             [](OmniSession & s, const std::vector<llama_token> & ids) {
                  // fresh cache, every position's logits and final-norm hidden state; leaves the
                  // session empty because the conversation was replaced
                  if (ids.empty()) fail(Status::invalid_argument, "forward() needs at least one token");

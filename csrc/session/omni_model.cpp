@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "vision/vision_model.h"
 
 namespace minicpmo {
 
@@ -16,7 +17,7 @@ bool file_exists(const std::string & p) {
 }  // namespace
 
 OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path, const LlmModelParams & params)
-    : llm_(std::make_shared<LlmModel>(llm_path, params)) {
+    : params_(params), llm_(std::make_shared<LlmModel>(llm_path, params)) {
     if (!omni_path.empty()) {
         omni_ = load_omni_info(omni_path, llm_->n_embd());
         return;
@@ -34,6 +35,15 @@ OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path
         return;
     }
     omni_ = load_omni_info(resolved, llm_->n_embd());
+}
+
+std::shared_ptr<const VisionModel> OmniModel::vision() const {
+    std::lock_guard<std::mutex> lock(load_mutex_);
+    if (!vision_) {
+        if (!omni_) fail(Status::unsupported, "images need the omni companion file: " + omni_missing_reason_);
+        vision_ = std::make_shared<const VisionModel>(omni_->path, use_gpu());
+    }
+    return vision_;
 }
 
 }  // namespace minicpmo

@@ -2,11 +2,16 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
 #include "core/omni_file.h"
 #include "llm/llm_model.h"
+
+namespace minicpmo {
+class VisionModel;
+}
 
 namespace minicpmo {
 
@@ -21,11 +26,20 @@ public:
     const std::optional<OmniInfo> & omni() const { return omni_; }
     // Why there is no companion (for errors when media input is given), "" when there is one.
     const std::string & omni_missing_reason() const { return omni_missing_reason_; }
+    // Whether component weights go to the GPU (the LLM's n_gpu_layers != 0 and a GPU exists).
+    bool use_gpu() const { return params_.n_gpu_layers != 0; }
+
+    // The vision tower + resampler, loaded on first use (throws unsupported naming what is missing
+    // when there is no companion or it has no vision component). Thread-safe.
+    std::shared_ptr<const VisionModel> vision() const;
 
 private:
+    LlmModelParams params_;
     std::shared_ptr<const LlmModel> llm_;
     std::optional<OmniInfo> omni_;
     std::string omni_missing_reason_;
+    mutable std::mutex load_mutex_;
+    mutable std::shared_ptr<const VisionModel> vision_;
 };
 
 }  // namespace minicpmo

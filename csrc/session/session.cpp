@@ -18,40 +18,84 @@ Session::Session(std::shared_ptr<const LlmModel> model, const LlmContextParams &
 void Session::reset() {
     ctx_.clear();
     kv_tokens_.clear();
+    kv_keys_.clear();
     generated_.clear();
     active_ = false;
     logits_ready_ = false;
 }
 
 PrefillStats Session::prefill(const std::vector<llama_token> & prompt) {
-    if (prompt.empty()) fail(Status::invalid_argument, "the prompt is empty");
-    active_ = false;
+    return prefill(prompt, std::vector<uint64_t>(prompt.size(), 0), {});
+}
+
+size_t Session::reusable_prefix(const std::vector<llama_token> & prompt, const std::vector<uint64_t> & keys) const {
     size_t common = 0;
     const size_t limit = std::min(kv_tokens_.size(), prompt.size());
-    while (common < limit && kv_tokens_[common] == prompt[common]) ++common;
-    if (common == prompt.size()) --common;  // re-decode the last token to get its logits
+    while (common < limit && kv_tokens_[common] == prompt[common] && kv_keys_[common] == keys[common]) ++common;
+    if (common == prompt.size() && common > 0) --common;  // re-decode the last position to get its logits
+    return common;
+}
 
+PrefillStats Session::prefill(const std::vector<llama_token> & prompt, const std::vector<uint64_t> & keys,
+                              const std::vector<EmbeddingSpan> & spans) {
+    if (prompt.empty()) fail(Status::invalid_argument, "the prompt is empty");
+    if (keys.size() != prompt.size()) fail(Status::internal, "prompt keys do not match the prompt length");
     if (prompt.size() > static_cast<size_t>(ctx_.n_ctx())) {
         fail(Status::context_full, "prompt of " + std::to_string(prompt.size()) +
                                        " tokens does not fit in the context of " + std::to_string(ctx_.n_ctx()) +
                                        " tokens (raise n_ctx)");
     }
+    size_t prev_end = 0;
+    for (const EmbeddingSpan & sp : spans) {
+        if (sp.n == 0 || sp.pos < prev_end || sp.pos + sp.n > prompt.size()) {
+            fail(Status::internal, "embedding spans overlap or lie outside the prompt");
+        }
+        prev_end = sp.pos + sp.n;
+    }
+    active_ = false;
+    const size_t common = reusable_prefix(prompt, keys);
+    for (const EmbeddingSpan & sp : spans) {
+        if (sp.pos + sp.n > common && !sp.rows) fail(Status::internal, "embedding rows missing for a new span");
+    }
+
     ctx_.truncate(static_cast<int>(common));
     kv_tokens_.resize(common);
+    kv_keys_.resize(common);
     logits_ready_ = false;
-    ctx_.decode_tokens(prompt.data() + common, prompt.size() - common, Outputs::last);
-    kv_tokens_.assign(prompt.begin(), prompt.end());
+    // decode [common, end) as alternating runs of tokens and embedding rows
+    size_t pos = common;
+    size_t next_span = 0;
+    const size_t n_embd = static_cast<size_t>(ctx_.n_embd());
+    while (pos < prompt.size()) {
+        while (next_span < spans.size() && spans[next_span].pos + spans[next_span].n <= pos) ++next_span;
+        const bool in_span = next_span < spans.size() && spans[next_span].pos <= pos;
+        size_t end;
+        if (in_span) {
+            const EmbeddingSpan & sp = spans[next_span];
+            end = sp.pos + sp.n;
+            ctx_.decode_embeddings(sp.rows + (pos - sp.pos) * n_embd, end - pos,
+                                   end == prompt.size() ? Outputs::last : Outputs::none);
+        } else {
+            end = next_span < spans.size() ? spans[next_span].pos : prompt.size();
+            ctx_.decode_tokens(prompt.data() + pos, end - pos, end == prompt.size() ? Outputs::last : Outputs::none);
+        }
+        kv_tokens_.insert(kv_tokens_.end(), prompt.begin() + pos, prompt.begin() + end);
+        kv_keys_.insert(kv_keys_.end(), keys.begin() + pos, keys.begin() + end);
+        pos = end;
+    }
     logits_ready_ = true;
     last_prefill_ = PrefillStats{static_cast<int>(common), static_cast<int>(prompt.size() - common)};
     return last_prefill_;
 }
 
 PrefillStats Session::append_text(const std::string & text) {
-    std::vector<llama_token> prompt = kv_tokens_;
     const std::vector<llama_token> add = model_->tokenize(text, true);
     if (add.empty()) fail(Status::invalid_argument, "the text to prefill is empty");
+    std::vector<llama_token> prompt = kv_tokens_;
+    std::vector<uint64_t> keys = kv_keys_;  // keeps cached image/audio positions as they are
     prompt.insert(prompt.end(), add.begin(), add.end());
-    return prefill(prompt);
+    keys.insert(keys.end(), add.size(), 0);
+    return prefill(prompt, keys, {});
 }
 
 void Session::append_embeddings(const float * embd, size_t n) {
@@ -60,6 +104,7 @@ void Session::append_embeddings(const float * embd, size_t n) {
     logits_ready_ = false;
     ctx_.decode_embeddings(embd, n, Outputs::last);
     kv_tokens_.insert(kv_tokens_.end(), n, kEmbeddingSlot);
+    kv_keys_.insert(kv_keys_.end(), n, 0);
     logits_ready_ = true;
 }
 
@@ -72,6 +117,7 @@ void Session::remove_range(int p0, int p1) {
     logits_ready_ = false;  // the last position's logits no longer describe the cache
     ctx_.remove_range(p0, p1);
     kv_tokens_.erase(kv_tokens_.begin() + p0, kv_tokens_.begin() + p1);
+    kv_keys_.erase(kv_keys_.begin() + p0, kv_keys_.begin() + p1);
 }
 
 void Session::begin_generation(const GenerateParams & params) {
@@ -110,6 +156,7 @@ bool Session::step(std::string & piece) {
     logits_ready_ = false;
     ctx_.decode_tokens(&t, 1, last ? Outputs::none : Outputs::last);
     kv_tokens_.push_back(t);
+    kv_keys_.push_back(0);
     logits_ready_ = !last;
     return true;
 }

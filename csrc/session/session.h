@@ -21,6 +21,15 @@ struct GenerateParams {
     int max_new_tokens = 4096;
 };
 
+// Rows that replace the token embeddings of prompt positions [pos, pos + n) (image/audio
+// features). `rows` holds n x n_embd floats; it may be null when the span lies inside the part of
+// the prompt the cache already holds.
+struct EmbeddingSpan {
+    size_t pos = 0;
+    size_t n = 0;
+    const float * rows = nullptr;
+};
+
 struct PrefillStats {
     int n_reused = 0;     // prompt tokens already in the KV cache
     int n_prefilled = 0;  // prompt tokens decoded by this call
@@ -34,6 +43,7 @@ public:
     LlmContext & context() { return ctx_; }
     int n_past() const { return ctx_.n_past(); }
     const std::vector<llama_token> & kv_tokens() const { return kv_tokens_; }
+    const std::vector<uint64_t> & kv_keys() const { return kv_keys_; }
     const PrefillStats & last_prefill() const { return last_prefill_; }
     const std::vector<llama_token> & last_generated() const { return generated_; }
 
@@ -42,6 +52,13 @@ public:
     // Makes the KV cache hold exactly `prompt`, keeping the common prefix with what is there and
     // decoding the rest; the last prompt token is always (re)decoded so its logits are fresh.
     PrefillStats prefill(const std::vector<llama_token> & prompt);
+    // Multimodal prompt: `keys` (one per position) is 0 for text and identifies the content of
+    // embedding positions (e.g. a hash of the image and the row), so a cached image is reused only
+    // when it is the same image. Positions covered by `spans` are decoded from their rows.
+    PrefillStats prefill(const std::vector<llama_token> & prompt, const std::vector<uint64_t> & keys,
+                         const std::vector<EmbeddingSpan> & spans);
+    // How many leading positions of (prompt, keys) the cache already holds and prefill would keep.
+    size_t reusable_prefix(const std::vector<llama_token> & prompt, const std::vector<uint64_t> & keys) const;
     // Appends injected embeddings (n rows of n_embd floats, e.g. image/audio features) after the
     // cache; they occupy positions but have no token id (recorded as -1, never reused by prefill).
     void append_embeddings(const float * embd, size_t n);
@@ -67,6 +84,7 @@ private:
     std::shared_ptr<const LlmModel> model_;
     LlmContext ctx_;
     std::vector<llama_token> kv_tokens_;  // token ids at positions 0..n_past-1
+    std::vector<uint64_t> kv_keys_;       // content keys of those positions (0 = plain token)
     PrefillStats last_prefill_;
 
     // generation state

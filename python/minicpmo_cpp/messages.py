@@ -1,16 +1,23 @@
 """Turns user-facing chat messages (OpenAI / official MiniCPM-o style) into the (role, text) pairs
-the native chat template takes."""
+the native chat template takes, plus the images they contain.
+
+An image part becomes the placeholder ``<image>./</image>`` in its message's text (what the official
+processor expands) and its pixels go, in conversation order, to the list of images."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
+
 from ._core import MinicpmoError
+from .media import is_image_part, load_image
+
+IMAGE_MARKER = "<image>./</image>"
 
 # Content kinds that later components handle; named here so the error says what is missing.
 _MEDIA_KINDS = {
-    "image_url": "image",
-    "image": "image",
     "input_audio": "audio",
     "audio_url": "audio",
     "audio": "audio",
@@ -25,13 +32,23 @@ def _media_error(kind: str, index: int) -> MinicpmoError:
     )
 
 
-def content_to_text(content: Any, index: int) -> str:
+@dataclass
+class ParsedMessages:
+    pairs: list[tuple[str, str]]
+    images: list[np.ndarray] = field(default_factory=list)  # uint8 (H, W, 3), conversation order
+
+
+def content_to_text(content: Any, index: int, images: list | None = None, joiner: str = "\n") -> str:
     """Text of one message's content: a string, or a list of parts joined by "\\n" (the official
-    chat() joins content items with a newline)."""
+    chat() joins content items with a newline; omni mode joins them with ""). Image parts are
+    appended to ``images`` and leave a placeholder; without an ``images`` list they are refused."""
     if isinstance(content, str):
         return content
     if isinstance(content, dict):
         content = [content]
+    if not isinstance(content, (list, tuple)):
+        if is_image_part(content):
+            content = [content]
     if not isinstance(content, (list, tuple)):
         kind = _kind_of_object(content)
         if kind:
@@ -39,7 +56,15 @@ def content_to_text(content: Any, index: int) -> str:
         raise MinicpmoError(f"message {index}: content must be a string or a list, got {type(content).__name__}")
     parts = []
     for item in content:
-        if isinstance(item, str):
+        if is_image_part(item):
+            if images is None:
+                raise MinicpmoError(f"message {index}: images are not accepted here (text only)")
+            try:
+                images.append(load_image(item))
+            except MinicpmoError as e:
+                raise MinicpmoError(f"message {index}: {e}") from None
+            parts.append(IMAGE_MARKER)
+        elif isinstance(item, str):
             parts.append(item)
         elif isinstance(item, dict):
             kind = item.get("type")
@@ -57,7 +82,7 @@ def content_to_text(content: Any, index: int) -> str:
             if kind:
                 raise _media_error(kind, index)
             raise MinicpmoError(f"message {index}: unsupported content part of type {type(item).__name__}")
-    return "\n".join(parts)
+    return joiner.join(parts)
 
 
 def _kind_of_object(obj: Any) -> str | None:
@@ -69,17 +94,24 @@ def _kind_of_object(obj: Any) -> str | None:
     return None
 
 
-def to_role_text_pairs(msgs: Iterable[Any]) -> list[tuple[str, str]]:
-    if isinstance(msgs, (str, bytes)) or not isinstance(msgs, Iterable):
+def parse_messages(msgs: Iterable[Any], omni_mode: bool = False, with_images: bool = True) -> ParsedMessages:
+    """(role, text) pairs with image placeholders, and the images in conversation order."""
+    if isinstance(msgs, (str, bytes, dict)) or not isinstance(msgs, Iterable):
         raise MinicpmoError("msgs must be a list of {'role': ..., 'content': ...} dicts")
-    pairs = []
+    parsed = ParsedMessages(pairs=[])
+    images = parsed.images if with_images else None
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise MinicpmoError(f"message {i} must be a dict with 'role' and 'content'")
         role = m["role"]
         if not isinstance(role, str):
             raise MinicpmoError(f"message {i}: role must be a string")
-        pairs.append((role, content_to_text(m["content"], i)))
-    if not pairs:
+        parsed.pairs.append((role, content_to_text(m["content"], i, images, "" if omni_mode else "\n")))
+    if not parsed.pairs:
         raise MinicpmoError("msgs is empty")
-    return pairs
+    return parsed
+
+
+def to_role_text_pairs(msgs: Iterable[Any]) -> list[tuple[str, str]]:
+    """Text-only conversations (images are refused)."""
+    return parse_messages(msgs, with_images=False).pairs

@@ -10,7 +10,8 @@ import numpy as np
 
 from . import _core
 from ._core import MinicpmoError
-from .messages import to_role_text_pairs
+from .media import load_image
+from .messages import parse_messages
 
 
 class OmniSession:
@@ -85,9 +86,59 @@ class OmniSession:
         return self._model.detokenize([int(i) for i in ids]).decode("utf-8", errors="replace")
 
     def apply_chat_template(
-        self, msgs, add_generation_prompt: bool = True, enable_thinking: bool = False, use_tts_template: bool = False
+        self,
+        msgs,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool = False,
+        use_tts_template: bool = False,
+        omni_mode: bool = False,
     ) -> str:
-        return _core.render_chat(to_role_text_pairs(msgs), add_generation_prompt, enable_thinking, use_tts_template)
+        """The prompt text; each image appears as the placeholder ``<image>./</image>``."""
+        pairs = parse_messages(msgs, omni_mode).pairs
+        return _core.render_chat(pairs, add_generation_prompt, enable_thinking, use_tts_template)
+
+    def prompt_token_ids(
+        self,
+        msgs,
+        enable_thinking: bool = False,
+        max_slice_nums: int | None = None,
+        use_image_id: bool | None = None,
+        omni_mode: bool = False,
+    ) -> list[int]:
+        """Token ids ``chat(msgs)`` prefills, with each image expanded to its layout of <unk>
+        placeholders (spec §1.3) whose embeddings the vision encoder provides."""
+        parsed = parse_messages(msgs, omni_mode)
+        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, False)
+        return list(self._session.image_prompt_tokens(
+            prompt, parsed.images, self._slices(parsed.images, max_slice_nums), self._image_id_flag(use_image_id)))
+
+    # ---- vision ----
+    def encode_image(self, image, max_slice_nums: int | None = None) -> np.ndarray:
+        """LLM input embeddings of one image, (n_tokens, hidden): query_num (64) rows for the
+        whole image, then 64 per slice row by row (the prompt order). ``image``: PIL image, uint8
+        array, path, data URI or OpenAI image part. ``max_slice_nums`` defaults to the model's 9."""
+        self._generation += 1
+        return self._session.encode_image(load_image(image), self._slice_arg(max_slice_nums))
+
+    def vision_features(self, image, max_slice_nums: int | None = None) -> list[np.ndarray]:
+        """Post-LayerNorm SigLIP output per slice (whole image first), each (h*w patches, width)."""
+        self._generation += 1
+        return list(self._session.vision_features(load_image(image), self._slice_arg(max_slice_nums)))
+
+    @staticmethod
+    def _slice_arg(max_slice_nums: int | None) -> int:
+        if max_slice_nums is None:
+            return 0
+        if isinstance(max_slice_nums, bool) or not isinstance(max_slice_nums, (int, np.integer)) or max_slice_nums < 1:
+            raise MinicpmoError(f"max_slice_nums must be an integer >= 1, got {max_slice_nums!r}")
+        return int(max_slice_nums)
+
+    def _slices(self, images: list, max_slice_nums: int | None) -> list[int]:
+        return [self._slice_arg(max_slice_nums)] * len(images)
+
+    @staticmethod
+    def _image_id_flag(use_image_id: bool | None) -> int:
+        return -1 if use_image_id is None else int(bool(use_image_id))
 
     def forward(self, token_ids) -> tuple[np.ndarray, np.ndarray]:
         """Logits [n, vocab] and final-norm hidden states [n, hidden] of every position, computed on
@@ -112,16 +163,31 @@ class OmniSession:
         repetition_penalty: float = 1.02,
         seed: int | None = None,
         enable_thinking: bool = False,
+        max_slice_nums: int | None = None,
+        use_image_id: bool | None = None,
+        omni_mode: bool = False,
     ) -> str | Iterator[str]:
         """Reply to the conversation ``msgs``. Defaults are the official chat() sampling settings;
-        ``do_sample=False`` is greedy. With ``stream=True`` returns an iterator of text pieces."""
-        prompt = self.apply_chat_template(msgs, True, enable_thinking, False)
+        ``do_sample=False`` is greedy. With ``stream=True`` returns an iterator of text pieces.
+
+        Content may mix text and images (PIL images, uint8 arrays, paths, data URIs, OpenAI
+        ``image_url`` parts) in any message. ``max_slice_nums`` (default 9) bounds the
+        high-resolution slices per image; ``use_image_id`` (default True) numbers the images with
+        ``<image_id>k</image_id>`` tags, which video chat turns off (with ``max_slice_nums=1``).
+        ``omni_mode`` joins content items with "" instead of "\\n". Images already in the KV cache
+        from earlier turns are not encoded again."""
+        parsed = parse_messages(msgs, omni_mode)
+        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, False)
         if seed is None:
             seed = self._seed_rng.getrandbits(63)
         if max_new_tokens < 0:
             raise MinicpmoError("max_new_tokens must be >= 0")
+        slices = self._slices(parsed.images, max_slice_nums)
         self._generation += 1
-        self._session.prefill(self._model.tokenize(prompt, True))
+        if parsed.images:
+            self._session.prefill_with_images(prompt, parsed.images, slices, self._image_id_flag(use_image_id))
+        else:
+            self._session.prefill(self._model.tokenize(prompt, True))
         self._session.begin_generation(
             do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens)
         )

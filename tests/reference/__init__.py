@@ -7,3 +7,9 @@ They are deliberately simple (no batching, float64 by default) so that they serv
 from .qwen3 import KVCache, Qwen3Reference, load_hf_checkpoint, round_weights
 
 __all__ = ["KVCache", "Qwen3Reference", "load_hf_checkpoint", "round_weights"]
+
+from .vision import (VisionReference, encode_image, image_placeholder_text, navit_position_ids,
+                     preprocess, vision_features)
+
+__all__ += ["VisionReference", "encode_image", "image_placeholder_text", "navit_position_ids",
+            "preprocess", "vision_features"]

@@ -1,0 +1,117 @@
+#include "vision/vision_encoder.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "core/error.h"
+#include "vision/navit_positions.h"
+#include "vision/resampler_positions.h"
+#include "vision/vision_graph.h"
+
+namespace minicpmo {
+
+namespace {
+
+// Upper bound on the F32 attention-score tensor of one ViT batch: 9 slices of 1024 patches
+// at 16 heads need 576 MiB, so they run in batches of 4.
+constexpr size_t kScoreBudgetBytes = size_t(256) << 20;
+
+size_t graph_nodes(const VisionHparams & hp) {
+    return static_cast<size_t>(hp.n_layer) * 48 + 256;
+}
+
+}  // namespace
+
+VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, bool use_gpu, int n_threads)
+    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
+    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
+}
+
+std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
+    const VisionHparams & hp = model_->hparams();
+    const size_t n = image.slices.size();
+    if (n == 0) fail(Status::invalid_argument, "image has no slices to encode");
+    for (const PreprocessedSlice & s : image.slices) {
+        const size_t L = static_cast<size_t>(s.grid_h) * s.grid_w;
+        if (s.grid_h <= 0 || s.grid_w <= 0 || s.patches.size() != L * hp.patch_dim()) {
+            fail(Status::invalid_argument, "preprocessed slice does not match the vision model's patch size");
+        }
+    }
+    std::vector<float> out(n * hp.n_query * hp.n_embd_out);
+    if (vit_features) vit_features->assign(n, {});
+
+    // group slices by grid size (keeping order inside a group), then split by the memory budget
+    std::map<std::pair<int, int>, std::vector<size_t>> groups;
+    for (size_t i = 0; i < n; ++i) groups[{image.slices[i].grid_h, image.slices[i].grid_w}].push_back(i);
+    for (const auto & [grid, members] : groups) {
+        const size_t L = static_cast<size_t>(grid.first) * grid.second;
+        const size_t per_slice = L * L * hp.n_head * sizeof(float);
+        const size_t cap = std::clamp<size_t>(kScoreBudgetBytes / std::max<size_t>(per_slice, 1), 1, hp.batch_size);
+        for (size_t b0 = 0; b0 < members.size(); b0 += cap) {
+            std::vector<size_t> batch(members.begin() + b0, members.begin() + std::min(members.size(), b0 + cap));
+            encode_batch(image, batch, out.data(), vit_features);
+        }
+    }
+    return out;
+}
+
+void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vector<size_t> & batch, float * out,
+                                 std::vector<std::vector<float>> * vit_features) {
+    const VisionHparams & hp = model_->hparams();
+    const PreprocessedSlice & first = image.slices[batch[0]];
+    const int gh = first.grid_h, gw = first.grid_w;
+    const int64_t L = int64_t(gh) * gw, B = static_cast<int64_t>(batch.size());
+
+    ggml_init_params ip{};
+    ip.mem_size = graph_buf_.size();
+    ip.mem_buffer = graph_buf_.data();
+    ip.no_alloc = true;
+    ggml_context * ctx = ggml_init(ip);
+    if (!ctx) fail(Status::internal, "cannot create the vision graph context");
+    struct CtxFree {
+        ggml_context * c;
+        ~CtxFree() { ggml_free(c); }
+    } ctx_guard{ctx};
+
+    ggml_tensor * patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hp.patch_dim(), L, B);
+    ggml_set_input(patches);
+    ggml_tensor * pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, L);
+    ggml_set_input(pos_ids);
+    ggml_tensor * key_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_out, L);
+    ggml_set_input(key_pos);
+
+    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32());
+    ggml_set_output(vit);
+    ggml_tensor * emb = build_resampler(ctx, *model_, vit, key_pos);
+    ggml_set_output(emb);
+
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_build_forward_expand(gf, emb);
+    runner_.allocate(gf);
+
+    const size_t slice_floats = static_cast<size_t>(L) * hp.patch_dim();
+    for (int64_t b = 0; b < B; ++b) {
+        ggml_backend_tensor_set(patches, image.slices[batch[b]].patches.data(), b * slice_floats * sizeof(float),
+                                slice_floats * sizeof(float));
+    }
+    const std::vector<int32_t> ids = navit_position_ids(gh, gw, hp.pos_side);
+    ggml_backend_tensor_set(pos_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
+    const std::vector<float> kp = resampler_key_positions(gh, gw, hp.n_embd_out);
+    ggml_backend_tensor_set(key_pos, kp.data(), 0, kp.size() * sizeof(float));
+
+    runner_.compute(gf);
+
+    const size_t rows = static_cast<size_t>(hp.n_query) * hp.n_embd_out;
+    for (int64_t b = 0; b < B; ++b) {
+        ggml_backend_tensor_get(emb, out + batch[b] * rows, b * rows * sizeof(float), rows * sizeof(float));
+        if (vit_features) {
+            std::vector<float> & f = (*vit_features)[batch[b]];
+            f.resize(static_cast<size_t>(L) * hp.n_embd);
+            ggml_backend_tensor_get(vit, f.data(), b * f.size() * sizeof(float), f.size() * sizeof(float));
+        }
+    }
+}
+
+}  // namespace minicpmo

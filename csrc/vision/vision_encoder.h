@@ -1,0 +1,36 @@
+// Runs the vision graphs for one session: preprocessed slices in, LLM embeddings out. Slices of
+// the same patch grid are encoded together in one graph (bounded by a memory budget for the
+// attention scores); the scheduler's buffers are reused from call to call.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/compute_backend.h"
+#include "vision/image_preprocess.h"
+#include "vision/vision_model.h"
+
+namespace minicpmo {
+
+class VisionEncoder {
+public:
+    VisionEncoder(std::shared_ptr<const VisionModel> model, bool use_gpu, int n_threads);
+
+    const VisionModel & model() const { return *model_; }
+    void set_n_threads(int n_threads) { backend_.set_n_threads(n_threads); }
+
+    // Returns slices.size() * n_query rows of n_embd_out floats, in the order of `image.slices`.
+    // When `vit_features` is given it receives each slice's post-LayerNorm ViT output (L x D).
+    std::vector<float> encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features = nullptr);
+
+private:
+    void encode_batch(const PreprocessedImage & image, const std::vector<size_t> & batch, float * out,
+                      std::vector<std::vector<float>> * vit_features);
+
+    std::shared_ptr<const VisionModel> model_;
+    ComputeBackend backend_;
+    GraphRunner runner_;
+    std::vector<uint8_t> graph_buf_;  // ggml context memory for graph metadata, reused per batch
+};
+
+}  // namespace minicpmo

@@ -1,0 +1,75 @@
+#include "vision/vision_graph.h"
+
+#include <cmath>
+
+namespace minicpmo {
+
+namespace {
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), every step in F32.
+ggml_tensor * gelu_tanh_exact(ggml_context * ctx, ggml_tensor * x) {
+    const float c = std::sqrt(2.0f / static_cast<float>(M_PI));
+    ggml_tensor * inner = ggml_mul(ctx, x, ggml_scale_bias(ctx, ggml_sqr(ctx, x), 0.044715f * c, c));
+    return ggml_mul(ctx, x, ggml_scale_bias(ctx, ggml_tanh(ctx, inner), 0.5f, 0.5f));
+}
+
+// Multi-head attention of q [hd*H, Lq, B] over k, v [hd*H, Lk, B]; returns [hd*H, Lq, B].
+ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int n_head) {
+    const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1], B = k->ne[2];
+    q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, hd, n_head, Lq, q->ne[2]), 0, 2, 1, 3);  // [hd, Lq, H, B]
+    k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, n_head, Lk, B), 0, 2, 1, 3);         // [hd, Lk, H, B]
+    v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, n_head, Lk, B), 1, 2, 0, 3));  // [Lk, hd, H, B]
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);  // [Lk, Lq, H, B]
+    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+    ggml_tensor * o = ggml_mul_mat(ctx, v, kq);  // [hd, Lq, H, B]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, Lq, B]
+    return ggml_reshape_3d(ctx, o, width, Lq, B);
+}
+
+}  // namespace
+
+ggml_tensor * build_siglip(ggml_context * ctx, const VisionModel & m, ggml_tensor * patches, ggml_tensor * pos_ids,
+                           bool exact_gelu) {
+    const VisionHparams & hp = m.hparams();
+    ggml_tensor * x = linear(ctx, patches, m.patch_w(), m.patch_b());  // [D, L, B]
+    x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));   // position rows broadcast over B
+    for (const VisionLayer & L : m.layers()) {
+        ggml_tensor * h = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
+        ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
+        ggml_tensor * k = linear(ctx, h, L.k_w, L.k_b);
+        ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
+        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, hp.n_head), L.o_w, L.o_b));
+        h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
+        h = linear(ctx, h, L.up_w, L.up_b);
+        h = exact_gelu ? gelu_tanh_exact(ctx, h) : ggml_gelu(ctx, h);
+        x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));
+    }
+    return layer_norm(ctx, x, m.post_ln_w(), m.post_ln_b(), hp.eps);
+}
+
+ggml_tensor * build_resampler(ggml_context * ctx, const VisionModel & m, ggml_tensor * x, ggml_tensor * key_pos) {
+    const VisionHparams & hp = m.hparams();
+    const ResamplerWeights & r = m.resampler();
+    const int64_t B = x->ne[2];
+    ggml_tensor * kv = layer_norm(ctx, ggml_mul_mat(ctx, r.kv_proj, x), r.ln_kv_w, r.ln_kv_b, hp.eps_resampler);
+    ggml_tensor * query = r.query->type == GGML_TYPE_F32 ? r.query : ggml_cast(ctx, r.query, GGML_TYPE_F32);
+    ggml_tensor * q = linear(ctx, layer_norm(ctx, query, r.ln_q_w, r.ln_q_b, hp.eps_resampler), r.q_w, r.q_b);
+    // the queries are the same for every slice; mul_mat broadcasts only its second operand
+    q = ggml_repeat_4d(ctx, q, q->ne[0], q->ne[1], B, 1);                                // [E, Q, B]
+    ggml_tensor * k = linear(ctx, ggml_add(ctx, kv, key_pos), r.k_w, r.k_b);            // [E, L, B]
+    ggml_tensor * v = linear(ctx, kv, r.v_w, r.v_b);
+    ggml_tensor * o = linear(ctx, attention(ctx, q, k, v, hp.n_head_resampler), r.o_w, r.o_b);
+    o = layer_norm(ctx, o, r.ln_post_w, r.ln_post_b, hp.eps_resampler);
+    return ggml_mul_mat(ctx, r.proj, o);  // [E, Q, B]
+}
+
+}  // namespace minicpmo

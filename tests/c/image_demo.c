@@ -1,0 +1,83 @@
+/* Image chat through the public C API: one user turn with an image (raw RGB8 file), greedy; then the
+ * low-level path (prefill text + image + text, generate). Built and run by tests/test_vision_chat.py.
+ * usage: image_demo MODEL IMAGE.rgb WIDTH HEIGHT PROMPT N_PREDICT */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "minicpmo.h"
+
+static int fail(const char * what, minicpmo_status st) {
+    fprintf(stderr, "image_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
+    return 1;
+}
+
+int main(int argc, char ** argv) {
+    if (argc != 7) {
+        fprintf(stderr, "usage: image_demo MODEL IMAGE.rgb WIDTH HEIGHT PROMPT N_PREDICT\n");
+        return 2;
+    }
+    const int w = atoi(argv[3]), h = atoi(argv[4]);
+    const size_t n = (size_t) w * (size_t) h * 3;
+    unsigned char * rgb = malloc(n);
+    FILE * f = fopen(argv[2], "rb");
+    if (!rgb || !f || fread(rgb, 1, n, f) != n) {
+        fprintf(stderr, "image_demo: cannot read %s\n", argv[2]);
+        return 1;
+    }
+    fclose(f);
+
+    minicpmo_model * model = NULL;
+    minicpmo_session * session = NULL;
+    minicpmo_status st;
+    minicpmo_model_params mp = minicpmo_model_default_params();
+    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
+    minicpmo_session_params sp = minicpmo_session_default_params();
+    sp.n_ctx = 2048;
+    sp.n_threads = 2;
+    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+
+    minicpmo_generate_params gp = minicpmo_generate_default_params();
+    gp.do_sample = false;
+    gp.repetition_penalty = 1.0f;
+    gp.max_new_tokens = atoi(argv[6]);
+
+    char content[4096];
+    snprintf(content, sizeof content, "%s\n%s", MINICPMO_IMAGE_MARKER, argv[5]);
+    minicpmo_message turn[1] = {{"user", content}};
+    minicpmo_image image = {rgb, w, h, 0};
+    char * reply = NULL;
+    size_t len = 0;
+    if ((st = minicpmo_session_chat_images(session, turn, 1, &image, 1, -1, &gp, NULL, NULL, &reply, &len)) != MINICPMO_OK) {
+        return fail("chat", st);
+    }
+    printf("REPLY %zu\n", len);
+    fwrite(reply, 1, len, stdout);
+    printf("\nN_PAST:%d\n", minicpmo_session_n_past(session));
+    minicpmo_string_free(reply);
+
+    /* the same prompt built piece by piece */
+    minicpmo_session_reset(session);
+    if ((st = minicpmo_session_prefill_text(session, "<|im_start|>user\n")) != MINICPMO_OK) return fail("prefill", st);
+    if ((st = minicpmo_session_prefill_image(session, &image, 0)) != MINICPMO_OK) return fail("prefill image", st);
+    char tail[4096];
+    snprintf(tail, sizeof tail, "\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", argv[5]);
+    if ((st = minicpmo_session_prefill_text(session, tail)) != MINICPMO_OK) return fail("prefill", st);
+    if ((st = minicpmo_session_generate(session, &gp, NULL, NULL, &reply, &len)) != MINICPMO_OK) return fail("generate", st);
+    printf("LOWLEVEL %zu\n", len);
+    fwrite(reply, 1, len, stdout);
+    printf("\n");
+    minicpmo_string_free(reply);
+
+    /* bad images are statuses, not crashes */
+    minicpmo_image bad = {rgb, 0, h, 0};
+    st = minicpmo_session_prefill_image(session, &bad, -1);
+    printf("BAD:%s:%s\n", minicpmo_status_name(st), minicpmo_last_error());
+    st = minicpmo_session_chat_images(session, turn, 1, &image, 0, -1, &gp, NULL, NULL, NULL, NULL);
+    printf("COUNT:%s:%s\n", minicpmo_status_name(st), minicpmo_last_error());
+
+    minicpmo_session_free(session);
+    minicpmo_model_free(model);
+    free(rgb);
+    return 0;
+}
