@@ -19,7 +19,7 @@ namespace {
 constexpr size_t kScoreBudgetBytes = size_t(256) << 20;
 
 size_t graph_nodes(const VisionHparams & hp) {
-    return static_cast<size_t>(hp.n_layer) * 48 + 256;
+    return static_cast<size_t>(hp.n_layer) * 64 + 256;
 }
 
 }  // namespace
