@@ -13,3 +13,9 @@ from .vision import (VisionReference, encode_image, image_placeholder_text, navi
 
 __all__ += ["VisionReference", "encode_image", "image_placeholder_text", "navit_position_ids",
             "preprocess", "vision_features"]
+
+from .audio import (AudioReference, ProjectorReference, StreamingWhisperReference, audio_placeholder_count,
+                    chat_audio_embedding, project_and_pool, whisper_encode)
+
+__all__ += ["AudioReference", "ProjectorReference", "StreamingWhisperReference", "audio_placeholder_count",
+            "chat_audio_embedding", "project_and_pool", "whisper_encode"]
