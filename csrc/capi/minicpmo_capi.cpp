@@ -2,6 +2,7 @@
 #include "minicpmo.h"
 
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -86,6 +87,16 @@ minicpmo::ImageInput to_image(const minicpmo_image & im) {
     return in;
 }
 
+minicpmo::AudioInput to_audio(const minicpmo_audio & a) {
+    require(a.samples != nullptr || a.n_samples == 0, "an audio has NULL samples");
+    require(a.n_samples > 0, "an audio is empty (no samples)");
+    for (size_t i = 0; i < a.n_samples; ++i) require(std::isfinite(a.samples[i]), "an audio has NaN or infinite samples");
+    minicpmo::AudioInput in;
+    in.pcm = a.samples;
+    in.n_samples = a.n_samples;
+    return in;
+}
+
 std::vector<minicpmo::ChatMessage> to_messages(const minicpmo_message * messages, size_t n_messages) {
     require(messages != nullptr || n_messages == 0, "messages is NULL");
     require(n_messages > 0, "the message list is empty");
@@ -152,6 +163,7 @@ minicpmo_generate_params minicpmo_generate_default_params(void) {
     p.seed = 0;
     p.max_new_tokens = 4096;
     p.enable_thinking = false;
+    p.use_tts_template = false;
     return p;
 }
 
@@ -215,20 +227,41 @@ minicpmo_status minicpmo_session_chat_images(minicpmo_session * session, const m
                                              int32_t use_image_id, const minicpmo_generate_params * params,
                                              minicpmo_text_callback on_text, void * user_data, char ** out_reply,
                                              size_t * out_len) {
+    return minicpmo_session_chat_media(session, messages, n_messages, images, n_images, use_image_id, nullptr, 0, params,
+                                       on_text, user_data, out_reply, out_len);
+}
+
+minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const minicpmo_message * messages,
+                                            size_t n_messages, const minicpmo_image * images, size_t n_images,
+                                            int32_t use_image_id, const minicpmo_audio * audios, size_t n_audios,
+                                            const minicpmo_generate_params * params, minicpmo_text_callback on_text,
+                                            void * user_data, char ** out_reply, size_t * out_len) {
     return guarded([&] {
         require(session != nullptr, "session is NULL");
         require(images != nullptr || n_images == 0, "images is NULL");
+        require(audios != nullptr || n_audios == 0, "audios is NULL");
         if (out_reply) *out_reply = nullptr;
         const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
         std::vector<minicpmo::ImageInput> ims;
         for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
+        std::vector<minicpmo::AudioInput> sounds;
+        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::ChatTemplateOptions opts;
         opts.enable_thinking = p.enable_thinking;
-        minicpmo::ImagePromptOptions io;
-        io.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
-        hand_out(session->impl->chat(msgs, ims, io, opts, to_generate(p), piece_sink(on_text, user_data)), out_reply,
-                 out_len);
+        opts.use_tts_template = p.use_tts_template || n_audios > 0;  // as the official chat() does
+        minicpmo::MediaPromptOptions mo;
+        mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+        hand_out(session->impl->chat(msgs, ims, sounds, mo, opts, to_generate(p), piece_sink(on_text, user_data)),
+                 out_reply, out_len);
+    });
+}
+
+minicpmo_status minicpmo_session_prefill_audio(minicpmo_session * session, const minicpmo_audio * audio) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(audio != nullptr, "audio is NULL");
+        session->impl->append_audio(to_audio(*audio));
     });
 }
 

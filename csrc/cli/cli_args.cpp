@@ -48,6 +48,8 @@ const char * cli_usage() {
            "  --think                enable thinking\n"
            "  --image FILE           image for the first message (repeatable; PNG, JPEG, BMP, GIF, ...)\n"
            "  --max-slices N         high-resolution slices per image (default 9; 1 = none)\n"
+           "  --audio FILE           audio for the first message (repeatable; WAV, FLAC, MP3; any rate, mixed to\n"
+           "                         16 kHz mono). With audio the reply uses the spoken-reply template\n"
            "  -t, --threads N        CPU threads (default: all cores)\n"
            "  -c, --ctx-size N       context window (default 8192)\n"
            "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
@@ -81,6 +83,8 @@ CliArgs parse_cli_args(int argc, char ** argv) {
             a.repeat_penalty = to_number<float>(f, need_value(argc, argv, i));
         } else if (f == "--seed") {
             a.seed = to_number<int64_t>(f, need_value(argc, argv, i));
+        } else if (f == "--audio") {
+            a.audios.push_back(need_value(argc, argv, i));
         } else if (f == "--image") {
             a.images.push_back(need_value(argc, argv, i));
         } else if (f == "--max-slices") {

@@ -25,6 +25,7 @@ struct CliArgs {
     bool think = false;
     std::vector<std::string> images;  // go into the first user message, before its text
     int max_slices = 0;                // 0 = the model's default (9)
+    std::vector<std::string> audios;  // go into the first user message, after the images
     bool show_help = false;
 };
 

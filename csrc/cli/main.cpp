@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/audio_file.h"
 #include "cli/cli_args.h"
 #include "cli/image_file.h"
 #include "minicpmo.h"
@@ -49,8 +50,10 @@ int main(int argc, char ** argv) {
     }
 
     std::vector<minicpmo_cli::ImageFile> image_files;
+    std::vector<std::vector<float>> audio_files;
     try {
         for (const std::string & path : args.images) image_files.push_back(minicpmo_cli::load_image_file(path));
+        for (const std::string & path : args.audios) audio_files.push_back(minicpmo_cli::load_audio_file(path));
     } catch (const std::exception & e) {
         std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
         return 1;
@@ -59,6 +62,8 @@ int main(int argc, char ** argv) {
     for (const auto & f : image_files) {
         images.push_back(minicpmo_image{f.rgb.data(), f.width, f.height, args.max_slices});
     }
+    std::vector<minicpmo_audio> audios;
+    for (const auto & pcm : audio_files) audios.push_back(minicpmo_audio{pcm.data(), pcm.size()});
 
     Owned h;
     minicpmo_model_params mp = minicpmo_model_default_params();
@@ -88,19 +93,21 @@ int main(int argc, char ** argv) {
     }
     auto chat_turn = [&](const std::string & user_text) -> int {
         roles.push_back("user");
-        // the images belong to the first user message: one marker each, items joined by "\n" as
+        // the media belong to the first user message: one marker each, items joined by "\n" as
         // the official processor joins content
         std::string content;
         if (std::count(roles.begin(), roles.end(), "user") == 1) {
             for (size_t i = 0; i < images.size(); ++i) content += std::string(MINICPMO_IMAGE_MARKER) + "\n";
+            for (size_t i = 0; i < audios.size(); ++i) content += std::string(MINICPMO_AUDIO_MARKER) + "\n";
         }
         contents.push_back(content + user_text);
         std::vector<minicpmo_message> msgs;
         for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
         char * reply = nullptr;
         size_t len = 0;
-        if (minicpmo_session_chat_images(h.session, msgs.data(), msgs.size(), images.data(), images.size(), -1, &gp,
-                                         print_piece, nullptr, &reply, &len) != MINICPMO_OK) {
+        if (minicpmo_session_chat_media(h.session, msgs.data(), msgs.size(), images.data(), images.size(), -1,
+                                        audios.data(), audios.size(), &gp, print_piece, nullptr, &reply,
+                                        &len) != MINICPMO_OK) {
             roles.pop_back();
             contents.pop_back();
             return report("generation failed");

@@ -70,6 +70,7 @@ typedef struct minicpmo_generate_params {
     uint64_t seed;
     int32_t max_new_tokens;
     bool enable_thinking;     /* false = empty <think> block in the generation prompt */
+    bool use_tts_template;    /* end the generation prompt with <|tts_bos|> (always on when audio is given) */
 } minicpmo_generate_params;
 
 typedef struct minicpmo_message {
@@ -87,6 +88,18 @@ typedef struct minicpmo_image {
 
 /* Where an image goes in a message's content (the text the official processor expands). */
 #define MINICPMO_IMAGE_MARKER "<image>./</image>"
+
+/* 16 kHz mono float32 PCM (decoding and resampling are the caller's business; minicpmo-cli shows
+ * one way). Samples must be finite. */
+typedef struct minicpmo_audio {
+    const float * samples;
+    size_t n_samples;
+} minicpmo_audio;
+
+/* Where an audio goes in a message's content; it expands to <|audio_start|><unk>x N<|audio_end|>
+ * with N = 10 per second. A user message with audio normally ends the prompt with <|tts_bos|>
+ * (the model's spoken-reply template; set use_tts_template in minicpmo_generate_params). */
+#define MINICPMO_AUDIO_MARKER "<audio>./</audio>"
 
 /* Receives each piece of the reply as soon as it is complete UTF-8 (not NUL-terminated).
  * Return false to stop generating. */
@@ -130,6 +143,20 @@ MINICPMO_API minicpmo_status minicpmo_session_chat_images(minicpmo_session * ses
                                                           const minicpmo_generate_params * params,
                                                           minicpmo_text_callback on_text, void * user_data,
                                                           char ** out_reply, size_t * out_len);
+
+/* minicpmo_session_chat with images and audio: the i-th MINICPMO_IMAGE_MARKER is images[i], the
+ * j-th MINICPMO_AUDIO_MARKER is audios[j] (each kind counted in message order; counts must match).
+ * Media already in the KV cache from earlier turns are not encoded again. */
+MINICPMO_API minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const minicpmo_message * messages,
+                                                         size_t n_messages, const minicpmo_image * images,
+                                                         size_t n_images, int32_t use_image_id,
+                                                         const minicpmo_audio * audios, size_t n_audios,
+                                                         const minicpmo_generate_params * params,
+                                                         minicpmo_text_callback on_text, void * user_data,
+                                                         char ** out_reply, size_t * out_len);
+
+/* Low level: encode an audio (chat mode) and append <|audio_start|><unk>x N<|audio_end|> to the cache. */
+MINICPMO_API minicpmo_status minicpmo_session_prefill_audio(minicpmo_session * session, const minicpmo_audio * audio);
 
 /* Low level: encode an image and append its tokens (<image>...</image> and slice rows) to the cache,
  * preceded by <image_id>image_id</image_id> when image_id >= 0. */

@@ -15,7 +15,7 @@
 #include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
-#include "session/image_prompt.h"
+#include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
 #include "vision/vision_model.h"
@@ -91,6 +91,57 @@ struct ImageList {
         }
     }
 };
+
+// 16 kHz mono PCM from numpy: exactly float32 1-D (the Python layer converts and resamples).
+py::array_t<float> pcm_array(const py::handle & obj) {
+    auto arr = py::reinterpret_borrow<py::object>(obj);
+    if (!py::isinstance<py::array>(arr)) fail(Status::invalid_argument, "audio must be a numpy float32 array of shape (n,)");
+    py::array a = arr.cast<py::array>();
+    if (!a.dtype().is(py::dtype::of<float>())) {
+        fail(Status::invalid_argument, "an audio array must have dtype float32, got " + std::string(py::str(a.dtype())));
+    }
+    if (a.ndim() != 1) fail(Status::invalid_argument, "an audio array must be 1-D (mono), got ndim " + std::to_string(a.ndim()));
+    return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+AudioAttention attention_mode(const std::string & mode) {
+    if (mode == "block") return AudioAttention::block_causal;
+    if (mode == "full") return AudioAttention::full;
+    fail(Status::invalid_argument, "audio attention mode must be 'block' or 'full', got '" + mode + "'");
+}
+
+// Keeps the arrays alive and gives the C++ views of a list of audios.
+struct AudioList {
+    std::vector<py::array_t<float>> arrays;
+    std::vector<AudioInput> inputs;
+    AudioList(const py::list & audios, const std::vector<std::string> & modes) {
+        if (!modes.empty() && modes.size() != audios.size()) {
+            fail(Status::invalid_argument, "audio_modes must give one value per audio");
+        }
+        for (size_t i = 0; i < audios.size(); ++i) {
+            arrays.push_back(pcm_array(audios[i]));
+            AudioInput a;
+            a.pcm = arrays.back().data();
+            a.n_samples = static_cast<size_t>(arrays.back().shape(0));
+            a.attention = modes.empty() ? AudioAttention::block_causal : attention_mode(modes[i]);
+            inputs.push_back(a);
+        }
+    }
+};
+
+// (n_mel, n_frames) float32 mel from numpy for the encoder-level test entry points.
+py::array_t<float, py::array::c_style | py::array::forcecast> mel_array(const OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel) {
+    const int n_mel = s.omni_model().audio()->hparams().n_mel;
+    if (mel.ndim() != 2 || mel.shape(0) != n_mel) {
+        fail(Status::invalid_argument, "mel must have shape (" + std::to_string(n_mel) + ", n_frames)");
+    }
+    return mel;
+}
+
+py::tuple encoding_tuple(const AudioEncoding & e, size_t n_embd_out, size_t n_embd) {
+    return py::make_tuple(to_array(e.tokens.data(), static_cast<size_t>(e.n_tokens), n_embd_out),
+                          to_array(e.hidden.data(), static_cast<size_t>(e.n_hidden), n_embd));
+}
 
 }  // namespace
 
@@ -175,29 +226,92 @@ PYBIND11_MODULE(_core, m) {
                  return out;
              },
              py::arg("image"), py::arg("max_slice_nums") = 0)
-        .def("prefill_with_images",
+        .def("prefill_media",
              [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
-                int use_image_id) {
+                int use_image_id, const py::list & audios, const std::vector<std::string> & audio_modes) {
                  ImageList list(images, max_slice_nums);
-                 ImagePromptOptions o;
+                 AudioList sounds(audios, audio_modes);
+                 MediaPromptOptions o;
                  o.use_image_id = use_image_id;
                  py::gil_scoped_release release;
-                 const PrefillStats st = s.prefill_with_images(text, list.inputs, o);
+                 const PrefillStats st = s.prefill_media(text, list.inputs, sounds.inputs, o);
                  return std::make_pair(st.n_reused, st.n_prefilled);
              },
-             py::arg("text"), py::arg("images"), py::arg("max_slice_nums") = std::vector<int>(),
-             py::arg("use_image_id") = -1)
-        .def("image_prompt_tokens",
+             py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
+             py::arg("use_image_id") = -1, py::arg("audios") = py::list(),
+             py::arg("audio_modes") = std::vector<std::string>())
+        .def("media_prompt_tokens",
              [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
-                int use_image_id) {
+                int use_image_id, const py::list & audios, const std::vector<std::string> & audio_modes) {
                  ImageList list(images, max_slice_nums);
-                 ImagePromptOptions o;
+                 AudioList sounds(audios, audio_modes);
+                 MediaPromptOptions o;
                  o.use_image_id = use_image_id;
                  py::gil_scoped_release release;
-                 return s.image_prompt_tokens(text, list.inputs, o);
+                 return s.media_prompt_tokens(text, list.inputs, sounds.inputs, o);
              },
-             py::arg("text"), py::arg("images"), py::arg("max_slice_nums") = std::vector<int>(),
-             py::arg("use_image_id") = -1)
+             py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
+             py::arg("use_image_id") = -1, py::arg("audios") = py::list(),
+             py::arg("audio_modes") = std::vector<std::string>())
+        .def("encode_audio",
+             [](OmniSession & s, const py::object & pcm, const std::string & mode) {
+                 const py::array_t<float> a = pcm_array(pcm);
+                 AudioInput in;
+                 in.pcm = a.data();
+                 in.n_samples = static_cast<size_t>(a.shape(0));
+                 in.attention = attention_mode(mode);
+                 std::vector<float> rows;
+                 {
+                     py::gil_scoped_release release;
+                     rows = s.encode_audio(in);
+                 }
+                 const size_t n_embd = static_cast<size_t>(s.context().n_embd());
+                 return to_array(rows.data(), rows.size() / n_embd, n_embd);
+             },
+             py::arg("pcm"), py::arg("mode") = "block")
+        .def("audio_token_count",
+             [](OmniSession & s, const py::object & pcm) {
+                 const py::array_t<float> a = pcm_array(pcm);
+                 AudioInput in;
+                 in.pcm = a.data();
+                 in.n_samples = static_cast<size_t>(a.shape(0));
+                 return s.audio_token_count(in);
+             })
+        .def("audio_encode_mel",
+             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
+                const std::string & mode, int key_limit) {
+                 const auto m = mel_array(s, mel);
+                 const AudioAttention att = attention_mode(mode);
+                 AudioEncoding e;
+                 {
+                     py::gil_scoped_release release;
+                     e = s.audio_encoder().encode(MelFrames{m.data(), static_cast<int>(m.shape(1))}, att, true,
+                                                  key_limit);
+                 }
+                 const AudioHparams & hp = s.audio_encoder().model().hparams();
+                 return encoding_tuple(e, hp.n_embd_out, hp.n_embd);
+             },
+             py::arg("mel"), py::arg("mode") = "block", py::arg("key_limit") = 0,
+             "encoder on given log-mel frames (n_mel, n_frames): (tokens, post-LN encoder output); "
+             "key_limit > 0 masks keys j >= key_limit")
+        .def("audio_stream_chunk",
+             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
+                int context_front, int context_back) {
+                 const auto m = mel_array(s, mel);
+                 AudioEncoding e;
+                 {
+                     py::gil_scoped_release release;
+                     e = s.audio_encoder().encode_streaming(MelFrames{m.data(), static_cast<int>(m.shape(1))},
+                                                            context_front, context_back, true);
+                 }
+                 const AudioHparams & hp = s.audio_encoder().model().hparams();
+                 return encoding_tuple(e, hp.n_embd_out, hp.n_embd);
+             },
+             py::arg("mel"), py::arg("context_front") = 0, py::arg("context_back") = 0,
+             "one streaming chunk through the encoder's key/value cache: (tokens, encoder output)")
+        .def("audio_stream_reset", [](OmniSession & s) { s.audio_encoder().reset_streaming(); })
+        .def_property_readonly("audio_stream_cache_len", [](OmniSession & s) { return s.audio_encoder().streaming_cache_len(); })
+        .def_property_readonly("audio_marker", [](const OmniSession &) { return std::string(kAudioMarker); })
         .def("reset", &Session::reset)
         .def("prefill",
              [](OmniSession & s, const std::vector<llama_token> & ids) {

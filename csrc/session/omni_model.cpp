@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "audio/audio_model.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -44,6 +45,15 @@ std::shared_ptr<const VisionModel> OmniModel::vision() const {
         vision_ = std::make_shared<const VisionModel>(omni_->path, use_gpu());
     }
     return vision_;
+}
+
+std::shared_ptr<const AudioModel> OmniModel::audio() const {
+    std::lock_guard<std::mutex> lock(load_mutex_);
+    if (!audio_) {
+        if (!omni_) fail(Status::unsupported, "audio input needs the omni companion file: " + omni_missing_reason_);
+        audio_ = std::make_shared<const AudioModel>(omni_->path, use_gpu());
+    }
+    return audio_;
 }
 
 }  // namespace minicpmo

@@ -11,6 +11,7 @@
 
 namespace minicpmo {
 class VisionModel;
+class AudioModel;
 }
 
 namespace minicpmo {
@@ -32,6 +33,8 @@ public:
     // The vision tower + resampler, loaded on first use (throws unsupported naming what is missing
     // when there is no companion or it has no vision component). Thread-safe.
     std::shared_ptr<const VisionModel> vision() const;
+    // The Whisper encoder + audio projector, loaded on first use; same rules as vision().
+    std::shared_ptr<const AudioModel> audio() const;
 
 private:
     LlmModelParams params_;
@@ -40,6 +43,7 @@ private:
     std::string omni_missing_reason_;
     mutable std::mutex load_mutex_;
     mutable std::shared_ptr<const VisionModel> vision_;
+    mutable std::shared_ptr<const AudioModel> audio_;
 };
 
 }  // namespace minicpmo

@@ -1,9 +1,11 @@
 #include "session/omni_session.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "core/error.h"
-#include "session/image_prompt.h"
+#include "audio/audio_features.h"
+#include "session/media_prompt.h"
 #include "vision/image_preprocess.h"
 #include "vision/vision_encoder.h"
 
@@ -52,6 +54,7 @@ void OmniSession::set_n_threads(int n_threads) {
     context().set_n_threads(n_threads);
     n_threads_ = n_threads;
     if (vision_) vision_->set_n_threads(n_threads);
+    if (audio_) audio_->set_n_threads(n_threads);
 }
 
 VisionEncoder & OmniSession::vision() {
@@ -75,60 +78,150 @@ std::vector<float> OmniSession::encode_image(const ImageInput & image, std::vect
 
 namespace {
 
-struct BuiltPrompt {
-    ImagePrompt prompt;
-    int n_query = 0;
-};
+uint64_t audio_hash(const AudioInput & a) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    const int32_t mode = static_cast<int32_t>(a.attention);
+    h = fnv1a(h, &mode, sizeof(mode));
+    return fnv1a(h, a.pcm, a.n_samples * sizeof(float));
+}
 
-BuiltPrompt build(const LlmModel & llm, const VisionHparams & hp, const std::string & text,
-                         const std::vector<ImageInput> & images, const ImagePromptOptions & options) {
-    std::vector<PromptImage> layout;
-    layout.reserve(images.size());
-    for (const ImageInput & im : images) {
-        const SliceConfig cfg = slice_config(hp, im.max_slice_nums);
-        const SliceLayout sl = plan_slices(view_of(im).width, view_of(im).height, cfg);
-        layout.push_back(PromptImage{sl.grid.cols, sl.grid.rows, image_hash(im, cfg.max_slice_nums)});
-    }
-    const bool use_id = options.use_image_id < 0 ? hp.use_image_id : options.use_image_id != 0;
-    return BuiltPrompt{build_image_prompt(llm, text, layout, hp.n_query, use_id), hp.n_query};
+const float * samples_of(const AudioInput & a) {
+    if (!a.pcm || a.n_samples == 0) fail(Status::invalid_argument, "audio is empty (no samples)");
+    return a.pcm;
 }
 
 }  // namespace
 
-std::vector<llama_token> OmniSession::image_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
-                                                          const ImagePromptOptions & options) {
-    if (images.empty()) return model().tokenize(text, true);
-    return build(model(), vision().model().hparams(), text, images, options).prompt.tokens;
+AudioEncoder & OmniSession::audio_encoder() {
+    if (!audio_) {
+        std::shared_ptr<const AudioModel> am = omni_->audio();
+        if (am->hparams().n_embd_out != context().n_embd()) {
+            fail(Status::bad_model, "the audio component projects to width " + std::to_string(am->hparams().n_embd_out) +
+                                        " but the LLM has width " + std::to_string(context().n_embd()));
+        }
+        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_->use_gpu(), n_threads_);
+    }
+    return *audio_;
 }
 
-PrefillStats OmniSession::prefill_with_images(const std::string & text, const std::vector<ImageInput> & images,
-                                              const ImagePromptOptions & options) {
-    if (images.empty()) {
-        if (text.find(kImageMarker) != std::string::npos) {
-            fail(Status::invalid_argument, "the prompt has an image placeholder but no image was given");
+int OmniSession::audio_token_count(const AudioInput & audio) {
+    samples_of(audio);
+    return audio_tokens_for_samples(audio_encoder().model().hparams(), audio.n_samples);
+}
+
+std::vector<float> OmniSession::encode_audio(const AudioInput & audio, std::vector<std::vector<float>> * hidden) {
+    AudioEncoder & enc = audio_encoder();
+    const AudioModel & m = enc.model();
+    const AudioHparams & hp = m.hparams();
+    const std::vector<MelPiece> pieces = chat_mel_pieces(hp, m.mel_filters(), samples_of(audio), audio.n_samples);
+    // The official chat batch pads every piece with zero mel frames to the longest one and masks
+    // only keys at or past the piece's mel-frame count (audio_features.h); padding up to the end
+    // of the last attention block is enough to get the same block-causal result.
+    int batch_frames = 0;
+    for (const MelPiece & p : pieces) batch_frames = std::max(batch_frames, p.n_frames);
+    std::vector<float> rows, padded;
+    if (hidden) hidden->clear();
+    for (const MelPiece & p : pieces) {
+        const int n_enc = audio_encoder_frames(p.n_frames);
+        const int n_tokens = n_enc >= hp.pool_step ? (n_enc - hp.pool_step) / hp.pool_step + 1 : 0;
+        const int blocks = (n_enc + hp.block_frames() - 1) / hp.block_frames();
+        const int pad_to = audio.attention == AudioAttention::block_causal
+                               ? std::min(batch_frames, 2 * blocks * hp.block_frames())
+                               : batch_frames;
+        const float * mel = p.data.data();
+        if (pad_to > p.n_frames) {
+            padded.assign(static_cast<size_t>(hp.n_mel) * pad_to, 0.0f);
+            for (int b = 0; b < hp.n_mel; ++b) {
+                std::copy_n(p.data.data() + static_cast<size_t>(b) * p.n_frames, p.n_frames,
+                            padded.data() + static_cast<size_t>(b) * pad_to);
+            }
+            mel = padded.data();
         }
-        return prefill(model().tokenize(text, true));
+        AudioEncoding e = enc.encode(MelFrames{mel, std::max(pad_to, p.n_frames)}, audio.attention, hidden != nullptr,
+                                     p.n_frames);
+        if (e.n_tokens < n_tokens) fail(Status::internal, "audio encoder returned fewer tokens than its piece needs");
+        rows.insert(rows.end(), e.tokens.begin(), e.tokens.begin() + static_cast<size_t>(n_tokens) * hp.n_embd_out);
+        if (hidden) {
+            e.hidden.resize(static_cast<size_t>(n_enc) * hp.n_embd);
+            hidden->push_back(std::move(e.hidden));
+        }
     }
-    VisionEncoder & enc = vision();
-    const BuiltPrompt b = build(model(), enc.model().hparams(), text, images, options);
-    const ImagePrompt & p = b.prompt;
+    const size_t want = static_cast<size_t>(audio_tokens_for_samples(hp, audio.n_samples)) * hp.n_embd_out;
+    if (rows.size() != want) fail(Status::internal, "audio encoding does not match its placeholder count");
+    return rows;
+}
+
+namespace {
+
+struct BuiltPrompt {
+    MediaPrompt prompt;
+    int n_query = 0;
+};
+
+}  // namespace
+
+// Lays out the prompt: slicing plans of the images and token counts of the audios decide it.
+static BuiltPrompt build_prompt(OmniSession & s, const LlmModel & llm, const std::string & text,
+                                const std::vector<ImageInput> & images, const std::vector<AudioInput> & audios,
+                                const MediaPromptOptions & options, const VisionHparams * hp) {
+    std::vector<PromptImage> layout;
+    layout.reserve(images.size());
+    for (const ImageInput & im : images) {
+        const SliceConfig cfg = slice_config(*hp, im.max_slice_nums);
+        const SliceLayout sl = plan_slices(view_of(im).width, view_of(im).height, cfg);
+        layout.push_back(PromptImage{sl.grid.cols, sl.grid.rows, image_hash(im, cfg.max_slice_nums)});
+    }
+    std::vector<PromptAudio> sounds;
+    sounds.reserve(audios.size());
+    for (const AudioInput & a : audios) {
+        const int n = s.audio_token_count(a);
+        if (n <= 0) {
+            fail(Status::invalid_argument, "audio of " + std::to_string(a.n_samples) +
+                                               " samples is too short for one audio token (at least 1281 samples, 80 ms at 16 kHz)");
+        }
+        sounds.push_back(PromptAudio{n, audio_hash(a)});
+    }
+    const bool use_id = hp ? (options.use_image_id < 0 ? hp->use_image_id : options.use_image_id != 0) : false;
+    const int n_query = hp ? hp->n_query : 0;
+    return BuiltPrompt{build_media_prompt(llm, text, layout, sounds, n_query, use_id), n_query};
+}
+
+std::vector<llama_token> OmniSession::media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
+                                                          const std::vector<AudioInput> & audios,
+                                                          const MediaPromptOptions & options) {
+    const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
+    return build_prompt(*this, model(), text, images, audios, options, hp).prompt.tokens;
+}
+
+PrefillStats OmniSession::prefill_media(const std::string & text, const std::vector<ImageInput> & images,
+                                        const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
+    const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
+    const BuiltPrompt b = build_prompt(*this, model(), text, images, audios, options, hp);
+    const MediaPrompt & p = b.prompt;
     const size_t keep = reusable_prefix(p.tokens, p.keys);
 
-    // encode the images that have a span beyond the reused prefix
-    std::vector<std::vector<float>> rows(images.size());
+    // encode the media that have a span beyond the reused prefix
+    std::vector<std::vector<float>> image_rows(images.size()), audio_rows(audios.size());
     const size_t n_embd = static_cast<size_t>(context().n_embd());
-    for (const ImagePrompt::Span & s : p.spans) {
-        if (s.pos + b.n_query > keep && rows[s.image].empty()) rows[s.image] = encode_image(images[s.image]);
+    for (const MediaPrompt::Span & s : p.spans) {
+        if (s.pos + s.n_rows <= keep) continue;
+        if (s.kind == MediaPrompt::Span::Kind::image) {
+            if (image_rows[s.index].empty()) image_rows[s.index] = encode_image(images[s.index]);
+        } else if (audio_rows[s.index].empty()) {
+            audio_rows[s.index] = encode_audio(audios[s.index]);
+        }
     }
     std::vector<EmbeddingSpan> spans;
     spans.reserve(p.spans.size());
-    for (const ImagePrompt::Span & s : p.spans) {
-        const std::vector<float> & r = rows[s.image];
-        const float * data = r.empty() ? nullptr : r.data() + s.slice * b.n_query * n_embd;
-        if (data && (s.slice + 1) * b.n_query * n_embd > r.size()) {
-            fail(Status::internal, "image encoding has fewer slices than its prompt layout");
+    for (const MediaPrompt::Span & s : p.spans) {
+        const bool is_image = s.kind == MediaPrompt::Span::Kind::image;
+        const std::vector<float> & r = is_image ? image_rows[s.index] : audio_rows[s.index];
+        const size_t first = is_image ? s.slice * s.n_rows : 0;
+        const float * data = r.empty() ? nullptr : r.data() + first * n_embd;
+        if (data && (first + s.n_rows) * n_embd > r.size()) {
+            fail(Status::internal, "media encoding has fewer rows than its prompt layout");
         }
-        spans.push_back(EmbeddingSpan{s.pos, static_cast<size_t>(b.n_query), data});
+        spans.push_back(EmbeddingSpan{s.pos, s.n_rows, data});
     }
     return prefill(p.tokens, p.keys, spans);
 }
@@ -139,7 +232,7 @@ PrefillStats OmniSession::append_image(const ImageInput & image, int image_id) {
     const SliceConfig cfg = slice_config(hp, image.max_slice_nums);
     const SliceLayout sl = plan_slices(view_of(image).width, view_of(image).height, cfg);
     const PromptImage layout{sl.grid.cols, sl.grid.rows, image_hash(image, cfg.max_slice_nums)};
-    const ImagePrompt add = build_image_prompt(model(), kImageMarker, {layout}, hp.n_query, image_id >= 0,
+    const MediaPrompt add = build_media_prompt(model(), kImageMarker, {layout}, {}, hp.n_query, image_id >= 0,
                                                image_id < 0 ? 0 : image_id);
     const std::vector<float> rows = encode_image(image);
     std::vector<llama_token> tokens = kv_tokens();
@@ -149,16 +242,31 @@ PrefillStats OmniSession::append_image(const ImageInput & image, int image_id) {
     keys.insert(keys.end(), add.keys.begin(), add.keys.end());
     const size_t n_embd = static_cast<size_t>(context().n_embd());
     std::vector<EmbeddingSpan> spans;
-    for (const ImagePrompt::Span & s : add.spans) {
+    for (const MediaPrompt::Span & s : add.spans) {
         spans.push_back(EmbeddingSpan{base + s.pos, static_cast<size_t>(hp.n_query), rows.data() + s.slice * hp.n_query * n_embd});
     }
     return prefill(tokens, keys, spans);
 }
 
+PrefillStats OmniSession::append_audio(const AudioInput & audio) {
+    const int n = audio_token_count(audio);
+    if (n <= 0) fail(Status::invalid_argument, "audio is too short for one audio token (at least 1281 samples, 80 ms at 16 kHz)");
+    const MediaPrompt add = build_media_prompt(model(), kAudioMarker, {}, {PromptAudio{n, audio_hash(audio)}}, 0, false);
+    const std::vector<float> rows = encode_audio(audio);
+    std::vector<llama_token> tokens = kv_tokens();
+    std::vector<uint64_t> keys = kv_keys();
+    const size_t base = tokens.size();
+    tokens.insert(tokens.end(), add.tokens.begin(), add.tokens.end());
+    keys.insert(keys.end(), add.keys.begin(), add.keys.end());
+    const MediaPrompt::Span & s = add.spans.at(0);
+    return prefill(tokens, keys, {EmbeddingSpan{base + s.pos, s.n_rows, rows.data()}});
+}
+
 std::string OmniSession::chat(const std::vector<ChatMessage> & messages, const std::vector<ImageInput> & images,
-                              const ImagePromptOptions & image_options, const ChatTemplateOptions & options,
-                              const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece) {
-    prefill_with_images(render_chat(messages, options), images, image_options);
+                              const std::vector<AudioInput> & audios, const MediaPromptOptions & media_options,
+                              const ChatTemplateOptions & options, const GenerateParams & params,
+                              const std::function<bool(const std::string &)> & on_piece) {
+    prefill_media(render_chat(messages, options), images, audios, media_options);
     return generate(params, on_piece);
 }
 

@@ -1,12 +1,14 @@
-// A conversation that can see: the LLM session plus, created on first use, the session's own
-// vision encoder. Images are encoded only when the part of the prompt that holds them is not
-// already in the KV cache (earlier turns keep their images without re-encoding).
+// A conversation that can see and listen: the LLM session plus, created on first use, the
+// session's own vision and audio encoders. Media are encoded only when the part of the prompt that
+// holds them is not already in the KV cache (earlier turns keep their images and audio without
+// re-encoding).
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "audio/audio_encoder.h"
 #include "session/omni_model.h"
 #include "session/session.h"
 
@@ -22,7 +24,14 @@ struct ImageInput {
     int max_slice_nums = 0;         // 0 = the model's default (9 for chat)
 };
 
-struct ImagePromptOptions {
+// 16 kHz mono float32 PCM owned by the caller for the duration of a call.
+struct AudioInput {
+    const float * pcm = nullptr;
+    size_t n_samples = 0;
+    AudioAttention attention = AudioAttention::block_causal;  // full: simplex-streaming system audio
+};
+
+struct MediaPromptOptions {
     int use_image_id = -1;          // -1 = the model's default (true), 0 / 1 = off / on
 };
 
@@ -38,20 +47,33 @@ public:
     // slices row by row. `vit_features` (optional) receives each slice's ViT output.
     std::vector<float> encode_image(const ImageInput & image, std::vector<std::vector<float>> * vit_features = nullptr);
 
-    // Prefills a rendered prompt whose image placeholders (kImageMarker) stand for `images`.
-    PrefillStats prefill_with_images(const std::string & text, const std::vector<ImageInput> & images,
-                                     const ImagePromptOptions & options);
-    // Token ids and content keys the prompt expands to (what prefill_with_images decodes).
-    std::vector<llama_token> image_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
-                                                 const ImagePromptOptions & options);
+    // LLM embeddings of one audio (chat path: log-mel in 30-s pieces, each encoded with its own
+    // positions; 10 rows per second). `hidden` (optional) receives the encoder output of each piece.
+    std::vector<float> encode_audio(const AudioInput & audio, std::vector<std::vector<float>> * hidden = nullptr);
+    // Audio placeholders the prompt holds for it (= rows encode_audio returns).
+    int audio_token_count(const AudioInput & audio);
+    // The session's audio encoder (streaming state lives there).
+    AudioEncoder & audio_encoder();
+
+    // Prefills a rendered prompt whose placeholders (kImageMarker / kAudioMarker) stand for
+    // `images` and `audios`, each kind in order.
+    PrefillStats prefill_media(const std::string & text, const std::vector<ImageInput> & images,
+                               const std::vector<AudioInput> & audios, const MediaPromptOptions & options);
+    // Token ids the prompt expands to (what prefill_media decodes).
+    std::vector<llama_token> media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
+                                                 const std::vector<AudioInput> & audios,
+                                                 const MediaPromptOptions & options);
 
     // Appends one image's token layout after what the cache holds; image_id < 0 writes no
     // <image_id> tag.
     PrefillStats append_image(const ImageInput & image, int image_id);
+    // Appends one audio's <|audio_start|><unk>×N<|audio_end|> after what the cache holds.
+    PrefillStats append_audio(const AudioInput & audio);
 
     std::string chat(const std::vector<ChatMessage> & messages, const std::vector<ImageInput> & images,
-                     const ImagePromptOptions & image_options, const ChatTemplateOptions & options,
-                     const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
+                     const std::vector<AudioInput> & audios, const MediaPromptOptions & media_options,
+                     const ChatTemplateOptions & options, const GenerateParams & params,
+                     const std::function<bool(const std::string &)> & on_piece);
     using Session::chat;
 
 private:
@@ -59,6 +81,7 @@ private:
 
     std::shared_ptr<const OmniModel> omni_;
     std::unique_ptr<VisionEncoder> vision_;
+    std::unique_ptr<AudioEncoder> audio_;
     int n_threads_;
 };
 

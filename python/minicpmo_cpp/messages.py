@@ -1,8 +1,9 @@
 """Turns user-facing chat messages (OpenAI / official MiniCPM-o style) into the (role, text) pairs
-the native chat template takes, plus the images they contain.
+the native chat template takes, plus the images and audios they contain.
 
-An image part becomes the placeholder ``<image>./</image>`` in its message's text (what the official
-processor expands) and its pixels go, in conversation order, to the list of images."""
+An image part becomes the placeholder ``<image>./</image>`` and an audio part ``<audio>./</audio>``
+in its message's text (what the official processor expands); the pixels and the 16 kHz samples go,
+in conversation order, to the lists of images and audios."""
 
 from __future__ import annotations
 
@@ -12,42 +13,40 @@ from typing import Any, Iterable
 import numpy as np
 
 from ._core import MinicpmoError
+from .audio_input import is_audio_part, load_audio
 from .media import is_image_part, load_image
 
 IMAGE_MARKER = "<image>./</image>"
+AUDIO_MARKER = "<audio>./</audio>"
 
-# Content kinds that later components handle; named here so the error says what is missing.
+# Content kinds with no direct part type: named here so the error says what to do instead.
 _MEDIA_KINDS = {
-    "input_audio": "audio",
-    "audio_url": "audio",
-    "audio": "audio",
-    "video": "video",
+    "video": "video (pass the frames as images; see minicpmo_cpp.video)",
 }
 
 
 def _media_error(kind: str, index: int) -> MinicpmoError:
-    return MinicpmoError(
-        f"message {index}: {kind} input is not supported by this version of minicpmo-cpp yet "
-        f"(only text chat is implemented so far)"
-    )
+    return MinicpmoError(f"message {index}: {kind} parts are not accepted as such")
 
 
 @dataclass
 class ParsedMessages:
     pairs: list[tuple[str, str]]
     images: list[np.ndarray] = field(default_factory=list)  # uint8 (H, W, 3), conversation order
+    audios: list[np.ndarray] = field(default_factory=list)  # float32 16 kHz mono, conversation order
 
 
-def content_to_text(content: Any, index: int, images: list | None = None, joiner: str = "\n") -> str:
+def content_to_text(content: Any, index: int, images: list | None = None, joiner: str = "\n",
+                    audios: list | None = None) -> str:
     """Text of one message's content: a string, or a list of parts joined by "\\n" (the official
-    chat() joins content items with a newline; omni mode joins them with ""). Image parts are
-    appended to ``images`` and leave a placeholder; without an ``images`` list they are refused."""
+    chat() joins content items with a newline; omni mode joins them with ""). Image and audio parts
+    are appended to ``images`` / ``audios`` and leave a placeholder; without the list they are refused."""
     if isinstance(content, str):
         return content
     if isinstance(content, dict):
         content = [content]
     if not isinstance(content, (list, tuple)):
-        if is_image_part(content):
+        if is_image_part(content) or is_audio_part(content):
             content = [content]
     if not isinstance(content, (list, tuple)):
         kind = _kind_of_object(content)
@@ -64,6 +63,14 @@ def content_to_text(content: Any, index: int, images: list | None = None, joiner
             except MinicpmoError as e:
                 raise MinicpmoError(f"message {index}: {e}") from None
             parts.append(IMAGE_MARKER)
+        elif is_audio_part(item):
+            if audios is None:
+                raise MinicpmoError(f"message {index}: audio is not accepted here (text only)")
+            try:
+                audios.append(load_audio(item))
+            except MinicpmoError as e:
+                raise MinicpmoError(f"message {index}: {e}") from None
+            parts.append(AUDIO_MARKER)
         elif isinstance(item, str):
             parts.append(item)
         elif isinstance(item, dict):
@@ -89,29 +96,28 @@ def _kind_of_object(obj: Any) -> str | None:
     mod = type(obj).__module__ or ""
     if mod.startswith("PIL."):
         return "image"
-    if type(obj).__name__ == "ndarray":
-        return "image or audio"
     return None
 
 
 def parse_messages(msgs: Iterable[Any], omni_mode: bool = False, with_images: bool = True) -> ParsedMessages:
-    """(role, text) pairs with image placeholders, and the images in conversation order."""
+    """(role, text) pairs with media placeholders, and the images and audios in conversation order."""
     if isinstance(msgs, (str, bytes, dict)) or not isinstance(msgs, Iterable):
         raise MinicpmoError("msgs must be a list of {'role': ..., 'content': ...} dicts")
     parsed = ParsedMessages(pairs=[])
     images = parsed.images if with_images else None
+    audios = parsed.audios if with_images else None
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise MinicpmoError(f"message {i} must be a dict with 'role' and 'content'")
         role = m["role"]
         if not isinstance(role, str):
             raise MinicpmoError(f"message {i}: role must be a string")
-        parsed.pairs.append((role, content_to_text(m["content"], i, images, "" if omni_mode else "\n")))
+        parsed.pairs.append((role, content_to_text(m["content"], i, images, "" if omni_mode else "\n", audios)))
     if not parsed.pairs:
         raise MinicpmoError("msgs is empty")
     return parsed
 
 
 def to_role_text_pairs(msgs: Iterable[Any]) -> list[tuple[str, str]]:
-    """Text-only conversations (images are refused)."""
+    """Text-only conversations (images and audio are refused)."""
     return parse_messages(msgs, with_images=False).pairs

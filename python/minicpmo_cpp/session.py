@@ -10,8 +10,10 @@ import numpy as np
 
 from . import _core
 from ._core import MinicpmoError
+from .audio_input import load_audio
 from .media import load_image
 from .messages import parse_messages
+from .voice_prompts import get_sys_prompt as _get_sys_prompt
 
 
 class OmniSession:
@@ -93,7 +95,8 @@ class OmniSession:
         use_tts_template: bool = False,
         omni_mode: bool = False,
     ) -> str:
-        """The prompt text; each image appears as the placeholder ``<image>./</image>``."""
+        """The prompt text; each image appears as the placeholder ``<image>./</image>`` and each
+        audio as ``<audio>./</audio>``."""
         pairs = parse_messages(msgs, omni_mode).pairs
         return _core.render_chat(pairs, add_generation_prompt, enable_thinking, use_tts_template)
 
@@ -104,13 +107,40 @@ class OmniSession:
         max_slice_nums: int | None = None,
         use_image_id: bool | None = None,
         omni_mode: bool = False,
+        use_tts_template: bool | None = None,
     ) -> list[int]:
-        """Token ids ``chat(msgs)`` prefills, with each image expanded to its layout of <unk>
-        placeholders (spec §1.3) whose embeddings the vision encoder provides."""
+        """Token ids ``chat(msgs)`` prefills, with each image and audio expanded to its layout of
+        <unk> placeholders (spec §1.3, §3.3) whose embeddings the encoders provide."""
         parsed = parse_messages(msgs, omni_mode)
-        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, False)
-        return list(self._session.image_prompt_tokens(
-            prompt, parsed.images, self._slices(parsed.images, max_slice_nums), self._image_id_flag(use_image_id)))
+        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
+        return list(self._session.media_prompt_tokens(
+            prompt, parsed.images, self._slices(parsed.images, max_slice_nums), self._image_id_flag(use_image_id),
+            parsed.audios))
+
+    # ---- audio ----
+    def encode_audio(self, audio) -> np.ndarray:
+        """LLM input embeddings of one audio, (n_tokens, hidden): 10 rows per second, as the chat
+        path computes them (log-mel in 30-s pieces, Whisper encoder with 1-s block-causal attention,
+        projector, average pooling by 5). ``audio``: float32 16 kHz mono array, ``(pcm, rate)``,
+        path or OpenAI audio part (other rates and channel counts are converted, see
+        ``minicpmo_cpp.audio_input``)."""
+        self._generation += 1
+        return self._session.encode_audio(load_audio(audio), "block")
+
+    def audio_token_count(self, audio) -> int:
+        """Audio placeholders (LLM tokens) an audio takes in the prompt."""
+        return int(self._session.audio_token_count(load_audio(audio)))
+
+    @staticmethod
+    def get_sys_prompt(ref_audio=None, mode: str = "default", language: str = "zh") -> dict:
+        """System message of a voice mode ("default", "omni", "audio_assistant", "audio_roleplay",
+        "voice_cloning") with ``ref_audio`` as the voice; see ``minicpmo_cpp.voice_prompts``."""
+        return _get_sys_prompt(ref_audio, mode, language)
+
+    @staticmethod
+    def _tts_template(use_tts_template: bool | None, parsed) -> bool:
+        # the official chat() switches to the spoken-reply template when any message holds audio
+        return bool(parsed.audios) if use_tts_template is None else bool(use_tts_template)
 
     # ---- vision ----
     def encode_image(self, image, max_slice_nums: int | None = None) -> np.ndarray:
@@ -166,6 +196,7 @@ class OmniSession:
         max_slice_nums: int | None = None,
         use_image_id: bool | None = None,
         omni_mode: bool = False,
+        use_tts_template: bool | None = None,
     ) -> str | Iterator[str]:
         """Reply to the conversation ``msgs``. Defaults are the official chat() sampling settings;
         ``do_sample=False`` is greedy. With ``stream=True`` returns an iterator of text pieces.
@@ -174,18 +205,21 @@ class OmniSession:
         ``image_url`` parts) in any message. ``max_slice_nums`` (default 9) bounds the
         high-resolution slices per image; ``use_image_id`` (default True) numbers the images with
         ``<image_id>k</image_id>`` tags, which video chat turns off (with ``max_slice_nums=1``).
-        ``omni_mode`` joins content items with "" instead of "\\n". Images already in the KV cache
-        from earlier turns are not encoded again."""
+        ``omni_mode`` joins content items with "" instead of "\\n". Audio parts (float32 16 kHz
+        arrays, ``(pcm, rate)`` tuples, paths, OpenAI ``input_audio`` / ``audio_url`` parts) go
+        through the Whisper encoder; with audio in the conversation the prompt ends with
+        ``<|tts_bos|>`` like the official chat() (``use_tts_template`` overrides). Media already in
+        the KV cache from earlier turns are not encoded again."""
         parsed = parse_messages(msgs, omni_mode)
-        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, False)
+        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
         if seed is None:
             seed = self._seed_rng.getrandbits(63)
         if max_new_tokens < 0:
             raise MinicpmoError("max_new_tokens must be >= 0")
         slices = self._slices(parsed.images, max_slice_nums)
         self._generation += 1
-        if parsed.images:
-            self._session.prefill_with_images(prompt, parsed.images, slices, self._image_id_flag(use_image_id))
+        if parsed.images or parsed.audios:
+            self._session.prefill_media(prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios)
         else:
             self._session.prefill(self._model.tokenize(prompt, True))
         self._session.begin_generation(

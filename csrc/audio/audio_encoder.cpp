@@ -1,0 +1,168 @@
+#include "audio/audio_encoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "audio/audio_graph.h"
+#include "core/error.h"
+
+namespace minicpmo {
+
+namespace {
+
+size_t graph_nodes(const AudioHparams & hp) {
+    return static_cast<size_t>(hp.n_layer) * 48 + 256;
+}
+
+}  // namespace
+
+AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, bool use_gpu, int n_threads)
+    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
+    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
+}
+
+AudioEncoder::~AudioEncoder() {
+    if (cache_buf_) ggml_backend_buffer_free(cache_buf_);
+    if (cache_ctx_) ggml_free(cache_ctx_);
+}
+
+AudioEncoding AudioEncoder::encode(const MelFrames & mel, AudioAttention attention, bool want_hidden, int key_limit) {
+    return run(mel, attention, 0, 0, false, want_hidden, key_limit);
+}
+
+AudioEncoding AudioEncoder::encode_streaming(const MelFrames & mel, int context_front, int context_back,
+                                             bool want_hidden) {
+    return run(mel, AudioAttention::full, context_front, context_back, true, want_hidden, 0);
+}
+
+void AudioEncoder::ensure_cache() {
+    if (cache_ctx_) return;
+    const AudioHparams & hp = model_->hparams();
+    const size_t n_tensors = 2 * static_cast<size_t>(hp.n_layer);
+    ggml_init_params ip{};
+    ip.mem_size = ggml_tensor_overhead() * n_tensors;
+    ip.no_alloc = true;
+    cache_ctx_ = ggml_init(ip);
+    if (!cache_ctx_) fail(Status::internal, "cannot create the audio cache context");
+    // F32 keeps an F32 model exact; F16 halves the cache (150 MB for Whisper-medium) where the
+    // weights are already rounded to F16 or coarser
+    const ggml_type type = model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    for (int i = 0; i < hp.n_layer; ++i) {
+        cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, hp.n_positions));
+        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, hp.n_positions));
+    }
+    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
+    if (!cache_buf_) fail(Status::internal, "out of memory allocating the audio encoder cache");
+}
+
+AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention, int context_front, int context_back,
+                                bool streaming, bool want_hidden, int key_limit) {
+    const AudioHparams & hp = model_->hparams();
+    if (!mel.data || mel.n_frames <= 0) fail(Status::invalid_argument, "no mel frames to encode");
+    if (context_front < 0 || context_back < 0) fail(Status::invalid_argument, "negative conv context frames");
+    // each context mel frame pair is one stem output frame: drop (n + 1) / 2 of them (spec §3.4);
+    // the reference keeps the back frames when dropping them would leave nothing
+    const int n_stem = audio_encoder_frames(mel.n_frames);
+    const int drop_front = (context_front + 1) / 2;
+    if (drop_front >= n_stem) fail(Status::invalid_argument, "audio chunk is shorter than its conv context frames");
+    int drop_back = (context_back + 1) / 2;
+    if (drop_back >= n_stem - drop_front) drop_back = 0;
+    const int n_out = n_stem - drop_front - drop_back;
+    if (n_out > hp.n_positions) {
+        fail(Status::invalid_argument, "audio piece of " + std::to_string(mel.n_frames) + " mel frames exceeds the encoder's " +
+                                           std::to_string(hp.n_positions) + " positions");
+    }
+    if (streaming) {
+        ensure_cache();
+        // the reference restarts its context when the chunk's stem length (context frames
+        // included) would reach the end of the position table
+        if (cache_len_ > 0 && cache_len_ + n_stem >= hp.n_positions) cache_len_ = 0;
+    }
+    const int offset = streaming ? cache_len_ : 0;
+    const int n_keys = offset + n_out;
+
+    ggml_init_params ip{};
+    ip.mem_size = graph_buf_.size();
+    ip.mem_buffer = graph_buf_.data();
+    ip.no_alloc = true;
+    ggml_context * ctx = ggml_init(ip);
+    if (!ctx) fail(Status::internal, "cannot create the audio graph context");
+    struct CtxFree {
+        ggml_context * c;
+        ~CtxFree() { ggml_free(c); }
+    } ctx_guard{ctx};
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+
+    ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, mel.n_frames, hp.n_mel);
+    ggml_set_input(mel_in);
+    ggml_tensor * pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_out);
+    ggml_set_input(pos_ids);
+    if (key_limit <= 0 || key_limit >= n_keys) key_limit = n_keys;  // masks nothing
+    ggml_tensor * mask = nullptr;
+    if (attention == AudioAttention::block_causal || key_limit < n_keys) {
+        mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_keys, n_out);
+        ggml_set_input(mask);
+    }
+    std::vector<AudioLayerCache> caches;
+    if (streaming) {
+        for (int i = 0; i < hp.n_layer; ++i) {
+            ggml_tensor * K = cache_k_[i];
+            ggml_tensor * V = cache_v_[i];
+            AudioLayerCache c;
+            c.store_k = ggml_view_2d(ctx, K, hp.n_embd, n_out, K->nb[1], static_cast<size_t>(offset) * K->nb[1]);
+            c.store_v = ggml_view_2d(ctx, V, hp.n_embd, n_out, V->nb[1], static_cast<size_t>(offset) * V->nb[1]);
+            c.all_k = ggml_view_2d(ctx, K, hp.n_embd, n_keys, K->nb[1], 0);
+            c.all_v = ggml_view_2d(ctx, V, hp.n_embd, n_keys, V->nb[1], 0);
+            caches.push_back(c);
+        }
+    }
+    ggml_tensor * x = build_audio_stem(ctx, *model_, mel_in, drop_front, drop_back);
+    ggml_tensor * h = build_audio_encoder(ctx, gf, *model_, x, pos_ids, mask, caches);
+    ggml_set_output(h);
+    ggml_tensor * tokens = n_out >= hp.pool_step ? build_audio_projector(ctx, *model_, h) : nullptr;
+    if (tokens) {
+        ggml_set_output(tokens);
+        ggml_build_forward_expand(gf, tokens);
+    }
+    ggml_build_forward_expand(gf, h);
+    runner_.allocate(gf);
+
+    ggml_backend_tensor_set(mel_in, mel.data, 0, static_cast<size_t>(mel.n_frames) * hp.n_mel * sizeof(float));
+    std::vector<int32_t> ids(n_out);
+    for (int i = 0; i < n_out; ++i) ids[i] = offset + i;
+    ggml_backend_tensor_set(pos_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
+    if (mask) {
+        // block mode: frame i sees frame j iff j < (i / block + 1) * block (Appendix A.2)
+        const bool block = attention == AudioAttention::block_causal;
+        const int frames = hp.block_frames();
+        std::vector<float> m(static_cast<size_t>(n_keys) * n_out);
+        for (int i = 0; i < n_out; ++i) {
+            const int limit = std::min(block ? (i / frames + 1) * frames : n_keys, key_limit);
+            for (int j = 0; j < n_keys; ++j) {
+                m[static_cast<size_t>(i) * n_keys + j] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
+            }
+        }
+        ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(float));
+    }
+
+    runner_.compute(gf);
+    if (streaming) cache_len_ = n_keys;
+
+    AudioEncoding out;
+    if (tokens) {
+        out.n_tokens = static_cast<int>(tokens->ne[1]);
+        out.tokens.resize(static_cast<size_t>(out.n_tokens) * hp.n_embd_out);
+        ggml_backend_tensor_get(tokens, out.tokens.data(), 0, out.tokens.size() * sizeof(float));
+    }
+    if (want_hidden) {
+        out.n_hidden = n_out;
+        out.hidden.resize(static_cast<size_t>(n_out) * hp.n_embd);
+        ggml_backend_tensor_get(h, out.hidden.data(), 0, out.hidden.size() * sizeof(float));
+    }
+    return out;
+}
+
+}  // namespace minicpmo

@@ -1,0 +1,98 @@
+#include "audio/audio_graph.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace minicpmo {
+
+namespace {
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
+// Conv1d (kernel 3, padding 1) as im2col + one matrix product. x: [L, C_in] (time fastest);
+// w: the (C_in*3 -> C_out) matrix whose columns are ordered (channel, tap) like im2col's rows.
+// Returns [C_out, L_out].
+ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, int stride) {
+    // im2col reads only the kernel's shape (taps, input channels) from its first operand
+    ggml_tensor * kernel_shape = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 3, x->ne[1]);
+    ggml_tensor * cols = ggml_im2col(ctx, kernel_shape, x, stride, 0, 1, 0, 1, 0, false, GGML_TYPE_F32);  // [C_in*3, L_out, 1]
+    cols = ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[1]);
+    return linear(ctx, cols, w, b);
+}
+
+// q: [hd*H, Lq]; k, v: [hd*H, Lk] (possibly views with row stride nb1). Returns [hd*H, Lq].
+ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
+                        int n_head) {
+    const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1];
+    const size_t es_k = ggml_element_size(k), es_v = ggml_element_size(v);
+    q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, hd, n_head, Lq), 0, 2, 1, 3);                     // [hd, Lq, H]
+    k = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, Lk, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);
+    v = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 1, 2, 0, 3));
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);  // [Lk, Lq, H]
+    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+    ggml_tensor * o = ggml_mul_mat(ctx, v, kq);  // [hd, Lq, H]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, Lq]
+    return ggml_reshape_2d(ctx, o, width, Lq);
+}
+
+}  // namespace
+
+ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_tensor * mel, int drop_front,
+                               int drop_back) {
+    ggml_tensor * h = ggml_gelu_erf(ctx, conv3(ctx, mel, m.conv1_w(), m.conv1_b(), 1));      // [D, T]
+    h = ggml_cont(ctx, ggml_transpose(ctx, h));                                                // [T, D]
+    h = ggml_gelu_erf(ctx, conv3(ctx, h, m.conv2_w(), m.conv2_b(), 2));                      // [D, T']
+    if (drop_front == 0 && drop_back == 0) return h;
+    const int64_t keep = h->ne[1] - drop_front - drop_back;
+    if (keep <= 0) fail(Status::invalid_argument, "audio chunk is shorter than its conv context frames");
+    return ggml_view_2d(ctx, h, h->ne[0], keep, h->nb[1], static_cast<size_t>(drop_front) * h->nb[1]);
+}
+
+ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
+                                  ggml_tensor * pos_ids, ggml_tensor * mask,
+                                  const std::vector<AudioLayerCache> & caches) {
+    const AudioHparams & hp = m.hparams();
+    x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));
+    for (size_t il = 0; il < m.layers().size(); ++il) {
+        const AudioLayer & L = m.layers()[il];
+        ggml_tensor * h = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
+        ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
+        ggml_tensor * k = linear(ctx, h, L.k_w, nullptr);
+        ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
+        if (!caches.empty()) {
+            const AudioLayerCache & c = caches[il];
+            // the copies run before the attention below: nodes execute in the order they were added
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, k, c.store_k));
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, v, c.store_v));
+            k = c.all_k;
+            v = c.all_v;
+        }
+        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head), L.o_w, L.o_b));
+        h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
+        h = ggml_gelu_erf(ctx, linear(ctx, h, L.up_w, L.up_b));
+        x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));
+    }
+    return layer_norm(ctx, x, m.post_ln_w(), m.post_ln_b(), hp.eps);
+}
+
+ggml_tensor * build_audio_projector(ggml_context * ctx, const AudioModel & m, ggml_tensor * h) {
+    const int64_t step = m.hparams().pool_step, n_tokens = h->ne[1] / step;
+    if (n_tokens == 0) fail(Status::invalid_argument, "audio is too short for one audio token");
+    ggml_tensor * e = linear(ctx, ggml_relu(ctx, linear(ctx, h, m.proj1_w(), m.proj1_b())), m.proj2_w(), m.proj2_b());
+    const int64_t E = e->ne[0];
+    // AvgPool1d(step, stride step) over time: [E, step, n] -> [step, E, n] -> sum over step -> / step
+    e = ggml_view_3d(ctx, e, E, step, n_tokens, e->nb[1], e->nb[1] * step, 0);
+    e = ggml_cont(ctx, ggml_permute(ctx, e, 1, 0, 2, 3));
+    e = ggml_sum_rows(ctx, e);  // [1, E, n]
+    return ggml_scale(ctx, ggml_reshape_2d(ctx, e, E, n_tokens), 1.0f / static_cast<float>(step));
+}
+
+}  // namespace minicpmo

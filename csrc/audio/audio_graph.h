@@ -1,0 +1,39 @@
+// ggml graph builders of the audio path (spec §3.2, §3.3): pure functions of (weights, hparams,
+// input tensors). The caller owns the graph and, for streaming, the key/value cache tensors.
+#pragma once
+
+#include <vector>
+
+#include "audio/audio_model.h"
+#include "ggml.h"
+
+namespace minicpmo {
+
+// mel: [n_frames, n_mel] F32 (time fastest). Conv stem: conv1 + GELU, stride-2 conv2 + GELU, then
+// `drop_front` / `drop_back` output frames removed (the duplex conv-context frames). Returns
+// [n_embd, T'] with T' = (n_frames - 1) / 2 + 1 - drop_front - drop_back.
+ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_tensor * mel, int drop_front,
+                               int drop_back);
+
+// Where one layer's keys/values of the current frames are written and what attention reads:
+// `store_k/v` are [n_embd, T'] views of the cache at the chunk's offset, `all_k/v` [n_embd, C + T']
+// views from position 0. The copies into the cache are added to `graph` before the attention reads.
+struct AudioLayerCache {
+    ggml_tensor * store_k = nullptr;
+    ggml_tensor * store_v = nullptr;
+    ggml_tensor * all_k = nullptr;
+    ggml_tensor * all_v = nullptr;
+};
+
+// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T'] F32
+// additive (0 / -inf) or null for full attention; caches: one per layer (streaming) or empty.
+// Returns the post-LayerNorm encoder output [n_embd, T'].
+ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
+                                  ggml_tensor * pos_ids, ggml_tensor * mask,
+                                  const std::vector<AudioLayerCache> & caches);
+
+// h: [n_embd, T'] encoder output -> Linear-ReLU-Linear -> average of each `pool_step` frames
+// (a trailing partial group is dropped): [n_embd_out, T' / pool_step].
+ggml_tensor * build_audio_projector(ggml_context * ctx, const AudioModel & m, ggml_tensor * h);
+
+}  // namespace minicpmo

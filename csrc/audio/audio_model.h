@@ -1,0 +1,73 @@
+// The audio component of the omni file: Whisper-medium encoder, audio projector and the log-mel
+// filterbank, with every hyper-parameter (spec §3). Shared read-only by all sessions of a model.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/gguf_weights.h"
+
+namespace minicpmo {
+
+struct AudioHparams {
+    int n_embd = 0;          // Whisper width (1024)
+    int n_layer = 0;         // encoder layers (24)
+    int n_head = 0;          // (16)
+    int n_ff = 0;            // (4096)
+    int n_mel = 0;           // mel bins (80)
+    int n_positions = 0;     // learned position rows = encoder frames per 30 s (1500)
+    float eps = 1e-5f;
+    int sample_rate = 0;     // 16000
+    int n_fft = 0;           // 400
+    int hop_length = 0;      // 160
+    int chunk_seconds = 0;   // batch feature extraction piece (30 s)
+    float dynamic_range_db = 8.0f;
+    float block_seconds = 1.0f;  // block-causal attention block of chat-mode audio
+    int pool_step = 0;       // encoder frames averaged into one LLM token (5)
+    int n_embd_out = 0;      // LLM width the projector maps to (4096)
+
+    int n_freq() const { return n_fft / 2 + 1; }
+    // encoder frames (after the stride-2 conv) per attention block: 1 s -> 50
+    int block_frames() const;
+};
+
+struct AudioLayer {
+    ggml_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    ggml_tensor *q_w, *q_b, *k_w, *v_w, *v_b, *o_w, *o_b;  // Whisper's key projection has no bias
+    ggml_tensor *up_w, *up_b, *down_w, *down_b;
+};
+
+class AudioModel {
+public:
+    // Throws naming the file when the audio component is absent or inconsistent.
+    AudioModel(const std::string & omni_path, bool use_gpu);
+
+    const AudioHparams & hparams() const { return hp_; }
+    const std::vector<AudioLayer> & layers() const { return layers_; }
+    // (n_mel, n_freq) row-major, host memory: the front end runs on the CPU
+    const std::vector<float> & mel_filters() const { return mel_filters_; }
+    ggml_tensor * conv1_w() const { return conv1_w_; }  // (n_mel*3 -> n_embd) matrix, column = in*3 + tap
+    ggml_tensor * conv1_b() const { return conv1_b_; }
+    ggml_tensor * conv2_w() const { return conv2_w_; }
+    ggml_tensor * conv2_b() const { return conv2_b_; }
+    ggml_tensor * pos_embd() const { return pos_embd_; }
+    ggml_tensor * post_ln_w() const { return post_ln_w_; }
+    ggml_tensor * post_ln_b() const { return post_ln_b_; }
+    ggml_tensor * proj1_w() const { return proj1_w_; }
+    ggml_tensor * proj1_b() const { return proj1_b_; }
+    ggml_tensor * proj2_w() const { return proj2_w_; }
+    ggml_tensor * proj2_b() const { return proj2_b_; }
+    bool weights_f32() const { return weights_f32_; }
+
+private:
+    std::unique_ptr<GgufWeights> w_;
+    AudioHparams hp_;
+    std::vector<AudioLayer> layers_;
+    std::vector<float> mel_filters_;
+    ggml_tensor *conv1_w_, *conv1_b_, *conv2_w_, *conv2_b_, *pos_embd_, *post_ln_w_, *post_ln_b_;
+    ggml_tensor *proj1_w_, *proj1_b_, *proj2_w_, *proj2_b_;
+    bool weights_f32_ = false;
+};
+
+}  // namespace minicpmo

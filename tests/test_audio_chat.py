@@ -1,0 +1,190 @@
+"""Audio chat end to end on the tiny model: the prompt's token layout (spec §3.3 / §4.4: audio
+placeholders, the <|tts_bos|> template), the audio embeddings injected at the <unk> span (checked
+against the numpy references of the front end, the Whisper encoder and the LLM), KV-cache reuse,
+the system prompt with a reference voice, the C API, the CLI and bad audio inputs."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minicpmo_cpp
+from minicpmo_cpp import MinicpmoError, OmniSession
+
+PKG_DIR = Path(minicpmo_cpp.__file__).parent
+UNK = 128244
+AUDIO_START, AUDIO_END, TTS_BOS = 151697, 151699, 151703
+SR = 16000
+
+
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    """Harmonics with a wandering pitch under a syllable-rate envelope, plus a little noise: a
+    signal whose mel frames differ from frame to frame."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SR))
+    t = np.arange(n) / SR
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def _n_tokens(n_samples: int) -> int:
+    """Placeholders the official processor writes for one audio of <= 30 s (spec §3.3)."""
+    frames = math.ceil(n_samples / 160)
+    enc = (frames - 1) // 2 + 1
+    return max(0, (enc - 5) // 5 + 1)
+
+
+@pytest.fixture(scope="module")
+def asession(tiny_f32):
+    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+
+
+@pytest.mark.parametrize("seconds", [0.09, 1.0, 1.035, 2.5, 7.3, 30.0])
+def test_prompt_layout_matches_spec(asession, seconds):
+    pcm = _speechlike(seconds, 1)
+    msgs = [{"role": "user", "content": [pcm, "Transcribe it."]}]
+    n = _n_tokens(pcm.size)
+    literal = ("<|im_start|>user\n<|audio_start|>" + "<unk>" * n + "<|audio_end|>\nTranscribe it.<|im_end|>\n"
+               "<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
+    ids = asession.prompt_token_ids(msgs)
+    assert ids == asession.tokenize(literal)
+    assert ids.count(UNK) == n and ids[-1] == TTS_BOS
+    assert asession.audio_token_count(pcm) == n
+    assert asession.encode_audio(pcm).shape == (n, 64)
+
+
+def test_omni_mode_and_mixed_media(asession):
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(448, 448, 3), dtype=np.uint8)
+    pcm = _speechlike(1.0, 2)
+    msgs = [{"role": "user", "content": [img, pcm, "What?"]}]
+    ids = asession.prompt_token_ids(msgs, omni_mode=True, use_image_id=False, max_slice_nums=1)
+    literal = ("<|im_start|>user\n<image>" + "<unk>" * 64 + "</image><|audio_start|>" + "<unk>" * 10 +
+               "<|audio_end|>What?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
+    assert ids == asession.tokenize(literal)
+    # without audio the template has no <|tts_bos|>; it can be forced either way
+    assert asession.prompt_token_ids([{"role": "user", "content": "hi"}])[-1] != TTS_BOS
+    assert asession.prompt_token_ids([{"role": "user", "content": "hi"}], use_tts_template=True)[-1] == TTS_BOS
+    assert asession.prompt_token_ids(msgs, use_tts_template=False)[-1] != TTS_BOS
+
+
+def test_system_prompt_with_reference_voice(asession):
+    ref = _speechlike(2.0, 4)
+    sys_msg = asession.get_sys_prompt(ref_audio=ref, mode="audio_assistant", language="en")
+    msgs = [sys_msg, {"role": "user", "content": "Hello"}]
+    ids = asession.prompt_token_ids(msgs)
+    literal = ("<|im_start|>system\nUse the voice in the audio prompt to synthesize new content.\n<|audio_start|>" +
+               "<unk>" * 20 + "<|audio_end|>\nYou are a helpful assistant with the above voice style.<|im_end|>\n"
+               "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
+    assert ids == asession.tokenize(literal)
+    assert asession.get_sys_prompt()["content"] == [
+        "You are a helpful assistant. You can accept audio and text input and output voice and text."]
+    with pytest.raises(MinicpmoError, match="reference audio"):
+        asession.get_sys_prompt(mode="voice_cloning")
+    with pytest.raises(MinicpmoError, match="mode"):
+        asession.get_sys_prompt(ref, mode="singing")
+
+
+def test_kv_cache_reuses_audio_across_turns(asession):
+    pcm, other = _speechlike(1.5, 5), _speechlike(1.5, 6)
+    greedy = dict(do_sample=False, repetition_penalty=1.0, max_new_tokens=4)
+    asession.reset()
+    msgs = [{"role": "user", "content": [pcm, "Transcribe it."]}]
+    r1 = asession.chat(msgs, **greedy)
+    last_unk = max(i for i, t in enumerate(asession.prompt_token_ids(msgs)) if t == UNK)
+    msgs2 = msgs + [{"role": "assistant", "content": r1}, {"role": "user", "content": "More?"}]
+    asession.chat(msgs2, **greedy)
+    reused, _ = asession.last_prefill
+    assert reused > last_unk  # the audio's positions stayed in the cache
+    msgs3 = [{"role": "user", "content": [other, "Transcribe it."]}] + msgs2[1:]
+    asession.chat(msgs3, **greedy)
+    reused3, _ = asession.last_prefill
+    assert reused3 <= asession.prompt_token_ids(msgs3).index(UNK)
+
+
+@pytest.fixture(scope="module")
+def audio_demo(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build tests/c/audio_demo.c"
+    exe = tmp_path_factory.mktemp("capi_audio") / "audio_demo"
+    src = Path(__file__).parent / "c" / "audio_demo.c"
+    subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{PKG_DIR / 'include'}", str(src), "-o", str(exe),
+                    f"-L{PKG_DIR}", "-lminicpmo", f"-Wl,-rpath,{PKG_DIR}", "-lm"], check=True)
+    return exe
+
+
+def _reply(out: bytes, tag: str) -> str:
+    m = re.search(rb"^" + tag.encode() + rb" (\d+)\n", out, re.M)
+    assert m, out
+    return out[m.end(): m.end() + int(m.group(1))].decode("utf-8")
+
+
+def test_c_api_and_cli_match_python(tiny_f32, audio_demo, tmp_path):
+    import soundfile as sf
+
+    model = str(tiny_f32[0])
+    pcm = _speechlike(2.2, 7)
+    raw, wav = tmp_path / "a.f32", tmp_path / "a.wav"
+    raw.write_bytes(pcm.tobytes())
+    sf.write(wav, pcm, SR, subtype="FLOAT")  # float WAV: the CLI decodes the very same samples
+    prompt, n = "Please listen to the audio snippet carefully and transcribe the content.", 8
+    s = OmniSession(model, n_threads=2, n_ctx=2048)
+    expected = s.chat([{"role": "user", "content": [pcm, prompt]}], do_sample=False, repetition_penalty=1.0,
+                      max_new_tokens=n)
+    res = subprocess.run([str(audio_demo), model, str(raw), prompt, str(n)], capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert _reply(res.stdout, "REPLY") == expected
+    assert _reply(res.stdout, "LOWLEVEL") == expected
+    out = res.stdout.decode()
+    assert re.search(r"^EMPTY:invalid argument:.*empty", out, re.M), out
+    assert re.search(r"^NAN:invalid argument:.*NaN", out, re.M), out
+    assert re.search(r"^SHORT:invalid argument:.*too short", out, re.M), out
+    assert re.search(r"^COUNT:invalid argument:.*audio placeholder", out, re.M), out
+
+    cli = shutil.which("minicpmo-cli")
+    res = subprocess.run([cli, "-m", model, "--audio", str(wav), "-p", prompt, "-n", str(n), "--temp", "0",
+                          "--repeat-penalty", "1", "-c", "2048", "-t", "2"], capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert res.stdout.decode() == expected + "\n"
+
+
+def test_cli_bad_audio_files(tiny_f32, tmp_path):
+    cli = shutil.which("minicpmo-cli")
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    for path in (tmp_path / "missing.wav", text):
+        res = subprocess.run([cli, "-m", str(tiny_f32[0]), "--audio", str(path), "-p", "hi"], capture_output=True,
+                             timeout=60)
+        assert res.returncode == 1
+        assert path.name in res.stderr.decode(), res.stderr.decode()
+
+
+def test_bad_audio_inputs(asession):
+    with pytest.raises(MinicpmoError, match="empty"):
+        asession.encode_audio(np.zeros(0, np.float32))
+    with pytest.raises(MinicpmoError, match="too short"):
+        asession.chat([{"role": "user", "content": [np.zeros(160, np.float32), "hi"]}], max_new_tokens=1)
+    with pytest.raises(MinicpmoError, match="NaN|finite"):
+        asession.encode_audio(np.full(16000, np.nan, np.float32))
+    with pytest.raises(MinicpmoError, match="float32"):
+        asession._session.encode_audio(np.zeros(16000, np.float64), "block")
+    with pytest.raises(MinicpmoError, match="1-D"):
+        asession._session.encode_audio(np.zeros((16000, 2), np.float32), "block")
+    with pytest.raises(MinicpmoError, match="placeholder"):
+        asession._session.prefill_media("<audio>./</audio>", [], [], -1, [])
+
+
+def test_two_sessions_one_model_same_embeddings(tiny_f32):
+    a = OmniSession(str(tiny_f32[0]), n_threads=1, n_ctx=512)
+    b = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=512)
+    pcm = _speechlike(1.2, 8)
+    np.testing.assert_allclose(a.encode_audio(pcm), b.encode_audio(pcm), rtol=0, atol=1e-5)  # thread count only
