@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <utility>
 #include <vector>
 
 #include "audio/log_mel.h"
@@ -63,10 +64,14 @@ struct MelChunk {
     bool is_flush = false;      // produced by flush(): the remaining frames, no redundancy
 };
 
+// One audio stream; not thread-safe (one object per session, used from one thread at a time).
 class StreamingMel {
 public:
     // Throws invalid_argument for a bad config, filters or options.
     StreamingMel(const MelConfig & config, std::vector<float> filters, const StreamingMelOptions & options = {});
+    // raw feeding with this redundancy and the other options at their defaults
+    StreamingMel(const MelConfig & config, std::vector<float> filters, int redundancy_frames)
+        : StreamingMel(config, std::move(filters), with_redundancy(redundancy_frames)) {}
 
     // Appends `n` samples (16 kHz mono float32; pcm may be null when n is 0) and runs one reference
     // process() call (for duplex: when enough audio is pending). Returns true when a chunk was queued
@@ -101,6 +106,11 @@ public:
     const StreamingMelOptions & options() const { return options_; }
 
 private:
+    static StreamingMelOptions with_redundancy(int frames) {
+        StreamingMelOptions o;
+        o.redundancy_frames = frames;
+        return o;
+    }
     void process(const float * pcm, size_t n, bool is_last_chunk);
     void maybe_slide();
     // raw log10 mel of buffer frame t (local numbering) of the (truncated) buffer of `len` samples
