@@ -23,8 +23,22 @@ int audio_tokens_for_samples(const AudioHparams & hp, size_t n_samples) {
     return static_cast<int>(std::min<long long>(total, 1 << 30));
 }
 
-std::vector<MelPiece> chat_mel_pieces(const AudioHparams &, const std::vector<float> &, const float *, size_t) {
-    fail(Status::internal, "TEMPORARY: log-mel front end not merged yet");
+std::vector<MelPiece> chat_mel_pieces(const AudioModel & model, const float * pcm, size_t n_samples) {
+    const LogMelSpectrogram mel = log_mel_spectrogram(model.mel_analyzer(), pcm, n_samples);
+    std::vector<MelPiece> out;
+    int64_t first = 0;
+    for (int64_t frames : mel.piece_frames) {
+        MelPiece p;
+        p.n_frames = static_cast<int>(frames);
+        p.data.resize(static_cast<size_t>(mel.n_mel) * frames);
+        for (int b = 0; b < mel.n_mel; ++b) {
+            std::copy_n(mel.data.data() + static_cast<size_t>(b) * mel.n_frames + first, frames,
+                        p.data.data() + static_cast<size_t>(b) * frames);
+        }
+        out.push_back(std::move(p));
+        first += frames;
+    }
+    return out;
 }
 
 }  // namespace minicpmo

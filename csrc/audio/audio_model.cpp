@@ -81,6 +81,19 @@ AudioModel::AudioModel(const std::string & omni_path, bool use_gpu) {
         if (!std::isfinite(v) || v < 0.0f) fail(Status::bad_model, "omni file '" + omni_path + "': a.mel_filters has a negative or non-finite weight");
     }
 
+    MelConfig mc;
+    mc.sample_rate = hp_.sample_rate;
+    mc.n_fft = hp_.n_fft;
+    mc.hop = hp_.hop_length;
+    mc.n_mel = hp_.n_mel;
+    mc.chunk_samples = static_cast<int64_t>(hp_.chunk_seconds) * hp_.sample_rate;
+    mc.dynamic_range_db = hp_.dynamic_range_db;
+    try {
+        mel_ = std::make_unique<MelFrameAnalyzer>(mc, mel_filters_);
+    } catch (const Error & e) {
+        fail(Status::bad_model, "omni file '" + omni_path + "': audio front end: " + e.what());
+    }
+
     conv1_w_ = w.get("a.conv1.weight", {M * 3, D}, Use::matrix);
     conv1_b_ = w.get("a.conv1.bias", {D}, Use::vector);
     conv2_w_ = w.get("a.conv2.weight", {D * 3, D}, Use::matrix);

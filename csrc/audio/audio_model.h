@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "audio/log_mel.h"
 #include "core/gguf_weights.h"
 
 namespace minicpmo {
@@ -47,6 +48,8 @@ public:
     const std::vector<AudioLayer> & layers() const { return layers_; }
     // (n_mel, n_freq) row-major, host memory: the front end runs on the CPU
     const std::vector<float> & mel_filters() const { return mel_filters_; }
+    // The log-mel front end built from those filters and the model's settings (immutable).
+    const MelFrameAnalyzer & mel_analyzer() const { return *mel_; }
     ggml_tensor * conv1_w() const { return conv1_w_; }  // (n_mel*3 -> n_embd) matrix, column = in*3 + tap
     ggml_tensor * conv1_b() const { return conv1_b_; }
     ggml_tensor * conv2_w() const { return conv2_w_; }
@@ -65,6 +68,7 @@ private:
     AudioHparams hp_;
     std::vector<AudioLayer> layers_;
     std::vector<float> mel_filters_;
+    std::unique_ptr<MelFrameAnalyzer> mel_;
     ggml_tensor *conv1_w_, *conv1_b_, *conv2_w_, *conv2_b_, *pos_embd_, *post_ln_w_, *post_ln_b_;
     ggml_tensor *proj1_w_, *proj1_b_, *proj2_w_, *proj2_b_;
     bool weights_f32_ = false;

@@ -113,7 +113,7 @@ std::vector<float> OmniSession::encode_audio(const AudioInput & audio, std::vect
     AudioEncoder & enc = audio_encoder();
     const AudioModel & m = enc.model();
     const AudioHparams & hp = m.hparams();
-    const std::vector<MelPiece> pieces = chat_mel_pieces(hp, m.mel_filters(), samples_of(audio), audio.n_samples);
+    const std::vector<MelPiece> pieces = chat_mel_pieces(m, samples_of(audio), audio.n_samples);
     // The official chat batch pads every piece with zero mel frames to the longest one and masks
     // only keys at or past the piece's mel-frame count (audio_features.h); padding up to the end
     // of the last attention block is enough to get the same block-causal result.
