@@ -24,6 +24,7 @@ namespace py = pybind11;
 using namespace minicpmo;
 
 void bind_image_preprocess(py::module_ & m);  // bind_image_preprocess.cpp
+void bind_audio_input(py::module_ & m);       // bind_audio_input.cpp
 
 namespace {
 
@@ -98,6 +99,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmo-cpp native core";
     py::register_exception<Error>(m, "MinicpmoError", PyExc_RuntimeError);
     bind_image_preprocess(m);
+    bind_audio_input(m);
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
