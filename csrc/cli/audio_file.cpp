@@ -23,6 +23,8 @@
 #define MA_NO_ENGINE
 #define MA_NO_GENERATION
 #define MA_API static
+// MP3 synthesis straight to float: the default rounds to int16 and clips at +-1
+#define MA_DR_MP3_FLOAT_OUTPUT
 #include "miniaudio.h"
 
 namespace minicpmo_cli {
@@ -223,7 +225,7 @@ std::vector<float> load_audio_file(const std::string & path, double max_seconds)
         return minicpmo::resample_pcm(mono.data(), mono.size(), audio.sample_rate, kAudioSampleRate);
     } catch (const minicpmo::Error & e) {
         fail_input(label, "(" + std::to_string(audio.sample_rate) + " Hz, " + std::to_string(audio.channels) +
-                              " channels): " + e.what(), e.status());
+                              (audio.channels == 1 ? " channel): " : " channels): ") + e.what(), e.status());
     }
 }
 

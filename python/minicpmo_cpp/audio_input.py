@@ -409,7 +409,8 @@ def _from_array(array: np.ndarray, rate: int, label: str, limit: float | None) -
         pcm = array.astype(np.float32) * np.float32(1.0 / 32768.0)  # exact: a power of two
     else:
         _check_finite(array, label)
-        pcm = np.asarray(array, dtype=np.float32)  # float64 rounds to nearest
+        with np.errstate(over="ignore"):  # values beyond the float32 range become inf, reported next
+            pcm = np.asarray(array, dtype=np.float32)  # float64 rounds to nearest
         if kind == "f" and size == 8:
             _check_finite(pcm, f"{label} after conversion to float32", "beyond the float32 range")
     if channels == 1:
