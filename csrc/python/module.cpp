@@ -25,6 +25,7 @@ using namespace minicpmo;
 
 void bind_image_preprocess(py::module_ & m);  // bind_image_preprocess.cpp
 void bind_audio_frontend(py::module_ & m);    // bind_audio_frontend.cpp
+void bind_audio_input(py::module_ & m);       // bind_audio_input.cpp
 
 namespace {
 
@@ -151,6 +152,7 @@ PYBIND11_MODULE(_core, m) {
     py::register_exception<Error>(m, "MinicpmoError", PyExc_RuntimeError);
     bind_image_preprocess(m);
     bind_audio_frontend(m);
+    bind_audio_input(m);
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
