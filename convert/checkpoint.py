@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .audio_gguf import check_audio
 from .errors import ConversionError
 from .layout import LLM_IGNORED_SUFFIXES, LLM_PREFIX, LlmDims, Shape, llm_shapes
 from .safetensors_io import SafetensorsSource
@@ -41,7 +42,9 @@ class Checkpoint:
         llm = LlmDims.from_config(config)
         weights = SafetensorsSource.open_dir(d)
         shapes = _check_llm_tensors(weights, llm)
-        check_vision(config, weights, d)  # checked again when written; here to fail before any output
+        # checked again when written; here to fail before any output
+        check_vision(config, weights, d)
+        check_audio(config, weights, d)
         tok = read_tokenizer(d, llm.vocab, config)
         token_ids = {}
         for key, text in NAMED_TOKENS.items():

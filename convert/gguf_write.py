@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf.quants import quantize
 
 from .outtypes import check_reshape, encode_tensor, encoded_nbytes_shape, transformed_shape
 from .safetensors_io import SafetensorsSource
@@ -40,7 +42,8 @@ class Writer(gguf.GGUFWriter):
 
 @dataclass(frozen=True)
 class PlannedTensor:
-    """One output tensor: checkpoint tensor hf_name, optionally transformed (see encode_tensor)."""
+    """One output tensor: checkpoint tensor hf_name, optionally transformed (see encode_tensor), or
+    values computed by the converter (e.g. the mel filter bank), hf_name then only a description."""
 
     gguf_name: str
     hf_name: str
@@ -48,6 +51,13 @@ class PlannedTensor:
     shape: tuple[int, ...]  # PyTorch order, as written (after the transforms below)
     rows: tuple[int, int] | None = None  # only source rows [r0, r1), e.g. one third of a fused in_proj
     transpose: bool = False  # write the 2-D source transposed
+    values: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def encoded(self, source: SafetensorsSource | None) -> np.ndarray:
+        if self.values is not None:
+            return quantize(np.ascontiguousarray(self.values, dtype=np.float32), self.qtype)
+        assert source is not None
+        return encode_tensor(source, self.hf_name, self.qtype, self.shape, self.rows, self.transpose)
 
 
 def _ggml_dims(shape: tuple[int, ...]) -> str:
@@ -62,7 +72,11 @@ def write_gguf(
     quiet: bool = False,
 ) -> Path:
     for t in plan:
-        if source is not None:  # a bad transform fails here, before any byte is written
+        # a bad transform fails here, before any byte is written
+        if t.values is not None:
+            if tuple(t.values.shape) != tuple(t.shape):
+                raise ValueError(f"{t.gguf_name}: computed values of shape {t.values.shape}, planned {t.shape}")
+        elif source is not None:
             check_reshape(transformed_shape(source.shape(t.hf_name), t.rows, t.transpose), t.shape)
         shape, dtype = encoded_nbytes_shape(t.shape, t.qtype)
         nbytes = int(dtype.itemsize) * math.prod(shape)
@@ -74,8 +88,7 @@ def write_gguf(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for k, t in enumerate(plan, start=1):
-            assert source is not None
-            writer.write_tensor_data(encode_tensor(source, t.hf_name, t.qtype, t.shape, t.rows, t.transpose))
+            writer.write_tensor_data(t.encoded(source))
             if not quiet:
                 print(f"[{k}/{len(plan)}] {t.gguf_name} {_ggml_dims(t.shape)} {t.qtype.name}",
                       file=sys.stderr, flush=True)

@@ -245,29 +245,79 @@ def resampler_heads(cfg: Mapping[str, Any]) -> int:
     return int(v or cfg["hidden_size"] // 128)
 
 
+@dataclass(frozen=True)
+class AudioDims:
+    """The Whisper encoder (audio_config) and the projector that maps it to the LLM width."""
+
+    d_model: int
+    layers: int
+    heads: int
+    ffn: int
+    n_mel: int
+    positions: int  # max_source_positions: rows of the learned position table
+    act: str
+    embed: int  # projector output = LLM hidden_size
+
+    @property
+    def proj_in(self) -> int:
+        """The projector's input width: the reference sizes it encoder_ffn_dim // 4."""
+        return self.ffn // 4
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "AudioDims":
+        a = _req(cfg, "audio_config")
+        if not isinstance(a, dict):
+            raise ConversionError("config.json: 'audio_config' must be a JSON object")
+        w = "config.json audio_config"
+        d, heads, ffn = _pos_int(a, "d_model", w), _pos_int(a, "encoder_attention_heads", w), _pos_int(
+            a, "encoder_ffn_dim", w)
+        if d % heads:
+            raise ConversionError(f"{w}: d_model {d} is not a multiple of encoder_attention_heads {heads}")
+        # the projector is built for encoder_ffn_dim // 4 inputs but fed the d_model-wide encoder output
+        if ffn != 4 * d:
+            raise ConversionError(
+                f"{w}: encoder_ffn_dim {ffn} must be 4 * d_model = {4 * d} (the audio projector's input "
+                "width is encoder_ffn_dim // 4 and it is fed the d_model-wide encoder output)"
+            )
+        act = a.get("activation_function", "gelu")  # WhisperConfig's default
+        if act != "gelu":
+            raise ConversionError(
+                f"{w}: activation_function {act!r} is not supported (only 'gelu', the exact erf GELU of Whisper)"
+            )
+        return cls(
+            d_model=d, layers=_pos_int(a, "encoder_layers", w), heads=heads, ffn=ffn,
+            n_mel=_pos_int(a, "num_mel_bins", w) if "num_mel_bins" in a else 80,
+            positions=_pos_int(a, "max_source_positions", w) if "max_source_positions" in a else 1500,
+            act=act, embed=_pos_int(cfg, "hidden_size"),
+        )
+
+
+AUDIO_LAYER_PREFIX = "apm.layers."
+AUDIO_PROJECTOR_PREFIX = "audio_projection_layer."
+
+
 def audio_shapes(cfg: Mapping[str, Any]) -> dict[str, Shape]:
-    a = cfg["audio_config"]
-    d, ff, mel = a["d_model"], a["encoder_ffn_dim"], a.get("num_mel_bins", 80)
+    """apm.* (Whisper encoder) and audio_projection_layer.* tensors."""
+    a = AudioDims.from_config(cfg)
+    d = a.d_model
     s: dict[str, Shape] = {
-        "apm.conv1.weight": (d, mel, 3), "apm.conv1.bias": (d,),
+        "apm.conv1.weight": (d, a.n_mel, 3), "apm.conv1.bias": (d,),
         "apm.conv2.weight": (d, d, 3), "apm.conv2.bias": (d,),
-        "apm.embed_positions.weight": (a.get("max_source_positions", 1500), d),
+        "apm.embed_positions.weight": (a.positions, d),
     }
-    for i in range(a["encoder_layers"]):
-        pre = f"apm.layers.{i}."
+    for i in range(a.layers):
+        pre = f"{AUDIO_LAYER_PREFIX}{i}."
         _linear(s, pre + "self_attn.q_proj", d, d)
         _linear(s, pre + "self_attn.k_proj", d, d, bias=False)  # Whisper: no key bias
         _linear(s, pre + "self_attn.v_proj", d, d)
         _linear(s, pre + "self_attn.out_proj", d, d)
         _norm(s, pre + "self_attn_layer_norm", d)
         _norm(s, pre + "final_layer_norm", d)
-        _linear(s, pre + "fc1", ff, d)
-        _linear(s, pre + "fc2", d, ff)
+        _linear(s, pre + "fc1", a.ffn, d)
+        _linear(s, pre + "fc2", d, a.ffn)
     _norm(s, "apm.layer_norm", d)
-    # projector input is encoder_ffn_dim // 4 (= d_model for Whisper), output the LLM width
-    e = cfg["hidden_size"]
-    _linear(s, "audio_projection_layer.linear1", e, ff // 4)
-    _linear(s, "audio_projection_layer.linear2", e, e)
+    _linear(s, AUDIO_PROJECTOR_PREFIX + "linear1", a.embed, a.proj_in)
+    _linear(s, AUDIO_PROJECTOR_PREFIX + "linear2", a.embed, a.embed)
     return s
 
 

@@ -4,6 +4,8 @@ Tests never hand-build GGUFs: they make this checkpoint and run the same convert
 Dimensions: spec §8; names: spec §9; tokenizer: the real Qwen2 BPE plus the 4.5 added tokens.
 
     python -m minicpmo_cpp.convert.make_tiny OUT_DIR [--seed 0] [--vocab-gguf PATH]
+        [--components vision,audio] [--llm-dims hidden_size=4096,...] [--vision-dims ...]
+        [--audio-dims d_model=1024,encoder_layers=24,encoder_attention_heads=16]
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def make_tiny_checkpoint(
     llm_dims: dict[str, int] | None = None,
     vision_dims: dict[str, int] | None = None,
     components: tuple[str, ...] = COMPONENTS,
+    audio_dims: dict[str, int] | None = None,
 ) -> Path:
     """Write the tiny checkpoint into out_dir (created if needed) and return its path.
 
@@ -110,6 +113,8 @@ def make_tiny_checkpoint(
     resampler_num_heads.
     components: the parts besides the LLM, a subset of ("vision", "audio", "tts"); e.g. ("vision",)
     keeps a vision benchmark checkpoint free of audio and TTS weights.
+    audio_dims: overrides of the Whisper encoder (d_model, encoder_layers, encoder_attention_heads;
+    encoder_ffn_dim follows as 4 * d_model unless given).
     """
     if dtype not in _DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
@@ -118,7 +123,7 @@ def make_tiny_checkpoint(
     base = load_base_vocab(vocab_gguf)  # fail early, before writing weights
 
     try:
-        cfg = tiny_config(llm_dims, vision_dims, tuple(components))
+        cfg = tiny_config(llm_dims, vision_dims, tuple(components), audio_dims)
     except ValueError as e:
         raise ConversionError(str(e)) from e
     cfg["torch_dtype"] = dtype
@@ -134,6 +139,24 @@ def make_tiny_checkpoint(
     return out
 
 
+def parse_dims(text: str) -> dict[str, int]:
+    """'key=value,key=value' (positive integers) -> dict, for the --*-dims options."""
+    out: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip().isdigit() or int(value) <= 0:
+            raise argparse.ArgumentTypeError(f"expected key=positive integer, got {item!r}")
+        out[key.strip()] = int(value)
+    return out
+
+
+def parse_components(text: str) -> tuple[str, ...]:
+    """'vision,audio' -> ('vision', 'audio'); '' or 'none' -> () (LLM only)."""
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="minicpmo-make-tiny", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
@@ -141,9 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab-gguf", default=None, help="path to llama.cpp's models/ggml-vocab-qwen2.gguf")
     ap.add_argument("--dtype", default="float32", choices=sorted(_DTYPES))
     ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--components", type=parse_components, default=COMPONENTS,
+                    help=f"comma-separated subset of {','.join(COMPONENTS)}, or 'none' (default: all)")
+    ap.add_argument("--llm-dims", type=parse_dims, default=None, metavar="KEY=N,...",
+                    help="LLM shape overrides, e.g. hidden_size=4096,num_hidden_layers=1")
+    ap.add_argument("--vision-dims", type=parse_dims, default=None, metavar="KEY=N,...",
+                    help="vision tower overrides, e.g. hidden_size=1152,num_hidden_layers=27")
+    ap.add_argument("--audio-dims", type=parse_dims, default=None, metavar="KEY=N,...",
+                    help="Whisper encoder overrides, e.g. d_model=1024,encoder_layers=24,encoder_attention_heads=16")
     args = ap.parse_args(argv)
     try:
-        path = make_tiny_checkpoint(args.out_dir, args.seed, args.vocab_gguf, args.dtype, args.shards)
+        path = make_tiny_checkpoint(args.out_dir, args.seed, args.vocab_gguf, args.dtype, args.shards,
+                                    llm_dims=args.llm_dims, vision_dims=args.vision_dims,
+                                    components=args.components, audio_dims=args.audio_dims)
     except ConversionError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 1

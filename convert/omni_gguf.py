@@ -3,8 +3,8 @@
 Metadata: format version, the LLM file it belongs to and the LLM dims it expects, the special token
 ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list, and
 `minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
-SigLIP tower + resampler; later audio, TTS, Token2Wav, voice) registers a function in COMPONENTS
-that adds its keys to the writer and returns the tensors to write.
+SigLIP tower + resampler, audio = Whisper encoder + projector; later TTS, Token2Wav, voice)
+registers a function in COMPONENTS that adds its keys to the writer and returns the tensors to write.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Callable
 from gguf import GGUFValueType
 
 from .checkpoint import Checkpoint
+from .audio_gguf import audio_component
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES
 from .vision_gguf import vision_component
@@ -26,6 +27,7 @@ FORMAT_VERSION = "4.5"
 ComponentHook = Callable[[Checkpoint, Writer, str], list[PlannedTensor]]
 COMPONENTS: list[tuple[str, ComponentHook]] = [
     ("vision", vision_component),
+    ("audio", audio_component),
 ]
 
 

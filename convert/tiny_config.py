@@ -17,6 +17,9 @@ TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_
 # exercising spec gap G1) and the resampler's head count (top-level key resampler_num_heads)
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=3,
                    resampler_num_heads=2)
+# audio_config dims of the Whisper encoder; encoder_ffn_dim follows d_model (4x: the projector's input
+# width is encoder_ffn_dim // 4) unless it is overridden too
+TINY_AUDIO = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256)
 COMPONENTS = ("vision", "audio", "tts")  # the init_* flags of config.json
 
 
@@ -29,13 +32,18 @@ def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) 
 
 
 def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, int] | None = None,
-                components: tuple[str, ...] = COMPONENTS) -> dict[str, Any]:
+                components: tuple[str, ...] = COMPONENTS,
+                audio_dims: dict[str, int] | None = None) -> dict[str, Any]:
     """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
     benchmarks); the TTS llm_dim follows the LLM width. vision_dims overrides TINY_VISION keys (e.g.
     the real 1152/4304/16/27 tower with resampler_num_heads 32 for an LLM width of 4096).
+    audio_dims overrides TINY_AUDIO keys (e.g. Whisper-medium: d_model 1024, 24 layers, 16 heads).
     components: which of vision/audio/tts the checkpoint has (init_vision/init_audio/init_tts)."""
     llm = _override(TINY_LLM, llm_dims, "LLM")
     vis = _override(TINY_VISION, vision_dims, "vision")
+    aud = _override(TINY_AUDIO, audio_dims, "audio")
+    if "encoder_ffn_dim" not in (audio_dims or {}):
+        aud["encoder_ffn_dim"] = 4 * aud["d_model"]
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"unknown component(s): {', '.join(sorted(unknown))} (choose from {', '.join(COMPONENTS)})")
@@ -47,15 +55,15 @@ def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, i
     }
     audio = {
         "activation_dropout": 0.0, "activation_function": "gelu", "apply_spec_augment": False,
-        "attention_dropout": 0.0, "classifier_proj_size": 256, "d_model": 64,
+        "attention_dropout": 0.0, "classifier_proj_size": 256, "d_model": aud["d_model"],
         "decoder_attention_heads": 4, "decoder_ffn_dim": 256, "decoder_layerdrop": 0.0,
-        "decoder_layers": 2, "dropout": 0.0, "encoder_attention_heads": 4,
-        "encoder_ffn_dim": 256,  # must be 4 * d_model: the projector input is ffn // 4
-        "encoder_layerdrop": 0.0, "encoder_layers": 2, "init_std": 0.02,
+        "decoder_layers": 2, "dropout": 0.0, "encoder_attention_heads": aud["encoder_attention_heads"],
+        "encoder_ffn_dim": aud["encoder_ffn_dim"],  # must be 4 * d_model: the projector input is ffn // 4
+        "encoder_layerdrop": 0.0, "encoder_layers": aud["encoder_layers"], "init_std": 0.02,
         "mask_feature_length": 10, "mask_feature_min_masks": 0, "mask_feature_prob": 0.0,
         "mask_time_length": 10, "mask_time_min_masks": 2, "mask_time_prob": 0.05,
         "max_source_positions": 1500, "max_target_positions": 448, "median_filter_width": 7,
-        "model_type": "whisper", "num_hidden_layers": 2, "num_mel_bins": 80,
+        "model_type": "whisper", "num_hidden_layers": aud["encoder_layers"], "num_mel_bins": 80,
         "scale_embedding": False, "use_cache": True, "use_weighted_layer_sum": False,
         "vocab_size": 51865,
     }

@@ -10,7 +10,6 @@ contract (the C++ loader reads exactly these).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer
 from .layout import VISION_LAYER_PREFIX, Shape, VisionDims, resampler_shapes, vision_shapes
 from .outtypes import table_type, tensor_type
+from .preprocessor_config import read_preprocessor_config
 from .safetensors_io import SafetensorsSource
 
 if TYPE_CHECKING:  # only for the hook's signature; checkpoint.py imports this module
@@ -82,7 +82,7 @@ def check_vision(config: Mapping[str, Any], weights: SafetensorsSource, ckpt_dir
             raise ConversionError(f"tensor {name}: expected shape {tuple(shape)}, got {got}")
         if weights.entry(name).dtype not in _FLOAT_DTYPES:
             raise ConversionError(f"tensor {name}: unsupported dtype {weights.entry(name).dtype}")
-    pre = _read_preprocessor_config(ckpt_dir)
+    pre = read_preprocessor_config(ckpt_dir)
     slice_cfg = config.get("slice_config") or {}
     if not isinstance(slice_cfg, dict):
         raise ConversionError("config.json: 'slice_config' must be a JSON object")
@@ -140,19 +140,6 @@ def _count_layers(weights: SafetensorsSource, d: VisionDims) -> int:
             f"{d.config_layers}, drop_vision_last_layer {str(drop).lower()})"
         )
     return stored
-
-
-def _read_preprocessor_config(ckpt_dir: Path) -> dict[str, Any]:
-    p = Path(ckpt_dir) / "preprocessor_config.json"
-    if not p.is_file():
-        return {}  # optional: the processor defaults apply
-    try:
-        cfg = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ConversionError(f"{p}: invalid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ConversionError(f"{p}: expected a JSON object")
-    return cfg
 
 
 def _norm_values(pre: Mapping[str, Any], key: str, channels: int, positive: bool) -> tuple[float, ...]:

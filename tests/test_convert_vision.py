@@ -18,6 +18,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, GGUFValueType as V
 
 from conftest import _import_convert
+from gguf_values import bf16_round, decode, f16_round
 
 convert = _import_convert("")
 ConversionError = convert.ConversionError
@@ -97,21 +98,6 @@ def expected_type(name: str, shape: tuple[int, ...], outtype: str) -> Q:
     return matrix
 
 
-def decode(t) -> np.ndarray:
-    """A GGUFReader tensor as float32 in PyTorch order, decoded here (not by the gguf package)."""
-    shape = tuple(int(n) for n in reversed(t.shape))
-    if t.tensor_type in (Q.F32, Q.F16):
-        return np.asarray(t.data, dtype=np.float32).reshape(shape)
-    raw = np.ascontiguousarray(t.data, dtype=np.uint8)
-    if t.tensor_type == Q.BF16:
-        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    assert t.tensor_type == Q.Q8_0
-    blocks = raw.reshape(-1, 34)  # per 32 values: an f16 scale d, then 32 int8 q; value = d * q
-    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
-    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
-    return (d * q).reshape(shape)
-
-
 def vision_tensors(path: Path) -> dict:
     return {t.name: t for t in GGUFReader(path).tensors if t.name.startswith(("v.", "resampler."))}
 
@@ -121,16 +107,6 @@ def read_kv(path: Path) -> dict[str, tuple[list, object]]:
     fields = GGUFReader(path).fields
     return {k: (list(f.types), f.contents()) for k, f in fields.items()
             if k.startswith(("minicpmo.vision.", "minicpmo.resampler."))}
-
-
-def f16_round(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
-
-
-def bf16_round(x: np.ndarray) -> np.ndarray:
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return (u.astype(np.uint32) << 16).view(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +165,8 @@ def test_vision_keys(tiny_f32, tiny_f16):
     }
     for path in (tiny_f32[1], tiny_f16[1]):  # the keys do not depend on the outtype
         assert read_kv(path) == want
-        assert GGUFReader(path).fields["minicpmo.components"].contents() == ["vision"]
+        # the tiny checkpoint also has audio (test_convert_audio.py)
+        assert GGUFReader(path).fields["minicpmo.components"].contents() == ["vision", "audio"]
 
 
 def test_keys_follow_preprocessor_config_and_defaults(tmp_path, tiny_hf):
@@ -359,9 +336,9 @@ def test_init_vision_false_has_no_vision_component(tmp_path, tiny_hf):
     hf = copy_checkpoint(tiny_hf, tmp_path / "hf", config=cfg)
     _, omni = convert_checkpoint(hf, tmp_path / "out", outtype="f16", quiet=True)
     r = GGUFReader(omni)
-    assert r.fields["minicpmo.components"].contents() == []
+    assert r.fields["minicpmo.components"].contents() == ["audio"]
     assert not [k for k in r.fields if k.startswith(("minicpmo.vision.", "minicpmo.resampler."))]
-    assert len(r.tensors) == 0
+    assert not [t.name for t in r.tensors if not t.name.startswith("a.")]
 
 
 def test_make_tiny_vision_only_with_other_dims(tmp_path, qwen2_vocab_gguf):
