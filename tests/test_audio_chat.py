@@ -188,3 +188,95 @@ def test_two_sessions_one_model_same_embeddings(tiny_f32):
     b = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=512)
     pcm = _speechlike(1.2, 8)
     np.testing.assert_allclose(a.encode_audio(pcm), b.encode_audio(pcm), rtol=0, atol=1e-5)  # thread count only
+
+
+# ---- numbers against the references (front end + Whisper encoder + Qwen3), F32 model ----
+
+def _mel_filters(tiny_f32) -> np.ndarray:
+    from gguf import GGUFReader
+
+    t = next(t for t in GGUFReader(tiny_f32[1]).tensors if t.name == "a.mel_filters")
+    return np.asarray(t.data, np.float32).reshape(80, 201)
+
+
+@pytest.fixture(scope="module")
+def aref(tiny_state):
+    from reference.audio import AudioReference
+
+    sd, cfg = tiny_state
+    return AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
+
+
+def _reference_chat_embedding(aref, filters, pcm) -> np.ndarray:
+    """The official chat path on one audio: batch log-mel per 30-s piece, each piece encoded with
+    block-causal attention in a batch padded to the longest piece, projected and pooled."""
+    from reference.audio_frontend import batch_log_mel
+
+    mel, counts = batch_log_mel(pcm, filters.astype(np.float64))
+    pieces = np.split(mel.astype(np.float32), np.cumsum(counts)[:-1], axis=1)
+    return aref.chat_embedding(pieces)
+
+
+@pytest.mark.parametrize("seconds", [2.37, 45.49])
+def test_encode_audio_matches_reference(asession, aref, tiny_f32, seconds):
+    """PCM -> embeddings through the runtime's front end + encoder = the numpy references
+    (F32 model: 1e-4 relative; the front ends agree to ~1e-7, see test_audio_frontend). 45.49 s
+    is two pieces; the second one is padded like the official batch (see tests/reference/audio.py)."""
+    pcm = _speechlike(seconds, 11)
+    got = asession.encode_audio(pcm)
+    want = _reference_chat_embedding(aref, _mel_filters(tiny_f32), pcm)
+    assert got.shape == want.shape == (_n_tokens(min(pcm.size, 480000)) + _n_tokens(max(pcm.size - 480000, 0)), 64)
+    err = np.max(np.abs(got - want)) / np.max(np.abs(want))
+    assert err < 1e-4, err
+
+
+def test_chat_logits_match_reference(asession, aref, tiny_f32, tiny_ref):
+    """Greedy audio chat's first-step logits = the numpy Qwen3 reference on token embeddings with the
+    reference audio rows at the <unk> span (F32 model, F32 KV: 1e-4 relative, as the text test)."""
+    pcm = _speechlike(3.1, 12)
+    msgs = [{"role": "user", "content": ["Please listen to the audio snippet carefully and transcribe the content.",
+                                         pcm]}]
+    ids = asession.prompt_token_ids(msgs)
+    rows = _reference_chat_embedding(aref, _mel_filters(tiny_f32), pcm)
+    embd = tiny_ref.embed[np.asarray(ids)].copy()
+    pos = [i for i, t in enumerate(ids) if t == UNK]
+    assert len(pos) == rows.shape[0]
+    embd[pos] = rows
+    ref_logits, _ = tiny_ref.forward_embeddings(embd, logits_all=False)
+    asession.reset()
+    asession.chat(msgs, max_new_tokens=0)
+    got = asession._session.last_logits()[0]
+    err = np.max(np.abs(got - ref_logits[0])) / np.max(np.abs(ref_logits[0]))
+    assert err < 1e-4, err
+
+
+@pytest.mark.parametrize("feed,redundancy", [("simplex", 0), ("duplex", 2)])
+def test_streaming_pcm_pipeline_matches_reference(asession, aref, tiny_f32, feed, redundancy):
+    """1-s PCM pieces -> streaming mel (C++) -> encoder with its key/value cache, against the
+    streaming references of both stages: each chunk's tokens within 1e-4 (F32 model)."""
+    from minicpmo_cpp import _core
+    from reference.audio import StreamingWhisperReference
+    from reference.audio_frontend import StreamingMelReference
+
+    filters = _mel_filters(tiny_f32)
+    pcm = _speechlike(8.0, 13)
+    mel_rt = _core.StreamingMel(filters, feed=feed, redundancy_frames=redundancy)
+    mel_ref = StreamingMelReference(filters.astype(np.float64), feed=feed, redundancy_frames=redundancy)
+    enc_ref = StreamingWhisperReference(aref)
+    s = asession._session
+    s.audio_stream_reset()
+    n_chunks = 0
+    for start in range(0, pcm.size, 16000):
+        piece = np.ascontiguousarray(pcm[start:start + 16000])
+        mel_rt.push(piece)
+        mel_ref.push(piece)
+        while (c := mel_rt.next_chunk()) is not None:
+            r = mel_ref.chunks[n_chunks]
+            np.testing.assert_allclose(c["mel"], r.mel, rtol=0, atol=1e-5)
+            tokens, _ = s.audio_stream_chunk(c["mel"], c["prefix_frames"], c["suffix_frames"])
+            want_h = enc_ref.push(r.mel.astype(np.float32), r.prefix_frames, r.suffix_frames)
+            want = aref.project_and_pool(want_h)
+            assert tokens.shape == want.shape and tokens.shape[0] == 10
+            assert np.max(np.abs(tokens - want)) / np.max(np.abs(want)) < 1e-4
+            n_chunks += 1
+    assert n_chunks >= 6
