@@ -77,7 +77,7 @@ def test_omni_mode_and_mixed_media(asession):
     assert asession.prompt_token_ids(msgs, use_tts_template=False)[-1] != TTS_BOS
 
 
-def test_system_prompt_with_reference_voice(asession):
+def test_system_prompt_with_reference_voice(asession, tmp_path):
     ref = _speechlike(2.0, 4)
     sys_msg = asession.get_sys_prompt(ref_audio=ref, mode="audio_assistant", language="en")
     msgs = [sys_msg, {"role": "user", "content": "Hello"}]
@@ -86,6 +86,13 @@ def test_system_prompt_with_reference_voice(asession):
                "<unk>" * 20 + "<|audio_end|>\nYou are a helpful assistant with the above voice style.<|im_end|>\n"
                "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
     assert ids == asession.tokenize(literal)
+    # a path names the voice file (a string is not text here)
+    import soundfile as sf
+    wav = tmp_path / "voice.wav"
+    sf.write(wav, ref, SR, subtype="FLOAT")
+    by_path = asession.get_sys_prompt(ref_audio=str(wav), mode="audio_assistant", language="en")
+    assert asession.prompt_token_ids([by_path, msgs[1]]) == ids
+    np.testing.assert_array_equal(by_path["content"][1], ref)
     assert asession.get_sys_prompt()["content"] == [
         "You are a helpful assistant. You can accept audio and text input and output voice and text."]
     with pytest.raises(MinicpmoError, match="reference audio"):

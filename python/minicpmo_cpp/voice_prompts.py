@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import MinicpmoError
+from .audio_input import load_audio
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. You can accept audio and text input and output voice and text."
 
@@ -44,7 +45,8 @@ MODES = ("default", *_VOICE_TEXTS)
 def get_sys_prompt(ref_audio: Any = None, mode: str = "default", language: str = "zh") -> dict:
     """The system message of a voice mode: ``{"role": "system", "content": [...]}``.
 
-    ``ref_audio`` (anything ``chat`` accepts as audio) is the voice to imitate. Without it, "omni"
+    ``ref_audio`` (anything ``chat`` accepts as audio, or a path: a string here names a file, not
+    text) is the voice to imitate; it is loaded to 16 kHz mono right away. Without it, "omni"
     gives an empty system text and "voice_cloning" is an error. The official code falls back to
     "Use the <reserved_53> voice." for the assistant/roleplay modes; that token does not exist in
     4.5, so here those modes also need a reference audio (or use mode "default")."""
@@ -59,5 +61,5 @@ def get_sys_prompt(ref_audio: Any = None, mode: str = "default", language: str =
         if mode == "omni":
             return {"role": "system", "content": [""]}
         raise MinicpmoError(f"mode {mode!r} needs a reference audio (ref_audio)")
-    content = [prefix, ref_audio] + ([suffix] if suffix is not None else [])
+    content = [prefix, load_audio(ref_audio)] + ([suffix] if suffix is not None else [])
     return {"role": "system", "content": content}
