@@ -434,6 +434,9 @@ def test_reads_the_converter_tiny_layout(weights):
     assert set(w) == set(shapes) and all(tuple(w[k].shape) == tuple(shapes[k]) for k in w)
     cfg = TTSConfig.from_config(tiny_cfg)  # top-level config.json dict -> its tts_config
     assert (cfg.hidden_size, cfg.num_attention_heads, cfg.eos_token_id, cfg.llm_dim) == (64, 4, 6561, 64)
+    # like the official LlamaConfig construction, rope/eps keys of tts_config are not used
+    odd = TTSConfig.from_config(dict(tiny_cfg["tts_config"], rope_theta=1e6, rms_norm_eps=1e-5))
+    assert (odd.rope_theta, odd.rms_norm_eps) == (10000.0, 1e-6)
     TTSReference(w, tiny_cfg)
 
 

@@ -35,6 +35,16 @@ The draw u picks ``min{i : cumsum(p)[i] > u * sum(p)}`` over the class index ord
 CDF; masked classes have p = 0 and are never chosen). A runtime that follows the same convention can
 be compared token for token.
 
+Usage:
+    ref = TTSReference(state_dict, config)      # HF arrays (tts.*) + config.json dict or its tts_config
+    res = generate_chat(ref, text_ids, llm_hidden, draws=np.random.default_rng(0))   # res.tokens
+    st = StreamingTTS(ref)                      # one per assistant turn
+    r = st.feed_text_chunk(ids, hidden, text_finished=False, draws=uniform_callable)  # r.released
+    du = DuplexTTS(ref)                         # one per duplex session
+    r = du.unit(ids_after_decision_token, hidden, end_of_turn=False, draws=None)     # greedy
+    Every result carries ``fed`` (FeedRow(position, kind, value) per forwarded row), ``sampled`` and,
+    with keep_logits=True, the raw and processed logits of every step.
+
 Per-mode facts (official code):
 * chat (``generate``): rows ``[c_1..c_n, text_eos, audio_bos]`` at positions 0..n+1; step t >= 1 feeds
   ``emb_code[s_{t-1}]`` at position n+2+t-1. Step 0 skips penalty and warpers; EOS is masked (after
@@ -44,10 +54,13 @@ Per-mode facts (official code):
   at positions ``start..``; steps t >= 1 feed the previous token at ``start + L + t - 1``; sample
   until EOS (never fed, never kept) or 500 steps; ``start += L + kept``. Penalty history = every
   token of the stream; processors are skipped only while the stream has no token yet and t == 0.
-  No EOS masking. Kept tokens are released in blocks of 25; the final chunk releases the rest.
+  No EOS masking. Kept tokens are released in blocks of 25 as they come; the rest goes out when the
+  final chunk samples EOS (an empty block if nothing is left), otherwise through the caller's flush.
   Quirk kept here: when the 500-step limit is hit the last token is kept and counted in ``start``
   but was never fed, so the next chunk starts one position after the cache end.
-* duplex (``generate_chunk``): ``[c..., audio_bos]`` (just ``[audio_bos]`` without speakable tokens),
+* duplex (``generate_chunk``): ``[c..., audio_bos]`` (just ``[audio_bos]`` without speakable tokens);
+  c... = every token the unit fed after its first (decision) token, specials such as <|turn_eos|>
+  included (the terminators <|listen|>/<|chunk_eos|>/<|chunk_tts_eos|> are never fed);
   the projected hidden is ALWAYS normalised (the duplex path ignores normalize_projected_hidden);
   26 steps at most, EOS masked while t < 26 except at the first unit of a turn (start == 0) and on
   the unit with ``<|turn_eos|>`` (then min 0); the 26th sample is discarded, so 25 tokens per unit.
@@ -96,8 +109,8 @@ class TTSConfig:
     llm_dim: int
     num_audio_tokens: int = 6562
     num_text_tokens: int = 152064
-    rms_norm_eps: float = 1e-6  # LlamaConfig default (tts_config has no such key)
-    rope_theta: float = 10000.0  # LlamaConfig default
+    rms_norm_eps: float = 1e-6  # LlamaConfig default (never taken from tts_config)
+    rope_theta: float = 10000.0  # LlamaConfig default (never taken from tts_config)
     audio_bos_token_id: int = AUDIO_BOS_TOKEN_ID
     text_eos_token_id: int = TEXT_EOS_TOKEN_ID
     normalize_projected_hidden: bool = True
@@ -112,7 +125,10 @@ class TTSConfig:
 
     @classmethod
     def from_config(cls, config: Mapping) -> "TTSConfig":
-        """From a top-level MiniCPM-o config.json dict (uses its ``tts_config``) or a tts_config dict."""
+        """From a top-level MiniCPM-o config.json dict (uses its ``tts_config``) or a tts_config dict.
+        rms_norm_eps / rope_theta / activation are NOT read: the official MiniCPMTTS builds its
+        LlamaConfig from hidden/intermediate/heads/kv heads/layers/max positions only, so the Llama
+        defaults (1e-6, 10000, silu) apply whatever tts_config says."""
         t = config.get("tts_config", config)
         try:
             heads = int(t["num_attention_heads"])
@@ -121,8 +137,6 @@ class TTSConfig:
                     intermediate_size=int(t["intermediate_size"]), llm_dim=int(t["llm_dim"]),
                     num_audio_tokens=int(t.get("num_audio_tokens", 6562)),
                     num_text_tokens=int(t.get("num_text_tokens", 152064)),
-                    rms_norm_eps=float(t.get("rms_norm_eps", 1e-6)),
-                    rope_theta=float(t.get("rope_theta", 10000.0)),
                     audio_bos_token_id=int(t.get("audio_bos_token_id", AUDIO_BOS_TOKEN_ID)),
                     text_eos_token_id=int(t.get("text_eos_token_id", TEXT_EOS_TOKEN_ID)),
                     normalize_projected_hidden=bool(t.get("normalize_projected_hidden", True)))
