@@ -19,3 +19,7 @@ from .audio import (AudioReference, ProjectorReference, StreamingWhisperReferenc
 
 __all__ += ["AudioReference", "ProjectorReference", "StreamingWhisperReference", "audio_placeholder_count",
             "chat_audio_embedding", "project_and_pool", "whisper_encode"]
+
+from .tts import DuplexTTS, StreamingTTS, TTSConfig, TTSReference, TTSSampling, generate_chat
+
+__all__ += ["DuplexTTS", "StreamingTTS", "TTSConfig", "TTSReference", "TTSSampling", "generate_chat"]
