@@ -7,6 +7,8 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -18,6 +20,8 @@
 #include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
+#include "speech/tts_decoder.h"
+#include "speech/tts_generate.h"
 #include "vision/vision_model.h"
 
 namespace py = pybind11;
@@ -143,6 +147,33 @@ py::array_t<float, py::array::c_style | py::array::forcecast> mel_array(const Om
 py::tuple encoding_tuple(const AudioEncoding & e, size_t n_embd_out, size_t n_embd) {
     return py::make_tuple(to_array(e.tokens.data(), static_cast<size_t>(e.n_tokens), n_embd_out),
                           to_array(e.hidden.data(), static_cast<size_t>(e.n_hidden), n_embd));
+}
+
+using F32C = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// (n, width) float32 rows from numpy, checked.
+F32C rows_array(const F32C & a, int64_t width, const char * what) {
+    if (a.ndim() != 2 || a.shape(1) != width) {
+        fail(Status::invalid_argument, std::string(what) + " must have shape (n, " + std::to_string(width) + ")");
+    }
+    return a;
+}
+
+// Uniform draws for the TTS sampler: a given list (consumed in order), a seed, or none (greedy).
+UniformDraw make_draw(const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed) {
+    if (draws) {
+        auto list = std::make_shared<std::vector<double>>(*draws);
+        auto next = std::make_shared<size_t>(0);
+        return [list, next]() {
+            if (*next >= list->size()) fail(Status::invalid_argument, "ran out of uniform draws");
+            return (*list)[(*next)++];
+        };
+    }
+    if (seed) {
+        auto rng = std::make_shared<std::mt19937_64>(*seed);
+        return [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+    }
+    return {};
 }
 
 }  // namespace
@@ -315,6 +346,71 @@ PYBIND11_MODULE(_core, m) {
              "one streaming chunk through the encoder's key/value cache: (tokens, encoder output)")
         .def("audio_stream_reset", [](OmniSession & s) { s.audio_encoder().reset_streaming(); })
         .def_property_readonly("audio_stream_cache_len", [](OmniSession & s) { return s.audio_encoder().streaming_cache_len(); })
+        .def("tts_condition_rows",
+             [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden) {
+                 TtsDecoder & d = s.tts_decoder();
+                 const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
+                 if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
+                 std::vector<float> rows;
+                 {
+                     py::gil_scoped_release release;
+                     rows = d.condition_rows(ids.data(), h.data(), static_cast<int>(ids.size()));
+                 }
+                 return to_array(rows.data(), ids.size(), static_cast<size_t>(d.model().hparams().n_embd));
+             })
+        .def("tts_text_rows",
+             [](OmniSession & s, const std::vector<int32_t> & ids) {
+                 TtsDecoder & d = s.tts_decoder();
+                 std::vector<float> rows;
+                 {
+                     py::gil_scoped_release release;
+                     rows = d.text_rows(ids.data(), static_cast<int>(ids.size()));
+                 }
+                 return to_array(rows.data(), ids.size(), static_cast<size_t>(d.model().hparams().n_embd));
+             })
+        .def("tts_reset", [](OmniSession & s) { s.tts_decoder().reset(); })
+        .def("tts_forward_rows",
+             [](OmniSession & s, const F32C & rows, const std::vector<int32_t> & positions) {
+                 TtsDecoder & d = s.tts_decoder();
+                 const auto r = rows_array(rows, d.model().hparams().n_embd, "rows");
+                 if (static_cast<size_t>(r.shape(0)) != positions.size()) fail(Status::invalid_argument, "one position per row");
+                 std::vector<float> logits;
+                 {
+                     py::gil_scoped_release release;
+                     logits = d.forward_rows(r.data(), positions.data(), static_cast<int>(positions.size()));
+                 }
+                 return to_array(logits.data(), 1, logits.size());
+             },
+             "feeds rows after the cached ones; logits (1, n_vocab_audio) of the last")
+        .def("tts_forward_code",
+             [](OmniSession & s, int32_t code, int32_t position) {
+                 std::vector<float> logits;
+                 {
+                     py::gil_scoped_release release;
+                     logits = s.tts_decoder().forward_code(code, position);
+                 }
+                 return to_array(logits.data(), 1, logits.size());
+             })
+        .def("tts_generate_chat",
+             [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden,
+                const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
+                int max_new_tokens) {
+                 TtsDecoder & d = s.tts_decoder();
+                 TtsSampling sampling = d.model().hparams().chat;
+                 if (max_new_tokens > 0) sampling.max_new_tokens = max_new_tokens;
+                 const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
+                 if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
+                 const UniformDraw draw = make_draw(draws, seed);
+                 TtsChatResult r;
+                 {
+                     py::gil_scoped_release release;
+                     r = generate_chat_speech(d, ids.data(), h.data(), static_cast<int>(ids.size()), sampling, draw);
+                 }
+                 return std::make_pair(r.tokens, r.finished);
+             },
+             py::arg("text_ids"), py::arg("hidden"), py::arg("draws") = py::none(), py::arg("seed") = py::none(),
+             py::arg("max_new_tokens") = 0,
+             "chat-layout speech tokens (EOS excluded) and whether EOS was sampled; greedy without draws/seed")
         .def_property_readonly("audio_marker", [](const OmniSession &) { return std::string(kAudioMarker); })
         .def("reset", &Session::reset)
         .def("prefill",

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "audio/audio_model.h"
+#include "speech/tts_model.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -54,6 +55,15 @@ std::shared_ptr<const AudioModel> OmniModel::audio() const {
         audio_ = std::make_shared<const AudioModel>(omni_->path, use_gpu());
     }
     return audio_;
+}
+
+std::shared_ptr<const TtsModel> OmniModel::tts() const {
+    std::lock_guard<std::mutex> lock(load_mutex_);
+    if (!tts_) {
+        if (!omni_) fail(Status::unsupported, "speech output needs the omni companion file: " + omni_missing_reason_);
+        tts_ = std::make_shared<const TtsModel>(omni_->path, use_gpu());
+    }
+    return tts_;
 }
 
 }  // namespace minicpmo

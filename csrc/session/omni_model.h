@@ -12,6 +12,7 @@
 namespace minicpmo {
 class VisionModel;
 class AudioModel;
+class TtsModel;
 }
 
 namespace minicpmo {
@@ -35,6 +36,8 @@ public:
     std::shared_ptr<const VisionModel> vision() const;
     // The Whisper encoder + audio projector, loaded on first use; same rules as vision().
     std::shared_ptr<const AudioModel> audio() const;
+    // The speech-token decoder (TTS), loaded on first use; same rules as vision().
+    std::shared_ptr<const TtsModel> tts() const;
 
 private:
     LlmModelParams params_;
@@ -44,6 +47,7 @@ private:
     mutable std::mutex load_mutex_;
     mutable std::shared_ptr<const VisionModel> vision_;
     mutable std::shared_ptr<const AudioModel> audio_;
+    mutable std::shared_ptr<const TtsModel> tts_;
 };
 
 }  // namespace minicpmo

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "audio/audio_features.h"
 #include "session/media_prompt.h"
+#include "speech/tts_decoder.h"
 #include "vision/image_preprocess.h"
 #include "vision/vision_encoder.h"
 
@@ -55,6 +56,7 @@ void OmniSession::set_n_threads(int n_threads) {
     n_threads_ = n_threads;
     if (vision_) vision_->set_n_threads(n_threads);
     if (audio_) audio_->set_n_threads(n_threads);
+    if (tts_) tts_->set_n_threads(n_threads);
 }
 
 VisionEncoder & OmniSession::vision() {
@@ -102,6 +104,18 @@ AudioEncoder & OmniSession::audio_encoder() {
         audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_->use_gpu(), n_threads_);
     }
     return *audio_;
+}
+
+TtsDecoder & OmniSession::tts_decoder() {
+    if (!tts_) {
+        std::shared_ptr<const TtsModel> tm = omni_->tts();
+        if (tm->hparams().n_embd_llm != context().n_embd()) {
+            fail(Status::bad_model, "the TTS reads LLM hidden states of width " + std::to_string(tm->hparams().n_embd_llm) +
+                                        " but the LLM has width " + std::to_string(context().n_embd()));
+        }
+        tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_->use_gpu(), n_threads_);
+    }
+    return *tts_;
 }
 
 int OmniSession::audio_token_count(const AudioInput & audio) {

@@ -15,6 +15,7 @@
 namespace minicpmo {
 
 class VisionEncoder;
+class TtsDecoder;
 
 // Decoded RGB8 pixels owned by the caller for the duration of a call.
 struct ImageInput {
@@ -54,6 +55,8 @@ public:
     int audio_token_count(const AudioInput & audio);
     // The session's audio encoder (streaming state lives there).
     AudioEncoder & audio_encoder();
+    // The session's speech-token decoder (its key/value cache lives there).
+    TtsDecoder & tts_decoder();
 
     // Prefills a rendered prompt whose placeholders (kImageMarker / kAudioMarker) stand for
     // `images` and `audios`, each kind in order.
@@ -82,6 +85,7 @@ private:
     std::shared_ptr<const OmniModel> omni_;
     std::unique_ptr<VisionEncoder> vision_;
     std::unique_ptr<AudioEncoder> audio_;
+    std::unique_ptr<TtsDecoder> tts_;
     int n_threads_;
 };
 

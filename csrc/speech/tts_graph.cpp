@@ -1,0 +1,62 @@
+#include "speech/tts_graph.h"
+
+#include <cmath>
+
+namespace minicpmo {
+
+namespace {
+
+ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, float eps) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
+}
+
+}  // namespace
+
+ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids) {
+    const TtsHparams & hp = m.hparams();
+    ggml_tensor * p = ggml_add(ctx, ggml_mul_mat(ctx, m.proj1_w(), hidden), m.proj1_b());
+    p = ggml_add(ctx, ggml_mul_mat(ctx, m.proj2_w(), ggml_relu(ctx, p)), m.proj2_b());
+    if (hp.normalize_projected_hidden) p = ggml_l2_norm(ctx, p, hp.normalize_eps);  // x / max(||x||, eps)
+    return ggml_add(ctx, ggml_get_rows(ctx, m.emb_text(), ids), p);
+}
+
+ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const TtsModel & m, ggml_tensor * x,
+                                ggml_tensor * pos, ggml_tensor * mask, const std::vector<TtsLayerCache> & caches) {
+    const TtsHparams & hp = m.hparams();
+    const int64_t n = x->ne[1], hd = hp.head_dim, H = hp.n_head, Hkv = hp.n_head_kv;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (size_t il = 0; il < m.layers().size(); ++il) {
+        const TtsLayer & L = m.layers()[il];
+        const TtsLayerCache & c = caches[il];
+        ggml_tensor * h = rms_norm(ctx, x, L.attn_norm, hp.rms_eps);
+        // rotate-half RoPE over the whole head = ggml's NEOX mode
+        ggml_tensor * q = ggml_rope_ext(ctx, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, L.q, h), hd, H, n), pos, nullptr,
+                                        static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f,
+                                        0.0f, 0.0f);
+        ggml_tensor * k = ggml_rope_ext(ctx, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, L.k, h), hd, Hkv, n), pos, nullptr,
+                                        static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f,
+                                        0.0f, 0.0f);
+        ggml_tensor * v = ggml_mul_mat(ctx, L.v, h);
+        // the copies run before the attention below: nodes execute in the order they were added
+        ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), c.store_k));
+        ggml_build_forward_expand(graph, ggml_cpy(ctx, v, c.store_v));
+        const int64_t S = c.all_k->ne[1];
+        const size_t es_k = ggml_element_size(c.all_k), es_v = ggml_element_size(c.all_v);
+        ggml_tensor * K = ggml_permute(ctx, ggml_view_3d(ctx, c.all_k, hd, Hkv, S, hd * es_k, c.all_k->nb[1], 0), 0, 2, 1, 3);
+        ggml_tensor * V = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, c.all_v, hd, Hkv, S, hd * es_v, c.all_v->nb[1], 0),
+                                                      1, 2, 0, 3));  // [S, hd, Hkv]
+        ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                                  // [hd, n, H]
+        ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                          // [S, n, H] (GQA broadcast)
+        kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
+        ggml_tensor * o = ggml_mul_mat(ctx, V, kq);                                          // [hd, n, H]
+        o = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3)), hd * H, n);
+        x = ggml_add(ctx, x, ggml_mul_mat(ctx, L.o, o));
+        h = rms_norm(ctx, x, L.ffn_norm, hp.rms_eps);
+        ggml_tensor * g = ggml_silu(ctx, ggml_mul_mat(ctx, L.gate, h));
+        x = ggml_add(ctx, x, ggml_mul_mat(ctx, L.down, ggml_mul(ctx, g, ggml_mul_mat(ctx, L.up, h))));
+    }
+    ggml_tensor * last = ggml_view_2d(ctx, x, x->ne[0], 1, x->nb[1], static_cast<size_t>(n - 1) * x->nb[1]);
+    return ggml_mul_mat(ctx, m.head_code(), rms_norm(ctx, last, m.output_norm(), hp.rms_eps));
+}
+
+}  // namespace minicpmo

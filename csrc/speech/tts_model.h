@@ -1,0 +1,70 @@
+// The speech-token decoder (MiniCPMTTS, spec §5.1) of the omni file: a 20-layer Llama over
+// condition rows (text embedding + projected LLM hidden state) and speech-token embeddings, with a
+// weight-normed head over 6561 speech tokens + EOS. Shared read-only by all sessions of a model.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/gguf_weights.h"
+
+namespace minicpmo {
+
+// Sampling of one TTS mode (spec §5.1 table). top_p >= 1 or top_k <= 0 switch that warper off.
+struct TtsSampling {
+    float temperature = 0.8f;
+    float repetition_penalty = 1.05f;
+    int repetition_window = 16;
+    float top_p = 0.85f;
+    int top_k = 25;
+    int min_keep = 3;
+    int min_new_tokens = 0;
+    int max_new_tokens = 2048;
+};
+
+struct TtsHparams {
+    int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_ctx_train = 0;
+    float rms_eps = 1e-6f;
+    float rope_theta = 10000.0f;
+    int n_embd_llm = 0;     // LLM hidden width the projector reads
+    int n_vocab_text = 0;   // rows of emb_text (indexed with LLM token ids)
+    int n_vocab_audio = 0;  // speech tokens + EOS
+    int audio_eos = 0;      // = n_vocab_audio - 1
+    int audio_bos_id = 0;   // emb_text rows of the extra condition rows
+    int text_eos_id = 0;
+    bool normalize_projected_hidden = true;
+    float normalize_eps = 1e-12f;
+    TtsSampling chat, stream, duplex;
+};
+
+struct TtsLayer {
+    ggml_tensor *attn_norm, *q, *k, *v, *o, *ffn_norm, *gate, *up, *down;
+};
+
+class TtsModel {
+public:
+    // Throws naming the file when the tts component is absent or inconsistent.
+    TtsModel(const std::string & omni_path, bool use_gpu);
+
+    const TtsHparams & hparams() const { return hp_; }
+    const std::vector<TtsLayer> & layers() const { return layers_; }
+    ggml_tensor * emb_text() const { return emb_text_; }
+    ggml_tensor * emb_code() const { return emb_code_; }
+    ggml_tensor * head_code() const { return head_code_; }
+    ggml_tensor * output_norm() const { return output_norm_; }
+    ggml_tensor * proj1_w() const { return proj1_w_; }
+    ggml_tensor * proj1_b() const { return proj1_b_; }
+    ggml_tensor * proj2_w() const { return proj2_w_; }
+    ggml_tensor * proj2_b() const { return proj2_b_; }
+    bool weights_f32() const { return weights_f32_; }
+
+private:
+    std::unique_ptr<GgufWeights> w_;
+    TtsHparams hp_;
+    std::vector<TtsLayer> layers_;
+    ggml_tensor *emb_text_, *emb_code_, *head_code_, *output_norm_, *proj1_w_, *proj1_b_, *proj2_w_, *proj2_b_;
+    bool weights_f32_ = false;
+};
+
+}  // namespace minicpmo
