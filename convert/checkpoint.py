@@ -16,6 +16,7 @@ from .audio_gguf import check_audio
 from .errors import ConversionError
 from .layout import LLM_IGNORED_SUFFIXES, LLM_PREFIX, LlmDims, Shape, llm_shapes
 from .safetensors_io import SafetensorsSource
+from .speech import SpeechOptions, SpeechPlan, plan_speech
 from .tokenizer_read import TokenizerInfo, read_tokenizer
 from .tokens import NAMED_TOKENS
 from .vision_gguf import check_vision
@@ -32,9 +33,10 @@ class Checkpoint:
     tokenizer: TokenizerInfo
     llm_tensor_shapes: dict[str, Shape]  # HF name -> shape, in writing order
     token_ids: dict[str, int]  # NAMED_TOKENS key -> id in this tokenizer
+    speech: SpeechPlan | None = None  # TTS, Token2Wav and voices, checked (None: not planned)
 
     @classmethod
-    def load(cls, hf_dir: str | os.PathLike) -> "Checkpoint":
+    def load(cls, hf_dir: str | os.PathLike, speech: SpeechOptions | None = None) -> "Checkpoint":
         d = Path(hf_dir)
         if not d.is_dir():
             raise ConversionError(f"checkpoint directory not found: {d}")
@@ -52,7 +54,9 @@ class Checkpoint:
             if i is None:
                 raise ConversionError(f"tokenizer lacks the MiniCPM-o token {text!r}")
             token_ids[key] = i
-        return cls(d, config, llm, weights, tok, shapes, token_ids)
+        # last: the voice models may run here, after everything cheaper has been checked
+        speech_plan = plan_speech(config, weights, d, llm.hidden, speech or SpeechOptions())
+        return cls(d, config, llm, weights, tok, shapes, token_ids, speech_plan)
 
 
 def _read_config(d: Path) -> dict[str, Any]:

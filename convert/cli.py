@@ -1,13 +1,20 @@
-"""`minicpmo-convert HF_DIR [-o OUT_DIR] [--outtype f32|f16|bf16|q8_0] [--name NAME] [-q]`."""
+"""`minicpmo-convert HF_DIR [-o OUT_DIR] [--outtype f32|f16|bf16|q8_0] [--name NAME] [-q]
+    [--token2wav-dir DIR] [--voice-wav REF.wav | --voice-npz VOICE.npz] [--add-voice NAME=FILE ...]`
+
+`minicpmo-convert --omni OMNI.gguf --add-voice NAME=FILE [...] [--token2wav-dir DIR]` adds voices
+to an existing companion instead (FILE: a reference recording, or a ready-made .npz voice).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import ConversionError
 from .outtypes import OUTTYPES
 from .pipeline import DEFAULT_NAME, convert_checkpoint
+from .voice_gguf import add_voices, parse_voice_arg
 
 PROG = "minicpmo-convert"
 
@@ -16,22 +23,47 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG,
         description="Convert a MiniCPM-o 4.5 Hugging Face checkpoint into an LLM GGUF "
-        "(stock llama.cpp qwen3) and its omni companion GGUF.",
+        "(stock llama.cpp qwen3) and its omni companion GGUF; or add voices to a companion (--omni).",
     )
-    ap.add_argument("hf_dir", metavar="HF_DIR",
-                    help="checkpoint directory (config.json, *.safetensors, tokenizer files)")
+    ap.add_argument("hf_dir", metavar="HF_DIR", nargs="?", default=None,
+                    help="checkpoint directory (config.json, *.safetensors, tokenizer files, assets/token2wav)")
     ap.add_argument("-o", "--out-dir", metavar="OUT_DIR", default=None, help="output directory (default: HF_DIR)")
     # no argparse choices: an unknown type is reported by the converter in its own words
     ap.add_argument("--outtype", default="f16", help=f"tensor type: {', '.join(OUTTYPES)} (default f16)")
     ap.add_argument("--name", default=DEFAULT_NAME, help=f"file name stem (default {DEFAULT_NAME})")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-tensor progress")
+    ap.add_argument("--token2wav-dir", metavar="DIR", default=None,
+                    help="Token2Wav assets: flow.yaml, flow.pt, hift.pt, ONNX voice models "
+                         "(default: HF_DIR/assets/token2wav)")
+    ap.add_argument("--voice-wav", metavar="REF", default=None,
+                    help="make the default voice from this recording (needs: pip install 'minicpmo-cpp[voice]')")
+    ap.add_argument("--voice-npz", metavar="NPZ", default=None,
+                    help="ready-made default voice: arrays tokens, spk (192), mel (2 x tokens, 80)")
+    ap.add_argument("--add-voice", metavar="NAME=FILE", action="append", default=[],
+                    help="add a named voice (recording or .npz); repeatable")
+    ap.add_argument("--omni", metavar="OMNI_GGUF", default=None,
+                    help="add the --add-voice voices to this existing companion instead of converting")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
     try:
-        llm, omni = convert_checkpoint(args.hf_dir, args.out_dir, args.outtype, args.name, args.quiet)
+        voices = [parse_voice_arg(v) for v in args.add_voice]
+        if args.omni is not None:
+            if args.hf_dir is not None or args.voice_wav or args.voice_npz:
+                ap.error("--omni only takes --add-voice (and --token2wav-dir), not HF_DIR or --voice-*")
+            if not voices:
+                ap.error("--omni needs at least one --add-voice NAME=FILE")
+            t2w = Path(args.token2wav_dir) if args.token2wav_dir else None
+            print(add_voices(args.omni, voices, t2w, args.quiet))
+            return 0
+        if args.hf_dir is None:
+            ap.error("HF_DIR is required (or --omni FILE with --add-voice)")
+        llm, omni = convert_checkpoint(args.hf_dir, args.out_dir, args.outtype, args.name, args.quiet,
+                                       token2wav_dir=args.token2wav_dir, voice_wav=args.voice_wav,
+                                       voice_npz=args.voice_npz, voices=voices)
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -52,12 +52,19 @@ class PlannedTensor:
     rows: tuple[int, int] | None = None  # only source rows [r0, r1), e.g. one third of a fused in_proj
     transpose: bool = False  # write the 2-D source transposed
     values: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # where hf_name is read from when not the checkpoint's model.safetensors (e.g. a Token2Wav .pt
+    # archive, or converter-computed tensors such as folded weight norms); anything with the
+    # SafetensorsSource queries shape(name) / float32(name, rows)
+    source: Any = field(default=None, compare=False, repr=False)
 
     def encoded(self, source: SafetensorsSource | None) -> np.ndarray:
         if self.values is not None:
+            if self.qtype == GGMLQuantizationType.I32:
+                return np.ascontiguousarray(self.values, dtype=np.int32)
             return quantize(np.ascontiguousarray(self.values, dtype=np.float32), self.qtype)
-        assert source is not None
-        return encode_tensor(source, self.hf_name, self.qtype, self.shape, self.rows, self.transpose)
+        src = self.source if self.source is not None else source
+        assert src is not None
+        return encode_tensor(src, self.hf_name, self.qtype, self.shape, self.rows, self.transpose)
 
 
 def _ggml_dims(shape: tuple[int, ...]) -> str:
@@ -76,11 +83,13 @@ def write_gguf(
         if t.values is not None:
             if tuple(t.values.shape) != tuple(t.shape):
                 raise ValueError(f"{t.gguf_name}: computed values of shape {t.values.shape}, planned {t.shape}")
-        elif source is not None:
-            check_reshape(transformed_shape(source.shape(t.hf_name), t.rows, t.transpose), t.shape)
+        elif (t.source or source) is not None:
+            src = t.source if t.source is not None else source
+            check_reshape(transformed_shape(src.shape(t.hf_name), t.rows, t.transpose), t.shape)
         shape, dtype = encoded_nbytes_shape(t.shape, t.qtype)
         nbytes = int(dtype.itemsize) * math.prod(shape)
-        raw = None if t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) else t.qtype
+        raw = None if t.qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16,
+                                  GGMLQuantizationType.I32) else t.qtype
         writer.add_tensor_info(t.gguf_name, shape, dtype, nbytes, raw_dtype=raw)
     tmp = path.with_name(path.name + ".part")
     try:

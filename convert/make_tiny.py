@@ -6,6 +6,11 @@ Dimensions: spec §8; names: spec §9; tokenizer: the real Qwen2 BPE plus the 4.
     python -m minicpmo_cpp.convert.make_tiny OUT_DIR [--seed 0] [--vocab-gguf PATH]
         [--components vision,audio] [--llm-dims hidden_size=4096,...] [--vision-dims ...]
         [--audio-dims d_model=1024,encoder_layers=24,encoder_attention_heads=16]
+        [--token2wav-dims enc_dim=512,...] [--no-token2wav]
+
+With the TTS component, the Token2Wav assets folder assets/token2wav/ is written too (flow.yaml +
+flow.pt, hift.yaml + hift.pt as torch zip archives written without torch, and a random
+default_voice.npz standing in for the ONNX voice models, which tests cannot have).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from .chat_template import CHAT_TEMPLATE
 from .errors import ConversionError
 from .layout import Shape, checkpoint_shapes
 from .safetensors_io import write_safetensors
-from .tiny_config import COMPONENTS, generation_config, preprocessor_config, tiny_config
+from .tiny_config import COMPONENTS, flow_yaml, generation_config, hift_yaml, preprocessor_config, tiny_config
+from .tiny_token2wav import write_token2wav_assets
 from .tokenizer_files import write_tokenizer_files
 from .tokens import BASE_VOCAB_SIZE
 
@@ -101,6 +107,8 @@ def make_tiny_checkpoint(
     vision_dims: dict[str, int] | None = None,
     components: tuple[str, ...] = COMPONENTS,
     audio_dims: dict[str, int] | None = None,
+    token2wav: bool = True,
+    token2wav_dims: dict[str, int] | None = None,
 ) -> Path:
     """Write the tiny checkpoint into out_dir (created if needed) and return its path.
 
@@ -115,6 +123,8 @@ def make_tiny_checkpoint(
     keeps a vision benchmark checkpoint free of audio and TTS weights.
     audio_dims: overrides of the Whisper encoder (d_model, encoder_layers, encoder_attention_heads;
     encoder_ffn_dim follows as 4 * d_model unless given).
+    token2wav: with "tts" in components, also write assets/token2wav/ (False: TTS weights only).
+    token2wav_dims: overrides of tiny_config.TINY_TOKEN2WAV (flow encoder, DiT, HiFT widths).
     """
     if dtype not in _DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
@@ -123,13 +133,24 @@ def make_tiny_checkpoint(
     base = load_base_vocab(vocab_gguf)  # fail early, before writing weights
 
     try:
-        cfg = tiny_config(llm_dims, vision_dims, tuple(components), audio_dims)
+        cfg = tiny_config(llm_dims, vision_dims, tuple(components), audio_dims, token2wav_dims)
+        flow_text, hift_text = flow_yaml(token2wav_dims), hift_yaml(token2wav_dims)
     except ValueError as e:
         raise ConversionError(str(e)) from e
     cfg["torch_dtype"] = dtype
     rng = np.random.default_rng(seed)
     tensors = [(name, init_tensor(rng, name, shape)) for name, shape in checkpoint_shapes(cfg).items()]
     _write_weights(out, tensors, _DTYPES[dtype], shards)
+
+    t2w_dir = out / "assets" / "token2wav"
+    if "tts" in components and token2wav:
+        write_token2wav_assets(t2w_dir, flow_text, hift_text, seed)
+    elif t2w_dir.is_dir():
+        for old in t2w_dir.iterdir():  # stale assets of an earlier run would be converted
+            old.unlink()
+        t2w_dir.rmdir()
+        if not any(t2w_dir.parent.iterdir()):
+            t2w_dir.parent.rmdir()
 
     _dump(out / "config.json", cfg)
     _dump(out / "generation_config.json", generation_config())
@@ -172,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="vision tower overrides, e.g. hidden_size=1152,num_hidden_layers=27")
     ap.add_argument("--audio-dims", type=parse_dims, default=None, metavar="KEY=N,...",
                     help="Whisper encoder overrides, e.g. d_model=1024,encoder_layers=24,encoder_attention_heads=16")
+    ap.add_argument("--token2wav-dims", type=parse_dims, default=None, metavar="KEY=N,...",
+                    help="Token2Wav overrides, e.g. enc_dim=512,enc_heads=8,dit_dim=512,hift_base=512")
+    ap.add_argument("--no-token2wav", action="store_true", help="no assets/token2wav folder (TTS weights only)")
     args = ap.parse_args(argv)
     try:
         path = make_tiny_checkpoint(args.out_dir, args.seed, args.vocab_gguf, args.dtype, args.shards,
                                     llm_dims=args.llm_dims, vision_dims=args.vision_dims,
-                                    components=args.components, audio_dims=args.audio_dims)
+                                    components=args.components, audio_dims=args.audio_dims,
+                                    token2wav=not args.no_token2wav, token2wav_dims=args.token2wav_dims)
     except ConversionError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@
 Metadata: format version, the LLM file it belongs to and the LLM dims it expects, the special token
 ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list, and
 `minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
-SigLIP tower + resampler, audio = Whisper encoder + projector; later TTS, Token2Wav, voice)
+SigLIP tower + resampler, audio = Whisper encoder + projector, tts = speech-token decoder,
+token2wav = flow + HiFT vocoder, voice = voice prompts)
 registers a function in COMPONENTS that adds its keys to the writer and returns the tensors to write.
 """
 
@@ -18,6 +19,9 @@ from .checkpoint import Checkpoint
 from .audio_gguf import audio_component
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES
+from .speech import voice_component
+from .token2wav_gguf import token2wav_component
+from .tts_gguf import tts_component
 from .vision_gguf import vision_component
 
 ARCH = "minicpmo-omni"
@@ -28,6 +32,9 @@ ComponentHook = Callable[[Checkpoint, Writer, str], list[PlannedTensor]]
 COMPONENTS: list[tuple[str, ComponentHook]] = [
     ("vision", vision_component),
     ("audio", audio_component),
+    ("tts", tts_component),
+    ("token2wav", token2wav_component),
+    ("voice", voice_component),
 ]
 
 

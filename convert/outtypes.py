@@ -59,6 +59,8 @@ def encoded_nbytes_shape(shape: tuple[int, ...], qtype: GGMLQuantizationType) ->
         return shape, np.dtype(np.float32)
     if qtype == Q.F16:
         return shape, np.dtype(np.float16)
+    if qtype == Q.I32:
+        return shape, np.dtype(np.int32)
     return quant_shape_to_byte_shape(shape, qtype), np.dtype(np.uint8)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError
 from .llm_gguf import write_llm_gguf
 from .omni_gguf import write_omni_gguf
 from .outtypes import file_label, parse_outtype
+from .speech import SpeechOptions
 
 DEFAULT_NAME = "MiniCPM-o-4_5"
 
@@ -27,15 +29,31 @@ def convert_checkpoint(
     outtype: str = "f16",
     name: str = DEFAULT_NAME,
     quiet: bool = False,
+    *,
+    token2wav_dir: str | os.PathLike | None = None,
+    voice_wav: str | os.PathLike | None = None,
+    voice_npz: str | os.PathLike | None = None,
+    voices: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> tuple[Path, Path]:
     """Convert a MiniCPM-o 4.5 Hugging Face checkpoint; return (llm_path, omni_path).
 
     out_dir defaults to hf_dir. Raises ConversionError for bad input (nothing is written then).
+    Speech output: token2wav_dir defaults to HF_DIR/assets/token2wav; the default voice comes from
+    voice_npz / voice_wav (or the sources listed in speech.py); voices adds (name, .wav/.npz) voices.
     """
     outtype = parse_outtype(outtype)
     if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConversionError(f"invalid model name {name!r}")
-    ckpt = Checkpoint.load(hf_dir)
+    opts = SpeechOptions(
+        token2wav_dir=Path(token2wav_dir) if token2wav_dir is not None else None,
+        voice_wav=Path(voice_wav) if voice_wav is not None else None,
+        voice_npz=Path(voice_npz) if voice_npz is not None else None,
+        extra_voices=tuple((str(n), Path(p)) for n, p in voices),
+    )
+    ckpt = Checkpoint.load(hf_dir, opts)
+    if not quiet and ckpt.speech is not None:
+        for note in ckpt.speech.notes:
+            print(note, file=sys.stderr, flush=True)
     out = Path(out_dir) if out_dir is not None else Path(hf_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

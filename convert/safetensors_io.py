@@ -96,6 +96,18 @@ class SafetensorsSource:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._entries[name].shape
 
+    def dtype(self, name: str) -> str:
+        """The safetensors dtype name (F32, BF16, I64, ...)."""
+        return self._entries[name].dtype
+
+    @classmethod
+    def open_file(cls, path: str | os.PathLike) -> "SafetensorsSource":
+        """One .safetensors file (e.g. a Token2Wav asset)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConversionError(f"missing file {p}")
+        return cls(_read_header(p))
+
     def raw(self, name: str) -> np.ndarray:
         """Memory-mapped storage view (uint16 for BF16); nothing is read until touched."""
         e = self._entries[name]

@@ -21,6 +21,11 @@ TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, 
 # width is encoder_ffn_dim // 4) unless it is overridden too
 TINY_AUDIO = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256)
 COMPONENTS = ("vision", "audio", "tts")  # the init_* flags of config.json
+# Token2Wav assets (spec §8): flow encoder / DiT / HiFT dims; the interface constants (vocab 6561,
+# 80 mels, spk 192, DiT in 320, HiFT rates [8,5,3] + iSTFT 16/4) stay real
+TINY_TOKEN2WAV = dict(enc_dim=64, enc_heads=2, enc_ff=128, enc_blocks=2, enc_up_blocks=2,
+                      dit_dim=64, dit_layers=2, dit_heads=2, dit_head_dim=32,
+                      hift_base=32, hift_f0_channels=32, n_timesteps=3)
 
 
 def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) -> dict[str, int]:
@@ -33,7 +38,8 @@ def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) 
 
 def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, int] | None = None,
                 components: tuple[str, ...] = COMPONENTS,
-                audio_dims: dict[str, int] | None = None) -> dict[str, Any]:
+                audio_dims: dict[str, int] | None = None,
+                token2wav_dims: dict[str, int] | None = None) -> dict[str, Any]:
     """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
     benchmarks); the TTS llm_dim follows the LLM width. vision_dims overrides TINY_VISION keys (e.g.
     the real 1152/4304/16/27 tower with resampler_num_heads 32 for an LLM width of 4096).
@@ -42,6 +48,7 @@ def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, i
     llm = _override(TINY_LLM, llm_dims, "LLM")
     vis = _override(TINY_VISION, vision_dims, "vision")
     aud = _override(TINY_AUDIO, audio_dims, "audio")
+    t2w = _override(TINY_TOKEN2WAV, token2wav_dims, "Token2Wav")
     if "encoder_ffn_dim" not in (audio_dims or {}):
         aud["encoder_ffn_dim"] = 4 * aud["d_model"]
     unknown = set(components) - set(COMPONENTS)
@@ -79,7 +86,8 @@ def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, i
         "normalize_projected_hidden": True, "num_attention_heads": 4, "num_audio_tokens": 6562,
         "num_hidden_layers": 2, "num_key_value_heads": 4, "num_mel_bins": 100,
         "num_text_tokens": 152064, "num_vq": 1, "projector_type": "mlp", "recomputed_chunks": 1,
-        "s3_stream_chunk_size": 25, "s3_stream_generate": False, "s3_stream_n_timesteps": 10,
+        "s3_stream_chunk_size": 25, "s3_stream_generate": False,
+        "s3_stream_n_timesteps": t2w["n_timesteps"],  # tiny: few CFM steps (spec §8); the release has 10
         "s3_stream_prelook_size": 3, "short_weight": 0.1, "streaming": False,
         "streaming_audio_chunk_size": 50, "streaming_sliding_window": False,
         "streaming_sliding_window_audio_frame_rate": 50,
@@ -172,3 +180,74 @@ def preprocessor_config() -> dict[str, Any]:
         "padding_value": 0.0, "return_attention_mask": True, "audio_pool_step": 5,
         "version": 4.5,
     }
+
+
+def flow_yaml(token2wav_dims: dict[str, int] | None = None) -> str:
+    """flow.yaml in the release's HyperPyYAML form (the `!new:` tags are read as plain markers)."""
+    d = _override(TINY_TOKEN2WAV, token2wav_dims, "Token2Wav")
+    return f"""# tiny Token2Wav flow (MODEL_SPEC.md §8)
+flow: !new:cosyvoice2.flow.flow.CausalMaskedDiffWithXvec
+    input_size: {d["enc_dim"]}
+    output_size: 80
+    spk_embed_dim: 192
+    output_type: 'mel'
+    vocab_size: 6561
+    encoder: !new:cosyvoice2.transformer.upsample_encoder_v2.UpsampleConformerEncoderV2
+        input_size: {d["enc_dim"]}
+        output_size: {d["enc_dim"]}
+        input_layer: 'linear'
+        pre_lookahead_len: 3
+        num_blocks: {d["enc_blocks"]}
+        num_up_blocks: {d["enc_up_blocks"]}
+        up_stride: 2
+        up_scale_factor: 2
+        attention_heads: {d["enc_heads"]}
+        pos_enc_layer_type: 'rel_pos_espnet'
+        selfattention_layer_type: 'rel_selfattn'
+        key_bias: true
+        linear_units: {d["enc_ff"]}
+        dropout_rate: 0.1
+        positional_dropout_rate: 0.1
+        attention_dropout_rate: 0.1
+        normalize_before: True
+    decoder: !new:cosyvoice2.flow.flow_matching.CausalConditionalCFM
+        inference_cfg_rate: 0.7
+        estimator: !new:cosyvoice2.flow.decoder_dit.DiT
+            in_channels: 320
+            out_channels: 80
+            mlp_ratio: 4.0
+            depth: {d["dit_layers"]}
+            num_heads: {d["dit_heads"]}
+            head_dim: {d["dit_head_dim"]}
+            hidden_size: {d["dit_dim"]}
+"""
+
+
+def hift_yaml(token2wav_dims: dict[str, int] | None = None) -> str:
+    """hift.yaml (not in the release, whose HiFT is built with its defaults): the tiny widths."""
+    d = _override(TINY_TOKEN2WAV, token2wav_dims, "Token2Wav")
+    return f"""# tiny HiFT vocoder (MODEL_SPEC.md §8); keys are HiFTGenerator's arguments
+hift: !new:flashcosyvoice.modules.hifigan.HiFTGenerator
+    in_channels: 80
+    base_channels: {d["hift_base"]}
+    nb_harmonics: 8
+    sampling_rate: 24000
+    nsf_alpha: 0.1
+    nsf_sigma: 0.003
+    nsf_voiced_threshold: 10
+    upsample_rates: [8, 5, 3]
+    upsample_kernel_sizes: [16, 11, 7]
+    istft_params:
+        n_fft: 16
+        hop_len: 4
+    resblock_kernel_sizes: [3, 7, 11]
+    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    source_resblock_kernel_sizes: [7, 7, 11]
+    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    lrelu_slope: 0.1
+    audio_limit: 0.99
+    f0_predictor: !new:flashcosyvoice.modules.hifigan.ConvRNNF0Predictor
+        num_class: 1
+        in_channels: 80
+        cond_channels: {d["hift_f0_channels"]}
+"""

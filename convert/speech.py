@@ -1,0 +1,101 @@
+"""Planning the speech-output components of a conversion: TTS, Token2Wav and the voices.
+
+plan_speech() runs while the checkpoint is opened (before any file is written), so a bad asset or
+voice fails early, and the ONNX voice models run once. The omni_gguf hooks then read the plan.
+
+Default voice, first source found (the speech contract §3): --voice-npz, --voice-wav, a ready-made
+`default_voice.npz` in the token2wav folder, the release's `assets/system_ref_audio.wav` (needs
+onnxruntime), else none (with a note).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .errors import ConversionError
+from .gguf_write import PlannedTensor, Writer
+from .token2wav_gguf import Token2WavPlan, check_token2wav
+from .tts_gguf import TtsPlan, check_tts
+from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, add_voice_keys, check_unique, \
+    load_voice, load_voice_npz, onnx_available, voice_from_wav, voice_tensors
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+    from .safetensors_io import SafetensorsSource
+
+T2W_SUBDIR = Path("assets") / "token2wav"
+RELEASE_REF_WAV = Path("assets") / "system_ref_audio.wav"
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    token2wav_dir: Path | None = None  # default: HF_DIR/assets/token2wav when it exists
+    voice_wav: Path | None = None  # default voice from a reference recording (onnxruntime)
+    voice_npz: Path | None = None  # default voice ready-made
+    extra_voices: tuple[tuple[str, Path], ...] = ()  # (name, .wav or .npz)
+
+    @property
+    def wants_voice(self) -> bool:
+        return bool(self.voice_wav or self.voice_npz or self.extra_voices)
+
+
+@dataclass
+class SpeechPlan:
+    tts: TtsPlan | None = None
+    token2wav: Token2WavPlan | None = None
+    voices: list[Voice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said on stderr unless quiet
+
+
+def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir: Path, llm_hidden: int,
+                opts: SpeechOptions) -> SpeechPlan:
+    plan = SpeechPlan(tts=check_tts(config, weights, llm_hidden))
+    if opts.voice_wav and opts.voice_npz:
+        raise ConversionError("give either --voice-wav or --voice-npz for the default voice, not both")
+    if plan.tts is None:
+        if opts.token2wav_dir is not None or opts.wants_voice:
+            raise ConversionError("config.json has init_tts false: there is no speech output for Token2Wav or voices")
+        return plan
+    t2w_dir = opts.token2wav_dir
+    if t2w_dir is None:
+        t2w_dir = hf_dir / T2W_SUBDIR
+        if not t2w_dir.is_dir():
+            if opts.wants_voice:
+                raise ConversionError(f"voices need the Token2Wav assets, not found at {t2w_dir} (give --token2wav-dir)")
+            plan.notes.append(f"note: no Token2Wav assets at {t2w_dir}: the companion gets the speech-token "
+                              "decoder (TTS) but no vocoder or voice")
+            return plan
+    plan.token2wav = check_token2wav(Path(t2w_dir), config.get("tts_config") or {})
+    t = plan.token2wav
+    dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
+    default: Voice | None = None
+    ready = t.dir / DEFAULT_VOICE_FILE
+    release_wav = hf_dir / RELEASE_REF_WAV
+    if opts.voice_npz is not None:
+        default = load_voice_npz(Path(opts.voice_npz), "default", dims)
+    elif opts.voice_wav is not None:
+        default = voice_from_wav(Path(opts.voice_wav), "default", t.dir, dims)
+    elif ready.is_file():
+        default = load_voice_npz(ready, "default", dims)
+    elif release_wav.is_file() and onnx_available() and (t.dir / TOKENIZER_ONNX).is_file():
+        default = voice_from_wav(release_wav, "default", t.dir, dims)
+    else:
+        plan.notes.append(
+            "note: no default voice written (none of --voice-npz, --voice-wav, "
+            f"{ready}, or {release_wav} with onnxruntime installed); add one later with "
+            "`minicpmo-convert --omni FILE --add-voice NAME=ref.wav` (pip install 'minicpmo-cpp[voice]')")
+    plan.voices = ([default] if default is not None else []) + \
+        [load_voice(Path(p), name, t.dir, dims) for name, p in opts.extra_voices]
+    check_unique(plan.voices)
+    return plan
+
+
+def voice_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+    """omni_gguf hook: the voices' keys and tensors (always F32/I32: they are data, not weights)."""
+    voices = ckpt.speech.voices if ckpt.speech is not None else []
+    if not voices:
+        return []
+    add_voice_keys(w, voices)
+    return voice_tensors(voices)
