@@ -112,3 +112,38 @@ def test_tts_bad_inputs(sessions):
         s.tts_condition_rows(ids.tolist(), np.zeros((3, 7), np.float32))
     with pytest.raises(MinicpmoError, match="draws"):
         s.tts_generate_chat(ids.tolist(), hidden, draws=[0.5], max_new_tokens=5)
+
+
+def test_reply_hidden_states_feed_the_tts(tiny_f32):
+    """The LLM hidden rows captured while generating a spoken reply are the final-norm hidden states
+    at the positions where each reply token is the input (= a full forward over prompt + reply),
+    which is what the TTS condition rows read (spec §5.1)."""
+    s = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=1024, kv_cache_type="f32")
+    prompt = s.apply_chat_template([{"role": "user", "content": "Say something."}], use_tts_template=True)
+    ids = s.tokenize(prompt)
+    assert ids[-1] == 151703  # <|tts_bos|>
+    core = s._session
+    core.prefill(ids)
+    core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, 6, capture_hidden=True)
+    while core.step()[0]:
+        pass
+    reply = list(core.last_generated)
+    hidden = core.generated_hidden()
+    assert hidden.shape == (len(reply), 64)
+    _, full_hidden = s.forward(ids + reply)
+    np.testing.assert_allclose(hidden, full_hidden[len(ids):], rtol=0, atol=1e-4 * np.abs(full_hidden).max())
+    # a random model never says <|tts_eos|>: the spoken text is incomplete and that is an error
+    core.prefill(ids)
+    core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, 4, capture_hidden=True)
+    while core.step()[0]:
+        pass
+    with pytest.raises(MinicpmoError, match="tts_eos"):
+        core.reply_speech_tokens()
+    # without the spoken-reply template (or without captured states) there is nothing to speak
+    plain = s.tokenize(s.apply_chat_template([{"role": "user", "content": "Hi"}]))
+    core.prefill(plain)
+    core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, 3)
+    while core.step()[0]:
+        pass
+    with pytest.raises(MinicpmoError, match="spoken-reply template"):
+        core.reply_speech_tokens()

@@ -427,12 +427,33 @@ PYBIND11_MODULE(_core, m) {
              })
         .def("begin_generation",
              [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
-                uint64_t seed, int max_new_tokens) {
-                 s.begin_generation(make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                                         max_new_tokens));
+                uint64_t seed, int max_new_tokens, bool capture_hidden) {
+                 GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                                         max_new_tokens);
+                 g.capture_hidden = capture_hidden;
+                 s.begin_generation(g);
              },
              py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
-             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"))
+             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"), py::arg("capture_hidden") = false)
+        .def("generated_hidden",
+             [](OmniSession & s) {
+                 const size_t n_embd = static_cast<size_t>(s.context().n_embd());
+                 return to_array(s.generated_hidden().data(), s.generated_hidden().size() / n_embd, n_embd);
+             })
+        .def("reply_speech_tokens",
+             [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
+                int max_new_tokens) {
+                 const UniformDraw draw = make_draw(draws, seed);
+                 bool finished = false;
+                 std::vector<int32_t> tokens;
+                 {
+                     py::gil_scoped_release release;
+                     tokens = s.reply_speech_tokens(draw, max_new_tokens, &finished);
+                 }
+                 return std::make_pair(tokens, finished);
+             },
+             py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("max_new_tokens") = 0,
+             "speech tokens of the last reply (generated with capture_hidden after <|tts_bos|>)")
         .def("step",
              [](OmniSession & s) {
                  std::string piece;

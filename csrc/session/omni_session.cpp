@@ -7,6 +7,7 @@
 #include "audio/audio_features.h"
 #include "session/media_prompt.h"
 #include "speech/tts_decoder.h"
+#include "speech/tts_generate.h"
 #include "vision/image_preprocess.h"
 #include "vision/vision_encoder.h"
 
@@ -116,6 +117,35 @@ TtsDecoder & OmniSession::tts_decoder() {
         tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_->use_gpu(), n_threads_);
     }
     return *tts_;
+}
+
+std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double()> & draw, int max_new_tokens,
+                                                     bool * finished) {
+    const std::vector<llama_token> & reply = last_generated();
+    const std::vector<float> & hidden = generated_hidden();
+    const size_t n_embd = static_cast<size_t>(context().n_embd());
+    const llama_token tts_bos = model().special_token("<|tts_bos|>"), tts_eos = model().special_token("<|tts_eos|>");
+    const std::vector<llama_token> & kv = kv_tokens();
+    // the reply's tokens are the last ones in the cache; the prompt before them ends with <|tts_bos|>
+    const size_t n_fed = hidden.size() / n_embd;
+    if (reply.empty() || n_fed == 0 || kv.size() < n_fed + 1 || kv[kv.size() - n_fed - 1] != tts_bos) {
+        fail(Status::invalid_argument, "the last reply was not generated with the spoken-reply template "
+                                       "(prompt ending with <|tts_bos|>) and captured hidden states");
+    }
+    const auto end = std::find(reply.begin(), reply.end(), tts_eos);
+    if (end == reply.end()) {
+        fail(Status::invalid_argument, "the last reply has no <|tts_eos|>: its spoken text is incomplete "
+                                       "(cut off by max_new_tokens?)");
+    }
+    const int n = static_cast<int>(end - reply.begin());
+    if (static_cast<size_t>(n) > n_fed) fail(Status::internal, "fewer hidden states than spoken tokens");
+    std::vector<int32_t> ids(reply.begin(), end);
+    TtsDecoder & d = tts_decoder();
+    TtsSampling sampling = d.model().hparams().chat;
+    if (max_new_tokens > 0) sampling.max_new_tokens = max_new_tokens;
+    TtsChatResult r = generate_chat_speech(d, ids.data(), hidden.data(), n, sampling, draw);
+    if (finished) *finished = r.finished;
+    return r.tokens;
 }
 
 int OmniSession::audio_token_count(const AudioInput & audio) {

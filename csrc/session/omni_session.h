@@ -4,6 +4,7 @@
 // re-encoding).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,11 @@ public:
     AudioEncoder & audio_encoder();
     // The session's speech-token decoder (its key/value cache lives there).
     TtsDecoder & tts_decoder();
+    // Speech tokens of the last reply (chat layout, spec §5.1): the reply must have been generated
+    // after a prompt ending with <|tts_bos|> and with GenerateParams::capture_hidden; the spoken
+    // text is the reply up to <|tts_eos|>. `draw` empty = greedy; max_new_tokens 0 = the model's.
+    std::vector<int32_t> reply_speech_tokens(const std::function<double()> & draw, int max_new_tokens = 0,
+                                             bool * finished = nullptr);
 
     // Prefills a rendered prompt whose placeholders (kImageMarker / kAudioMarker) stand for
     // `images` and `audios`, each kind in order.

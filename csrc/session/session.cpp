@@ -125,6 +125,8 @@ void Session::begin_generation(const GenerateParams & params) {
     if (params.max_new_tokens < 0) fail(Status::invalid_argument, "max_new_tokens must be >= 0");
     sampler_ = std::make_unique<Sampler>(params.sampling, model_->n_vocab());
     generated_.clear();
+    generated_hidden_.clear();
+    capture_hidden_ = params.capture_hidden;
     utf8_ = Utf8Stream();
     max_new_tokens_ = params.max_new_tokens;
     active_ = max_new_tokens_ > 0;
@@ -154,7 +156,11 @@ bool Session::step(std::string & piece) {
     // the token goes into the cache either way, so a reply cut at the limit is complete there too;
     // its logits are only needed when generation goes on
     logits_ready_ = false;
-    ctx_.decode_tokens(&t, 1, last ? Outputs::none : Outputs::last);
+    ctx_.decode_tokens(&t, 1, last && !capture_hidden_ ? Outputs::none : Outputs::last, capture_hidden_);
+    if (capture_hidden_) {
+        const float * h = ctx_.hidden(0);
+        generated_hidden_.insert(generated_hidden_.end(), h, h + ctx_.n_embd());
+    }
     kv_tokens_.push_back(t);
     kv_keys_.push_back(0);
     logits_ready_ = !last;

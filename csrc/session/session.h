@@ -19,6 +19,9 @@ namespace minicpmo {
 struct GenerateParams {
     SamplingParams sampling;
     int max_new_tokens = 4096;
+    // keep the LLM final-norm hidden state of every generated token that is fed back (the speech
+    // decoder conditions on them); see Session::generated_hidden()
+    bool capture_hidden = false;
 };
 
 // Rows that replace the token embeddings of prompt positions [pos, pos + n) (image/audio
@@ -46,6 +49,9 @@ public:
     const std::vector<uint64_t> & kv_keys() const { return kv_keys_; }
     const PrefillStats & last_prefill() const { return last_prefill_; }
     const std::vector<llama_token> & last_generated() const { return generated_; }
+    // With GenerateParams::capture_hidden: one n_embd row per fed generated token, in order (the
+    // hidden state at the position where that token is the input; a terminator is never fed).
+    const std::vector<float> & generated_hidden() const { return generated_hidden_; }
 
     void reset();
 
@@ -90,6 +96,8 @@ private:
     // generation state
     std::unique_ptr<Sampler> sampler_;
     std::vector<llama_token> generated_;
+    std::vector<float> generated_hidden_;
+    bool capture_hidden_ = false;
     Utf8Stream utf8_;
     int max_new_tokens_ = 0;
     bool active_ = false;
