@@ -124,9 +124,9 @@ def random_hift_state(cfg: HiFTConfig = HIFT_TINY, seed: int = 1, style: str = "
     for i in range(cfg.f0_num_layers):
         _wn_conv(rng, sd, f"f0_predictor.condnet.{2 * i}", (C, cfg.in_channels if i == 0 else C, 3),
                  gain_range=(1.0, 2.0), style=style)
-    # F0 = |80 + spread|: mostly voiced (> 10 Hz), some unvoiced frames
-    sd["f0_predictor.classifier.weight"] = (rng.standard_normal((1, C)) * 80 / np.sqrt(C)).astype(np.float32)
-    sd["f0_predictor.classifier.bias"] = np.array([80.0], np.float32)
+    # F0 = |20 + spread ~100|: mostly voiced (> 10 Hz), about 10 % unvoiced frames
+    sd["f0_predictor.classifier.weight"] = (rng.standard_normal((1, C)) * 100 / np.sqrt(C)).astype(np.float32)
+    sd["f0_predictor.classifier.bias"] = np.array([20.0], np.float32)
     nh = cfg.nb_harmonics + 1
     sd["m_source.l_linear.weight"] = (rng.standard_normal((1, nh)) * 0.8).astype(np.float32)
     sd["m_source.l_linear.bias"] = (0.05 * rng.standard_normal(1)).astype(np.float32)

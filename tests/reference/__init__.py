@@ -19,3 +19,8 @@ from .audio import (AudioReference, ProjectorReference, StreamingWhisperReferenc
 
 __all__ += ["AudioReference", "ProjectorReference", "StreamingWhisperReference", "audio_placeholder_count",
             "chat_audio_embedding", "project_and_pool", "whisper_encode"]
+
+from .token2wav import (FlowConfig, FlowReference, HiFTConfig, HiFTReference, Token2WavReference,
+                        TokenStreamer)
+
+__all__ += ["FlowConfig", "FlowReference", "HiFTConfig", "HiFTReference", "Token2WavReference", "TokenStreamer"]

@@ -3,9 +3,11 @@
 (PyPI ``minicpmo-utils`` 1.0.7, package ``stepaudio2``; streaming vocoder protocol of 1.0.1).
 
 Precision: ``dtype=np.float32`` by default (weights cast once, every op in float32 like the float32
-PyTorch model); ``dtype=np.float64`` gives a higher-precision oracle. Arrays are time-major where
-the spec is: tokens (T,), token embeddings / encoder states (T, D), mel (80, T) (channels first,
-like the official ``feat``), waveforms (n_samples,).
+PyTorch model); ``dtype=np.float64`` gives a higher-precision oracle. In both modes the constants
+the official code builds in float32 stay float32-valued (relative-position table, timestep
+frequencies, Hann window, SineGen's uv and noise amplitude). Layouts: tokens (T,), token
+embeddings / encoder states (T, D), mel (80, T) (channels first, like the official ``feat``),
+waveforms (n_samples,).
 
 Inputs: ``flow_state`` = the arrays of ``flow.pt`` under their state-dict names
 (``input_embedding.weight``, ``encoder.*``, ``encoder_proj.*``, ``decoder.estimator.*``), and
@@ -43,6 +45,10 @@ agreement):
   rel_shift is applied with t_query ≠ t_key (A.1's reshape recipe, valid for any t_query).
 * The 1.0.7 conformer trim (limit P + 100 mel frames) keeps token frames [:P//2] ‖ [-50:] and mel
   frames [:P] ‖ [-100:], then re-tiles; the conv caches are never trimmed.
+* set_stream_cache appends [4218]*3 to the prompt tokens in minicpmo-utils 1.0.1 (spec) but the
+  prompt's first 3 tokens in 1.0.7 (``setup_lookahead``).
+* The 1.0.1 Hamming cross-fade is not amplitude-preserving: w[i] + w[i+3840] ≈ 1.08 over the
+  overlap (Hamming's 0.08 floor), so seams can exceed the ±0.99 clamp by up to 8 %.
 * Non-final windows need ≥ 2 fresh tokens (the pre-lookahead conv cache keeps the last 2 conv1
   outputs of the chunk only; fewer would break the next call) and the first HiFT chunk needs ≥ 8
   mel frames (the 3840-sample cross-fade).
@@ -207,9 +213,6 @@ class HiFTConfig:
             raise ValueError("HiFTConfig: resblock kernel and dilation lists differ in length")
         if self.n_fft % 2 or self.n_fft <= 0 or self.hop_len <= 0:
             raise ValueError("HiFTConfig: n_fft must be even and positive, hop_len positive")
-        for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates):
-            if (k - u) % 2:
-                raise ValueError("HiFTConfig: upsample kernel - rate must be even (padding (k-u)/2)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,9 +240,6 @@ class _Weights:
             self.raw[k] = v
         self.used = set()
 
-    def has(self, name):
-        return name in self.raw
-
     def _fetch(self, name):
         if name not in self.raw:
             raise KeyError(f"{self.what}: missing tensor {name!r}")
@@ -255,9 +255,6 @@ class _Weights:
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{self.what}: tensor {name!r} contains non-finite values")
         return a.astype(self.dtype)
-
-    def opt(self, name, shape=None):
-        return self.get(name, shape) if name in self.raw else None
 
     def conv_weight(self, prefix, shape):
         """``prefix.weight`` or a folded weight norm (g·v/‖v‖, norm over every axis but 0, dim=0)."""
@@ -951,8 +948,11 @@ class HiFTReference:
         phase = (np.cumsum(rad_d.astype(np.float64), 0).astype(self.dtype) * dt(2)) * dt(np.pi)
         phase = _torch_linear_interp(phase * dt(up), float(up), self.dtype)  # (L, nh)
         sines = np.sin(phase) * dt(c.nsf_alpha)
-        uv = (f0_up > dt(c.nsf_voiced_threshold)).astype(self.dtype)
-        noise_amp = uv * dt(c.nsf_sigma) + (dt(1) - uv) * dt(c.nsf_alpha) / dt(3)
+        # uv and the noise amplitude are float32 in the official code whatever the model dtype
+        f32 = np.float32
+        uv = (f0_up > dt(c.nsf_voiced_threshold)).astype(f32)
+        noise_amp = (uv * f32(c.nsf_sigma) + (f32(1) - uv) * f32(c.nsf_alpha) / f32(3)).astype(self.dtype)
+        uv = uv.astype(self.dtype)
         sine_waves = sines * uv + noise_amp * noise
         src = np.tanh(_linear(sine_waves, *self.l_linear))[:, 0]
         return src, uv[:, 0]
