@@ -4,5 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/build_env.sh
 python -m pip install --progress-bar off "torch==2.13.0"
+# Oracle for tests/test_token2wav_reference_vs_stepaudio2.py: the official Token2Wav code (package
+# stepaudio2). --no-deps because minicpmo-utils pins pillow==10.4.0, librosa, moviepy, decord, ...
+# (this project runs Pillow 13); the flow and HiFT classes the test builds import
+# only torch, numpy, scipy and einops (tests/stepaudio2_oracle.py keeps its voice-prompt imports
+# -- torchaudio, onnxruntime, s3tokenizer -- from running).
+python -m pip install --progress-bar off --no-deps "minicpmo-utils==1.0.7"
+python -m pip install --progress-bar off "einops==0.8.1" "scipy>=1.10"
 python -m pip install --progress-bar off ".[test]"
 python -m pytest -q tests "$@"

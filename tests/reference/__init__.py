@@ -23,3 +23,8 @@ __all__ += ["AudioReference", "ProjectorReference", "StreamingWhisperReference",
 from .tts import DuplexTTS, StreamingTTS, TTSConfig, TTSReference, TTSSampling, generate_chat
 
 __all__ += ["DuplexTTS", "StreamingTTS", "TTSConfig", "TTSReference", "TTSSampling", "generate_chat"]
+
+from .token2wav import (FlowConfig, FlowReference, HiFTConfig, HiFTReference, Token2WavReference,
+                        TokenStreamer)
+
+__all__ += ["FlowConfig", "FlowReference", "HiFTConfig", "HiFTReference", "Token2WavReference", "TokenStreamer"]
