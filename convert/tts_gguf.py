@@ -212,10 +212,7 @@ def check_tts(config: Mapping[str, Any], weights: SafetensorsSource, llm_hidden:
         _check(weights, name, shape)
     head = ArraySource()
     head_shape = (d["n_audio"], d["hidden"])
-    try:
-        folded = folded_weight(weights, _HEAD)
-    except ConversionError as e:
-        raise ConversionError(f"tts.head_code.0: {e}") from None
+    folded = folded_weight(weights, _HEAD)
     if folded is None:
         # already a plain Linear (a re-exported checkpoint): taken as it is
         _check(weights, _HEAD + ".weight", head_shape)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,10 @@ def load_voice_npz(path: Path, name: str, dims: VoiceDims) -> Voice:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: np.asarray(z[k]) for k in ("tokens", "spk", "mel") if k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ConversionError(f"{path}: not a readable .npz voice ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        # (numpy's own message for pickled members suggests loading unsafely: not repeated here)
+        raise ConversionError(f"{path}: not a readable .npz voice (expected a zip of plain .npy arrays: "
+                              "tokens, spk, mel)") from None
     missing = [k for k in ("tokens", "spk", "mel") if k not in arrays]
     if missing:
         raise ConversionError(f"{path}: missing array(s) {', '.join(missing)} (expected tokens, spk, mel)")
