@@ -708,6 +708,13 @@ def _case_setup(case: str, hf: Path, tmp: Path, cfg: dict, state: dict):
     if case == "voice_tokens_range":
         p = _voice_npz(tmp / "v.npz", 10, 0, tokens=np.full(10, 6561))
         return None, {"voice_npz": p}, ["v.npz", "[0, 6561)", "6561..6561"]
+    if case == "voice_tokens_wrap":  # 2^32 would wrap to 0 if narrowed before the range check
+        p = _voice_npz(tmp / "v.npz", 10, 0, tokens=np.full(10, 2**32, np.int64))
+        return None, {"voice_npz": p}, ["[0, 6561)", "4294967296"]
+    if case == "tts_head_twice":
+        head = {k: v for k, v in state.items() if k.startswith("tts.head_code")}
+        head["tts.head_code.0.weight"] = np.zeros((NAUDIO, E), np.float32)
+        return None, {"replace": {"head": head}}, ["tts.head_code.0.weight is stored both plain and weight-normed"]
     if case == "voice_mel_frames":
         p = _voice_npz(tmp / "v.npz", 10, 0, mel=np.zeros((19, M), np.float32))
         return None, {"voice_npz": p}, ["'mel' must be (20, 80)", "(19, 80)"]
@@ -758,7 +765,7 @@ BAD_CASES = [
     "flow_yaml_python_tag", "flow_yaml_no_flow", "hift_yaml_rates", "hift_yaml_kernel", "hift_yaml_22050",
     "tts_llm_dim", "tts_num_vq", "tts_act", "tts_condition", "tts_bos_out_of_range", "tts_prelook", "tts_steps",
     "tts_init_not_bool", "no_tts_config", "tts_head_half", "tts_emb_code_shape", "tts_unexpected",
-    "voice_tokens_range", "voice_mel_frames", "voice_too_long", "voice_missing_array", "voice_spk_size",
+    "voice_tokens_range", "voice_tokens_wrap", "tts_head_twice", "voice_mel_frames", "voice_too_long", "voice_missing_array", "voice_spk_size",
     "voice_float_tokens", "voice_not_npz", "default_voice_corrupt", "two_default_sources", "voice_wav_without_onnx",
     "duplicate_voice", "bad_voice_name", "voices_without_assets", "speech_options_without_tts",
     "token2wav_dir_missing",
