@@ -115,15 +115,17 @@ WEIGHT_NORM_PAIRS = ((".parametrizations.weight.original0", ".parametrizations.w
                      (".weight_g", ".weight_v"))
 
 
-def weight_norm_pair(src: Any, module: str) -> tuple[str, str] | None:
-    """(g name, v name) of module's weight norm in src, or None when it has none."""
+def weight_norm_pair(src: Any, module: str, label: Any = None) -> tuple[str, str] | None:
+    """(g name, v name) of module's weight norm in src, or None when it has none. label(name)
+    words a tensor in messages (default "tensor NAME")."""
+    label = label or (lambda n: f"tensor {n}")
     for g_suffix, v_suffix in WEIGHT_NORM_PAIRS:
         g, v = module + g_suffix, module + v_suffix
         if g in src and v in src:
             return g, v
         if (g in src) != (v in src):
-            have = g if g in src else v
-            raise ConversionError(f"tensor {have} has no weight-norm partner ({v if g in src else g})")
+            have, lacking = (g, v) if g in src else (v, g)
+            raise ConversionError(f"{label(have)} has no weight-norm partner ({label(lacking)} is missing)")
     return None
 
 

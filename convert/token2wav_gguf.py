@@ -56,15 +56,17 @@ F0_DEFAULTS: dict[str, Any] = dict(num_class=1, in_channels=80, cond_channels=51
 class _Section:
     """A mapping of a YAML file with typed, defaulted getters whose errors name file and key."""
 
-    def __init__(self, data: Any, where: str):
+    def __init__(self, data: Any, file: str, path: str = ""):
+        self.file, self.path = file, path
+        self.where = f"{file}: {path}" if path else file  # e.g. "flow.yaml: flow.encoder"
         if not isinstance(data, dict):
-            raise ConversionError(f"{where} must be a mapping, got {type(data).__name__}")
-        self.data, self.where = data, where
+            raise ConversionError(f"{self.where} must be a mapping, got {type(data).__name__}")
+        self.data = data
 
     def sub(self, key: str) -> "_Section":
         if key not in self.data:
             raise ConversionError(f"{self.where}: missing '{key}'")
-        return _Section(self.data[key], f"{self.where}.{key}")
+        return _Section(self.data[key], self.file, f"{self.path}.{key}" if self.path else key)
 
     def int(self, key: str, default: int | None = None, minimum: int = 1) -> int:
         v = self.data.get(key, default)
@@ -225,7 +227,7 @@ def read_hift_config(path: Path | None) -> HiftConfig:
         if k < u or (k - u) % 2:
             raise ConversionError(f"{h.where}: upsample kernel {k} with rate {u} needs k >= u and even k - u "
                                   "(padding (k - u) / 2 keeps lengths exact)")
-    istft = _Section(h.data.get("istft_params", HIFT_DEFAULTS["istft_params"]), f"{h.where}.istft_params")
+    istft = _Section(h.data.get("istft_params", HIFT_DEFAULTS["istft_params"]), h.file, f"{h.path}.istft_params")
     res_k = h.int_list("resblock_kernel_sizes", HIFT_DEFAULTS["resblock_kernel_sizes"])
     src_k = h.int_list("source_resblock_kernel_sizes", HIFT_DEFAULTS["source_resblock_kernel_sizes"])
     if len(src_k) != len(ups):
@@ -237,7 +239,7 @@ def read_hift_config(path: Path | None) -> HiftConfig:
     rate = h.int("sampling_rate", HIFT_DEFAULTS["sampling_rate"])
     if rate == 22050:
         raise ConversionError(f"{h.where}: the 22050 Hz HiFT variant (SourceModuleHnNSF) is not supported")
-    f0 = _Section(h.data.get("f0_predictor", {}), f"{h.where}.f0_predictor")
+    f0 = _Section(h.data.get("f0_predictor", {}), h.file, f"{h.path}.f0_predictor")
     if f0.int("num_class", 1) != 1:
         raise ConversionError(f"{f0.where}: num_class must be 1 (one F0 value per frame)")
     in_ch = h.int("in_channels", HIFT_DEFAULTS["in_channels"])
@@ -405,7 +407,7 @@ class _AssetFile:
 
     def take(self, want: _Want) -> _Resolved:
         src, name = self.source, want.name
-        pair = weight_norm_pair(src, name[: -len(".weight")]) if name.endswith(".weight") else None
+        pair = weight_norm_pair(src, name[: -len(".weight")], self.label) if name.endswith(".weight") else None
         if pair is not None:
             if name in src:
                 raise ConversionError(f"{self.label(name)} is stored both plain and weight-normed")

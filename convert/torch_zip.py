@@ -47,6 +47,10 @@ _FLOAT_DTYPES = ("F32", "F64", "F16", "BF16")
 _MAX_PICKLE_BYTES = 256 * 1024 * 1024  # a state dict's pickle is tiny; this only stops absurd files
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something a state dict never needs (raised before it could run)."""
+
+
 @dataclass(frozen=True)
 class _StorageType:
     """Stand-in for torch.<X>Storage named by the pickle."""
@@ -75,7 +79,7 @@ class TorchTensor:
 
 def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
     if not isinstance(v, tuple) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        raise pickle.UnpicklingError(f"tensor {what} must be a tuple of integers, got {v!r}")
+        raise _Refused(f"tensor {what} must be a tuple of integers, got {v!r}")
     return v
 
 
@@ -83,16 +87,16 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
                        metadata=None):
     """Local stand-in for torch._utils._rebuild_tensor_v2: records the view, reads nothing yet."""
     if not isinstance(storage, _StorageRef):
-        raise pickle.UnpicklingError("tensor storage is not an archive storage")
+        raise _Refused("tensor storage is not an archive storage")
     if not isinstance(storage_offset, int) or storage_offset < 0:
-        raise pickle.UnpicklingError(f"bad storage offset {storage_offset!r}")
+        raise _Refused(f"bad storage offset {storage_offset!r}")
     size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
     if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise pickle.UnpicklingError(f"bad tensor view: size {size}, stride {stride}")
+        raise _Refused(f"bad tensor view: size {size}, stride {stride}")
     if all(n > 0 for n in size):
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"tensor view (offset {storage_offset}, size {size}, stride {stride}) reaches past its "
                 f"storage of {storage.numel} elements")
     return TorchTensor(storage, storage_offset, size, stride)
@@ -101,7 +105,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
     """Stand-in for torch._utils._rebuild_parameter(_with_state): a Parameter is its tensor."""
     if not isinstance(data, TorchTensor):
-        raise pickle.UnpicklingError("parameter data is not a tensor")
+        raise _Refused("parameter data is not a tensor")
     return data
 
 
@@ -120,7 +124,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"refusing to load global '{module}.{name}': only tensors in (Ordered)dicts are allowed "
                 "(the pickle may be malicious or not a state dict)") from None
 
@@ -128,7 +132,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage"
                 or not isinstance(pid[1], _StorageType) or not isinstance(pid[2], str)
                 or not isinstance(pid[4], int) or pid[4] < 0):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            raise _Refused(f"unsupported persistent id {pid!r}")
         dtype, dtype_name = _STORAGE_TYPES[pid[1].name]
         return _StorageRef(np.dtype(dtype), dtype_name, pid[2], pid[4])
 
@@ -183,10 +187,10 @@ class TorchZipSource:
             raise ConversionError(f"{p}: unknown byteorder {order!r}")
         try:
             obj = _RestrictedUnpickler(io.BytesIO(raw)).load()
-        except pickle.UnpicklingError as e:
+        except _Refused as e:
             raise ConversionError(f"{p}: {e}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, struct.error,
-                RecursionError, MemoryError) as e:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                struct.error, RecursionError, MemoryError) as e:
             raise ConversionError(f"{p}: corrupt or unsupported pickle ({type(e).__name__}: {e})") from None
         if not isinstance(obj, dict):
             raise ConversionError(f"{p}: expected a state dict (a mapping of names to tensors), got "

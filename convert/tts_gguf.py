@@ -212,20 +212,19 @@ def check_tts(config: Mapping[str, Any], weights: SafetensorsSource, llm_hidden:
         _check(weights, name, shape)
     head = ArraySource()
     head_shape = (d["n_audio"], d["hidden"])
-    try:
-        folded = folded_weight(weights, _HEAD)
-    except ConversionError as e:
-        raise ConversionError(f"tts.head_code.0: {e}") from None
+    plain = _HEAD + ".weight"
+    folded = folded_weight(weights, _HEAD)
     if folded is None:
         # already a plain Linear (a re-exported checkpoint): taken as it is
-        _check(weights, _HEAD + ".weight", head_shape)
-        folded = weights.float32(_HEAD + ".weight")
+        _check(weights, plain, head_shape)
+        folded = weights.float32(plain)
+    elif plain in weights:
+        raise ConversionError(f"tensor {plain} is stored both plain and weight-normed")
     elif folded.shape != head_shape:
-        raise ConversionError(f"tensor {_HEAD} weight norm: expected shape {head_shape}, got {folded.shape}")
-    head.add(_HEAD + ".weight", folded)
-    known_head = {_HEAD + s for pair in (("weight",), (".parametrizations.weight.original0",
-                  ".parametrizations.weight.original1", ".weight_g", ".weight_v")) for s in pair}
-    known_head.add(_HEAD + ".weight")
+        raise ConversionError(f"tensor {plain} (weight norm): expected shape {head_shape}, got {folded.shape}")
+    head.add(plain, folded)
+    known_head = {_HEAD + s for s in (".weight", ".parametrizations.weight.original0",
+                                      ".parametrizations.weight.original1", ".weight_g", ".weight_v")}
     for name in weights.names():
         if name.startswith(PREFIX) and name not in shapes and name not in known_head and not _UNUSED.match(name):
             raise ConversionError(

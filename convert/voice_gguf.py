@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class VoiceDims:
 @dataclass(frozen=True)
 class Voice:
     name: str
-    tokens: np.ndarray  # int32 (n,)
+    tokens: np.ndarray  # int32 (n,) once checked (any integer type before)
     spk: np.ndarray  # float32 (spk_dim,)
     mel: np.ndarray  # float32 (mel_per_token * n, n_mel)
 
@@ -69,7 +70,8 @@ class Voice:
         if self.mel.shape != (frames, dims.n_mel) or not np.all(np.isfinite(self.mel)):
             raise ConversionError(f"{where}: 'mel' must be ({frames}, {dims.n_mel}) finite values "
                                   f"({dims.mel_per_token} frames per token), got shape {self.mel.shape}")
-        return self
+        # narrowed only now: the range check above saw the ids as given
+        return Voice(self.name, self.tokens.astype(np.int32), self.spk, self.mel)
 
 
 def parse_voice_arg(text: str) -> tuple[str, Path]:
@@ -89,8 +91,10 @@ def load_voice_npz(path: Path, name: str, dims: VoiceDims) -> Voice:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: np.asarray(z[k]) for k in ("tokens", "spk", "mel") if k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ConversionError(f"{path}: not a readable .npz voice ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        # (numpy's own message for pickled members suggests loading unsafely: not repeated here)
+        raise ConversionError(f"{path}: not a readable .npz voice (expected a zip of plain .npy arrays: "
+                              "tokens, spk, mel)") from None
     missing = [k for k in ("tokens", "spk", "mel") if k not in arrays]
     if missing:
         raise ConversionError(f"{path}: missing array(s) {', '.join(missing)} (expected tokens, spk, mel)")
@@ -106,9 +110,8 @@ def load_voice_npz(path: Path, name: str, dims: VoiceDims) -> Voice:
     for k in ("spk", "mel"):
         if not np.issubdtype(arrays[k].dtype, np.floating):
             raise ConversionError(f"{path}: '{k}' must be floating point, got {arrays[k].dtype}")
-    return Voice(name, tokens.astype(np.int64).astype(np.int32) if tokens.size else tokens.astype(np.int32),
-                 squeeze(arrays["spk"], 1).astype(np.float32), squeeze(arrays["mel"], 2).astype(np.float32)
-                 ).check(dims, str(path))
+    return Voice(name, tokens, squeeze(arrays["spk"], 1).astype(np.float32),
+                 squeeze(arrays["mel"], 2).astype(np.float32)).check(dims, str(path))
 
 
 def _onnxruntime() -> Any:
@@ -181,7 +184,7 @@ def voice_from_wav(path: Path, name: str, onnx_dir: Path, dims: VoiceDims) -> Vo
     if not np.issubdtype(tokens.dtype, np.integer):
         raise ConversionError(f"{onnx_dir / TOKENIZER_ONNX}: produced {tokens.dtype} values, expected token ids")
     mel = fit_frames(prompt_mel(a24), dims.mel_per_token * tokens.size)
-    return Voice(name, tokens.astype(np.int32), np.asarray(spk, np.float32).reshape(-1), mel).check(dims, str(path))
+    return Voice(name, tokens, np.asarray(spk, np.float32).reshape(-1), mel).check(dims, str(path))
 
 
 def load_voice(path: Path, name: str, onnx_dir: Path | None, dims: VoiceDims) -> Voice:

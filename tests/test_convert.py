@@ -160,7 +160,7 @@ def variant(src: Path, dst: Path, drop=()) -> Path:
     for f in src.iterdir():
         if f.name in drop:
             continue
-        if f.suffix == ".safetensors":
+        if f.suffix == ".safetensors" or f.is_dir():  # weights and the Token2Wav assets folder
             os.symlink(f, dst / f.name)
         else:
             shutil.copy(f, dst / f.name)

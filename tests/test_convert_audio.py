@@ -148,7 +148,9 @@ def variant(tiny_hf: Path, rest: Path, dst: Path, audio: dict[str, np.ndarray] |
 
     dst.mkdir(parents=True)
     for f in tiny_hf.iterdir():
-        if f.suffix != ".safetensors" and f.name != "model.safetensors.index.json":
+        if f.is_dir():  # the Token2Wav assets folder
+            (dst / f.name).symlink_to(f)
+        elif f.suffix != ".safetensors" and f.name != "model.safetensors.index.json":
             shutil.copy(f, dst / f.name)
     (dst / rest.name).symlink_to(rest)
     weight_map = {k: rest.name for k in load_file(str(rest))}
@@ -324,7 +326,7 @@ def test_llm_file_is_the_same_without_audio(tmp_path, tiny_hf, tiny_f16, rest_sh
     llm, omni = convert_checkpoint(hf, tmp_path / "out", outtype="f16", quiet=True)
     assert llm.read_bytes() == tiny_f16[0].read_bytes()
     r = GGUFReader(omni)
-    assert r.fields["minicpmo.components"].contents() == ["vision"]
+    assert r.fields["minicpmo.components"].contents() == ["vision", "tts", "token2wav", "voice"]
     assert not [k for k in r.fields if k.startswith("minicpmo.audio.")]
     assert not [t.name for t in r.tensors if t.name.startswith("a.")]
     # the other components are written as before

@@ -123,7 +123,7 @@ def copy_checkpoint(src: Path, dst: Path, state: dict[str, np.ndarray] | None = 
 
     dst.mkdir(parents=True)
     for f in src.iterdir():
-        if f.suffix == ".safetensors" and state is None:
+        if (f.suffix == ".safetensors" and state is None) or f.is_dir():  # weights, Token2Wav assets
             (dst / f.name).symlink_to(f)
         elif f.suffix != ".safetensors":
             shutil.copy(f, dst / f.name)
@@ -165,8 +165,9 @@ def test_vision_keys(tiny_f32, tiny_f16):
     }
     for path in (tiny_f32[1], tiny_f16[1]):  # the keys do not depend on the outtype
         assert read_kv(path) == want
-        # the tiny checkpoint also has audio (test_convert_audio.py)
-        assert GGUFReader(path).fields["minicpmo.components"].contents() == ["vision", "audio"]
+        # the tiny checkpoint also has audio (test_convert_audio.py) and speech (test_convert_speech.py)
+        assert GGUFReader(path).fields["minicpmo.components"].contents() == \
+            ["vision", "audio", "tts", "token2wav", "voice"]
 
 
 def test_keys_follow_preprocessor_config_and_defaults(tmp_path, tiny_hf):
@@ -336,9 +337,9 @@ def test_init_vision_false_has_no_vision_component(tmp_path, tiny_hf):
     hf = copy_checkpoint(tiny_hf, tmp_path / "hf", config=cfg)
     _, omni = convert_checkpoint(hf, tmp_path / "out", outtype="f16", quiet=True)
     r = GGUFReader(omni)
-    assert r.fields["minicpmo.components"].contents() == ["audio"]
+    assert r.fields["minicpmo.components"].contents() == ["audio", "tts", "token2wav", "voice"]
     assert not [k for k in r.fields if k.startswith(("minicpmo.vision.", "minicpmo.resampler."))]
-    assert not [t.name for t in r.tensors if not t.name.startswith("a.")]
+    assert not [t.name for t in r.tensors if not t.name.startswith(("a.", "tts.", "t2w.", "voice."))]
 
 
 def test_make_tiny_vision_only_with_other_dims(tmp_path, qwen2_vocab_gguf):
