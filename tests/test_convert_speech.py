@@ -11,7 +11,6 @@ converter's readers), and every weight norm is recomputed with torch's own _weig
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
