@@ -541,6 +541,8 @@ def _add_keys(w: Writer, p: Token2WavPlan) -> None:
     u("n_mel", f.n_mel)
     u("mel_hop", h.mel_hop)
     u("token_mel_ratio", f.up_stride)
+    u("token_rate_hz", TOKEN_RATE_HZ)
+    u("mel_rate_hz", TOKEN_RATE_HZ * f.up_stride)
     u("vocab_size", f.vocab)
     u("silence_token_id", SILENCE_TOKEN)
     u("chunk_tokens", p.chunk_tokens)

@@ -11,7 +11,6 @@ converter's readers), and every weight norm is recomputed with torch's own _weig
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
@@ -352,6 +351,7 @@ def test_token2wav_and_voice_keys(tiny_f32, tiny_f16):
     u, f, s, b, arr = [V.UINT32], [V.FLOAT32], [V.STRING], [V.BOOL], [V.ARRAY, V.UINT32]
     want = {
         "sample_rate": (u, 24000), "n_mel": (u, M), "mel_hop": (u, 480), "token_mel_ratio": (u, 2),
+        "token_rate_hz": (u, 25), "mel_rate_hz": (u, 50),
         "vocab_size": (u, VOC), "silence_token_id": (u, 4218), "chunk_tokens": (u, 25), "lookahead_tokens": (u, 3),
         "n_timesteps": (u, 3), "stream_cache_tail_frames": (u, 100),
         "flow.input_size": (u, D), "flow.spk_embed_dim": (u, SPK), "flow.spk_norm_eps": (f, f32(1e-12)),

@@ -4,7 +4,6 @@ as plain data whatever tags it carries."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
