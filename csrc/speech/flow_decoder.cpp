@@ -18,8 +18,9 @@ namespace {
 
 constexpr int kBranches = 2;  // classifier-free guidance: conditional, unconditional
 
+// ~100 nodes per DiT block and ~60 per Conformer layer (views included); generous headroom
 size_t graph_nodes(const FlowHparams & hp) {
-    return static_cast<size_t>(hp.dit_layer + hp.enc_block + hp.enc_up_block) * 96 + 256;
+    return static_cast<size_t>(std::max(hp.dit_layer, hp.enc_block + hp.enc_up_block)) * 192 + 512;
 }
 
 struct CtxFree {
