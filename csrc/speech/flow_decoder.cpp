@@ -1,0 +1,559 @@
+#include "speech/flow_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "core/error.h"
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "speech/flow_graph.h"
+
+namespace minicpmo {
+
+namespace {
+
+constexpr int kBranches = 2;  // classifier-free guidance: conditional, unconditional
+
+// ~100 nodes per DiT block and ~60 per Conformer layer (views included); generous headroom
+size_t graph_nodes(const FlowHparams & hp) {
+    return static_cast<size_t>(std::max(hp.dit_layer, hp.enc_block + hp.enc_up_block)) * 192 + 512;
+}
+
+struct CtxFree {
+    ggml_context * c;
+    ~CtxFree() { ggml_free(c); }
+};
+
+ggml_tensor * input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1) {
+    ggml_tensor * t = ggml_new_tensor_4d(ctx, type, ne0, ne1, ne2, ne3);
+    ggml_set_input(t);
+    return t;
+}
+
+void set(ggml_tensor * t, const void * data) { ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t)); }
+
+std::vector<float> get(ggml_tensor * t) {
+    std::vector<float> v(ggml_nelements(t));
+    ggml_backend_tensor_get(t, v.data(), 0, v.size() * sizeof(float));
+    return v;
+}
+
+bool all_finite(const float * p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(p[i])) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+FlowPrompt flow_prompt(const VoicePrompt & v, const FlowHparams & hp) {
+    const size_t n = v.tokens.size();
+    if (n == 0 || static_cast<int>(v.spk.size()) != hp.spk_dim || v.n_mel != hp.n_mel ||
+        v.mel.size() != n * hp.token_mel_ratio * hp.n_mel) {
+        fail(Status::bad_model, "voice '" + v.name + "' does not fit the flow: it needs " + std::to_string(hp.spk_dim) +
+                                    " speaker values and " + std::to_string(hp.token_mel_ratio) + " mel frames of " +
+                                    std::to_string(hp.n_mel) + " bins per prompt token");
+    }
+    FlowPrompt p;
+    p.tokens = v.tokens.data();
+    p.n_tokens = static_cast<int>(n);
+    p.mel = v.mel.data();
+    p.xvec = v.spk.data();
+    return p;
+}
+
+struct FlowDecoder::EncoderRun {
+    int n_tok = 0;  // token frames produced (look-ahead consumed)
+    FlowEncoding enc;
+    std::vector<float> conv_next;
+    std::vector<std::vector<float>> k_new, v_new;
+};
+
+FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, bool use_gpu, int n_threads, uint64_t seed)
+    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())),
+      seed_(seed) {
+    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
+}
+
+FlowDecoder::~FlowDecoder() { free_estimator_cache(); }
+
+ggml_context * FlowDecoder::graph_context() {
+    ggml_init_params ip{};
+    ip.mem_size = graph_buf_.size();
+    ip.mem_buffer = graph_buf_.data();
+    ip.no_alloc = true;
+    ggml_context * ctx = ggml_init(ip);
+    if (!ctx) fail(Status::internal, "cannot create the flow graph context");
+    return ctx;
+}
+
+// ---- noise ----
+
+void FlowDecoder::set_noise(const float * noise, int n_frames) {
+    const int M = model_->hparams().n_mel;
+    if (!noise || n_frames <= 0) fail(Status::invalid_argument, "the CFM noise buffer is empty");
+    const size_t n = static_cast<size_t>(n_frames) * M;
+    if (!all_finite(noise, n)) fail(Status::invalid_argument, "the CFM noise buffer contains non-finite values");
+    noise_.assign(noise, noise + n);
+    noise_frames_ = n_frames;
+}
+
+void FlowDecoder::reseed_noise(uint64_t seed) {
+    seed_ = seed;
+    noise_.clear();
+    noise_frames_ = 0;
+    ensure_noise();
+}
+
+void FlowDecoder::ensure_noise() {
+    if (noise_frames_ > 0) return;
+    const FlowHparams & hp = model_->hparams();
+    // Box-Muller on 53-bit uniforms: the same numbers on every platform (std::normal_distribution
+    // is implementation-defined). Drawn channel by channel like randn(1, n_mel, frames), stored
+    // frame-major.
+    std::mt19937_64 rng(seed_);
+    auto uniform = [&rng]() { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
+    noise_frames_ = hp.noise_frames;
+    noise_.assign(static_cast<size_t>(noise_frames_) * hp.n_mel, 0.0f);
+    const size_t total = noise_.size();
+    for (size_t i = 0; i < total; i += 2) {
+        const double r = std::sqrt(-2.0 * std::log(uniform())), a = 2.0 * M_PI * uniform();
+        const size_t j0 = i, j1 = i + 1;
+        // index j = channel * frames + frame in draw order
+        noise_[(j0 % noise_frames_) * hp.n_mel + j0 / noise_frames_] = static_cast<float>(r * std::cos(a));
+        if (j1 < total) noise_[(j1 % noise_frames_) * hp.n_mel + j1 / noise_frames_] = static_cast<float>(r * std::sin(a));
+    }
+}
+
+// ---- checks ----
+
+void FlowDecoder::check_tokens(const int32_t * tokens, int n, const char * what) const {
+    const int vocab = model_->hparams().vocab;
+    if (n > 0 && !tokens) fail(Status::invalid_argument, std::string(what) + " are NULL");
+    for (int i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= vocab) {
+            fail(Status::invalid_argument, std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) +
+                                               " is not a speech token: ids must be in [0, " + std::to_string(vocab) + ")");
+        }
+    }
+}
+
+void FlowDecoder::check_prompt(const FlowPrompt & p) const {
+    const FlowHparams & hp = model_->hparams();
+    if (p.n_tokens <= 0 || !p.tokens) fail(Status::invalid_argument, "the voice prompt needs at least one speech token");
+    check_tokens(p.tokens, p.n_tokens, "prompt tokens");
+    if (!p.mel) fail(Status::invalid_argument, "the voice prompt has no mel frames");
+    if (!p.xvec) fail(Status::invalid_argument, "the voice prompt has no speaker embedding");
+    const size_t n_mel = static_cast<size_t>(p.n_tokens) * hp.token_mel_ratio * hp.n_mel;
+    if (!all_finite(p.mel, n_mel)) fail(Status::invalid_argument, "the voice prompt mel contains non-finite values");
+    if (!all_finite(p.xvec, hp.spk_dim)) fail(Status::invalid_argument, "the speaker embedding contains non-finite values");
+}
+
+// ---- graphs ----
+
+std::vector<float> FlowDecoder::run_speaker(const float * xvec) {
+    const FlowHparams & hp = model_->hparams();
+    if (!xvec) fail(Status::invalid_argument, "no speaker embedding");
+    if (!all_finite(xvec, hp.spk_dim)) fail(Status::invalid_argument, "the speaker embedding contains non-finite values");
+    ggml_context * ctx = graph_context();
+    CtxFree guard{ctx};
+    ggml_tensor * x = input(ctx, GGML_TYPE_F32, hp.spk_dim);
+    ggml_tensor * spk = build_flow_speaker(ctx, *model_, x);
+    ggml_set_output(spk);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_build_forward_expand(gf, spk);
+    runner_.allocate(gf);
+    set(x, xvec);
+    runner_.compute(gf);
+    return get(spk);
+}
+
+std::vector<float> FlowDecoder::speaker(const float * xvec) { return run_speaker(xvec); }
+
+FlowDecoder::EncoderRun FlowDecoder::run_encoder(const int32_t * ids, int n, bool pad_lookahead, bool use_cache) {
+    const FlowHparams & hp = model_->hparams();
+    const int L = hp.lookahead, s = hp.up_stride, D = hp.enc_dim;
+    const int n_tok = pad_lookahead ? n : n - L;
+    if (n_tok < 1) {
+        fail(Status::invalid_argument, "flow encoder: " + std::to_string(n) + " tokens leave no frame after the " +
+                                           std::to_string(L) + " look-ahead tokens");
+    }
+    const int c_tok = use_cache ? enc_tok_len_ : 0, c_mel = use_cache ? enc_mel_len_ : 0;
+    const int pe_tok = c_tok + n_tok, pe_mel = c_mel + s * n_tok;
+    if (std::max(pe_tok, pe_mel) > hp.pos_max_len) {
+        fail(Status::invalid_argument, "flow encoder: " + std::to_string(std::max(pe_tok, pe_mel)) +
+                                           " frames exceed the relative-position table (" + std::to_string(hp.pos_max_len) +
+                                           " positions)");
+    }
+    ggml_context * ctx = graph_context();
+    CtxFree guard{ctx};
+    FlowEncoderIn in;
+    in.ids = input(ctx, GGML_TYPE_I32, n);
+    in.pad_lookahead = pad_lookahead;
+    in.conv_prev = input(ctx, GGML_TYPE_F32, D, 2 + 2 * s);
+    in.pe_tok = input(ctx, GGML_TYPE_F32, D, 2 * pe_tok - 1);
+    in.pe_mel = input(ctx, GGML_TYPE_F32, D, 2 * pe_mel - 1);
+    const size_t n_layers = static_cast<size_t>(hp.enc_block + hp.enc_up_block);
+    if (use_cache && c_tok > 0) {
+        for (size_t i = 0; i < n_layers; ++i) {
+            const int c = static_cast<int>(i) < hp.enc_block ? c_tok : c_mel;
+            in.k_prev.push_back(input(ctx, GGML_TYPE_F32, D, c));
+            in.v_prev.push_back(input(ctx, GGML_TYPE_F32, D, c));
+        }
+    }
+    FlowEncoderOut out = build_flow_encoder(ctx, *model_, in);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    std::vector<ggml_tensor *> outs = {out.h, out.mu, out.conv_next};
+    if (use_cache) {
+        outs.insert(outs.end(), out.k_new.begin(), out.k_new.end());
+        outs.insert(outs.end(), out.v_new.begin(), out.v_new.end());
+    }
+    for (ggml_tensor * t : outs) {
+        ggml_set_output(t);
+        ggml_build_forward_expand(gf, t);
+    }
+    runner_.allocate(gf);
+
+    set(in.ids, ids);
+    std::vector<float> conv(static_cast<size_t>(D) * (2 + 2 * s), 0.0f);
+    if (use_cache && !enc_conv_.empty()) conv = enc_conv_;
+    set(in.conv_prev, conv.data());
+    set(in.pe_tok, espnet_rel_pos_table(pe_tok, D).data());
+    set(in.pe_mel, espnet_rel_pos_table(pe_mel, D).data());
+    for (size_t i = 0; i < in.k_prev.size(); ++i) {
+        set(in.k_prev[i], enc_k_[i].data());
+        set(in.v_prev[i], enc_v_[i].data());
+    }
+    runner_.compute(gf);
+
+    EncoderRun r;
+    r.n_tok = n_tok;
+    r.enc.n_frames = s * n_tok;
+    r.enc.h = get(out.h);
+    r.enc.mu = get(out.mu);
+    r.conv_next = get(out.conv_next);
+    if (use_cache) {
+        for (size_t i = 0; i < n_layers; ++i) {
+            r.k_new.push_back(get(out.k_new[i]));
+            r.v_new.push_back(get(out.v_new[i]));
+        }
+    }
+    return r;
+}
+
+FlowEncoding FlowDecoder::encode(const int32_t * tokens, int n) {
+    if (n <= 0) fail(Status::invalid_argument, "the flow encoder needs at least one speech token");
+    check_tokens(tokens, n, "tokens");
+    return run_encoder(tokens, n, true, false).enc;
+}
+
+std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_frames, float t, int step,
+                                        const std::vector<int32_t> & slots) {
+    const FlowHparams & hp = model_->hparams();
+    const int M = hp.n_mel, H = hp.dit_dim, K1 = hp.conv_kernel - 1, n_layer = hp.dit_layer;
+    const bool cached = step >= 0;
+    ggml_context * ctx = graph_context();
+    CtxFree guard{ctx};
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    DitIn in;
+    in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
+    in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
+    in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
+    std::vector<float> mask;
+    if (cached) {
+        in.k_cache = cache_k_[step];
+        in.v_cache = cache_v_[step];
+        in.slots = input(ctx, GGML_TYPE_I32, n_frames);
+        in.mask = input(ctx, GGML_TYPE_F32, cache_capacity_, n_frames);
+        // live keys: the cached frames and this call's
+        std::vector<float> row(cache_capacity_, -std::numeric_limits<float>::infinity());
+        for (int32_t sl : est_order_) row[sl] = 0.0f;
+        for (int32_t sl : slots) row[sl] = 0.0f;
+        mask.reserve(static_cast<size_t>(cache_capacity_) * n_frames);
+        for (int i = 0; i < n_frames; ++i) mask.insert(mask.end(), row.begin(), row.end());
+    }
+    DitOut out = build_dit(ctx, gf, *model_, in);
+    ggml_set_output(out.velocity);
+    ggml_build_forward_expand(gf, out.velocity);
+    if (cached) {
+        for (ggml_tensor * t_out : out.conv_next) {
+            ggml_set_output(t_out);
+            ggml_build_forward_expand(gf, t_out);
+        }
+    }
+    runner_.allocate(gf);
+
+    set(in.x_in, x_in.data());
+    set(in.t_feat, dit_timestep_features(t, hp).data());
+    const size_t conv_size = static_cast<size_t>(2) * n_layer * kBranches * K1 * H;
+    if (cached) {
+        set(in.conv_prev, est_conv_[step].data());
+        set(in.slots, slots.data());
+        set(in.mask, mask.data());
+    } else {
+        std::vector<float> zeros(conv_size, 0.0f);
+        set(in.conv_prev, zeros.data());
+    }
+    runner_.compute(gf);
+    if (cached) {
+        const size_t per = static_cast<size_t>(kBranches) * K1 * H;
+        for (size_t i = 0; i < out.conv_next.size(); ++i) {
+            ggml_backend_tensor_get(out.conv_next[i], est_conv_[step].data() + i * per, 0, per * sizeof(float));
+        }
+    }
+    return get(out.velocity);
+}
+
+std::vector<float> FlowDecoder::velocity(const float * x, const float * mu, const float * spk, const float * cond,
+                                         int n_frames, float t) {
+    const int M = model_->hparams().n_mel;
+    if (n_frames <= 0 || !x || !mu || !spk || !cond) fail(Status::invalid_argument, "velocity needs x, mu, spk and cond");
+    std::vector<float> x_in(static_cast<size_t>(kBranches) * n_frames * 4 * M, 0.0f);
+    for (int f = 0; f < n_frames; ++f) {
+        float * row = x_in.data() + static_cast<size_t>(f) * 4 * M;
+        float * row_u = row + static_cast<size_t>(n_frames) * 4 * M;
+        std::copy(x + f * M, x + (f + 1) * M, row);
+        std::copy(mu + f * M, mu + (f + 1) * M, row + M);
+        std::copy(spk, spk + M, row + 2 * M);
+        std::copy(cond + f * M, cond + (f + 1) * M, row + 3 * M);
+        std::copy(x + f * M, x + (f + 1) * M, row_u);
+    }
+    return run_dit(x_in, n_frames, t, -1, {});
+}
+
+std::vector<float> FlowDecoder::run_cfm(const float * mu, const float * spk, const float * cond, int n_frames,
+                                        int noise_offset, int n_timesteps, bool streaming,
+                                        const std::vector<int32_t> & slots) {
+    const FlowHparams & hp = model_->hparams();
+    const int M = hp.n_mel;
+    ensure_noise();
+    if (noise_offset < 0 || noise_offset + n_frames > noise_frames_) {
+        fail(Status::invalid_argument, "CFM noise frames [" + std::to_string(noise_offset) + ", " +
+                                           std::to_string(noise_offset + n_frames) + ") are outside the " +
+                                           std::to_string(noise_frames_) + "-frame noise buffer");
+    }
+    const size_t n = static_cast<size_t>(n_frames) * M;
+    std::vector<float> x(noise_.begin() + static_cast<size_t>(noise_offset) * M,
+                         noise_.begin() + static_cast<size_t>(noise_offset) * M + n);
+    for (float & v : x) v *= hp.temperature;
+    // both branches share x and t; the unconditional one sees zeros for mu, spk and cond
+    std::vector<float> x_in(kBranches * n * 4, 0.0f);
+    for (int f = 0; f < n_frames; ++f) {
+        float * row = x_in.data() + static_cast<size_t>(f) * 4 * M;
+        std::copy(mu + f * M, mu + (f + 1) * M, row + M);
+        std::copy(spk, spk + M, row + 2 * M);
+        if (cond) std::copy(cond + f * M, cond + (f + 1) * M, row + 3 * M);
+    }
+    const std::vector<float> t_span = cosine_t_span(n_timesteps);
+    // the reference advances t by accumulation: t += dt; dt = t_span[k+1] - t
+    float t = t_span[0], dt = t_span[1] - t_span[0];
+    const float w_cond = static_cast<float>(1.0 + static_cast<double>(hp.cfg_rate)), w_uncond = hp.cfg_rate;
+    for (int step = 1; step <= n_timesteps; ++step) {
+        for (int f = 0; f < n_frames; ++f) {
+            const float * xs = x.data() + static_cast<size_t>(f) * M;
+            std::copy(xs, xs + M, x_in.data() + static_cast<size_t>(f) * 4 * M);
+            std::copy(xs, xs + M, x_in.data() + (static_cast<size_t>(n_frames) + f) * 4 * M);
+        }
+        const std::vector<float> v = run_dit(x_in, n_frames, t, streaming ? step - 1 : -1, slots);
+        for (size_t i = 0; i < n; ++i) {
+            const float vel = w_cond * v[i] - w_uncond * v[n + i];
+            x[i] = x[i] + dt * vel;
+        }
+        t = t + dt;
+        if (step < n_timesteps) dt = t_span[step + 1] - t;
+    }
+    return x;
+}
+
+std::vector<float> FlowDecoder::cfm(const float * mu, const float * spk, const float * cond, int n_frames,
+                                    int noise_offset, int n_timesteps) {
+    if (n_frames <= 0 || !mu || !spk || !cond) fail(Status::invalid_argument, "the CFM needs mu, spk and cond frames");
+    if (n_timesteps < 0) fail(Status::invalid_argument, "n_timesteps must be positive");
+    const int steps = n_timesteps > 0 ? n_timesteps : model_->hparams().n_timesteps;
+    return run_cfm(mu, spk, cond, n_frames, noise_offset, steps, false, {});
+}
+
+std::vector<float> FlowDecoder::inference(const int32_t * tokens, int n, const FlowPrompt & prompt, int n_timesteps) {
+    const FlowHparams & hp = model_->hparams();
+    if (n <= 0) fail(Status::invalid_argument, "flow inference needs at least one speech token");
+    if (n_timesteps < 0) fail(Status::invalid_argument, "n_timesteps must be positive");
+    check_tokens(tokens, n, "tokens");
+    check_prompt(prompt);
+    const int steps = n_timesteps > 0 ? n_timesteps : hp.n_timesteps;
+    const std::vector<float> spk = run_speaker(prompt.xvec);
+    std::vector<int32_t> all(prompt.tokens, prompt.tokens + prompt.n_tokens);
+    all.insert(all.end(), tokens, tokens + n);
+    const FlowEncoding e = run_encoder(all.data(), static_cast<int>(all.size()), true, false).enc;
+    const int M = hp.n_mel, P = prompt.n_tokens * hp.token_mel_ratio;
+    std::vector<float> cond(e.mu.size(), 0.0f);
+    std::copy(prompt.mel, prompt.mel + static_cast<size_t>(P) * M, cond.begin());
+    std::vector<float> mel = run_cfm(e.mu.data(), spk.data(), cond.data(), e.n_frames, 0, steps, false, {});
+    return std::vector<float>(mel.begin() + static_cast<size_t>(P) * M, mel.end());
+}
+
+// ---- streaming ----
+
+void FlowDecoder::free_estimator_cache() {
+    if (cache_buf_) ggml_backend_buffer_free(cache_buf_);
+    if (cache_ctx_) ggml_free(cache_ctx_);
+    cache_buf_ = nullptr;
+    cache_ctx_ = nullptr;
+    cache_k_.clear();
+    cache_v_.clear();
+    cache_capacity_ = 0;
+}
+
+void FlowDecoder::alloc_estimator_cache(int n_steps, int capacity) {
+    if (cache_ctx_ && static_cast<int>(cache_k_.size()) == n_steps && cache_capacity_ == capacity) {
+        ggml_backend_buffer_clear(cache_buf_, 0);
+        return;
+    }
+    free_estimator_cache();
+    const FlowHparams & hp = model_->hparams();
+    ggml_init_params ip{};
+    ip.mem_size = ggml_tensor_overhead() * 2 * static_cast<size_t>(n_steps) * hp.dit_layer;
+    ip.no_alloc = true;
+    cache_ctx_ = ggml_init(ip);
+    if (!cache_ctx_) fail(Status::internal, "cannot create the flow estimator cache context");
+    // F32 keeps an F32 model exact; F16 halves the cache where the weights are rounded anyway
+    const ggml_type type = model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    cache_k_.assign(n_steps, {});
+    cache_v_.assign(n_steps, {});
+    for (int s = 0; s < n_steps; ++s) {
+        for (int l = 0; l < hp.dit_layer; ++l) {
+            cache_k_[s].push_back(ggml_new_tensor_3d(cache_ctx_, type, hp.dit_inner(), capacity, kBranches));
+            cache_v_[s].push_back(ggml_new_tensor_3d(cache_ctx_, type, hp.dit_inner(), capacity, kBranches));
+        }
+    }
+    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
+    if (!cache_buf_) {
+        free_estimator_cache();
+        fail(Status::internal, "out of memory allocating the flow estimator cache");
+    }
+    // empty slots are masked, but 0 x NaN from stale memory would still poison the sums
+    ggml_backend_buffer_clear(cache_buf_, 0);
+    cache_capacity_ = capacity;
+}
+
+void FlowDecoder::stream_start(const FlowPrompt & prompt, int n_timesteps) {
+    const FlowHparams & hp = model_->hparams();
+    if (n_timesteps < 0) fail(Status::invalid_argument, "n_timesteps must be positive");
+    check_prompt(prompt);
+    stream_ready_ = false;
+    const int L = hp.lookahead, s = hp.up_stride, D = hp.enc_dim;
+    n_steps_ = n_timesteps > 0 ? n_timesteps : hp.n_timesteps;
+    prompt_frames_ = prompt.n_tokens * s;
+    spk_ = run_speaker(prompt.xvec);
+    // caches hold at most prompt + tail frames between windows, plus one window's frames
+    const int capacity = prompt_frames_ + hp.cache_tail_frames + s * (hp.chunk_tokens + L);
+    alloc_estimator_cache(n_steps_, capacity);
+    est_order_.clear();
+    free_slots_.clear();
+    for (int i = 0; i < capacity; ++i) free_slots_.push_back(i);
+    est_conv_.assign(n_steps_, std::vector<float>(static_cast<size_t>(2) * hp.dit_layer * kBranches *
+                                                          (hp.conv_kernel - 1) * hp.dit_dim,
+                                                  0.0f));
+    const size_t n_layers = static_cast<size_t>(hp.enc_block + hp.enc_up_block);
+    enc_k_.assign(n_layers, {});
+    enc_v_.assign(n_layers, {});
+    enc_tok_len_ = enc_mel_len_ = 0;
+    enc_conv_.assign(static_cast<size_t>(D) * (2 + 2 * s), 0.0f);
+
+    // prompt ‖ silence look-ahead through the encoder (not a last chunk: the look-ahead is real)
+    std::vector<int32_t> ids(prompt.tokens, prompt.tokens + prompt.n_tokens);
+    ids.insert(ids.end(), L, hp.silence_token);
+    EncoderRun r = run_encoder(ids.data(), static_cast<int>(ids.size()), false, true);
+    for (size_t i = 0; i < n_layers; ++i) {
+        enc_k_[i] = std::move(r.k_new[i]);
+        enc_v_[i] = std::move(r.v_new[i]);
+    }
+    enc_tok_len_ = r.n_tok;
+    enc_mel_len_ = r.enc.n_frames;
+    enc_conv_ = std::move(r.conv_next);
+    // the estimator pass over the prompt (cond = prompt mel) fills its caches; output discarded
+    std::vector<int32_t> slots(free_slots_.begin(), free_slots_.begin() + r.enc.n_frames);
+    run_cfm(r.enc.mu.data(), spk_.data(), prompt.mel, r.enc.n_frames, 0, n_steps_, true, slots);
+    free_slots_.erase(free_slots_.begin(), free_slots_.begin() + r.enc.n_frames);
+    est_order_ = slots;
+    stream_ready_ = true;
+}
+
+std::vector<float> FlowDecoder::stream_chunk(const int32_t * tokens, int n, bool last_chunk) {
+    const FlowHparams & hp = model_->hparams();
+    if (!stream_ready_) fail(Status::invalid_argument, "the flow stream is not started: give it a voice prompt first");
+    const int L = hp.lookahead, max_window = hp.chunk_tokens + L;
+    check_tokens(tokens, n, "window tokens");
+    if (!last_chunk && n < L + 2) {
+        fail(Status::invalid_argument, "a non-final streaming window needs " + std::to_string(L) +
+                                           " look-ahead tokens plus at least 2 fresh tokens, got " + std::to_string(n));
+    }
+    if (last_chunk && n < 1) fail(Status::invalid_argument, "the final streaming window needs at least one token");
+    if (n > max_window) {
+        fail(Status::invalid_argument, "a streaming window holds at most " + std::to_string(max_window) + " tokens (" +
+                                           std::to_string(hp.chunk_tokens) + " + " + std::to_string(L) +
+                                           " look-ahead), got " + std::to_string(n));
+    }
+    const int offset = static_cast<int>(est_order_.size());
+    EncoderRun r = run_encoder(tokens, n, last_chunk, true);
+    const int T = r.enc.n_frames;
+    if (static_cast<int>(free_slots_.size()) < T) fail(Status::internal, "flow estimator cache overflow");
+    std::vector<int32_t> slots(free_slots_.begin(), free_slots_.begin() + T);
+    std::vector<float> mel;
+    try {
+        mel = run_cfm(r.enc.mu.data(), spk_.data(), nullptr, T, offset, n_steps_, true, slots);
+    } catch (...) {
+        // the estimator caches were partly written: this stream cannot continue consistently
+        stream_ready_ = false;
+        throw;
+    }
+    free_slots_.erase(free_slots_.begin(), free_slots_.begin() + T);
+    // newest block first, as the reference concatenates [new, cache]
+    est_order_.insert(est_order_.begin(), slots.begin(), slots.end());
+    for (size_t i = 0; i < enc_k_.size(); ++i) {
+        enc_k_[i].insert(enc_k_[i].end(), r.k_new[i].begin(), r.k_new[i].end());
+        enc_v_[i].insert(enc_v_[i].end(), r.v_new[i].begin(), r.v_new[i].end());
+    }
+    enc_tok_len_ += r.n_tok;
+    enc_mel_len_ += T;
+    enc_conv_ = std::move(r.conv_next);
+    trim_caches();
+    return mel;
+}
+
+void FlowDecoder::trim_caches() {
+    const FlowHparams & hp = model_->hparams();
+    const int P = prompt_frames_, keep = hp.cache_tail_frames, s = hp.up_stride, D = hp.enc_dim;
+    // estimator (1.0.7 trim on the newest-first order): entries [:P] ‖ [-keep:]
+    const int n = static_cast<int>(est_order_.size());
+    if (n > P + keep) {
+        std::vector<int32_t> kept(est_order_.begin(), est_order_.begin() + P);
+        kept.insert(kept.end(), est_order_.end() - keep, est_order_.end());
+        free_slots_.insert(free_slots_.end(), est_order_.begin() + P, est_order_.end() - keep);
+        std::sort(free_slots_.begin(), free_slots_.end());
+        est_order_ = std::move(kept);
+    }
+    // conformer (oldest first): token frames [:P/s] ‖ [-keep/s:], mel frames [:P] ‖ [-keep:]
+    if (enc_mel_len_ > P + keep) {
+        auto cut = [D](std::vector<float> & c, int len, int head, int tail) {
+            std::vector<float> out(c.begin(), c.begin() + static_cast<size_t>(head) * D);
+            out.insert(out.end(), c.begin() + static_cast<size_t>(len - tail) * D, c.begin() + static_cast<size_t>(len) * D);
+            c = std::move(out);
+        };
+        for (size_t i = 0; i < enc_k_.size(); ++i) {
+            const bool tok = static_cast<int>(i) < hp.enc_block;
+            const int len = tok ? enc_tok_len_ : enc_mel_len_;
+            const int head = tok ? P / s : P, tail = tok ? keep / s : keep;
+            cut(enc_k_[i], len, head, tail);
+            cut(enc_v_[i], len, head, tail);
+        }
+        enc_tok_len_ = P / s + keep / s;
+        enc_mel_len_ = P + keep;
+    }
+}
+
+}  // namespace minicpmo
