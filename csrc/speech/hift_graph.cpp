@@ -11,13 +11,17 @@ ggml_tensor * add_bias(ggml_context * ctx, ggml_tensor * y, ggml_tensor * b) {
 }
 
 // Conv1d on x ne (T, C_in) with zero padding, stride and dilation: im2col, then one matrix product
-// with the kernel viewed as ne (K * C_in, C_out) (im2col's row order is (channel, tap), tap fastest).
-// Putting the columns first gives the output time-major, ne (T_out, C_out); columns and kernels
-// are F32 (HiftModel keeps every weight in F32).
+// with the kernel viewed as ne (K * C_in, C_out) (im2col's row order is (channel, tap), tap
+// fastest), all F32 (HiftModel keeps every weight in F32). The kernel goes first so the product's
+// rows are output channels: ggml's CPU GEMM (tinyBLAS) needs a row count divisible by 4, which
+// C_out is and the time length (120 T + 1 in the last stage) is not. The result is transposed back
+// to time-major.
 ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, const HiftConv & c) {
     ggml_tensor * cols = ggml_im2col(ctx, c.w, x, c.stride, 0, c.padding, 0, c.dilation, 0, false, GGML_TYPE_F32);
+    cols = ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[1]);
     ggml_tensor * w2 = ggml_reshape_2d(ctx, c.w, c.w->ne[0] * c.w->ne[1], c.w->ne[2]);
-    return add_bias(ctx, ggml_mul_mat(ctx, cols, w2), c.b);
+    ggml_tensor * y = ggml_add(ctx, ggml_mul_mat(ctx, w2, cols), c.b);  // (C_out, T_out)
+    return ggml_cont(ctx, ggml_transpose(ctx, y));
 }
 
 // ConvTranspose1d (torch semantics, padding p cropped from both ends): every input frame times the
