@@ -103,4 +103,31 @@ std::vector<float> GgufHeader::get_float_array(const char * key) const {
     return out;
 }
 
+std::optional<std::vector<int64_t>> GgufHeader::get_int_array(const char * key) const {
+    const int64_t id = gguf_find_key(ctx_, key);
+    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) return std::nullopt;
+    const size_t n = gguf_get_arr_n(ctx_, id);
+    const void * data = n ? gguf_get_arr_data(ctx_, id) : nullptr;
+    std::vector<int64_t> out(n);
+    for (size_t i = 0; i < n; ++i) {
+        switch (gguf_get_arr_type(ctx_, id)) {
+            case GGUF_TYPE_UINT8:  out[i] = static_cast<const uint8_t *>(data)[i]; break;
+            case GGUF_TYPE_INT8:   out[i] = static_cast<const int8_t *>(data)[i]; break;
+            case GGUF_TYPE_UINT16: out[i] = static_cast<const uint16_t *>(data)[i]; break;
+            case GGUF_TYPE_INT16:  out[i] = static_cast<const int16_t *>(data)[i]; break;
+            case GGUF_TYPE_UINT32: out[i] = static_cast<const uint32_t *>(data)[i]; break;
+            case GGUF_TYPE_INT32:  out[i] = static_cast<const int32_t *>(data)[i]; break;
+            case GGUF_TYPE_UINT64: {
+                const uint64_t v = static_cast<const uint64_t *>(data)[i];
+                if (v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+                out[i] = static_cast<int64_t>(v);
+                break;
+            }
+            case GGUF_TYPE_INT64:  out[i] = static_cast<const int64_t *>(data)[i]; break;
+            default:               return std::nullopt;
+        }
+    }
+    return out;
+}
+
 }  // namespace minicpmo

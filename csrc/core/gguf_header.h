@@ -27,6 +27,8 @@ public:
     std::optional<double> get_float(const char * key) const;  // f32/f64 (or an integer) value
     std::optional<bool> get_bool(const char * key) const;
     std::vector<float> get_float_array(const char * key) const;  // f32 array; empty when absent
+    // Integer array of any integer element type; nullopt when absent or not an integer array.
+    std::optional<std::vector<int64_t>> get_int_array(const char * key) const;
     std::string architecture() const { return get_str("general.architecture").value_or(""); }
 
 private:

@@ -36,6 +36,7 @@ public:
     // `ne` in ggml order (ne0 = row length); checks the shape exactly and the storage type.
     ggml_tensor * get(const std::string & name, std::initializer_list<int64_t> ne, Use use) const;
     size_t n_bytes() const;
+    size_t n_tensors() const { return tensors_.size(); }  // tensors loaded (those matching the prefixes)
 
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
     int64_t require_int(const std::string & key, int64_t min_value, int64_t max_value) const;

@@ -1,0 +1,29 @@
+// ggml graph builders of the HiFT vocoder (spec §5.2.5): pure functions of (weights, hparams,
+// input tensors). Activations are time-major: ne (T, C), time fastest, which is what im2col reads,
+// what col2im_1d writes and what the backends' fused Snake kernels expect.
+#pragma once
+
+#include "ggml.h"
+#include "speech/hift_model.h"
+
+namespace minicpmo {
+
+// mel: ne (T, n_mel) F32. Returns the frame-rate F0 ne (1, T): |Linear(n x [conv k3 -> ELU](mel))|.
+ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel);
+
+struct HiftDecoderOutputs {
+    ggml_tensor * audio = nullptr;   // ne (T * hop_samples): the waveform, clamped to +-audio_limit
+    ggml_tensor * source = nullptr;  // ne (T * hop_samples): the NSF source after the cache overwrite
+};
+
+// mel: ne (T, n_mel) F32; sines: ne (H+1, T * hop_samples) F32, the host-made sine excitation
+// (hift_source.h); cache_source: ne (n) F32 with n <= T * hop_samples, or null: it replaces the
+// first n source samples (streaming). Source = tanh(Linear(H+1 -> 1)(sines)), then the 16-point
+// STFT, the decoder, the magnitude/phase head and the iSTFT.
+HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel, ggml_tensor * sines,
+                                      ggml_tensor * cache_source);
+
+// Graph nodes the decoder of `m` needs (headroom included).
+size_t hift_graph_nodes(const HiftModel & m);
+
+}  // namespace minicpmo
