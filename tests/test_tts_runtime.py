@@ -130,15 +130,13 @@ def test_reply_hidden_states_feed_the_tts(tiny_f32):
     reply = list(core.last_generated)
     hidden = core.generated_hidden()
     assert hidden.shape == (len(reply), 64)
+    # a random model never says <|tts_eos|>: the reply is spoken as far as it went, i.e. the TTS
+    # conditions on every fed reply token with its captured hidden row
+    tokens, _ = core.reply_speech_tokens(max_new_tokens=40)
+    want, _ = core.tts_generate_chat(reply, hidden, max_new_tokens=40)
+    assert tokens == want and len(tokens) == 39
     _, full_hidden = s.forward(ids + reply)
     np.testing.assert_allclose(hidden, full_hidden[len(ids):], rtol=0, atol=1e-4 * np.abs(full_hidden).max())
-    # a random model never says <|tts_eos|>: the spoken text is incomplete and that is an error
-    core.prefill(ids)
-    core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, 4, capture_hidden=True)
-    while core.step()[0]:
-        pass
-    with pytest.raises(MinicpmoError, match="tts_eos"):
-        core.reply_speech_tokens()
     # without the spoken-reply template (or without captured states) there is nothing to speak
     plain = s.tokenize(s.apply_chat_template([{"role": "user", "content": "Hi"}]))
     core.prefill(plain)
@@ -147,3 +145,33 @@ def test_reply_hidden_states_feed_the_tts(tiny_f32):
         pass
     with pytest.raises(MinicpmoError, match="spoken-reply template"):
         core.reply_speech_tokens()
+
+
+def test_spoken_chat_end_to_end(tiny_f32, tref, tmp_path):
+    """chat(generate_audio=True): reply text, its speech tokens (= the reference TTS on the reply's
+    hidden rows, greedy), Token2Wav audio at 24 kHz (2 mel frames x 480 samples per token), a WAV
+    file soundfile reads back, and the same audio again from the same seed."""
+    import soundfile as sf
+
+    s = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=1024, kv_cache_type="f32")
+    msgs = [{"role": "user", "content": "Say something."}]
+    out = tmp_path / "reply.wav"
+    r = s.chat(msgs, do_sample=False, repetition_penalty=1.0, max_new_tokens=5, generate_audio=True,
+               output_audio_path=out, max_speech_tokens=30)
+    assert isinstance(r.text, str) and r.sample_rate == 24000
+    reply = s.last_generated_ids
+    hidden = s._session.generated_hidden()
+    want = generate_chat(tref, np.asarray(reply), hidden.astype(np.float64), draws=None, max_new_tokens=30)
+    assert r.audio.dtype == np.float32 and r.audio.shape == (len(want.tokens) * 2 * 480,)
+    assert np.all(np.isfinite(r.audio)) and np.max(np.abs(r.audio)) <= 0.99 + 1e-6
+    back, rate = sf.read(out, dtype="float32")
+    assert rate == 24000
+    np.testing.assert_array_equal(back, r.audio)
+    again = s.chat(msgs, do_sample=False, repetition_penalty=1.0, max_new_tokens=5, generate_audio=True,
+                   max_speech_tokens=30)
+    assert again.text == r.text
+    assert s._session.voice_names == ["default"]
+    with pytest.raises(MinicpmoError, match="voice"):
+        s.chat(msgs, do_sample=False, max_new_tokens=2, generate_audio=True, voice="nobody", max_speech_tokens=30)
+    with pytest.raises(MinicpmoError, match="stream"):
+        s.chat(msgs, stream=True, generate_audio=True)

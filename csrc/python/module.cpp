@@ -22,6 +22,7 @@
 #include "session/omni_session.h"
 #include "speech/tts_decoder.h"
 #include "speech/tts_generate.h"
+#include "speech/speech_synthesizer.h"
 #include "vision/vision_model.h"
 
 namespace py = pybind11;
@@ -444,6 +445,25 @@ PYBIND11_MODULE(_core, m) {
                  const size_t n_embd = static_cast<size_t>(s.context().n_embd());
                  return to_array(s.generated_hidden().data(), s.generated_hidden().size() / n_embd, n_embd);
              })
+        .def("speak_reply",
+             [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
+                const std::string & voice, int max_speech_tokens) {
+                 const UniformDraw draw = make_draw(draws, seed);
+                 std::vector<float> audio;
+                 {
+                     py::gil_scoped_release release;
+                     if (seed) s.speech().reseed(*seed);
+                     audio = s.speak_reply(draw, voice, max_speech_tokens);
+                 }
+                 py::array_t<float> a(audio.size());
+                 std::memcpy(a.mutable_data(), audio.data(), audio.size() * sizeof(float));
+                 return a;
+             },
+             py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("voice") = "",
+             py::arg("max_speech_tokens") = 0,
+             "24 kHz samples of the last reply (TTS + Token2Wav); the seed also seeds the CFM / NSF noise")
+        .def_property_readonly("speech_sample_rate", [](OmniSession & s) { return s.speech().sample_rate(); })
+        .def_property_readonly("voice_names", [](OmniSession & s) { return s.speech().voices().names(); })
         .def("reply_speech_tokens",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 int max_new_tokens) {

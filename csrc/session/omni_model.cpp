@@ -4,7 +4,10 @@
 
 #include "core/error.h"
 #include "audio/audio_model.h"
+#include "speech/flow_model.h"
+#include "speech/hift_model.h"
 #include "speech/tts_model.h"
+#include "speech/voice_bank.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -64,6 +67,39 @@ std::shared_ptr<const TtsModel> OmniModel::tts() const {
         tts_ = std::make_shared<const TtsModel>(omni_->path, use_gpu());
     }
     return tts_;
+}
+
+namespace {
+
+// Loads a component on first use under the model's lock.
+template <typename T>
+std::shared_ptr<const T> load_once(std::mutex & m, std::shared_ptr<const T> & slot, const std::optional<OmniInfo> & omni,
+                                   const std::string & missing, bool use_gpu) {
+    std::lock_guard<std::mutex> lock(m);
+    if (!slot) {
+        if (!omni) fail(Status::unsupported, "speech output needs the omni companion file: " + missing);
+        slot = std::make_shared<const T>(omni->path, use_gpu);
+    }
+    return slot;
+}
+
+}  // namespace
+
+std::shared_ptr<const FlowModel> OmniModel::flow() const {
+    return load_once(load_mutex_, flow_, omni_, omni_missing_reason_, use_gpu());
+}
+
+std::shared_ptr<const HiftModel> OmniModel::hift() const {
+    return load_once(load_mutex_, hift_, omni_, omni_missing_reason_, use_gpu());
+}
+
+std::shared_ptr<const VoiceBank> OmniModel::voices() const {
+    std::lock_guard<std::mutex> lock(load_mutex_);
+    if (!voices_) {
+        if (!omni_) fail(Status::unsupported, "speech output needs the omni companion file: " + omni_missing_reason_);
+        voices_ = std::make_shared<const VoiceBank>(omni_->path);
+    }
+    return voices_;
 }
 
 }  // namespace minicpmo

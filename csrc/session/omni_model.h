@@ -13,6 +13,9 @@ namespace minicpmo {
 class VisionModel;
 class AudioModel;
 class TtsModel;
+class FlowModel;
+class HiftModel;
+class VoiceBank;
 }
 
 namespace minicpmo {
@@ -38,6 +41,10 @@ public:
     std::shared_ptr<const AudioModel> audio() const;
     // The speech-token decoder (TTS), loaded on first use; same rules as vision().
     std::shared_ptr<const TtsModel> tts() const;
+    // Token2Wav (flow + HiFT) and the voice prompts, loaded on first use; same rules.
+    std::shared_ptr<const FlowModel> flow() const;
+    std::shared_ptr<const HiftModel> hift() const;
+    std::shared_ptr<const VoiceBank> voices() const;
 
 private:
     LlmModelParams params_;
@@ -48,6 +55,9 @@ private:
     mutable std::shared_ptr<const VisionModel> vision_;
     mutable std::shared_ptr<const AudioModel> audio_;
     mutable std::shared_ptr<const TtsModel> tts_;
+    mutable std::shared_ptr<const FlowModel> flow_;
+    mutable std::shared_ptr<const HiftModel> hift_;
+    mutable std::shared_ptr<const VoiceBank> voices_;
 };
 
 }  // namespace minicpmo

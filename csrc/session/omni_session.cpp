@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "audio/audio_features.h"
 #include "session/media_prompt.h"
+#include "speech/speech_synthesizer.h"
 #include "speech/tts_decoder.h"
 #include "speech/tts_generate.h"
 #include "vision/image_preprocess.h"
@@ -58,6 +59,7 @@ void OmniSession::set_n_threads(int n_threads) {
     if (vision_) vision_->set_n_threads(n_threads);
     if (audio_) audio_->set_n_threads(n_threads);
     if (tts_) tts_->set_n_threads(n_threads);
+    if (speech_) speech_->set_n_threads(n_threads);
 }
 
 VisionEncoder & OmniSession::vision() {
@@ -132,12 +134,11 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
         fail(Status::invalid_argument, "the last reply was not generated with the spoken-reply template "
                                        "(prompt ending with <|tts_bos|>) and captured hidden states");
     }
+    // the spoken text ends at <|tts_eos|>; a reply that stopped before one (at <|im_end|> or at
+    // max_new_tokens) is spoken as far as it went (the official code makes no audio then)
     const auto end = std::find(reply.begin(), reply.end(), tts_eos);
-    if (end == reply.end()) {
-        fail(Status::invalid_argument, "the last reply has no <|tts_eos|>: its spoken text is incomplete "
-                                       "(cut off by max_new_tokens?)");
-    }
-    const int n = static_cast<int>(end - reply.begin());
+    const int n = static_cast<int>(std::min<size_t>(end - reply.begin(), n_fed));
+    if (n == 0) fail(Status::invalid_argument, "the last reply has no text to speak");
     if (static_cast<size_t>(n) > n_fed) fail(Status::internal, "fewer hidden states than spoken tokens");
     std::vector<int32_t> ids(reply.begin(), end);
     TtsDecoder & d = tts_decoder();
@@ -146,6 +147,21 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
     TtsChatResult r = generate_chat_speech(d, ids.data(), hidden.data(), n, sampling, draw);
     if (finished) *finished = r.finished;
     return r.tokens;
+}
+
+SpeechSynthesizer & OmniSession::speech() {
+    if (!speech_) {
+        speech_ = std::make_unique<SpeechSynthesizer>(omni_->flow(), omni_->hift(), omni_->voices(), omni_->use_gpu(),
+                                                      n_threads_, 0);
+    }
+    return *speech_;
+}
+
+std::vector<float> OmniSession::speak_reply(const std::function<double()> & draw, const std::string & voice,
+                                            int max_speech_tokens) {
+    SpeechSynthesizer & synth = speech();
+    synth.voices().get(voice);  // an unknown voice fails before any work
+    return synth.synthesize(reply_speech_tokens(draw, max_speech_tokens), voice);
 }
 
 int OmniSession::audio_token_count(const AudioInput & audio) {

@@ -17,6 +17,7 @@ namespace minicpmo {
 
 class VisionEncoder;
 class TtsDecoder;
+class SpeechSynthesizer;
 
 // Decoded RGB8 pixels owned by the caller for the duration of a call.
 struct ImageInput {
@@ -63,6 +64,12 @@ public:
     // text is the reply up to <|tts_eos|>. `draw` empty = greedy; max_new_tokens 0 = the model's.
     std::vector<int32_t> reply_speech_tokens(const std::function<double()> & draw, int max_new_tokens = 0,
                                              bool * finished = nullptr);
+    // The session's Token2Wav (flow + HiFT) with its seeded generators.
+    SpeechSynthesizer & speech();
+    // 24 kHz samples of the last reply: reply_speech_tokens, then Token2Wav with voice `voice`
+    // ("" = the default voice).
+    std::vector<float> speak_reply(const std::function<double()> & draw, const std::string & voice,
+                                   int max_speech_tokens = 0);
 
     // Prefills a rendered prompt whose placeholders (kImageMarker / kAudioMarker) stand for
     // `images` and `audios`, each kind in order.
@@ -92,6 +99,7 @@ private:
     std::unique_ptr<VisionEncoder> vision_;
     std::unique_ptr<AudioEncoder> audio_;
     std::unique_ptr<TtsDecoder> tts_;
+    std::unique_ptr<SpeechSynthesizer> speech_;
     int n_threads_;
 };
 

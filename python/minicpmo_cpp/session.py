@@ -16,6 +16,27 @@ from .messages import parse_messages
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
 
 
+class SpokenReply:
+    """A spoken reply: ``text`` and ``audio`` (float32 mono samples at ``sample_rate`` Hz)."""
+
+    def __init__(self, text: str, audio: np.ndarray, sample_rate: int):
+        self.text = text
+        self.audio = audio
+        self.sample_rate = int(sample_rate)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the audio as a float WAV file."""
+        import soundfile as sf
+
+        sf.write(os.fspath(path), self.audio, self.sample_rate, subtype="FLOAT")
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"SpokenReply(text={self.text!r}, seconds={self.audio.size / self.sample_rate:.2f})"
+
+
 class OmniSession:
     """A loaded MiniCPM-o model and one conversation (KV cache) over it.
 
@@ -197,7 +218,11 @@ class OmniSession:
         use_image_id: bool | None = None,
         omni_mode: bool = False,
         use_tts_template: bool | None = None,
-    ) -> str | Iterator[str]:
+        generate_audio: bool = False,
+        output_audio_path: str | os.PathLike | None = None,
+        voice: str | None = None,
+        max_speech_tokens: int | None = None,
+    ) -> str | Iterator[str] | SpokenReply:
         """Reply to the conversation ``msgs``. Defaults are the official chat() sampling settings;
         ``do_sample=False`` is greedy. With ``stream=True`` returns an iterator of text pieces.
 
@@ -209,7 +234,22 @@ class OmniSession:
         arrays, ``(pcm, rate)`` tuples, paths, OpenAI ``input_audio`` / ``audio_url`` parts) go
         through the Whisper encoder; with audio in the conversation the prompt ends with
         ``<|tts_bos|>`` like the official chat() (``use_tts_template`` overrides). Media already in
-        the KV cache from earlier turns are not encoded again."""
+        the KV cache from earlier turns are not encoded again.
+
+        ``generate_audio=True`` speaks the reply: the prompt ends with ``<|tts_bos|>``, the reply's
+        LLM hidden states condition the speech-token decoder (chat layout, spec §5.1) and Token2Wav
+        turns its tokens into 24 kHz audio with ``voice`` (a voice name of the model file; None = its
+        default voice). Returns a ``SpokenReply`` (``.text``, ``.audio`` float32, ``.sample_rate``)
+        and writes a WAV file when ``output_audio_path`` is given. The spoken text ends at
+        ``<|tts_eos|>``; a reply that stops before one is spoken as far as it went.
+        ``max_speech_tokens`` caps the speech tokens (25 per second; default the model's 2048)."""
+        if generate_audio and stream:
+            raise MinicpmoError("stream=True with generate_audio=True is not supported yet (streamed speech "
+                                "comes with the streaming session); use stream=False")
+        if output_audio_path is not None and not generate_audio:
+            raise MinicpmoError("output_audio_path needs generate_audio=True")
+        if generate_audio:
+            use_tts_template = True
         parsed = parse_messages(msgs, omni_mode)
         prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
         if seed is None:
@@ -223,12 +263,23 @@ class OmniSession:
         else:
             self._session.prefill(self._model.tokenize(prompt, True))
         self._session.begin_generation(
-            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens)
+            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
+            capture_hidden=generate_audio,
         )
         pieces = self._pieces(self._generation)
         if stream:
             return pieces
-        return "".join(pieces)
+        text = "".join(pieces)
+        if not generate_audio:
+            return text
+        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
+            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
+        audio = self._session.speak_reply(seed=int(seed) if do_sample else None, voice=voice or "",
+                                          max_speech_tokens=int(max_speech_tokens or 0))
+        reply = SpokenReply(text, audio, self._session.speech_sample_rate)
+        if output_audio_path is not None:
+            reply.save(output_audio_path)
+        return reply
 
     def _pieces(self, generation: int) -> Iterator[str]:
         try:
@@ -248,6 +299,6 @@ class OmniSession:
         return f"OmniSession({self._model.path!r}, omni={self.omni_path or None!r}, n_ctx={self.n_ctx})"
 
 
-__all__ = ["OmniSession", "MinicpmoError"]
+__all__ = ["OmniSession", "SpokenReply", "MinicpmoError"]
 
 
