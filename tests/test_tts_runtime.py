@@ -175,3 +175,31 @@ def test_spoken_chat_end_to_end(tiny_f32, tref, tmp_path):
         s.chat(msgs, do_sample=False, max_new_tokens=2, generate_audio=True, voice="nobody", max_speech_tokens=30)
     with pytest.raises(MinicpmoError, match="stream"):
         s.chat(msgs, stream=True, generate_audio=True)
+
+
+def test_cli_speak_matches_python(tiny_f32, tmp_path):
+    """minicpmo-cli --speak writes the same 24 kHz audio the Python API returns (greedy text and
+    speech tokens, the sessions' default noise seed), through the C API's speak_reply."""
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    model = str(tiny_f32[0])
+    s = OmniSession(model, n_threads=2, n_ctx=2048)
+    r = s.chat([{"role": "user", "content": "Hello"}], do_sample=False, repetition_penalty=1.0, max_new_tokens=4,
+               generate_audio=True, max_speech_tokens=30)
+    out = tmp_path / "cli.wav"
+    cli = shutil.which("minicpmo-cli")
+    res = subprocess.run([cli, "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "--repeat-penalty", "1", "-c", "2048",
+                          "-t", "2", "--speak", str(out), "--max-speech-tokens", "30"], capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert res.stdout.decode() == r.text + "\n"
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 24000
+    np.testing.assert_allclose(audio, r.audio, rtol=0, atol=1e-6)
+    res = subprocess.run([cli, "-m", model, "-p", "Hello", "-n", "2", "--speak", str(out), "--voice", "nobody",
+                          "--max-speech-tokens", "30"], capture_output=True, timeout=300)
+    assert res.returncode == 1 and "nobody" in res.stderr.decode()
+    res = subprocess.run([cli, "-m", model, "-p", "Hello", "--voice", "default"], capture_output=True, timeout=60)
+    assert res.returncode == 2 and "--speak" in res.stderr.decode()

@@ -7,9 +7,11 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <random>
 #include <string>
 
 #include "core/error.h"
+#include "speech/speech_synthesizer.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
@@ -58,6 +60,7 @@ minicpmo::GenerateParams to_generate(const minicpmo_generate_params & p) {
     g.sampling.repetition_penalty = p.repetition_penalty;
     g.sampling.seed = p.seed;
     g.max_new_tokens = p.max_new_tokens;
+    g.capture_hidden = p.generate_audio;
     return g;
 }
 
@@ -164,6 +167,7 @@ minicpmo_generate_params minicpmo_generate_default_params(void) {
     p.max_new_tokens = 4096;
     p.enable_thinking = false;
     p.use_tts_template = false;
+    p.generate_audio = false;
     return p;
 }
 
@@ -249,7 +253,7 @@ minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const mi
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::ChatTemplateOptions opts;
         opts.enable_thinking = p.enable_thinking;
-        opts.use_tts_template = p.use_tts_template || n_audios > 0;  // as the official chat() does
+        opts.use_tts_template = p.use_tts_template || p.generate_audio || n_audios > 0;  // as the official chat() does
         minicpmo::MediaPromptOptions mo;
         mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
         hand_out(session->impl->chat(msgs, ims, sounds, mo, opts, to_generate(p), piece_sink(on_text, user_data)),
@@ -271,6 +275,25 @@ minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const
         require(session != nullptr, "session is NULL");
         require(image != nullptr, "image is NULL");
         session->impl->append_image(to_image(*image), image_id);
+    });
+}
+
+minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice, uint64_t seed,
+                                             int32_t max_speech_tokens, minicpmo_audio_callback on_audio,
+                                             void * user_data) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(on_audio != nullptr, "on_audio is NULL");
+        require(max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
+        minicpmo::OmniSession & s = *session->impl;
+        std::function<double()> draw;
+        if (seed != 0) {
+            s.speech().reseed(seed);
+            auto rng = std::make_shared<std::mt19937_64>(seed);
+            draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+        }
+        const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
+        on_audio(audio.data(), audio.size(), s.speech().sample_rate(), user_data);
     });
 }
 

@@ -48,6 +48,9 @@ const char * cli_usage() {
            "  --think                enable thinking\n"
            "  --image FILE           image for the first message (repeatable; PNG, JPEG, BMP, GIF, ...)\n"
            "  --max-slices N         high-resolution slices per image (default 9; 1 = none)\n"
+           "  --speak OUT.wav        speak the reply (speech-token decoder + Token2Wav) into a 24 kHz WAV file\n"
+           "  --voice NAME           voice of the model file for --speak (default: its default voice)\n"
+           "  --max-speech-tokens N  at most N speech tokens per reply (25 per second; default the model's 2048)\n"
            "  --audio FILE           audio for the first message (repeatable; WAV, FLAC, MP3; any rate, mixed to\n"
            "                         16 kHz mono). With audio the reply uses the spoken-reply template\n"
            "  -t, --threads N        CPU threads (default: all cores)\n"
@@ -83,6 +86,13 @@ CliArgs parse_cli_args(int argc, char ** argv) {
             a.repeat_penalty = to_number<float>(f, need_value(argc, argv, i));
         } else if (f == "--seed") {
             a.seed = to_number<int64_t>(f, need_value(argc, argv, i));
+        } else if (f == "--speak") {
+            a.speak = need_value(argc, argv, i);
+        } else if (f == "--voice") {
+            a.voice = need_value(argc, argv, i);
+        } else if (f == "--max-speech-tokens") {
+            a.max_speech_tokens = to_number<int>(f, need_value(argc, argv, i));
+            if (a.max_speech_tokens < 1) throw std::invalid_argument("--max-speech-tokens must be >= 1");
         } else if (f == "--audio") {
             a.audios.push_back(need_value(argc, argv, i));
         } else if (f == "--image") {

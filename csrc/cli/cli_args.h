@@ -26,6 +26,9 @@ struct CliArgs {
     std::vector<std::string> images;  // go into the first user message, before its text
     int max_slices = 0;                // 0 = the model's default (9)
     std::vector<std::string> audios;  // go into the first user message, after the images
+    std::string speak;                // write each spoken reply here (WAV, 24 kHz)
+    std::string voice;                // voice name of the model file ("" = its default)
+    int max_speech_tokens = 0;        // 0 = the model's limit
     bool show_help = false;
 };
 

@@ -10,6 +10,7 @@
 #include "cli/audio_file.h"
 #include "cli/cli_args.h"
 #include "cli/image_file.h"
+#include "cli/wav_writer.h"
 #include "minicpmo.h"
 
 namespace {
@@ -85,6 +86,11 @@ int main(int argc, char ** argv) {
     gp.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
     gp.max_new_tokens = args.n_predict;
     gp.enable_thinking = args.think;
+    gp.generate_audio = !args.speak.empty();
+    if (!args.voice.empty() && args.speak.empty()) {
+        std::fprintf(stderr, "minicpmo-cli: --voice needs --speak OUT.wav\n");
+        return 2;
+    }
 
     std::vector<std::string> roles, contents;
     if (!args.system.empty()) {
@@ -113,6 +119,33 @@ int main(int argc, char ** argv) {
             return report("generation failed");
         }
         std::fputc('\n', stdout);
+        if (!args.speak.empty()) {
+            struct Sink {
+                std::vector<float> samples;
+                int rate = 0;
+            } sink;
+            auto on_audio = [](const float * s, size_t n, int32_t rate, void * ud) {
+                Sink & k = *static_cast<Sink *>(ud);
+                k.samples.insert(k.samples.end(), s, s + n);
+                k.rate = rate;
+                return true;
+            };
+            if (minicpmo_session_speak_reply(h.session, args.voice.c_str(), gp.do_sample ? gp.seed : 0,
+                                             args.max_speech_tokens, on_audio, &sink) !=
+                MINICPMO_OK) {
+                minicpmo_string_free(reply);
+                return report("speaking the reply failed");
+            }
+            try {
+                minicpmo_cli::write_wav_float(args.speak, sink.samples, sink.rate);
+            } catch (const std::exception & e) {
+                minicpmo_string_free(reply);
+                std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
+                return 1;
+            }
+            std::fprintf(stderr, "minicpmo-cli: wrote %.2f s of speech to %s\n",
+                         sink.rate ? static_cast<double>(sink.samples.size()) / sink.rate : 0.0, args.speak.c_str());
+        }
         roles.push_back("assistant");
         contents.push_back(std::string(reply, len));
         minicpmo_string_free(reply);

@@ -71,6 +71,7 @@ typedef struct minicpmo_generate_params {
     int32_t max_new_tokens;
     bool enable_thinking;     /* false = empty <think> block in the generation prompt */
     bool use_tts_template;    /* end the generation prompt with <|tts_bos|> (always on when audio is given) */
+    bool generate_audio;      /* keep what minicpmo_session_speak_reply needs (implies use_tts_template) */
 } minicpmo_generate_params;
 
 typedef struct minicpmo_message {
@@ -162,6 +163,18 @@ MINICPMO_API minicpmo_status minicpmo_session_prefill_audio(minicpmo_session * s
  * preceded by <image_id>image_id</image_id> when image_id >= 0. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const minicpmo_image * image,
                                                             int32_t image_id);
+
+/* Receives synthesized speech: n mono float32 samples at sample_rate Hz. Return false to stop. */
+typedef bool (*minicpmo_audio_callback)(const float * samples, size_t n, int32_t sample_rate, void * user_data);
+
+/* Speaks the last reply of a chat generated with generate_audio = true: the speech-token decoder
+ * conditioned on the reply (up to <|tts_eos|>), then Token2Wav with `voice` (NULL or "" = the model
+ * file's default voice). The whole utterance is delivered to on_audio (24 kHz). seed 0 = greedy
+ * speech tokens and the session's default noise; max_speech_tokens 0 = the model's limit (2048,
+ * 25 per second). */
+MINICPMO_API minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice,
+                                                          uint64_t seed, int32_t max_speech_tokens,
+                                                          minicpmo_audio_callback on_audio, void * user_data);
 
 /* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);
