@@ -103,7 +103,7 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     if (key_limit <= 0 || key_limit >= n_keys) key_limit = n_keys;  // masks nothing
     ggml_tensor * mask = nullptr;
     if (attention == AudioAttention::block_causal || key_limit < n_keys) {
-        mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_keys, n_out);
+        mask = ggml_new_tensor_2d(ctx, model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16, n_keys, n_out);
         ggml_set_input(mask);
     }
     std::vector<AudioLayerCache> caches;
@@ -145,7 +145,13 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
                 m[static_cast<size_t>(i) * n_keys + j] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
             }
         }
-        ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(float));
+        if (mask->type == GGML_TYPE_F32) {
+            ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(float));
+        } else {
+            std::vector<ggml_fp16_t> h(m.size());
+            ggml_fp32_to_fp16_row(m.data(), h.data(), static_cast<int64_t>(m.size()));
+            ggml_backend_tensor_set(mask, h.data(), 0, h.size() * sizeof(ggml_fp16_t));
+        }
     }
 
     runner_.compute(gf);

@@ -29,15 +29,27 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
 }
 
 // q: [hd*H, Lq]; k, v: [hd*H, Lk] (possibly views with row stride nb1). Returns [hd*H, Lq].
+// `exact` (F32 models): scores, mask (F32) and weighted sum in F32, compared with the float
+// reference at 1e-4. Otherwise ggml's fused flash attention with F16 keys/values and an F16 mask:
+// it skips masked keys (half of them in block mode) and never holds the T x T scores (~1e-3
+// relative, below the rounding of F16 or quantized weights).
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
-                        int n_head) {
+                        int n_head, bool exact) {
     const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1];
     const size_t es_k = ggml_element_size(k), es_v = ggml_element_size(v);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, hd, n_head, Lq), 0, 2, 1, 3);                     // [hd, Lq, H]
-    k = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, Lk, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);
+    k = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, Lk, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);  // [hd, Lk, H]
+    if (!exact) {
+        v = ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 0, 2, 1, 3);
+        if (k->type != GGML_TYPE_F16) k = ggml_cast(ctx, k, GGML_TYPE_F16);
+        if (v->type != GGML_TYPE_F16) v = ggml_cast(ctx, v, GGML_TYPE_F16);
+        ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, mask, scale, 0.0f, 0.0f);  // [hd, H, Lq]
+        return ggml_reshape_2d(ctx, o, width, Lq);
+    }
     v = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 1, 2, 0, 3));
     ggml_tensor * kq = ggml_mul_mat(ctx, k, q);  // [Lk, Lq, H]
-    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+    kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
     ggml_tensor * o = ggml_mul_mat(ctx, v, kq);  // [hd, Lq, H]
     o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, Lq]
     return ggml_reshape_2d(ctx, o, width, Lq);
@@ -75,7 +87,7 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
             k = c.all_k;
             v = c.all_v;
         }
-        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head), L.o_w, L.o_b));
+        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head, m.weights_f32()), L.o_w, L.o_b));
         h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
         h = ggml_gelu_erf(ctx, linear(ctx, h, L.up_w, L.up_b));
         x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));

@@ -25,8 +25,8 @@ struct AudioLayerCache {
     ggml_tensor * all_v = nullptr;
 };
 
-// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T'] F32
-// additive (0 / -inf) or null for full attention; caches: one per layer (streaming) or empty.
+// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T']
+// additive (0 / -inf; F32 for F32 models, F16 otherwise: the fused attention's type) or null; caches: one per layer (streaming) or empty.
 // Returns the post-LayerNorm encoder output [n_embd, T'].
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
                                   ggml_tensor * pos_ids, ggml_tensor * mask,
