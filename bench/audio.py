@@ -1,0 +1,649 @@
+"""Audio-encoding speed of minicpmo-cpp versus PyTorch (transformers' WhisperEncoder modules),
+same weights, same thread count.
+
+Makes a random-weight checkpoint with the real audio shape (Whisper-medium encoder: d_model 1024,
+24 layers, 16 heads, FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096) and a
+1-layer 4096-wide LLM, converts it with our converter (F16, Q8_0). PyTorch runs the same weights,
+read from the checkpoint as float32, through transformers' WhisperEncoder modules (conv stem,
+position table, WhisperEncoderLayer with a DynamicCache or a 4-D additive mask, final LayerNorm)
+plus nn.Linear/ReLU projector and AvgPool1d, the way MiniCPM-o's encoder drives them.
+
+Timed, each side in its own process, in pairs of back-to-back runs (chunk by chunk, clip by clip)
+alternating which side goes first:
+  * streaming: consecutive 1-s chunks through the encoder's key/value cache (cache growing), per
+    chunk: mel chunk in memory -> LLM tokens. simplex = 100 mel frames per chunk; duplex = 102/104
+    frames (2 frames of conv context on each side, dropped after the stem).
+    ours: OmniSession._session.audio_stream_chunk(mel, front, back).
+  * 30-s clip (3000 mel frames, 1-s block-causal attention, the chat path):
+    ours: _session.audio_encode_mel(mel, "block") and, end to end from float32 PCM,
+    OmniSession.encode_audio(pcm) (our C++ log-mel included); torch: the same mel through the
+    encoder with the block-causal 4-D mask, and end to end WhisperFeatureExtractor + the same.
+Also reported: peak RSS of each side and the max relative difference of our tokens against torch's.
+Prints one JSON document on stdout; progress goes to stderr.
+
+    python bench/audio.py [--threads 2] [--types F16,Q8_0] [--chunks 20] [--rounds 1] [--rounds-30s 1]
+                          [--omp-wait-policy default|passive|active] [--torch-attn sdpa|eager]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
+AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
+# the LLM only has to exist: 4096 wide (the projector's output width) with 1 layer and a small FFN
+LLM_4096 = dict(hidden_size=4096, num_hidden_layers=1, num_attention_heads=32, num_key_value_heads=8,
+                head_dim=128, intermediate_size=256)
+SEED = 0
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 30
+CHUNK_FRAMES = 100     # mel frames per 1-s streaming chunk
+CONTEXT_FRAMES = 2     # duplex conv context on each side of a chunk
+MODES = ("simplex", "duplex")
+
+
+def log(msg: str) -> None:
+    print(f"[bench/audio] {msg}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
+    return Path(d)
+
+
+def proc_status_kib(key: str) -> int:
+    """VmHWM (peak RSS), VmRSS, RssAnon or RssFile of this process in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_fields() -> dict:
+    return {"peak_rss_kib": proc_status_kib("VmHWM"), "rss_kib": proc_status_kib("VmRSS"),
+            "rss_anon_kib": proc_status_kib("RssAnon"), "rss_file_kib": proc_status_kib("RssFile")}
+
+
+def thread_env(threads: int, wait_policy: str) -> dict:
+    """Every BLAS / OpenMP pool the workers may touch gets the same thread count; both sides' OpenMP
+    runtimes get the same wait policy (unset: libgomp spins a while at every barrier)."""
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[k] = str(threads)
+    env.pop("OMP_WAIT_POLICY", None)
+    if wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = wait_policy.upper()
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# models and inputs (cached in the work directory, keyed by their parameters)
+# ---------------------------------------------------------------------------------------------
+def model_key() -> str:
+    params = json.dumps({"audio": AUDIO_MEDIUM, "llm": LLM_4096, "seed": SEED, "dtype": "float16"}, sort_keys=True)
+    return hashlib.sha1(params.encode()).hexdigest()[:10]
+
+
+def companion_components(omni: Path) -> list[str]:
+    from gguf import GGUFReader
+
+    field = GGUFReader(omni).get_field("minicpmo.components")
+    return [] if field is None else [str(v) for v in field.contents()]
+
+
+def make_models(work: Path, types: list[str]) -> tuple[Path, dict[str, Path]]:
+    """(HF checkpoint dir, outtype label -> our LLM GGUF), generated once. The checkpoint is float16:
+    F16 conversion keeps its weights exactly, and torch reads the same numbers as float32."""
+    from minicpmo_cpp.convert import convert_checkpoint
+    from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
+
+    hf = work / "hf"
+    done = hf / ".complete"  # written last: an interrupted generation is redone
+    if not done.exists():
+        log("writing a random-weight checkpoint with the Whisper-medium audio shape (about 3 GB, a few minutes)")
+        make_tiny_checkpoint(hf, seed=SEED, dtype="float16", llm_dims=LLM_4096, audio_dims=AUDIO_MEDIUM,
+                             components=("audio",))
+        done.write_text(model_key())
+    models = {}
+    for label in types:
+        gguf_dir = work / f"gguf-{label}"
+        llm = gguf_dir / f"MiniCPM-o-4_5-{label}.gguf"
+        omni = gguf_dir / f"MiniCPM-o-4_5-omni-{label}.gguf"
+        if not (llm.exists() and omni.exists() and "audio" in companion_components(omni)):
+            log(f"converting to GGUF {label} (LLM + omni companion with the audio tower)")
+            convert_checkpoint(hf, gguf_dir, outtype=label.lower(), quiet=True)
+        models[label] = llm
+    return hf, models
+
+
+def speech_like_pcm(seconds: int, seed: int) -> np.ndarray:
+    """float32 16 kHz mono: a voiced source (gliding pitch, 30 harmonics with two moving formant
+    bumps) cut into 4-Hz syllables with random pauses, plus a little noise. Speech-shaped spectra keep
+    the log-mel in its usual range rather than the flat picture of white noise."""
+    rng = np.random.default_rng(seed)
+    n = seconds * SAMPLE_RATE
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = 140.0 + 35.0 * np.sin(2 * np.pi * 0.37 * t) + 10.0 * np.sin(2 * np.pi * 2.1 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    f1 = 600.0 + 250.0 * np.sin(2 * np.pi * 1.3 * t + 1.0)
+    f2 = 1700.0 + 500.0 * np.sin(2 * np.pi * 0.9 * t + 2.0)
+    x = np.zeros(n)
+    for h in range(1, 31):
+        fh = h * f0
+        gain = np.exp(-((fh - f1) / 300.0) ** 2) + 0.6 * np.exp(-((fh - f2) / 400.0) ** 2) + 0.05
+        x += gain * np.sin(h * phase) / np.sqrt(h)
+    syllable = np.sin(2 * np.pi * 4.0 * t) ** 2
+    gate = np.repeat(rng.random(seconds * 4) > 0.25, SAMPLE_RATE // 4)  # some quarter seconds are silent
+    x = x * syllable * gate + 0.02 * rng.standard_normal(n)
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+def make_inputs(work: Path) -> tuple[Path, Path]:
+    """30 s of PCM and its log-mel by transformers' WhisperFeatureExtractor (80 x 3000): the
+    streaming chunks are cut from this mel, the 30-s clip is all of it."""
+    pcm_path, mel_path = work / "pcm-30s.npy", work / "mel-30s.npy"
+    if not (pcm_path.exists() and mel_path.exists()):
+        pcm = speech_like_pcm(CLIP_SECONDS, SEED + 1)
+        np.save(pcm_path, pcm)
+        np.save(mel_path, whisper_features(pcm))
+    return pcm_path, mel_path
+
+
+def whisper_feature_extractor():
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE, hop_length=160,
+                                   chunk_length=CLIP_SECONDS, n_fft=400)
+
+
+def whisper_features(pcm: np.ndarray, fe=None) -> np.ndarray:
+    """(80, 3000) log-mel of up to 30 s of PCM, as MiniCPM-o's processor computes it."""
+    feats = (fe or whisper_feature_extractor())(pcm, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def stream_chunk(mel: np.ndarray, k: int, mode: str) -> tuple[np.ndarray, int, int]:
+    """Mel frames of streaming chunk k as the streaming mel processor emits them, with the conv
+    context frames in front / behind (duplex: 2 each, none in front of the first chunk)."""
+    start = CHUNK_FRAMES * k
+    if mode == "simplex":
+        return np.ascontiguousarray(mel[:, start:start + CHUNK_FRAMES]), 0, 0
+    front = min(CONTEXT_FRAMES, start)
+    end = start + CHUNK_FRAMES + CONTEXT_FRAMES
+    return np.ascontiguousarray(mel[:, start - front:end]), front, CONTEXT_FRAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# the two sides, each in a worker process
+# ---------------------------------------------------------------------------------------------
+class OursSide:
+    def __init__(self, model: str, threads: int):
+        from minicpmo_cpp import OmniSession, _core
+
+        self.session = OmniSession(model, n_threads=threads, n_gpu_layers=0, n_ctx=512)
+        self.native = self.session._session
+        self.info = {"system_info": _core.system_info().strip()}
+
+    def reset_stream(self) -> None:
+        self.native.audio_stream_reset()
+
+    def stream_chunk(self, mel: np.ndarray, front: int, back: int) -> np.ndarray:
+        return self.native.audio_stream_chunk(mel, front, back)[0]
+
+    def encode_mel(self, mel: np.ndarray) -> np.ndarray:
+        return self.native.audio_encode_mel(mel, "block")[0]
+
+    def encode_pcm(self, pcm: np.ndarray) -> np.ndarray:
+        return self.session.encode_audio(pcm)
+
+
+class TorchSide:
+    """MiniCPM-o's audio path in PyTorch float32 on transformers' WhisperEncoder modules."""
+
+    def __init__(self, hf_dir: str, threads: int, attn: str):
+        import torch
+        from torch import nn
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
+        self.torch, self.nn = torch, nn
+        cfg = json.loads((Path(hf_dir) / "config.json").read_text())
+        a = cfg["audio_config"]
+        wcfg = WhisperConfig(d_model=a["d_model"], encoder_layers=a["encoder_layers"],
+                             encoder_attention_heads=a["encoder_attention_heads"], encoder_ffn_dim=a["encoder_ffn_dim"],
+                             num_mel_bins=a["num_mel_bins"], max_source_positions=a["max_source_positions"],
+                             activation_function=a["activation_function"], dropout=0.0, attention_dropout=0.0,
+                             activation_dropout=0.0)
+        wcfg._attn_implementation = attn
+        state = self._load_state(Path(hf_dir))
+        with torch.device("meta"):  # no random init of 300 M parameters: the checkpoint's are assigned
+            enc = WhisperEncoder(wcfg)
+            d_out = state["audio_projection_layer.linear1.weight"].shape[0]
+            proj = nn.Module()
+            proj.linear1 = nn.Linear(a["d_model"], d_out)
+            proj.linear2 = nn.Linear(d_out, d_out)
+        enc.load_state_dict({k[len("apm."):]: v for k, v in state.items() if k.startswith("apm.")},
+                            strict=True, assign=True)
+        proj.load_state_dict({k[len("audio_projection_layer."):]: v for k, v in state.items()
+                              if k.startswith("audio_projection_layer.")}, strict=True, assign=True)
+        for m in (enc, proj):
+            m.eval()
+            left = [n for n, t in list(m.named_parameters()) + list(m.named_buffers()) if t.is_meta]
+            if left:
+                raise RuntimeError(f"torch modules left without weights: {left[:5]}")
+        for i, layer in enumerate(enc.layers):
+            layer.self_attn.layer_idx = i  # the DynamicCache is indexed by layer, as MiniCPM-o's encoder does
+        self.enc, self.proj = enc, proj
+        self.pool_step = int(cfg["audio_pool_step"])
+        # encoder frames per attention block: chunk seconds * 100 mel frames/s / conv stride 2
+        self.block = int(round(cfg["audio_chunk_length"] * SAMPLE_RATE / 160 / 2))
+        self.n_positions = a["max_source_positions"]
+        self.cache = None
+        self.features = whisper_feature_extractor()  # made once: its mel filter bank is not part of the timing
+        self.info = {"torch": torch.__version__, "attn_implementation": attn, "torch_threads": torch.get_num_threads(),
+                     "torch_config": torch.__config__.parallel_info().splitlines()[:8]}
+        import transformers
+
+        self.info["transformers"] = transformers.__version__
+
+    def _load_state(self, hf: Path) -> dict:
+        from safetensors.torch import load_file
+
+        files = sorted(hf.glob("model*.safetensors"))
+        state = {}
+        for f in files:
+            for k, v in load_file(str(f)).items():
+                if k.startswith(("apm.", "audio_projection_layer.")):
+                    state[k] = v.float()
+        return state
+
+    # -- pieces of MiniCPM-o's audio path --
+    def _stem(self, mel: np.ndarray):
+        gelu = self.nn.functional.gelu
+        x = self.torch.from_numpy(mel)[None]
+        h = gelu(self.enc.conv2(gelu(self.enc.conv1(x))))
+        return h.transpose(1, 2)  # (1, T', D)
+
+    def _layers(self, x, mask, cache):
+        for layer in self.enc.layers:
+            x = layer(x, mask, cache=cache) if cache is not None else layer(x, mask)
+        return self.enc.layer_norm(x)
+
+    def _tokens(self, h):
+        e = self.proj.linear2(self.nn.functional.relu(self.proj.linear1(h)))
+        e = self.nn.functional.avg_pool1d(e.transpose(1, 2), self.pool_step, self.pool_step).transpose(1, 2)
+        return e[0].numpy()
+
+    # -- the commands --
+    def reset_stream(self) -> None:
+        from transformers.cache_utils import DynamicCache
+
+        self.cache = DynamicCache()
+
+    def stream_chunk(self, mel: np.ndarray, front: int, back: int) -> np.ndarray:
+        with self.torch.inference_mode():
+            x = self._stem(mel)
+            n_stem = x.shape[1]
+            x = x[:, (front + 1) // 2:n_stem - (back + 1) // 2]
+            off = self.cache.get_seq_length(0)
+            if off > 0 and off + n_stem >= self.n_positions:  # the position table restarts (not reached here)
+                self.reset_stream()
+                off = 0
+            x = x + self.enc.embed_positions.weight[off:off + x.shape[1]]
+            return self._tokens(self._layers(x, None, self.cache))
+
+    def encode_mel(self, mel: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            x = self._stem(mel)
+            n = x.shape[1]
+            x = x + self.enc.embed_positions.weight[:n]
+            i = torch.arange(n)[:, None]
+            keep = torch.arange(n)[None, :] < (i // self.block + 1) * self.block  # 1-s block-causal
+            mask = torch.zeros(n, n).masked_fill_(~keep, float("-inf"))[None, None]
+            return self._tokens(self._layers(x, mask, None))
+
+    def encode_pcm(self, pcm: np.ndarray) -> np.ndarray:
+        return self.encode_mel(whisper_features(pcm, self.features))
+
+
+def serve(side) -> int:
+    """Answers one JSON command per stdin line with one JSON line on stdout:
+    {"cmd": "chunk", "mel": F, "mode": simplex|duplex, "k": K} runs streaming chunk K (K = 0 resets
+    the stream); {"cmd": "save_stream", "out": F} saves the tokens of the chunks since the reset;
+    {"cmd": "encode_mel", "mel": F, "out": F|null} / {"cmd": "encode_pcm", "pcm": F, "out": ...}.
+    Replies carry wall and process CPU milliseconds of the timed call and this process's memory."""
+    mels: dict[str, np.ndarray] = {}
+    stream_tokens: list[np.ndarray] = []
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "quit":
+            break
+        try:
+            out = None
+            if req["cmd"] == "chunk":
+                if req["mel"] not in mels:
+                    mels[req["mel"]] = np.load(req["mel"])
+                mel = mels[req["mel"]]
+                chunk, front, back = stream_chunk(mel, req["k"], req["mode"])
+                if req["k"] == 0:
+                    side.reset_stream()
+                    stream_tokens = []
+                fn = lambda: side.stream_chunk(chunk, front, back)  # noqa: E731
+            elif req["cmd"] == "save_stream":
+                np.save(req["out"], np.concatenate(stream_tokens).astype(np.float32))
+                print(json.dumps({"saved": len(stream_tokens)}), flush=True)
+                continue
+            elif req["cmd"] in ("encode_mel", "encode_pcm"):
+                x = np.load(req["mel"] if req["cmd"] == "encode_mel" else req["pcm"])
+                fn = (lambda: side.encode_mel(x)) if req["cmd"] == "encode_mel" else (lambda: side.encode_pcm(x))
+            else:
+                raise ValueError(f"unknown command {req['cmd']!r}")
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = fn()
+            reply = {"ms": (time.perf_counter() - t0) * 1e3, "cpu_ms": (time.process_time() - c0) * 1e3}
+            if req["cmd"] == "chunk":
+                stream_tokens.append(out)
+            elif req.get("out"):
+                np.save(req["out"], np.ascontiguousarray(out, dtype=np.float32))
+            reply.update(n_tokens=int(out.shape[0]), n_embd=int(out.shape[1]), **rss_fields())
+        except Exception as e:  # reported to the parent as a protocol error, not a traceback
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+def worker_main(kind: str, model: str, threads: int, attn: str) -> int:
+    rss_start = proc_status_kib("VmRSS")
+    t0 = time.perf_counter()
+    try:
+        side = OursSide(model, threads) if kind == "ours" else TorchSide(model, threads, attn)
+    except Exception as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        return 1
+    print(json.dumps({"ready": True, "load_ms": (time.perf_counter() - t0) * 1e3, "rss_start_kib": rss_start,
+                      "rss_after_load_kib": proc_status_kib("VmRSS"), **side.info}), flush=True)
+    return serve(side)
+
+
+class Worker:
+    """The parent's handle on one side's process (stderr goes to a log file)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     text=True, bufsize=1, env=env)
+        try:
+            self.ready = self._reply()
+        except BaseException:
+            self.close()
+            raise
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(f"{self.name}: {msg['error']} (log: {self.log_path})")
+        return msg
+
+    def ask(self, **req) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+# ---------------------------------------------------------------------------------------------
+def agreement(ours: Path, ref: Path) -> dict:
+    """max|ours - torch| / max|torch| over all tokens (the tests' metric), the relative L2 error and
+    the worst per-token cosine similarity."""
+    a, b = np.load(ours).astype(np.float64), np.load(ref).astype(np.float64)
+    if a.shape != b.shape:
+        raise RuntimeError(f"token shapes differ: ours {a.shape}, torch {b.shape}")
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {"max_rel": float(f"{np.max(np.abs(a - b)) / np.max(np.abs(b)):.3e}"),
+            "rel_l2": float(f"{np.linalg.norm(a - b) / np.linalg.norm(b):.3e}"),
+            "min_cosine": round(float(cos.min()), 6), "n_tokens": int(a.shape[0])}
+
+
+def mib(kib: int) -> float:
+    return round(kib / 1024, 1)
+
+
+def r1(x: float) -> float:
+    return round(float(x), 1)
+
+
+def paired(ours: list[float], ref: list[float]) -> dict:
+    """torch_ms / our_ms per pair of back-to-back runs (>1: we are faster); the median of these
+    per-pair ratios is the headline, since both runs of a pair met the same machine load."""
+    ratios = [r / o for o, r in zip(ours, ref)]
+    return {"ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3)}
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return []
+
+
+def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work: Path) -> dict:
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    me = str(Path(__file__).resolve())
+    env = thread_env(args.threads, args.omp_wait_policy)
+    # fresh processes per type: the peak RSS belongs to this type's run
+    torch_w = Worker("torch", [sys.executable, me, "--worker", "torch", str(hf), "--threads", str(args.threads),
+                               "--torch-attn", args.torch_attn], env, logs / f"torch-{label}.log")
+    try:
+        ours_w = Worker("minicpmo_cpp", [sys.executable, me, "--worker", "ours", str(llm), "--threads",
+                                         str(args.threads)], env, logs / f"ours-{label}.log")
+    except BaseException:
+        torch_w.close()
+        raise
+    sides = {"minicpmo_cpp": ours_w, "torch": torch_w}
+    out = {s: work / f"tokens-{s}-{label}" for s in sides}
+    for d in out.values():
+        d.mkdir(exist_ok=True)
+    # runs[side][what] = replies; streaming replies are per chunk, in order, all rounds
+    runs: dict[str, dict[str, list]] = {s: {m: [] for m in (*MODES, "clip_mel", "clip_pcm")} for s in sides}
+    try:
+        log(f"{label}: warm-up (2 duplex chunks each)")
+        for w in sides.values():
+            for k in range(2):
+                w.ask(cmd="chunk", mel=str(mel), mode="duplex", k=k)
+        for r in range(args.rounds):
+            for mode in MODES:
+                for k in range(args.chunks):
+                    # both sides run chunk k back to back, alternating who goes first, so drifting
+                    # load on a shared machine hits both alike and every chunk gives one paired ratio
+                    order = list(sides) if (k + r) % 2 == 0 else list(sides)[::-1]
+                    for s in order:
+                        runs[s][mode].append(sides[s].ask(cmd="chunk", mel=str(mel), mode=mode, k=k))
+                if r == 0:
+                    for s in sides:
+                        sides[s].ask(cmd="save_stream", out=str(out[s] / f"stream-{mode}.npy"))
+                last = {s: [x["ms"] for x in runs[s][mode][-args.chunks:]] for s in sides}
+                log(f"{label} {mode} round {r + 1}/{args.rounds}: per-chunk median ours "
+                    f"{statistics.median(last['minicpmo_cpp']):.0f} ms, torch {statistics.median(last['torch']):.0f} ms")
+        peak_stream = {s: runs[s]["duplex"][-1]["peak_rss_kib"] for s in sides}
+        for r in range(args.rounds_30s):
+            for i, what in enumerate(("clip_mel", "clip_pcm")):
+                order = list(sides)[::-1] if (r + i) % 2 == 0 else list(sides)
+                key = "mel" if what == "clip_mel" else "pcm"
+                for s in order:
+                    dump = str(out[s] / f"{what}.npy") if r == 0 else None
+                    runs[s][what].append(sides[s].ask(cmd="encode_" + key, **{key: str(mel if key == "mel" else pcm)},
+                                                      out=dump))
+                log(f"{label} 30-s {key} round {r + 1}/{args.rounds_30s}: ours "
+                    f"{runs['minicpmo_cpp'][what][-1]['ms']:.0f} ms, torch {runs['torch'][what][-1]['ms']:.0f} ms")
+    finally:
+        ours_w.close()
+        torch_w.close()
+
+    res: dict = {"type": label, "streaming": {}, "clip_30s": {}}
+    for mode in MODES:
+        entry = {}
+        for s in sides:
+            ms = [x["ms"] for x in runs[s][mode]]
+            by_k = [ms[i::args.chunks] for i in range(args.chunks)]  # chunk index -> one value per round
+            entry[s] = {"median_ms": r1(statistics.median(ms)), "max_ms": r1(max(ms)), "mean_ms": r1(statistics.mean(ms)),
+                        "cpu_median_ms": r1(statistics.median(x["cpu_ms"] for x in runs[s][mode])),
+                        "first_chunk_ms": r1(statistics.median(by_k[0])),
+                        "last_chunk_ms": r1(statistics.median(by_k[-1])),
+                        "per_chunk_ms": [r1(statistics.median(v)) for v in by_k]}
+        entry.update(paired([x["ms"] for x in runs["minicpmo_cpp"][mode]], [x["ms"] for x in runs["torch"][mode]]))
+        entry["ratio_cpu"] = paired([x["cpu_ms"] for x in runs["minicpmo_cpp"][mode]],
+                                    [x["cpu_ms"] for x in runs["torch"][mode]])["ratio"]
+        entry["chunk_mel_frames"] = "100" if mode == "simplex" else "102 first, then 104"
+        entry["tokens_per_chunk"] = runs["minicpmo_cpp"][mode][0]["n_tokens"]
+        # what is left of a 1-s duplex unit for the LLM (and TTS) after our median / worst chunk
+        entry["minicpmo_cpp"]["share_of_1s_unit"] = round(entry["minicpmo_cpp"]["median_ms"] / 1000, 3)
+        entry["agreement"] = agreement(out["minicpmo_cpp"] / f"stream-{mode}.npy", out["torch"] / f"stream-{mode}.npy")
+        res["streaming"][mode] = entry
+    for what, name in (("clip_mel", "encoder_from_mel"), ("clip_pcm", "end_to_end_from_pcm")):
+        entry = {s: {"ms": r1(statistics.median(x["ms"] for x in runs[s][what])),
+                     "cpu_ms": r1(statistics.median(x["cpu_ms"] for x in runs[s][what])),
+                     "ms_runs": [r1(x["ms"]) for x in runs[s][what]]} for s in sides}
+        entry.update(paired([x["ms"] for x in runs["minicpmo_cpp"][what]], [x["ms"] for x in runs["torch"][what]]))
+        entry["ratio_cpu"] = paired([x["cpu_ms"] for x in runs["minicpmo_cpp"][what]],
+                                    [x["cpu_ms"] for x in runs["torch"][what]])["ratio"]
+        entry["n_tokens"] = runs["minicpmo_cpp"][what][0]["n_tokens"]
+        entry["agreement"] = agreement(out["minicpmo_cpp"] / f"{what}.npy", out["torch"] / f"{what}.npy")
+        res["clip_30s"][name] = entry
+    res["clip_30s"]["end_to_end_from_pcm"]["note"] = (
+        "ours: float32 PCM -> our C++ log-mel -> encoder; torch: WhisperFeatureExtractor (numpy) -> encoder; "
+        "agreement includes the two mel front ends")
+    res["memory"] = {}
+    for s, w in sides.items():
+        last = runs[s]["clip_pcm"][-1]
+        res["memory"][s] = {"rss_before_load_mib": mib(w.ready["rss_start_kib"]),
+                            "rss_after_load_mib": mib(w.ready["rss_after_load_kib"]),
+                            "peak_rss_streaming_mib": mib(peak_stream[s]),
+                            "peak_rss_mib": mib(last["peak_rss_kib"]),
+                            # heap versus mapped file pages after the last run (ours maps the GGUFs:
+                            # the 1-layer LLM's pages count in RssFile, not in the audio path's heap)
+                            "rss_anon_mib": mib(last["rss_anon_kib"]), "rss_file_mib": mib(last["rss_file_kib"]),
+                            # the peak less the mapped file pages (constant after loading): about the
+                            # peak of weights read into memory + caches + compute buffers + interpreter
+                            "peak_rss_less_mapped_files_mib": mib(last["peak_rss_kib"] - last["rss_file_kib"]),
+                            "load_ms": r1(w.ready["load_ms"])}
+    omni = llm.with_name(llm.name.replace("MiniCPM-o-4_5-", "MiniCPM-o-4_5-omni-"))
+    res["files"] = {"llm_size_mib": round(llm.stat().st_size / 2**20, 1),
+                    "omni_size_mib": round(omni.stat().st_size / 2**20, 1)}
+    res["_info"] = {s: {k: v for k, v in w.ready.items() if not k.endswith(("_kib", "_ms")) and k != "ready"}
+                    for s, w in sides.items()}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--types", default="F16,Q8_0", help="omni outtypes, comma separated: F16, Q8_0, F32")
+    ap.add_argument("--chunks", type=int, default=20, help="consecutive 1-s streaming chunks per round")
+    ap.add_argument("--rounds", type=int, default=1, help="streaming rounds (each: simplex + duplex, all chunks)")
+    ap.add_argument("--rounds-30s", type=int, default=1, help="rounds of the 30-s clip (each: from mel + from PCM)")
+    ap.add_argument("--omp-wait-policy", default="default", choices=("default", "passive", "active"),
+                    help="OMP_WAIT_POLICY for both sides (default: leave it unset, what users get)")
+    ap.add_argument("--torch-attn", default="sdpa", choices=("sdpa", "eager"),
+                    help="transformers attention implementation of the torch side")
+    ap.add_argument("--work", default=None, help="cache directory for the models and inputs")
+    ap.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("model", nargs="?", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads <= 0:
+        ap.error("--threads must be positive")
+    if args.worker:
+        sys.exit(worker_main(args.worker, args.model, args.threads, args.torch_attn))
+    if args.chunks <= 0 or args.rounds <= 0 or args.rounds_30s <= 0:
+        ap.error("--chunks, --rounds and --rounds-30s must be positive")
+    # duplex chunk k reads mel frames up to 100k + 102; the cache must not restart inside the run
+    if CHUNK_FRAMES * args.chunks + CONTEXT_FRAMES > CLIP_SECONDS * 100 or args.chunks > 28:
+        ap.error("--chunks must be at most 28 (the streaming chunks are cut from the 30-s mel)")
+    types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    for t in types:
+        if t not in ("F16", "Q8_0", "F32"):
+            ap.error(f"unknown type {t}: choose from F16, Q8_0, F32")
+
+    from minicpmo_cpp import build_info
+
+    work = Path(args.work) if args.work else cache_dir() / "bench-audio" / model_key()
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    load_start = loadavg()
+    hf, models = make_models(work, types)
+    pcm, mel = make_inputs(work)
+    results, info = [], {}
+    for label in types:
+        res = bench_type(label, models[label], hf, mel, pcm, args, work)
+        info = info or res["_info"]
+        del res["_info"]
+        results.append(res)
+        s, c = res["streaming"], res["clip_30s"]
+        log(f"{label}: torch/ours streaming simplex {s['simplex']['ratio']}, duplex {s['duplex']['ratio']}, "
+            f"30-s mel {c['encoder_from_mel']['ratio']}, 30-s pcm {c['end_to_end_from_pcm']['ratio']}")
+    print(json.dumps({
+        "benchmark": "audio",
+        "shape": "MiniCPM-o 4.5 audio (random weights): Whisper-medium encoder 1024 wide, 24 layers, 16 heads, "
+                 "FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096; AvgPool1d 5",
+        "timed": {"streaming": "per 1-s chunk: mel frames in memory -> 10 LLM tokens, through the growing K/V cache",
+                  "clip_30s": "3000 mel frames (or 480000 PCM samples) -> 300 LLM tokens, 1-s block-causal attention"},
+        "ratio_meaning": "torch_ms / minicpmo_cpp_ms, median of per-round ratios (>1: minicpmo_cpp is faster)",
+        "agreement_meaning": "our tokens vs torch float32 tokens on the same checkpoint weights: "
+                             "max|ours - torch| / max|torch|, relative L2, worst per-token cosine",
+        "threads": args.threads, "chunks": args.chunks, "rounds": args.rounds, "rounds_30s": args.rounds_30s,
+        "omp_wait_policy": args.omp_wait_policy,
+        # the machine's load average (1, 5, 15 min) before and after: above the thread count, other
+        # processes competed for the cores and wall times are inflated
+        "loadavg_start": load_start, "loadavg_end": loadavg(), "cores": os.cpu_count(),
+        "ggml_native": build_info.GGML_NATIVE, "machine": platform.machine(), "cpu": cpu_name(),
+        "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
+        "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
+    }, indent=2))
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
