@@ -203,3 +203,16 @@ def test_cli_speak_matches_python(tiny_f32, tmp_path):
     assert res.returncode == 1 and "nobody" in res.stderr.decode()
     res = subprocess.run([cli, "-m", model, "-p", "Hello", "--voice", "default"], capture_output=True, timeout=60)
     assert res.returncode == 2 and "--speak" in res.stderr.decode()
+
+
+def test_tts_reading_template(tiny_f32):
+    """tts(text): the reading instruction + text in a user turn, the spoken-reply template, and audio
+    whose length follows its speech tokens (2 mel frames x 480 samples each)."""
+    s = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=1024)
+    r = s.tts("你好，世界。", do_sample=False, max_new_tokens=4, max_speech_tokens=20)
+    literal = ("<|im_start|>user\n请朗读以下内容。你好，世界。<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+               "<|tts_bos|>")
+    assert s._session.kv_tokens[: len(s.tokenize(literal))] == s.tokenize(literal)
+    assert r.sample_rate == 24000 and r.audio.size % 960 == 0 and 0 < r.audio.size <= 19 * 960
+    with pytest.raises(MinicpmoError, match="non-empty"):
+        s.tts("  ")

@@ -281,6 +281,25 @@ class OmniSession:
             reply.save(output_audio_path)
         return reply
 
+    # the instruction the model was trained with for reading text aloud (seed README usage)
+    TTS_INSTRUCTION = "请朗读以下内容。"
+
+    def tts(self, text: str, voice: str | None = None, ref_audio=None, language: str = "zh",
+            output_audio_path: str | os.PathLike | None = None, max_new_tokens: int = 1024, **chat_options) -> SpokenReply:
+        """Text to speech with the model's reading template: a user turn "请朗读以下内容。" + ``text``
+        answered with the spoken-reply template; the model reads the text and the speech decoder and
+        Token2Wav voice it with ``voice`` (a voice of the model file). ``ref_audio`` adds the
+        "audio_assistant" system prompt with that reference (the conditioning the official examples
+        use). Other keyword arguments go to ``chat``."""
+        if not isinstance(text, str) or not text.strip():
+            raise MinicpmoError("tts() needs a non-empty text to read")
+        msgs = []
+        if ref_audio is not None:
+            msgs.append(self.get_sys_prompt(ref_audio, mode="audio_assistant", language=language))
+        msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
+        return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
+                         max_new_tokens=max_new_tokens, **chat_options)
+
     def _pieces(self, generation: int) -> Iterator[str]:
         try:
             while True:
