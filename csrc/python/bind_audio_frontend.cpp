@@ -12,37 +12,16 @@
 #include "audio/log_mel.h"
 #include "audio/streaming_mel.h"
 #include "core/error.h"
+#include "python/numpy_arrays.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
 
 namespace {
 
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-std::string shape_text(const py::array & a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// A C-contiguous float32 array of `ndim` dimensions; the dtype is checked before any conversion
-// (a forcecast would silently turn float64 or integers into float32).
-F32Array checked_f32(const py::object & obj, int ndim, const std::string & what) {
-    const std::string expected = what + " must be a numpy float32 array with " + std::to_string(ndim) + " dimension" +
-                                 (ndim == 1 ? "" : "s");
-    if (!py::isinstance<py::array>(obj)) {
-        fail(Status::invalid_argument, expected + ", got " + std::string(py::str(py::type::of(obj))));
-    }
-    const py::array arr = py::reinterpret_borrow<py::array>(obj);
-    if (arr.dtype().kind() != 'f' || arr.itemsize() != 4) {
-        fail(Status::invalid_argument, expected + ", got dtype " + std::string(py::str(arr.dtype())));
-    }
-    if (arr.ndim() != ndim) fail(Status::invalid_argument, expected + ", got shape " + shape_text(arr));
-    F32Array a = F32Array::ensure(arr);
-    if (!a) fail(Status::internal, "could not make " + what + " C-contiguous");
-    return a;
-}
+using minicpmo_py::F32Array;
+using minicpmo_py::checked_f32;
+using minicpmo_py::shape_text;
 
 MelConfig make_config(const F32Array & filters, int sample_rate, int n_fft, int hop, int64_t chunk_samples,
                       float dynamic_range_db) {

@@ -11,19 +11,15 @@
 #include "audio/resample.h"
 #include "cli/audio_file.h"
 #include "core/error.h"
+#include "python/numpy_arrays.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
 
 namespace {
 
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-std::string shape_text(const py::array & a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
+using minicpmo_py::F32Array;
+using minicpmo_py::shape_text;
 
 // Checks dtype and rank before any conversion: a forcecast would silently turn int16 samples into
 // floats of +-32768, and a wrong-rank array would be misread.

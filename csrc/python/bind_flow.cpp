@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "python/numpy_arrays.h"
 #include "speech/flow_decoder.h"
 #include "speech/flow_model.h"
 #include "speech/voice_bank.h"
@@ -23,12 +24,7 @@ using namespace minicpmo;
 namespace {
 
 using F32C = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-std::string shape_text(const py::array & a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
+using minicpmo_py::shape_text;
 
 // A float array of rank `ndim` (any float dtype, converted to float32); ints are refused rather
 // than silently reinterpreted as values.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "python/numpy_arrays.h"
 #include "speech/hift_model.h"
 #include "speech/hift_vocoder.h"
 
@@ -20,30 +21,9 @@ using namespace minicpmo;
 
 namespace {
 
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-std::string shape_text(const py::array & a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// A C-contiguous float32 array of `ndim` dimensions; the dtype is checked before any conversion.
-F32Array checked_f32(const py::object & obj, int ndim, const std::string & what) {
-    const std::string expected = what + " must be a numpy float32 array with " + std::to_string(ndim) + " dimension" +
-                                 (ndim == 1 ? "" : "s");
-    if (!py::isinstance<py::array>(obj)) {
-        fail(Status::invalid_argument, expected + ", got " + std::string(py::str(py::type::of(obj))));
-    }
-    const py::array arr = py::reinterpret_borrow<py::array>(obj);
-    if (arr.dtype().kind() != 'f' || arr.itemsize() != 4) {
-        fail(Status::invalid_argument, expected + ", got dtype " + std::string(py::str(arr.dtype())));
-    }
-    if (arr.ndim() != ndim) fail(Status::invalid_argument, expected + ", got shape " + shape_text(arr));
-    F32Array a = F32Array::ensure(arr);
-    if (!a) fail(Status::internal, "could not make " + what + " C-contiguous");
-    return a;
-}
+using minicpmo_py::F32Array;
+using minicpmo_py::checked_f32;
+using minicpmo_py::shape_text;
 
 // mel as (n_mel, T) float32; T = 0 only where `allow_empty`
 F32Array checked_mel(const HiftVocoder & v, const py::object & obj, bool allow_empty) {

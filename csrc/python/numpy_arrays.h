@@ -1,0 +1,44 @@
+// numpy argument checks shared by the binding files: arrays are checked for dtype and rank before
+// any conversion (a forcecast would silently turn float64 or integers into float32).
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "core/error.h"
+
+namespace minicpmo_py {
+
+namespace py = pybind11;
+
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// "(2, 3)" / "(5,)": an array's shape as numpy prints it, for error messages.
+inline std::string shape_text(const py::array & a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// A C-contiguous float32 array of `ndim` dimensions, or an invalid_argument error naming `what`.
+inline F32Array checked_f32(const py::object & obj, int ndim, const std::string & what) {
+    using minicpmo::fail;
+    using minicpmo::Status;
+    const std::string expected = what + " must be a numpy float32 array with " + std::to_string(ndim) + " dimension" +
+                                 (ndim == 1 ? "" : "s");
+    if (!py::isinstance<py::array>(obj)) {
+        fail(Status::invalid_argument, expected + ", got " + std::string(py::str(py::type::of(obj))));
+    }
+    const py::array arr = py::reinterpret_borrow<py::array>(obj);
+    if (arr.dtype().kind() != 'f' || arr.itemsize() != 4) {
+        fail(Status::invalid_argument, expected + ", got dtype " + std::string(py::str(arr.dtype())));
+    }
+    if (arr.ndim() != ndim) fail(Status::invalid_argument, expected + ", got shape " + shape_text(arr));
+    F32Array a = F32Array::ensure(arr);
+    if (!a) fail(Status::internal, "could not make " + what + " C-contiguous");
+    return a;
+}
+
+}  // namespace minicpmo_py
