@@ -60,10 +60,7 @@ int AudioHparams::block_frames() const {
 AudioModel::AudioModel(const std::string & omni_path, bool use_gpu) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"a."},
                                        weight_buffer_type(use_gpu));
-    const auto comps = w_->header().get_str_array("minicpmo.components");
-    if (std::find(comps.begin(), comps.end(), "audio") == comps.end()) {
-        fail(Status::unsupported, "omni file '" + omni_path + "' has no audio component (audio input needs it)");
-    }
+    w_->require_component("audio", "audio input");
     hp_ = read_hparams(*w_);
     const int64_t D = hp_.n_embd, F = hp_.n_ff, E = hp_.n_embd_out, M = hp_.n_mel;
     const GgufWeights & w = *w_;

@@ -1,5 +1,6 @@
 #include "core/gguf_weights.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -167,6 +168,14 @@ double GgufWeights::require_float(const std::string & key) const {
     const auto v = header_.get_float(key.c_str());
     if (!v) fail(Status::bad_model, "omni file '" + path() + "' lacks the number key '" + key + "'");
     return *v;
+}
+
+void GgufWeights::require_component(const std::string & component, const std::string & needed_for) const {
+    const std::vector<std::string> comps = header_.get_str_array("minicpmo.components");
+    if (std::find(comps.begin(), comps.end(), component) == comps.end()) {
+        fail(Status::unsupported, "omni file '" + path() + "' has no " + component + " component (needed for " +
+                                      needed_for + ")");
+    }
 }
 
 }  // namespace minicpmo

@@ -38,6 +38,10 @@ public:
     size_t n_bytes() const;
     size_t n_tensors() const { return tensors_.size(); }  // tensors loaded (those matching the prefixes)
 
+    // Throws unsupported naming the file when `minicpmo.components` does not list `component`;
+    // `needed_for` says what the caller wanted it for ("images", "speech output", ...).
+    void require_component(const std::string & component, const std::string & needed_for) const;
+
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
     int64_t require_int(const std::string & key, int64_t min_value, int64_t max_value) const;
     double require_float(const std::string & key) const;

@@ -95,10 +95,7 @@ FlowHparams read_hparams(const GgufWeights & w) {
 FlowModel::FlowModel(const std::string & omni_path, bool use_gpu) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"t2w.flow."},
                                        weight_buffer_type(use_gpu));
-    const auto comps = w_->header().get_str_array("minicpmo.components");
-    if (std::find(comps.begin(), comps.end(), "token2wav") == comps.end()) {
-        fail(Status::unsupported, "omni file '" + omni_path + "' has no token2wav component (speech output needs it)");
-    }
+    w_->require_component("token2wav", "speech output");
     hp_ = read_hparams(*w_);
     const GgufWeights & w = *w_;
     const int64_t D = hp_.enc_dim, E = hp_.input_size, M = hp_.n_mel, H = hp_.dit_dim, I = hp_.dit_inner(),

@@ -187,10 +187,7 @@ HiftModel::HiftModel(const std::string & omni_path, bool use_gpu) {
     // ggml) change samples by tens of percent there; the vocoder is small (~21 M parameters).
     GgufWeights w(omni_path, "omni file", std::vector<std::string>{"t2w.hift."}, weight_buffer_type(false));
     path_ = w.path();
-    const auto comps = w.header().get_str_array("minicpmo.components");
-    if (std::find(comps.begin(), comps.end(), "token2wav") == comps.end()) {
-        fail(Status::unsupported, "omni file '" + omni_path + "' has no token2wav component (speech output needs it)");
-    }
+    w.require_component("token2wav", "speech output");
     hp_ = read_hparams(w);
     const HiftHparams & hp = hp_;
 

@@ -86,10 +86,7 @@ TtsHparams read_hparams(const GgufWeights & w) {
 TtsModel::TtsModel(const std::string & omni_path, bool use_gpu) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"tts."},
                                        weight_buffer_type(use_gpu));
-    const auto comps = w_->header().get_str_array("minicpmo.components");
-    if (std::find(comps.begin(), comps.end(), "tts") == comps.end()) {
-        fail(Status::unsupported, "omni file '" + omni_path + "' has no tts component (speech output needs it)");
-    }
+    w_->require_component("tts", "speech output");
     hp_ = read_hparams(*w_);
     const int64_t E = hp_.n_embd, F = hp_.n_ff, Q = int64_t(hp_.n_head) * hp_.head_dim,
                   KV = int64_t(hp_.n_head_kv) * hp_.head_dim;

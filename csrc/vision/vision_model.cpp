@@ -64,10 +64,7 @@ VisionHparams read_hparams(const GgufWeights & w) {
 VisionModel::VisionModel(const std::string & omni_path, bool use_gpu) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"v.", "resampler."},
                                        weight_buffer_type(use_gpu));
-    const auto comps = w_->header().get_str_array("minicpmo.components");
-    if (std::find(comps.begin(), comps.end(), "vision") == comps.end()) {
-        fail(Status::unsupported, "omni file '" + omni_path + "' has no vision component (images need it)");
-    }
+    w_->require_component("vision", "images");
     hp_ = read_hparams(*w_);
     const int64_t D = hp_.n_embd, F = hp_.n_ff, E = hp_.n_embd_out;
     const GgufWeights & w = *w_;
