@@ -15,6 +15,7 @@
 #include "llm/quantize.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
+#include "session/spoken_reply_stream.h"
 
 struct minicpmo_model {
     std::shared_ptr<minicpmo::OmniModel> impl;
@@ -168,6 +169,7 @@ minicpmo_generate_params minicpmo_generate_default_params(void) {
     p.enable_thinking = false;
     p.use_tts_template = false;
     p.generate_audio = false;
+    p.max_speech_tokens = 0;
     return p;
 }
 
@@ -294,6 +296,58 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
         on_audio(audio.data(), audio.size(), s.speech().sample_rate(), user_data);
+    });
+}
+
+minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const minicpmo_message * messages,
+                                             size_t n_messages, const minicpmo_image * images, size_t n_images,
+                                             int32_t use_image_id, const minicpmo_audio * audios, size_t n_audios,
+                                             const minicpmo_generate_params * params, const char * voice,
+                                             minicpmo_text_callback on_text, minicpmo_audio_callback on_audio,
+                                             void * user_data, char ** out_reply, size_t * out_len) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(on_audio != nullptr, "on_audio is NULL");
+        require(images != nullptr || n_images == 0, "images is NULL");
+        require(audios != nullptr || n_audios == 0, "audios is NULL");
+        if (out_reply) *out_reply = nullptr;
+        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
+        std::vector<minicpmo::ImageInput> ims;
+        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
+        std::vector<minicpmo::AudioInput> sounds;
+        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        minicpmo::ChatTemplateOptions opts;
+        opts.enable_thinking = p.enable_thinking;
+        opts.use_tts_template = true;
+        minicpmo::MediaPromptOptions mo;
+        mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+        minicpmo::OmniSession & s = *session->impl;
+        s.prefill_media(minicpmo::render_chat(msgs, opts), ims, sounds, mo);
+        std::function<double()> draw;
+        if (p.do_sample) {
+            s.speech().reseed(p.seed);
+            auto rng = std::make_shared<std::mt19937_64>(p.seed);
+            draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+        }
+        require(p.max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
+        minicpmo::SpokenReplyStream stream(s, to_generate(p), voice ? voice : "", draw, p.max_speech_tokens);
+        minicpmo::SpokenPiece piece;
+        std::string reply;
+        bool more = true;
+        while (more) {
+            more = stream.next(piece);
+            reply += piece.text;
+            const bool keep_text = piece.text.empty() || on_text == nullptr ||
+                                   on_text(piece.text.data(), piece.text.size(), user_data);
+            const bool keep_audio = piece.audio.empty() ||
+                                    on_audio(piece.audio.data(), piece.audio.size(), stream.sample_rate(), user_data);
+            if (more && (!keep_text || !keep_audio)) {
+                stream.cancel();
+                more = false;
+            }
+        }
+        hand_out(reply, out_reply, out_len);
     });
 }
 

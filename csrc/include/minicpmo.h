@@ -72,6 +72,8 @@ typedef struct minicpmo_generate_params {
     bool enable_thinking;     /* false = empty <think> block in the generation prompt */
     bool use_tts_template;    /* end the generation prompt with <|tts_bos|> (always on when audio is given) */
     bool generate_audio;      /* keep what minicpmo_session_speak_reply needs (implies use_tts_template) */
+    int32_t max_speech_tokens; /* minicpmo_session_chat_spoken: speech tokens per 10-token text chunk at
+                                  most; 0 = the model's (500) */
 } minicpmo_generate_params;
 
 typedef struct minicpmo_message {
@@ -175,6 +177,22 @@ typedef bool (*minicpmo_audio_callback)(const float * samples, size_t n, int32_t
 MINICPMO_API minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice,
                                                           uint64_t seed, int32_t max_speech_tokens,
                                                           minicpmo_audio_callback on_audio, void * user_data);
+
+/* minicpmo_session_chat_media with a streamed spoken reply (the official streaming pipeline, spec
+ * §6.1): the prompt ends with <|tts_bos|>, every 10 reply tokens condition the speech decoder and
+ * each second of 24 kHz speech reaches on_audio as soon as it is synthesized (24000 samples while
+ * speaking; the last call holds the rest), interleaved with the text pieces on on_text (may be
+ * NULL). The reply ends at <|tts_eos|>. voice NULL or "" = the model file's default voice.
+ * params->do_sample false = greedy speech tokens; otherwise params->seed also seeds the speech
+ * sampling and the vocoder noise. Either callback returning false stops the reply. */
+MINICPMO_API minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const minicpmo_message * messages,
+                                                          size_t n_messages, const minicpmo_image * images,
+                                                          size_t n_images, int32_t use_image_id,
+                                                          const minicpmo_audio * audios, size_t n_audios,
+                                                          const minicpmo_generate_params * params, const char * voice,
+                                                          minicpmo_text_callback on_text,
+                                                          minicpmo_audio_callback on_audio, void * user_data,
+                                                          char ** out_reply, size_t * out_len);
 
 /* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);

@@ -20,6 +20,7 @@
 #include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
+#include "session/spoken_reply_stream.h"
 #include "speech/tts_decoder.h"
 #include "speech/tts_generate.h"
 #include "speech/speech_synthesizer.h"
@@ -217,6 +218,24 @@ PYBIND11_MODULE(_core, m) {
         .def("detokenize",
              [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); })
         .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
+
+    py::class_<SpokenReplyStream>(m, "SpokenReplyStream")
+        .def("next",
+             [](SpokenReplyStream & r) {
+                 SpokenPiece piece;
+                 bool more;
+                 {
+                     py::gil_scoped_release release;
+                     more = r.next(piece);
+                 }
+                 py::array_t<float> audio(piece.audio.size());
+                 std::memcpy(audio.mutable_data(), piece.audio.data(), piece.audio.size() * sizeof(float));
+                 return py::make_tuple(more, piece.text, audio);
+             },
+             "(more, text piece, 24 kHz samples finished by this step)")
+        .def("cancel", &SpokenReplyStream::cancel)
+        .def_property_readonly("speech_tokens", &SpokenReplyStream::speech_tokens)
+        .def_property_readonly("sample_rate", &SpokenReplyStream::sample_rate);
 
     py::class_<OmniSession>(m, "Session")
         .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch,
@@ -464,6 +483,22 @@ PYBIND11_MODULE(_core, m) {
              "24 kHz samples of the last reply (TTS + Token2Wav); the seed also seeds the CFM / NSF noise")
         .def_property_readonly("speech_sample_rate", [](OmniSession & s) { return s.speech().sample_rate(); })
         .def_property_readonly("voice_names", [](OmniSession & s) { return s.speech().voices().names(); })
+        .def("begin_spoken_reply",
+             [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
+                uint64_t seed, int max_new_tokens, const std::optional<std::vector<double>> & draws,
+                const std::optional<uint64_t> & speech_seed, const std::string & voice, int max_speech_tokens) {
+                 const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty,
+                                                               seed, max_new_tokens);
+                 const UniformDraw draw = make_draw(draws, speech_seed);
+                 py::gil_scoped_release release;
+                 if (speech_seed) s.speech().reseed(*speech_seed);
+                 return std::make_unique<SpokenReplyStream>(s, g, voice, draw, max_speech_tokens);
+             },
+             py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
+             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"), py::arg("draws") = py::none(),
+             py::arg("speech_seed") = py::none(), py::arg("voice") = "", py::arg("max_speech_tokens") = 0,
+             py::keep_alive<0, 1>(),
+             "starts a streamed spoken reply after a prompt ending with <|tts_bos|> (spec §6.1 pipeline)")
         .def("reply_speech_tokens",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 int max_new_tokens) {

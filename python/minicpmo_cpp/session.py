@@ -242,10 +242,15 @@ class OmniSession:
         default voice). Returns a ``SpokenReply`` (``.text``, ``.audio`` float32, ``.sample_rate``)
         and writes a WAV file when ``output_audio_path`` is given. The spoken text ends at
         ``<|tts_eos|>``; a reply that stops before one is spoken as far as it went.
-        ``max_speech_tokens`` caps the speech tokens (25 per second; default the model's 2048)."""
-        if generate_audio and stream:
-            raise MinicpmoError("stream=True with generate_audio=True is not supported yet (streamed speech "
-                                "comes with the streaming session); use stream=False")
+        ``max_speech_tokens`` caps the speech tokens (25 per second; default the model's 2048).
+
+        ``stream=True`` with ``generate_audio=True`` streams the spoken reply as the official
+        streaming pipeline does (spec §6.1): every 10 reply tokens condition the speech decoder's
+        streaming layout, and each 25 speech tokens become one second of audio at once. It yields
+        ``(text_piece, audio_chunk)`` pairs: ``audio_chunk`` is float32 24 kHz, empty while the next
+        second is not ready, 24000 samples while speaking and the rest at the end. The reply ends at
+        ``<|tts_eos|>``. ``max_speech_tokens`` then caps the speech tokens of each text chunk
+        (default 500)."""
         if output_audio_path is not None and not generate_audio:
             raise MinicpmoError("output_audio_path needs generate_audio=True")
         if generate_audio:
@@ -262,6 +267,15 @@ class OmniSession:
             self._session.prefill_media(prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios)
         else:
             self._session.prefill(self._model.tokenize(prompt, True))
+        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
+            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
+        if generate_audio and stream:
+            spoken = self._session.begin_spoken_reply(
+                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
+                speech_seed=int(seed) if do_sample else None, voice=voice or "",
+                max_speech_tokens=int(max_speech_tokens or 0),
+            )
+            return self._spoken_pieces(spoken, self._generation, output_audio_path)
         self._session.begin_generation(
             do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
             capture_hidden=generate_audio,
@@ -272,8 +286,6 @@ class OmniSession:
         text = "".join(pieces)
         if not generate_audio:
             return text
-        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
-            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
         audio = self._session.speak_reply(seed=int(seed) if do_sample else None, voice=voice or "",
                                           max_speech_tokens=int(max_speech_tokens or 0))
         reply = SpokenReply(text, audio, self._session.speech_sample_rate)
@@ -299,6 +311,28 @@ class OmniSession:
         msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
         return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
                          max_new_tokens=max_new_tokens, **chat_options)
+
+    def _spoken_pieces(self, spoken, generation: int, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
+        """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
+        float32 24 kHz samples (1 s while speaking, the rest at the end)."""
+        chunks = []
+        try:
+            while True:
+                if generation != self._generation:
+                    raise MinicpmoError("this reply was abandoned: the session started another request")
+                more, piece, audio = spoken.next()
+                if audio.size:
+                    chunks.append(audio)
+                if piece or audio.size:
+                    yield piece, audio
+                if not more:
+                    break
+        finally:
+            if generation == self._generation:
+                spoken.cancel()
+        if output_audio_path is not None:
+            full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+            SpokenReply("", full, spoken.sample_rate).save(output_audio_path)
 
     def _pieces(self, generation: int) -> Iterator[str]:
         try:
