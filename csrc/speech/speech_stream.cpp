@@ -71,14 +71,20 @@ void SpeechStream::begin(const std::string & voice) {
 }
 
 void SpeechStream::restore_voice_base() {
-    auto it = primed_.find(voice_);
-    // primed caches depend on the CFM noise of the prompt pass: a new noise buffer re-primes
-    if (it != primed_.end() && it->second.noise_version == flow_.noise_version()) {
-        flow_.stream_restore(it->second);
-    } else {
-        flow_.stream_start(flow_prompt(voices_.get(voice_), flow_.model().hparams()));
-        ++voice_setups_;
-        primed_[voice_] = flow_.stream_snapshot();
+    try {
+        auto it = primed_.find(voice_);
+        // primed caches depend on the CFM noise of the prompt pass: a new noise buffer re-primes
+        if (it != primed_.end() && it->second.noise_version == flow_.noise_version()) {
+            flow_.stream_restore(it->second);
+        } else {
+            flow_.stream_start(flow_prompt(voices_.get(voice_), flow_.model().hparams()));
+            ++voice_setups_;
+            primed_[voice_] = flow_.stream_snapshot();
+        }
+    } catch (...) {
+        active_ = false;
+        buffer_.clear();
+        throw;
     }
     hift_.reset_stream();
     const FlowHparams & hp = flow_.model().hparams();
@@ -109,10 +115,7 @@ std::vector<float> SpeechStream::window(int n_tokens, bool last_chunk) {
 
 void SpeechStream::advance(int n_tokens) { buffer_.erase(buffer_.begin(), buffer_.begin() + n_tokens); }
 
-std::vector<std::vector<float>> SpeechStream::push(const int32_t * tokens, int n) {
-    require_active("push");
-    check_tokens(tokens, n);
-    buffer_.insert(buffer_.end(), tokens, tokens + n);
+std::vector<std::vector<float>> SpeechStream::full_windows() {
     const FlowHparams & hp = flow_.model().hparams();
     const int full = hp.chunk_tokens + hp.lookahead;
     std::vector<std::vector<float>> out;
@@ -121,6 +124,25 @@ std::vector<std::vector<float>> SpeechStream::push(const int32_t * tokens, int n
         advance(hp.chunk_tokens);
     }
     return out;
+}
+
+std::vector<std::vector<float>> SpeechStream::forced_windows() {
+    const FlowHparams & hp = flow_.model().hparams();
+    const int L = hp.lookahead, full = hp.chunk_tokens + L;
+    std::vector<std::vector<float>> out;
+    while (static_cast<int>(buffer_.size()) >= L + kFlushMinFresh) {
+        const int n = std::min(full, static_cast<int>(buffer_.size()));
+        out.push_back(window(n, false));
+        advance(std::min(hp.chunk_tokens, n - L));  // keeps the last look-ahead tokens
+    }
+    return out;
+}
+
+std::vector<std::vector<float>> SpeechStream::push(const int32_t * tokens, int n) {
+    require_active("push");
+    check_tokens(tokens, n);
+    buffer_.insert(buffer_.end(), tokens, tokens + n);
+    return full_windows();
 }
 
 std::vector<float> SpeechStream::finish() {
@@ -134,27 +156,14 @@ std::vector<float> SpeechStream::finish() {
 
 std::vector<std::vector<float>> SpeechStream::flush_turn_start() {
     require_active("flush");
-    const FlowHparams & hp = flow_.model().hparams();
-    const int L = hp.lookahead, full = hp.chunk_tokens + L;
-    std::vector<std::vector<float>> out;
-    while (static_cast<int>(buffer_.size()) >= L + kFlushMinFresh) {
-        const int n = std::min(full, static_cast<int>(buffer_.size()));
-        out.push_back(window(n, false));
-        advance(std::min(hp.chunk_tokens, n - L));
-    }
-    return out;
+    return forced_windows();
 }
 
 std::vector<float> SpeechStream::push_duplex(const int32_t * tokens, int n, bool force_flush, bool turn_end) {
     require_active("duplex push");
     check_tokens(tokens, n);
     buffer_.insert(buffer_.end(), tokens, tokens + n);
-    std::vector<std::vector<float>> chunks;
-    if (force_flush) {
-        chunks = flush_turn_start();
-    } else {
-        chunks = push(nullptr, 0);
-    }
+    std::vector<std::vector<float>> chunks = force_flush ? forced_windows() : full_windows();
     if (turn_end) {
         chunks.push_back(window(static_cast<int>(buffer_.size()), true));
         // _reset_token2wav_for_new_turn: the voice's primed caches and a fresh silence look-ahead

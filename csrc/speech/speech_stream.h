@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "speech/flow_decoder.h"
@@ -69,6 +70,9 @@ private:
     // one window through the flow and HiFT: the samples HiFT releases
     std::vector<float> window(int n_tokens, bool last_chunk);
     void advance(int n_tokens);
+    // windows of the regular rule (28 tokens, stride 25) / the forced flush (down to look-ahead + 5)
+    std::vector<std::vector<float>> full_windows();
+    std::vector<std::vector<float>> forced_windows();
     void restore_voice_base();
 
     FlowDecoder & flow_;
