@@ -33,13 +33,14 @@ CACHE = 8 * 480    # HiFT's streaming cross-fade / source cache (the first chunk
 # Tolerances per chunk (measured values beside them). The flow alone agrees with the reference to
 # ~2e-6 (F32) and ~7e-4 (F16: F16 matrices and F16-rounded activations against the reference's
 # unrounded weights), HiFT alone to <= 8.4e-4 (tests/test_flow_runtime.py, tests/test_hift_runtime.py).
-# * F32, max |runtime - reference| / max |reference|: 1.2e-3 measured end to end (the tiny HiFT's
-#   iSTFT cancels magnitudes of 100 into samples below 1); 5e-3 as in test_hift_runtime.
+# * F32, max |runtime - reference| / max |reference|: <= 1.2e-3 measured for the 28/25 stream,
+#   <= 2.4e-3 for the duplex units (the tiny HiFT's iSTFT cancels magnitudes of 100 into samples
+#   below 1); 5e-3 as in test_hift_runtime.
 # * F16: the tiny HiFT amplifies the flow's 7e-4 mel difference ~400x on single samples (0.3 max
 #   measured, where saturated samples flip near the clamp), so F16 is checked two ways: sample for
 #   sample (bit-exact) against the runtime's flow and HiFT pieces, each validated against the
 #   reference in those test files, driven by this file's own window protocol; and against the
-#   reference by the relative RMS error, ||runtime - reference|| / ||reference|| (1.7e-2 measured).
+#   reference by the relative RMS error, ||runtime - reference|| / ||reference|| (<= 1.73e-2 measured).
 #   A wrong window, cache, offset or cross-fade gives RMS errors of order 1 (checked below).
 TOL_MAX_F32 = 5e-3
 TOL_RMS_F16 = 5e-2
