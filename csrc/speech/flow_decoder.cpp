@@ -99,14 +99,18 @@ void FlowDecoder::set_noise(const float * noise, int n_frames) {
     if (!noise || n_frames <= 0) fail(Status::invalid_argument, "the CFM noise buffer is empty");
     const size_t n = static_cast<size_t>(n_frames) * M;
     if (!all_finite(noise, n)) fail(Status::invalid_argument, "the CFM noise buffer contains non-finite values");
+    // the same numbers again keep primed stream caches valid (they depend on the content only)
+    if (n_frames == noise_frames_ && std::equal(noise, noise + n, noise_.begin())) return;
     noise_.assign(noise, noise + n);
     noise_frames_ = n_frames;
+    ++noise_version_;
 }
 
 void FlowDecoder::reseed_noise(uint64_t seed) {
     seed_ = seed;
     noise_.clear();
     noise_frames_ = 0;
+    ++noise_version_;
     ensure_noise();
 }
 
@@ -554,6 +558,107 @@ void FlowDecoder::trim_caches() {
         enc_tok_len_ = P / s + keep / s;
         enc_mel_len_ = P + keep;
     }
+}
+
+}  // namespace minicpmo
+
+// ---- snapshot / restore of the streaming state ----
+
+namespace minicpmo {
+
+std::vector<std::pair<int, int>> FlowDecoder::slot_runs(std::vector<int32_t> slots) {
+    std::sort(slots.begin(), slots.end());
+    std::vector<std::pair<int, int>> runs;
+    for (int32_t s : slots) {
+        if (!runs.empty() && runs.back().first + runs.back().second == s) {
+            ++runs.back().second;
+        } else {
+            runs.emplace_back(s, 1);
+        }
+    }
+    return runs;
+}
+
+FlowStreamSnapshot FlowDecoder::stream_snapshot() const {
+    if (!stream_ready_) fail(Status::invalid_argument, "there is no started flow stream to snapshot");
+    FlowStreamSnapshot s;
+    s.model = model_.get();
+    s.noise_version = noise_version_;
+    s.n_steps = n_steps_;
+    s.prompt_frames = prompt_frames_;
+    s.capacity = cache_capacity_;
+    s.spk = spk_;
+    s.enc_k = enc_k_;
+    s.enc_v = enc_v_;
+    s.enc_tok_len = enc_tok_len_;
+    s.enc_mel_len = enc_mel_len_;
+    s.enc_conv = enc_conv_;
+    s.est_conv = est_conv_;
+    s.est_order = est_order_;
+    s.free_slots = free_slots_;
+    // only the live rows: the rest of the cache is masked and rewritten before it is read
+    const auto runs = slot_runs(est_order_);
+    auto copy_out = [&runs](const ggml_tensor * t) {
+        std::vector<uint8_t> bytes;
+        bytes.reserve(static_cast<size_t>(t->nb[1]) * runs.size() * kBranches);
+        for (const auto & [first, count] : runs) {
+            for (int b = 0; b < kBranches; ++b) {
+                const size_t at = bytes.size(), n = static_cast<size_t>(t->nb[1]) * count;
+                bytes.resize(at + n);
+                ggml_backend_tensor_get(t, bytes.data() + at, b * t->nb[2] + first * t->nb[1], n);
+            }
+        }
+        return bytes;
+    };
+    for (size_t st = 0; st < cache_k_.size(); ++st) {
+        for (size_t l = 0; l < cache_k_[st].size(); ++l) {
+            s.cache_k.push_back(copy_out(cache_k_[st][l]));
+            s.cache_v.push_back(copy_out(cache_v_[st][l]));
+        }
+    }
+    return s;
+}
+
+void FlowDecoder::stream_restore(const FlowStreamSnapshot & s) {
+    if (s.model != model_.get() || s.n_steps <= 0) {
+        fail(Status::invalid_argument, "this flow stream snapshot was taken from another model's decoder");
+    }
+    stream_ready_ = false;
+    alloc_estimator_cache(s.n_steps, s.capacity);
+    const size_t n_layer = static_cast<size_t>(model_->hparams().dit_layer);
+    if (s.cache_k.size() != static_cast<size_t>(s.n_steps) * n_layer || s.cache_v.size() != s.cache_k.size()) {
+        fail(Status::internal, "flow stream snapshot has a wrong number of cache tensors");
+    }
+    const auto runs = slot_runs(s.est_order);
+    auto copy_in = [&runs](ggml_tensor * t, const std::vector<uint8_t> & bytes) {
+        size_t at = 0;
+        for (const auto & [first, count] : runs) {
+            for (int b = 0; b < kBranches; ++b) {
+                const size_t n = static_cast<size_t>(t->nb[1]) * count;
+                if (at + n > bytes.size()) fail(Status::internal, "flow stream snapshot rows are truncated");
+                ggml_backend_tensor_set(t, bytes.data() + at, b * t->nb[2] + first * t->nb[1], n);
+                at += n;
+            }
+        }
+    };
+    for (size_t st = 0; st < cache_k_.size(); ++st) {
+        for (size_t l = 0; l < n_layer; ++l) {
+            copy_in(cache_k_[st][l], s.cache_k[st * n_layer + l]);
+            copy_in(cache_v_[st][l], s.cache_v[st * n_layer + l]);
+        }
+    }
+    n_steps_ = s.n_steps;
+    prompt_frames_ = s.prompt_frames;
+    spk_ = s.spk;
+    enc_k_ = s.enc_k;
+    enc_v_ = s.enc_v;
+    enc_tok_len_ = s.enc_tok_len;
+    enc_mel_len_ = s.enc_mel_len;
+    enc_conv_ = s.enc_conv;
+    est_conv_ = s.est_conv;
+    est_order_ = s.est_order;
+    free_slots_ = s.free_slots;
+    stream_ready_ = true;
 }
 
 }  // namespace minicpmo

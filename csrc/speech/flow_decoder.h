@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/compute_backend.h"
@@ -33,6 +34,25 @@ struct FlowPrompt {
 // A stored voice as a prompt; throws bad_model when its widths do not fit the flow.
 FlowPrompt flow_prompt(const VoicePrompt & voice, const FlowHparams & hp);
 
+// A copy of the streaming state right after stream_start (the primed prompt caches): restoring it
+// starts a new stream of the same voice without re-running the prompt through the encoder and the
+// CFM (the official duplex code keeps such a base copy per voice and restores it at each turn end).
+// Only the live estimator cache rows are copied, so its size is ~ the prompt's caches.
+struct FlowStreamSnapshot {
+    const FlowModel * model = nullptr;  // the snapshot only fits the decoder of this model
+    uint64_t noise_version = 0;         // the prompt pass used this noise buffer (see noise_version())
+    int n_steps = 0, prompt_frames = 0, capacity = 0;
+    std::vector<float> spk;
+    std::vector<std::vector<float>> enc_k, enc_v;
+    int enc_tok_len = 0, enc_mel_len = 0;
+    std::vector<float> enc_conv;
+    std::vector<std::vector<float>> est_conv;
+    std::vector<int32_t> est_order, free_slots;
+    // per (step, layer) the live key / value rows: for each branch, the rows of est_order's slots
+    // in ascending slot order (runs of consecutive slots copied at once)
+    std::vector<std::vector<uint8_t>> cache_k, cache_v;
+};
+
 struct FlowEncoding {
     int n_frames = 0;          // mel frames (token_mel_ratio x tokens)
     std::vector<float> h;      // n_frames x enc_dim, after the encoder's final LayerNorm
@@ -55,6 +75,8 @@ public:
     // Redraws the noise buffer (noise_frames frames) from a std::mt19937_64 seeded with `seed`.
     void reseed_noise(uint64_t seed);
     int noise_frames() const { return noise_frames_; }
+    // Changes whenever the noise buffer is replaced: primed stream caches depend on its first frames.
+    uint64_t noise_version() const { return noise_version_; }
 
     // spk = Linear(xvec / max(||xvec||, eps)): n_mel values.
     std::vector<float> speaker(const float * xvec);
@@ -77,6 +99,10 @@ public:
     // fresh tokens (token_mel_ratio * (n - look-ahead) frames; the final window: all n tokens).
     std::vector<float> stream_chunk(const int32_t * tokens, int n, bool last_chunk);
     bool stream_ready() const { return stream_ready_; }
+    // Copies the streaming state (requires a started stream) / puts a copy back: the next
+    // stream_chunk then continues exactly as it would have from the copied state.
+    FlowStreamSnapshot stream_snapshot() const;
+    void stream_restore(const FlowStreamSnapshot & snap);
     void stream_reset() { stream_ready_ = false; }
     // Current estimator cache length (= the next window's noise offset) and conformer cache lengths.
     int stream_estimator_frames() const { return static_cast<int>(est_order_.size()); }
@@ -98,6 +124,8 @@ private:
     void alloc_estimator_cache(int n_steps, int capacity);
     void free_estimator_cache();
     void trim_caches();
+    // runs of consecutive slots among `slots` (sorted copy): (first slot, count)
+    static std::vector<std::pair<int, int>> slot_runs(std::vector<int32_t> slots);
     ggml_context * graph_context();
 
     std::shared_ptr<const FlowModel> model_;
@@ -107,6 +135,7 @@ private:
     uint64_t seed_;
     std::vector<float> noise_;  // noise_frames_ x n_mel
     int noise_frames_ = 0;
+    uint64_t noise_version_ = 0;
 
     // ---- streaming state ----
     bool stream_ready_ = false;

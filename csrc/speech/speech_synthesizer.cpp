@@ -9,7 +9,7 @@ namespace minicpmo {
 SpeechSynthesizer::SpeechSynthesizer(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
                                      std::shared_ptr<const VoiceBank> voices, bool use_gpu, int n_threads, uint64_t seed)
     : flow_(std::move(flow), use_gpu, n_threads, seed), hift_(std::move(hift), use_gpu, n_threads, seed ^ 0x5eedu),
-      voices_(std::move(voices)) {}
+      voices_(std::move(voices)), stream_(flow_, hift_, *voices_) {}
 
 void SpeechSynthesizer::set_n_threads(int n_threads) {
     flow_.set_n_threads(n_threads);
