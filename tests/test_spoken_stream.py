@@ -70,9 +70,17 @@ def _reference_speech_tokens(tref, ids, hidden):
 
 
 def _token2wav_stream(tiny_f32, tokens):
-    """Streaming Token2Wav of a fresh session over `tokens`, chunk by chunk."""
-    s = _session(tiny_f32)
-    return stream_token2wav(s._session, tokens)
+    """Streaming Token2Wav over `tokens` with the generator seed a fresh session's synthesizer has
+    (0), fed in 25-token blocks as the TTS releases them: the chunks it releases, then the rest."""
+    from minicpmo_cpp import _core
+
+    synth = _core.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth.stream_begin("")
+    chunks = []
+    for start in range(0, len(tokens), 25):
+        chunks += synth.stream_push(tokens[start:start + 25])
+    rest = synth.stream_finish()
+    return chunks + ([rest] if rest.size else [])
 
 
 @pytest.mark.parametrize("n_new", [25, 20])
