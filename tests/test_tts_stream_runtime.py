@@ -293,6 +293,25 @@ def test_stream_bad_inputs(sessions):
         du.unit(ids.tolist(), None)
 
 
+def test_stream_refuses_a_decoder_used_elsewhere(sessions):
+    """The streams drive the session's own decoder: when something else resets or feeds it between two
+    calls (another stream, the chat layout), the stream says so instead of decoding garbage."""
+    s = sessions["f32"]
+    ids, hidden = _text(3, 170)
+    st = TtsSimplexStream(s, max_new_per_chunk=3)
+    st.feed_text(ids.tolist(), hidden)
+    s.tts_reset()
+    with pytest.raises(MinicpmoError, match="something else"):
+        st.feed_text(ids.tolist(), hidden)
+    du = TtsDuplexStream(s, tokens_per_unit=2)
+    assert len(du.unit(ids.tolist(), hidden)[0]) <= 2
+    TtsSimplexStream(s)  # a new stream starts from an empty cache
+    with pytest.raises(MinicpmoError, match="something else"):
+        du.unit([], None)
+    du.reset_turn()  # a new turn owns the decoder again
+    assert len(du.unit([], None)[0]) <= 2 and du.next_position > 0
+
+
 def test_stream_context_capacity(sessions):
     """The decoder holds n_ctx_train (4096) rows: a chunk whose condition rows do not fit is refused
     before anything is fed; one that fits but leaves too little room fails at the first sample that

@@ -30,6 +30,14 @@ void check_room(const TtsDecoder & d, int L) {
     }
 }
 
+// The decoder belongs to the session; a stream must be its only user between two calls.
+void check_untouched(const TtsDecoder & d, int expected) {
+    if (d.n_cached() != expected) {
+        fail(Status::invalid_argument, "the session's speech decoder was used by something else during this speech "
+                                       "stream (its cache changed); start a new stream");
+    }
+}
+
 // Condition rows + the extra emb_text rows (text_eos / audio_bos) after them.
 std::vector<float> condition_block(TtsDecoder & d, const int32_t * ids, const float * hidden, int n, bool normalize,
                                    const std::vector<int32_t> & extra) {
@@ -66,6 +74,7 @@ std::vector<TtsReleased> TtsSimplexStream::feed_text(const int32_t * ids, const 
     const TtsHparams & hp = decoder_.model().hparams();
     if (broken_) fail(Status::invalid_argument, "this speech stream failed earlier; start a new one for the turn");
     if (text_finished_) fail(Status::invalid_argument, "the speech stream already received its final text chunk");
+    check_untouched(decoder_, cached_);
     if (n <= 0) fail(Status::invalid_argument, "a streaming text chunk needs at least one text token (empty chunk)");
     check_text_ids(hp, ids, hidden, n);
     std::vector<int32_t> extra;
@@ -121,6 +130,7 @@ std::vector<TtsReleased> TtsSimplexStream::feed_text(const int32_t * ids, const 
     }
     // counts a sample taken at the per-chunk limit that was never fed (official bookkeeping)
     start_ += L + kept;
+    cached_ = decoder_.n_cached();
     text_finished_ = text_finished;
     return released;
 }
@@ -148,6 +158,7 @@ TtsDuplexStream::TtsDuplexStream(TtsDecoder & decoder, const TtsSampling & sampl
 void TtsDuplexStream::reset_turn() {
     decoder_.reset();
     start_ = 0;
+    cached_ = 0;
     broken_ = false;
 }
 
@@ -155,6 +166,7 @@ std::vector<int32_t> TtsDuplexStream::unit(const int32_t * ids, const float * hi
                                            const UniformDraw & draw, bool * finished) {
     const TtsHparams & hp = decoder_.model().hparams();
     if (broken_) fail(Status::invalid_argument, "this duplex speech turn failed earlier; call reset_turn() first");
+    check_untouched(decoder_, cached_);
     check_text_ids(hp, ids, hidden, n);
     const int L = n + 1;
     check_room(decoder_, L);
@@ -197,6 +209,7 @@ std::vector<int32_t> TtsDuplexStream::unit(const int32_t * ids, const float * hi
     } else {
         start_ += L + static_cast<int>(sampled.size());
     }
+    cached_ = decoder_.n_cached();
     return sampled;
 }
 

@@ -66,6 +66,7 @@ private:
     std::vector<int32_t> buffer_;
     bool text_finished_ = false;
     bool broken_ = false;  // an error left the decoder cache out of step with the stream
+    int cached_ = 0;       // decoder rows after our last call: anything else means someone else used it
     bool keep_steps_ = false;
     TtsStepLog steps_;
 };
@@ -93,6 +94,7 @@ private:
     int per_unit_;
     int start_ = 0;
     bool broken_ = false;
+    int cached_ = 0;
     bool keep_steps_ = false;
     TtsStepLog steps_;
 };
