@@ -35,6 +35,7 @@ void bind_audio_input(py::module_ & m);       // bind_audio_input.cpp
 void bind_flow(py::module_ & m);              // bind_flow.cpp
 void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
 void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streaming Token2Wav)
+void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
 
 namespace {
 
@@ -192,6 +193,7 @@ PYBIND11_MODULE(_core, m) {
     bind_flow(m);
     bind_speech(m);
     bind_speech_stream(m);
+    bind_tts_stream(m);
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {

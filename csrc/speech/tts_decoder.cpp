@@ -62,7 +62,7 @@ ggml_context * TtsDecoder::graph_context() {
     return ctx;
 }
 
-std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidden, int n) {
+std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidden, int n, bool normalize) {
     const TtsHparams & hp = model_->hparams();
     if (n <= 0) fail(Status::invalid_argument, "no text tokens to condition the speech on");
     for (int i = 0; i < n; ++i) {
@@ -79,7 +79,7 @@ std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidde
     if (hidden) {
         h_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_llm, n);
         ggml_set_input(h_in);
-        out = build_tts_conditions(ctx, *model_, h_in, id_in);
+        out = build_tts_conditions(ctx, *model_, h_in, id_in, normalize);
     } else {
         out = ggml_get_rows(ctx, model_->emb_text(), id_in);
     }
@@ -96,11 +96,15 @@ std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidde
 }
 
 std::vector<float> TtsDecoder::condition_rows(const int32_t * text_ids, const float * llm_hidden, int n) {
-    if (!llm_hidden) fail(Status::invalid_argument, "condition rows need the LLM hidden states");
-    return run_rows(text_ids, llm_hidden, n);
+    return condition_rows(text_ids, llm_hidden, n, model_->hparams().normalize_projected_hidden);
 }
 
-std::vector<float> TtsDecoder::text_rows(const int32_t * ids, int n) { return run_rows(ids, nullptr, n); }
+std::vector<float> TtsDecoder::condition_rows(const int32_t * text_ids, const float * llm_hidden, int n, bool normalize) {
+    if (!llm_hidden) fail(Status::invalid_argument, "condition rows need the LLM hidden states");
+    return run_rows(text_ids, llm_hidden, n, normalize);
+}
+
+std::vector<float> TtsDecoder::text_rows(const int32_t * ids, int n) { return run_rows(ids, nullptr, n, false); }
 
 std::vector<float> TtsDecoder::forward_rows(const float * rows, const int32_t * pos, int n) {
     if (!rows) fail(Status::invalid_argument, "no rows to feed the TTS");

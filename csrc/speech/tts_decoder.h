@@ -23,6 +23,8 @@ public:
 
     // Condition rows of n text tokens: emb_text[id] + L2normalize(projector(hidden)), n x n_embd.
     std::vector<float> condition_rows(const int32_t * text_ids, const float * llm_hidden, int n);
+    // The same with the L2 normalisation forced on or off (duplex always normalises, spec §5.1).
+    std::vector<float> condition_rows(const int32_t * text_ids, const float * llm_hidden, int n, bool normalize);
     // emb_text rows (for audio_bos / text_eos), n x n_embd.
     std::vector<float> text_rows(const int32_t * ids, int n);
 
@@ -38,7 +40,7 @@ public:
 
 private:
     std::vector<float> run_forward(const float * rows, const int32_t * code, const int32_t * pos, int n);
-    std::vector<float> run_rows(const int32_t * ids, const float * hidden, int n);
+    std::vector<float> run_rows(const int32_t * ids, const float * hidden, int n, bool normalize);
     ggml_context * graph_context();
 
     std::shared_ptr<const TtsModel> model_;

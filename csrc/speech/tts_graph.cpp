@@ -12,11 +12,12 @@ ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, flo
 
 }  // namespace
 
-ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids) {
+ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids,
+                                   bool normalize) {
     const TtsHparams & hp = m.hparams();
     ggml_tensor * p = ggml_add(ctx, ggml_mul_mat(ctx, m.proj1_w(), hidden), m.proj1_b());
     p = ggml_add(ctx, ggml_mul_mat(ctx, m.proj2_w(), ggml_relu(ctx, p)), m.proj2_b());
-    if (hp.normalize_projected_hidden) p = ggml_l2_norm(ctx, p, hp.normalize_eps);  // x / max(||x||, eps)
+    if (normalize) p = ggml_l2_norm(ctx, p, hp.normalize_eps);  // x / max(||x||, eps)
     return ggml_add(ctx, ggml_get_rows(ctx, m.emb_text(), ids), p);
 }
 

@@ -11,8 +11,10 @@
 namespace minicpmo {
 
 // hidden: [n_embd_llm, n] LLM final-norm hidden states; ids: [n] I32 text token ids.
-// Returns the condition rows emb_text[id] + L2normalize(proj2(relu(proj1 h))) as [n_embd, n].
-ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids);
+// Returns the condition rows emb_text[id] + L2normalize(proj2(relu(proj1 h))) as [n_embd, n]
+// (without the L2 normalisation when `normalize` is false).
+ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids,
+                                   bool normalize);
 
 // One layer's cache views: `store_k/v` [kv_width, n] at the new rows' slots, `all_k/v`
 // [kv_width, n_slots] from slot 0 (what attention reads).
