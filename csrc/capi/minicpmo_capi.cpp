@@ -340,8 +340,10 @@ minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const m
             reply += piece.text;
             const bool keep_text = piece.text.empty() || on_text == nullptr ||
                                    on_text(piece.text.data(), piece.text.size(), user_data);
-            const bool keep_audio = piece.audio.empty() ||
-                                    on_audio(piece.audio.data(), piece.audio.size(), stream.sample_rate(), user_data);
+            bool keep_audio = true;
+            for (const std::vector<float> & chunk : piece.audio) {
+                if (keep_audio) keep_audio = on_audio(chunk.data(), chunk.size(), stream.sample_rate(), user_data);
+            }
             if (more && (!keep_text || !keep_audio)) {
                 stream.cancel();
                 more = false;

@@ -232,11 +232,15 @@ PYBIND11_MODULE(_core, m) {
                      py::gil_scoped_release release;
                      more = r.next(piece);
                  }
-                 py::array_t<float> audio(piece.audio.size());
-                 std::memcpy(audio.mutable_data(), piece.audio.data(), piece.audio.size() * sizeof(float));
-                 return py::make_tuple(more, piece.text, audio);
+                 py::list chunks;
+                 for (const std::vector<float> & c : piece.audio) {
+                     py::array_t<float> a(c.size());
+                     std::memcpy(a.mutable_data(), c.data(), c.size() * sizeof(float));
+                     chunks.append(a);
+                 }
+                 return py::make_tuple(more, piece.text, chunks);
              },
-             "(more, text piece, 24 kHz samples finished by this step)")
+             "(more, text piece, list of 24 kHz waveform chunks finished by this step)")
         .def("cancel", &SpokenReplyStream::cancel)
         .def_property_readonly("speech_tokens", &SpokenReplyStream::speech_tokens)
         .def_property_readonly("sample_rate", &SpokenReplyStream::sample_rate);

@@ -43,8 +43,8 @@ void SpokenReplyStream::cancel() {
 void SpokenReplyStream::push_speech(const std::vector<int32_t> & tokens, SpokenPiece & out) {
     if (tokens.empty()) return;
     speech_tokens_.insert(speech_tokens_.end(), tokens.begin(), tokens.end());
-    for (const std::vector<float> & chunk : session_.speech().stream_push(tokens.data(), static_cast<int>(tokens.size()))) {
-        out.audio.insert(out.audio.end(), chunk.begin(), chunk.end());
+    for (std::vector<float> & chunk : session_.speech().stream_push(tokens.data(), static_cast<int>(tokens.size()))) {
+        out.audio.push_back(std::move(chunk));
     }
 }
 
@@ -58,15 +58,13 @@ void SpokenReplyStream::feed_chunk(bool text_finished, SpokenPiece & out) {
 
 void SpokenReplyStream::finish(SpokenPiece & out) {
     // The final text chunk carries text_eos. When the reply ended right after a full chunk there is
-    // no final chunk; the speech decoder's unreleased rest is spoken, as the official loop does at
-    // its length limit.
-    if (!chunk_ids_.empty()) {
-        feed_chunk(true, out);
-    } else if (!tts_->text_finished()) {
-        push_speech(tts_->flush(), out);
-    }
-    const std::vector<float> rest = session_.speech().stream_finish();
-    out.audio.insert(out.audio.end(), rest.begin(), rest.end());
+    // no final chunk. Either way the speech decoder's unreleased rest is spoken, as the official
+    // loop does when it ends.
+    if (!chunk_ids_.empty()) feed_chunk(true, out);
+    // what the decoder has not released yet (a final chunk cut at the token limit keeps its rest)
+    push_speech(tts_->flush(), out);
+    std::vector<float> rest = session_.speech().stream_finish();
+    if (!rest.empty()) out.audio.push_back(std::move(rest));
     done_ = true;
 }
 

@@ -22,7 +22,9 @@ class TtsSimplexStream;
 
 struct SpokenPiece {
     std::string text;          // reply text decoded by this step (may be empty)
-    std::vector<float> audio;  // 24 kHz samples finished by this step (empty, 1 s, or the final rest)
+    // 24 kHz waveform chunks finished by this step, in order: 1 s each (25 speech tokens), the
+    // last one of the reply holding the rest
+    std::vector<std::vector<float>> audio;
 };
 
 class SpokenReplyStream {

@@ -16,6 +16,10 @@ from .messages import parse_messages
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
 
 
+_NO_AUDIO = np.zeros(0, np.float32)
+_NO_AUDIO.flags.writeable = False
+
+
 class SpokenReply:
     """A spoken reply: ``text`` and ``audio`` (float32 mono samples at ``sample_rate`` Hz)."""
 
@@ -321,10 +325,11 @@ class OmniSession:
                 if generation != self._generation:
                     raise MinicpmoError("this reply was abandoned: the session started another request")
                 more, piece, audio = spoken.next()
-                if audio.size:
-                    chunks.append(audio)
-                if piece or audio.size:
-                    yield piece, audio
+                chunks += audio
+                if piece and not audio:
+                    yield piece, _NO_AUDIO
+                for i, chunk in enumerate(audio):
+                    yield (piece if i == 0 else ""), chunk
                 if not more:
                     break
         finally:
