@@ -33,6 +33,7 @@ void bind_audio_frontend(py::module_ & m);    // bind_audio_frontend.cpp
 void bind_audio_input(py::module_ & m);       // bind_audio_input.cpp
 void bind_flow(py::module_ & m);              // bind_flow.cpp
 void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
+void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
 
 namespace {
 
@@ -528,6 +529,8 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_pair(to_array(logits.data(), ids.size(), n_vocab),
                                        to_array(hidden.data(), ids.size(), n_embd));
              });
+
+    bind_duplex(m);  // after Session: its constructor takes one
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,
