@@ -453,3 +453,103 @@ def test_bad_inputs_give_clear_errors(omni):
         d.streaming_prefill(np.zeros(16001, np.float32))
     assert omni.n_past == n1
     assert d.as_simplex() is omni and omni.n_past == 0
+
+
+@pytest.fixture(scope="module")
+def aref(tiny_state):
+    from reference.audio import AudioReference
+
+    sd, cfg = tiny_state
+    return AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
+
+
+def _mel_filters(tiny_f32) -> np.ndarray:
+    from gguf import GGUFReader
+
+    t = next(t for t in GGUFReader(tiny_f32[1]).tensors if t.name == "a.mel_filters")
+    return np.asarray(t.data, np.float32).reshape(80, 201)
+
+
+def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, aref, tiny_f32):
+    """32 one-second audio units against the numpy references of every stage: the reference voice
+    on the chat path (§6.2), each unit's 10 embeddings from the duplex streaming mel (front-padded
+    first chunk, 2 redundancy frames) and the Whisper K/V cache (§3.4), the LLM. The encoder cache
+    restarts when it would pass its 1500 positions (unit 30 here); logits of every unit within 1e-4
+    (F32 model and cache vs float64/float32 numpy). A second prepare() starts the Whisper context
+    afresh, so the same audio gives the same logits again."""
+    from reference.audio_frontend import StreamingMelReference, batch_log_mel
+    from reference.audio import StreamingWhisperReference
+
+    filters = _mel_filters(tiny_f32)
+    ref_pcm = _speechlike(1.3, 21)
+    mel, counts = batch_log_mel(ref_pcm, filters.astype(np.float64))
+    ref_rows = aref.chat_embedding(np.split(mel.astype(np.float32), np.cumsum(counts)[:-1], axis=1))
+    cache = tiny_ref.new_cache()
+    tiny_ref.forward(omni.tokenize(PREFIX), cache=cache, logits_all=False)
+    tiny_ref.forward_embeddings(ref_rows, cache=cache, logits_all=False)
+    tiny_ref.forward(omni.tokenize(SUFFIX), cache=cache, logits_all=False)
+    mel_ref = StreamingMelReference(filters.astype(np.float64), feed="duplex", redundancy_frames=2)
+    enc_ref = StreamingWhisperReference(aref)
+
+    pcm = _speechlike(33.0, 22)
+    pieces = [pcm[:16000]] + [pcm[16000 * k:16000 * (k + 1)] for k in range(1, 32)]
+    d = omni.as_duplex(seed=0)
+    first_run = []
+    for run in range(2):
+        d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
+        assert d.kv_tokens == (omni.tokenize(PREFIX) + [-1] * ref_rows.shape[0] + omni.tokenize(SUFFIX))
+        cache_lens = []
+        for k, piece in enumerate(pieces if run == 0 else pieces[:3]):
+            d.streaming_prefill(piece)
+            got = d.pending_logits
+            cache_lens.append(omni._session.audio_stream_cache_len)
+            if run == 0:
+                mel_ref.push(piece.astype(np.float64))
+                c = mel_ref.chunks[k]
+                rows = aref.project_and_pool(enc_ref.push(c.mel.astype(np.float32), c.prefix_frames, c.suffix_frames))
+                assert rows.shape[0] == 10
+                tiny_ref.forward([UNIT], cache=cache, logits_all=False)
+                want, _ = tiny_ref.forward_embeddings(rows, cache=cache, logits_all=False)
+                want = np.asarray(want, np.float64).reshape(-1)
+                err = np.max(np.abs(got - want)) / np.max(np.abs(want))
+                assert err < 1e-4, (k, err)
+                tiny_ref.forward([LISTEN, UNIT_END], cache=cache, logits_all=False)
+                first_run.append(got)
+            else:
+                np.testing.assert_array_equal(got, first_run[k])  # same input, fresh Whisper context
+            d.streaming_generate(force_listen=True)
+        if run == 0:
+            # 50 encoder frames per unit; restarted before the unit whose stem (52 frames with its
+            # context) would reach 1500: 29 * 50 + 52 >= 1500
+            want_lens = [50 * (k + 1) if k < 29 else 50 * (k - 28) for k in range(32)]
+            assert cache_lens == want_lens
+
+
+def test_vision_unit_with_slices_decides_after_the_last_vision_token(omni, tiny_ref, n_query):
+    """A frame with max_slice_nums 3 (a wide image is cut into slices) and no audio: the unit holds
+    <image>⟨rows⟩</image> then <slice>⟨rows⟩</slice> per slice (§6.3), and the decision comes from
+    the logits at the last vision token (VISION mode). The rows are the session's image encoder
+    output (checked against numpy in test_vision_encoder); the LLM side is checked against the
+    numpy Qwen3 reference within 1e-4 (F32)."""
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, size=(448, 1344, 3), dtype=np.uint8)
+    rows = omni.encode_image(frame, max_slice_nums=3)
+    blocks = rows.shape[0] // n_query
+    assert blocks > 1 and rows.shape[0] == blocks * n_query
+    d = omni.as_duplex(seed=0)
+    d.prepare(PREFIX, SUFFIX)
+    model = SpecDuplexModel(d.kv_tokens)
+    d.streaming_prefill(frame_list=[frame], max_slice_nums=3)
+    model.prefill(image_blocks=(blocks,), n_query=n_query)
+    assert d.kv_tokens == model.kv + model._unit
+    cache = tiny_ref.new_cache()
+    tiny_ref.forward(omni.tokenize(PREFIX) + omni.tokenize(SUFFIX) + [UNIT], cache=cache, logits_all=False)
+    for b in range(blocks):
+        tiny_ref.forward([IMAGE if b == 0 else SLICE], cache=cache, logits_all=False)
+        tiny_ref.forward_embeddings(rows[b * n_query:(b + 1) * n_query], cache=cache, logits_all=False)
+        want, _ = tiny_ref.forward([IMAGE_END if b == 0 else SLICE_END], cache=cache, logits_all=False)
+    want = np.asarray(want, np.float64).reshape(-1)
+    got = d.pending_logits
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 1e-4
+    r = d.streaming_generate(force_listen=True)
+    assert r["current_time"] == 1  # a vision unit counts as a second (reference audio_chunk_idx)
