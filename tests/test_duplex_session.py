@@ -314,14 +314,14 @@ def _greedy_run(omni, seed):
         r = d.streaming_generate(decode_mode="greedy", max_new_speak_tokens_per_chunk=6)
         # the unit's first decision is what numpy decides from the pending logits
         want, _ = np_duplex_decode(logits, history, d.forbidden_ids, greedy=True)
-        if want == LISTEN and not d_turn_ended_before(results):
+        if want == LISTEN and not _turn_ended_after(results):
             want = TTS_BOS
         decisions.append((r["decided_token_ids"][0], want))
         results.append(r)
     return d.kv_tokens, results, decisions
 
 
-def d_turn_ended_before(results) -> bool:
+def _turn_ended_after(results) -> bool:
     """Whether the turn had ended before the next unit, from the previous results (spec §6.3)."""
     ended = True
     for r in results:
@@ -406,6 +406,13 @@ def test_sliding_window_drops_oldest_units_and_shifts_keys(omni, tiny_ref):
     print(f"window: rel {err:.2e} vs the shifted reference, {np.max(np.abs(got - fresh)) / np.max(np.abs(fresh)):.2e} "
           "vs a fresh prefill of the kept tokens")
     assert err < 1e-4, err  # F32 weights and cache vs float64 (test_llm_embeddings_kv measures ~5e-7)
+
+
+def test_window_marks_are_checked(omni):
+    with pytest.raises(MinicpmoError, match="low <= high"):
+        omni.as_duplex(sliding_window=True, window_high=100, window_low=200)
+    with pytest.raises(MinicpmoError, match="below the context size"):
+        omni.as_duplex(sliding_window=True, window_high=omni.n_ctx, window_low=10)
 
 
 def test_window_off_by_default(omni):

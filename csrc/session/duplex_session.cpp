@@ -30,6 +30,11 @@ DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & option
                                            std::to_string(options_.window_low) + ", high " +
                                            std::to_string(options_.window_high));
     }
+    if (options_.sliding_window && options_.window_high >= session_.context().n_ctx()) {
+        fail(Status::invalid_argument, "sliding window high mark " + std::to_string(options_.window_high) +
+                                           " must be below the context size " +
+                                           std::to_string(session_.context().n_ctx()));
+    }
     const LlmModel & m = session_.model();
     unit_ = m.special_token("<unit>");
     unit_end_ = m.special_token("</unit>");
