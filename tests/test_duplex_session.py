@@ -460,6 +460,8 @@ def test_bad_inputs_give_clear_errors(omni):
         d.streaming_prefill(np.zeros(16001, np.float32))
     assert omni.n_past == n1
     assert d.as_simplex() is omni and omni.n_past == 0
+    with pytest.raises(MinicpmoError, match="changed outside the duplex conversation"):
+        d.streaming_prefill(np.zeros(16000, np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,10 @@ DuplexSession::~DuplexSession() = default;
 
 void DuplexSession::require_prepared(const char * what) const {
     if (!prepared_) fail(Status::invalid_argument, std::string(what) + ": call prepare() first");
+    if (session_.n_past() != expected_n_past_) {
+        fail(Status::invalid_argument, std::string(what) + ": the session's cache was changed outside the duplex "
+                                                           "conversation; call prepare() to start a new one");
+    }
 }
 
 void DuplexSession::feed_token(llama_token t, bool want_hidden) { session_.append_tokens(&t, 1, want_hidden); }
@@ -99,6 +103,7 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
         if (!ids.empty()) session_.append_tokens(ids.data(), ids.size());
     }
     system_length_ = session_.n_past();
+    expected_n_past_ = system_length_;
     prepared_ = true;
 }
 
@@ -198,6 +203,7 @@ void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
     }
     if (has_audio || has_frames) ++audio_chunks_;
     pending_ = true;
+    expected_n_past_ = session_.n_past();
 }
 
 DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & params) {
@@ -278,6 +284,7 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
         r.end_of_turn = false;
     }
     r.n_dropped = enforce_window();
+    expected_n_past_ = session_.n_past();
     return r;
 }
 

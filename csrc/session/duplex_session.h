@@ -92,6 +92,7 @@ public:
 
 private:
     void feed_token(llama_token t, bool want_hidden = false);
+    // prepare() was called and nobody else changed the cache since (e.g. a chat on the same session)
     void require_prepared(const char * what) const;
     int enforce_window();
 
@@ -106,6 +107,7 @@ private:
     DuplexDecodeIds decode_ids_;
 
     bool prepared_ = false;
+    int expected_n_past_ = 0;       // cache length the duplex conversation left behind
     bool pending_ = false;          // a unit is prefilled and waits for generate_unit
     std::vector<float> pending_logits_;
     int unit_start_ = 0;            // cache length when the pending unit began
