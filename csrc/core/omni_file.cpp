@@ -1,5 +1,7 @@
 #include "core/omni_file.h"
 
+#include <cstdint>
+
 #include "core/error.h"
 #include "core/gguf_header.h"
 
@@ -17,6 +19,12 @@ OmniInfo load_omni_info(const std::string & path, int64_t expected_llm_n_embd) {
     info.version = h.get_str("minicpmo.version").value_or("");
     info.llm_embedding_length = h.get_int("minicpmo.llm.embedding_length").value_or(0);
     info.components = h.get_str_array("minicpmo.components");
+    if (const auto bad = h.get_int_array("minicpmo.bad_token_ids")) {
+        for (int64_t id : *bad) {
+            if (id < 0 || id > INT32_MAX) fail(Status::bad_model, "omni file '" + path + "': bad_token_ids holds the invalid id " + std::to_string(id));
+            info.bad_token_ids.push_back(static_cast<int32_t>(id));
+        }
+    }
     if (expected_llm_n_embd > 0 && info.llm_embedding_length > 0 && info.llm_embedding_length != expected_llm_n_embd) {
         fail(Status::bad_model, "omni file '" + path + "' was made for an LLM of width " +
                                     std::to_string(info.llm_embedding_length) + ", but the LLM has width " +

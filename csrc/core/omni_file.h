@@ -16,6 +16,8 @@ struct OmniInfo {
     std::string version;                  // minicpmo.version, e.g. "4.5"
     int64_t llm_embedding_length = 0;     // LLM width the components project into
     std::vector<std::string> components;  // e.g. {"vision", "audio", "tts", "token2wav"}
+    // tokenizer_config.bad_token_ids: ids streaming / duplex decoding never emits (spec §4.2)
+    std::vector<int32_t> bad_token_ids;
 };
 
 // Reads and validates the companion's header; throws naming the file when it is missing, corrupt,

@@ -36,6 +36,7 @@ void bind_flow(py::module_ & m);              // bind_flow.cpp
 void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
 void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streaming Token2Wav)
 void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
+void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
 
 namespace {
 
@@ -571,6 +572,8 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_pair(to_array(logits.data(), ids.size(), n_vocab),
                                        to_array(hidden.data(), ids.size(), n_embd));
              });
+
+    bind_duplex(m);  // after Session: its constructor takes one
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,

@@ -108,6 +108,23 @@ void Session::append_embeddings(const float * embd, size_t n) {
     logits_ready_ = true;
 }
 
+void Session::append_tokens(const llama_token * ids, size_t n, bool want_hidden) {
+    if (n == 0 || !ids) fail(Status::invalid_argument, "no tokens to append");
+    const int n_vocab = model_->n_vocab();
+    for (size_t i = 0; i < n; ++i) {
+        if (ids[i] < 0 || ids[i] >= n_vocab) {
+            fail(Status::invalid_argument, "token id " + std::to_string(ids[i]) + " is outside the vocabulary of " +
+                                               std::to_string(n_vocab));
+        }
+    }
+    active_ = false;
+    logits_ready_ = false;
+    ctx_.decode_tokens(ids, n, Outputs::last, want_hidden);
+    kv_tokens_.insert(kv_tokens_.end(), ids, ids + n);
+    kv_keys_.insert(kv_keys_.end(), n, 0);
+    logits_ready_ = true;
+}
+
 void Session::remove_range(int p0, int p1) {
     if (p0 < 0 || p1 > n_past() || p0 >= p1) {
         fail(Status::invalid_argument, "cannot remove positions [" + std::to_string(p0) + ", " + std::to_string(p1) +

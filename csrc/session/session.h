@@ -68,6 +68,10 @@ public:
     // Appends injected embeddings (n rows of n_embd floats, e.g. image/audio features) after the
     // cache; they occupy positions but have no token id (recorded as -1, never reused by prefill).
     void append_embeddings(const float * embd, size_t n);
+    // Appends token ids after the cache as they are (no prefix matching, no tokenizer): the duplex
+    // protocol feeds its control tokens one by one. The last one's logits are kept, and with
+    // `want_hidden` its final-norm hidden state too (context().hidden(0)).
+    void append_tokens(const llama_token * ids, size_t n, bool want_hidden = false);
     // Drops cache positions [p0, p1) and shifts the later ones left (RoPE re-rotated by libllama).
     void remove_range(int p0, int p1);
     // Appends raw text (special tokens parsed) after what is already in the cache.

@@ -201,6 +201,14 @@ class OmniSession:
         self._generation += 1
         return self._session.forward([int(t) for t in token_ids])
 
+    def as_duplex(self, sliding_window: bool = False, window_high: int = 4000, window_low: int = 3500,
+                  seed: int | None = None):
+        """This session as a full-duplex conversation (spec §6); call ``prepare`` on the result.
+        ``as_simplex()`` on it comes back here."""
+        from .duplex import DuplexSession
+
+        return DuplexSession(self, sliding_window, window_high, window_low, seed)
+
     def reset(self) -> None:
         """Forget the conversation."""
         self._generation += 1

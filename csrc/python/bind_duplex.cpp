@@ -1,0 +1,206 @@
+// pybind11 binding of the duplex session (LLM side, spec §6.2-6.5) and of its decision function.
+// Numerics stay in C++; the GIL is released around every call that computes.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "python/numpy_arrays.h"
+#include "session/duplex_decode.h"
+#include "session/duplex_session.h"
+#include "session/omni_session.h"
+
+namespace py = pybind11;
+using namespace minicpmo;
+using minicpmo_py::checked_f32;
+using minicpmo_py::F32Array;
+using minicpmo_py::shape_text;
+
+namespace {
+
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// A frame: exactly uint8 (H, W, 3); other dtypes are refused rather than rescaled.
+U8Array frame_array(const py::handle & obj, size_t index) {
+    const std::string what = "frame " + std::to_string(index);
+    if (!py::isinstance<py::array>(obj)) {
+        fail(Status::invalid_argument, what + " must be a numpy uint8 array of shape (H, W, 3), got " +
+                                           std::string(py::str(py::type::of(obj))));
+    }
+    const py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<uint8_t>())) {
+        fail(Status::invalid_argument, what + " must have dtype uint8, got " + std::string(py::str(a.dtype())));
+    }
+    if (a.ndim() != 3 || a.shape(2) != 3 || a.shape(0) == 0 || a.shape(1) == 0) {
+        fail(Status::invalid_argument, what + " must have shape (H, W, 3) with H, W > 0, got " + shape_text(a));
+    }
+    return U8Array::ensure(a);
+}
+
+py::array_t<float> rows_to_array(const std::vector<float> & data, size_t cols) {
+    const size_t rows = cols ? data.size() / cols : 0;
+    py::array_t<float> a({rows, cols});
+    if (!data.empty()) std::memcpy(a.mutable_data(), data.data(), data.size() * sizeof(float));
+    return a;
+}
+
+DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, float top_p, float repetition_penalty,
+                                 int repetition_window, float length_penalty, float listen_prob_scale) {
+    DuplexDecodeParams p;
+    p.greedy = greedy;
+    p.temperature = temperature;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.repetition_penalty = repetition_penalty;
+    p.repetition_window = repetition_window;
+    p.length_penalty = length_penalty;
+    p.listen_prob_scale = listen_prob_scale;
+    return p;
+}
+
+}  // namespace
+
+void bind_duplex(py::module_ & m) {
+    py::class_<DuplexSession>(m, "DuplexSession")
+        .def(py::init([](OmniSession & session, bool sliding_window, int window_high, int window_low, uint64_t seed) {
+                 DuplexOptions o;
+                 o.sliding_window = sliding_window;
+                 o.window_high = window_high;
+                 o.window_low = window_low;
+                 return std::make_unique<DuplexSession>(session, o, seed);
+             }),
+             py::arg("session"), py::arg("sliding_window") = false, py::arg("window_high") = 4000,
+             py::arg("window_low") = 3500, py::arg("seed") = 0, py::keep_alive<1, 2>())
+        .def("prepare",
+             [](DuplexSession & d, const std::string & prefix, const std::string & suffix, const py::object & ref_audio) {
+                 F32Array ref;
+                 const float * pcm = nullptr;
+                 size_t n = 0;
+                 if (!ref_audio.is_none()) {
+                     ref = checked_f32(ref_audio, 1, "ref_audio");
+                     if (ref.shape(0) == 0) fail(Status::invalid_argument, "ref_audio is empty (no samples)");
+                     pcm = ref.data();
+                     n = static_cast<size_t>(ref.shape(0));
+                 }
+                 py::gil_scoped_release release;
+                 d.prepare(prefix, suffix, pcm, n);
+             },
+             py::arg("prefix") = "", py::arg("suffix") = "", py::arg("ref_audio") = py::none())
+        .def("prefill_unit",
+             [](DuplexSession & d, const py::object & audio, const py::list & frames, const std::string & text,
+                const std::vector<int> & max_slice_nums) {
+                 if (!max_slice_nums.empty() && max_slice_nums.size() != frames.size()) {
+                     fail(Status::invalid_argument, "max_slice_nums must give one value per frame (" +
+                                                        std::to_string(frames.size()) + "), got " +
+                                                        std::to_string(max_slice_nums.size()));
+                 }
+                 DuplexUnitInput in;
+                 F32Array pcm;
+                 if (!audio.is_none()) {
+                     pcm = checked_f32(audio, 1, "audio_waveform");
+                     if (pcm.shape(0) == 0) fail(Status::invalid_argument, "audio_waveform is empty (no samples)");
+                     in.pcm = pcm.data();
+                     in.n_samples = static_cast<size_t>(pcm.shape(0));
+                 }
+                 std::vector<U8Array> keep;
+                 for (size_t i = 0; i < frames.size(); ++i) {
+                     keep.push_back(frame_array(frames[i], i));
+                     ImageInput im;
+                     im.rgb = keep.back().data();
+                     im.height = static_cast<int>(keep.back().shape(0));
+                     im.width = static_cast<int>(keep.back().shape(1));
+                     im.max_slice_nums = max_slice_nums.empty() ? 1 : max_slice_nums[i];
+                     in.frames.push_back(im);
+                 }
+                 in.text = text;
+                 py::gil_scoped_release release;
+                 d.prefill_unit(in);
+             },
+             py::arg("audio") = py::none(), py::arg("frames") = py::list(), py::arg("text") = "",
+             py::arg("max_slice_nums") = std::vector<int>())
+        .def("generate_unit",
+             [](DuplexSession & d, bool greedy, int max_new_speak_tokens, float temperature, int top_k, float top_p,
+                float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
+                bool force_listen, const std::vector<int32_t> & scripted) {
+                 DuplexGenerateParams g;
+                 g.decode = decode_params(greedy, temperature, top_k, top_p, repetition_penalty, repetition_window,
+                                          length_penalty, listen_prob_scale);
+                 g.max_new_speak_tokens = max_new_speak_tokens;
+                 g.force_listen = force_listen;
+                 g.scripted = scripted;
+                 DuplexUnitResult r;
+                 {
+                     py::gil_scoped_release release;
+                     r = d.generate_unit(g);
+                 }
+                 py::dict out;
+                 out["is_listen"] = r.is_listen;
+                 out["text"] = py::bytes(r.text);
+                 out["end_of_turn"] = r.end_of_turn;
+                 out["current_time"] = r.current_time;
+                 out["decided"] = r.decided;
+                 out["speak_token_ids"] = r.speak_tokens;
+                 out["speak_hidden"] = rows_to_array(r.speak_hidden, static_cast<size_t>(d.session().context().n_embd()));
+                 out["n_dropped"] = r.n_dropped;
+                 return out;
+             },
+             py::arg("greedy") = false, py::arg("max_new_speak_tokens") = 20, py::arg("temperature") = 0.7f,
+             py::arg("top_k") = 20, py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f,
+             py::arg("repetition_window") = 512, py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
+             py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>())
+        .def("reseed", &DuplexSession::reseed, py::arg("seed"))
+        .def_property_readonly("prepared", &DuplexSession::prepared)
+        .def_property_readonly("has_pending_unit", &DuplexSession::has_pending_unit)
+        .def_property_readonly("pending_logits",
+                               [](const DuplexSession & d) -> py::object {
+                                   if (!d.has_pending_unit()) return py::none();
+                                   const auto & l = d.pending_logits();
+                                   py::array_t<float> a(l.size());
+                                   std::memcpy(a.mutable_data(), l.data(), l.size() * sizeof(float));
+                                   return a;
+                               })
+        .def_property_readonly("system_length", &DuplexSession::system_length)
+        .def_property_readonly("current_time", &DuplexSession::current_time)
+        .def_property_readonly("turn_ended", &DuplexSession::turn_ended)
+        .def_property_readonly("decode_history", &DuplexSession::decode_history)
+        .def_property_readonly("unit_lengths", &DuplexSession::unit_lengths)
+        .def_property_readonly("forbidden_ids", [](const DuplexSession & d) { return d.decode_ids().forbidden; });
+
+    m.def("duplex_decode",
+          [](const py::object & logits, const std::vector<int32_t> & history, const std::vector<int32_t> & forbidden,
+             int32_t chunk_eos, int32_t turn_eos, int32_t eos, bool greedy, float temperature, int top_k, float top_p,
+             float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
+             const std::vector<double> & uniforms) {
+              const F32Array l = checked_f32(logits, 1, "logits");
+              DuplexDecodeIds ids;
+              ids.chunk_eos = chunk_eos;
+              ids.turn_eos = turn_eos;
+              ids.eos = eos;
+              ids.forbidden = forbidden;
+              const DuplexDecodeParams p = decode_params(greedy, temperature, top_k, top_p, repetition_penalty,
+                                                         repetition_window, length_penalty, listen_prob_scale);
+              size_t next = 0;
+              auto draw = [&]() {
+                  if (next >= uniforms.size()) fail(Status::invalid_argument, "ran out of uniform draws");
+                  return uniforms[next++];
+              };
+              DuplexDecision dec;
+              {
+                  py::gil_scoped_release release;
+                  dec = duplex_decode(l.data(), static_cast<int>(l.shape(0)), ids, history, p, draw);
+              }
+              return py::make_tuple(dec.token, dec.stage);
+          },
+          py::arg("logits"), py::arg("history"), py::arg("forbidden"), py::arg("chunk_eos"), py::arg("turn_eos"),
+          py::arg("eos"), py::arg("greedy") = false, py::arg("temperature") = 0.7f, py::arg("top_k") = 20,
+          py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f, py::arg("repetition_window") = 512,
+          py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
+          py::arg("uniforms") = std::vector<double>(),
+          "the duplex two-stage decision on one logits row: (token, stage); uniforms feed the draws in order");
+}

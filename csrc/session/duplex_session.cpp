@@ -1,0 +1,304 @@
+#include "session/duplex_session.h"
+
+#include <algorithm>
+#include <string>
+
+#include "audio/audio_model.h"
+#include "audio/streaming_mel.h"
+#include "core/error.h"
+#include "vision/vision_model.h"
+
+namespace minicpmo {
+
+namespace {
+
+constexpr size_t kUnitSamples = 16000;       // chunk_ms 1000 at 16 kHz
+constexpr size_t kFirstUnitMaxSamples = 16560;  // first_chunk_ms 1035: the reference front-pads up to it
+
+bool has_component(const OmniModel & m, const char * name) {
+    if (!m.omni()) return false;
+    const auto & c = m.omni()->components;
+    return std::find(c.begin(), c.end(), name) != c.end();
+}
+
+}  // namespace
+
+DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & options, uint64_t seed)
+    : session_(session), options_(options), rng_(seed) {
+    if (options_.window_high <= 0 || options_.window_low < 0 || options_.window_low > options_.window_high) {
+        fail(Status::invalid_argument, "sliding window marks must satisfy 0 <= low <= high and high > 0, got low " +
+                                           std::to_string(options_.window_low) + ", high " +
+                                           std::to_string(options_.window_high));
+    }
+    if (options_.sliding_window && options_.window_high >= session_.context().n_ctx()) {
+        fail(Status::invalid_argument, "sliding window high mark " + std::to_string(options_.window_high) +
+                                           " must be below the context size " +
+                                           std::to_string(session_.context().n_ctx()));
+    }
+    const LlmModel & m = session_.model();
+    unit_ = m.special_token("<unit>");
+    unit_end_ = m.special_token("</unit>");
+    image_ = m.special_token("<image>");
+    image_end_ = m.special_token("</image>");
+    slice_ = m.special_token("<slice>");
+    slice_end_ = m.special_token("</slice>");
+    listen_ = m.special_token("<|listen|>");
+    speak_ = m.special_token("<|speak|>");
+    tts_bos_ = m.special_token("<|tts_bos|>");
+    chunk_tts_eos_ = m.special_token("<|chunk_tts_eos|>");
+    decode_ids_.chunk_eos = m.special_token("<|chunk_eos|>");
+    decode_ids_.turn_eos = m.special_token("<|turn_eos|>");
+    decode_ids_.eos = m.special_token("<|im_end|>");
+    decode_ids_.forbidden.push_back(m.special_token("<|tts_pad|>"));
+    if (session_.omni_model().omni()) {
+        const auto & bad = session_.omni_model().omni()->bad_token_ids;
+        decode_ids_.forbidden.insert(decode_ids_.forbidden.end(), bad.begin(), bad.end());
+    }
+}
+
+DuplexSession::~DuplexSession() = default;
+
+void DuplexSession::require_prepared(const char * what) const {
+    if (!prepared_) fail(Status::invalid_argument, std::string(what) + ": call prepare() first");
+    if (session_.n_past() != expected_n_past_) {
+        fail(Status::invalid_argument, std::string(what) + ": the session's cache was changed outside the duplex "
+                                                           "conversation; call prepare() to start a new one");
+    }
+}
+
+void DuplexSession::feed_token(llama_token t, bool want_hidden) { session_.append_tokens(&t, 1, want_hidden); }
+
+void DuplexSession::prepare(const std::string & prefix, const std::string & suffix, const float * ref_pcm,
+                            size_t n_ref) {
+    if (n_ref > 0 && !ref_pcm) fail(Status::invalid_argument, "reference audio: no sample buffer given");
+    prepared_ = false;
+    pending_ = false;
+    pending_logits_.clear();
+    history_.clear();
+    unit_lengths_.clear();
+    audio_chunks_ = 0;
+    turn_ended_ = true;
+    system_length_ = 0;
+    mel_.reset();
+    // a new conversation starts the Whisper context afresh (the reference keeps it, spec §3.4)
+    if (has_component(session_.omni_model(), "audio")) session_.audio_encoder().reset_streaming();
+    session_.reset();
+
+    std::vector<float> ref_rows;
+    if (n_ref > 0) {
+        AudioInput a;
+        a.pcm = ref_pcm;
+        a.n_samples = n_ref;
+        a.attention = AudioAttention::block_causal;
+        ref_rows = session_.encode_audio(a);
+    }
+    const LlmModel & m = session_.model();
+    if (!prefix.empty()) {
+        const std::vector<llama_token> ids = m.tokenize(prefix, true);
+        if (!ids.empty()) session_.append_tokens(ids.data(), ids.size());
+    }
+    if (!ref_rows.empty()) session_.append_embeddings(ref_rows.data(), ref_rows.size() / session_.context().n_embd());
+    if (!suffix.empty()) {
+        const std::vector<llama_token> ids = m.tokenize(suffix, true);
+        if (!ids.empty()) session_.append_tokens(ids.data(), ids.size());
+    }
+    system_length_ = session_.n_past();
+    expected_n_past_ = system_length_;
+    prepared_ = true;
+}
+
+void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
+    require_prepared("prefill_unit");
+    if (pending_) fail(Status::invalid_argument, "prefill_unit: the previous unit is not generated yet (call generate_unit)");
+    if (in.n_samples > 0 && !in.pcm) fail(Status::invalid_argument, "prefill_unit: audio has no sample buffer");
+    const bool has_audio = in.n_samples > 0;
+    const bool has_frames = !in.frames.empty();
+    const bool has_text = !in.text.empty();
+    if (!has_audio && !has_frames && !has_text) {
+        fail(Status::invalid_argument, "prefill_unit needs audio, frames or text (all are empty)");
+    }
+    const size_t n_embd = static_cast<size_t>(session_.context().n_embd());
+
+    // everything is checked and encoded before the unit enters the cache
+    std::vector<llama_token> text_ids;
+    if (has_text) text_ids = session_.model().tokenize(in.text, true);
+
+    std::vector<std::vector<float>> image_rows;
+    int n_query = 0;
+    for (size_t i = 0; i < in.frames.size(); ++i) {
+        ImageInput im = in.frames[i];
+        if (!im.rgb || im.width <= 0 || im.height <= 0) {
+            fail(Status::invalid_argument, "prefill_unit: frame " + std::to_string(i) + " has no pixels");
+        }
+        if (im.max_slice_nums <= 0) im.max_slice_nums = 1;  // streaming images are not sliced by default
+        n_query = session_.omni_model().vision()->hparams().n_query;
+        image_rows.push_back(session_.encode_image(im));
+    }
+
+    size_t n_positions = 1 + text_ids.size();  // <unit> and the text
+    for (const auto & r : image_rows) n_positions += r.size() / n_embd + 2 * (r.size() / n_embd / n_query);
+
+    AudioEncoding audio;
+    if (has_audio) {
+        const bool first = !mel_ || mel_->emitted_frames() == 0;
+        if (first ? (in.n_samples < kUnitSamples || in.n_samples > kFirstUnitMaxSamples) : in.n_samples != kUnitSamples) {
+            fail(Status::invalid_argument,
+                 std::string("prefill_unit: a duplex unit takes 1 s of 16 kHz audio: ") +
+                     (first ? "16000 to 16560 samples for the first unit (1.035 s, front-padded with zeros)"
+                            : "16000 samples") +
+                     ", got " + std::to_string(in.n_samples));
+        }
+        AudioEncoder & enc = session_.audio_encoder();
+        if (!mel_) {
+            StreamingMelOptions o;
+            o.feed = StreamingFeed::duplex;
+            o.redundancy_frames = 2;  // cnn_redundancy_ms 20
+            const AudioModel & am = enc.model();
+            mel_ = std::make_unique<StreamingMel>(am.mel_analyzer().config(), am.mel_filters(), o);
+        }
+        n_positions += 10;  // checked again below against what the encoder returns
+        if (session_.n_past() + n_positions > static_cast<size_t>(session_.context().n_ctx())) {
+            fail(Status::context_full, "prefill_unit: the unit does not fit in the context of " +
+                                           std::to_string(session_.context().n_ctx()) +
+                                           " positions (raise n_ctx or enable the sliding window)");
+        }
+        if (!mel_->push(in.pcm, in.n_samples)) fail(Status::internal, "the streaming mel emitted no chunk for a full unit");
+        MelChunk c;
+        mel_->next_chunk(c);
+        audio = enc.encode_streaming(MelFrames{c.data.data(), static_cast<int>(c.n_frames)},
+                                     static_cast<int>(c.prefix_frames), static_cast<int>(c.suffix_frames));
+        if (audio.n_tokens <= 0) fail(Status::internal, "the audio chunk produced no embeddings");
+    } else if (session_.n_past() + n_positions > static_cast<size_t>(session_.context().n_ctx())) {
+        fail(Status::context_full, "prefill_unit: the unit does not fit in the context of " +
+                                       std::to_string(session_.context().n_ctx()) + " positions");
+    }
+
+    unit_start_ = session_.n_past();
+    const LlmContext & ctx = session_.context();
+    auto keep_logits = [&] {
+        const float * l = ctx.logits(-1);
+        pending_logits_.assign(l, l + ctx.n_vocab());
+    };
+    feed_token(unit_);
+    for (const auto & rows : image_rows) {
+        const size_t block = static_cast<size_t>(n_query) * n_embd;
+        const size_t n_blocks = rows.size() / block;
+        for (size_t b = 0; b < n_blocks; ++b) {
+            // the overview image first, then its slices
+            feed_token(b == 0 ? image_ : slice_);
+            session_.append_embeddings(rows.data() + b * block, static_cast<size_t>(n_query));
+            feed_token(b == 0 ? image_end_ : slice_end_);
+        }
+    }
+    if (has_frames && !has_audio) keep_logits();  // VISION mode decides after the last vision token
+    if (has_audio) {
+        session_.append_embeddings(audio.tokens.data(), static_cast<size_t>(audio.n_tokens));
+        keep_logits();
+    }
+    if (!text_ids.empty()) {
+        session_.append_tokens(text_ids.data(), text_ids.size());
+        // text decides only when it is the unit's sole input (reference: the audio / vision logits
+        // stay pending when text follows them)
+        if (!has_audio && !has_frames) keep_logits();
+    }
+    if (has_audio || has_frames) ++audio_chunks_;
+    pending_ = true;
+    expected_n_past_ = session_.n_past();
+}
+
+DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & params) {
+    require_prepared("generate_unit");
+    if (!pending_) fail(Status::invalid_argument, "generate_unit: no prefilled unit (call prefill_unit first)");
+    if (params.max_new_speak_tokens < 1) {
+        fail(Status::invalid_argument, "max_new_speak_tokens_per_chunk must be >= 1, got " +
+                                           std::to_string(params.max_new_speak_tokens));
+    }
+    validate_duplex_decode_params(params.decode);
+    const int n_ctx = session_.context().n_ctx();
+    if (session_.n_past() + params.max_new_speak_tokens + 1 > n_ctx) {
+        fail(Status::context_full, "generate_unit: " + std::to_string(params.max_new_speak_tokens + 1) +
+                                       " more positions do not fit in the context of " + std::to_string(n_ctx) +
+                                       " (raise n_ctx or enable the sliding window)");
+    }
+    const LlmModel & m = session_.model();
+    const int n_vocab = session_.context().n_vocab();
+    const size_t n_embd = static_cast<size_t>(session_.context().n_embd());
+    auto draw = [this]() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; };
+
+    DuplexUnitResult r;
+    r.current_time = audio_chunks_;
+    std::vector<float> logits = std::move(pending_logits_);
+    pending_logits_.clear();
+    pending_ = false;
+    size_t next_scripted = 0;
+
+    for (int j = 0; j < params.max_new_speak_tokens; ++j) {
+        if (j == params.max_new_speak_tokens - 1) {
+            // forced unit end at the token limit
+            feed_token(decode_ids_.chunk_eos);
+            r.decided.push_back(decode_ids_.chunk_eos);
+            break;
+        }
+        llama_token t;
+        if (params.force_listen) {
+            t = listen_;
+        } else {
+            if (!params.scripted.empty()) {
+                if (next_scripted >= params.scripted.size()) fail(Status::invalid_argument, "scripted decisions ran out");
+                t = params.scripted[next_scripted++];
+                if (t < 0 || t >= n_vocab) fail(Status::invalid_argument, "scripted decision outside the vocabulary");
+                if (t != decode_ids_.chunk_eos) history_.push_back(t);  // what a stage-2 pick would record
+            } else {
+                const DuplexDecision d = duplex_decode(logits.data(), n_vocab, decode_ids_, history_, params.decode, draw);
+                t = d.token;
+                if (d.stage == 2) history_.push_back(t);
+            }
+            // the model may not fall silent in the middle of a turn
+            if (t == listen_ && !turn_ended_) t = tts_bos_;
+        }
+        r.decided.push_back(t);
+        r.is_listen = t == listen_;
+        if (t == listen_ || t == decode_ids_.chunk_eos || t == chunk_tts_eos_) {
+            feed_token(t);
+            break;
+        }
+        turn_ended_ = false;
+        feed_token(t, true);
+        const float * l = session_.context().logits(-1);
+        logits.assign(l, l + n_vocab);
+        r.end_of_turn = t == decode_ids_.turn_eos;  // the last fed token decides (reference)
+        if (r.end_of_turn) turn_ended_ = true;
+        if (j != 0) {
+            // the unit's first token is the decision (<|speak|>), not speech
+            const float * h = session_.context().hidden(0);
+            r.speak_tokens.push_back(t);
+            r.speak_hidden.insert(r.speak_hidden.end(), h, h + n_embd);
+        }
+    }
+    feed_token(unit_end_);
+    unit_lengths_.push_back(session_.n_past() - unit_start_);
+    for (llama_token t : r.speak_tokens) r.text += m.token_text(t);
+    if (r.is_listen) {
+        // the reference reports a listening unit as silence, whatever it said before <|listen|>
+        r.text.clear();
+        r.end_of_turn = false;
+    }
+    r.n_dropped = enforce_window();
+    expected_n_past_ = session_.n_past();
+    return r;
+}
+
+int DuplexSession::enforce_window() {
+    if (!options_.sliding_window || session_.n_past() <= options_.window_high) return 0;
+    int dropped = 0;
+    while (session_.n_past() > options_.window_low && !unit_lengths_.empty()) {
+        const int len = unit_lengths_.front();
+        // libllama shifts the later positions left and re-rotates their keys (spec §6.5)
+        session_.remove_range(system_length_, system_length_ + len);
+        unit_lengths_.erase(unit_lengths_.begin());
+        dropped += len;
+    }
+    return dropped;
+}
+
+}  // namespace minicpmo

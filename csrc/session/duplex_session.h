@@ -1,0 +1,121 @@
+// Full-duplex conversation, the LLM side (spec §6.2-6.5): the model hears and sees one second at a
+// time and decides per second whether to listen or to speak. Each second is one "unit" in the KV
+// cache of an OmniSession:
+//   <unit>[<image>⟨rows⟩</image>[<slice>⟨rows⟩</slice>…]…][⟨10 audio rows⟩][text] decision… </unit>
+// prefill_unit() writes everything up to the decision; generate_unit() runs the decision loop and
+// hands out the spoken text tokens with their LLM hidden states for the speech decoder.
+//
+// The audio goes through the session's streaming mel (duplex feeding, 2 redundancy frames) and the
+// Whisper encoder's streaming key/value cache (restarted by the encoder when it would pass the
+// position table, every ~30 s). Everything here is per object: several duplex sessions over
+// different OmniSessions do not share state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "session/duplex_decode.h"
+#include "session/omni_session.h"
+
+namespace minicpmo {
+
+class StreamingMel;
+
+struct DuplexOptions {
+    // §6.5 "basic" window: when the cache passes window_high positions after a unit, whole oldest
+    // units after the protected system prompt are dropped until it is at or below window_low
+    bool sliding_window = false;
+    int window_high = 4000;
+    int window_low = 3500;
+};
+
+// One second of input. Any of the three may be absent, not all of them.
+struct DuplexUnitInput {
+    const float * pcm = nullptr;      // 16 kHz mono: 16000 samples, the first unit 16000..16560 (1.035 s)
+    size_t n_samples = 0;
+    std::vector<ImageInput> frames;   // the frame (and e.g. a stacked high-FPS composite); max_slice_nums 0 = 1
+    std::string text;
+};
+
+struct DuplexGenerateParams {
+    DuplexDecodeParams decode;
+    int max_new_speak_tokens = 20;    // the token at index max - 1 is a forced <|chunk_eos|>
+    bool force_listen = false;        // decide <|listen|> without decoding
+    // testing: decisions taken in this order instead of decode() (the protocol around them is
+    // unchanged); running out is an error
+    std::vector<llama_token> scripted;
+};
+
+struct DuplexUnitResult {
+    bool is_listen = false;
+    std::string text;                 // spoken text of the unit (tokens j >= 1, control tokens omitted)
+    bool end_of_turn = false;
+    int current_time = 0;             // audio (or vision) units prefilled so far
+    std::vector<llama_token> decided;        // what was fed after the unit's inputs, </unit> excluded
+    std::vector<llama_token> speak_tokens;   // (token, hidden) pairs for the TTS: fed tokens j >= 1
+    std::vector<float> speak_hidden;         // speak_tokens.size() x n_embd, LLM final-norm output
+    int n_dropped = 0;                       // positions the sliding window removed after this unit
+};
+
+class DuplexSession {
+public:
+    // `session` must outlive this object; the duplex conversation owns its KV cache while in use.
+    DuplexSession(OmniSession & session, const DuplexOptions & options = {}, uint64_t seed = 0);
+    ~DuplexSession();
+
+    // Resets the LLM cache, the audio streams and the decision state, then feeds the prefix text,
+    // the reference audio's embeddings (chat audio path, no placeholders; ref_pcm may be null) and
+    // the suffix text; what is fed is protected from the sliding window.
+    void prepare(const std::string & prefix, const std::string & suffix, const float * ref_pcm, size_t n_ref);
+
+    // Writes one unit's inputs. Inputs are checked and encoded before anything enters the cache.
+    void prefill_unit(const DuplexUnitInput & input);
+
+    // The decision loop of the prefilled unit, then </unit> (and the sliding window when on).
+    DuplexUnitResult generate_unit(const DuplexGenerateParams & params);
+
+    void reseed(uint64_t seed) { rng_.seed(seed); }
+    bool prepared() const { return prepared_; }
+    bool has_pending_unit() const { return pending_; }
+    const std::vector<float> & pending_logits() const { return pending_logits_; }
+    int system_length() const { return system_length_; }
+    int current_time() const { return audio_chunks_; }
+    bool turn_ended() const { return turn_ended_; }
+    const std::vector<llama_token> & decode_history() const { return history_; }
+    const std::vector<int> & unit_lengths() const { return unit_lengths_; }
+    const DuplexOptions & options() const { return options_; }
+    const DuplexDecodeIds & decode_ids() const { return decode_ids_; }
+    OmniSession & session() { return session_; }
+
+private:
+    void feed_token(llama_token t, bool want_hidden = false);
+    // prepare() was called and nobody else changed the cache since (e.g. a chat on the same session)
+    void require_prepared(const char * what) const;
+    int enforce_window();
+
+    OmniSession & session_;
+    DuplexOptions options_;
+    std::mt19937_64 rng_;
+    std::unique_ptr<StreamingMel> mel_;
+
+    // special ids
+    llama_token unit_ = -1, unit_end_ = -1, image_ = -1, image_end_ = -1, slice_ = -1, slice_end_ = -1;
+    llama_token listen_ = -1, speak_ = -1, tts_bos_ = -1, chunk_tts_eos_ = -1;
+    DuplexDecodeIds decode_ids_;
+
+    bool prepared_ = false;
+    int expected_n_past_ = 0;       // cache length the duplex conversation left behind
+    bool pending_ = false;          // a unit is prefilled and waits for generate_unit
+    std::vector<float> pending_logits_;
+    int unit_start_ = 0;            // cache length when the pending unit began
+    int system_length_ = 0;
+    int audio_chunks_ = 0;          // the reference's audio_chunk_idx
+    bool turn_ended_ = true;        // the reference's current_turn_ended
+    std::vector<llama_token> history_;  // stage-2 decisions, for the repetition penalty
+    std::vector<int> unit_lengths_;     // cache positions of each unit still in the cache
+};
+
+}  // namespace minicpmo

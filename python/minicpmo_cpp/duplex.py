@@ -1,0 +1,150 @@
+"""Full-duplex conversation over an OmniSession (spec §6.2-6.5), the LLM side.
+
+Every second the caller hands over what the model heard (1 s of 16 kHz audio) and saw (a frame),
+``streaming_prefill``; then ``streaming_generate`` lets the model decide whether to listen or to
+speak for that second and returns what it said. The spoken text tokens and their LLM hidden states
+come out with the result for the speech decoder (``speak_token_ids`` / ``speak_hidden``).
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from . import _core
+from ._core import MinicpmoError
+from .audio_input import load_audio
+from .media import load_image
+
+_DECODE_MODES = ("sampling", "greedy")
+
+
+class DuplexSession:
+    """The duplex protocol over the KV cache of ``omni_session`` (made by ``OmniSession.as_duplex``).
+
+    ``sliding_window=True`` turns on the spec's "basic" window: after a unit, when the cache holds
+    more than ``window_high`` positions, whole oldest units after the system prompt are dropped
+    until at most ``window_low`` remain. ``seed`` seeds the sampling (None: the session's seed source).
+    """
+
+    def __init__(self, omni_session, sliding_window: bool = False, window_high: int = 4000,
+                 window_low: int = 3500, seed: int | None = None):
+        self._omni = omni_session
+        if seed is None:
+            seed = omni_session._seed_rng.getrandbits(63)
+        self._duplex = _core.DuplexSession(omni_session._session, bool(sliding_window), int(window_high),
+                                           int(window_low), int(seed))
+
+    def prepare(self, prefix_system_prompt: str | None = None, suffix_system_prompt: str | None = None,
+                ref_audio=None) -> str:
+        """Starts a conversation: clears the cache and the audio streams, then feeds the prefix
+        (e.g. ``"<|im_start|>system\\nStreaming Omni Conversation.\\n<|audio_start|>"``), the
+        reference voice's audio embeddings (any form ``load_audio`` takes; None for none) and the
+        suffix (e.g. ``"<|audio_end|><|im_end|>"``). Returns the prompt as text, the audio shown as
+        ``[audio embedding]``."""
+        self._omni._generation += 1
+        pcm = None if ref_audio is None else load_audio(ref_audio)
+        prefix = prefix_system_prompt or ""
+        suffix = suffix_system_prompt or ""
+        self._duplex.prepare(prefix, suffix, pcm)
+        if not prefix and not suffix:
+            return ""
+        return prefix + ("[audio embedding]" if pcm is not None else "") + suffix
+
+    def streaming_prefill(self, audio_waveform=None, frame_list=None, text_list=None, max_slice_nums=1) -> dict:
+        """Feeds one unit: ``<unit>``, the frames (each ``<image>…</image>`` plus its slices), the
+        audio's 10 embeddings, the text. ``audio_waveform``: 16000 samples at 16 kHz (the first unit
+        16000 to 16560, front-padded with zeros to 1.035 s). ``frame_list``: images (PIL, uint8
+        arrays, paths), e.g. the frame and a stacked high-FPS composite. ``text_list``: strings,
+        joined. ``max_slice_nums``: one int or one per frame (1: no slicing)."""
+        self._omni._generation += 1
+        pcm = None if audio_waveform is None else load_audio(audio_waveform)
+        frames = [load_image(f) for f in (frame_list or [])]
+        if isinstance(max_slice_nums, (list, tuple)):
+            slices = [self._slice_count(s) for s in max_slice_nums]
+        else:
+            slices = [self._slice_count(max_slice_nums)] * len(frames)
+        if isinstance(text_list, str):
+            text = text_list
+        else:
+            text = "".join(str(t) for t in (text_list or []))
+        self._duplex.prefill_unit(pcm, frames, text, slices)
+        return {"success": True}
+
+    def streaming_generate(self, decode_mode: str = "sampling", max_new_speak_tokens_per_chunk: int = 20,
+                           listen_prob_scale: float = 1.0, force_listen: bool = False, temperature: float = 0.7,
+                           top_k: int = 20, top_p: float = 0.8, text_repetition_penalty: float = 1.05,
+                           text_repetition_window_size: int = 512, length_penalty: float = 1.1,
+                           _scripted=None) -> dict:
+        """Decides the prefilled unit: listen, or speak up to ``max_new_speak_tokens_per_chunk`` - 1
+        tokens (the last slot is a forced ``<|chunk_eos|>``). Returns ``is_listen``, ``text``,
+        ``end_of_turn``, ``current_time`` (units heard so far), and for the speech decoder
+        ``speak_token_ids`` with ``speak_hidden`` (one LLM final-norm row per id)."""
+        if decode_mode not in _DECODE_MODES:
+            raise MinicpmoError(f"decode_mode must be 'sampling' or 'greedy', got {decode_mode!r}")
+        self._omni._generation += 1
+        r = self._duplex.generate_unit(
+            greedy=decode_mode == "greedy", max_new_speak_tokens=int(max_new_speak_tokens_per_chunk),
+            temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+            repetition_penalty=float(text_repetition_penalty), repetition_window=int(text_repetition_window_size),
+            length_penalty=float(length_penalty), listen_prob_scale=float(listen_prob_scale),
+            force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])])
+        return {
+            "is_listen": bool(r["is_listen"]),
+            "text": r["text"].decode("utf-8", errors="replace"),
+            "end_of_turn": bool(r["end_of_turn"]),
+            "current_time": int(r["current_time"]),
+            "speak_token_ids": list(r["speak_token_ids"]),
+            "speak_hidden": r["speak_hidden"],
+            "decided_token_ids": list(r["decided"]),
+            "n_dropped": int(r["n_dropped"]),
+        }
+
+    def as_simplex(self, reset_session: bool = True):
+        """Back to the plain OmniSession (its cache cleared unless ``reset_session`` is False)."""
+        if reset_session:
+            self._omni.reset()
+        return self._omni
+
+    # ---- state, for inspection and tests ----
+    @property
+    def kv_tokens(self) -> list[int]:
+        """Token ids in the cache; embedding positions are -1."""
+        return list(self._omni._session.kv_tokens)
+
+    @property
+    def system_length(self) -> int:
+        return self._duplex.system_length
+
+    @property
+    def current_time(self) -> int:
+        return self._duplex.current_time
+
+    @property
+    def pending_logits(self) -> np.ndarray | None:
+        """Logits the next ``streaming_generate`` decides from (None when no unit is prefilled)."""
+        return self._duplex.pending_logits
+
+    @property
+    def decode_history(self) -> list[int]:
+        return list(self._duplex.decode_history)
+
+    @property
+    def unit_lengths(self) -> list[int]:
+        return list(self._duplex.unit_lengths)
+
+    @property
+    def forbidden_ids(self) -> list[int]:
+        return list(self._duplex.forbidden_ids)
+
+    def reseed(self, seed: int) -> None:
+        self._duplex.reseed(int(seed))
+
+    @staticmethod
+    def _slice_count(value) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise MinicpmoError(f"max_slice_nums must be an integer >= 1, got {value!r}")
+        return int(value)
+
+
+__all__ = ["DuplexSession"]
