@@ -183,7 +183,7 @@ def _words(omni, n: int) -> list[int]:
 
 
 def test_scripted_conversation_layout_matches_spec_model(omni, n_query):
-    d = omni.as_duplex(seed=1)
+    d = omni.as_duplex(generate_audio=False, seed=1)
     ref_pcm = _speechlike(1.0, 3)
     d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
     system = omni.tokenize(PREFIX) + [-1] * _chat_audio_tokens(ref_pcm.size) + omni.tokenize(SUFFIX)
@@ -229,7 +229,7 @@ def test_speak_hidden_rows_are_final_norm_states(omni, fresh):
     """(token, hidden) pairs for the TTS: the hidden row of a fed token is the final-norm output at
     its position; checked against a fresh forward of the whole cache (text-only, so every position
     is a token)."""
-    d = omni.as_duplex(seed=2)
+    d = omni.as_duplex(generate_audio=False, seed=2)
     d.prepare(PREFIX, SUFFIX)
     a, b, c, e, f = _words(omni, 5)
     d.streaming_prefill(text_list=["hello"])
@@ -302,7 +302,7 @@ def test_decode_processor_quirks():
 
 
 def _greedy_run(omni, seed):
-    d = omni.as_duplex(seed=seed)
+    d = omni.as_duplex(generate_audio=False, seed=seed)
     d.prepare(PREFIX, SUFFIX, ref_audio=_speechlike(1.0, 3))
     pcm = _speechlike(4.0, 9)
     pieces = [pcm[:16000], pcm[16000:32000], pcm[32000:48000], pcm[48000:64000]]
@@ -345,7 +345,7 @@ def test_greedy_runs_are_deterministic_and_decide_like_numpy(omni):
 
 def test_sampling_is_reproducible_with_a_seed(omni):
     def run(seed):
-        d = omni.as_duplex(seed=seed)
+        d = omni.as_duplex(generate_audio=False, seed=seed)
         d.prepare(PREFIX, SUFFIX)
         out = []
         for k in range(3):
@@ -365,7 +365,7 @@ def test_sliding_window_drops_oldest_units_and_shifts_keys(omni, tiny_ref):
     is printed for information."""
     from test_llm_embeddings_kv import ref_remove_range
 
-    d = omni.as_duplex(sliding_window=True, window_high=70, window_low=45, seed=3)
+    d = omni.as_duplex(generate_audio=False, sliding_window=True, window_high=70, window_low=45, seed=3)
     d.prepare(PREFIX, SUFFIX)
     system = d.kv_tokens
     a, b, c, e, f = _words(omni, 5)
@@ -410,13 +410,13 @@ def test_sliding_window_drops_oldest_units_and_shifts_keys(omni, tiny_ref):
 
 def test_window_marks_are_checked(omni):
     with pytest.raises(MinicpmoError, match="low <= high"):
-        omni.as_duplex(sliding_window=True, window_high=100, window_low=200)
+        omni.as_duplex(generate_audio=False, sliding_window=True, window_high=100, window_low=200)
     with pytest.raises(MinicpmoError, match="below the context size"):
-        omni.as_duplex(sliding_window=True, window_high=omni.n_ctx, window_low=10)
+        omni.as_duplex(generate_audio=False, sliding_window=True, window_high=omni.n_ctx, window_low=10)
 
 
 def test_window_off_by_default(omni):
-    d = omni.as_duplex(seed=0)
+    d = omni.as_duplex(generate_audio=False, seed=0)
     d.prepare(PREFIX, SUFFIX)
     for k in range(3):
         d.streaming_prefill(text_list=["x" * 40])
@@ -425,7 +425,7 @@ def test_window_off_by_default(omni):
 
 
 def test_bad_inputs_give_clear_errors(omni):
-    d = omni.as_duplex(seed=0)
+    d = omni.as_duplex(generate_audio=False, seed=0)
     with pytest.raises(MinicpmoError, match="prepare"):
         d.streaming_prefill(_speechlike(1.0, 1))
     d.prepare(PREFIX, SUFFIX)
@@ -502,7 +502,7 @@ def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, 
 
     pcm = _speechlike(33.0, 22)
     pieces = [pcm[:16000]] + [pcm[16000 * k:16000 * (k + 1)] for k in range(1, 32)]
-    d = omni.as_duplex(seed=0)
+    d = omni.as_duplex(generate_audio=False, seed=0)
     first_run = []
     for run in range(2):
         d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
@@ -545,7 +545,7 @@ def test_vision_unit_with_slices_decides_after_the_last_vision_token(omni, tiny_
     rows = omni.encode_image(frame, max_slice_nums=3)
     blocks = rows.shape[0] // n_query
     assert blocks > 1 and rows.shape[0] == blocks * n_query
-    d = omni.as_duplex(seed=0)
+    d = omni.as_duplex(generate_audio=False, seed=0)
     d.prepare(PREFIX, SUFFIX)
     model = SpecDuplexModel(d.kv_tokens)
     d.streaming_prefill(frame_list=[frame], max_slice_nums=3)

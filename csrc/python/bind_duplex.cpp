@@ -64,6 +64,12 @@ DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, floa
     return p;
 }
 
+py::array_t<float> float_array(const std::vector<float> & v) {
+    py::array_t<float> a(v.size());
+    std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
+    return a;
+}
+
 }  // namespace
 
 void bind_duplex(py::module_ & m) {
@@ -127,13 +133,14 @@ void bind_duplex(py::module_ & m) {
         .def("generate_unit",
              [](DuplexSession & d, bool greedy, int max_new_speak_tokens, float temperature, int top_k, float top_p,
                 float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
-                bool force_listen, const std::vector<int32_t> & scripted) {
+                bool force_listen, const std::vector<int32_t> & scripted, bool wait_audio) {
                  DuplexGenerateParams g;
                  g.decode = decode_params(greedy, temperature, top_k, top_p, repetition_penalty, repetition_window,
                                           length_penalty, listen_prob_scale);
                  g.max_new_speak_tokens = max_new_speak_tokens;
                  g.force_listen = force_listen;
                  g.scripted = scripted;
+                 g.wait_audio = wait_audio;
                  DuplexUnitResult r;
                  {
                      py::gil_scoped_release release;
@@ -148,12 +155,37 @@ void bind_duplex(py::module_ & m) {
                  out["speak_token_ids"] = r.speak_tokens;
                  out["speak_hidden"] = rows_to_array(r.speak_hidden, static_cast<size_t>(d.session().context().n_embd()));
                  out["n_dropped"] = r.n_dropped;
+                 out["unit"] = r.unit;
+                 if (r.has_audio) {
+                     out["audio"] = float_array(r.audio);
+                     out["speech_tokens"] = r.speech_tokens;
+                 }
                  return out;
              },
              py::arg("greedy") = false, py::arg("max_new_speak_tokens") = 20, py::arg("temperature") = 0.7f,
              py::arg("top_k") = 20, py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f,
              py::arg("repetition_window") = 512, py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
-             py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>())
+             py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>(), py::arg("wait_audio") = true)
+        .def("set_speech", &DuplexSession::set_speech, py::arg("on"), py::arg("voice") = "", py::arg("seed") = 0,
+             "speech for speaking units from the next prepare() on")
+        .def_property_readonly("speech_on", &DuplexSession::speech_on)
+        .def("take_audio",
+             [](DuplexSession & d, bool wait) -> py::object {
+                 DuplexSpeechResult r;
+                 bool got;
+                 {
+                     py::gil_scoped_release release;
+                     got = d.take_audio(r, wait);
+                 }
+                 if (!got) return py::none();
+                 return py::make_tuple(r.unit, float_array(r.audio), r.speech_tokens);
+             },
+             py::arg("wait") = true, "(unit, 24 kHz audio, speech tokens) of the oldest unit not waited for")
+        .def("interrupt",
+             [](DuplexSession & d) {
+                 py::gil_scoped_release release;
+                 d.interrupt();
+             })
         .def("reseed", &DuplexSession::reseed, py::arg("seed"))
         .def_property_readonly("prepared", &DuplexSession::prepared)
         .def_property_readonly("has_pending_unit", &DuplexSession::has_pending_unit)

@@ -6,6 +6,7 @@
 #include "audio/audio_model.h"
 #include "audio/streaming_mel.h"
 #include "core/error.h"
+#include "speech/speech_synthesizer.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -79,7 +80,11 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
     audio_chunks_ = 0;
     turn_ended_ = true;
     system_length_ = 0;
+    units_generated_ = 0;
     mel_.reset();
+    // speech of an earlier conversation is dropped (joins its thread); a new one starts primed
+    speech_.reset();
+    if (speech_on_) speech_ = std::make_unique<DuplexSpeech>(session_, voice_, speech_seed_);
     // a new conversation starts the Whisper context afresh (the reference keeps it, spec §3.4)
     if (has_component(session_.omni_model(), "audio")) session_.audio_encoder().reset_streaming();
     session_.reset();
@@ -285,7 +290,52 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
     }
     r.n_dropped = enforce_window();
     expected_n_past_ = session_.n_past();
+    r.unit = ++units_generated_;
+    if (speech_) {
+        DuplexSpeechJob job;
+        job.unit = r.unit;
+        job.is_listen = r.is_listen;
+        job.end_of_turn = r.end_of_turn;
+        job.text_ids.assign(r.speak_tokens.begin(), r.speak_tokens.end());
+        job.hidden = r.speak_hidden;
+        speech_->submit(std::move(job));
+        if (params.wait_audio) {
+            DuplexSpeechResult done;
+            // units handed over earlier without waiting come first; this unit is the last one
+            do {
+                speech_->take(done, true);
+            } while (done.unit != r.unit);
+            r.has_audio = true;
+            r.audio = std::move(done.audio);
+            r.speech_tokens = std::move(done.speech_tokens);
+        }
+    }
     return r;
+}
+
+void DuplexSession::set_speech(bool on, const std::string & voice, uint64_t seed) {
+    if (on) session_.speech().voices().get(voice);  // an unknown voice fails now
+    speech_on_ = on;
+    voice_ = voice;
+    speech_seed_ = seed;
+}
+
+bool DuplexSession::take_audio(DuplexSpeechResult & out, bool wait) {
+    if (!speech_) fail(Status::invalid_argument, "take_audio: speech is off (set_speech, then prepare)");
+    return speech_->take(out, wait);
+}
+
+void DuplexSession::interrupt() {
+    require_prepared("interrupt");
+    if (pending_) fail(Status::invalid_argument, "interrupt: a unit is prefilled; generate it first");
+    if (speech_) speech_->interrupt();
+    if (!turn_ended_) {
+        // close the speaking turn in the cache, as the official duplex stop does
+        feed_token(decode_ids_.turn_eos);
+        if (!unit_lengths_.empty()) unit_lengths_.back() += 1;  // dropped with its unit by the window
+        turn_ended_ = true;
+        expected_n_past_ = session_.n_past();
+    }
 }
 
 int DuplexSession::enforce_window() {

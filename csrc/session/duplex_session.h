@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "session/duplex_decode.h"
+#include "session/duplex_speech.h"
 #include "session/omni_session.h"
 
 namespace minicpmo {
@@ -44,6 +45,9 @@ struct DuplexGenerateParams {
     DuplexDecodeParams decode;
     int max_new_speak_tokens = 20;    // the token at index max - 1 is a forced <|chunk_eos|>
     bool force_listen = false;        // decide <|listen|> without decoding
+    // with speech on: wait for this unit's audio (false: it is synthesized while the caller goes on
+    // with the next unit, and comes back through take_audio())
+    bool wait_audio = true;
     // testing: decisions taken in this order instead of decode() (the protocol around them is
     // unchanged); running out is an error
     std::vector<llama_token> scripted;
@@ -58,6 +62,10 @@ struct DuplexUnitResult {
     std::vector<llama_token> speak_tokens;   // (token, hidden) pairs for the TTS: fed tokens j >= 1
     std::vector<float> speak_hidden;         // speak_tokens.size() x n_embd, LLM final-norm output
     int n_dropped = 0;                       // positions the sliding window removed after this unit
+    int unit = 0;                            // units generated since prepare(), this one included
+    bool has_audio = false;                  // speech on and waited for: audio below is this unit's
+    std::vector<float> audio;                // 24 kHz, one unit of silence when listening
+    std::vector<int32_t> speech_tokens;
 };
 
 class DuplexSession {
@@ -76,6 +84,16 @@ public:
 
     // The decision loop of the prefilled unit, then </unit> (and the sliding window when on).
     DuplexUnitResult generate_unit(const DuplexGenerateParams & params);
+
+    // Speech for the speaking units (spec §6.3) with voice `voice` ("" = the default), seeded;
+    // takes effect at the next prepare(). Off by default.
+    void set_speech(bool on, const std::string & voice = "", uint64_t seed = 0);
+    bool speech_on() const { return speech_on_; }
+    // The oldest unit whose audio was not waited for; false when none is ready and !wait.
+    bool take_audio(DuplexSpeechResult & out, bool wait = true);
+    // Stops speaking now (spec §6.3 interrupt): speech not yet handed out is dropped, the speaking
+    // turn is closed in the LLM cache with <|turn_eos|> and the next turn's speech starts afresh.
+    void interrupt();
 
     void reseed(uint64_t seed) { rng_.seed(seed); }
     bool prepared() const { return prepared_; }
@@ -116,6 +134,12 @@ private:
     bool turn_ended_ = true;        // the reference's current_turn_ended
     std::vector<llama_token> history_;  // stage-2 decisions, for the repetition penalty
     std::vector<int> unit_lengths_;     // cache positions of each unit still in the cache
+    int units_generated_ = 0;
+
+    bool speech_on_ = false;
+    std::string voice_;
+    uint64_t speech_seed_ = 0;
+    std::unique_ptr<DuplexSpeech> speech_;  // last member: its thread stops before the rest goes
 };
 
 }  // namespace minicpmo

@@ -25,24 +25,53 @@ class DuplexSession:
     ``sliding_window=True`` turns on the spec's "basic" window: after a unit, when the cache holds
     more than ``window_high`` positions, whole oldest units after the system prompt are dropped
     until at most ``window_low`` remain. ``seed`` seeds the sampling (None: the session's seed source).
+
+    ``generate_audio`` (default: when the model file has the speech components) speaks the speaking
+    units: each unit's text tokens and LLM hidden states go through the speech decoder's duplex
+    layout and streaming Token2Wav with ``voice`` (a voice of the model file; None = its default),
+    on a thread of the session, and ``streaming_generate`` returns the unit's 24 kHz
+    ``audio_waveform`` (one second of silence for a listening unit).
     """
 
     def __init__(self, omni_session, sliding_window: bool = False, window_high: int = 4000,
-                 window_low: int = 3500, seed: int | None = None):
+                 window_low: int = 3500, seed: int | None = None, generate_audio: bool | None = None,
+                 voice: str | None = None):
         self._omni = omni_session
         if seed is None:
             seed = omni_session._seed_rng.getrandbits(63)
+        self._seed = int(seed)
         self._duplex = _core.DuplexSession(omni_session._session, bool(sliding_window), int(window_high),
                                            int(window_low), int(seed))
+        if generate_audio is None:
+            have = set(omni_session._model.omni_components)
+            generate_audio = {"tts", "token2wav", "voice"} <= have
+        self._generate_audio = bool(generate_audio)
+        self._voice = voice or ""
+        self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
+
+    @property
+    def generate_audio(self) -> bool:
+        return self._generate_audio
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of ``audio_waveform`` (24000)."""
+        return self._omni._session.speech_sample_rate
 
     def prepare(self, prefix_system_prompt: str | None = None, suffix_system_prompt: str | None = None,
-                ref_audio=None) -> str:
+                ref_audio=None, voice: str | None = None, generate_audio: bool | None = None) -> str:
         """Starts a conversation: clears the cache and the audio streams, then feeds the prefix
         (e.g. ``"<|im_start|>system\\nStreaming Omni Conversation.\\n<|audio_start|>"``), the
         reference voice's audio embeddings (any form ``load_audio`` takes; None for none) and the
         suffix (e.g. ``"<|audio_end|><|im_end|>"``). Returns the prompt as text, the audio shown as
         ``[audio embedding]``."""
         self._omni._generation += 1
+        if voice is not None or generate_audio is not None:
+            if generate_audio is not None:
+                self._generate_audio = bool(generate_audio)
+            if voice is not None:
+                self._voice = voice
+            self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
         pcm = None if ref_audio is None else load_audio(ref_audio)
         prefix = prefix_system_prompt or ""
         suffix = suffix_system_prompt or ""
@@ -75,11 +104,17 @@ class DuplexSession:
                            listen_prob_scale: float = 1.0, force_listen: bool = False, temperature: float = 0.7,
                            top_k: int = 20, top_p: float = 0.8, text_repetition_penalty: float = 1.05,
                            text_repetition_window_size: int = 512, length_penalty: float = 1.1,
-                           _scripted=None) -> dict:
+                           wait_audio: bool = True, _scripted=None) -> dict:
         """Decides the prefilled unit: listen, or speak up to ``max_new_speak_tokens_per_chunk`` - 1
         tokens (the last slot is a forced ``<|chunk_eos|>``). Returns ``is_listen``, ``text``,
         ``end_of_turn``, ``current_time`` (units heard so far), and for the speech decoder
-        ``speak_token_ids`` with ``speak_hidden`` (one LLM final-norm row per id)."""
+        ``speak_token_ids`` with ``speak_hidden`` (one LLM final-norm row per id).
+
+        With speech on, ``audio_waveform`` is the unit's float32 24 kHz audio: one second for a
+        listening unit (silence) and a speaking one (left-padded with zeros when shorter), the rest
+        of the utterance at a turn's end. ``wait_audio=False`` returns before the speech is
+        synthesized (``audio_waveform`` None): it is made on the session's speech thread while
+        the next unit is prefilled, and ``take_audio()`` hands it out in unit order."""
         if decode_mode not in _DECODE_MODES:
             raise MinicpmoError(f"decode_mode must be 'sampling' or 'greedy', got {decode_mode!r}")
         self._omni._generation += 1
@@ -88,7 +123,8 @@ class DuplexSession:
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
             repetition_penalty=float(text_repetition_penalty), repetition_window=int(text_repetition_window_size),
             length_penalty=float(length_penalty), listen_prob_scale=float(listen_prob_scale),
-            force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])])
+            force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])],
+            wait_audio=bool(wait_audio))
         return {
             "is_listen": bool(r["is_listen"]),
             "text": r["text"].decode("utf-8", errors="replace"),
@@ -98,7 +134,22 @@ class DuplexSession:
             "speak_hidden": r["speak_hidden"],
             "decided_token_ids": list(r["decided"]),
             "n_dropped": int(r["n_dropped"]),
+            "unit": int(r["unit"]),
+            "audio_waveform": r.get("audio"),
+            "speech_token_ids": list(r.get("speech_tokens", [])),
         }
+
+    def take_audio(self, wait: bool = True):
+        """``(unit, audio_waveform, speech_token_ids)`` of the oldest unit generated with
+        ``wait_audio=False`` whose audio was not taken yet; None when ``wait`` is False and none is
+        ready."""
+        return self._duplex.take_audio(bool(wait))
+
+    def interrupt(self) -> None:
+        """Stops speaking at once (barge-in): speech not handed out yet is dropped, a speaking turn
+        is closed with ``<|turn_eos|>`` in the cache, and the next turn's speech starts afresh."""
+        self._omni._generation += 1
+        self._duplex.interrupt()
 
     def as_simplex(self, reset_session: bool = True):
         """Back to the plain OmniSession (its cache cleared unless ``reset_session`` is False)."""

@@ -202,12 +202,13 @@ class OmniSession:
         return self._session.forward([int(t) for t in token_ids])
 
     def as_duplex(self, sliding_window: bool = False, window_high: int = 4000, window_low: int = 3500,
-                  seed: int | None = None):
+                  seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None):
         """This session as a full-duplex conversation (spec §6); call ``prepare`` on the result.
-        ``as_simplex()`` on it comes back here."""
+        ``as_simplex()`` on it comes back here. ``generate_audio`` (default: when the model file
+        has the speech components) speaks the speaking units with ``voice``."""
         from .duplex import DuplexSession
 
-        return DuplexSession(self, sliding_window, window_high, window_low, seed)
+        return DuplexSession(self, sliding_window, window_high, window_low, seed, generate_audio, voice)
 
     def reset(self) -> None:
         """Forget the conversation."""

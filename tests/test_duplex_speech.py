@@ -1,0 +1,247 @@
+"""Duplex speech (spec §6.3) on the tiny model: each speaking unit's tokens and LLM hidden rows go
+through the speech decoder's duplex layout and streaming Token2Wav on the session's speech thread.
+
+References:
+- speech tokens: the numpy DuplexTTS (tests/reference/tts.py) on the unit's returned speakable
+  ids and hidden rows, with the same uniform draws (a Python mt19937_64 with the duplex seed,
+  u = (x >> 11) * 2^-53, as the runtime draws them);
+- audio: streaming Token2Wav of a standalone synthesizer with the same generator seed over those
+  tokens, one duplex unit at a time (that component is checked sample for sample against the
+  numpy TokenStreamer in test_speech_stream_runtime.py); a listening unit is 1 s of silence.
+Also: audio handed over without waiting (synthesized while the next unit is prefilled) equals the
+waited-for audio; an interrupt closes the turn and restarts speech; two duplex sessions run at
+once in two threads give what each gives alone."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from minicpmo_cpp import MinicpmoError, OmniSession, _core
+
+from reference.tts import DuplexTTS, TTSReference
+
+SR = 16000
+UNIT = 24000  # output samples per unit (25 speech tokens)
+LISTEN, SPEAK = 151705, 151706
+TURN_EOS, CHUNK_EOS = 151717, 151718
+PREFIX = "<|im_start|>system\nStreaming Omni Conversation.\n<|audio_start|>"
+SUFFIX = "<|audio_end|><|im_end|>"
+SEED = 11
+# F32 model: the TTS picks equal tokens (argmax / inverse CDF of nearly equal logits); audio from the
+# same code path over the same tokens in a different process object: float32 rounding only
+AUDIO_ATOL = 1e-5
+
+
+class Mt19937_64:
+    """std::mt19937_64 (the generator the runtime seeds for duplex speech sampling)."""
+
+    def __init__(self, seed: int):
+        self.mt = [0] * 312
+        self.mt[0] = seed & 0xFFFFFFFFFFFFFFFF
+        for i in range(1, 312):
+            prev = self.mt[i - 1]
+            self.mt[i] = (6364136223846793005 * (prev ^ (prev >> 62)) + i) & 0xFFFFFFFFFFFFFFFF
+        self.i = 312
+
+    def _twist(self):
+        for k in range(312):
+            y = (self.mt[k] & 0xFFFFFFFF80000000) | (self.mt[(k + 1) % 312] & 0x7FFFFFFF)
+            v = self.mt[(k + 156) % 312] ^ (y >> 1)
+            if y & 1:
+                v ^= 0xB5026F5AA96619E9
+            self.mt[k] = v
+        self.i = 0
+
+    def __call__(self) -> int:
+        if self.i >= 312:
+            self._twist()
+        y = self.mt[self.i]
+        self.i += 1
+        y ^= (y >> 29) & 0x5555555555555555
+        y ^= (y << 17) & 0x71D67FFFEDA60000
+        y ^= (y << 37) & 0xFFF7EEE000000000
+        y ^= y >> 43
+        return y & 0xFFFFFFFFFFFFFFFF
+
+    def uniform(self) -> float:
+        return (self() >> 11) * 2.0 ** -53
+
+
+def test_mt19937_64_matches_the_standard():
+    g = Mt19937_64(5489)  # the C++ standard: the 10000th value of a default-seeded mt19937_64
+    for _ in range(9999):
+        g()
+    assert g() == 9981545732273789042
+
+
+def _pcm(seed: int, n: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tref(tiny_state):
+    sd, cfg = tiny_state
+    return TTSReference(sd, cfg)
+
+
+def _omni(tiny_f32) -> OmniSession:
+    return OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=4096, seed=0, kv_cache_type="f32")
+
+
+def _script(ids):
+    """A conversation of 6 units: listen, a turn start, a unit without text, a mid-turn unit, the
+    turn's end (the unit's last fed token is <|turn_eos|>: the reference's end_of_turn), listen."""
+    a, b, c, d = ids
+    return [
+        (True, None),
+        (False, [SPEAK, a, b, c, CHUNK_EOS]),
+        (False, [SPEAK, CHUNK_EOS]),
+        (False, [SPEAK, d, a, CHUNK_EOS]),
+        (False, [SPEAK, b, c, TURN_EOS, CHUNK_EOS]),
+        (True, None),
+    ]
+
+
+def _run(omni, ids, wait_audio=True):
+    dx = omni.as_duplex(seed=SEED)
+    assert dx.generate_audio
+    dx.prepare(PREFIX, SUFFIX)
+    out = []
+    pending = None
+    for k, (listen, script) in enumerate(_script(ids)):
+        n = 16560 if k == 0 else SR
+        dx.streaming_prefill(audio_waveform=_pcm(k, n))
+        if pending is not None:
+            # the previous unit's speech was made while this unit was prefilled
+            unit, audio, tokens = dx.take_audio()
+            assert unit == pending["unit"]
+            pending["audio_waveform"], pending["speech_token_ids"] = audio, tokens
+            pending = None
+        r = dx.streaming_generate(decode_mode="greedy", force_listen=listen, _scripted=script, wait_audio=wait_audio)
+        if not wait_audio:
+            assert r["audio_waveform"] is None
+            pending = r
+        out.append(r)
+    if pending is not None:
+        unit, audio, tokens = dx.take_audio()
+        pending["audio_waveform"], pending["speech_token_ids"] = audio, tokens
+    return dx, out
+
+
+def test_duplex_units_speak_as_the_references(tiny_f32, tref):
+    omni = _omni(tiny_f32)
+    ids = omni.tokenize("hello there friend now")[:4]
+    _, units = _run(omni, ids)
+
+    tts = DuplexTTS(tref)
+    rng = Mt19937_64(SEED)
+    synth = _core.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth.stream_begin("")
+    for r, (listen, _) in zip(units, _script(ids)):
+        audio = r["audio_waveform"]
+        assert audio.dtype == np.float32
+        if r["is_listen"]:
+            assert listen
+            np.testing.assert_array_equal(audio, np.zeros(UNIT, np.float32))
+            assert r["speech_token_ids"] == []
+            continue
+        want = tts.unit(r["speak_token_ids"], r["speak_hidden"].astype(np.float64), r["end_of_turn"],
+                        draws=rng.uniform)
+        assert r["speech_token_ids"] == want.tokens
+        want_audio = synth.stream_push_duplex(want.tokens, turn_end=r["end_of_turn"])
+        assert audio.shape == want_audio.shape
+        if not r["end_of_turn"]:
+            assert audio.size >= UNIT  # left-padded to one unit, longer when several windows came out
+        np.testing.assert_allclose(audio, want_audio, rtol=0, atol=AUDIO_ATOL)
+    ends = [r["end_of_turn"] for r in units]
+    assert ends == [False, False, False, False, True, False]
+
+
+def test_audio_made_while_the_next_unit_is_prefilled_is_the_same(tiny_f32):
+    omni = _omni(tiny_f32)
+    ids = omni.tokenize("hello there friend now")[:4]
+    _, waited = _run(omni, ids, wait_audio=True)
+    _, overlapped = _run(_omni(tiny_f32), ids, wait_audio=False)
+    for a, b in zip(waited, overlapped):
+        assert a["text"] == b["text"] and a["speech_token_ids"] == b["speech_token_ids"]
+        np.testing.assert_array_equal(a["audio_waveform"], b["audio_waveform"])
+
+
+def test_interrupt_closes_the_turn_and_restarts_speech(tiny_f32, tref):
+    omni = _omni(tiny_f32)
+    a, b, c, d = omni.tokenize("hello there friend now")[:4]
+    dx = omni.as_duplex(seed=SEED)
+    dx.prepare(PREFIX, SUFFIX)
+    dx.streaming_prefill(audio_waveform=_pcm(0, 16560))
+    r1 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, a, b, CHUNK_EOS], wait_audio=False)
+    dx.interrupt()  # barge-in while unit 1's speech may still be in the making
+    assert dx.take_audio(wait=False) is None  # dropped
+    assert dx.kv_tokens[-1] == TURN_EOS  # the speaking turn is closed in the cache
+    dx.streaming_prefill(audio_waveform=_pcm(1, SR))
+    r2 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, c, d, CHUNK_EOS])
+    # unit 2 starts a new turn: the speech decoder starts empty (EOS allowed) and Token2Wav restarts
+    # from the voice's primed state; the draws continue where unit 1's speech left them
+    rng = Mt19937_64(SEED)
+    tts = DuplexTTS(tref)
+    tts.unit(r1["speak_token_ids"], r1["speak_hidden"].astype(np.float64), False, draws=rng.uniform)
+    tts.reset_turn()
+    want = tts.unit(r2["speak_token_ids"], r2["speak_hidden"].astype(np.float64), False, draws=rng.uniform)
+    assert r2["speech_token_ids"] == want.tokens
+    synth = _core.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth.stream_begin("")
+    # the dropped unit 1 still drew its HiFT source noise from the shared generator
+    synth.stream_push_duplex(_unit1_tokens(tref, r1), turn_end=False)
+    synth.stream_begin("")
+    np.testing.assert_allclose(r2["audio_waveform"], synth.stream_push_duplex(want.tokens, turn_end=False),
+                               rtol=0, atol=AUDIO_ATOL)
+
+
+def _unit1_tokens(tref, r1):
+    rng = Mt19937_64(SEED)
+    return DuplexTTS(tref).unit(r1["speak_token_ids"], r1["speak_hidden"].astype(np.float64), False,
+                                draws=rng.uniform).tokens
+
+
+def test_two_duplex_sessions_in_two_threads(tiny_f32):
+    ids = _omni(tiny_f32).tokenize("hello there friend now")[:4]
+    alone = [_run(_omni(tiny_f32), ids)[1] for _ in range(2)]
+    results = [None, None]
+
+    def work(i):
+        results[i] = _run(_omni(tiny_f32), ids)[1]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    for got, want in zip(results, alone):
+        assert got is not None
+        for a, b in zip(got, want):
+            assert a["decided_token_ids"] == b["decided_token_ids"]
+            np.testing.assert_array_equal(a["audio_waveform"], b["audio_waveform"])
+
+
+def test_speech_settings_and_bad_calls(tiny_f32):
+    omni = _omni(tiny_f32)
+    with pytest.raises(MinicpmoError, match="nobody"):
+        omni.as_duplex(voice="nobody")
+    dx = omni.as_duplex(generate_audio=False)
+    dx.prepare(PREFIX, SUFFIX)
+    with pytest.raises(MinicpmoError, match="speech is off"):
+        dx.take_audio()
+    dx.streaming_prefill(audio_waveform=_pcm(0, 16560))
+    r = dx.streaming_generate(force_listen=True)
+    assert r["audio_waveform"] is None
+    with pytest.raises(MinicpmoError, match="generate it first"):
+        dx.streaming_prefill(audio_waveform=_pcm(1, SR))
+        dx.interrupt()
+    # a session dropped with speech still in the making joins its thread
+    dx2 = _omni(tiny_f32).as_duplex(seed=1)
+    dx2.prepare(PREFIX, SUFFIX)
+    dx2.streaming_prefill(audio_waveform=_pcm(0, 16560))
+    dx2.streaming_generate(_scripted=[SPEAK, 100, 101, CHUNK_EOS], wait_audio=False)
+    del dx2
