@@ -1,6 +1,7 @@
 // The C API: a thin shell over the C++ classes that turns exceptions into status codes.
 #include "minicpmo.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "speech/speech_synthesizer.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
+#include "session/duplex_session.h"
 #include "session/omni_session.h"
 #include "session/spoken_reply_stream.h"
 
@@ -23,6 +25,10 @@ struct minicpmo_model {
 
 struct minicpmo_session {
     std::unique_ptr<minicpmo::OmniSession> impl;
+};
+
+struct minicpmo_duplex {
+    std::unique_ptr<minicpmo::DuplexSession> impl;
 };
 
 namespace {
@@ -381,6 +387,135 @@ minicpmo_status minicpmo_quantize_llm(const char * in_path, const char * out_pat
     return guarded([&] {
         require(in_path && out_path && type, "in_path, out_path and type must not be NULL");
         minicpmo::quantize_llm(in_path, out_path, type, n_threads, nullptr);
+    });
+}
+
+minicpmo_duplex_params minicpmo_duplex_default_params(void) {
+    minicpmo_duplex_params p;
+    p.generate_audio = true;
+    p.voice = nullptr;
+    p.seed = 0;
+    p.sliding_window = false;
+    p.window_high = 4000;
+    p.window_low = 3500;
+    return p;
+}
+
+minicpmo_duplex_generate_params minicpmo_duplex_generate_default_params(void) {
+    // the official duplex defaults (spec §6.2)
+    minicpmo_duplex_generate_params p;
+    p.greedy = false;
+    p.max_new_speak_tokens = 20;
+    p.temperature = 0.7f;
+    p.top_k = 20;
+    p.top_p = 0.8f;
+    p.repetition_penalty = 1.05f;
+    p.repetition_window = 512;
+    p.length_penalty = 1.1f;
+    p.listen_prob_scale = 1.0f;
+    p.force_listen = false;
+    return p;
+}
+
+minicpmo_status minicpmo_duplex_new(minicpmo_session * session, const minicpmo_duplex_params * params,
+                                    minicpmo_duplex ** out_duplex) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(out_duplex != nullptr, "out_duplex is NULL");
+        *out_duplex = nullptr;
+        const minicpmo_duplex_params p = params ? *params : minicpmo_duplex_default_params();
+        minicpmo::DuplexOptions o;
+        o.sliding_window = p.sliding_window;
+        o.window_high = p.window_high;
+        o.window_low = p.window_low;
+        auto d = std::make_unique<minicpmo_duplex>();
+        d->impl = std::make_unique<minicpmo::DuplexSession>(*session->impl, o, p.seed);
+        d->impl->set_speech(p.generate_audio, p.voice ? p.voice : "", p.seed);
+        *out_duplex = d.release();
+    });
+}
+
+void minicpmo_duplex_free(minicpmo_duplex * duplex) { delete duplex; }
+
+minicpmo_status minicpmo_duplex_prepare(minicpmo_duplex * duplex, const char * prefix, const char * suffix,
+                                        const minicpmo_audio * ref_audio) {
+    return guarded([&] {
+        require(duplex != nullptr, "duplex is NULL");
+        minicpmo::AudioInput ref;
+        if (ref_audio) ref = to_audio(*ref_audio);
+        duplex->impl->prepare(prefix ? prefix : "", suffix ? suffix : "", ref.pcm, ref.n_samples);
+    });
+}
+
+minicpmo_status minicpmo_duplex_prefill(minicpmo_duplex * duplex, const float * pcm, size_t n_samples,
+                                        const minicpmo_image * frames, size_t n_frames, const char * text) {
+    return guarded([&] {
+        require(duplex != nullptr, "duplex is NULL");
+        require(pcm != nullptr || n_samples == 0, "pcm is NULL");
+        require(frames != nullptr || n_frames == 0, "frames is NULL");
+        for (size_t i = 0; i < n_samples; ++i) require(std::isfinite(pcm[i]), "the unit's audio has NaN or infinite samples");
+        minicpmo::DuplexUnitInput in;
+        in.pcm = pcm;
+        in.n_samples = n_samples;
+        for (size_t i = 0; i < n_frames; ++i) {
+            minicpmo::ImageInput im = to_image(frames[i]);
+            if (im.max_slice_nums == 0) im.max_slice_nums = 1;  // duplex frames are not sliced by default
+            in.frames.push_back(im);
+        }
+        if (text) in.text = text;
+        duplex->impl->prefill_unit(in);
+    });
+}
+
+void minicpmo_duplex_unit_clear(minicpmo_duplex_unit * unit) {
+    if (!unit) return;
+    std::free(unit->text);
+    std::free(unit->audio);
+    *unit = minicpmo_duplex_unit{};
+}
+
+minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex, const minicpmo_duplex_generate_params * params,
+                                         minicpmo_duplex_unit * out_unit) {
+    return guarded([&] {
+        require(duplex != nullptr, "duplex is NULL");
+        require(out_unit != nullptr, "out_unit is NULL");
+        *out_unit = minicpmo_duplex_unit{};
+        const minicpmo_duplex_generate_params p = params ? *params : minicpmo_duplex_generate_default_params();
+        minicpmo::DuplexGenerateParams g;
+        g.decode.greedy = p.greedy;
+        g.decode.temperature = p.temperature;
+        g.decode.top_k = p.top_k;
+        g.decode.top_p = p.top_p;
+        g.decode.repetition_penalty = p.repetition_penalty;
+        g.decode.repetition_window = p.repetition_window;
+        g.decode.length_penalty = p.length_penalty;
+        g.decode.listen_prob_scale = p.listen_prob_scale;
+        g.max_new_speak_tokens = p.max_new_speak_tokens;
+        g.force_listen = p.force_listen;
+        minicpmo::DuplexUnitResult r = duplex->impl->generate_unit(g);
+        minicpmo_duplex_unit u{};
+        u.is_listen = r.is_listen;
+        u.end_of_turn = r.end_of_turn;
+        u.current_time = r.current_time;
+        hand_out(r.text, &u.text, &u.text_len);
+        if (r.has_audio) {
+            u.audio = static_cast<float *>(std::malloc(std::max<size_t>(1, r.audio.size()) * sizeof(float)));
+            if (!u.audio) {
+                std::free(u.text);
+                throw std::bad_alloc();
+            }
+            std::memcpy(u.audio, r.audio.data(), r.audio.size() * sizeof(float));
+            u.n_audio = r.audio.size();
+            u.sample_rate = duplex->impl->session().speech().sample_rate();
+        }
+        *out_unit = u;
+    });
+}
+
+minicpmo_status minicpmo_duplex_interrupt(minicpmo_duplex * duplex) {
+    return guarded([&] {
+        require(duplex != nullptr, "duplex is NULL");
+        duplex->impl->interrupt();
     });
 }
 

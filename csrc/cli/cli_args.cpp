@@ -53,6 +53,9 @@ const char * cli_usage() {
            "  --max-speech-tokens N  at most N speech tokens per reply (25 per second; default the model's 2048)\n"
            "  --audio FILE           audio for the first message (repeatable; WAV, FLAC, MP3; any rate, mixed to\n"
            "                         16 kHz mono). With audio the reply uses the spoken-reply template\n"
+           "  --duplex               full-duplex replay of the one --audio recording, second by second: prints\n"
+           "                         a timeline (second, listen/speak, text); --speak writes the reply track\n"
+           "  --video-frames DIR     --duplex: one image per second from DIR, in name order\n"
            "  -t, --threads N        CPU threads (default: all cores)\n"
            "  -c, --ctx-size N       context window (default 8192)\n"
            "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
@@ -100,6 +103,10 @@ CliArgs parse_cli_args(int argc, char ** argv) {
         } else if (f == "--max-slices") {
             a.max_slices = to_number<int>(f, need_value(argc, argv, i));
             if (a.max_slices < 1) throw std::invalid_argument("--max-slices must be >= 1");
+        } else if (f == "--duplex") {
+            a.duplex = true;
+        } else if (f == "--video-frames") {
+            a.video_frames = need_value(argc, argv, i);
         } else if (f == "--think") {
             a.think = true;
         } else if (f == "-t" || f == "--threads") {
@@ -115,6 +122,10 @@ CliArgs parse_cli_args(int argc, char ** argv) {
     if (!a.show_help && a.model.empty()) throw std::invalid_argument("no model given: use -m MODEL.gguf");
     if (a.n_predict < 0) throw std::invalid_argument("-n must be >= 0");
     if (a.ctx < 16) throw std::invalid_argument("-c must be >= 16");
+    if (!a.video_frames.empty() && !a.duplex) throw std::invalid_argument("--video-frames needs --duplex");
+    if (a.duplex && (a.has_prompt || !a.images.empty())) {
+        throw std::invalid_argument("--duplex takes --audio (and --video-frames), not -p or --image");
+    }
     return a;
 }
 

@@ -29,6 +29,8 @@ struct CliArgs {
     std::string speak;                // write each spoken reply here (WAV, 24 kHz)
     std::string voice;                // voice name of the model file ("" = its default)
     int max_speech_tokens = 0;        // 0 = the model's limit
+    bool duplex = false;              // replay the --audio recording through a duplex conversation
+    std::string video_frames;         // --duplex: a folder of frames, one per second in name order
     bool show_help = false;
 };
 

@@ -9,6 +9,7 @@
 
 #include "cli/audio_file.h"
 #include "cli/cli_args.h"
+#include "cli/duplex_replay.h"
 #include "cli/image_file.h"
 #include "cli/wav_writer.h"
 #include "minicpmo.h"
@@ -54,7 +55,9 @@ int main(int argc, char ** argv) {
     std::vector<std::vector<float>> audio_files;
     try {
         for (const std::string & path : args.images) image_files.push_back(minicpmo_cli::load_image_file(path));
-        for (const std::string & path : args.audios) audio_files.push_back(minicpmo_cli::load_audio_file(path));
+        if (!args.duplex) {  // the duplex replay reads its recording itself
+            for (const std::string & path : args.audios) audio_files.push_back(minicpmo_cli::load_audio_file(path));
+        }
     } catch (const std::exception & e) {
         std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
         return 1;
@@ -76,6 +79,7 @@ int main(int argc, char ** argv) {
     sp.n_ctx = static_cast<uint32_t>(args.ctx);
     sp.n_threads = args.threads;
     if (minicpmo_session_new(h.model, &sp, &h.session) != MINICPMO_OK) return report("cannot create a session");
+    if (args.duplex) return minicpmo_cli::run_duplex_replay(args, h.session);
 
     minicpmo_generate_params gp = minicpmo_generate_default_params();
     gp.temperature = args.temperature;

@@ -206,6 +206,67 @@ MINICPMO_API int32_t minicpmo_session_n_past(const minicpmo_session * session);
 
 MINICPMO_API void minicpmo_string_free(char * s);
 
+/* ---- Full-duplex conversation (spec §6): one unit = one second heard / seen, then a decision ----
+ * Per second: minicpmo_duplex_prefill (1 s of 16 kHz PCM, the first unit 1.0 to 1.035 s, and/or RGB
+ * frames and text), then minicpmo_duplex_generate, which decides listen or speak and returns the
+ * unit's text and, with speech on, its 24 kHz audio (1 s of silence while listening). The duplex
+ * conversation uses the session's KV cache; the session must outlive it. */
+typedef struct minicpmo_duplex minicpmo_duplex;
+
+typedef struct minicpmo_duplex_params {
+    bool generate_audio;    /* speak the speaking units (needs the speech components) */
+    const char * voice;     /* NULL or "" = the model file's default voice */
+    uint64_t seed;          /* decisions and speech sampling */
+    bool sliding_window;    /* drop the oldest units past window_high positions, down to window_low */
+    int32_t window_high;
+    int32_t window_low;
+} minicpmo_duplex_params;
+
+typedef struct minicpmo_duplex_generate_params {
+    bool greedy;                  /* false = sampling (temperature, top_k, top_p) */
+    int32_t max_new_speak_tokens; /* per unit; the last slot is a forced <|chunk_eos|> (20) */
+    float temperature;            /* 0.7 */
+    int32_t top_k;                /* 20 */
+    float top_p;                  /* 0.8 */
+    float repetition_penalty;     /* 1.05 over the last repetition_window decisions (512) */
+    int32_t repetition_window;
+    float length_penalty;         /* on <|turn_eos|> (1.1) */
+    float listen_prob_scale;      /* 1.0 */
+    bool force_listen;
+} minicpmo_duplex_generate_params;
+
+typedef struct minicpmo_duplex_unit {
+    bool is_listen;
+    bool end_of_turn;
+    int32_t current_time;   /* units heard so far */
+    char * text;            /* UTF-8, NUL-terminated; free with minicpmo_duplex_unit_clear */
+    size_t text_len;
+    float * audio;          /* 24 kHz samples (NULL with speech off) */
+    size_t n_audio;
+    int32_t sample_rate;
+} minicpmo_duplex_unit;
+
+MINICPMO_API minicpmo_duplex_params minicpmo_duplex_default_params(void);
+MINICPMO_API minicpmo_duplex_generate_params minicpmo_duplex_generate_default_params(void);
+MINICPMO_API minicpmo_status minicpmo_duplex_new(minicpmo_session * session, const minicpmo_duplex_params * params,
+                                                 minicpmo_duplex ** out_duplex);
+/* Joins the speech thread. */
+MINICPMO_API void minicpmo_duplex_free(minicpmo_duplex * duplex);
+/* Starts a conversation: clears the cache, feeds prefix, the reference audio's embeddings (may be
+ * NULL) and suffix, e.g. "<|im_start|>system\nStreaming Omni Conversation.\n<|audio_start|>" and
+ * "<|audio_end|><|im_end|>". */
+MINICPMO_API minicpmo_status minicpmo_duplex_prepare(minicpmo_duplex * duplex, const char * prefix, const char * suffix,
+                                                     const minicpmo_audio * ref_audio);
+/* One unit's input: pcm (may be NULL with n_samples 0), frames (max_slice_nums 0 = no slicing), text (may be NULL). */
+MINICPMO_API minicpmo_status minicpmo_duplex_prefill(minicpmo_duplex * duplex, const float * pcm, size_t n_samples,
+                                                     const minicpmo_image * frames, size_t n_frames, const char * text);
+MINICPMO_API minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex,
+                                                      const minicpmo_duplex_generate_params * params,
+                                                      minicpmo_duplex_unit * out_unit);
+MINICPMO_API void minicpmo_duplex_unit_clear(minicpmo_duplex_unit * unit);
+/* Stops speaking now: speech not handed out is dropped and a speaking turn is closed. */
+MINICPMO_API minicpmo_status minicpmo_duplex_interrupt(minicpmo_duplex * duplex);
+
 /* Quantizes an LLM GGUF to `type` ("Q4_K_M", "Q8_0", "F16", ... 16 names, case-insensitive)
  * with n_threads (0 = all cores). The omni companion is not touched. */
 MINICPMO_API minicpmo_status minicpmo_quantize_llm(const char * in_path, const char * out_path, const char * type,
