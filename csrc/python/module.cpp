@@ -37,6 +37,7 @@ void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
 void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streaming Token2Wav)
 void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
 void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
+void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
 
 namespace {
 
@@ -574,6 +575,7 @@ PYBIND11_MODULE(_core, m) {
              });
 
     bind_duplex(m);  // after Session: its constructor takes one
+    bind_simplex(m);  // likewise
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,
