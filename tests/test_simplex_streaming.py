@@ -138,9 +138,9 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
             err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
             worst = max(worst, err)
         list(s.streaming_generate(generate_audio=False, do_sample=False, max_new_tokens=2))
-    # float32 runtime vs float64 mel + float32 numpy encoder: the mel differs by ~1e-7 and the
-    # encoder by float32 summation order (test_audio_encoder.py uses 1e-4 for the encoder alone)
-    assert worst < 1e-4, worst
+    # float32 runtime vs float64 mel + float32 numpy encoder: measured 2.6e-7 (summation order);
+    # 1e-5 still catches a Whisper cache not restarted per turn (8e-2) or a wrong padding
+    assert worst < 1e-5, worst
 
 
 def test_streamed_text_turn_equals_chat(tiny_f32):
