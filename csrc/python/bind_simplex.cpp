@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "python/generate_args.h"
 #include "python/numpy_arrays.h"
 #include "session/omni_session.h"
 #include "session/simplex_stream.h"
@@ -18,25 +19,9 @@ namespace py = pybind11;
 using namespace minicpmo;
 using minicpmo_py::checked_f32;
 using minicpmo_py::F32Array;
-using minicpmo_py::shape_text;
-
-namespace {
-
-using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
-
-U8Array rgb_array(const py::handle & obj, size_t index) {
-    const std::string what = "image " + std::to_string(index);
-    if (!py::isinstance<py::array>(obj)) fail(Status::invalid_argument, what + " must be a numpy uint8 (H, W, 3) array");
-    const py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<uint8_t>()) || a.ndim() != 3 || a.shape(2) != 3 || a.shape(0) == 0 ||
-        a.shape(1) == 0) {
-        fail(Status::invalid_argument, what + " must be a numpy uint8 (H, W, 3) array with H, W > 0, got dtype " +
-                                           std::string(py::str(a.dtype())) + " shape " + shape_text(a));
-    }
-    return U8Array::ensure(a);
-}
-
-}  // namespace
+using minicpmo_py::checked_rgb8;
+using minicpmo_py::make_generate_params;
+using minicpmo_py::U8Array;
 
 void bind_simplex(py::module_ & m) {
     py::class_<SimplexStream>(m, "SimplexStream")
@@ -51,7 +36,7 @@ void bind_simplex(py::module_ & m) {
                  std::vector<U8Array> keep_images;
                  std::vector<ImageInput> ims;
                  for (size_t i = 0; i < images.size(); ++i) {
-                     keep_images.push_back(rgb_array(images[i], i));
+                     keep_images.push_back(checked_rgb8(images[i], "image " + std::to_string(i)));
                      ImageInput im;
                      im.rgb = keep_images.back().data();
                      im.height = static_cast<int>(keep_images.back().shape(0));
@@ -83,14 +68,8 @@ void bind_simplex(py::module_ & m) {
         .def("begin_text_reply",
              [](SimplexStream & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
                 uint64_t seed, int max_new_tokens) {
-                 GenerateParams g;
-                 g.sampling.do_sample = do_sample;
-                 g.sampling.temperature = temperature;
-                 g.sampling.top_p = top_p;
-                 g.sampling.top_k = top_k;
-                 g.sampling.repetition_penalty = repetition_penalty;
-                 g.sampling.seed = seed;
-                 g.max_new_tokens = max_new_tokens;
+                 const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k,
+                                                               repetition_penalty, seed, max_new_tokens);
                  s.begin_text_reply(g);
              })
         .def("text_step",

@@ -17,6 +17,7 @@
 #include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
+#include "python/generate_args.h"
 #include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
@@ -39,6 +40,8 @@ void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / 
 void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
 void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
 
+using minicpmo_py::make_generate_params;
+
 namespace {
 
 std::vector<ChatMessage> to_messages(const std::vector<std::pair<std::string, std::string>> & msgs) {
@@ -46,19 +49,6 @@ std::vector<ChatMessage> to_messages(const std::vector<std::pair<std::string, st
     out.reserve(msgs.size());
     for (const auto & m : msgs) out.push_back({m.first, m.second});
     return out;
-}
-
-GenerateParams make_generate_params(bool do_sample, float temperature, float top_p, int top_k,
-                                    float repetition_penalty, uint64_t seed, int max_new_tokens) {
-    GenerateParams g;
-    g.sampling.do_sample = do_sample;
-    g.sampling.temperature = temperature;
-    g.sampling.top_p = top_p;
-    g.sampling.top_k = top_k;
-    g.sampling.repetition_penalty = repetition_penalty;
-    g.sampling.seed = seed;
-    g.max_new_tokens = max_new_tokens;
-    return g;
 }
 
 py::array_t<float> to_array(const float * data, size_t rows, size_t cols) {

@@ -17,15 +17,6 @@ namespace {
 constexpr size_t kPieceSamples = 16000;      // later pieces: chunk_ms 1000 at 16 kHz
 constexpr size_t kFirstPieceMaxSamples = 16560;  // first_chunk_ms 1035: shorter ones are front-padded
 
-// splitmix64 finaliser: never returns 0 for the inputs used here (0 marks text positions)
-uint64_t mix_key(uint64_t a, uint64_t b) {
-    uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return z ? z : 1;
-}
-
 uint64_t fnv1a(const void * data, size_t n) {
     uint64_t h = 0xCBF29CE484222325ull;
     const auto * p = static_cast<const uint8_t *>(data);
@@ -54,7 +45,7 @@ struct Fragment {
         spans.push_back(EmbeddingSpan{tokens.size(), n, data});
         for (size_t i = 0; i < n; ++i) {
             tokens.push_back(unk);
-            keys.push_back(mix_key(hash, i));
+            keys.push_back(position_key(hash, i));
         }
         token(close);
     }
@@ -299,13 +290,13 @@ PrefillStats SimplexStream::prefill(const std::string & role, const std::string 
         f.text(m, it.text);
         if (it.media == 1) {
             const ImageInput & im = images[ii];
-            const uint64_t h = mix_key(fnv1a(im.rgb, static_cast<size_t>(im.width) * im.height * 3),
+            const uint64_t h = position_key(fnv1a(im.rgb, static_cast<size_t>(im.width) * im.height * 3),
                                        (static_cast<uint64_t>(im.width) << 32) | static_cast<uint32_t>(im.height));
             f.rows(img_open, unk_, image_rows[ii].data(), static_cast<size_t>(n_query), h, img_close);
             ++ii;
         } else if (it.media == 2) {
             const AudioInput & a = audios[ai];
-            const uint64_t h = mix_key(fnv1a(a.pcm, a.n_samples * sizeof(float)), n_pieces_);
+            const uint64_t h = position_key(fnv1a(a.pcm, a.n_samples * sizeof(float)), n_pieces_);
             f.rows(aud_open, unk_, audio_rows[ai].data(), static_cast<size_t>(audio_counts[ai]), h, aud_close);
             ++ai;
         }

@@ -13,7 +13,7 @@ from ._core import MinicpmoError
 from .audio_input import load_audio
 from .media import load_image
 from .messages import parse_messages
-from .simplex import streaming_message, text_pieces
+from .simplex import streaming_message
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
 
 
@@ -284,11 +284,8 @@ class OmniSession:
         if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
             raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
         if generate_audio and stream:
-            spoken = self._session.begin_spoken_reply(
-                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-                speech_seed=int(seed) if do_sample else None, voice=voice or "",
-                max_speech_tokens=int(max_speech_tokens or 0),
-            )
+            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                        max_new_tokens, voice, max_speech_tokens)
             return self._spoken_pieces(spoken, self._generation, output_audio_path)
         self._session.begin_generation(
             do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
@@ -368,15 +365,12 @@ class OmniSession:
         self._generation += 1
         stream.open_reply(bool(enable_thinking))
         if generate_audio:
-            spoken = self._session.begin_spoken_reply(
-                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-                speech_seed=int(seed) if do_sample else None, voice=voice or "",
-                max_speech_tokens=int(max_speech_tokens or 0),
-            )
+            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                        max_new_tokens, voice, max_speech_tokens)
             return self._spoken_pieces(spoken, self._generation, None)
         stream.begin_text_reply(do_sample, temperature, top_p, top_k, repetition_penalty, int(seed),
                                 int(max_new_tokens))
-        return text_pieces(self, stream, self._generation)
+        return self._pieces(self._generation, stream.text_step)
 
     # the instruction the model was trained with for reading text aloud (seed README usage)
     TTS_INSTRUCTION = "请朗读以下内容。"
@@ -396,6 +390,16 @@ class OmniSession:
         msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
         return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
                          max_new_tokens=max_new_tokens, **chat_options)
+
+    def _begin_spoken(self, do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, voice,
+                      max_speech_tokens):
+        """Starts a streamed spoken reply after a prompt ending with <|tts_bos|>; the seed also seeds
+        the speech sampling when sampling."""
+        return self._session.begin_spoken_reply(
+            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
+            speech_seed=int(seed) if do_sample else None, voice=voice or "",
+            max_speech_tokens=int(max_speech_tokens or 0),
+        )
 
     def _spoken_pieces(self, spoken, generation: int, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
         """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
@@ -420,12 +424,14 @@ class OmniSession:
             full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             SpokenReply("", full, spoken.sample_rate).save(output_audio_path)
 
-    def _pieces(self, generation: int) -> Iterator[str]:
+    def _pieces(self, generation: int, step=None) -> Iterator[str]:
+        """Text pieces of the reply; ``step`` (default the session's) returns (more, piece)."""
+        step = step or self._session.step
         try:
             while True:
                 if generation != self._generation:
                     raise MinicpmoError("this reply was abandoned: the session started another request")
-                more, piece = self._session.step()
+                more, piece = step()
                 if piece:
                     yield piece
                 if not more:

@@ -1,11 +1,11 @@
 """Simplex streaming (spec §6.1): the pieces behind ``OmniSession.streaming_prefill`` and
 ``OmniSession.streaming_generate``. The native ``SimplexStream`` (csrc/session/simplex_stream.h)
 owns the conversation state and the cache layout; this module turns official-style messages into
-what it takes and drives its text-only replies."""
+what it takes (the replies are driven by OmniSession like chat()'s)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 from ._core import MinicpmoError
 from .messages import parse_messages
@@ -26,20 +26,4 @@ def streaming_message(msgs: Any) -> tuple[str, str, list, list]:
     return role, text, parsed.images, parsed.audios
 
 
-def text_pieces(omni, stream, generation: int) -> Iterator[str]:
-    """Text pieces of a text-only streamed reply; stops when ``omni`` started another request."""
-    try:
-        while True:
-            if generation != omni._generation:
-                raise MinicpmoError("this reply was abandoned: the session started another request")
-            more, piece = stream.text_step()
-            if piece:
-                yield piece
-            if not more:
-                return
-    finally:
-        if generation == omni._generation:
-            omni._session.cancel()
-
-
-__all__ = ["streaming_message", "text_pieces"]
+__all__ = ["streaming_message"]
