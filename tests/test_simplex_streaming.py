@@ -108,6 +108,20 @@ def test_next_turn_after_a_fed_terminator(tiny_f32, ending):
     assert s._session.kv_tokens == want
 
 
+def test_assistant_message_and_thinking_reply(tiny_f32):
+    """An assistant message closes the open user turn and is a whole turn of its own (chat
+    template); enable_thinking leaves the empty think block out of the reply opening."""
+    s = _session(tiny_f32)
+    s.streaming_prefill({"role": "user", "content": "Hi."})
+    s.streaming_prefill({"role": "assistant", "content": "Hello!"})
+    s.streaming_prefill({"role": "user", "content": ["Bye."]})
+    list(s.streaming_generate(generate_audio=False, enable_thinking=True, do_sample=False, max_new_tokens=1))
+    want = s.tokenize("<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+                      "<|im_start|>user\nBye.<|im_end|>\n<|im_start|>assistant\n<|tts_bos|>")
+    kv = s._session.kv_tokens
+    assert kv[:len(want)] == want and len(kv) == len(want) + len([t for t in s.last_generated_ids if t != IM_END])
+
+
 def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
     """Each 1-s user piece: simplex streaming mel (first piece front-padded to 1035 ms, no
     redundancy frames) -> Whisper with its key/value cache -> projector and pooling, the cache and
