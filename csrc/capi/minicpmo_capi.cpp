@@ -17,6 +17,7 @@
 #include "session/omni_model.h"
 #include "session/duplex_session.h"
 #include "session/omni_session.h"
+#include "session/simplex_stream.h"
 #include "session/spoken_reply_stream.h"
 
 struct minicpmo_model {
@@ -25,6 +26,12 @@ struct minicpmo_model {
 
 struct minicpmo_session {
     std::unique_ptr<minicpmo::OmniSession> impl;
+    std::unique_ptr<minicpmo::SimplexStream> simplex;  // made by the first streaming call
+
+    minicpmo::SimplexStream & streaming() {
+        if (!simplex) simplex = std::make_unique<minicpmo::SimplexStream>(*impl);
+        return *simplex;
+    }
 };
 
 struct minicpmo_duplex {
@@ -123,6 +130,38 @@ std::function<bool(const std::string &)> piece_sink(minicpmo_text_callback on_te
     return [on_text, user_data](const std::string & piece) {
         return on_text == nullptr || on_text(piece.data(), piece.size(), user_data);
     };
+}
+
+// Streams a spoken reply from a prompt that ends with <|tts_bos|> (chat_spoken, streaming_generate):
+// text pieces to on_text, 1-s chunks to on_audio; either returning false stops it. Returns the text.
+std::string speak_streamed(minicpmo::OmniSession & s, const minicpmo_generate_params & p, const char * voice,
+                           minicpmo_text_callback on_text, minicpmo_audio_callback on_audio, void * user_data) {
+    require(p.max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
+    std::function<double()> draw;
+    if (p.do_sample) {
+        s.speech().reseed(p.seed);
+        auto rng = std::make_shared<std::mt19937_64>(p.seed);
+        draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+    }
+    minicpmo::SpokenReplyStream stream(s, to_generate(p), voice ? voice : "", draw, p.max_speech_tokens);
+    minicpmo::SpokenPiece piece;
+    std::string reply;
+    bool more = true;
+    while (more) {
+        more = stream.next(piece);
+        reply += piece.text;
+        const bool keep_text = piece.text.empty() || on_text == nullptr ||
+                               on_text(piece.text.data(), piece.text.size(), user_data);
+        bool keep_audio = true;
+        for (const std::vector<float> & chunk : piece.audio) {
+            if (keep_audio) keep_audio = on_audio(chunk.data(), chunk.size(), stream.sample_rate(), user_data);
+        }
+        if (more && (!keep_text || !keep_audio)) {
+            stream.cancel();
+            more = false;
+        }
+    }
+    return reply;
 }
 
 }  // namespace
@@ -330,29 +369,53 @@ minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const m
         mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
         minicpmo::OmniSession & s = *session->impl;
         s.prefill_media(minicpmo::render_chat(msgs, opts), ims, sounds, mo);
-        std::function<double()> draw;
-        if (p.do_sample) {
-            s.speech().reseed(p.seed);
-            auto rng = std::make_shared<std::mt19937_64>(p.seed);
-            draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
-        }
-        require(p.max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
-        minicpmo::SpokenReplyStream stream(s, to_generate(p), voice ? voice : "", draw, p.max_speech_tokens);
-        minicpmo::SpokenPiece piece;
+        hand_out(speak_streamed(s, p, voice, on_text, on_audio, user_data), out_reply, out_len);
+    });
+}
+
+minicpmo_status minicpmo_session_streaming_prefill(minicpmo_session * session, const char * role,
+                                                   const char * content, const minicpmo_image * images,
+                                                   size_t n_images, const minicpmo_audio * audios, size_t n_audios) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(role != nullptr, "role is NULL");
+        require(images != nullptr || n_images == 0, "images is NULL");
+        require(audios != nullptr || n_audios == 0, "audios is NULL");
+        std::vector<minicpmo::ImageInput> ims;
+        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
+        std::vector<minicpmo::AudioInput> sounds;
+        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        session->streaming().prefill(role, content ? content : "", ims, sounds);
+    });
+}
+
+minicpmo_status minicpmo_session_streaming_generate(minicpmo_session * session, const minicpmo_generate_params * params,
+                                                    const char * voice, minicpmo_text_callback on_text,
+                                                    minicpmo_audio_callback on_audio, void * user_data,
+                                                    char ** out_reply, size_t * out_len) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        if (out_reply) *out_reply = nullptr;
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        require(!p.generate_audio || on_audio != nullptr, "on_audio is NULL (generate_audio is set)");
+        minicpmo::SimplexStream & stream = session->streaming();
+        stream.open_reply(p.enable_thinking);
         std::string reply;
-        bool more = true;
-        while (more) {
-            more = stream.next(piece);
-            reply += piece.text;
-            const bool keep_text = piece.text.empty() || on_text == nullptr ||
-                                   on_text(piece.text.data(), piece.text.size(), user_data);
-            bool keep_audio = true;
-            for (const std::vector<float> & chunk : piece.audio) {
-                if (keep_audio) keep_audio = on_audio(chunk.data(), chunk.size(), stream.sample_rate(), user_data);
-            }
-            if (more && (!keep_text || !keep_audio)) {
-                stream.cancel();
-                more = false;
+        if (p.generate_audio) {
+            reply = speak_streamed(*session->impl, p, voice, on_text, on_audio, user_data);
+        } else {
+            minicpmo::GenerateParams g = to_generate(p);
+            stream.begin_text_reply(g);
+            std::string piece;
+            bool more = true;
+            while (more) {
+                more = stream.text_step(piece);
+                if (piece.empty()) continue;
+                reply += piece;
+                if (on_text && !on_text(piece.data(), piece.size(), user_data) && more) {
+                    session->impl->cancel();
+                    more = false;
+                }
             }
         }
         hand_out(reply, out_reply, out_len);

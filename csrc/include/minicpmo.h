@@ -194,6 +194,34 @@ MINICPMO_API minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * ses
                                                           minicpmo_audio_callback on_audio, void * user_data,
                                                           char ** out_reply, size_t * out_len);
 
+/* Simplex streaming (spec §6.1, the official streaming_prefill / streaming_generate): one message at a
+ * time goes into the KV cache at once (positions continue). role "system" (only as the conversation's
+ * first message), "user" or "assistant" (text only; closes an open turn). `content` holds one
+ * MINICPMO_IMAGE_MARKER per image and one MINICPMO_AUDIO_MARKER per audio, in order (items joined with
+ * ""). A user turn may come in many pieces, e.g. one per second: a frame (not sliced, no <image_id>)
+ * and 1 s of audio, at most one audio per piece: the turn's first 1..16560 samples (front-padded with
+ * zeros to 1.035 s), later exactly 16000; the audio goes through the streaming mel and the Whisper
+ * streaming cache, restarted for every user turn. System audio is encoded whole with full attention.
+ * An empty cache (a new session, minicpmo_session_reset) starts a new conversation. */
+MINICPMO_API minicpmo_status minicpmo_session_streaming_prefill(minicpmo_session * session, const char * role,
+                                                                const char * content, const minicpmo_image * images,
+                                                                size_t n_images, const minicpmo_audio * audios,
+                                                                size_t n_audios);
+
+/* Ends the open user turn with "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>"
+ * (no think block with enable_thinking) and generates the reply until <|tts_eos|>, <|im_end|>, <unk> or
+ * params->max_new_tokens; text pieces go to on_text (may be NULL). With params->generate_audio the
+ * reply is spoken as minicpmo_session_chat_spoken does (on_audio required: 1-s chunks of 24 kHz audio
+ * while the text is decoded, the rest at the end; voice NULL or "" = the default voice;
+ * params->do_sample false = greedy speech tokens, else params->seed also seeds them and the vocoder
+ * noise). Either callback returning false stops the reply. The reply stays in the cache: the next
+ * user message continues the conversation. */
+MINICPMO_API minicpmo_status minicpmo_session_streaming_generate(minicpmo_session * session,
+                                                                 const minicpmo_generate_params * params,
+                                                                 const char * voice, minicpmo_text_callback on_text,
+                                                                 minicpmo_audio_callback on_audio, void * user_data,
+                                                                 char ** out_reply, size_t * out_len);
+
 /* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);
 /* Low level: generate from what the cache holds (no template is applied). */

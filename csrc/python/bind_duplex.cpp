@@ -19,29 +19,12 @@
 namespace py = pybind11;
 using namespace minicpmo;
 using minicpmo_py::checked_f32;
+using minicpmo_py::checked_rgb8;
+using minicpmo_py::U8Array;
 using minicpmo_py::F32Array;
 using minicpmo_py::shape_text;
 
 namespace {
-
-using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
-
-// A frame: exactly uint8 (H, W, 3); other dtypes are refused rather than rescaled.
-U8Array frame_array(const py::handle & obj, size_t index) {
-    const std::string what = "frame " + std::to_string(index);
-    if (!py::isinstance<py::array>(obj)) {
-        fail(Status::invalid_argument, what + " must be a numpy uint8 array of shape (H, W, 3), got " +
-                                           std::string(py::str(py::type::of(obj))));
-    }
-    const py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<uint8_t>())) {
-        fail(Status::invalid_argument, what + " must have dtype uint8, got " + std::string(py::str(a.dtype())));
-    }
-    if (a.ndim() != 3 || a.shape(2) != 3 || a.shape(0) == 0 || a.shape(1) == 0) {
-        fail(Status::invalid_argument, what + " must have shape (H, W, 3) with H, W > 0, got " + shape_text(a));
-    }
-    return U8Array::ensure(a);
-}
 
 py::array_t<float> rows_to_array(const std::vector<float> & data, size_t cols) {
     const size_t rows = cols ? data.size() / cols : 0;
@@ -116,7 +99,7 @@ void bind_duplex(py::module_ & m) {
                  }
                  std::vector<U8Array> keep;
                  for (size_t i = 0; i < frames.size(); ++i) {
-                     keep.push_back(frame_array(frames[i], i));
+                     keep.push_back(checked_rgb8(frames[i], "frame " + std::to_string(i)));
                      ImageInput im;
                      im.rgb = keep.back().data();
                      im.height = static_cast<int>(keep.back().shape(0));

@@ -17,6 +17,7 @@
 #include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
+#include "python/generate_args.h"
 #include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
@@ -37,6 +38,9 @@ void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
 void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streaming Token2Wav)
 void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
 void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
+void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
+
+using minicpmo_py::make_generate_params;
 
 namespace {
 
@@ -45,19 +49,6 @@ std::vector<ChatMessage> to_messages(const std::vector<std::pair<std::string, st
     out.reserve(msgs.size());
     for (const auto & m : msgs) out.push_back({m.first, m.second});
     return out;
-}
-
-GenerateParams make_generate_params(bool do_sample, float temperature, float top_p, int top_k,
-                                    float repetition_penalty, uint64_t seed, int max_new_tokens) {
-    GenerateParams g;
-    g.sampling.do_sample = do_sample;
-    g.sampling.temperature = temperature;
-    g.sampling.top_p = top_p;
-    g.sampling.top_k = top_k;
-    g.sampling.repetition_penalty = repetition_penalty;
-    g.sampling.seed = seed;
-    g.max_new_tokens = max_new_tokens;
-    return g;
 }
 
 py::array_t<float> to_array(const float * data, size_t rows, size_t cols) {
@@ -574,6 +565,7 @@ PYBIND11_MODULE(_core, m) {
              });
 
     bind_duplex(m);  // after Session: its constructor takes one
+    bind_simplex(m);  // likewise
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,

@@ -41,4 +41,25 @@ inline F32Array checked_f32(const py::object & obj, int ndim, const std::string 
     return a;
 }
 
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// An RGB frame / image: exactly uint8 (H, W, 3) with H, W > 0; other dtypes are refused rather than
+// rescaled. `what` names it in the error ("frame 2").
+inline U8Array checked_rgb8(const py::handle & obj, const std::string & what) {
+    using minicpmo::fail;
+    using minicpmo::Status;
+    if (!py::isinstance<py::array>(obj)) {
+        fail(Status::invalid_argument, what + " must be a numpy uint8 array of shape (H, W, 3), got " +
+                                           std::string(py::str(py::type::of(obj))));
+    }
+    const py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<uint8_t>())) {
+        fail(Status::invalid_argument, what + " must have dtype uint8, got " + std::string(py::str(a.dtype())));
+    }
+    if (a.ndim() != 3 || a.shape(2) != 3 || a.shape(0) == 0 || a.shape(1) == 0) {
+        fail(Status::invalid_argument, what + " must have shape (H, W, 3) with H, W > 0, got " + shape_text(a));
+    }
+    return U8Array::ensure(a);
+}
+
 }  // namespace minicpmo_py

@@ -4,8 +4,6 @@
 
 namespace minicpmo {
 
-namespace {
-
 // splitmix64: spreads (content hash, position in the content) into a key that is never 0
 uint64_t position_key(uint64_t hash, uint64_t index) {
     uint64_t z = hash + 0x9E3779B97F4A7C15ull * (index + 1);
@@ -14,6 +12,8 @@ uint64_t position_key(uint64_t hash, uint64_t index) {
     z ^= z >> 31;
     return z ? z : 1;
 }
+
+namespace {
 
 class PromptWriter {
 public:

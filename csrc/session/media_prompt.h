@@ -42,6 +42,9 @@ struct MediaPrompt {
     std::vector<Span> spans;  // in prompt order
 };
 
+// The cache key of row `index` of media content with hash `hash` (never 0, the key of text).
+uint64_t position_key(uint64_t hash, uint64_t index);
+
 // `text` holds one kImageMarker per image and one kAudioMarker per audio, each kind in order.
 // Image ids count from `first_image_id`. Throws invalid_argument when markers and inputs differ.
 MediaPrompt build_media_prompt(const LlmModel & model, std::string_view text, const std::vector<PromptImage> & images,

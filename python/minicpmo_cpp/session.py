@@ -13,6 +13,7 @@ from ._core import MinicpmoError
 from .audio_input import load_audio
 from .media import load_image
 from .messages import parse_messages
+from .simplex import streaming_message
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
 
 
@@ -73,6 +74,7 @@ class OmniSession:
         self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type)
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._generation = 0  # invalidates an unfinished streaming generator
+        self._simplex_stream = None  # simplex streaming conversation, made on first use
 
     # ---- model facts ----
     @property
@@ -283,11 +285,8 @@ class OmniSession:
         if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
             raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
         if generate_audio and stream:
-            spoken = self._session.begin_spoken_reply(
-                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-                speech_seed=int(seed) if do_sample else None, voice=voice or "",
-                max_speech_tokens=int(max_speech_tokens or 0),
-            )
+            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                        max_new_tokens, voice, max_speech_tokens)
             return self._spoken_pieces(spoken, self._generation, output_audio_path)
         self._session.begin_generation(
             do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
@@ -305,6 +304,74 @@ class OmniSession:
         if output_audio_path is not None:
             reply.save(output_audio_path)
         return reply
+
+    # ---- simplex streaming (spec §6.1) ----
+    def _simplex(self):
+        if self._simplex_stream is None:
+            self._simplex_stream = _core.SimplexStream(self._session)
+        return self._simplex_stream
+
+    def streaming_prefill(self, msgs) -> int:
+        """Prefills one message into the KV cache at once (positions continue); returns the
+        positions it added. ``msgs``: ``{"role": ..., "content": [...]}`` or a list of one such dict.
+
+        A system message (text and audio, the audio encoded whole with full attention) may only
+        open the conversation. User turns may come in pieces, typically one per second: a frame
+        (PIL image or uint8 array; not sliced, no ``<image_id>``) and 1 s of float32 16 kHz audio,
+        content items joined with "" (omni mode). The first piece of a turn opens
+        ``<|im_start|>user\n``, later pieces append. A piece holds at most one audio: the turn's
+        first up to 16560 samples (front-padded with zeros to 1.035 s), later exactly 16000; it goes
+        through the streaming mel and the Whisper streaming cache, restarted for every user turn,
+        so the embeddings differ from ``chat()``'s whole-audio encoding. An assistant message (text)
+        closes an open turn. After ``reset()`` (or on a fresh session) a new conversation starts."""
+        role, text, images, audios = streaming_message(msgs)
+        self._generation += 1
+        before = self.n_past
+        self._simplex().prefill(role, text, images, audios)
+        return self.n_past - before
+
+    def streaming_generate(
+        self,
+        generate_audio: bool = True,
+        enable_thinking: bool = False,
+        max_new_tokens: int = 256,
+        voice: str | None = None,
+        do_sample: bool = True,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        top_k: int = 100,
+        repetition_penalty: float = 1.02,
+        seed: int | None = None,
+        max_speech_tokens: int | None = None,
+    ) -> Iterator:
+        """Answers the user turn prefilled by ``streaming_prefill``: feeds
+        ``<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>`` (no think
+        block with ``enable_thinking``) and returns an iterator over the reply while the LLM decodes
+        it: ``(text_piece, audio_chunk)`` pairs with ``generate_audio`` (as ``chat(stream=True,
+        generate_audio=True)``: float32 24 kHz chunks of 1 s, the rest at the end, empty while the
+        next second is not ready), text pieces without. The reply ends at ``<|tts_eos|>``,
+        ``<|im_end|>``, ``<unk>`` or ``max_new_tokens`` and stays in the cache; the next
+        ``streaming_prefill`` of a user message continues the conversation (the cache then holds
+        ``…reply<|tts_eos|><|im_end|>\n<|im_start|>user\n…``, one ``<|tts_eos|>`` whether or not
+        the reply produced it)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise MinicpmoError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
+            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
+        if generate_audio and voice and voice not in self._session.voice_names:
+            raise MinicpmoError(f"unknown voice {voice!r}; the model file has {list(self._session.voice_names)}")
+        if seed is None:
+            seed = self._seed_rng.getrandbits(63)
+        stream = self._simplex()
+        self._generation += 1
+        stream.open_reply(bool(enable_thinking))
+        if generate_audio:
+            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                        max_new_tokens, voice, max_speech_tokens)
+            return self._spoken_pieces(spoken, self._generation, None)
+        stream.begin_text_reply(do_sample, temperature, top_p, top_k, repetition_penalty, int(seed),
+                                int(max_new_tokens))
+        return self._pieces(self._generation, stream.text_step)
 
     # the instruction the model was trained with for reading text aloud (seed README usage)
     TTS_INSTRUCTION = "请朗读以下内容。"
@@ -324,6 +391,16 @@ class OmniSession:
         msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
         return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
                          max_new_tokens=max_new_tokens, **chat_options)
+
+    def _begin_spoken(self, do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, voice,
+                      max_speech_tokens):
+        """Starts a streamed spoken reply after a prompt ending with <|tts_bos|>; the seed also seeds
+        the speech sampling when sampling."""
+        return self._session.begin_spoken_reply(
+            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
+            speech_seed=int(seed) if do_sample else None, voice=voice or "",
+            max_speech_tokens=int(max_speech_tokens or 0),
+        )
 
     def _spoken_pieces(self, spoken, generation: int, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
         """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
@@ -348,12 +425,14 @@ class OmniSession:
             full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             SpokenReply("", full, spoken.sample_rate).save(output_audio_path)
 
-    def _pieces(self, generation: int) -> Iterator[str]:
+    def _pieces(self, generation: int, step=None) -> Iterator[str]:
+        """Text pieces of the reply; ``step`` (default the session's) returns (more, piece)."""
+        step = step or self._session.step
         try:
             while True:
                 if generation != self._generation:
                     raise MinicpmoError("this reply was abandoned: the session started another request")
-                more, piece = self._session.step()
+                more, piece = step()
                 if piece:
                     yield piece
                 if not more:

@@ -1,0 +1,93 @@
+// pybind11 binding of the simplex streaming conversation (spec §6.1). The Python face is
+// OmniSession.streaming_prefill / streaming_generate (python/minicpmo_cpp/simplex.py).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "python/generate_args.h"
+#include "python/numpy_arrays.h"
+#include "session/omni_session.h"
+#include "session/simplex_stream.h"
+
+namespace py = pybind11;
+using namespace minicpmo;
+using minicpmo_py::checked_f32;
+using minicpmo_py::F32Array;
+using minicpmo_py::checked_rgb8;
+using minicpmo_py::make_generate_params;
+using minicpmo_py::U8Array;
+
+void bind_simplex(py::module_ & m) {
+    py::class_<SimplexStream>(m, "SimplexStream")
+        .def(py::init<OmniSession &>(), py::arg("session"), py::keep_alive<1, 2>())
+        .def("reset", [](SimplexStream & s) {
+            py::gil_scoped_release release;
+            s.reset();
+        })
+        .def("prefill",
+             [](SimplexStream & s, const std::string & role, const std::string & text, const py::list & images,
+                const py::list & audios) {
+                 std::vector<U8Array> keep_images;
+                 std::vector<ImageInput> ims;
+                 for (size_t i = 0; i < images.size(); ++i) {
+                     keep_images.push_back(checked_rgb8(images[i], "image " + std::to_string(i)));
+                     ImageInput im;
+                     im.rgb = keep_images.back().data();
+                     im.height = static_cast<int>(keep_images.back().shape(0));
+                     im.width = static_cast<int>(keep_images.back().shape(1));
+                     im.max_slice_nums = 1;
+                     ims.push_back(im);
+                 }
+                 std::vector<F32Array> keep_audios;
+                 std::vector<AudioInput> sounds;
+                 for (size_t i = 0; i < audios.size(); ++i) {
+                     keep_audios.push_back(checked_f32(audios[i], 1, "audio " + std::to_string(i)));
+                     AudioInput a;
+                     a.pcm = keep_audios.back().data();
+                     a.n_samples = static_cast<size_t>(keep_audios.back().shape(0));
+                     sounds.push_back(a);
+                 }
+                 py::gil_scoped_release release;
+                 const PrefillStats st = s.prefill(role, text, ims, sounds);
+                 return std::make_pair(st.n_reused, st.n_prefilled);
+             },
+             py::arg("role"), py::arg("text"), py::arg("images") = py::list(), py::arg("audios") = py::list(),
+             "one message: text with one <image>./</image> / <audio>./</audio> marker per image / audio")
+        .def("open_reply",
+             [](SimplexStream & s, bool enable_thinking) {
+                 py::gil_scoped_release release;
+                 s.open_reply(enable_thinking);
+             },
+             py::arg("enable_thinking") = false)
+        .def("begin_text_reply",
+             [](SimplexStream & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
+                uint64_t seed, int max_new_tokens) {
+                 const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k,
+                                                               repetition_penalty, seed, max_new_tokens);
+                 s.begin_text_reply(g);
+             })
+        .def("text_step",
+             [](SimplexStream & s) {
+                 std::string piece;
+                 bool more;
+                 {
+                     py::gil_scoped_release release;
+                     more = s.text_step(piece);
+                 }
+                 return py::make_tuple(more, piece);  // whole UTF-8 characters only (Utf8Stream)
+             })
+        .def_property_readonly("next_user_prefix", &SimplexStream::next_user_prefix)
+        .def_property_readonly("user_turn_open", &SimplexStream::user_turn_open)
+        .def_property_readonly("last_audio_rows", [](const SimplexStream & s) {
+            const std::vector<float> & r = s.last_audio_rows();
+            py::array_t<float> a(r.size());  // flat: n_tokens x n_embd
+            if (!r.empty()) std::memcpy(a.mutable_data(), r.data(), r.size() * sizeof(float));
+            return a;
+        });
+}
