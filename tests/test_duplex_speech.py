@@ -176,9 +176,11 @@ def test_interrupt_closes_the_turn_and_restarts_speech(tiny_f32, tref):
     dx = omni.as_duplex(seed=SEED)
     dx.prepare(PREFIX, SUFFIX)
     dx.streaming_prefill(audio_waveform=_pcm(0, 16560))
-    r1 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, a, b, CHUNK_EOS], wait_audio=False)
-    dx.interrupt()  # barge-in while unit 1's speech may still be in the making
-    assert dx.take_audio(wait=False) is None  # dropped
+    # unit 1's speech is waited for, so what it drew from the generators is fixed (an interrupt
+    # while a unit is still queued drops it unsynthesized: what is drawn then depends on timing)
+    r1 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, a, b, CHUNK_EOS])
+    dx.interrupt()  # barge-in mid-turn
+    assert dx.take_audio(wait=False) is None
     assert dx.kv_tokens[-1] == TURN_EOS  # the speaking turn is closed in the cache
     dx.streaming_prefill(audio_waveform=_pcm(1, SR))
     r2 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, c, d, CHUNK_EOS])
@@ -192,11 +194,26 @@ def test_interrupt_closes_the_turn_and_restarts_speech(tiny_f32, tref):
     assert r2["speech_token_ids"] == want.tokens
     synth = _core.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
     synth.stream_begin("")
-    # the dropped unit 1 still drew its HiFT source noise from the shared generator
+    # unit 1 drew its HiFT source noise from the shared generator
     synth.stream_push_duplex(_unit1_tokens(tref, r1), turn_end=False)
     synth.stream_begin("")
     np.testing.assert_allclose(r2["audio_waveform"], synth.stream_push_duplex(want.tokens, turn_end=False),
                                rtol=0, atol=AUDIO_ATOL)
+
+
+def test_interrupt_drops_queued_speech(tiny_f32):
+    omni = _omni(tiny_f32)
+    a, b = omni.tokenize("hello there")[:2]
+    dx = omni.as_duplex(seed=SEED)
+    dx.prepare(PREFIX, SUFFIX)
+    dx.streaming_prefill(audio_waveform=_pcm(0, 16560))
+    dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, a, b, CHUNK_EOS], wait_audio=False)
+    dx.interrupt()  # the unit may be queued or in the making: either way nothing comes out
+    assert dx.take_audio(wait=False) is None
+    dx.streaming_prefill(audio_waveform=_pcm(1, SR))
+    r = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, b, a, CHUNK_EOS])
+    assert r["unit"] == 2 and r["audio_waveform"].size >= UNIT
+    assert np.all(np.isfinite(r["audio_waveform"]))
 
 
 def _unit1_tokens(tref, r1):
