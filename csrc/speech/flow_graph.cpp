@@ -133,8 +133,9 @@ ggml_tensor * rel_pos_attention(ggml_context * ctx, const FlowConformerLayer & L
     if (P != 2 * Tk - 1) fail(Status::internal, "flow encoder: relative-position table does not match the keys");
     ggml_tensor * p = ggml_mul_mat(ctx, L.pos_w, pe);                                           // [D, P]
     ggml_tensor * q3 = ggml_reshape_3d(ctx, q, dk, n_head, T);
-    ggml_tensor * qu = ggml_permute(ctx, ggml_add(ctx, q3, L.pos_bias_u), 0, 2, 1, 3);          // [dk, T, H]
-    ggml_tensor * qv = ggml_permute(ctx, ggml_add(ctx, q3, L.pos_bias_v), 0, 2, 1, 3);
+    // contiguous (as in build_dit): the score products then run on ggml's CPU GEMM
+    ggml_tensor * qu = ggml_cont(ctx, ggml_permute(ctx, ggml_add(ctx, q3, L.pos_bias_u), 0, 2, 1, 3));  // [dk, T, H]
+    ggml_tensor * qv = ggml_cont(ctx, ggml_permute(ctx, ggml_add(ctx, q3, L.pos_bias_v), 0, 2, 1, 3));
     ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_3d(ctx, k, dk, n_head, Tk), 0, 2, 1, 3);  // [dk, Tk, H]
     ggml_tensor * pp = ggml_permute(ctx, ggml_reshape_3d(ctx, p, dk, n_head, P), 0, 2, 1, 3);   // [dk, P, H]
     ggml_tensor * ac = ggml_mul_mat(ctx, kp, qu);                                                // [Tk, T, H]
@@ -274,7 +275,9 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         }
         const int64_t S = k->ne[1];
         ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, S, B), 0, 2, 1, 3);       // [hd, S, nh, B]
-        ggml_tensor * qp = ggml_permute(ctx, q, 0, 2, 1, 3);                                         // [hd, T, nh, B]
+        // contiguous queries: ggml's CPU GEMM (tinyBLAS) takes only a contiguous right operand; a
+        // permuted view falls back to one dot product per score (~10% of the flow's time)
+        ggml_tensor * qp = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                         // [hd, T, nh, B]
         ggml_tensor * kq = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, kp, qp), mask, scale, 0.0f);     // [S, T, nh, B]
         ggml_tensor * vp = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 1, 2, 0, 3));  // [S, hd, nh, B]
         ggml_tensor * o = ggml_mul_mat(ctx, vp, kq);                                                 // [hd, T, nh, B]
