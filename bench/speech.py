@@ -4,7 +4,8 @@ Makes a random-weight checkpoint with the release's speech shapes (spec ยง5.1, ย
 speech-token LM (LLaMA backbone 768 wide, 20 layers, 12 heads, FFN 3072, 6562 codes) and Token2Wav
 (flow encoder 512 wide with 6 + 4 conformer blocks, DiT 16 blocks x 512, HiFT with 512 base
 channels), converts it with our converter and measures, each side in its own process with the same
-number of threads:
+number of threads and OpenMP wait policy, one ours/torch pair of processes per item, back to back,
+alternating which goes first (run_interleaved), best of --rounds after a short warm-up call:
 
 1. TTS speech codes per second, greedy, same condition (text ids + LLM hidden rows -> condition rows
    + text_eos + audio_bos) and the same number of codes. ours: OmniSession's TTS decoder
@@ -493,17 +494,42 @@ def flops_per_audio_second(steps: int, total_frames: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def run_worker(side: str, args, work: Path) -> dict:
+def run_worker(side: str, args, work: Path, parts: list[str], steps: list[int]) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--threads", str(args.threads),
            "--type", args.type, "--cond", str(args.cond), "--codes", str(args.codes), "--tokens", str(args.tokens),
-           "--steps", ",".join(map(str, args.steps)), "--rounds", str(args.rounds), "--parts", ",".join(args.parts)]
+           "--steps", ",".join(map(str, steps)), "--rounds", str(args.rounds), "--parts", ",".join(parts)]
     if not args.stream:
         cmd.append("--no-stream")
-    log(f"running the {side} worker")
+    log(f"running the {side} worker: {','.join(parts)} steps {steps}")
     p = subprocess.run(cmd, env=thread_env(args.threads, args.omp_wait_policy), stdout=subprocess.PIPE, text=True)
     if p.returncode != 0:
         raise SystemExit(f"{side} worker failed with exit code {p.returncode}")
     return json.loads(p.stdout)
+
+
+def run_interleaved(args, work: Path) -> tuple[dict, dict, list]:
+    """One worker pair per measured item (TTS, then Token2Wav per step count), back to back and
+    alternating which side goes first: the load other processes put on a shared machine drifts
+    over minutes, so each ratio compares runs made close together."""
+    items = ([("tts", None)] if "tts" in args.parts else []) + \
+            ([("t2w", s) for s in args.steps] if "t2w" in args.parts else [])
+    ours: dict = {"t2w": {}, "peak_rss_mib": 0.0}
+    torch_: dict = {"t2w": {}, "peak_rss_mib": 0.0}
+    loads = []
+    for i, (part, steps) in enumerate(items):
+        sides = ("ours", "torch") if i % 2 == 0 else ("torch", "ours")
+        for side in sides:
+            r = run_worker(side, args, work, [part], [steps] if steps else args.steps[:1])
+            dst = ours if side == "ours" else torch_
+            if part == "tts":
+                dst["tts"] = r["tts"]
+            else:
+                dst["t2w"].update(r["t2w"])
+            dst["peak_rss_mib"] = max(dst["peak_rss_mib"], r.get("peak_rss_mib", 0.0))
+            if "gemm" in r:
+                torch_.setdefault("gemm_runs", []).append(r["gemm"])
+            loads.append(os.getloadavg()[0])
+    return ours, torch_, loads
 
 
 def main() -> int:
@@ -540,15 +566,16 @@ def main() -> int:
     t0 = time.perf_counter()
     make_models(work, args.type)
     log(f"models ready in {time.perf_counter() - t0:.0f}s")
-    ours = run_worker("ours", args, work)
-    torch_ = run_worker("torch", args, work)
+    ours, torch_, loads = run_interleaved(args, work)
 
     voice_frames = 100  # tiny_token2wav.TINY_VOICE_TOKENS = 50 prompt tokens -> 100 mel frames
     frames = voice_frames + 2 * args.tokens
-    gemm = torch_.pop("gemm")
+    gemm_runs = torch_.pop("gemm_runs")
+    gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
     result: dict = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "omp_wait_policy": args.omp_wait_policy, "loadavg_at_start": load_start,
+                    "loadavg_1min_after_each_worker": loads,
                     "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm},
         "config": {"type": args.type, "cond": args.cond, "codes": args.codes, "tokens": args.tokens,
                    "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": voice_frames // 2,
