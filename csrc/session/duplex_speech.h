@@ -3,9 +3,9 @@
 // unit) and streaming Token2Wav (forced flush every unit, last_chunk at the turn end, then the
 // voice's primed caches again); a listening unit is one second of silence.
 //
-// The work runs on a thread this object owns, fed through a bounded queue, so that the speech of
-// unit k is synthesized while the caller prefills unit k+1; results come back in unit order.
-// Destroying the object joins the thread.
+// Two threads this object owns do the work, linked by bounded queues: the speech-token decoder
+// (unit k+1) runs while Token2Wav vocodes unit k, and both while the caller prefills the next unit
+// with the LLM; results come back in unit order. Destroying the object joins the threads.
 #pragma once
 
 #include <condition_variable>
@@ -17,6 +17,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace minicpmo {
@@ -41,46 +42,57 @@ struct DuplexSpeechResult {
 class DuplexSpeech {
 public:
     // `session` must outlive this object; its speech decoder and Token2Wav are used by the worker
-    // thread only (the LLM stays with the caller). `queue_capacity`: jobs waiting at most.
+    // threads only (the LLM stays with the caller). `queue_capacity`: units waiting at most per queue.
     DuplexSpeech(OmniSession & session, const std::string & voice, uint64_t seed, int queue_capacity = 2);
     ~DuplexSpeech();
     DuplexSpeech(const DuplexSpeech &) = delete;
     DuplexSpeech & operator=(const DuplexSpeech &) = delete;
 
-    // Queues one unit (blocks while the queue is full). Throws an error the worker hit earlier.
+    // Queues one unit (blocks while the queue is full). Throws an error a worker hit earlier.
     void submit(DuplexSpeechJob job);
     // The oldest finished unit; blocks until one is there (or returns false at once when !wait and
-    // none is). Throws the worker's error, if any.
+    // none is). Throws a worker's error, if any.
     bool take(DuplexSpeechResult & out, bool wait = true);
     // Units submitted and not yet taken.
     int in_flight() const;
-    // Interrupt: drops queued and finished units not taken yet, and once the current unit is done
-    // starts the next turn from the voice's primed state (the speech decoder's turn cleared).
+    // Interrupt: drops the units not taken yet; the next unit starts a new turn in both stages (the
+    // speech decoder's turn cleared, Token2Wav back to the voice's primed state).
     void interrupt();
 
     int unit_samples() const { return unit_samples_; }
 
 private:
-    void run();
-    DuplexSpeechResult synthesize(const DuplexSpeechJob & job);
-    void restart_turn();
+    // a unit between the two stages
+    struct Tokens {
+        int unit = 0;
+        uint64_t epoch = 0;
+        bool is_listen = false;
+        bool end_of_turn = false;
+        std::vector<int32_t> speech_tokens;
+    };
+
+    void run_decoder();   // stage 1: speech tokens
+    void run_vocoder();   // stage 2: waveform
+    bool idle() const;    // nothing queued or in the making (mu_ held)
+    void set_error(std::exception_ptr e);
 
     OmniSession & session_;
     std::string voice_;
-    std::mt19937_64 rng_;
+    std::mt19937_64 rng_;           // stage 1 only
     std::unique_ptr<TtsDuplexStream> tts_;
     int unit_samples_ = 0;
     int capacity_;
 
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<DuplexSpeechJob> jobs_;
+    std::deque<std::pair<uint64_t, DuplexSpeechJob>> jobs_;  // (epoch, job)
+    std::deque<Tokens> tokens_;
     std::deque<DuplexSpeechResult> done_;
-    int busy_ = 0;                 // jobs being worked on (0 or 1)
-    bool restart_pending_ = false; // interrupt() asked for a fresh turn
+    uint64_t epoch_ = 0;            // interrupt() starts a new one; older units are dropped
+    int busy_ = 0;                  // units being worked on by the stages
     bool stop_ = false;
     std::exception_ptr error_;
-    std::thread worker_;
+    std::thread decoder_thread_, vocoder_thread_;
 };
 
 }  // namespace minicpmo
