@@ -223,3 +223,52 @@ def test_sliding_window_true_still_means_basic(omni):
         d.streaming_generate(decode_mode="greedy", force_listen=True)
         assert len(d.kv_tokens) <= 70
     assert d.get_previous_context() == ("", [])
+
+
+@pytest.fixture(scope="module")
+def window_demo(tmp_path_factory):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import minicpmo_cpp
+
+    pkg = Path(minicpmo_cpp.__file__).parent
+    src = Path(__file__).parent / "c" / "duplex_window_demo.c"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build tests/c/duplex_window_demo.c"
+    exe = tmp_path_factory.mktemp("capi_window") / "duplex_window_demo"
+    subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{pkg / 'include'}", str(src), "-o", str(exe),
+                    f"-L{pkg}", "-lminicpmo", f"-Wl,-rpath,{pkg}"], check=True)
+    return exe
+
+
+def test_c_api_context_window(window_demo, tiny_f32):
+    """minicpmo_duplex_params.window_mode = MINICPMO_WINDOW_CONTEXT: with n_ctx 128 the C program
+    runs 30 greedy units (with the window off it stops with CONTEXT_FULL) and decides what the
+    Python API with the same options decides."""
+    import re
+    import subprocess
+
+    model = str(tiny_f32[0])
+    off = subprocess.run([str(window_demo), model, "128", "0", "30"], capture_output=True, timeout=300)
+    assert off.returncode == 1 and b"FAILED context full" in off.stdout, off.stdout + off.stderr
+    res = subprocess.run([str(window_demo), model, "128", "2", "30"], capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = []
+    for m in re.finditer(rb"^UNIT (\d+) (\d) (\d+)\n", res.stdout, re.M):
+        got.append((bool(int(m.group(2))), res.stdout[m.end(): m.end() + int(m.group(3))].decode("utf-8", errors="replace")))
+    assert len(got) == 30
+    assert sum(not listen and text != "" for listen, text in got) > 3  # dropped units left text behind
+
+    omni = OmniSession(model, n_threads=2, n_gpu_layers=0, n_ctx=128, seed=0)
+    d = omni.as_duplex(generate_audio=False, seed=0, sliding_window="context", context_max_units=3,
+                       context_previous_max_tokens=8)
+    d.prepare(PREFIX, SUFFIX)
+    want = []
+    for k in range(30):
+        d.streaming_prefill(text_list=[f"user says {k}"])
+        r = d.streaming_generate(decode_mode="greedy", max_new_speak_tokens_per_chunk=7)
+        want.append((r["is_listen"], r["text"]))
+    assert got == want
+    assert len(d.unit_lengths) == 3
