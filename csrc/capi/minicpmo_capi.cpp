@@ -461,6 +461,10 @@ minicpmo_duplex_params minicpmo_duplex_default_params(void) {
     p.sliding_window = false;
     p.window_high = 4000;
     p.window_low = 3500;
+    p.window_mode = MINICPMO_WINDOW_OFF;
+    p.context_max_units = 24;
+    p.context_previous_max_tokens = 500;
+    p.context_previous_marker = nullptr;
     return p;
 }
 
@@ -491,6 +495,17 @@ minicpmo_status minicpmo_duplex_new(minicpmo_session * session, const minicpmo_d
         o.sliding_window = p.sliding_window;
         o.window_high = p.window_high;
         o.window_low = p.window_low;
+        switch (p.window_mode) {
+            case MINICPMO_WINDOW_OFF: o.window_mode = minicpmo::DuplexWindowMode::off; break;
+            case MINICPMO_WINDOW_BASIC: o.window_mode = minicpmo::DuplexWindowMode::basic; break;
+            case MINICPMO_WINDOW_CONTEXT: o.window_mode = minicpmo::DuplexWindowMode::context; break;
+            default:
+                minicpmo::fail(minicpmo::Status::invalid_argument,
+                               "window_mode must be 0 (off), 1 (basic) or 2 (context), got " + std::to_string(p.window_mode));
+        }
+        o.context.max_units = p.context_max_units;
+        o.context.previous_max_tokens = p.context_previous_max_tokens;
+        if (p.context_previous_marker) o.context.previous_marker = p.context_previous_marker;
         auto d = std::make_unique<minicpmo_duplex>();
         d->impl = std::make_unique<minicpmo::DuplexSession>(*session->impl, o, p.seed);
         d->impl->set_speech(p.generate_audio, p.voice ? p.voice : "", p.seed);

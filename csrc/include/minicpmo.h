@@ -248,7 +248,16 @@ typedef struct minicpmo_duplex_params {
     bool sliding_window;    /* drop the oldest units past window_high positions, down to window_low */
     int32_t window_high;
     int32_t window_low;
+    /* MINICPMO_WINDOW_* (0: off, or basic when sliding_window is true). CONTEXT: past
+     * context_max_units units the oldest is dropped and what it said is kept as text
+     * (context_previous_marker + its last context_previous_max_tokens tokens) inside the system prompt */
+    int32_t window_mode;
+    int32_t context_max_units;            /* 24 */
+    int32_t context_previous_max_tokens;  /* 500 */
+    const char * context_previous_marker; /* NULL = "\n\nprevious: " */
 } minicpmo_duplex_params;
+
+enum { MINICPMO_WINDOW_OFF = 0, MINICPMO_WINDOW_BASIC = 1, MINICPMO_WINDOW_CONTEXT = 2 };
 
 typedef struct minicpmo_duplex_generate_params {
     bool greedy;                  /* false = sampling (temperature, top_k, top_p) */

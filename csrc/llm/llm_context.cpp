@@ -42,6 +42,10 @@ LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) 
     // hidden states are per token (the speech decoder reads them); never pooled
     cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
     cp.embeddings = false;
+    // sequence 1 is a scratch sequence for replace_range() (the duplex "context" window re-prefills
+    // a span in the middle of the cache); one unified cell pool keeps n_ctx for sequence 0
+    cp.n_seq_max = 2;
+    cp.kv_unified = true;
     cp.type_k = kv_type_from_name(params.kv_cache_type);
     cp.type_v = cp.type_k;
     // ggml's CPU flash attention rounds Q and accumulates V in F16 even with an F32 cache; an F32
@@ -193,6 +197,50 @@ void LlmContext::remove_range(int p0, int p1) {
     llama_memory_seq_rm(mem, 0, p0, p1);
     llama_memory_seq_add(mem, 0, p1, -1, -(p1 - p0));  // RoPE-shifts the later keys
     n_past_ -= p1 - p0;
+    n_outputs_ = 0;
+}
+
+void LlmContext::replace_range(int p0, int p1, const llama_token * tokens, size_t n) {
+    if (p0 < 0 || p1 < p0 || p1 > n_past_) {
+        fail(Status::invalid_argument, "cannot replace positions [" + std::to_string(p0) + ", " + std::to_string(p1) +
+                                           ") of a cache of " + std::to_string(n_past_) + " positions");
+    }
+    const int tail = n_past_ - p1;
+    const int new_tail_start = p0 + static_cast<int>(n);
+    if (static_cast<size_t>(p0) + n + static_cast<size_t>(tail) > static_cast<size_t>(n_ctx())) {
+        fail(Status::context_full, "replacing " + std::to_string(p1 - p0) + " positions by " + std::to_string(n) +
+                                       " does not fit in the context of " + std::to_string(n_ctx()));
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab_) {
+            fail(Status::invalid_argument, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
+        }
+    }
+    llama_memory_t mem = llama_get_memory(ctx_);
+    // libllama only appends after a sequence's last position, so the tail is parked in scratch
+    // sequence 1 while sequence 0 ends at p0 and takes the new tokens (they see [0, p0) only)
+    constexpr llama_seq_id kScratch = 1;
+    if (tail > 0) llama_memory_seq_cp(mem, 0, kScratch, p1, -1);
+    llama_memory_seq_rm(mem, 0, p0, -1);
+    const int end = n_past_;
+    n_past_ = p0;
+    try {
+        if (n > 0) decode_batches(tokens, nullptr, n, Outputs::none, false);
+    } catch (...) {
+        // the cache no longer matches anything: start empty rather than half edited
+        llama_memory_clear(mem, true);
+        n_past_ = 0;
+        n_outputs_ = 0;
+        throw;
+    }
+    if (tail > 0) {
+        // the tail keeps its K/V; its keys are re-rotated for the new positions (applied by libllama
+        // before the next decode), then it returns to sequence 0
+        if (new_tail_start != p1) llama_memory_seq_add(mem, kScratch, p1, end, new_tail_start - p1);
+        llama_memory_seq_cp(mem, kScratch, 0, new_tail_start, -1);
+        llama_memory_seq_rm(mem, kScratch, -1, -1);
+    }
+    n_past_ = new_tail_start + tail;
     n_outputs_ = 0;
 }
 

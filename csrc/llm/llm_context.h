@@ -48,6 +48,9 @@ public:
 
     void truncate(int pos);                 // drop KV positions [pos, n_past)
     void remove_range(int p0, int p1);      // drop [p0, p1) and shift later positions left
+    // Drops [p0, p1) and decodes `tokens` at p0.. seeing only [0, p0); the positions after p1 keep
+    // their K/V and move to follow the new tokens (keys re-rotated). No outputs are kept.
+    void replace_range(int p0, int p1, const llama_token * tokens, size_t n);
     void clear();
 
 private:

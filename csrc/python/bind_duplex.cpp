@@ -57,15 +57,32 @@ py::array_t<float> float_array(const std::vector<float> & v) {
 
 void bind_duplex(py::module_ & m) {
     py::class_<DuplexSession>(m, "DuplexSession")
-        .def(py::init([](OmniSession & session, bool sliding_window, int window_high, int window_low, uint64_t seed) {
+        .def(py::init([](OmniSession & session, bool sliding_window, int window_high, int window_low, uint64_t seed,
+                         const std::string & window_mode, int context_max_units, int context_previous_max_tokens,
+                         const std::string & context_previous_marker) {
                  DuplexOptions o;
                  o.sliding_window = sliding_window;
                  o.window_high = window_high;
                  o.window_low = window_low;
+                 if (window_mode == "off") {
+                     o.window_mode = DuplexWindowMode::off;
+                 } else if (window_mode == "basic") {
+                     o.window_mode = DuplexWindowMode::basic;
+                 } else if (window_mode == "context") {
+                     o.window_mode = DuplexWindowMode::context;
+                 } else {
+                     fail(Status::invalid_argument,
+                          "window_mode must be 'off', 'basic' or 'context', got '" + window_mode + "'");
+                 }
+                 o.context.max_units = context_max_units;
+                 o.context.previous_max_tokens = context_previous_max_tokens;
+                 o.context.previous_marker = context_previous_marker;
                  return std::make_unique<DuplexSession>(session, o, seed);
              }),
              py::arg("session"), py::arg("sliding_window") = false, py::arg("window_high") = 4000,
-             py::arg("window_low") = 3500, py::arg("seed") = 0, py::keep_alive<1, 2>())
+             py::arg("window_low") = 3500, py::arg("seed") = 0, py::arg("window_mode") = "off",
+             py::arg("context_max_units") = 24, py::arg("context_previous_max_tokens") = 500,
+             py::arg("context_previous_marker") = "\n\nprevious: ", py::keep_alive<1, 2>())
         .def("prepare",
              [](DuplexSession & d, const std::string & prefix, const std::string & suffix, const py::object & ref_audio) {
                  F32Array ref;
@@ -185,6 +202,7 @@ void bind_duplex(py::module_ & m) {
         .def_property_readonly("turn_ended", &DuplexSession::turn_ended)
         .def_property_readonly("decode_history", &DuplexSession::decode_history)
         .def_property_readonly("unit_lengths", &DuplexSession::unit_lengths)
+        .def_property_readonly("previous_tokens", &DuplexSession::previous_tokens)
         .def_property_readonly("forbidden_ids", [](const DuplexSession & d) { return d.decode_ids().forbidden; });
 
     m.def("duplex_decode",

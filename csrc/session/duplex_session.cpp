@@ -31,7 +31,7 @@ DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & option
                                            std::to_string(options_.window_low) + ", high " +
                                            std::to_string(options_.window_high));
     }
-    if (options_.sliding_window && options_.window_high >= session_.context().n_ctx()) {
+    if (options_.effective_mode() == DuplexWindowMode::basic && options_.window_high >= session_.context().n_ctx()) {
         fail(Status::invalid_argument, "sliding window high mark " + std::to_string(options_.window_high) +
                                            " must be below the context size " +
                                            std::to_string(session_.context().n_ctx()));
@@ -47,6 +47,9 @@ DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & option
     speak_ = m.special_token("<|speak|>");
     tts_bos_ = m.special_token("<|tts_bos|>");
     chunk_tts_eos_ = m.special_token("<|chunk_tts_eos|>");
+    if (options_.effective_mode() == DuplexWindowMode::context) {
+        window_ = std::make_unique<DuplexContextWindow>(m, options_.context);
+    }
     decode_ids_.chunk_eos = m.special_token("<|chunk_eos|>");
     decode_ids_.turn_eos = m.special_token("<|turn_eos|>");
     decode_ids_.eos = m.special_token("<|im_end|>");
@@ -103,10 +106,13 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
         if (!ids.empty()) session_.append_tokens(ids.data(), ids.size());
     }
     if (!ref_rows.empty()) session_.append_embeddings(ref_rows.data(), ref_rows.size() / session_.context().n_embd());
+    const int prefix_length = session_.n_past();  // the context window's "previous" goes here
+    std::vector<llama_token> suffix_ids;
     if (!suffix.empty()) {
-        const std::vector<llama_token> ids = m.tokenize(suffix, true);
-        if (!ids.empty()) session_.append_tokens(ids.data(), ids.size());
+        suffix_ids = m.tokenize(suffix, true);
+        if (!suffix_ids.empty()) session_.append_tokens(suffix_ids.data(), suffix_ids.size());
     }
+    if (window_) window_->start(prefix_length, std::move(suffix_ids));
     system_length_ = session_.n_past();
     expected_n_past_ = system_length_;
     prepared_ = true;
@@ -282,6 +288,7 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
     }
     feed_token(unit_end_);
     unit_lengths_.push_back(session_.n_past() - unit_start_);
+    if (window_) window_->add_unit(unit_lengths_.back(), r.speak_tokens, r.is_listen);
     for (llama_token t : r.speak_tokens) r.text += m.token_text(t);
     if (r.is_listen) {
         // the reference reports a listening unit as silence, whatever it said before <|listen|>
@@ -339,7 +346,12 @@ void DuplexSession::interrupt() {
 }
 
 int DuplexSession::enforce_window() {
-    if (!options_.sliding_window || session_.n_past() <= options_.window_high) return 0;
+    if (window_) {
+        const int dropped = window_->enforce(session_, unit_lengths_);
+        system_length_ = window_->system_length();
+        return dropped;
+    }
+    if (options_.effective_mode() != DuplexWindowMode::basic || session_.n_past() <= options_.window_high) return 0;
     int dropped = 0;
     while (session_.n_past() > options_.window_low && !unit_lengths_.empty()) {
         const int len = unit_lengths_.front();

@@ -19,18 +19,30 @@
 
 #include "session/duplex_decode.h"
 #include "session/duplex_speech.h"
+#include "session/duplex_window.h"
 #include "session/omni_session.h"
 
 namespace minicpmo {
 
 class StreamingMel;
 
+enum class DuplexWindowMode { off, basic, context };
+
 struct DuplexOptions {
     // §6.5 "basic" window: when the cache passes window_high positions after a unit, whole oldest
-    // units after the protected system prompt are dropped until it is at or below window_low
+    // units after the protected system prompt are dropped until it is at or below window_low.
+    // Kept for compatibility: true with window_mode off means basic.
     bool sliding_window = false;
     int window_high = 4000;
     int window_low = 3500;
+    // §6.5 "context" window (duplex_window.h): past `context.max_units` units the oldest goes and
+    // what it said is kept as "previous" text between the prefix and the suffix
+    DuplexWindowMode window_mode = DuplexWindowMode::off;
+    DuplexContextWindowParams context;
+
+    DuplexWindowMode effective_mode() const {
+        return window_mode == DuplexWindowMode::off && sliding_window ? DuplexWindowMode::basic : window_mode;
+    }
 };
 
 // One second of input. Any of the three may be absent, not all of them.
@@ -61,7 +73,7 @@ struct DuplexUnitResult {
     std::vector<llama_token> decided;        // what was fed after the unit's inputs, </unit> excluded
     std::vector<llama_token> speak_tokens;   // (token, hidden) pairs for the TTS: fed tokens j >= 1
     std::vector<float> speak_hidden;         // speak_tokens.size() x n_embd, LLM final-norm output
-    int n_dropped = 0;                       // positions the sliding window removed after this unit
+    int n_dropped = 0;                       // positions of the units the sliding window removed after this unit
     int unit = 0;                            // units generated since prepare(), this one included
     bool has_audio = false;                  // speech on and waited for: audio below is this unit's
     std::vector<float> audio;                // 24 kHz, one unit of silence when listening
@@ -105,6 +117,10 @@ public:
     const std::vector<llama_token> & decode_history() const { return history_; }
     const std::vector<int> & unit_lengths() const { return unit_lengths_; }
     const DuplexOptions & options() const { return options_; }
+    // context window: "previous" as it is in the cache (marker + kept text ids; empty before any)
+    std::vector<llama_token> previous_tokens() const {
+        return window_ ? window_->previous_tokens() : std::vector<llama_token>{};
+    }
     const DuplexDecodeIds & decode_ids() const { return decode_ids_; }
     OmniSession & session() { return session_; }
 
@@ -134,6 +150,7 @@ private:
     bool turn_ended_ = true;        // the reference's current_turn_ended
     std::vector<llama_token> history_;  // stage-2 decisions, for the repetition penalty
     std::vector<int> unit_lengths_;     // cache positions of each unit still in the cache
+    std::unique_ptr<DuplexContextWindow> window_;  // context mode only
     int units_generated_ = 0;
 
     bool speech_on_ = false;

@@ -137,6 +137,24 @@ void Session::remove_range(int p0, int p1) {
     kv_keys_.erase(kv_keys_.begin() + p0, kv_keys_.begin() + p1);
 }
 
+void Session::replace_range(int p0, int p1, const std::vector<llama_token> & ids) {
+    active_ = false;
+    logits_ready_ = false;
+    try {
+        ctx_.replace_range(p0, p1, ids.data(), ids.size());
+    } catch (...) {
+        if (ctx_.n_past() == 0) {  // the context gave up its cache
+            kv_tokens_.clear();
+            kv_keys_.clear();
+        }
+        throw;
+    }
+    kv_tokens_.erase(kv_tokens_.begin() + p0, kv_tokens_.begin() + p1);
+    kv_tokens_.insert(kv_tokens_.begin() + p0, ids.begin(), ids.end());
+    kv_keys_.erase(kv_keys_.begin() + p0, kv_keys_.begin() + p1);
+    kv_keys_.insert(kv_keys_.begin() + p0, ids.size(), 0);
+}
+
 void Session::begin_generation(const GenerateParams & params) {
     if (!logits_ready_) fail(Status::invalid_argument, "nothing to generate from: prefill a prompt first");
     if (params.max_new_tokens < 0) fail(Status::invalid_argument, "max_new_tokens must be >= 0");

@@ -74,6 +74,9 @@ public:
     void append_tokens(const llama_token * ids, size_t n, bool want_hidden = false);
     // Drops cache positions [p0, p1) and shifts the later ones left (RoPE re-rotated by libllama).
     void remove_range(int p0, int p1);
+    // Replaces positions [p0, p1) by `ids`, decoded afresh after [0, p0) (they do not see what
+    // follows); the later positions keep their K/V and move to follow them (keys re-rotated).
+    void replace_range(int p0, int p1, const std::vector<llama_token> & ids);
     // Appends raw text (special tokens parsed) after what is already in the cache.
     PrefillStats append_text(const std::string & text);
 

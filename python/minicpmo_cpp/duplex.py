@@ -22,9 +22,13 @@ _DECODE_MODES = ("sampling", "greedy")
 class DuplexSession:
     """The duplex protocol over the KV cache of ``omni_session`` (made by ``OmniSession.as_duplex``).
 
-    ``sliding_window=True`` turns on the spec's "basic" window: after a unit, when the cache holds
-    more than ``window_high`` positions, whole oldest units after the system prompt are dropped
-    until at most ``window_low`` remain. ``seed`` seeds the sampling (None: the session's seed source).
+    ``sliding_window`` picks the spec's window (§6.5): False / "off" for none; True / "basic": after
+    a unit, when the cache holds more than ``window_high`` positions, whole oldest units after the
+    system prompt are dropped until at most ``window_low`` remain; "context": after a unit, while
+    more than ``context_max_units`` units are in the cache the oldest is dropped, and the text it
+    spoke is kept as ``context_previous_marker`` + text (its last ``context_previous_max_tokens``
+    tokens) between the prefix (prefix text + reference audio) and the suffix of the system prompt.
+    ``seed`` seeds the sampling (None: the session's seed source).
 
     ``generate_audio`` (default: when the model file has the speech components) speaks the speaking
     units: each unit's text tokens and LLM hidden states go through the speech decoder's duplex
@@ -33,15 +37,21 @@ class DuplexSession:
     ``audio_waveform`` (one second of silence for a listening unit).
     """
 
-    def __init__(self, omni_session, sliding_window: bool = False, window_high: int = 4000,
+    def __init__(self, omni_session, sliding_window: bool | str = False, window_high: int = 4000,
                  window_low: int = 3500, seed: int | None = None, generate_audio: bool | None = None,
-                 voice: str | None = None):
+                 voice: str | None = None, context_max_units: int = 24, context_previous_max_tokens: int = 500,
+                 context_previous_marker: str = "\n\nprevious: "):
         self._omni = omni_session
         if seed is None:
             seed = omni_session._seed_rng.getrandbits(63)
         self._seed = int(seed)
-        self._duplex = _core.DuplexSession(omni_session._session, bool(sliding_window), int(window_high),
-                                           int(window_low), int(seed))
+        mode = self._window_mode(sliding_window)
+        self._duplex = _core.DuplexSession(omni_session._session, False, int(window_high), int(window_low), int(seed),
+                                           window_mode=mode, context_max_units=int(context_max_units),
+                                           context_previous_max_tokens=int(context_previous_max_tokens),
+                                           context_previous_marker=str(context_previous_marker))
+        self._window = mode
+        self._context_marker = str(context_previous_marker)
         if generate_audio is None:
             have = set(omni_session._model.omni_components)
             generate_audio = {"tts", "token2wav", "voice"} <= have
@@ -165,7 +175,20 @@ class DuplexSession:
 
     @property
     def system_length(self) -> int:
+        """Protected positions (context window: prefix + "previous" + suffix)."""
         return self._duplex.system_length
+
+    @property
+    def sliding_window(self) -> str:
+        """"off", "basic" or "context"."""
+        return self._window
+
+    def get_previous_context(self) -> tuple[str, list[int]]:
+        """Context window: the kept text of dropped units and the ids in the cache (marker + text);
+        ("", []) before any dropped unit said something."""
+        ids = list(self._duplex.previous_tokens)
+        n_marker = len(self._omni.tokenize(self._context_marker, False)) if ids else 0
+        return self._omni.detokenize(ids[n_marker:]), ids
 
     @property
     def current_time(self) -> int:
@@ -190,6 +213,16 @@ class DuplexSession:
 
     def reseed(self, seed: int) -> None:
         self._duplex.reseed(int(seed))
+
+    @staticmethod
+    def _window_mode(value) -> str:
+        if value is None or value is False or value == "off":
+            return "off"
+        if value is True or value == "basic":
+            return "basic"
+        if value == "context":
+            return "context"
+        raise MinicpmoError(f"sliding_window must be False/'off', True/'basic' or 'context', got {value!r}")
 
     @staticmethod
     def _slice_count(value) -> int:

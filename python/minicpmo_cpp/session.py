@@ -203,14 +203,18 @@ class OmniSession:
         self._generation += 1
         return self._session.forward([int(t) for t in token_ids])
 
-    def as_duplex(self, sliding_window: bool = False, window_high: int = 4000, window_low: int = 3500,
-                  seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None):
+    def as_duplex(self, sliding_window: bool | str = False, window_high: int = 4000, window_low: int = 3500,
+                  seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None,
+                  **window_options):
         """This session as a full-duplex conversation (spec §6); call ``prepare`` on the result.
         ``as_simplex()`` on it comes back here. ``generate_audio`` (default: when the model file
-        has the speech components) speaks the speaking units with ``voice``."""
+        has the speech components) speaks the speaking units with ``voice``. ``sliding_window``:
+        False, True / "basic" or "context" (``window_options``: ``context_max_units``,
+        ``context_previous_max_tokens``, ``context_previous_marker``; see ``DuplexSession``)."""
         from .duplex import DuplexSession
 
-        return DuplexSession(self, sliding_window, window_high, window_low, seed, generate_audio, voice)
+        return DuplexSession(self, sliding_window, window_high, window_low, seed, generate_audio, voice,
+                             **window_options)
 
     def reset(self) -> None:
         """Forget the conversation."""
