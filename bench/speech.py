@@ -163,6 +163,27 @@ def timed_greedy_tts(side: str, args, prefill, step_code, pick) -> dict:
             "codes_per_second": args.codes / tot, "decode_codes_per_second": (args.codes - 1) / dec, "codes": codes}
 
 
+def timed_token2wav(side: str, steps: int, args, speech, to_mel, to_wav):
+    """Whole-utterance Token2Wav timed the same way on both sides: `to_mel(tokens)` (flow) then
+    `to_wav(mel)` (HiFT). Round 0 warms up on the first WARM_TOKENS tokens; of the timed rounds each
+    stage's best time counts. -> (mel, waveform of the last round, timing entry)"""
+    tf, th = [], []
+    for r in range(args.rounds + 1):
+        sp = speech if r > 0 else speech[:WARM_TOKENS]
+        t0 = time.perf_counter()
+        mel = to_mel(sp)
+        t1 = time.perf_counter()
+        wav = to_wav(mel)
+        t2 = time.perf_counter()
+        if r > 0:
+            tf.append(t1 - t0)
+            th.append(t2 - t1)
+        log(f"{side} t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
+    audio_s = len(speech) / TOKEN_RATE
+    return mel, wav, {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
+                      "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s}
+
+
 # ---------------------------------------------------------------------------------------------
 # ours
 # ---------------------------------------------------------------------------------------------
@@ -199,22 +220,10 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
         res["t2w"] = {}
         for steps in args.steps:
             ent: dict = {}
-            tf, th = [], []
-            for r in range(args.rounds + 1):
-                sp = speech if r > 0 else speech[:WARM_TOKENS]
-                t0 = time.perf_counter()
-                mel = flow.inference(sp, n_timesteps=steps)
-                t1 = time.perf_counter()
-                wav = hift.synthesize(mel)
-                t2 = time.perf_counter()
-                if r > 0:
-                    tf.append(t1 - t0)
-                    th.append(t2 - t1)
-                log(f"ours t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
+            mel, wav, ent["whole"] = timed_token2wav(
+                "ours", steps, args, speech, lambda sp: flow.inference(sp, n_timesteps=steps), hift.synthesize)
             assert np.isfinite(mel).all() and np.isfinite(wav).all(), "non-finite ours output"
-            ent["whole"] = {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
-                            "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s,
-                            "mel_absmax": float(np.abs(mel).max()), "wav_rms": float(np.sqrt(np.mean(wav ** 2)))}
+            ent["whole"].update(mel_absmax=float(np.abs(mel).max()), wav_rms=float(np.sqrt(np.mean(wav ** 2))))
             if args.stream:
                 ts, lat = [], []
                 for r in range(1, args.rounds + 1):  # the whole-utterance runs warmed up
@@ -350,24 +359,15 @@ def torch_t2w(args, hf: Path, x: dict) -> dict:
         # same ops without the dynamo tracing, which would otherwise be timed
         for steps in args.steps:
             ent: dict = {}
-            tf, th = [], []
-            for r in range(args.rounds + 1):
-                sp = speech if r > 0 else speech[:WARM_TOKENS]
-                t0 = time.perf_counter()
-                mel = flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
-                                     torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
-                                     torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
-                                     torch.from_numpy(xvec)[None], steps)
-                t1 = time.perf_counter()
-                wav, _ = hift(speech_feat=mel.float())
-                t2 = time.perf_counter()
-                if r > 0:
-                    tf.append(t1 - t0)
-                    th.append(t2 - t1)
-                log(f"torch t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
-            ent["whole"] = {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
-                            "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s,
-                            "mel_absmax": float(mel.abs().max()), "wav_rms": float(wav.pow(2).mean().sqrt())}
+            def official_mel(sp):
+                return flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
+                                      torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
+                                      torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
+                                      torch.from_numpy(xvec)[None], steps)
+
+            mel, wav, ent["whole"] = timed_token2wav(
+                "torch", steps, args, speech, official_mel, lambda mel: hift(speech_feat=mel.float())[0])
+            ent["whole"].update(mel_absmax=float(mel.abs().max()), wav_rms=float(wav.pow(2).mean().sqrt()))
             if args.stream:
                 ts, lat = [], []
                 for r in range(1, args.rounds + 1):  # the whole-utterance runs warmed up
