@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worker_env import thread_env
+
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
 # the LLM only has to exist: 4096 wide (the projector's output width) with 1 layer and a small FFN
@@ -74,18 +76,6 @@ def proc_status_kib(key: str) -> int:
 def rss_fields() -> dict:
     return {"peak_rss_kib": proc_status_kib("VmHWM"), "rss_kib": proc_status_kib("VmRSS"),
             "rss_anon_kib": proc_status_kib("RssAnon"), "rss_file_kib": proc_status_kib("RssFile")}
-
-
-def thread_env(threads: int, wait_policy: str) -> dict:
-    """Every BLAS / OpenMP pool the workers may touch gets the same thread count; both sides' OpenMP
-    runtimes get the same wait policy (unset: libgomp spins a while at every barrier)."""
-    env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[k] = str(threads)
-    env.pop("OMP_WAIT_POLICY", None)
-    if wait_policy != "default":
-        env["OMP_WAIT_POLICY"] = wait_policy.upper()
-    return env
 
 
 # ---------------------------------------------------------------------------------------------

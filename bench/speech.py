@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worker_env import thread_env
+
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
 # spec §5.1: the release's TTS backbone
@@ -70,21 +72,6 @@ def log(msg: str) -> None:
 def cache_dir() -> Path:
     d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
     return Path(d) / "bench-speech"
-
-
-def thread_env(threads: int, wait_policy: str) -> dict:
-    """Every BLAS / OpenMP pool gets the same thread count, both sides' OpenMP runtimes the same wait
-    policy. ggml (built with OpenMP) meets at an OpenMP barrier after every graph node; libgomp's
-    default spins there for a while, which on a CPU shared with other processes keeps the sibling
-    thread off the core it waits for (measured here under load: 0.3-1.0 s per TTS step with 2
-    threads, 0.1-0.17 s passive, 0.12 s with 1 thread)."""
-    env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[k] = str(threads)
-    env.pop("OMP_WAIT_POLICY", None)
-    if wait_policy != "default":
-        env["OMP_WAIT_POLICY"] = wait_policy.upper()
-    return env
 
 
 def peak_rss_mib() -> float:
@@ -151,6 +138,52 @@ def best(times: list[float]) -> float:
     return float(min(times))
 
 
+def timed_greedy_tts(side: str, args, prefill, step_code, pick) -> dict:
+    """Greedy speech tokens, timed the same way on both sides: `prefill()` builds the condition rows and
+    runs them from an empty cache -> (logits, n_rows); `step_code(code, position)` feeds one code ->
+    logits; `pick(logits)` is the greedy (non-EOS) code. Round 0 warms up (weights paged in, graphs
+    allocated) with 5 codes; of the timed rounds the fastest is kept.
+    -> the fastest round's seconds (total, prefill, decode), rates and the codes of the last timed round"""
+    runs, codes = [], None
+    for r in range(args.rounds + 1):
+        n_codes = args.codes if r > 0 else min(5, args.codes)
+        t0 = time.perf_counter()
+        logits, n_rows = prefill()
+        t1 = time.perf_counter()
+        out = [pick(logits)]
+        for i in range(n_codes - 1):
+            out.append(pick(step_code(out[-1], n_rows + i)))
+        t2 = time.perf_counter()
+        if r > 0:
+            runs.append((t2 - t0, t1 - t0, t2 - t1))
+            codes = out
+        log(f"{side} tts round {r}: prefill {t1 - t0:.3f}s, {n_codes - 1} steps {t2 - t1:.2f}s")
+    tot, pre, dec = min(runs, key=lambda v: v[0])
+    return {"seconds": tot, "prefill_seconds": pre, "decode_seconds": dec,
+            "codes_per_second": args.codes / tot, "decode_codes_per_second": (args.codes - 1) / dec, "codes": codes}
+
+
+def timed_token2wav(side: str, steps: int, args, speech, to_mel, to_wav):
+    """Whole-utterance Token2Wav timed the same way on both sides: `to_mel(tokens)` (flow) then
+    `to_wav(mel)` (HiFT). Round 0 warms up on the first WARM_TOKENS tokens; of the timed rounds each
+    stage's best time counts. -> (mel, waveform of the last round, timing entry)"""
+    tf, th = [], []
+    for r in range(args.rounds + 1):
+        sp = speech if r > 0 else speech[:WARM_TOKENS]
+        t0 = time.perf_counter()
+        mel = to_mel(sp)
+        t1 = time.perf_counter()
+        wav = to_wav(mel)
+        t2 = time.perf_counter()
+        if r > 0:
+            tf.append(t1 - t0)
+            th.append(t2 - t1)
+        log(f"{side} t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
+    audio_s = len(speech) / TOKEN_RATE
+    return mel, wav, {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
+                      "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s}
+
+
 # ---------------------------------------------------------------------------------------------
 # ours
 # ---------------------------------------------------------------------------------------------
@@ -162,33 +195,20 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
     res: dict = {}
     if "tts" in args.parts:
         s = OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=512)._session
-        runs, codes = [], None
-        for r in range(args.rounds + 1):  # round 0 warms up (weights paged in, graphs allocated): 5 codes
-            n_codes = args.codes if r > 0 else min(5, args.codes)
-            t0 = time.perf_counter()
+
+        def prefill():
             rows = np.concatenate([s.tts_condition_rows(x["text_ids"].tolist(), x["hidden"]),
                                    s.tts_text_rows([TEXT_EOS, AUDIO_BOS])])
             s.tts_reset()
-            L = rows.shape[0]
-            logits = s.tts_forward_rows(rows, list(range(L)))
-            t1 = time.perf_counter()
-            out = [int(np.argmax(logits[0, :N_CODES_NO_EOS]))]
-            for i in range(n_codes - 1):
-                logits = s.tts_forward_code(out[-1], L + i)
-                out.append(int(np.argmax(logits[0, :N_CODES_NO_EOS])))
-            t2 = time.perf_counter()
-            if r > 0:
-                runs.append((t2 - t0, t1 - t0, t2 - t1))
-                codes = out
-            log(f"ours tts round {r}: prefill {t1 - t0:.3f}s, {n_codes - 1} steps {t2 - t1:.2f}s")
-        tot, pre, dec = min(runs, key=lambda v: v[0])
+            return s.tts_forward_rows(rows, list(range(rows.shape[0]))), rows.shape[0]
+
+        timed = timed_greedy_tts(
+            "ours", args, prefill, s.tts_forward_code, lambda logits: int(np.argmax(logits[0, :N_CODES_NO_EOS])))
         t0 = time.perf_counter()
         chat, finished = s.tts_generate_chat(x["text_ids"].tolist(), x["hidden"], max_new_tokens=args.codes)
         tc = time.perf_counter() - t0
         log(f"ours tts_generate_chat: {len(chat)} codes in {tc:.2f}s (finished={finished})")
-        res["tts"] = {"seconds": tot, "prefill_seconds": pre, "decode_seconds": dec,
-                      "codes_per_second": args.codes / tot, "decode_codes_per_second": (args.codes - 1) / dec,
-                      "codes": codes,
+        res["tts"] = {**timed,
                       "generate_chat": {"n_codes": len(chat), "eos": bool(finished), "seconds": tc,
                                         "codes_per_second": len(chat) / tc}}
         del s
@@ -200,22 +220,10 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
         res["t2w"] = {}
         for steps in args.steps:
             ent: dict = {}
-            tf, th = [], []
-            for r in range(args.rounds + 1):
-                sp = speech if r > 0 else speech[:WARM_TOKENS]
-                t0 = time.perf_counter()
-                mel = flow.inference(sp, n_timesteps=steps)
-                t1 = time.perf_counter()
-                wav = hift.synthesize(mel)
-                t2 = time.perf_counter()
-                if r > 0:
-                    tf.append(t1 - t0)
-                    th.append(t2 - t1)
-                log(f"ours t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
+            mel, wav, ent["whole"] = timed_token2wav(
+                "ours", steps, args, speech, lambda sp: flow.inference(sp, n_timesteps=steps), hift.synthesize)
             assert np.isfinite(mel).all() and np.isfinite(wav).all(), "non-finite ours output"
-            ent["whole"] = {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
-                            "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s,
-                            "mel_absmax": float(np.abs(mel).max()), "wav_rms": float(np.sqrt(np.mean(wav ** 2)))}
+            ent["whole"].update(mel_absmax=float(np.abs(mel).max()), wav_rms=float(np.sqrt(np.mean(wav ** 2))))
             if args.stream:
                 ts, lat = [], []
                 for r in range(1, args.rounds + 1):  # the whole-utterance runs warmed up
@@ -299,31 +307,21 @@ def worker_torch(args, hf: Path, llm: Path, omni: Path) -> dict:
                         **{cache_kw: cache})
             return head(out.last_hidden_state[0, -1])
 
-        runs, codes = [], None
+        caches = []  # the current round's KV cache, made by prefill, extended by each code step
+
+        def prefill():
+            cond = emb_text(torch.from_numpy(x["text_ids"]).long()) + F.normalize(
+                proj(torch.from_numpy(x["hidden"])), p=2, dim=-1)
+            rows = torch.cat([cond, emb_text(torch.tensor([TEXT_EOS, AUDIO_BOS]))])
+            caches[:] = [new_cache()]
+            return step(caches[0], rows, list(range(rows.shape[0]))), rows.shape[0]
+
+        def step_code(code, pos):
+            return step(caches[0], emb_code(torch.tensor([code])), [pos])
+
         with torch.inference_mode():
-            for r in range(args.rounds + 1):
-                t0 = time.perf_counter()
-                cond = emb_text(torch.from_numpy(x["text_ids"]).long()) + F.normalize(
-                    proj(torch.from_numpy(x["hidden"])), p=2, dim=-1)
-                rows = torch.cat([cond, emb_text(torch.tensor([TEXT_EOS, AUDIO_BOS]))])
-                cache = new_cache()
-                L = rows.shape[0]
-                logits = step(cache, rows, list(range(L)))
-                t1 = time.perf_counter()
-                out = [int(torch.argmax(logits[:N_CODES_NO_EOS]))]
-                n_codes = args.codes if r > 0 else min(5, args.codes)
-                for i in range(n_codes - 1):
-                    logits = step(cache, emb_code(torch.tensor([out[-1]])), [L + i])
-                    out.append(int(torch.argmax(logits[:N_CODES_NO_EOS])))
-                t2 = time.perf_counter()
-                if r > 0:
-                    runs.append((t2 - t0, t1 - t0, t2 - t1))
-                    codes = out
-                log(f"torch tts round {r}: prefill {t1 - t0:.3f}s, {n_codes - 1} steps {t2 - t1:.2f}s")
-        tot, pre, dec = min(runs, key=lambda v: v[0])
-        res["tts"] = {"seconds": tot, "prefill_seconds": pre, "decode_seconds": dec,
-                      "codes_per_second": args.codes / tot, "decode_codes_per_second": (args.codes - 1) / dec,
-                      "codes": codes}
+            res["tts"] = timed_greedy_tts(
+                "torch", args, prefill, step_code, lambda logits: int(torch.argmax(logits[:N_CODES_NO_EOS])))
         del model, head, proj, emb_text, emb_code
     if "t2w" in args.parts:
         res["t2w"] = torch_t2w(args, hf, x)
@@ -361,24 +359,15 @@ def torch_t2w(args, hf: Path, x: dict) -> dict:
         # same ops without the dynamo tracing, which would otherwise be timed
         for steps in args.steps:
             ent: dict = {}
-            tf, th = [], []
-            for r in range(args.rounds + 1):
-                sp = speech if r > 0 else speech[:WARM_TOKENS]
-                t0 = time.perf_counter()
-                mel = flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
-                                     torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
-                                     torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
-                                     torch.from_numpy(xvec)[None], steps)
-                t1 = time.perf_counter()
-                wav, _ = hift(speech_feat=mel.float())
-                t2 = time.perf_counter()
-                if r > 0:
-                    tf.append(t1 - t0)
-                    th.append(t2 - t1)
-                log(f"torch t2w steps={steps} round {r}: flow {t1 - t0:.2f}s hift {t2 - t1:.2f}s")
-            ent["whole"] = {"flow_seconds": best(tf), "hift_seconds": best(th), "seconds": best(tf) + best(th),
-                            "audio_seconds": audio_s, "rtf": (best(tf) + best(th)) / audio_s,
-                            "mel_absmax": float(mel.abs().max()), "wav_rms": float(wav.pow(2).mean().sqrt())}
+            def official_mel(sp):
+                return flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
+                                      torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
+                                      torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
+                                      torch.from_numpy(xvec)[None], steps)
+
+            mel, wav, ent["whole"] = timed_token2wav(
+                "torch", steps, args, speech, official_mel, lambda mel: hift(speech_feat=mel.float())[0])
+            ent["whole"].update(mel_absmax=float(mel.abs().max()), wav_rms=float(wav.pow(2).mean().sqrt()))
             if args.stream:
                 ts, lat = [], []
                 for r in range(1, args.rounds + 1):  # the whole-utterance runs warmed up
@@ -545,7 +534,7 @@ def main() -> int:
     ap.add_argument("--parts", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["tts", "t2w"])
     ap.add_argument("--no-stream", dest="stream", action="store_false")
     ap.add_argument("--omp-wait-policy", choices=("default", "passive", "active"), default="passive",
-                    help="OMP_WAIT_POLICY of both workers (passive: see thread_env)")
+                    help="OMP_WAIT_POLICY of both workers (passive: see worker_env.thread_env)")
     ap.add_argument("--work", default=None, help=f"model cache (default {cache_dir()})")
     ap.add_argument("--worker", choices=("ours", "torch"), default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -146,6 +146,24 @@ def session_f16(tiny_f16):
     return OmniSession(str(tiny_f16[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
 
 
+@pytest.fixture(scope="module")
+def tiny_tts_ref(tiny_state):
+    """float64 numpy reference of the tiny model's TTS decoder."""
+    from reference.tts import TTSReference
+
+    sd, cfg = tiny_state
+    return TTSReference(sd, cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_sessions(tiny_f32, tiny_f16):
+    """{"f32", "f16"}: a native session (minicpmo_cpp._core.Session) of each tiny conversion, n_ctx 512."""
+    from minicpmo_cpp import OmniSession
+
+    return {kind: OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512)._session
+            for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
+
+
 def run_isolated(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter so that a native crash shows up as a test failure
     (negative return code) instead of killing pytest."""

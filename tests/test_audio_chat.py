@@ -5,7 +5,6 @@ the system prompt with a reference voice, the C API, the CLI and bad audio input
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -17,30 +16,12 @@ import pytest
 import minicpmo_cpp
 from minicpmo_cpp import MinicpmoError, OmniSession
 
+from audio_inputs import SR, chat_audio_token_count, speechlike, tiny_mel_filters
+from c_demos import build_c_demo
+
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
 UNK = 128244
 AUDIO_START, AUDIO_END, TTS_BOS = 151697, 151699, 151703
-SR = 16000
-
-
-def _speechlike(seconds: float, seed: int) -> np.ndarray:
-    """Harmonics with a wandering pitch under a syllable-rate envelope, plus a little noise: a
-    signal whose mel frames differ from frame to frame."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * SR))
-    t = np.arange(n) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
-
-
-def _n_tokens(n_samples: int) -> int:
-    """Placeholders the official processor writes for one audio of <= 30 s (spec §3.3)."""
-    frames = math.ceil(n_samples / 160)
-    enc = (frames - 1) // 2 + 1
-    return max(0, (enc - 5) // 5 + 1)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +31,9 @@ def asession(tiny_f32):
 
 @pytest.mark.parametrize("seconds", [0.09, 1.0, 1.035, 2.5, 7.3, 30.0])
 def test_prompt_layout_matches_spec(asession, seconds):
-    pcm = _speechlike(seconds, 1)
+    pcm = speechlike(seconds, 1)
     msgs = [{"role": "user", "content": [pcm, "Transcribe it."]}]
-    n = _n_tokens(pcm.size)
+    n = chat_audio_token_count(pcm.size)
     literal = ("<|im_start|>user\n<|audio_start|>" + "<unk>" * n + "<|audio_end|>\nTranscribe it.<|im_end|>\n"
                "<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
     ids = asession.prompt_token_ids(msgs)
@@ -65,7 +46,7 @@ def test_prompt_layout_matches_spec(asession, seconds):
 def test_omni_mode_and_mixed_media(asession):
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, size=(448, 448, 3), dtype=np.uint8)
-    pcm = _speechlike(1.0, 2)
+    pcm = speechlike(1.0, 2)
     msgs = [{"role": "user", "content": [img, pcm, "What?"]}]
     ids = asession.prompt_token_ids(msgs, omni_mode=True, use_image_id=False, max_slice_nums=1)
     literal = ("<|im_start|>user\n<image>" + "<unk>" * 64 + "</image><|audio_start|>" + "<unk>" * 10 +
@@ -78,7 +59,7 @@ def test_omni_mode_and_mixed_media(asession):
 
 
 def test_system_prompt_with_reference_voice(asession, tmp_path):
-    ref = _speechlike(2.0, 4)
+    ref = speechlike(2.0, 4)
     sys_msg = asession.get_sys_prompt(ref_audio=ref, mode="audio_assistant", language="en")
     msgs = [sys_msg, {"role": "user", "content": "Hello"}]
     ids = asession.prompt_token_ids(msgs)
@@ -102,7 +83,7 @@ def test_system_prompt_with_reference_voice(asession, tmp_path):
 
 
 def test_kv_cache_reuses_audio_across_turns(asession):
-    pcm, other = _speechlike(1.5, 5), _speechlike(1.5, 6)
+    pcm, other = speechlike(1.5, 5), speechlike(1.5, 6)
     greedy = dict(do_sample=False, repetition_penalty=1.0, max_new_tokens=4)
     asession.reset()
     msgs = [{"role": "user", "content": [pcm, "Transcribe it."]}]
@@ -120,13 +101,7 @@ def test_kv_cache_reuses_audio_across_turns(asession):
 
 @pytest.fixture(scope="module")
 def audio_demo(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build tests/c/audio_demo.c"
-    exe = tmp_path_factory.mktemp("capi_audio") / "audio_demo"
-    src = Path(__file__).parent / "c" / "audio_demo.c"
-    subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{PKG_DIR / 'include'}", str(src), "-o", str(exe),
-                    f"-L{PKG_DIR}", "-lminicpmo", f"-Wl,-rpath,{PKG_DIR}", "-lm"], check=True)
-    return exe
+    return build_c_demo("audio_demo", tmp_path_factory.mktemp("capi_audio"), extra_libs=("-lm",))
 
 
 def _reply(out: bytes, tag: str) -> str:
@@ -139,7 +114,7 @@ def test_c_api_and_cli_match_python(tiny_f32, audio_demo, tmp_path):
     import soundfile as sf
 
     model = str(tiny_f32[0])
-    pcm = _speechlike(2.2, 7)
+    pcm = speechlike(2.2, 7)
     raw, wav = tmp_path / "a.f32", tmp_path / "a.wav"
     raw.write_bytes(pcm.tobytes())
     sf.write(wav, pcm, SR, subtype="FLOAT")  # float WAV: the CLI decodes the very same samples
@@ -193,18 +168,11 @@ def test_bad_audio_inputs(asession):
 def test_two_sessions_one_model_same_embeddings(tiny_f32):
     a = OmniSession(str(tiny_f32[0]), n_threads=1, n_ctx=512)
     b = OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=512)
-    pcm = _speechlike(1.2, 8)
+    pcm = speechlike(1.2, 8)
     np.testing.assert_allclose(a.encode_audio(pcm), b.encode_audio(pcm), rtol=0, atol=1e-5)  # thread count only
 
 
 # ---- numbers against the references (front end + Whisper encoder + Qwen3), F32 model ----
-
-def _mel_filters(tiny_f32) -> np.ndarray:
-    from gguf import GGUFReader
-
-    t = next(t for t in GGUFReader(tiny_f32[1]).tensors if t.name == "a.mel_filters")
-    return np.asarray(t.data, np.float32).reshape(80, 201)
-
 
 @pytest.fixture(scope="module")
 def aref(tiny_state):
@@ -229,10 +197,11 @@ def test_encode_audio_matches_reference(asession, aref, tiny_f32, seconds):
     """PCM -> embeddings through the runtime's front end + encoder = the numpy references
     (F32 model: 1e-4 relative; the front ends agree to ~1e-7, see test_audio_frontend). 45.49 s
     is two pieces; the second one is padded like the official batch (see tests/reference/audio.py)."""
-    pcm = _speechlike(seconds, 11)
+    pcm = speechlike(seconds, 11)
     got = asession.encode_audio(pcm)
-    want = _reference_chat_embedding(aref, _mel_filters(tiny_f32), pcm)
-    assert got.shape == want.shape == (_n_tokens(min(pcm.size, 480000)) + _n_tokens(max(pcm.size - 480000, 0)), 64)
+    want = _reference_chat_embedding(aref, tiny_mel_filters(tiny_f32), pcm)
+    n_want = chat_audio_token_count(min(pcm.size, 480000)) + chat_audio_token_count(max(pcm.size - 480000, 0))
+    assert got.shape == want.shape == (n_want, 64)
     err = np.max(np.abs(got - want)) / np.max(np.abs(want))
     assert err < 1e-4, err
 
@@ -240,11 +209,11 @@ def test_encode_audio_matches_reference(asession, aref, tiny_f32, seconds):
 def test_chat_logits_match_reference(asession, aref, tiny_f32, tiny_ref):
     """Greedy audio chat's first-step logits = the numpy Qwen3 reference on token embeddings with the
     reference audio rows at the <unk> span (F32 model, F32 KV: 1e-4 relative, as the text test)."""
-    pcm = _speechlike(3.1, 12)
+    pcm = speechlike(3.1, 12)
     msgs = [{"role": "user", "content": ["Please listen to the audio snippet carefully and transcribe the content.",
                                          pcm]}]
     ids = asession.prompt_token_ids(msgs)
-    rows = _reference_chat_embedding(aref, _mel_filters(tiny_f32), pcm)
+    rows = _reference_chat_embedding(aref, tiny_mel_filters(tiny_f32), pcm)
     embd = tiny_ref.embed[np.asarray(ids)].copy()
     pos = [i for i, t in enumerate(ids) if t == UNK]
     assert len(pos) == rows.shape[0]
@@ -265,8 +234,8 @@ def test_streaming_pcm_pipeline_matches_reference(asession, aref, tiny_f32, feed
     from reference.audio import StreamingWhisperReference
     from reference.audio_frontend import StreamingMelReference
 
-    filters = _mel_filters(tiny_f32)
-    pcm = _speechlike(8.0, 13)
+    filters = tiny_mel_filters(tiny_f32)
+    pcm = speechlike(8.0, 13)
     mel_rt = _core.StreamingMel(filters, feed=feed, redundancy_frames=redundancy)
     mel_ref = StreamingMelReference(filters.astype(np.float64), feed=feed, redundancy_frames=redundancy)
     enc_ref = StreamingWhisperReference(aref)

@@ -11,18 +11,13 @@ import pytest
 from minicpmo_cpp import MinicpmoError, OmniSession
 
 from audio_weights import smooth_mel
+from relative_error import rel
 from reference.audio import (AudioReference, StreamingWhisperReference, chat_padding_frames, duplex_chunk,
                              encoder_frame_count, pooled_token_count)
 
 # F32 model vs float32 numpy: only summation order differs (measured ~1e-6); 1e-4 relative leaves
 # room for longer sums. F16 matrices round every weight to 11 bits: 1e-2 relative.
 TOL = {"f32": 1e-4, "f16": 1e-2}
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 @pytest.fixture(scope="module")

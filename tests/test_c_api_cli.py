@@ -15,20 +15,15 @@ import pytest
 import minicpmo_cpp
 from minicpmo_cpp import OmniSession
 
+from c_demos import build_c_demo
+
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
-C_SOURCE = Path(__file__).parent / "c" / "chat_demo.c"
 PROMPT1, PROMPT2, N_PREDICT = "Hello! Who are you?", "Tell me more.", 12
 
 
 @pytest.fixture(scope="module")
 def chat_demo(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build tests/c/chat_demo.c"
-    exe = tmp_path_factory.mktemp("capi") / "chat_demo"
-    cmd = [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{PKG_DIR / 'include'}", str(C_SOURCE),
-           "-o", str(exe), f"-L{PKG_DIR}", "-lminicpmo", f"-Wl,-rpath,{PKG_DIR}"]
-    subprocess.run(cmd, check=True)
-    return exe
+    return build_c_demo("chat_demo", tmp_path_factory.mktemp("capi"))
 
 
 def _parse_reply(out: bytes, tag: str) -> str:

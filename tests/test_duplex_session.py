@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession, _core
+
+from audio_inputs import chat_audio_token_count, speechlike, tiny_mel_filters
 
 # special ids from the spec's table (§4.2)
 IM_END = 151645
@@ -29,27 +30,8 @@ TTS_BOS = 151703
 LISTEN, SPEAK = 151705, 151706
 TURN_EOS, CHUNK_EOS, CHUNK_TTS_EOS = 151717, 151718, 151721
 TTS_PAD = 151722
-SR = 16000
 PREFIX = "<|im_start|>system\nStreaming Omni Conversation.\n<|audio_start|>"
 SUFFIX = "<|audio_end|><|im_end|>"
-
-
-def _speechlike(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * SR))
-    t = np.arange(n) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
-
-
-def _chat_audio_tokens(n_samples: int) -> int:
-    """Embeddings of one reference audio on the chat path (spec §3.3 placeholder count)."""
-    frames = math.ceil(n_samples / 160)
-    enc = (frames - 1) // 2 + 1
-    return max(0, (enc - 5) // 5 + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,14 +166,14 @@ def _words(omni, n: int) -> list[int]:
 
 def test_scripted_conversation_layout_matches_spec_model(omni, n_query):
     d = omni.as_duplex(generate_audio=False, seed=1)
-    ref_pcm = _speechlike(1.0, 3)
+    ref_pcm = speechlike(1.0, 3)
     d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
-    system = omni.tokenize(PREFIX) + [-1] * _chat_audio_tokens(ref_pcm.size) + omni.tokenize(SUFFIX)
+    system = omni.tokenize(PREFIX) + [-1] * chat_audio_token_count(ref_pcm.size) + omni.tokenize(SUFFIX)
     assert d.kv_tokens == system and d.system_length == len(system)
     model = SpecDuplexModel(system)
     a, b, c, e, f = _words(omni, 5)
     assert not set([a, b, c, e, f]) & set(d.forbidden_ids)
-    pcm = _speechlike(8.0, 5)
+    pcm = speechlike(8.0, 5)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(224, 320, 3), dtype=np.uint8)
     stacked = rng.integers(0, 256, size=(200, 200, 3), dtype=np.uint8)
@@ -303,8 +285,8 @@ def test_decode_processor_quirks():
 
 def _greedy_run(omni, seed):
     d = omni.as_duplex(generate_audio=False, seed=seed)
-    d.prepare(PREFIX, SUFFIX, ref_audio=_speechlike(1.0, 3))
-    pcm = _speechlike(4.0, 9)
+    d.prepare(PREFIX, SUFFIX, ref_audio=speechlike(1.0, 3))
+    pcm = speechlike(4.0, 9)
     pieces = [pcm[:16000], pcm[16000:32000], pcm[32000:48000], pcm[48000:64000]]
     results, decisions = [], []
     for p in pieces:
@@ -427,13 +409,13 @@ def test_window_off_by_default(omni):
 def test_bad_inputs_give_clear_errors(omni):
     d = omni.as_duplex(generate_audio=False, seed=0)
     with pytest.raises(MinicpmoError, match="prepare"):
-        d.streaming_prefill(_speechlike(1.0, 1))
+        d.streaming_prefill(speechlike(1.0, 1))
     d.prepare(PREFIX, SUFFIX)
     n0 = omni.n_past
     with pytest.raises(MinicpmoError, match="prefill_unit first"):
         d.streaming_generate()
     with pytest.raises(MinicpmoError, match="16000 to 16560 samples"):
-        d.streaming_prefill(_speechlike(0.5, 1))
+        d.streaming_prefill(speechlike(0.5, 1))
     with pytest.raises(MinicpmoError, match="16000 to 16560 samples"):
         d.streaming_prefill(np.zeros(17000, np.float32))
     with pytest.raises(MinicpmoError, match=r"shape \(H, W, 3\)|channels|shape"):
@@ -445,9 +427,9 @@ def test_bad_inputs_give_clear_errors(omni):
     with pytest.raises(MinicpmoError, match="max_slice_nums"):
         d.streaming_prefill(frame_list=[np.zeros((32, 32, 3), np.uint8)], max_slice_nums=0)
     assert omni.n_past == n0  # nothing of a refused unit entered the cache
-    d.streaming_prefill(_speechlike(1.0, 1))
+    d.streaming_prefill(speechlike(1.0, 1))
     with pytest.raises(MinicpmoError, match="not generated yet"):
-        d.streaming_prefill(_speechlike(1.0, 2))
+        d.streaming_prefill(speechlike(1.0, 2))
     with pytest.raises(MinicpmoError, match="decode_mode"):
         d.streaming_generate(decode_mode="beam")
     with pytest.raises(MinicpmoError, match="max_new_speak_tokens_per_chunk"):
@@ -472,13 +454,6 @@ def aref(tiny_state):
     return AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
 
 
-def _mel_filters(tiny_f32) -> np.ndarray:
-    from gguf import GGUFReader
-
-    t = next(t for t in GGUFReader(tiny_f32[1]).tensors if t.name == "a.mel_filters")
-    return np.asarray(t.data, np.float32).reshape(80, 201)
-
-
 def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, aref, tiny_f32):
     """32 one-second audio units against the numpy references of every stage: the reference voice
     on the chat path (§6.2), each unit's 10 embeddings from the duplex streaming mel (front-padded
@@ -489,8 +464,8 @@ def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, 
     from reference.audio_frontend import StreamingMelReference, batch_log_mel
     from reference.audio import StreamingWhisperReference
 
-    filters = _mel_filters(tiny_f32)
-    ref_pcm = _speechlike(1.3, 21)
+    filters = tiny_mel_filters(tiny_f32)
+    ref_pcm = speechlike(1.3, 21)
     mel, counts = batch_log_mel(ref_pcm, filters.astype(np.float64))
     ref_rows = aref.chat_embedding(np.split(mel.astype(np.float32), np.cumsum(counts)[:-1], axis=1))
     cache = tiny_ref.new_cache()
@@ -500,7 +475,7 @@ def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, 
     mel_ref = StreamingMelReference(filters.astype(np.float64), feed="duplex", redundancy_frames=2)
     enc_ref = StreamingWhisperReference(aref)
 
-    pcm = _speechlike(33.0, 22)
+    pcm = speechlike(33.0, 22)
     pieces = [pcm[:16000]] + [pcm[16000 * k:16000 * (k + 1)] for k in range(1, 32)]
     d = omni.as_duplex(generate_audio=False, seed=0)
     first_run = []

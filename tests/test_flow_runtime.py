@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import _import_convert
+from relative_error import rel
 from minicpmo_cpp import MinicpmoError
 from minicpmo_cpp._core import Flow
 
@@ -26,12 +27,6 @@ from reference.token2wav import (SILENCE_TOKEN, FlowConfig, FlowReference, HiFTC
 # activations of F16 products to F16 too: ~7e-4 measured (reference on the unrounded weights).
 TOL = {"f32": 1e-4, "f16": 5e-3}
 N_STEPS = 3           # the tiny model's n_timesteps key
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 from minicpmo_cpp import MinicpmoError, _core
 
 from conftest import _import_convert
+from relative_error import rel
 from reference.token2wav import FlowConfig, FlowReference, HiFTConfig, HiFTReference, Token2WavReference
 from token2wav_weights import SourceRandomness, random_hift_state, smooth_mel
 
@@ -43,12 +44,6 @@ TOL_DECODER = {"tiny": 2e-3, "voiced": 1e-5}
 #   to ~1e-3 in the voiced source and waveform (measured <= 8.4e-4). The streaming protocol's own
 #   mistakes (a wrong cache, window or offset) would show as differences of order 1.
 TOL_END_TO_END = 5e-3
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ minicpmo_session_streaming_prefill / _generate, against independent pieces:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import numpy as np
 import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession
+
+from c_demos import build_c_demo
 
 from reference.audio import AudioReference, StreamingWhisperReference, audio_placeholder_count
 from reference.audio_frontend import StreamingMelReference
@@ -233,18 +234,7 @@ def test_streaming_bad_inputs(tiny_f32):
 
 @pytest.fixture(scope="module")
 def simplex_demo(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build tests/c/simplex_stream_demo.c"
-    import minicpmo_cpp
-
-    pkg = Path(minicpmo_cpp.__file__).parent
-    exe = tmp_path_factory.mktemp("capi_simplex") / "simplex_stream_demo"
-    src = Path(__file__).parent / "c" / "simplex_stream_demo.c"
-    cmd = [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{pkg / 'include'}", str(src), f"-L{pkg}",
-           "-lminicpmo", f"-Wl,-rpath,{pkg}", "-o", str(exe)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return exe
+    return build_c_demo("simplex_stream_demo", tmp_path_factory.mktemp("capi_simplex"))
 
 
 def _turn(out: bytes, n: int) -> str:

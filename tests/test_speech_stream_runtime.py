@@ -23,6 +23,7 @@ from minicpmo_cpp import MinicpmoError, _core
 
 from reference.token2wav import (SILENCE_TOKEN, FlowConfig, FlowReference, HiFTReference, Token2WavReference,
                                   TokenStreamer)
+from relative_error import rel
 from test_hift_runtime import _f16_rounded, _hift_config, _read_pt
 from token2wav_weights import SourceRandomness
 
@@ -44,12 +45,6 @@ CACHE = 8 * 480    # HiFT's streaming cross-fade / source cache (the first chunk
 #   A wrong window, cache, offset or cross-fade gives RMS errors of order 1 (checked below).
 TOL_MAX_F32 = 5e-3
 TOL_RMS_F16 = 5e-2
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 def rms_rel(a, b) -> float:

@@ -9,7 +9,6 @@ API's minicpmo_session_chat_spoken on the tiny model, against independent pieces
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession
 
-from reference.tts import StreamingTTS, TTSReference
+from c_demos import build_c_demo
+
+from reference.tts import StreamingTTS
 
 PROMPT = "Say something."
 SPEECH_PER_CHUNK = 30  # speech tokens per text chunk: the tiny random TTS rarely samples EOS
@@ -26,12 +27,6 @@ CHUNK_SAMPLES = 24000  # 25 speech tokens = 50 mel frames x 480 samples
 # F32 everywhere (model, KV cache): the same computation in the same order, but the streamed path
 # and the component path run different graph sizes, so allow float32 rounding.
 AUDIO_ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tref(tiny_state):
-    sd, cfg = tiny_state
-    return TTSReference(sd, cfg)
 
 
 def _session(tiny_f32) -> OmniSession:
@@ -53,10 +48,10 @@ def _reply_with_hidden(tiny_f32, n_new: int):
     return "".join(text), list(core.last_generated), core.generated_hidden()
 
 
-def _reference_speech_tokens(tref, ids, hidden):
+def _reference_speech_tokens(tiny_tts_ref, ids, hidden):
     """The official streaming layout: 10-token text chunks, the final one with text_eos (a reply
     that ends on a chunk boundary has none), then the decoder's unreleased rest."""
-    tts = StreamingTTS(tref, max_new_tokens_per_chunk=SPEECH_PER_CHUNK)
+    tts = StreamingTTS(tiny_tts_ref, max_new_tokens_per_chunk=SPEECH_PER_CHUNK)
     out = []
     n = len(ids)
     for start in range(0, n, 10):
@@ -82,11 +77,11 @@ def _token2wav_stream(tiny_f32, tokens):
 
 
 @pytest.mark.parametrize("n_new", [25, 20])
-def test_streamed_spoken_reply_matches_the_pipeline_references(tiny_f32, tref, n_new):
+def test_streamed_spoken_reply_matches_the_pipeline_references(tiny_f32, tiny_tts_ref, n_new):
     """25 reply tokens: chunks of 10, 10 and a final 5; 20: two full chunks then a flush."""
     want_text, ids, hidden = _reply_with_hidden(tiny_f32, n_new)
     assert len(ids) == n_new and 151704 not in ids  # a random model does not say <|tts_eos|>
-    want_tokens = _reference_speech_tokens(tref, ids, hidden)
+    want_tokens = _reference_speech_tokens(tiny_tts_ref, ids, hidden)
     want_chunks = _token2wav_stream(tiny_f32, want_tokens)
 
     s = _session(tiny_f32)
@@ -158,19 +153,7 @@ def test_streamed_speech_bad_inputs(tiny_f32):
 
 @pytest.fixture(scope="module")
 def spoken_demo(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build tests/c/spoken_stream_demo.c"
-    import minicpmo_cpp
-
-    pkg = Path(minicpmo_cpp.__file__).parent
-    exe = tmp_path_factory.mktemp("capi_spoken") / "spoken_stream_demo"
-    src = Path(__file__).parent / "c" / "spoken_stream_demo.c"
-    lib_dir = pkg
-    cmd = [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{pkg / 'include'}", str(src), f"-L{lib_dir}",
-           "-lminicpmo", f"-Wl,-rpath,{lib_dir}", "-o", str(exe)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return exe
+    return build_c_demo("spoken_stream_demo", tmp_path_factory.mktemp("capi_spoken"))
 
 
 def test_c_api_streams_the_same_spoken_reply(tiny_f32, spoken_demo, tmp_path):

@@ -10,86 +10,63 @@ import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession
 
-from reference.tts import TTSReference, generate_chat
+from reference.tts import generate_chat
+from relative_error import rel
+from tts_inputs import text_chunk
 
 # F32 model vs float64 numpy: summation order and float32 rounding (~1e-6 measured); 1e-4 relative
 # leaves room for the longer sums. F16 matrices round every weight to 11 bits: 2e-2 relative.
 TOL = {"f32": 1e-4, "f16": 2e-2}
 
 
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-@pytest.fixture(scope="module")
-def tref(tiny_state):
-    sd, cfg = tiny_state
-    return TTSReference(sd, cfg)
-
-
-@pytest.fixture(scope="module")
-def sessions(tiny_f32, tiny_f16):
-    return {kind: OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512)._session
-            for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
-
-
-def _text(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, 151000, size=n).astype(np.int32)
-    hidden = rng.standard_normal((n, 64)).astype(np.float32)
-    return ids, hidden
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_condition_rows(tiny_sessions, tiny_tts_ref, kind):
+    ids, hidden = text_chunk(9, 1)
+    got = tiny_sessions[kind].tts_condition_rows(ids.tolist(), hidden)
+    assert rel(got, tiny_tts_ref.condition_rows(ids, hidden)) < TOL[kind]
+    extra = tiny_sessions[kind].tts_text_rows([151692, 151687])
+    assert rel(extra, np.concatenate([tiny_tts_ref.text_eos_row(), tiny_tts_ref.audio_bos_row()])) < TOL[kind]
 
 
 @pytest.mark.parametrize("kind", ["f32", "f16"])
-def test_condition_rows(sessions, tref, kind):
-    ids, hidden = _text(9, 1)
-    got = sessions[kind].tts_condition_rows(ids.tolist(), hidden)
-    assert rel(got, tref.condition_rows(ids, hidden)) < TOL[kind]
-    extra = sessions[kind].tts_text_rows([151692, 151687])
-    assert rel(extra, np.concatenate([tref.text_eos_row(), tref.audio_bos_row()])) < TOL[kind]
-
-
-@pytest.mark.parametrize("kind", ["f32", "f16"])
-def test_logits_step_by_step(sessions, tref, kind):
+def test_logits_step_by_step(tiny_sessions, tiny_tts_ref, kind):
     """The condition block at 0..L-1, then codes one by one, then a second block after a gap of one
     position (the streaming layout's never-fed sample): logits of each call's last row."""
-    s = sessions[kind]
-    ids, hidden = _text(6, 2)
-    cond = np.concatenate([tref.condition_rows(ids, hidden), tref.text_eos_row(), tref.audio_bos_row()])
+    s = tiny_sessions[kind]
+    ids, hidden = text_chunk(6, 2)
+    cond = np.concatenate([tiny_tts_ref.condition_rows(ids, hidden), tiny_tts_ref.text_eos_row(), tiny_tts_ref.audio_bos_row()])
     rows = cond.astype(np.float32)
-    cache = tref.new_cache()
+    cache = tiny_tts_ref.new_cache()
     s.tts_reset()
     L = rows.shape[0]
     got = s.tts_forward_rows(rows, list(range(L)))[0]
-    want = tref.logits(tref.forward(rows, list(range(L)), cache)[-1:])[0]
+    want = tiny_tts_ref.logits(tiny_tts_ref.forward(rows, list(range(L)), cache)[-1:])[0]
     assert rel(got, want) < TOL[kind]
     pos = L
     for code in (17, 4218, 6560, 3):
         got = s.tts_forward_code(code, pos)[0]
-        want = tref.logits(tref.forward(tref.code_rows([code]), [pos], cache)[-1:])[0]
+        want = tiny_tts_ref.logits(tiny_tts_ref.forward(tiny_tts_ref.code_rows([code]), [pos], cache)[-1:])[0]
         assert rel(got, want) < TOL[kind], code
         pos += 1
     more = rows[:3]
     got = s.tts_forward_rows(more, [pos + 1, pos + 2, pos + 3])[0]
-    want = tref.logits(tref.forward(more, [pos + 1, pos + 2, pos + 3], cache)[-1:])[0]
+    want = tiny_tts_ref.logits(tiny_tts_ref.forward(more, [pos + 1, pos + 2, pos + 3], cache)[-1:])[0]
     assert rel(got, want) < TOL[kind]
 
 
-def test_chat_generation_greedy_and_sampled(sessions, tref):
+def test_chat_generation_greedy_and_sampled(tiny_sessions, tiny_tts_ref):
     """Token-for-token equality with the reference's chat layout on the F32 model: greedy, and with
     the same injected uniform draws (one per step, EOS masked for the first 50 steps, processors
     skipped on step 0)."""
-    s = sessions["f32"]
-    ids, hidden = _text(12, 3)
+    s = tiny_sessions["f32"]
+    ids, hidden = text_chunk(12, 3)
     n = 120
     tokens, finished = s.tts_generate_chat(ids.tolist(), hidden, max_new_tokens=n)
-    want = generate_chat(tref, ids, hidden, draws=None, max_new_tokens=n)
+    want = generate_chat(tiny_tts_ref, ids, hidden, draws=None, max_new_tokens=n)
     assert tokens == want.tokens and finished == want.finished
     draws = np.random.default_rng(4).random(n).tolist()
     tokens, finished = s.tts_generate_chat(ids.tolist(), hidden, draws=draws, max_new_tokens=n)
-    want = generate_chat(tref, ids, hidden, draws=draws, max_new_tokens=n)
+    want = generate_chat(tiny_tts_ref, ids, hidden, draws=draws, max_new_tokens=n)
     assert tokens == want.tokens and finished == want.finished
     assert len(set(tokens)) > 5  # sampling, not a constant
     assert all(0 <= t < 6561 for t in tokens)
@@ -99,9 +76,9 @@ def test_chat_generation_greedy_and_sampled(sessions, tref):
     assert a == b
 
 
-def test_tts_bad_inputs(sessions):
-    s = sessions["f32"]
-    ids, hidden = _text(3, 5)
+def test_tts_bad_inputs(tiny_sessions):
+    s = tiny_sessions["f32"]
+    ids, hidden = text_chunk(3, 5)
     with pytest.raises(MinicpmoError, match="empty|no text"):
         s.tts_generate_chat([], np.zeros((0, 64), np.float32))
     with pytest.raises(MinicpmoError, match="speech token"):
@@ -147,7 +124,7 @@ def test_reply_hidden_states_feed_the_tts(tiny_f32):
         core.reply_speech_tokens()
 
 
-def test_spoken_chat_end_to_end(tiny_f32, tref, tmp_path):
+def test_spoken_chat_end_to_end(tiny_f32, tiny_tts_ref, tmp_path):
     """chat(generate_audio=True): reply text, its speech tokens (= the reference TTS on the reply's
     hidden rows, greedy), Token2Wav audio at 24 kHz (2 mel frames x 480 samples per token), a WAV
     file soundfile reads back, and the same audio again from the same seed."""
@@ -161,7 +138,7 @@ def test_spoken_chat_end_to_end(tiny_f32, tref, tmp_path):
     assert isinstance(r.text, str) and r.sample_rate == 24000
     reply = s.last_generated_ids
     hidden = s._session.generated_hidden()
-    want = generate_chat(tref, np.asarray(reply), hidden.astype(np.float64), draws=None, max_new_tokens=30)
+    want = generate_chat(tiny_tts_ref, np.asarray(reply), hidden.astype(np.float64), draws=None, max_new_tokens=30)
     assert r.audio.dtype == np.float32 and r.audio.shape == (len(want.tokens) * 2 * 480,)
     assert np.all(np.isfinite(r.audio)) and np.max(np.abs(r.audio)) <= 0.99 + 1e-6
     back, rate = sf.read(out, dtype="float32")

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 import reference.tts as tts_ref
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError
 from minicpmo_cpp._core import TtsDuplexStream, TtsSimplexStream
 
-from reference.tts import DuplexTTS, StreamingTTS, TTSReference, TTSSampling
+from reference.tts import DuplexTTS, StreamingTTS, TTSSampling
+from relative_error import rel
+from tts_inputs import text_chunk
 
 # F32 model vs float64 numpy: summation order and float32 rounding (~1e-6 measured); 1e-4 relative
 # leaves room for the longer sums. F16 matrices round every weight to 11 bits: 2e-2 relative.
@@ -27,31 +29,6 @@ EOS = 6561
 # masked nor cut by top-p/top-k: p(EOS) on the tiny model is far above 1e-12 of the total
 U_EOS = 1.0 - 1e-12
 NO_WARPERS = TTSSampling(top_p=None, top_k=None)  # = runtime top_p 1.0 / top_k 0
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-@pytest.fixture(scope="module")
-def tref(tiny_state):
-    sd, cfg = tiny_state
-    return TTSReference(sd, cfg)
-
-
-@pytest.fixture(scope="module")
-def sessions(tiny_f32, tiny_f16):
-    return {kind: OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512)._session
-            for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
-
-
-def _text(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, 151000, size=n).astype(np.int32)
-    hidden = rng.standard_normal((n, 64)).astype(np.float32)
-    return ids, hidden
 
 
 def _released(res):
@@ -73,15 +50,15 @@ def _check_simplex_call(st, ref, blocks, res, kind):
 # streaming simplex
 # ------------------------------------------------------------------------------------------------
 
-def test_simplex_greedy_matches_reference(sessions, tref):
+def test_simplex_greedy_matches_reference(tiny_sessions, tiny_tts_ref):
     """Four chunks (the last one final and shorter); every chunk reaches the per-chunk limit of 30,
     so each leaves a one-position gap (the last sample is kept but never fed), blocks of 25 go out
     as they fill, and the final chunk's rest stays for flush()."""
-    s = sessions["f32"]
+    s = tiny_sessions["f32"]
     st = TtsSimplexStream(s, max_new_per_chunk=30, keep_steps=True)
-    ref = StreamingTTS(tref, max_new_tokens_per_chunk=30, keep_logits=True)
+    ref = StreamingTTS(tiny_tts_ref, max_new_tokens_per_chunk=30, keep_logits=True)
     for k, n in enumerate((10, 10, 10, 4)):
-        ids, hidden = _text(n, 10 + k)
+        ids, hidden = text_chunk(n, 10 + k)
         final = k == 3
         blocks = st.feed_text(ids.tolist(), hidden, final)
         res = ref.feed_text_chunk(ids, hidden.astype(np.float64), final)
@@ -93,15 +70,15 @@ def test_simplex_greedy_matches_reference(sessions, tref):
     assert st.flush() == []  # flushed once
 
 
-def test_simplex_sampled_matches_reference(sessions, tref):
+def test_simplex_sampled_matches_reference(tiny_sessions, tiny_tts_ref):
     """The model's stream sampling (penalty over the whole turn, top-p then top-k, the very first
     sample plain) with injected draws: samples, blocks and positions token for token."""
-    s = sessions["f32"]
+    s = tiny_sessions["f32"]
     st = TtsSimplexStream(s, max_new_per_chunk=40, keep_steps=True)
-    ref = StreamingTTS(tref, max_new_tokens_per_chunk=40, keep_logits=True)
+    ref = StreamingTTS(tiny_tts_ref, max_new_tokens_per_chunk=40, keep_logits=True)
     rng = np.random.default_rng(20)
     for k, n in enumerate((10, 10, 7)):
-        ids, hidden = _text(n, 30 + k)
+        ids, hidden = text_chunk(n, 30 + k)
         draws = rng.random(40).tolist()
         final = k == 2
         blocks = st.feed_text(ids.tolist(), hidden, final, draws=draws)
@@ -112,13 +89,13 @@ def test_simplex_sampled_matches_reference(sessions, tref):
     assert all(0 <= t < EOS for t in st.generated)
 
 
-def test_simplex_eos_paths_match_reference(sessions, tref):
+def test_simplex_eos_paths_match_reference(tiny_sessions, tiny_tts_ref):
     """EOS placed by the draws (warpers off so that EOS stays drawable): a first chunk whose plain
     first sample is EOS (nothing kept, the next chunk follows its audio_bos directly), a chunk ending
     with 5 unreleased tokens, a chunk whose EOS comes right after a full block (empty buffer: nothing
     released), a final chunk releasing the rest; then a stream whose final chunk ends on a block
     boundary releases an empty last block."""
-    s = sessions["f32"]
+    s = tiny_sessions["f32"]
     rng = np.random.default_rng(40)
 
     def draws(n_before_eos):
@@ -126,10 +103,10 @@ def test_simplex_eos_paths_match_reference(sessions, tref):
         return (0.99 * rng.random(n_before_eos)).tolist() + [U_EOS]
 
     st = TtsSimplexStream(s, max_new_per_chunk=60, top_p=1.0, top_k=0, keep_steps=True)
-    ref = StreamingTTS(tref, sampling=NO_WARPERS, max_new_tokens_per_chunk=60, keep_logits=True)
+    ref = StreamingTTS(tiny_tts_ref, sampling=NO_WARPERS, max_new_tokens_per_chunk=60, keep_logits=True)
     plan = [(10, 0, False), (10, 30, False), (10, 20, False), (6, 7, True)]
     for k, (n, before, final) in enumerate(plan):
-        ids, hidden = _text(n, 50 + k)
+        ids, hidden = text_chunk(n, 50 + k)
         d = draws(before)
         blocks = st.feed_text(ids.tolist(), hidden, final, draws=d)
         res = ref.feed_text_chunk(ids, hidden.astype(np.float64), final, draws=d)
@@ -141,8 +118,8 @@ def test_simplex_eos_paths_match_reference(sessions, tref):
         st.feed_text([1, 2], np.zeros((2, 64), np.float32), True)
 
     st = TtsSimplexStream(s, top_p=1.0, top_k=0, keep_steps=True)
-    ref = StreamingTTS(tref, sampling=NO_WARPERS, keep_logits=True)
-    ids, hidden = _text(5, 60)
+    ref = StreamingTTS(tiny_tts_ref, sampling=NO_WARPERS, keep_logits=True)
+    ids, hidden = text_chunk(5, 60)
     d = draws(25)
     blocks = st.feed_text(ids.tolist(), hidden, True, draws=d)
     res = ref.feed_text_chunk(ids, hidden.astype(np.float64), True, draws=d)
@@ -168,13 +145,13 @@ def _forced_choices(monkeypatch, samples, tol, greedy):
 
 
 @pytest.mark.parametrize("draw_seed", [None, 70])
-def test_simplex_f16_within_tolerance(sessions, tref, monkeypatch, draw_seed):
-    s = sessions["f16"]
+def test_simplex_f16_within_tolerance(tiny_sessions, tiny_tts_ref, monkeypatch, draw_seed):
+    s = tiny_sessions["f16"]
     st = TtsSimplexStream(s, max_new_per_chunk=30, keep_steps=True)
-    ref = StreamingTTS(tref, max_new_tokens_per_chunk=30, keep_logits=True)
+    ref = StreamingTTS(tiny_tts_ref, max_new_tokens_per_chunk=30, keep_logits=True)
     rng = np.random.default_rng(draw_seed)
     for k, n in enumerate((10, 10, 5)):
-        ids, hidden = _text(n, 80 + k)
+        ids, hidden = text_chunk(n, 80 + k)
         d = None if draw_seed is None else rng.random(30).tolist()
         blocks = st.feed_text(ids.tolist(), hidden, k == 2, draws=d)
         _forced_choices(monkeypatch, st.last_steps[1], TOL["f16"], draw_seed is None)
@@ -204,15 +181,15 @@ DUPLEX_UNITS = [(5, False), (0, False), (8, False), (3, True), (0, False), (4, F
 def _unit_text(n, seed):
     if n == 0:
         return [], None, None
-    ids, hidden = _text(n, seed)
+    ids, hidden = text_chunk(n, seed)
     return ids.tolist(), hidden, hidden.astype(np.float64)
 
 
 @pytest.mark.parametrize("sampled", [False, True])
-def test_duplex_matches_reference(sessions, tref, sampled):
-    s = sessions["f32"]
+def test_duplex_matches_reference(tiny_sessions, tiny_tts_ref, sampled):
+    s = tiny_sessions["f32"]
     du = TtsDuplexStream(s, keep_steps=True)
-    ref = DuplexTTS(tref, keep_logits=True)
+    ref = DuplexTTS(tiny_tts_ref, keep_logits=True)
     rng = np.random.default_rng(90)
     for k, (n, eot) in enumerate(DUPLEX_UNITS):
         ids, hidden, hidden64 = _unit_text(n, 100 + k)
@@ -224,12 +201,12 @@ def test_duplex_matches_reference(sessions, tref, sampled):
     assert du.next_position == ref.text_start_pos > 0
 
 
-def test_duplex_eos_rules_match_reference(sessions, tref):
+def test_duplex_eos_rules_match_reference(tiny_sessions, tiny_tts_ref):
     """EOS drawn where allowed (a turn's first unit, the end-of-turn unit: fewer tokens, finished) and
     masked mid-turn (the same near-1 draw then gives a full unit); the turn end resets position 0."""
-    s = sessions["f32"]
+    s = tiny_sessions["f32"]
     du = TtsDuplexStream(s, keep_steps=True)
-    ref = DuplexTTS(tref, keep_logits=True)
+    ref = DuplexTTS(tiny_tts_ref, keep_logits=True)
     rng = np.random.default_rng(110)
     plan = [(4, False, 3, (3, True)), (6, False, 2, (25, False)), (0, True, 10, (10, True)), (2, False, 0, (0, True))]
     for k, (n, eot, eos_at, (n_tokens, finished)) in enumerate(plan):
@@ -243,10 +220,10 @@ def test_duplex_eos_rules_match_reference(sessions, tref):
 
 
 @pytest.mark.parametrize("draw_seed", [None, 130])
-def test_duplex_f16_within_tolerance(sessions, tref, monkeypatch, draw_seed):
-    s = sessions["f16"]
+def test_duplex_f16_within_tolerance(tiny_sessions, tiny_tts_ref, monkeypatch, draw_seed):
+    s = tiny_sessions["f16"]
     du = TtsDuplexStream(s, keep_steps=True)
-    ref = DuplexTTS(tref, keep_logits=True)
+    ref = DuplexTTS(tiny_tts_ref, keep_logits=True)
     rng = np.random.default_rng(draw_seed)
     for k, (n, eot) in enumerate(DUPLEX_UNITS[:4]):
         ids, hidden, hidden64 = _unit_text(n, 140 + k)
@@ -261,9 +238,9 @@ def test_duplex_f16_within_tolerance(sessions, tref, monkeypatch, draw_seed):
 # bad inputs
 # ------------------------------------------------------------------------------------------------
 
-def test_stream_bad_inputs(sessions):
-    s = sessions["f32"]
-    ids, hidden = _text(3, 150)
+def test_stream_bad_inputs(tiny_sessions):
+    s = tiny_sessions["f32"]
+    ids, hidden = text_chunk(3, 150)
     st = TtsSimplexStream(s, max_new_per_chunk=5)
     with pytest.raises(MinicpmoError, match="empty chunk"):
         st.feed_text([], np.zeros((0, 64), np.float32))
@@ -293,11 +270,11 @@ def test_stream_bad_inputs(sessions):
         du.unit(ids.tolist(), None)
 
 
-def test_stream_refuses_a_decoder_used_elsewhere(sessions):
+def test_stream_refuses_a_decoder_used_elsewhere(tiny_sessions):
     """The streams drive the session's own decoder: when something else resets or feeds it between two
     calls (another stream, the chat layout), the stream says so instead of decoding garbage."""
-    s = sessions["f32"]
-    ids, hidden = _text(3, 170)
+    s = tiny_sessions["f32"]
+    ids, hidden = text_chunk(3, 170)
     st = TtsSimplexStream(s, max_new_per_chunk=3)
     st.feed_text(ids.tolist(), hidden)
     s.tts_reset()
@@ -312,11 +289,11 @@ def test_stream_refuses_a_decoder_used_elsewhere(sessions):
     assert len(du.unit([], None)[0]) <= 2 and du.next_position > 0
 
 
-def test_stream_context_capacity(sessions):
+def test_stream_context_capacity(tiny_sessions):
     """The decoder holds n_ctx_train (4096) rows: a chunk whose condition rows do not fit is refused
     before anything is fed; one that fits but leaves too little room fails at the first sample that
     does not fit, with the context named, and the stream refuses further chunks."""
-    s = sessions["f32"]
+    s = tiny_sessions["f32"]
     rng = np.random.default_rng(160)
     big = 4097
     st = TtsSimplexStream(s, max_new_per_chunk=20)

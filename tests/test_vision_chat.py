@@ -17,6 +17,8 @@ from PIL import Image
 import minicpmo_cpp
 from minicpmo_cpp import MinicpmoError, OmniSession
 
+from c_demos import build_c_demo
+
 from reference import vision as vref
 
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
@@ -135,13 +137,7 @@ def test_image_forms_give_same_prompt_and_embeddings(vsession, tmp_path):
 
 @pytest.fixture(scope="module")
 def image_demo(tmp_path_factory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "a C compiler is needed to build tests/c/image_demo.c"
-    exe = tmp_path_factory.mktemp("capi_image") / "image_demo"
-    src = Path(__file__).parent / "c" / "image_demo.c"
-    subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{PKG_DIR / 'include'}", str(src), "-o", str(exe),
-                    f"-L{PKG_DIR}", "-lminicpmo", f"-Wl,-rpath,{PKG_DIR}"], check=True)
-    return exe
+    return build_c_demo("image_demo", tmp_path_factory.mktemp("capi_image"))
 
 
 def _reply(out: bytes, tag: str) -> str:

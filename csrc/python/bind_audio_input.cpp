@@ -20,6 +20,7 @@ namespace {
 
 using minicpmo_py::F32Array;
 using minicpmo_py::shape_text;
+using minicpmo_py::to_f32_array;
 
 // Checks dtype and rank before any conversion: a forcecast would silently turn int16 samples into
 // floats of +-32768, and a wrong-rank array would be misread.
@@ -38,12 +39,6 @@ F32Array checked_f32(const py::object & obj, int ndim, const char * fn, const ch
     return a;
 }
 
-py::array_t<float> to_numpy(const std::vector<float> & v) {
-    py::array_t<float> a(py::ssize_t(v.size()));
-    std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
-    return a;
-}
-
 }  // namespace
 
 void bind_audio_input(py::module_ & m) {
@@ -56,7 +51,7 @@ void bind_audio_input(py::module_ & m) {
                 py::gil_scoped_release release;
                 out = resample_pcm(a.data(), size_t(a.shape(0)), in_rate, out_rate);
             }
-            return to_numpy(out);
+            return to_f32_array(out);
         },
         py::arg("pcm"), py::arg("in_rate"), py::arg("out_rate"),
         "mono float32 PCM at in_rate -> float32 at out_rate: Kaiser-windowed sinc, flat to 0.91 x the lower "
@@ -76,7 +71,7 @@ void bind_audio_input(py::module_ & m) {
                 py::gil_scoped_release release;
                 out = mix_to_mono(a.data(), size_t(a.shape(0)), int(a.shape(1)));
             }
-            return to_numpy(out);
+            return to_f32_array(out);
         },
         py::arg("pcm"), "float32 (n_frames, n_channels) -> float32 (n_frames,): the mean of the channels");
 

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "python/numpy_arrays.h"
+#include "python/speech_args.h"
 #include "speech/flow_decoder.h"
 #include "speech/flow_model.h"
 #include "speech/voice_bank.h"
@@ -25,6 +26,7 @@ namespace {
 
 using F32C = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using minicpmo_py::shape_text;
+using minicpmo_py::checked_speech_tokens;
 
 // A float array of rank `ndim` (any float dtype, converted to float32); ints are refused rather
 // than silently reinterpreted as values.
@@ -86,20 +88,6 @@ std::vector<float> vector_of(const py::object & obj, int n, const char * what) {
     return std::vector<float>(a.data(), a.data() + n);
 }
 
-// Token ids checked against the vocabulary before narrowing to int32.
-std::vector<int32_t> token_ids(const std::vector<int64_t> & ids, int vocab, const char * what) {
-    std::vector<int32_t> out;
-    out.reserve(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= vocab) {
-            fail(Status::invalid_argument, std::string(what) + "[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
-                                               " is not a speech token: ids must be in [0, " + std::to_string(vocab) + ")");
-        }
-        out.push_back(static_cast<int32_t>(ids[i]));
-    }
-    return out;
-}
-
 class PyFlow {
 public:
     PyFlow(const std::string & omni_path, int n_threads, bool use_gpu, uint64_t seed)
@@ -125,7 +113,7 @@ public:
             if (!tokens || mel.is_none() || xvec.is_none()) {
                 fail(Status::invalid_argument, "an explicit voice needs prompt_tokens, prompt_mel and xvec together");
             }
-            out.tokens = token_ids(*tokens, hp().vocab, "prompt_tokens");
+            out.tokens = checked_speech_tokens(*tokens, hp().vocab, "prompt_tokens");
             if (out.tokens.empty()) fail(Status::invalid_argument, "the voice prompt needs at least one speech token");
             out.mel = mel_frames(mel, hp().n_mel, static_cast<int>(out.tokens.size()) * hp().token_mel_ratio, "prompt_mel");
             out.xvec = vector_of(xvec, hp().spk_dim, "xvec");
@@ -209,7 +197,7 @@ void bind_flow(py::module_ & m) {
              py::arg("xvec"))
         .def("encode",
              [](PyFlow & f, const std::vector<int64_t> & tokens) {
-                 const std::vector<int32_t> ids = token_ids(tokens, f.hp().vocab, "tokens");
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, f.hp().vocab, "tokens");
                  FlowEncoding e;
                  {
                      py::gil_scoped_release release;
@@ -258,7 +246,7 @@ void bind_flow(py::module_ & m) {
              [](PyFlow & f, const std::vector<int64_t> & tokens, const std::optional<std::vector<int64_t>> & prompt_tokens,
                 const py::object & prompt_mel, const py::object & xvec, const std::optional<std::string> & voice,
                 int n_timesteps) {
-                 const std::vector<int32_t> ids = token_ids(tokens, f.hp().vocab, "tokens");
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, f.hp().vocab, "tokens");
                  PyFlow::Prompt p;
                  f.prompt(prompt_tokens, prompt_mel, xvec, voice, p);
                  std::vector<float> mel;
@@ -283,7 +271,7 @@ void bind_flow(py::module_ & m) {
              py::arg("voice") = py::none(), py::arg("n_timesteps") = 0)
         .def("stream_chunk",
              [](PyFlow & f, const std::vector<int64_t> & tokens, bool last_chunk) {
-                 const std::vector<int32_t> ids = token_ids(tokens, f.hp().vocab, "window tokens");
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, f.hp().vocab, "window tokens");
                  std::vector<float> mel;
                  {
                      py::gil_scoped_release release;

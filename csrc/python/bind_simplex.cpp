@@ -85,9 +85,6 @@ void bind_simplex(py::module_ & m) {
         .def_property_readonly("next_user_prefix", &SimplexStream::next_user_prefix)
         .def_property_readonly("user_turn_open", &SimplexStream::user_turn_open)
         .def_property_readonly("last_audio_rows", [](const SimplexStream & s) {
-            const std::vector<float> & r = s.last_audio_rows();
-            py::array_t<float> a(r.size());  // flat: n_tokens x n_embd
-            if (!r.empty()) std::memcpy(a.mutable_data(), r.data(), r.size() * sizeof(float));
-            return a;
+            return minicpmo_py::to_f32_array(s.last_audio_rows());  // flat: n_tokens x n_embd
         });
 }

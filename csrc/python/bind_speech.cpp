@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "python/numpy_arrays.h"
+#include "python/speech_args.h"
 #include "speech/hift_model.h"
 #include "speech/hift_vocoder.h"
 
@@ -23,7 +24,9 @@ namespace {
 
 using minicpmo_py::F32Array;
 using minicpmo_py::checked_f32;
+using minicpmo_py::checked_source_random;
 using minicpmo_py::shape_text;
+using minicpmo_py::to_f32_array;
 
 // mel as (n_mel, T) float32; T = 0 only where `allow_empty`
 F32Array checked_mel(const HiftVocoder & v, const py::object & obj, bool allow_empty) {
@@ -41,26 +44,7 @@ std::optional<HiftSourceRandom> checked_random(const HiftVocoder & v, const py::
                                                const py::object & noise, int64_t n_samples) {
     if (phases.is_none() && noise.is_none()) return std::nullopt;
     if (phases.is_none() || noise.is_none()) fail(Status::invalid_argument, "give both phases and noise, or neither");
-    const int nh = v.model().hparams().n_harmonic_sines();
-    F32Array p = checked_f32(phases, 1, "phases");
-    F32Array n = checked_f32(noise, 2, "noise");
-    if (p.shape(0) != nh) {
-        fail(Status::invalid_argument, "phases must have shape (" + std::to_string(nh) + ",), got " + shape_text(p));
-    }
-    if (n.shape(0) != n_samples || n.shape(1) != nh) {
-        fail(Status::invalid_argument, "noise must have shape (" + std::to_string(n_samples) + ", " +
-                                           std::to_string(nh) + ") for this call, got " + shape_text(n));
-    }
-    HiftSourceRandom r;
-    r.phases.assign(p.data(), p.data() + nh);
-    r.noise.assign(n.data(), n.data() + n.size());
-    return r;
-}
-
-py::array_t<float> to_array(const std::vector<float> & v) {
-    py::array_t<float> a(static_cast<py::ssize_t>(v.size()));
-    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
-    return a;
+    return checked_source_random(phases, noise, v.model().hparams().n_harmonic_sines(), n_samples, "this call");
 }
 
 HiftMel mel_view(const F32Array & a) { return HiftMel{a.data(), static_cast<int>(a.shape(1))}; }
@@ -91,7 +75,7 @@ void bind_speech(py::module_ & m) {
                      py::gil_scoped_release release;
                      out = v.f0(mel_view(a));
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              }, py::arg("mel"), "Frame-rate F0 (Hz), shape (T,).")
         .def("forward", [](HiftVocoder & v, const py::object & mel, const py::object & phases, const py::object & noise,
                            const py::object & cache_source, const py::object & f0) {
@@ -115,7 +99,7 @@ void bind_speech(py::module_ & m) {
                                    cache ? static_cast<int>(std::min<py::ssize_t>(cache->shape(0), INT32_MAX)) : 0,
                                    random ? &*random : nullptr, f0_in ? f0_in->data() : nullptr);
                  }
-                 return py::make_tuple(to_array(r.audio), to_array(r.source));
+                 return py::make_tuple(to_f32_array(r.audio), to_f32_array(r.source));
              }, py::arg("mel"), py::arg("phases") = py::none(), py::arg("noise") = py::none(),
              py::arg("cache_source") = py::none(), py::arg("f0") = py::none(),
              "One HiFT pass -> (audio, source); cache_source replaces the first source samples, f0 (T,) the "
@@ -130,7 +114,7 @@ void bind_speech(py::module_ & m) {
                      py::gil_scoped_release release;
                      out = v.synthesize(mel_view(a), random ? &*random : nullptr);
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              }, py::arg("mel"), py::arg("phases") = py::none(), py::arg("noise") = py::none(),
              "A whole utterance: T * hop_samples samples.")
         .def("stream", [](HiftVocoder & v, const py::object & mel, bool last, const py::object & phases,
@@ -142,7 +126,7 @@ void bind_speech(py::module_ & m) {
                      py::gil_scoped_release release;
                      out = v.stream(mel_view(a), last, random ? &*random : nullptr);
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              }, py::arg("mel"), py::arg("last") = false, py::arg("phases") = py::none(), py::arg("noise") = py::none(),
              "One streaming chunk (minicpmo-utils 1.0.1 protocol); last=True flushes and ends the stream.")
         .def("stream_pass_samples", &HiftVocoder::stream_pass_samples, py::arg("n_frames"),

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "python/numpy_arrays.h"
+#include "python/speech_args.h"
 #include "speech/flow_model.h"
 #include "speech/hift_model.h"
 #include "speech/speech_synthesizer.h"
@@ -27,33 +28,11 @@ namespace {
 
 using minicpmo_py::F32Array;
 using minicpmo_py::checked_f32;
+using minicpmo_py::checked_source_random;
+using minicpmo_py::checked_speech_tokens;
 using minicpmo_py::shape_text;
-
-// Token ids checked against the vocabulary before narrowing to int32 (a 2**32 + 5 must not wrap to 5).
-std::vector<int32_t> speech_tokens(const std::vector<int64_t> & ids, int vocab) {
-    std::vector<int32_t> out;
-    out.reserve(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= vocab) {
-            fail(Status::invalid_argument, "tokens[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
-                                               " is not a speech token: ids must be in [0, " + std::to_string(vocab) + ")");
-        }
-        out.push_back(static_cast<int32_t>(ids[i]));
-    }
-    return out;
-}
-
-py::array_t<float> to_array(const std::vector<float> & v) {
-    py::array_t<float> a(static_cast<py::ssize_t>(v.size()));
-    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
-    return a;
-}
-
-py::list to_arrays(const std::vector<std::vector<float>> & chunks) {
-    py::list out;
-    for (const auto & c : chunks) out.append(to_array(c));
-    return out;
-}
+using minicpmo_py::to_f32_array;
+using minicpmo_py::to_f32_arrays;
 
 class PySpeech {
 public:
@@ -96,19 +75,7 @@ public:
                 fail(Status::invalid_argument, "source_random must return a (phases, noise) tuple");
             }
             const py::tuple t = r.cast<py::tuple>();
-            F32Array p = checked_f32(t[0], 1, "phases");
-            F32Array n = checked_f32(t[1], 2, "noise");
-            if (p.shape(0) != nh) {
-                fail(Status::invalid_argument, "phases must have shape (" + std::to_string(nh) + ",), got " + shape_text(p));
-            }
-            if (n.shape(0) != n_samples || n.shape(1) != nh) {
-                fail(Status::invalid_argument, "noise must have shape (" + std::to_string(n_samples) + ", " +
-                                                   std::to_string(nh) + ") for this HiFT pass, got " + shape_text(n));
-            }
-            HiftSourceRandom out;
-            out.phases.assign(p.data(), p.data() + nh);
-            out.noise.assign(n.data(), n.data() + n.size());
-            return out;
+            return checked_source_random(t[0], t[1], nh, n_samples, "this HiFT pass");
         });
     }
 
@@ -159,13 +126,13 @@ void bind_speech_stream(py::module_ & m) {
              "= the seeded generator")
         .def("synthesize",
              [](PySpeech & s, const std::vector<int64_t> & tokens, const std::string & voice) {
-                 const std::vector<int32_t> ids = speech_tokens(tokens, s.vocab());
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, s.vocab(), "tokens");
                  std::vector<float> out;
                  {
                      py::gil_scoped_release release;
                      out = s.synth().synthesize(ids, voice);
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              },
              py::arg("tokens"), py::arg("voice") = "", "a whole utterance")
         .def("stream_begin",
@@ -176,13 +143,13 @@ void bind_speech_stream(py::module_ & m) {
              py::arg("voice") = "", "starts an utterance / turn with a stored voice ('' = default)")
         .def("stream_push",
              [](PySpeech & s, const std::vector<int64_t> & tokens) {
-                 const std::vector<int32_t> ids = speech_tokens(tokens, s.vocab());
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, s.vocab(), "tokens");
                  std::vector<std::vector<float>> out;
                  {
                      py::gil_scoped_release release;
                      out = s.synth().stream_push(ids.data(), static_cast<int>(ids.size()));
                  }
-                 return to_arrays(out);
+                 return to_f32_arrays(out);
              },
              py::arg("tokens"), "appends speech tokens -> list of released chunks (each unit_samples long)")
         .def("stream_flush_turn_start",
@@ -192,18 +159,18 @@ void bind_speech_stream(py::module_ & m) {
                      py::gil_scoped_release release;
                      out = s.synth().stream_flush_turn_start();
                  }
-                 return to_arrays(out);
+                 return to_f32_arrays(out);
              },
              "duplex forced flush of the buffer -> list of chunks (windows down to look-ahead + 5 tokens)")
         .def("stream_push_duplex",
              [](PySpeech & s, const std::vector<int64_t> & tokens, bool turn_end, bool force_flush) {
-                 const std::vector<int32_t> ids = speech_tokens(tokens, s.vocab());
+                 const std::vector<int32_t> ids = checked_speech_tokens(tokens, s.vocab(), "tokens");
                  std::vector<float> out;
                  {
                      py::gil_scoped_release release;
                      out = s.synth().stream_push_duplex(ids.data(), static_cast<int>(ids.size()), force_flush, turn_end);
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              },
              py::arg("tokens"), py::arg("turn_end") = false, py::arg("force_flush") = true,
              "one duplex unit's tokens -> the unit's waveform (left-padded to unit_samples unless turn_end)")
@@ -214,7 +181,7 @@ void bind_speech_stream(py::module_ & m) {
                      py::gil_scoped_release release;
                      out = s.synth().stream_finish();
                  }
-                 return to_array(out);
+                 return to_f32_array(out);
              },
              "ends the utterance: the remaining samples");
 }

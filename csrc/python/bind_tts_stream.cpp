@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "python/numpy_arrays.h"
+#include "python/speech_args.h"
 #include "session/omni_session.h"
 #include "speech/tts_stream.h"
 
@@ -25,20 +26,10 @@ namespace {
 
 using minicpmo_py::F32Array;
 using minicpmo_py::checked_f32;
+using minicpmo_py::make_uniform_draw;
 using minicpmo_py::shape_text;
 
 using Draws = std::optional<std::vector<double>>;
-
-// the given uniform numbers consumed in order; none = greedy
-UniformDraw draws_in_order(const Draws & draws) {
-    if (!draws) return {};
-    auto list = std::make_shared<std::vector<double>>(*draws);
-    auto next = std::make_shared<size_t>(0);
-    return [list, next]() {
-        if (*next >= list->size()) fail(Status::invalid_argument, "ran out of uniform draws after " + std::to_string(list->size()));
-        return (*list)[(*next)++];
-    };
-}
 
 // hidden rows (n, n_embd_llm) float32 for n text ids; None only when there are no ids
 std::optional<F32Array> checked_hidden(const TtsDecoder & d, const std::vector<int32_t> & ids, const py::object & hidden) {
@@ -117,7 +108,7 @@ void bind_tts_stream(py::module_ & m) {
              [](SimplexHandle & h, const std::vector<int32_t> & ids, const py::object & hidden, bool text_finished,
                 const Draws & draws) {
                  const auto hid = checked_hidden(h.session->tts_decoder(), ids, hidden);
-                 const UniformDraw draw = draws_in_order(draws);
+                 const UniformDraw draw = make_uniform_draw(draws);
                  std::vector<TtsReleased> out;
                  {
                      py::gil_scoped_release release;
@@ -156,7 +147,7 @@ void bind_tts_stream(py::module_ & m) {
              [](DuplexHandle & h, const std::vector<int32_t> & ids, const py::object & hidden, bool end_of_turn,
                 const Draws & draws) {
                  const auto hid = checked_hidden(h.session->tts_decoder(), ids, hidden);
-                 const UniformDraw draw = draws_in_order(draws);
+                 const UniformDraw draw = make_uniform_draw(draws);
                  std::vector<int32_t> tokens;
                  bool finished = false;
                  {

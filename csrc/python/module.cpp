@@ -8,7 +8,6 @@
 #include <cstring>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -18,6 +17,8 @@
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
 #include "python/generate_args.h"
+#include "python/numpy_arrays.h"
+#include "python/speech_args.h"
 #include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
@@ -41,6 +42,8 @@ void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session
 void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
 
 using minicpmo_py::make_generate_params;
+using minicpmo_py::make_uniform_draw;
+using minicpmo_py::to_f32_array;
 
 namespace {
 
@@ -157,23 +160,6 @@ F32C rows_array(const F32C & a, int64_t width, const char * what) {
     return a;
 }
 
-// Uniform draws for the TTS sampler: a given list (consumed in order), a seed, or none (greedy).
-UniformDraw make_draw(const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed) {
-    if (draws) {
-        auto list = std::make_shared<std::vector<double>>(*draws);
-        auto next = std::make_shared<size_t>(0);
-        return [list, next]() {
-            if (*next >= list->size()) fail(Status::invalid_argument, "ran out of uniform draws");
-            return (*list)[(*next)++];
-        };
-    }
-    if (seed) {
-        auto rng = std::make_shared<std::mt19937_64>(*seed);
-        return [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
-    }
-    return {};
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -224,13 +210,7 @@ PYBIND11_MODULE(_core, m) {
                      py::gil_scoped_release release;
                      more = r.next(piece);
                  }
-                 py::list chunks;
-                 for (const std::vector<float> & c : piece.audio) {
-                     py::array_t<float> a(c.size());
-                     std::memcpy(a.mutable_data(), c.data(), c.size() * sizeof(float));
-                     chunks.append(a);
-                 }
-                 return py::make_tuple(more, piece.text, chunks);
+                 return py::make_tuple(more, piece.text, minicpmo_py::to_f32_arrays(piece.audio));
              },
              "(more, text piece, list of 24 kHz waveform chunks finished by this step)")
         .def("cancel", &SpokenReplyStream::cancel)
@@ -424,7 +404,7 @@ PYBIND11_MODULE(_core, m) {
                  if (max_new_tokens > 0) sampling.max_new_tokens = max_new_tokens;
                  const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
                  if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
-                 const UniformDraw draw = make_draw(draws, seed);
+                 const UniformDraw draw = make_uniform_draw(draws, seed);
                  TtsChatResult r;
                  {
                      py::gil_scoped_release release;
@@ -467,16 +447,14 @@ PYBIND11_MODULE(_core, m) {
         .def("speak_reply",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 const std::string & voice, int max_speech_tokens) {
-                 const UniformDraw draw = make_draw(draws, seed);
+                 const UniformDraw draw = make_uniform_draw(draws, seed);
                  std::vector<float> audio;
                  {
                      py::gil_scoped_release release;
                      if (seed) s.speech().reseed(*seed);
                      audio = s.speak_reply(draw, voice, max_speech_tokens);
                  }
-                 py::array_t<float> a(audio.size());
-                 std::memcpy(a.mutable_data(), audio.data(), audio.size() * sizeof(float));
-                 return a;
+                 return to_f32_array(audio);
              },
              py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("voice") = "",
              py::arg("max_speech_tokens") = 0,
@@ -489,7 +467,7 @@ PYBIND11_MODULE(_core, m) {
                 const std::optional<uint64_t> & speech_seed, const std::string & voice, int max_speech_tokens) {
                  const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty,
                                                                seed, max_new_tokens);
-                 const UniformDraw draw = make_draw(draws, speech_seed);
+                 const UniformDraw draw = make_uniform_draw(draws, speech_seed);
                  py::gil_scoped_release release;
                  if (speech_seed) s.speech().reseed(*speech_seed);
                  return std::make_unique<SpokenReplyStream>(s, g, voice, draw, max_speech_tokens);
@@ -502,7 +480,7 @@ PYBIND11_MODULE(_core, m) {
         .def("reply_speech_tokens",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 int max_new_tokens) {
-                 const UniformDraw draw = make_draw(draws, seed);
+                 const UniformDraw draw = make_uniform_draw(draws, seed);
                  bool finished = false;
                  std::vector<int32_t> tokens;
                  {

@@ -5,7 +5,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -60,6 +62,20 @@ inline U8Array checked_rgb8(const py::handle & obj, const std::string & what) {
         fail(Status::invalid_argument, what + " must have shape (H, W, 3) with H, W > 0, got " + shape_text(a));
     }
     return U8Array::ensure(a);
+}
+
+// A 1-D float32 numpy array holding a copy of `v` (an empty vector gives shape (0,)).
+inline py::array_t<float> to_f32_array(const std::vector<float> & v) {
+    py::array_t<float> a(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
+    return a;
+}
+
+// A Python list of 1-D float32 arrays, one per chunk (waveform chunks of a stream).
+inline py::list to_f32_arrays(const std::vector<std::vector<float>> & chunks) {
+    py::list out;
+    for (const auto & c : chunks) out.append(to_f32_array(c));
+    return out;
 }
 
 }  // namespace minicpmo_py

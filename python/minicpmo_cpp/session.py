@@ -276,8 +276,7 @@ class OmniSession:
             use_tts_template = True
         parsed = parse_messages(msgs, omni_mode)
         prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
-        if seed is None:
-            seed = self._seed_rng.getrandbits(63)
+        seed = self._reply_seed(seed)
         if max_new_tokens < 0:
             raise MinicpmoError("max_new_tokens must be >= 0")
         slices = self._slices(parsed.images, max_slice_nums)
@@ -364,8 +363,7 @@ class OmniSession:
             raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
         if generate_audio and voice and voice not in self._session.voice_names:
             raise MinicpmoError(f"unknown voice {voice!r}; the model file has {list(self._session.voice_names)}")
-        if seed is None:
-            seed = self._seed_rng.getrandbits(63)
+        seed = self._reply_seed(seed)
         stream = self._simplex()
         self._generation += 1
         stream.open_reply(bool(enable_thinking))
@@ -395,6 +393,11 @@ class OmniSession:
         msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
         return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
                          max_new_tokens=max_new_tokens, **chat_options)
+
+    def _reply_seed(self, seed: int | None) -> int:
+        """The sampling seed of one reply: the caller's, else the next draw of the session's seed stream
+        (so replies of a session seeded at construction are reproducible)."""
+        return self._seed_rng.getrandbits(63) if seed is None else seed
 
     def _begin_spoken(self, do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, voice,
                       max_speech_tokens):

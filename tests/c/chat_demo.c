@@ -6,15 +6,13 @@
 
 #include "minicpmo.h"
 
+#define DEMO_NAME "chat_demo"
+#include "demo_common.h"
+
 static bool count_piece(const char * piece, size_t len, void * user_data) {
     (void) piece;
     *(size_t *) user_data += len;
     return true;
-}
-
-static int fail(const char * what, minicpmo_status st) {
-    fprintf(stderr, "chat_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
-    return 1;
 }
 
 int main(int argc, char ** argv) {
@@ -26,12 +24,7 @@ int main(int argc, char ** argv) {
     minicpmo_session * session = NULL;
     minicpmo_status st;
 
-    minicpmo_model_params mp = minicpmo_model_default_params();
-    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
-
-    minicpmo_session_params sp = minicpmo_session_default_params();
-    sp.n_ctx = 1024;
-    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+    if (open_session(argv[1], 1024, 0, NULL, &model, &session) != MINICPMO_OK) return 1;
 
     minicpmo_generate_params gp = minicpmo_generate_default_params();
     gp.do_sample = false; /* greedy: comparable with the Python API and the CLI */
@@ -65,6 +58,7 @@ int main(int argc, char ** argv) {
 
     /* errors are reported, not crashes */
     minicpmo_model * bad = NULL;
+    minicpmo_model_params mp = minicpmo_model_default_params();
     st = minicpmo_model_load("/nonexistent/model.gguf", &mp, &bad);
     printf("MISSING:%s:%s\n", minicpmo_status_name(st), minicpmo_last_error());
 

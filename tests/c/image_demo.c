@@ -7,10 +7,8 @@
 
 #include "minicpmo.h"
 
-static int fail(const char * what, minicpmo_status st) {
-    fprintf(stderr, "image_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
-    return 1;
-}
+#define DEMO_NAME "image_demo"
+#include "demo_common.h"
 
 int main(int argc, char ** argv) {
     if (argc != 7) {
@@ -30,12 +28,7 @@ int main(int argc, char ** argv) {
     minicpmo_model * model = NULL;
     minicpmo_session * session = NULL;
     minicpmo_status st;
-    minicpmo_model_params mp = minicpmo_model_default_params();
-    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
-    minicpmo_session_params sp = minicpmo_session_default_params();
-    sp.n_ctx = 2048;
-    sp.n_threads = 2;
-    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+    if (open_session(argv[1], 2048, 2, NULL, &model, &session) != MINICPMO_OK) return 1;
 
     minicpmo_generate_params gp = minicpmo_generate_default_params();
     gp.do_sample = false;

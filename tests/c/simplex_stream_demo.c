@@ -9,6 +9,9 @@
 
 #include "minicpmo.h"
 
+#define DEMO_NAME "simplex_stream_demo"
+#include "demo_common.h"
+
 typedef struct {
     FILE * out;
     int n_chunks;
@@ -20,11 +23,6 @@ static bool on_audio(const float * samples, size_t n, int32_t rate, void * ud) {
     fprintf(stderr, "CHUNK %zu %d\n", n, (int) rate);
     s->n_chunks += 1;
     return true;
-}
-
-static int fail(const char * what, minicpmo_status st) {
-    fprintf(stderr, "simplex_stream_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
-    return 1;
 }
 
 static void print_turn(int n, const char * reply, size_t len) {
@@ -49,13 +47,7 @@ int main(int argc, char ** argv) {
     minicpmo_model * model = NULL;
     minicpmo_session * session = NULL;
     minicpmo_status st;
-    minicpmo_model_params mp = minicpmo_model_default_params();
-    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
-    minicpmo_session_params sp = minicpmo_session_default_params();
-    sp.n_ctx = 2048;
-    sp.n_threads = 2;
-    sp.kv_cache_type = "f32";
-    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+    if (open_session(argv[1], 2048, 2, "f32", &model, &session) != MINICPMO_OK) return 1;
 
     if ((st = minicpmo_session_streaming_prefill(session, "system", "You are a helpful assistant.", NULL, 0, NULL, 0)) !=
         MINICPMO_OK) {

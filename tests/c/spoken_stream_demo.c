@@ -7,6 +7,9 @@
 
 #include "minicpmo.h"
 
+#define DEMO_NAME "spoken_stream_demo"
+#include "demo_common.h"
+
 typedef struct {
     FILE * out;
     int n_chunks;
@@ -27,11 +30,6 @@ static bool on_audio(const float * samples, size_t n, int32_t rate, void * ud) {
     return s->stop_after == 0 || s->n_chunks < s->stop_after;
 }
 
-static int fail(const char * what, minicpmo_status st) {
-    fprintf(stderr, "spoken_stream_demo: %s: %s (%s)\n", what, minicpmo_last_error(), minicpmo_status_name(st));
-    return 1;
-}
-
 int main(int argc, char ** argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: spoken_stream_demo MODEL PROMPT N_PREDICT OUT.f32\n");
@@ -40,13 +38,7 @@ int main(int argc, char ** argv) {
     minicpmo_model * model = NULL;
     minicpmo_session * session = NULL;
     minicpmo_status st;
-    minicpmo_model_params mp = minicpmo_model_default_params();
-    if ((st = minicpmo_model_load(argv[1], &mp, &model)) != MINICPMO_OK) return fail("load", st);
-    minicpmo_session_params sp = minicpmo_session_default_params();
-    sp.n_ctx = 2048;
-    sp.n_threads = 2;
-    sp.kv_cache_type = "f32";
-    if ((st = minicpmo_session_new(model, &sp, &session)) != MINICPMO_OK) return fail("session", st);
+    if (open_session(argv[1], 2048, 2, "f32", &model, &session) != MINICPMO_OK) return 1;
 
     minicpmo_generate_params gp = minicpmo_generate_default_params();
     gp.do_sample = false;
