@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession
+from audio_inputs import chat_audio_token_count, speechlike
 from test_duplex_session import (CHUNK_EOS, CHUNK_TTS_EOS, LISTEN, PREFIX, SPEAK, SUFFIX, TURN_EOS, UNIT,
-                                 SpecDuplexModel, _chat_audio_tokens, _speechlike, _words)
+                                 SpecDuplexModel, _words)
 
 MARKER = "\n\nprevious: "
 # the marker as the Qwen2 BPE (MiniCPM-o's tokenizer) encodes it: "\n\n", "previous", ":", " "
@@ -105,9 +106,9 @@ def test_layout_after_context_drops(omni, max_units, cap, n_units):
     """Prefix text + reference audio, then "previous", then the suffix; checked after every unit."""
     d = omni.as_duplex(generate_audio=False, seed=1, sliding_window="context", context_max_units=max_units,
                        context_previous_max_tokens=cap)
-    ref_pcm = _speechlike(1.0, 3)
+    ref_pcm = speechlike(1.0, 3)
     d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
-    prefix = omni.tokenize(PREFIX) + [-1] * _chat_audio_tokens(ref_pcm.size)
+    prefix = omni.tokenize(PREFIX) + [-1] * chat_audio_token_count(ref_pcm.size)
     model = ContextWindowModel(prefix, omni.tokenize(SUFFIX), max_units, cap)
     spec = SpecDuplexModel(d.kv_tokens)
     assert d.kv_tokens == model.layout
