@@ -6,7 +6,7 @@ Dimensions: spec §8; names: spec §9; tokenizer: the real Qwen2 BPE plus the 4.
     python -m minicpmo_cpp.convert.make_tiny OUT_DIR [--seed 0] [--vocab-gguf PATH]
         [--components vision,audio] [--llm-dims hidden_size=4096,...] [--vision-dims ...]
         [--audio-dims d_model=1024,encoder_layers=24,encoder_attention_heads=16]
-        [--token2wav-dims enc_dim=512,...] [--no-token2wav]
+        [--token2wav-dims enc_dim=512,...] [--tts-dims hidden_size=768,...] [--no-token2wav]
 
 With the TTS component, the Token2Wav assets folder assets/token2wav/ is written too (flow.yaml +
 flow.pt, hift.yaml + hift.pt as torch zip archives written without torch, and a random
@@ -109,6 +109,7 @@ def make_tiny_checkpoint(
     audio_dims: dict[str, int] | None = None,
     token2wav: bool = True,
     token2wav_dims: dict[str, int] | None = None,
+    tts_dims: dict[str, int] | None = None,
 ) -> Path:
     """Write the tiny checkpoint into out_dir (created if needed) and return its path.
 
@@ -125,6 +126,7 @@ def make_tiny_checkpoint(
     encoder_ffn_dim follows as 4 * d_model unless given).
     token2wav: with "tts" in components, also write assets/token2wav/ (False: TTS weights only).
     token2wav_dims: overrides of tiny_config.TINY_TOKEN2WAV (flow encoder, DiT, HiFT widths).
+    tts_dims: overrides of tiny_config.TINY_TTS (the speech-token LM's backbone).
     """
     if dtype not in _DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}: choose one of {', '.join(_DTYPES)}")
@@ -133,7 +135,7 @@ def make_tiny_checkpoint(
     base = load_base_vocab(vocab_gguf)  # fail early, before writing weights
 
     try:
-        cfg = tiny_config(llm_dims, vision_dims, tuple(components), audio_dims, token2wav_dims)
+        cfg = tiny_config(llm_dims, vision_dims, tuple(components), audio_dims, token2wav_dims, tts_dims)
         flow_text, hift_text = flow_yaml(token2wav_dims), hift_yaml(token2wav_dims)
     except ValueError as e:
         raise ConversionError(str(e)) from e
@@ -195,13 +197,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="Whisper encoder overrides, e.g. d_model=1024,encoder_layers=24,encoder_attention_heads=16")
     ap.add_argument("--token2wav-dims", type=parse_dims, default=None, metavar="KEY=N,...",
                     help="Token2Wav overrides, e.g. enc_dim=512,enc_heads=8,dit_dim=512,hift_base=512")
+    ap.add_argument("--tts-dims", type=parse_dims, default=None, metavar="KEY=N,...",
+                    help="TTS backbone overrides, e.g. hidden_size=768,intermediate_size=3072,num_hidden_layers=20")
     ap.add_argument("--no-token2wav", action="store_true", help="no assets/token2wav folder (TTS weights only)")
     args = ap.parse_args(argv)
     try:
         path = make_tiny_checkpoint(args.out_dir, args.seed, args.vocab_gguf, args.dtype, args.shards,
                                     llm_dims=args.llm_dims, vision_dims=args.vision_dims,
                                     components=args.components, audio_dims=args.audio_dims,
-                                    token2wav=not args.no_token2wav, token2wav_dims=args.token2wav_dims)
+                                    token2wav=not args.no_token2wav, token2wav_dims=args.token2wav_dims,
+                                    tts_dims=args.tts_dims)
     except ConversionError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         return 1

@@ -26,6 +26,9 @@ COMPONENTS = ("vision", "audio", "tts")  # the init_* flags of config.json
 TINY_TOKEN2WAV = dict(enc_dim=64, enc_heads=2, enc_ff=128, enc_blocks=2, enc_up_blocks=2,
                       dit_dim=64, dit_layers=2, dit_heads=2, dit_head_dim=32,
                       hift_base=32, hift_f0_channels=32, n_timesteps=3)
+# tts_config backbone dims (the release: hidden 768, 20 layers, 12 heads, kv 12, intermediate 3072)
+TINY_TTS = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=4,
+                num_hidden_layers=2)
 
 
 def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) -> dict[str, int]:
@@ -39,16 +42,19 @@ def _override(defaults: dict[str, int], over: dict[str, int] | None, what: str) 
 def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, int] | None = None,
                 components: tuple[str, ...] = COMPONENTS,
                 audio_dims: dict[str, int] | None = None,
-                token2wav_dims: dict[str, int] | None = None) -> dict[str, Any]:
+                token2wav_dims: dict[str, int] | None = None,
+                tts_dims: dict[str, int] | None = None) -> dict[str, Any]:
     """llm_dims overrides TINY_LLM keys (e.g. a 256-wide LLM for K-quant tests, a 0.6B shape for
     benchmarks); the TTS llm_dim follows the LLM width. vision_dims overrides TINY_VISION keys (e.g.
     the real 1152/4304/16/27 tower with resampler_num_heads 32 for an LLM width of 4096).
     audio_dims overrides TINY_AUDIO keys (e.g. Whisper-medium: d_model 1024, 24 layers, 16 heads).
+    tts_dims overrides TINY_TTS keys (e.g. the release's 768-wide, 20-layer speech-token LM).
     components: which of vision/audio/tts the checkpoint has (init_vision/init_audio/init_tts)."""
     llm = _override(TINY_LLM, llm_dims, "LLM")
     vis = _override(TINY_VISION, vision_dims, "vision")
     aud = _override(TINY_AUDIO, audio_dims, "audio")
     t2w = _override(TINY_TOKEN2WAV, token2wav_dims, "Token2Wav")
+    tdim = _override(TINY_TTS, tts_dims, "TTS")
     if "encoder_ffn_dim" not in (audio_dims or {}):
         aud["encoder_ffn_dim"] = 4 * aud["d_model"]
     unknown = set(components) - set(COMPONENTS)
@@ -79,12 +85,13 @@ def tiny_config(llm_dims: dict[str, int] | None = None, vision_dims: dict[str, i
         "audio_bos_token_id": 151687, "audio_tokenizer_sample_rate": 16000,
         "audio_tokenizer_type": "s3tokenizer_step_audio", "aug_layer_loss_weight": False,
         "aug_loss_weight": False, "backbone_model": "llama", "condition_type": "hidden_text_merge",
-        "filter_tts_loss": False, "hidden_act": "silu", "hidden_size": 64, "interleaved": False,
-        "intermediate_size": 128, "llm_dim": llm["hidden_size"], "llm_dim_model_base": 64, "llm_down_scale": False,
+        "filter_tts_loss": False, "hidden_act": "silu", "hidden_size": tdim["hidden_size"],
+        "interleaved": False, "intermediate_size": tdim["intermediate_size"], "llm_dim": llm["hidden_size"], "llm_dim_model_base": 64, "llm_down_scale": False,
         "llm_hidden_size": 64, "llm_intermediate_size": 128, "long_weight": 0.1,
         "max_position_embeddings": 4096, "model_type": "minicpmtts",
-        "normalize_projected_hidden": True, "num_attention_heads": 4, "num_audio_tokens": 6562,
-        "num_hidden_layers": 2, "num_key_value_heads": 4, "num_mel_bins": 100,
+        "normalize_projected_hidden": True, "num_attention_heads": tdim["num_attention_heads"],
+        "num_audio_tokens": 6562, "num_hidden_layers": tdim["num_hidden_layers"],
+        "num_key_value_heads": tdim["num_key_value_heads"], "num_mel_bins": 100,
         "num_text_tokens": 152064, "num_vq": 1, "projector_type": "mlp", "recomputed_chunks": 1,
         "s3_stream_chunk_size": 25, "s3_stream_generate": False,
         "s3_stream_n_timesteps": t2w["n_timesteps"],  # tiny: few CFM steps (spec §8); the release has 10
