@@ -14,6 +14,9 @@ Checked after every unit, against models written here from the spec (not from th
   finite samples when speaking (§6.3); both wait_audio modes are used, in alternating blocks;
 - the mean unit time stays below 1 s (it keeps real-time pace);
 - the process RSS grows by less than RSS_GROWTH_LIMIT between unit 100 and unit 600.
+All 600 units fit: about 150 s for the loop (165 s with the fixtures) on the shared 2-core machine
+at load average 5-6; the first speaking unit took 5.5 s (first use of the speech components
+at that point); on average a unit took 0.25 s (listening 0.15 s, speaking 0.33 s).
 """
 
 from __future__ import annotations
