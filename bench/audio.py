@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
+from bench_common import cache_dir, proc_status_kib
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -57,20 +58,6 @@ MODES = ("simplex", "duplex")
 
 def log(msg: str) -> None:
     print(f"[bench/audio] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
-    return Path(d)
-
-
-def proc_status_kib(key: str) -> int:
-    """VmHWM (peak RSS), VmRSS, RssAnon or RssFile of this process in KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def rss_fields() -> dict:

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import cache_dir, proc_status_kib, speechlike
 
 # Qwen3-0.6B's shape (as bench/llm.py) with MiniCPM-o's vocabulary
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -71,19 +72,6 @@ WORDS = ("well I think the weather today is rather nice so we could take a walk 
 
 def log(msg: str) -> None:
     print(f"[bench/duplex] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
-    return Path(d)
-
-
-def proc_status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def loadavg() -> list[float]:
@@ -121,18 +109,6 @@ def make_model(work: Path, t2w_steps: int) -> tuple[Path, Path]:
         log(f"  converted in {time.perf_counter() - t0:.0f} s")
         done.write_text(json.dumps(p, sort_keys=True))
     return llm, omni
-
-
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    """16 kHz voiced signal with a gliding pitch, 5 harmonics and 4-Hz syllables, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * SR))
-    t = np.arange(n) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
 def frame_448(seed: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from minicpmo_cpp import OmniSession, _core, build_info
 from minicpmo_cpp.convert import convert_checkpoint
 from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
 from minicpmo_cpp.quantize import quantize_llm_file
+from bench_common import cache_dir
 
 # Qwen3-0.6B's shape (28 layers, 1024 wide, GQA 16/8, head_dim 128, FFN 3072) with MiniCPM-o's vocab
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -35,11 +36,6 @@ N_PROMPT, N_GEN = 512, 128
 
 def log(msg: str) -> None:
     print(f"[bench/llm] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
-    return Path(d)
 
 
 def build_llama_bench() -> Path:

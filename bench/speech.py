@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
+from bench_common import cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -67,11 +68,6 @@ WARM_TOKENS = 10  # the untimed warm-up call of each Token2Wav setting (weights 
 
 def log(msg: str) -> None:
     print(f"[bench/speech] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
-    return Path(d) / "bench-speech"
 
 
 def peak_rss_mib() -> float:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import cache_dir, proc_status_kib
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -47,20 +48,6 @@ SEED = 0
 
 def log(msg: str) -> None:
     print(f"[bench/vision] {msg}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
-    return Path(d)
-
-
-def proc_status_kib(key: str) -> int:
-    """VmHWM (peak RSS), VmRSS, RssAnon or RssFile of this process in KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from minicpmo_cpp import OmniSession
+from audio_inputs import speechlike
 
 SR = 16000
 UNIT_OUT = 24000  # 24 kHz samples per unit
@@ -49,17 +50,6 @@ WHISPER_POSITIONS = 1500
 # its 10 audio embeddings + speech hidden rows at the tiny width (~10 KB -> 5 MB would pass, which
 # the per-unit cache/layout checks cover instead).
 RSS_GROWTH_LIMIT = 8 * 1024 * 1024
-
-
-def _speechlike(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * SR))
-    t = np.arange(n) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
 def _rss_bytes() -> int:
@@ -116,7 +106,7 @@ def test_ten_minute_duplex_session_stays_bounded(tiny_f32):
     words = omni.tokenize("so I was thinking we could walk down to the river and maybe get some tea after that, if the rain stops")
     assert len(words) >= MAX_TOKENS
     plan = _cycle(words)
-    pcm = _speechlike(61.0, 3)  # a minute of speech-like audio, heard over and over
+    pcm = speechlike(61.0, 3)  # a minute of speech-like audio, heard over and over
     want_whisper = _whisper_cache_model(N_UNITS)
 
     kept: list[list[int]] = []  # the units the window model keeps, each as its cache positions
