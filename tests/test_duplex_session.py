@@ -107,7 +107,7 @@ def _draw(x: np.ndarray, u: float) -> int:
 
 def np_duplex_decode(logits, history, forbidden, greedy=False, temperature=0.7, top_k=20, top_p=0.8,
                      repetition_penalty=1.05, repetition_window=512, length_penalty=1.1, listen_prob_scale=1.0,
-                     uniforms=()):
+                     uniforms=(), listen_top_k=0):
     x = np.asarray(logits, np.float32).copy()
     u = iter(uniforms)
     first = int(np.argmax(x)) if greedy else _draw(x, next(u))
@@ -122,6 +122,8 @@ def np_duplex_decode(logits, history, forbidden, greedy=False, temperature=0.7, 
         x[TURN_EOS] = x[TURN_EOS] / lp if x[TURN_EOS] > 0 else x[TURN_EOS] * lp
     if listen_prob_scale != 1.0:
         x[IM_END] = x[IM_END] * np.float32(listen_prob_scale)
+    if listen_top_k and int(np.sum(x > x[LISTEN])) < listen_top_k:
+        return LISTEN, 3  # the listen_top_k shortcut: <|listen|> ranks within the top k
     if greedy:
         return int(np.argmax(x)), 2
     x = x / np.float32(temperature)
@@ -251,6 +253,31 @@ def test_decode_matches_numpy(case):
     want = np_duplex_decode(logits, history, forbidden, uniforms=uniforms, **kw)
     got = _core.duplex_decode(logits, history, forbidden, CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms, **kw)
     assert tuple(got) == want
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_decode_listen_top_k_matches_numpy(case):
+    """The listen_top_k shortcut (after the penalties, <|listen|> is decided at once when fewer than
+    k tokens score above it) on random logits whose <|listen|> rank varies around k."""
+    rng = np.random.default_rng(500 + case)
+    n_vocab = 151748
+    logits = rng.normal(0, 2, n_vocab).astype(np.float32)
+    order = np.argsort(-logits, kind="stable")
+    rank = int(rng.integers(0, 8))
+    logits[LISTEN] = np.float32(logits[order[rank]] + 1e-3)  # about `rank` tokens above it
+    history = [int(t) for t in rng.integers(0, n_vocab, size=30)]
+    kw = dict(greedy=case % 3 == 0, listen_prob_scale=float(rng.choice([1.0, 0.5])),
+              repetition_penalty=float(rng.choice([1.05, 1.0])))
+    uniforms = [float(x) for x in rng.random(2)]
+    for k in (1, 3, 6):
+        want = np_duplex_decode(logits, history, [TTS_PAD], uniforms=uniforms, listen_top_k=k, **kw)
+        got = _core.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
+                                  listen=LISTEN, listen_top_k=k, **kw)
+        assert tuple(got) == want
+    # off (0) is the plain decision
+    assert tuple(_core.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
+                                     listen=LISTEN, listen_top_k=0, **kw)) == \
+        np_duplex_decode(logits, history, [TTS_PAD], uniforms=uniforms, **kw)
 
 
 def test_decode_processor_quirks():

@@ -481,6 +481,7 @@ minicpmo_duplex_generate_params minicpmo_duplex_generate_default_params(void) {
     p.length_penalty = 1.1f;
     p.listen_prob_scale = 1.0f;
     p.force_listen = false;
+    p.listen_top_k = 0;
     return p;
 }
 
@@ -568,6 +569,7 @@ minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex, const minicpm
         g.decode.repetition_window = p.repetition_window;
         g.decode.length_penalty = p.length_penalty;
         g.decode.listen_prob_scale = p.listen_prob_scale;
+        g.decode.listen_top_k = p.listen_top_k;
         g.max_new_speak_tokens = p.max_new_speak_tokens;
         g.force_listen = p.force_listen;
         minicpmo::DuplexUnitResult r = duplex->impl->generate_unit(g);

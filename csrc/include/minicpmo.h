@@ -270,6 +270,7 @@ typedef struct minicpmo_duplex_generate_params {
     float length_penalty;         /* on <|turn_eos|> (1.1) */
     float listen_prob_scale;      /* 1.0 */
     bool force_listen;
+    int32_t listen_top_k;         /* > 0: listen at once when <|listen|> ranks within the top k (0 = off) */
 } minicpmo_duplex_generate_params;
 
 typedef struct minicpmo_duplex_unit {

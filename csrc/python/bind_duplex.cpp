@@ -34,7 +34,8 @@ py::array_t<float> rows_to_array(const std::vector<float> & data, size_t cols) {
 }
 
 DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, float top_p, float repetition_penalty,
-                                 int repetition_window, float length_penalty, float listen_prob_scale) {
+                                 int repetition_window, float length_penalty, float listen_prob_scale,
+                                 int listen_top_k) {
     DuplexDecodeParams p;
     p.greedy = greedy;
     p.temperature = temperature;
@@ -44,13 +45,8 @@ DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, floa
     p.repetition_window = repetition_window;
     p.length_penalty = length_penalty;
     p.listen_prob_scale = listen_prob_scale;
+    p.listen_top_k = listen_top_k;
     return p;
-}
-
-py::array_t<float> float_array(const std::vector<float> & v) {
-    py::array_t<float> a(v.size());
-    std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
-    return a;
 }
 
 }  // namespace
@@ -133,10 +129,10 @@ void bind_duplex(py::module_ & m) {
         .def("generate_unit",
              [](DuplexSession & d, bool greedy, int max_new_speak_tokens, float temperature, int top_k, float top_p,
                 float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
-                bool force_listen, const std::vector<int32_t> & scripted, bool wait_audio) {
+                bool force_listen, const std::vector<int32_t> & scripted, bool wait_audio, int listen_top_k) {
                  DuplexGenerateParams g;
                  g.decode = decode_params(greedy, temperature, top_k, top_p, repetition_penalty, repetition_window,
-                                          length_penalty, listen_prob_scale);
+                                          length_penalty, listen_prob_scale, listen_top_k);
                  g.max_new_speak_tokens = max_new_speak_tokens;
                  g.force_listen = force_listen;
                  g.scripted = scripted;
@@ -157,7 +153,7 @@ void bind_duplex(py::module_ & m) {
                  out["n_dropped"] = r.n_dropped;
                  out["unit"] = r.unit;
                  if (r.has_audio) {
-                     out["audio"] = float_array(r.audio);
+                     out["audio"] = minicpmo_py::to_f32_array(r.audio);
                      out["speech_tokens"] = r.speech_tokens;
                  }
                  return out;
@@ -165,7 +161,8 @@ void bind_duplex(py::module_ & m) {
              py::arg("greedy") = false, py::arg("max_new_speak_tokens") = 20, py::arg("temperature") = 0.7f,
              py::arg("top_k") = 20, py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f,
              py::arg("repetition_window") = 512, py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
-             py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>(), py::arg("wait_audio") = true)
+             py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>(), py::arg("wait_audio") = true,
+             py::arg("listen_top_k") = 0)
         .def("set_speech", &DuplexSession::set_speech, py::arg("on"), py::arg("voice") = "", py::arg("seed") = 0,
              "speech for speaking units from the next prepare() on")
         .def_property_readonly("speech_on", &DuplexSession::speech_on)
@@ -178,7 +175,7 @@ void bind_duplex(py::module_ & m) {
                      got = d.take_audio(r, wait);
                  }
                  if (!got) return py::none();
-                 return py::make_tuple(r.unit, float_array(r.audio), r.speech_tokens);
+                 return py::make_tuple(r.unit, minicpmo_py::to_f32_array(r.audio), r.speech_tokens);
              },
              py::arg("wait") = true, "(unit, 24 kHz audio, speech tokens) of the oldest unit not waited for")
         .def("interrupt",
@@ -209,15 +206,17 @@ void bind_duplex(py::module_ & m) {
           [](const py::object & logits, const std::vector<int32_t> & history, const std::vector<int32_t> & forbidden,
              int32_t chunk_eos, int32_t turn_eos, int32_t eos, bool greedy, float temperature, int top_k, float top_p,
              float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
-             const std::vector<double> & uniforms) {
+             const std::vector<double> & uniforms, int32_t listen, int listen_top_k) {
               const F32Array l = checked_f32(logits, 1, "logits");
               DuplexDecodeIds ids;
               ids.chunk_eos = chunk_eos;
               ids.turn_eos = turn_eos;
               ids.eos = eos;
+              ids.listen = listen;
               ids.forbidden = forbidden;
               const DuplexDecodeParams p = decode_params(greedy, temperature, top_k, top_p, repetition_penalty,
-                                                         repetition_window, length_penalty, listen_prob_scale);
+                                                         repetition_window, length_penalty, listen_prob_scale,
+                                                         listen_top_k);
               size_t next = 0;
               auto draw = [&]() {
                   if (next >= uniforms.size()) fail(Status::invalid_argument, "ran out of uniform draws");
@@ -234,6 +233,6 @@ void bind_duplex(py::module_ & m) {
           py::arg("eos"), py::arg("greedy") = false, py::arg("temperature") = 0.7f, py::arg("top_k") = 20,
           py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f, py::arg("repetition_window") = 512,
           py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
-          py::arg("uniforms") = std::vector<double>(),
+          py::arg("uniforms") = std::vector<double>(), py::arg("listen") = -1, py::arg("listen_top_k") = 0,
           "the duplex two-stage decision on one logits row: (token, stage); uniforms feed the draws in order");
 }

@@ -95,6 +95,7 @@ void validate_duplex_decode_params(const DuplexDecodeParams & p) {
         fail(Status::invalid_argument, "length_penalty must be positive, got " + std::to_string(p.length_penalty));
     }
     if (!std::isfinite(p.listen_prob_scale)) fail(Status::invalid_argument, "listen_prob_scale must be finite");
+    if (p.listen_top_k < 0) fail(Status::invalid_argument, "listen_top_k must be >= 0 (0 = off)");
 }
 
 DuplexDecision duplex_decode(const float * logits, int n_vocab, const DuplexDecodeIds & ids,
@@ -136,6 +137,12 @@ DuplexDecision duplex_decode(const float * logits, int n_vocab, const DuplexDeco
         x = x > 0 ? x / p.length_penalty : x * p.length_penalty;
     }
     if (p.listen_prob_scale != 1.0f && v[ids.eos] != kNegInf) v[ids.eos] *= p.listen_prob_scale;
+    if (p.listen_top_k > 0) {
+        if (ids.listen < 0 || ids.listen >= n_vocab) fail(Status::invalid_argument, "listen_top_k needs the <|listen|> id");
+        const float l = v[ids.listen];
+        const auto above = std::count_if(v.begin(), v.end(), [l](float x) { return x > l; });
+        if (above < p.listen_top_k) return {ids.listen, 3};
+    }
 
     if (p.greedy) return {static_cast<llama_token>(argmax(v)), 2};
     for (float & x : v) x /= p.temperature;

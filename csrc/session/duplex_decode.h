@@ -29,6 +29,9 @@ struct DuplexDecodeParams {
     int repetition_window = 512;      // stage-2 picks the penalty looks back on
     float length_penalty = 1.1f;      // on <|turn_eos|>; 1 = off
     float listen_prob_scale = 1.0f;   // on <|im_end|>; 1 = off
+    // > 0: after the penalties, <|listen|> is decided at once when fewer than this many tokens
+    // score above it (the reference's listen_top_k shortcut; not a stage-2 pick for the penalty)
+    int listen_top_k = 0;
 };
 
 // Special ids the decision uses.
@@ -36,12 +39,13 @@ struct DuplexDecodeIds {
     llama_token chunk_eos = -1;
     llama_token turn_eos = -1;
     llama_token eos = -1;        // the tokenizer's eos_token (<|im_end|>), what listen_prob_scale scales
+    llama_token listen = -1;     // <|listen|>, for listen_top_k
     std::vector<llama_token> forbidden;  // <|tts_pad|> + bad_token_ids (stage 2 adds <|chunk_eos|>)
 };
 
 struct DuplexDecision {
     llama_token token = -1;
-    int stage = 0;  // 1: <|chunk_eos|> from the raw distribution; 2: the processed pick
+    int stage = 0;  // 1: <|chunk_eos|> from the raw distribution; 2: the processed pick; 3: listen_top_k
 };
 
 // Throws invalid_argument for bad params or non-finite logits. `draw` returns uniforms in [0, 1)

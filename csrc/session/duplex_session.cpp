@@ -53,6 +53,7 @@ DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & option
     decode_ids_.chunk_eos = m.special_token("<|chunk_eos|>");
     decode_ids_.turn_eos = m.special_token("<|turn_eos|>");
     decode_ids_.eos = m.special_token("<|im_end|>");
+    decode_ids_.listen = listen_;
     decode_ids_.forbidden.push_back(m.special_token("<|tts_pad|>"));
     if (session_.omni_model().omni()) {
         const auto & bad = session_.omni_model().omni()->bad_token_ids;

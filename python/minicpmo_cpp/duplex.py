@@ -114,7 +114,7 @@ class DuplexSession:
                            listen_prob_scale: float = 1.0, force_listen: bool = False, temperature: float = 0.7,
                            top_k: int = 20, top_p: float = 0.8, text_repetition_penalty: float = 1.05,
                            text_repetition_window_size: int = 512, length_penalty: float = 1.1,
-                           wait_audio: bool = True, _scripted=None) -> dict:
+                           wait_audio: bool = True, listen_top_k: int | None = None, _scripted=None) -> dict:
         """Decides the prefilled unit: listen, or speak up to ``max_new_speak_tokens_per_chunk`` - 1
         tokens (the last slot is a forced ``<|chunk_eos|>``). Returns ``is_listen``, ``text``,
         ``end_of_turn``, ``current_time`` (units heard so far), and for the speech decoder
@@ -134,7 +134,7 @@ class DuplexSession:
             repetition_penalty=float(text_repetition_penalty), repetition_window=int(text_repetition_window_size),
             length_penalty=float(length_penalty), listen_prob_scale=float(listen_prob_scale),
             force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])],
-            wait_audio=bool(wait_audio))
+            wait_audio=bool(wait_audio), listen_top_k=int(listen_top_k or 0))
         return {
             "is_listen": bool(r["is_listen"]),
             "text": r["text"].decode("utf-8", errors="replace"),
