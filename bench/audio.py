@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import cache_dir, proc_status_kib
+from bench_common import LineWorker, cache_dir, proc_status_kib
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -357,46 +357,14 @@ def worker_main(kind: str, model: str, threads: int, attn: str) -> int:
     return serve(side)
 
 
-class Worker:
-    """The parent's handle on one side's process (stderr goes to a log file)."""
+class Worker(LineWorker):
+    """The parent's handle on one side's process: JSON requests, JSON answers."""
 
     def __init__(self, name: str, argv: list[str], env: dict, log_path: Path):
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     text=True, bufsize=1, env=env)
-        try:
-            self.ready = self._reply()
-        except BaseException:
-            self.close()
-            raise
-
-    def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
-        msg = json.loads(line)
-        if "error" in msg:
-            raise RuntimeError(f"{self.name}: {msg['error']} (log: {self.log_path})")
-        return msg
+        super().__init__(name, argv, log_path, json.dumps({"cmd": "quit"}), env)
 
     def ask(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=60)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        return self.request(json.dumps(req))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Small pieces every benchmark script uses: where built benchmark models are cached, this
-process's memory figures, and a speech-like test signal."""
+process's memory figures, a speech-like test signal, and the handle on a worker process."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,48 @@ def speechlike(seconds: float, seed: int, rate: int = 16000) -> np.ndarray:
     x = sum(np.sin(k * phase) / k for k in range(1, 6))
     env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
     return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+class LineWorker:
+    """The parent's handle on a long-lived worker process that answers each request line with one
+    JSON line (its first line says it is ready); the worker's stderr goes to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, quit_line: str, env: dict | None = None):
+        self.name = name
+        self.log_path = log_path
+        self._quit_line = quit_line
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     text=True, bufsize=1, env=env)
+        try:
+            self.ready = self._reply()
+        except BaseException:
+            self.close()
+            raise
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise RuntimeError(f"{self.name}: {msg['error']} (log: {self.log_path})")
+        return msg
+
+    def request(self, line: str) -> dict:
+        """Sends one request line and returns the worker's JSON answer."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(self._quit_line + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

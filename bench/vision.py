@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import cache_dir, proc_status_kib
+from bench_common import LineWorker, cache_dir, proc_status_kib
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -151,47 +151,15 @@ def make_image(path: Path, w: int, h: int, seed: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 # the two sides: long-lived worker processes speaking one JSON line per command
 # ---------------------------------------------------------------------------------------------
-class Worker:
+class Worker(LineWorker):
     """A process that answers `encode RGB W H [EMBD_OUT]` lines with JSON lines (see
-    mtmd_vision_bench.cpp); its stderr goes to a log file."""
+    mtmd_vision_bench.cpp)."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path):
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     text=True, bufsize=1)
-        try:
-            self.ready = self._reply()
-        except BaseException:
-            self.close()
-            raise
-
-    def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
-        msg = json.loads(line)
-        if "error" in msg:
-            raise RuntimeError(f"{self.name}: {msg['error']} (log: {self.log_path})")
-        return msg
+        super().__init__(name, argv, log_path, "quit")
 
     def encode(self, rgb: Path, w: int, h: int, embd_out: Path | None = None) -> dict:
-        self.proc.stdin.write(f"encode {rgb} {w} {h}{' ' + str(embd_out) if embd_out else ''}\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=60)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        return self.request(f"encode {rgb} {w} {h}{' ' + str(embd_out) if embd_out else ''}")
 
 
 def ours_worker(model: str, threads: int) -> int:

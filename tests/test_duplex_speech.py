@@ -216,6 +216,22 @@ def test_interrupt_drops_queued_speech(tiny_f32):
     assert np.all(np.isfinite(r["audio_waveform"]))
 
 
+def test_audio_not_waited_for_stays_for_take_audio(tiny_f32):
+    """A unit generated without waiting keeps its audio for take_audio() when a later unit waits."""
+    omni = _omni(tiny_f32)
+    a, b = omni.tokenize("hello there")[:2]
+    dx = omni.as_duplex(seed=SEED)
+    dx.prepare(PREFIX, SUFFIX)
+    dx.streaming_prefill(audio_waveform=_pcm(0, 16560))
+    r1 = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, a, b, CHUNK_EOS], wait_audio=False)
+    dx.streaming_prefill(audio_waveform=_pcm(1, SR))
+    r2 = dx.streaming_generate(decode_mode="greedy", force_listen=True)
+    np.testing.assert_array_equal(r2["audio_waveform"], np.zeros(UNIT, np.float32))
+    unit, audio, tokens = dx.take_audio()
+    assert unit == r1["unit"] and audio.size >= UNIT and 1 <= len(tokens) <= 25
+    assert dx.take_audio(wait=False) is None
+
+
 def _unit1_tokens(tref, r1):
     rng = Mt19937_64(SEED)
     return DuplexTTS(tref).unit(r1["speak_token_ids"], r1["speak_hidden"].astype(np.float64), False,

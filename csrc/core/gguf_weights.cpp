@@ -5,21 +5,12 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/gguf_handles.h"
 #include "gguf.h"
 
 namespace minicpmo {
 
 namespace {
-
-struct GgufCloser {
-    void operator()(gguf_context * c) const { gguf_free(c); }
-};
-struct GgmlCloser {
-    void operator()(ggml_context * c) const { ggml_free(c); }
-};
-struct FileCloser {
-    void operator()(FILE * f) const { std::fclose(f); }
-};
 
 std::string shape_str(const int64_t * ne, int n) {
     std::string s = "[";

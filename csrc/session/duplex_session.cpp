@@ -308,11 +308,9 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
         job.hidden = r.speak_hidden;
         speech_->submit(std::move(job));
         if (params.wait_audio) {
+            // units handed over earlier without waiting stay for take_audio()
             DuplexSpeechResult done;
-            // units handed over earlier without waiting come first; this unit is the last one
-            do {
-                speech_->take(done, true);
-            } while (done.unit != r.unit);
+            speech_->take_unit(r.unit, done);
             r.has_audio = true;
             r.audio = std::move(done.audio);
             r.speech_tokens = std::move(done.speech_tokens);

@@ -1,5 +1,8 @@
 #include "session/duplex_speech.h"
 
+#include <algorithm>
+#include <string>
+
 #include "core/error.h"
 #include "session/omni_session.h"
 #include "speech/speech_synthesizer.h"
@@ -60,6 +63,19 @@ bool DuplexSpeech::take(DuplexSpeechResult & out, bool wait) {
     out = std::move(done_.front());
     done_.pop_front();
     return true;
+}
+
+void DuplexSpeech::take_unit(int unit, DuplexSpeechResult & out) {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto find = [&] {
+        return std::find_if(done_.begin(), done_.end(), [unit](const DuplexSpeechResult & r) { return r.unit == unit; });
+    };
+    cv_.wait(lock, [&] { return error_ || find() != done_.end() || idle(); });
+    if (error_) std::rethrow_exception(error_);
+    const auto it = find();
+    if (it == done_.end()) fail(Status::internal, "duplex unit " + std::to_string(unit) + " has no speech");
+    out = std::move(*it);
+    done_.erase(it);
 }
 
 int DuplexSpeech::in_flight() const {

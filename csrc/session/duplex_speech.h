@@ -53,6 +53,8 @@ public:
     // The oldest finished unit; blocks until one is there (or returns false at once when !wait and
     // none is). Throws a worker's error, if any.
     bool take(DuplexSpeechResult & out, bool wait = true);
+    // Unit `unit`'s result, waiting for it; results of earlier units stay for take().
+    void take_unit(int unit, DuplexSpeechResult & out);
     // Units submitted and not yet taken.
     int in_flight() const;
     // Interrupt: drops the units not taken yet; the next unit starts a new turn in both stages (the

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/gguf_handles.h"
 #include "core/gguf_header.h"
 #include "ggml.h"
 #include "gguf.h"
@@ -13,16 +14,6 @@
 namespace minicpmo {
 
 namespace {
-
-struct GgufCloser {
-    void operator()(gguf_context * c) const { gguf_free(c); }
-};
-struct GgmlCloser {
-    void operator()(ggml_context * c) const { ggml_free(c); }
-};
-struct FileCloser {
-    void operator()(FILE * f) const { std::fclose(f); }
-};
 
 // Reads one small tensor's bytes after checking its type and rank; the file size bounds the read.
 class TensorReader {

@@ -412,13 +412,14 @@ class OmniSession:
     def _spoken_pieces(self, spoken, generation: int, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
         """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
         float32 24 kHz samples (1 s while speaking, the rest at the end)."""
-        chunks = []
+        chunks = []  # kept only for the WAV file
         try:
             while True:
                 if generation != self._generation:
                     raise MinicpmoError("this reply was abandoned: the session started another request")
                 more, piece, audio = spoken.next()
-                chunks += audio
+                if output_audio_path is not None:
+                    chunks += audio
                 if piece and not audio:
                     yield piece, _NO_AUDIO
                 for i, chunk in enumerate(audio):
