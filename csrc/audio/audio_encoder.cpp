@@ -50,12 +50,15 @@ void AudioEncoder::ensure_cache() {
     // F32 keeps an F32 model exact; F16 halves the cache (150 MB for Whisper-medium) where the
     // weights are already rounded to F16 or coarser
     const ggml_type type = model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    const int64_t rows = audio_padded_keys(hp.n_positions);  // room for the attention's key padding
     for (int i = 0; i < hp.n_layer; ++i) {
-        cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, hp.n_positions));
-        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, hp.n_positions));
+        cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));
+        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));
     }
     cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
     if (!cache_buf_) fail(Status::internal, "out of memory allocating the audio encoder cache");
+    // padded key rows are masked, but their values still meet a zero weight: they must be finite
+    ggml_backend_buffer_clear(cache_buf_, 0);
 }
 
 AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention, int context_front, int context_back,
@@ -83,6 +86,7 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     }
     const int offset = streaming ? cache_len_ : 0;
     const int n_keys = offset + n_out;
+    const int n_keys_padded = static_cast<int>(audio_padded_keys(n_keys));
 
     ggml_init_params ip{};
     ip.mem_size = graph_buf_.size();
@@ -102,8 +106,8 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     ggml_set_input(pos_ids);
     if (key_limit <= 0 || key_limit >= n_keys) key_limit = n_keys;  // masks nothing
     ggml_tensor * mask = nullptr;
-    if (attention == AudioAttention::block_causal || key_limit < n_keys) {
-        mask = ggml_new_tensor_2d(ctx, model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16, n_keys, n_out);
+    if (attention == AudioAttention::block_causal || key_limit < n_keys_padded) {
+        mask = ggml_new_tensor_2d(ctx, model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16, n_keys_padded, n_out);
         ggml_set_input(mask);
     }
     std::vector<AudioLayerCache> caches;
@@ -114,8 +118,8 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
             AudioLayerCache c;
             c.store_k = ggml_view_2d(ctx, K, hp.n_embd, n_out, K->nb[1], static_cast<size_t>(offset) * K->nb[1]);
             c.store_v = ggml_view_2d(ctx, V, hp.n_embd, n_out, V->nb[1], static_cast<size_t>(offset) * V->nb[1]);
-            c.all_k = ggml_view_2d(ctx, K, hp.n_embd, n_keys, K->nb[1], 0);
-            c.all_v = ggml_view_2d(ctx, V, hp.n_embd, n_keys, V->nb[1], 0);
+            c.all_k = ggml_view_2d(ctx, K, hp.n_embd, n_keys_padded, K->nb[1], 0);
+            c.all_v = ggml_view_2d(ctx, V, hp.n_embd, n_keys_padded, V->nb[1], 0);
             caches.push_back(c);
         }
     }
@@ -138,11 +142,11 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
         // block mode: frame i sees frame j iff j < (i / block + 1) * block (Appendix A.2)
         const bool block = attention == AudioAttention::block_causal;
         const int frames = hp.block_frames();
-        std::vector<float> m(static_cast<size_t>(n_keys) * n_out);
+        std::vector<float> m(static_cast<size_t>(n_keys_padded) * n_out);
         for (int i = 0; i < n_out; ++i) {
             const int limit = std::min(block ? (i / frames + 1) * frames : n_keys, key_limit);
-            for (int j = 0; j < n_keys; ++j) {
-                m[static_cast<size_t>(i) * n_keys + j] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
+            for (int j = 0; j < n_keys_padded; ++j) {
+                m[static_cast<size_t>(i) * n_keys_padded + j] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
             }
         }
         if (mask->type == GGML_TYPE_F32) {

@@ -28,25 +28,19 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
     return linear(ctx, cols, w, b);
 }
 
-// q: [hd*H, Lq]; k, v: [hd*H, Lk] (possibly views with row stride nb1). Returns [hd*H, Lq].
-// `exact` (F32 models): scores, mask (F32) and weighted sum in F32, compared with the float
-// reference at 1e-4. Otherwise ggml's fused flash attention with F16 keys/values and an F16 mask:
-// it skips masked keys (half of them in block mode) and never holds the T x T scores (~1e-3
-// relative, below the rounding of F16 or quantized weights).
+// q: [hd*H, Lq]; k, v: [hd*H, Lk] (possibly cache views with row stride nb1), Lk a multiple of
+// kAudioKeyAlign. Returns [hd*H, Lq].
+// Two batched matrix products around a softmax, so both products run in ggml's tiled GEMM
+// kernels: q is made contiguous and v transposed to [Lk, hd, H] (the second product sums over
+// keys, and the GEMM kernels need that sum's length to be a multiple of 16). ggml's fused CPU
+// flash attention takes one query row at a time and was 2-4x slower here (issue 4 profile).
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
-                        int n_head, bool exact) {
+                        int n_head) {
     const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1];
     const size_t es_k = ggml_element_size(k), es_v = ggml_element_size(v);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, hd, n_head, Lq), 0, 2, 1, 3);                     // [hd, Lq, H]
+    q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, q, hd, n_head, Lq), 0, 2, 1, 3));         // [hd, Lq, H]
     k = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, Lk, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);  // [hd, Lk, H]
-    if (!exact) {
-        v = ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 0, 2, 1, 3);
-        if (k->type != GGML_TYPE_F16) k = ggml_cast(ctx, k, GGML_TYPE_F16);
-        if (v->type != GGML_TYPE_F16) v = ggml_cast(ctx, v, GGML_TYPE_F16);
-        ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, mask, scale, 0.0f, 0.0f);  // [hd, H, Lq]
-        return ggml_reshape_2d(ctx, o, width, Lq);
-    }
     v = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 1, 2, 0, 3));
     ggml_tensor * kq = ggml_mul_mat(ctx, k, q);  // [Lk, Lq, H]
     kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
@@ -79,7 +73,14 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
         ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
         ggml_tensor * k = linear(ctx, h, L.k_w, nullptr);
         ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
-        if (!caches.empty()) {
+        if (caches.empty()) {
+            // zero keys/values up to the aligned key count (masked; zero weight times zero value)
+            const int pad = static_cast<int>(audio_padded_keys(k->ne[1]) - k->ne[1]);
+            if (pad > 0) {
+                k = ggml_pad(ctx, k, 0, pad, 0, 0);
+                v = ggml_pad(ctx, v, 0, pad, 0, 0);
+            }
+        } else {
             const AudioLayerCache & c = caches[il];
             // the copies run before the attention below: nodes execute in the order they were added
             ggml_build_forward_expand(graph, ggml_cpy(ctx, k, c.store_k));
@@ -87,7 +88,7 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
             k = c.all_k;
             v = c.all_v;
         }
-        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head, m.weights_f32()), L.o_w, L.o_b));
+        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head), L.o_w, L.o_b));
         h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
         h = ggml_gelu_erf(ctx, linear(ctx, h, L.up_w, L.up_b));
         x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));

@@ -15,9 +15,16 @@ namespace minicpmo {
 ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_tensor * mel, int drop_front,
                                int drop_back);
 
+// Attention reads keys in groups of this many: the key count is padded up to a multiple and the
+// padded keys are masked, so the weighted sum over keys runs in ggml's GEMM kernels (multiples of 16).
+constexpr int64_t kAudioKeyAlign = 32;
+inline int64_t audio_padded_keys(int64_t n_keys) {
+    return (n_keys + kAudioKeyAlign - 1) / kAudioKeyAlign * kAudioKeyAlign;
+}
+
 // Where one layer's keys/values of the current frames are written and what attention reads:
-// `store_k/v` are [n_embd, T'] views of the cache at the chunk's offset, `all_k/v` [n_embd, C + T']
-// views from position 0. The copies into the cache are added to `graph` before the attention reads.
+// `store_k/v` are [n_embd, T'] views of the cache at the chunk's offset, `all_k/v` [n_embd, audio_padded_keys(C + T')]
+// views from position 0 (the cache has room for the padding; its padded rows hold finite values). The copies into the cache are added to `graph` before the attention reads.
 struct AudioLayerCache {
     ggml_tensor * store_k = nullptr;
     ggml_tensor * store_v = nullptr;
@@ -25,8 +32,9 @@ struct AudioLayerCache {
     ggml_tensor * all_v = nullptr;
 };
 
-// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T']
-// additive (0 / -inf; F32 for F32 models, F16 otherwise: the fused attention's type) or null; caches: one per layer (streaming) or empty.
+// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T'] additive
+// (0 / -inf, F32 or F16) with Lk = audio_padded_keys(keys), or null when every key (no padding) is
+// seen; caches: one per layer (streaming) or empty (keys/values are then zero-padded to Lk).
 // Returns the post-LayerNorm encoder output [n_embd, T'].
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
                                   ggml_tensor * pos_ids, ggml_tensor * mask,
