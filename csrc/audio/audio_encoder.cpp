@@ -13,8 +13,16 @@ namespace minicpmo {
 
 namespace {
 
+// Block-causal attention runs in query groups of at least this many 1-s blocks: a group reads
+// keys only up to its own last block (about 58% of one full product's scores for 30 s), while
+// each product keeps enough queries for the GEMM kernels. At most kMaxQueryGroups groups (longer
+// groups beyond that) bound the graph's size whatever the model's hyper-parameters.
+constexpr int kBlocksPerQueryGroup = 5;
+constexpr int kMaxQueryGroups = 8;
+
 size_t graph_nodes(const AudioHparams & hp) {
-    return static_cast<size_t>(hp.n_layer) * 48 + 256;
+    // about 48 tensors per layer outside attention, 16 per query group inside it
+    return static_cast<size_t>(hp.n_layer) * (48 + 16 * kMaxQueryGroups) + 16 * kMaxQueryGroups + 256;
 }
 
 }  // namespace
@@ -53,7 +61,7 @@ void AudioEncoder::ensure_cache() {
     const int64_t rows = audio_padded_keys(hp.n_positions);  // room for the attention's key padding
     for (int i = 0; i < hp.n_layer; ++i) {
         cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));
-        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));
+        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, rows, hp.n_embd));  // transposed
     }
     cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
     if (!cache_buf_) fail(Status::internal, "out of memory allocating the audio encoder cache");
@@ -104,11 +112,29 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     ggml_set_input(mel_in);
     ggml_tensor * pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_out);
     ggml_set_input(pos_ids);
-    if (key_limit <= 0 || key_limit >= n_keys) key_limit = n_keys;  // masks nothing
-    ggml_tensor * mask = nullptr;
-    if (attention == AudioAttention::block_causal || key_limit < n_keys_padded) {
-        mask = ggml_new_tensor_2d(ctx, model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16, n_keys_padded, n_out);
-        ggml_set_input(mask);
+    if (key_limit <= 0 || key_limit >= n_keys) key_limit = n_keys;
+    // the last key frame i may see: block mode, frame i sees frame j iff j < (i / block + 1) * block
+    // (Appendix A.2); `key_limit` cuts every frame's keys
+    const bool block = attention == AudioAttention::block_causal;
+    const int frames = hp.block_frames();
+    auto key_end = [&](int i) { return std::min(block ? (i / frames + 1) * frames : n_keys, key_limit); };
+    std::vector<AudioQueryGroup> groups;
+    int group_frames = n_out;
+    if (block) {
+        const int n_blocks = (n_out + frames - 1) / frames;
+        group_frames = frames * std::max(kBlocksPerQueryGroup, (n_blocks + kMaxQueryGroups - 1) / kMaxQueryGroups);
+    }
+    for (int q0 = 0; q0 < n_out; q0 += group_frames) {
+        AudioQueryGroup g;
+        g.q_begin = q0;
+        g.n_queries = std::min(group_frames, n_out - q0);
+        g.n_keys = audio_padded_keys(key_end(q0 + static_cast<int>(g.n_queries) - 1));
+        bool all_seen = g.n_keys == key_end(q0);
+        if (!all_seen) {
+            g.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, g.n_keys, g.n_queries);
+            ggml_set_input(g.mask);
+        }
+        groups.push_back(g);
     }
     std::vector<AudioLayerCache> caches;
     if (streaming) {
@@ -117,14 +143,14 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
             ggml_tensor * V = cache_v_[i];
             AudioLayerCache c;
             c.store_k = ggml_view_2d(ctx, K, hp.n_embd, n_out, K->nb[1], static_cast<size_t>(offset) * K->nb[1]);
-            c.store_v = ggml_view_2d(ctx, V, hp.n_embd, n_out, V->nb[1], static_cast<size_t>(offset) * V->nb[1]);
+            c.store_vt = ggml_view_2d(ctx, V, n_out, hp.n_embd, V->nb[1], static_cast<size_t>(offset) * V->nb[0]);
             c.all_k = ggml_view_2d(ctx, K, hp.n_embd, n_keys_padded, K->nb[1], 0);
-            c.all_v = ggml_view_2d(ctx, V, hp.n_embd, n_keys_padded, V->nb[1], 0);
+            c.all_vt = ggml_view_2d(ctx, V, n_keys_padded, hp.n_embd, V->nb[1], 0);
             caches.push_back(c);
         }
     }
     ggml_tensor * x = build_audio_stem(ctx, *model_, mel_in, drop_front, drop_back);
-    ggml_tensor * h = build_audio_encoder(ctx, gf, *model_, x, pos_ids, mask, caches);
+    ggml_tensor * h = build_audio_encoder(ctx, gf, *model_, x, pos_ids, groups, caches);
     ggml_set_output(h);
     ggml_tensor * tokens = n_out >= hp.pool_step ? build_audio_projector(ctx, *model_, h) : nullptr;
     if (tokens) {
@@ -138,24 +164,16 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     std::vector<int32_t> ids(n_out);
     for (int i = 0; i < n_out; ++i) ids[i] = offset + i;
     ggml_backend_tensor_set(pos_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
-    if (mask) {
-        // block mode: frame i sees frame j iff j < (i / block + 1) * block (Appendix A.2)
-        const bool block = attention == AudioAttention::block_causal;
-        const int frames = hp.block_frames();
-        std::vector<float> m(static_cast<size_t>(n_keys_padded) * n_out);
-        for (int i = 0; i < n_out; ++i) {
-            const int limit = std::min(block ? (i / frames + 1) * frames : n_keys, key_limit);
-            for (int j = 0; j < n_keys_padded; ++j) {
-                m[static_cast<size_t>(i) * n_keys_padded + j] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
+    for (const AudioQueryGroup & g : groups) {
+        if (!g.mask) continue;
+        std::vector<float> m(static_cast<size_t>(g.n_keys) * g.n_queries);
+        for (int64_t r = 0; r < g.n_queries; ++r) {
+            const int limit = key_end(static_cast<int>(g.q_begin + r));
+            for (int64_t j = 0; j < g.n_keys; ++j) {
+                m[static_cast<size_t>(r * g.n_keys + j)] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
             }
         }
-        if (mask->type == GGML_TYPE_F32) {
-            ggml_backend_tensor_set(mask, m.data(), 0, m.size() * sizeof(float));
-        } else {
-            std::vector<ggml_fp16_t> h(m.size());
-            ggml_fp32_to_fp16_row(m.data(), h.data(), static_cast<int64_t>(m.size()));
-            ggml_backend_tensor_set(mask, h.data(), 0, h.size() * sizeof(ggml_fp16_t));
-        }
+        ggml_backend_tensor_set(g.mask, m.data(), 0, m.size() * sizeof(float));
     }
 
     runner_.compute(gf);

@@ -28,25 +28,31 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
     return linear(ctx, cols, w, b);
 }
 
-// q: [hd*H, Lq]; k, v: [hd*H, Lk] (possibly cache views with row stride nb1), Lk a multiple of
-// kAudioKeyAlign. Returns [hd*H, Lq].
-// Two batched matrix products around a softmax, so both products run in ggml's tiled GEMM
-// kernels: q is made contiguous and v transposed to [Lk, hd, H] (the second product sums over
-// keys, and the GEMM kernels need that sum's length to be a multiple of 16). ggml's fused CPU
-// flash attention takes one query row at a time and was 2-4x slower here (issue 4 profile).
-ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
-                        int n_head) {
-    const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1];
-    const size_t es_k = ggml_element_size(k), es_v = ggml_element_size(v);
+// q: [hd*H, Lq]; k: [hd*H, Lk]; vt: the values transposed, [Lk, hd*H] (both possibly cache views
+// with their own row strides). Each query group reads only its first n_keys keys. Returns
+// [hd*H, Lq].
+// Per group, two batched matrix products around a softmax, both in ggml's tiled GEMM kernels:
+// these take a contiguous right operand and a summed length that is a multiple of 16 (hence the
+// contiguous queries, the key padding and the transposed values). ggml's fused CPU flash attention
+// takes one query row at a time and was 2-4x slower here (issue 4 profile).
+ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * vt,
+                        const std::vector<AudioQueryGroup> & groups, int n_head) {
+    const int64_t width = q->ne[0], hd = width / n_head;
+    const size_t es_k = ggml_element_size(k);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    q = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, q, hd, n_head, Lq), 0, 2, 1, 3));         // [hd, Lq, H]
-    k = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, Lk, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);  // [hd, Lk, H]
-    v = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, Lk, hd * es_v, v->nb[1], 0), 1, 2, 0, 3));
-    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);  // [Lk, Lq, H]
-    kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
-    ggml_tensor * o = ggml_mul_mat(ctx, v, kq);  // [hd, Lq, H]
-    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, Lq]
-    return ggml_reshape_2d(ctx, o, width, Lq);
+    ggml_tensor * out = nullptr;
+    for (const AudioQueryGroup & g : groups) {
+        ggml_tensor * qg = ggml_view_2d(ctx, q, width, g.n_queries, q->nb[1], static_cast<size_t>(g.q_begin) * q->nb[1]);
+        qg = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, qg, hd, n_head, g.n_queries), 0, 2, 1, 3));
+        ggml_tensor * kg = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, g.n_keys, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);
+        ggml_tensor * vg = ggml_view_3d(ctx, vt, g.n_keys, hd, n_head, vt->nb[1], hd * vt->nb[1], 0);
+        ggml_tensor * kq = ggml_mul_mat(ctx, kg, qg);  // [n_keys, n_queries, H]
+        kq = ggml_soft_max_ext_inplace(ctx, kq, g.mask, scale, 0.0f);
+        ggml_tensor * o = ggml_mul_mat(ctx, vg, kq);  // [hd, n_queries, H]
+        o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, n_queries]
+        out = out ? ggml_concat(ctx, out, o, 2) : o;
+    }
+    return ggml_reshape_2d(ctx, out, width, out->ne[2]);
 }
 
 }  // namespace
@@ -63,7 +69,7 @@ ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_te
 }
 
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
-                                  ggml_tensor * pos_ids, ggml_tensor * mask,
+                                  ggml_tensor * pos_ids, const std::vector<AudioQueryGroup> & groups,
                                   const std::vector<AudioLayerCache> & caches) {
     const AudioHparams & hp = m.hparams();
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));
@@ -73,22 +79,22 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
         ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
         ggml_tensor * k = linear(ctx, h, L.k_w, nullptr);
         ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
+        ggml_tensor * vt = nullptr;
         if (caches.empty()) {
-            // zero keys/values up to the aligned key count (masked; zero weight times zero value)
+            // zero keys/values up to the aligned key count (masked: zero weight times zero value);
+            // the values are transposed by the same copy
             const int pad = static_cast<int>(audio_padded_keys(k->ne[1]) - k->ne[1]);
-            if (pad > 0) {
-                k = ggml_pad(ctx, k, 0, pad, 0, 0);
-                v = ggml_pad(ctx, v, 0, pad, 0, 0);
-            }
+            if (pad > 0) k = ggml_pad(ctx, k, 0, pad, 0, 0);
+            vt = ggml_pad(ctx, ggml_transpose(ctx, v), pad, 0, 0, 0);
         } else {
             const AudioLayerCache & c = caches[il];
             // the copies run before the attention below: nodes execute in the order they were added
             ggml_build_forward_expand(graph, ggml_cpy(ctx, k, c.store_k));
-            ggml_build_forward_expand(graph, ggml_cpy(ctx, v, c.store_v));
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_vt));
             k = c.all_k;
-            v = c.all_v;
+            vt = c.all_vt;
         }
-        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, mask, hp.n_head), L.o_w, L.o_b));
+        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, vt, groups, hp.n_head), L.o_w, L.o_b));
         h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
         h = ggml_gelu_erf(ctx, linear(ctx, h, L.up_w, L.up_b));
         x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));

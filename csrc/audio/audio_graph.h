@@ -22,22 +22,36 @@ inline int64_t audio_padded_keys(int64_t n_keys) {
     return (n_keys + kAudioKeyAlign - 1) / kAudioKeyAlign * kAudioKeyAlign;
 }
 
-// Where one layer's keys/values of the current frames are written and what attention reads:
-// `store_k/v` are [n_embd, T'] views of the cache at the chunk's offset, `all_k/v` [n_embd, audio_padded_keys(C + T')]
-// views from position 0 (the cache has room for the padding; its padded rows hold finite values). The copies into the cache are added to `graph` before the attention reads.
+// Where one layer's keys/values of the current frames are written and what attention reads. The
+// value cache is stored transposed (one row per channel, positions along it), the layout the
+// attention's second product reads. `store_k` is a [n_embd, T'] view of the key cache at the chunk's
+// offset and `store_vt` the [T', n_embd] view of the value cache there; `all_k` [n_embd, Lk] and
+// `all_vt` [Lk, n_embd] read from position 0, Lk = audio_padded_keys(C + T') (the cache has room
+// for the padding; its padded positions hold finite values). The copies into the cache are added
+// to `graph` before the attention reads.
 struct AudioLayerCache {
     ggml_tensor * store_k = nullptr;
-    ggml_tensor * store_v = nullptr;
+    ggml_tensor * store_vt = nullptr;
     ggml_tensor * all_k = nullptr;
-    ggml_tensor * all_v = nullptr;
+    ggml_tensor * all_vt = nullptr;
 };
 
-// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; mask: [Lk, T'] additive
-// (0 / -inf, F32 or F16) with Lk = audio_padded_keys(keys), or null when every key (no padding) is
-// seen; caches: one per layer (streaming) or empty (keys/values are then zero-padded to Lk).
-// Returns the post-LayerNorm encoder output [n_embd, T'].
+// Query frames [q_begin, q_begin + n_queries) attend over keys [0, n_keys): n_keys is a multiple
+// of kAudioKeyAlign, no more than audio_padded_keys(all keys). `mask` is their [n_keys, n_queries]
+// additive F32 mask (0 / -inf), or null when they see all n_keys keys. Groups cover the queries
+// in order; block-causal attention uses several, so early queries skip the keys they cannot see.
+struct AudioQueryGroup {
+    int64_t q_begin = 0;
+    int64_t n_queries = 0;
+    int64_t n_keys = 0;
+    ggml_tensor * mask = nullptr;
+};
+
+// x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; groups: the
+// attention's query groups; caches: one per layer (streaming) or empty (keys/values are then
+// zero-padded to audio_padded_keys(T')). Returns the post-LayerNorm encoder output [n_embd, T'].
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
-                                  ggml_tensor * pos_ids, ggml_tensor * mask,
+                                  ggml_tensor * pos_ids, const std::vector<AudioQueryGroup> & groups,
                                   const std::vector<AudioLayerCache> & caches);
 
 // h: [n_embd, T'] encoder output -> Linear-ReLU-Linear -> average of each `pool_step` frames
