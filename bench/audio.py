@@ -574,7 +574,7 @@ def main() -> None:
         # the machine's load average (1, 5, 15 min) before and after: above the thread count, other
         # processes competed for the cores and wall times are inflated
         "loadavg_start": load_start, "loadavg_end": loadavg(), "cores": os.cpu_count(),
-        "ggml_native": build_info.GGML_NATIVE, "machine": platform.machine(), "cpu": cpu_name(),
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))

@@ -41,10 +41,10 @@ def log(msg: str) -> None:
 def build_llama_bench() -> Path:
     """llama-bench from the same llama.cpp tree and the same ggml CPU settings as our build."""
     src = Path(build_info.LLAMA_CPP_DIR)
-    build = cache_dir() / f"llama-bench-build-native{int(build_info.GGML_NATIVE)}"
+    build = cache_dir() / f"llama-bench-build-native{int(build_info.MINICPMO_NATIVE)}"
     exe = build / "bin" / "llama-bench"
     cmd = ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-           f"-DGGML_NATIVE={'ON' if build_info.GGML_NATIVE else 'OFF'}", "-DBUILD_SHARED_LIBS=ON",
+           *[f"-D{opt}" for opt in build_info.GGML_CPU_OPTIONS], "-DBUILD_SHARED_LIBS=ON",
            "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF",
            "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_UI=OFF"]
@@ -179,7 +179,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "llm", "shape": "Qwen3-0.6B (random weights), vocab 151748",
         "n_prompt": N_PROMPT, "n_gen": N_GEN, "threads": args.threads, "reps": args.reps,
-        "ggml_native": build_info.GGML_NATIVE, "system_info": _core.system_info().strip(),
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "system_info": _core.system_info().strip(),
         "machine": platform.machine(), "results": results, "target_ratio": 0.97,
     }, indent=2))
 

@@ -57,9 +57,9 @@ def build_upstream(build_info) -> Path:
     """libmtmd from the same llama.cpp tree and ggml CPU settings as our build, then the driver."""
     src = Path(build_info.LLAMA_CPP_DIR)
     # same directory and flags as bench/llm.py's llama-bench build: the two share one build tree
-    build = cache_dir() / f"llama-bench-build-native{int(build_info.GGML_NATIVE)}"
+    build = cache_dir() / f"llama-bench-build-native{int(build_info.MINICPMO_NATIVE)}"
     cmd = ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-           f"-DGGML_NATIVE={'ON' if build_info.GGML_NATIVE else 'OFF'}", "-DBUILD_SHARED_LIBS=ON",
+           *[f"-D{opt}" for opt in build_info.GGML_CPU_OPTIONS], "-DBUILD_SHARED_LIBS=ON",
            "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF",
            "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_UI=OFF"]
@@ -362,7 +362,7 @@ def main() -> None:
                  "resampler 64 queries into 4096 with 32 heads",
         "timed": "uint8 RGB in memory -> image embeddings (preprocessing + ViT + resampler)",
         "threads": args.threads, "reps": args.reps, "reps_large": args.reps_large,
-        "ggml_native": build_info.GGML_NATIVE, "machine": platform.machine(), **meta,
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "machine": platform.machine(), **meta,
         "work": str(work), "results": results,
     }, indent=2))
 
