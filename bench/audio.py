@@ -18,7 +18,9 @@ alternating which side goes first:
     ours: _session.audio_encode_mel(mel, "block") and, end to end from float32 PCM,
     OmniSession.encode_audio(pcm) (our C++ log-mel included); torch: the same mel through the
     encoder with the block-causal 4-D mask, and end to end WhisperFeatureExtractor + the same.
-Also reported: peak RSS of each side and the max relative difference of our tokens against torch's.
+Also reported: peak RSS of each side, the max relative difference of our tokens against torch's, and
+speed_limits: the FLOPs of each timed call, the GFLOP/s each side sustained and the rate the >= 2x
+target implies, next to torch's F32 GEMM rate at the encoder's shapes (gemm_probe).
 Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/audio.py [--threads 2] [--types F16,Q8_0] [--chunks 20] [--rounds 1] [--rounds-30s 1]
@@ -405,6 +407,72 @@ def loadavg() -> list[float]:
         return []
 
 
+# ---------------------------------------------------------------------------------------------
+# FLOP model (multiply-add = 2 FLOPs) and the machine's F32 GEMM rate through torch (MKL)
+# ---------------------------------------------------------------------------------------------
+AUDIO_OUT = LLM_4096["hidden_size"]  # projector output width
+
+
+def audio_flops(n_mel: int, keys_per_query: list[int]) -> float:
+    """FLOPs of one encoder call on n_mel mel frames: conv stem, 24 layers (projections, FFN and the
+    two attention products over the keys each query frame sees), projector. Pooling and norms are
+    not counted."""
+    D, F_, L = AUDIO_MEDIUM["d_model"], AUDIO_MEDIUM["encoder_ffn_dim"], AUDIO_MEDIUM["encoder_layers"]
+    T = (n_mel - 1) // 2 + 1
+    stem = 2 * (80 * 3 * D * n_mel + D * 3 * D * T)
+    layers = L * (2 * T * (4 * D * D + 2 * D * F_) + 2 * 2 * D * sum(keys_per_query))
+    proj = 2 * T * (D * AUDIO_OUT + AUDIO_OUT * AUDIO_OUT)
+    return float(stem + layers + proj)
+
+
+def streaming_flops(chunks: int) -> float:
+    """Mean FLOPs of a simplex chunk (100 mel frames, 50 queries) over `chunks` chunks from an empty cache."""
+    return sum(audio_flops(CHUNK_FRAMES, [50 * (k + 1)] * 50) for k in range(chunks)) / chunks
+
+
+def clip_flops() -> float:
+    """The 30-s clip with 1-s block-causal attention: query i sees the keys up to the end of its block."""
+    frames = 50
+    return audio_flops(CLIP_SECONDS * 100, [(i // frames + 1) * frames for i in range(CLIP_SECONDS * 50)])
+
+
+def gemm_probe(threads: int) -> dict:
+    """torch F32 GEMM throughput (MKL) at the encoder's shapes: a 1-s chunk's FFN up/down products
+    (50 x 1024 -> 4096, 50 x 4096 -> 1024) and the 30-s clip's FFN up product (1500 x 1024 -> 4096)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, (m, k, n) in {"chunk_ffn_up_50x1024x4096": (50, 1024, 4096),
+                            "chunk_ffn_down_50x4096x1024": (50, 4096, 1024),
+                            "clip_ffn_up_1500x1024x4096": (1500, 1024, 4096)}.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.5:
+            torch.mm(a, b)
+            reps += 1
+        dt = (time.perf_counter() - t0) / reps
+        out[name] = {"gflops": round(2 * m * k * n / dt / 1e9, 1), "ms": round(dt * 1e3, 3)}
+    return out
+
+
+def speed_limits(res: dict, probe: dict, chunks: int) -> dict:
+    """What the ≥ 2x target asks of the machine: the GFLOP/s it implies against torch's GEMM rate."""
+    best = max(v["gflops"] for v in probe.values())
+    out = {}
+    for name, flops, torch_ms, ours_ms in (
+            ("streaming_simplex_chunk", streaming_flops(chunks), res["streaming"]["simplex"]["torch"]["median_ms"],
+             res["streaming"]["simplex"]["minicpmo_cpp"]["median_ms"]),
+            ("clip_30s_from_mel", clip_flops(), res["clip_30s"]["encoder_from_mel"]["torch"]["ms"],
+             res["clip_30s"]["encoder_from_mel"]["minicpmo_cpp"]["ms"])):
+        out[name] = {"gflop": round(flops / 1e9, 2),
+                     "ours_gflops": round(flops / ours_ms / 1e6, 1), "torch_gflops": round(flops / torch_ms / 1e6, 1),
+                     "gflops_needed_for_2x_torch": round(2 * flops / torch_ms / 1e6, 1),
+                     "ms_at_torch_best_gemm_rate": round(flops / best / 1e6, 1)}
+    return out
+
+
 def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work: Path) -> dict:
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -552,10 +620,13 @@ def main() -> None:
     hf, models = make_models(work, types)
     pcm, mel = make_inputs(work)
     results, info = [], {}
+    probe = gemm_probe(args.threads)
+    log("torch F32 GEMM probe: " + ", ".join(f"{k} {v['gflops']} GFLOP/s" for k, v in probe.items()))
     for label in types:
         res = bench_type(label, models[label], hf, mel, pcm, args, work)
         info = info or res["_info"]
         del res["_info"]
+        res["speed_limits"] = speed_limits(res, probe, args.chunks)
         results.append(res)
         s, c = res["streaming"], res["clip_30s"]
         log(f"{label}: torch/ours streaming simplex {s['simplex']['ratio']}, duplex {s['duplex']['ratio']}, "
@@ -574,6 +645,11 @@ def main() -> None:
         # the machine's load average (1, 5, 15 min) before and after: above the thread count, other
         # processes competed for the cores and wall times are inflated
         "loadavg_start": load_start, "loadavg_end": loadavg(), "cores": os.cpu_count(),
+        "torch_gemm_f32": probe,
+        "speed_limits_meaning": "gflop: FLOPs of the timed call (mean chunk of the run); ours/torch_gflops: "
+                                "what each side sustained; gflops_needed_for_2x_torch: the rate the target "
+                                "implies; ms_at_torch_best_gemm_rate: the call's time at torch's best probed "
+                                "F32 GEMM rate (a floor for kernels of MKL's class)",
         "minicpmo_native": build_info.MINICPMO_NATIVE, "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
