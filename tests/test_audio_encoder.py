@@ -80,10 +80,12 @@ def test_streaming_simplex_chunks(sessions, aref):
         assert s.audio_stream_cache_len == ref.cache_len == 50 * (k + 1)
 
 
-def test_streaming_duplex_context_and_reset(sessions, aref):
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_streaming_duplex_context_and_reset(sessions, aref, kind):
     """Duplex chunks carry 2 mel frames of conv context on each side; 31 one-second chunks cross
-    the 1500-position table, where the cache restarts (at the 30th chunk: 29 x 50 + 51 >= 1500)."""
-    s = sessions["f32"]._session
+    the 1500-position table, where the cache restarts (at the 30th chunk: 29 x 50 + 51 >= 1500).
+    F16 runs the F16 cache, whose key padding reads positions left over from before the restart."""
+    s = sessions[kind]._session
     s.audio_stream_reset()
     ref = StreamingWhisperReference(aref)
     mel = smooth_mel(10, 100 * 31 + 2)
@@ -91,10 +93,10 @@ def test_streaming_duplex_context_and_reset(sessions, aref):
         chunk, prefix, suffix = duplex_chunk(mel, k)
         tokens, hidden = s.audio_stream_chunk(np.ascontiguousarray(chunk), prefix, suffix)
         want_h = ref.push(chunk, prefix, suffix)
-        assert rel(hidden, want_h) < TOL["f32"], k
+        assert rel(hidden, want_h) < TOL[kind], k
         want_t = ref.ref.project_and_pool(want_h)
         assert tokens.shape == want_t.shape == (10, 64)
-        assert rel(tokens, want_t) < TOL["f32"], k
+        assert rel(tokens, want_t) < TOL[kind], k
         assert s.audio_stream_cache_len == ref.cache_len, k
     assert ref.cache_len == 100  # restarted at chunk 29 (0-based): two chunks since
 
