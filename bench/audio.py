@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import LineWorker, cache_dir, proc_status_kib
+from bench_common import LineWorker, cache_dir, proc_status_kib, torch_gemm_rates
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -442,19 +441,9 @@ def gemm_probe(threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    out = {}
-    for name, (m, k, n) in {"chunk_ffn_up_50x1024x4096": (50, 1024, 4096),
-                            "chunk_ffn_down_50x4096x1024": (50, 4096, 1024),
-                            "clip_ffn_up_1500x1024x4096": (1500, 1024, 4096)}.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 0.5:
-            torch.mm(a, b)
-            reps += 1
-        dt = (time.perf_counter() - t0) / reps
-        out[name] = {"gflops": round(2 * m * k * n / dt / 1e9, 1), "ms": round(dt * 1e3, 3)}
-    return out
+    return torch_gemm_rates({"chunk_ffn_up_50x1024x4096": (50, 1024, 4096),
+                             "chunk_ffn_down_50x4096x1024": (50, 4096, 1024),
+                             "clip_ffn_up_1500x1024x4096": (1500, 1024, 4096)})
 
 
 def speed_limits(res: dict, probe: dict, chunks: int) -> dict:

@@ -1,11 +1,13 @@
 """Small pieces every benchmark script uses: where built benchmark models are cached, this
-process's memory figures, a speech-like test signal, and the handle on a worker process."""
+process's memory figures, a speech-like test signal, torch's GEMM rate, and the handle on a worker
+process."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,21 @@ class LineWorker:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def torch_gemm_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:
+    """torch F32 GEMM throughput (MKL on x86) for each name -> (m, k, n): an (m, k) by (k, n)
+    product repeated for half a second, with the calling process's torch thread count."""
+    import torch
+
+    out = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.5:
+            torch.mm(a, b)
+            reps += 1
+        dt = (time.perf_counter() - t0) / reps
+        out[name] = {"gflops": round(2 * m * k * n / dt / 1e9, 1), "ms": round(dt * 1e3, 3)}
+    return out

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import cache_dir
+from bench_common import cache_dir, torch_gemm_rates
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -321,7 +321,7 @@ def worker_torch(args, hf: Path, llm: Path, omni: Path) -> dict:
         del model, head, proj, emb_text, emb_code
     if "t2w" in args.parts:
         res["t2w"] = torch_t2w(args, hf, x)
-    res["gemm"] = gemm_probe(args.threads)
+    res["gemm"] = gemm_probe()
     res["peak_rss_mib"] = peak_rss_mib()
     return res
 
@@ -421,24 +421,12 @@ class OfficialStream:
         return speech if last else speech[:, :-n]
 
 
-def gemm_probe(threads: int) -> dict:
+def gemm_probe() -> dict:
     """F32 GEMM throughput of torch at the shapes the models run: the DiT FFN (both CFG branches of
     a 10-s utterance with a 2-s prompt: 1200 frames x 512 -> 2048), the TTS decode step (1 x 768 ->
     3072, memory bound) and a HiFT stage-1 resblock conv as im2col GEMM (2000 samples x 128*7 -> 128)."""
-    import torch
-
-    out = {}
-    for name, (m, k, n) in {"dit_ffn_1200x512x2048": (1200, 512, 2048), "tts_step_1x768x3072": (1, 768, 3072),
-                            "hift_conv_2000x896x128": (2000, 896, 128)}.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 0.5:
-            torch.mm(a, b)
-            reps += 1
-        dt = (time.perf_counter() - t0) / reps
-        out[name] = {"gflops": 2 * m * k * n / dt / 1e9, "ms": dt * 1e3}
-    return out
+    return torch_gemm_rates({"dit_ffn_1200x512x2048": (1200, 512, 2048), "tts_step_1x768x3072": (1, 768, 3072),
+                             "hift_conv_2000x896x128": (2000, 896, 128)})
 
 
 # ---------------------------------------------------------------------------------------------
