@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# the tests' speech-like signal: one definition for tests and benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import audio_inputs  # noqa: E402
+
+speechlike = audio_inputs.speechlike
 
 
 def cache_dir() -> Path:
@@ -26,18 +31,6 @@ def proc_status_kib(key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def speechlike(seconds: float, seed: int, rate: int = 16000) -> np.ndarray:
-    """A voiced signal with a gliding pitch, 5 harmonics and 4-Hz syllables, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * rate))
-    t = np.arange(n) / rate
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.2 * env * x + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
 class LineWorker:

@@ -216,7 +216,7 @@ def run_frames(omni, n: int) -> dict:
     dx = omni.as_duplex(seed=SEED, generate_audio=False)
     dx.prepare(PREFIX, SUFFIX)
     pcm = speechlike(n + 1.1, SEED + 6)
-    with_frame, audio_only = [], []
+    with_frame = []
     for k in range(n):
         piece = pcm[:16560] if k == 0 else pcm[16560 + 16000 * (k - 1):16560 + 16000 * k]
         t0 = time.perf_counter()

@@ -129,8 +129,7 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
         g.q_begin = q0;
         g.n_queries = std::min(group_frames, n_out - q0);
         g.n_keys = audio_padded_keys(key_end(q0 + static_cast<int>(g.n_queries) - 1));
-        bool all_seen = g.n_keys == key_end(q0);
-        if (!all_seen) {
+        if (g.n_keys != key_end(q0)) {  // some query of the group does not see all n_keys keys
             g.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, g.n_keys, g.n_queries);
             ggml_set_input(g.mask);
         }

@@ -15,8 +15,8 @@ namespace minicpmo {
 ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_tensor * mel, int drop_front,
                                int drop_back);
 
-// Attention reads keys in groups of this many: the key count is padded up to a multiple and the
-// padded keys are masked, so the weighted sum over keys runs in ggml's GEMM kernels (multiples of 16).
+// Key counts are padded up to a multiple of this and the padded keys masked, so the weighted sum
+// over keys runs in ggml's GEMM kernels (they need a multiple of 16).
 constexpr int64_t kAudioKeyAlign = 32;
 inline int64_t audio_padded_keys(int64_t n_keys) {
     return (n_keys + kAudioKeyAlign - 1) / kAudioKeyAlign * kAudioKeyAlign;
