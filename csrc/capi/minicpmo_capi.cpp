@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/llama_log.h"
 #include "speech/speech_synthesizer.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
@@ -230,6 +231,7 @@ minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_para
         lp.use_mmap = p.use_mmap;
         auto m = std::make_unique<minicpmo_model>();
         m->impl = std::make_unique<minicpmo::OmniModel>(path, p.omni_path ? p.omni_path : "", lp);
+        for (const std::string & w : m->impl->load_warnings()) minicpmo::log_warning(w);  // C API log: stderr
         *out_model = m.release();
     });
 }

@@ -116,6 +116,9 @@ MINICPMO_API minicpmo_model_params minicpmo_model_default_params(void);
 MINICPMO_API minicpmo_session_params minicpmo_session_default_params(void);
 MINICPMO_API minicpmo_generate_params minicpmo_generate_default_params(void);
 
+/* Loads the LLM file and its omni companion. A load that goes ahead with something to know (no
+ * companion found: text-only; files without the LLM fingerprint) prints "minicpmo: warning: ..."
+ * lines to stderr. A companion from another conversion, or truncated, is refused. */
 MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_params * params,
                                                  minicpmo_model ** out_model);
 MINICPMO_API void minicpmo_model_free(minicpmo_model * model);

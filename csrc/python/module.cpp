@@ -184,6 +184,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true)
         .def_property_readonly("has_omni", &OmniModel::has_omni)
         .def_property_readonly("omni_missing_reason", &OmniModel::omni_missing_reason)
+        .def_property_readonly("load_warnings", &OmniModel::load_warnings)
         .def_property_readonly("omni_path", [](const OmniModel & o) { return o.omni() ? o.omni()->path : ""; })
         .def_property_readonly("omni_components",
                                [](const OmniModel & o) { return o.omni() ? o.omni()->components : std::vector<std::string>(); })
