@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/llama_log.h"
 #include "speech/speech_synthesizer.h"
+#include "speech/voice_bank.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
 #include "session/duplex_session.h"
@@ -239,6 +240,13 @@ minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_para
 void minicpmo_model_free(minicpmo_model * model) { delete model; }
 
 bool minicpmo_model_has_omni(const minicpmo_model * model) { return model && model->impl->has_omni(); }
+
+minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice) {
+    return guarded([&] {
+        require(model != nullptr, "model is NULL");
+        model->impl->voices()->get(voice ? voice : "");
+    });
+}
 
 minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                      minicpmo_session ** out_session) {

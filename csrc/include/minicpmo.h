@@ -124,6 +124,10 @@ MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicp
 MINICPMO_API void minicpmo_model_free(minicpmo_model * model);
 /* Whether the omni companion was found and loaded (image/audio/speech need it). */
 MINICPMO_API bool minicpmo_model_has_omni(const minicpmo_model * model);
+/* Checks before any generation that speech output can use `voice` (NULL or "" = the default): the
+ * companion is there and holds a voice of that name (the error names the voices there are). Loads
+ * the voice prompts on first use. */
+MINICPMO_API minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice);
 
 MINICPMO_API minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                                   minicpmo_session ** out_session);

@@ -20,6 +20,7 @@
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
 #include "session/media_prompt.h"
+#include "cli/image_file.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
 #include "session/spoken_reply_stream.h"
@@ -168,6 +169,9 @@ PYBIND11_MODULE(_core, m) {
     bind_image_preprocess(m);
     bind_audio_frontend(m);
     bind_audio_input(m);
+    // limits on encoded images, the CLI's (csrc/cli/image_file.h), applied by minicpmo_cpp.media too
+    m.attr("IMAGE_MAX_SIDE") = minicpmo_cli::kMaxImageSide;
+    m.attr("IMAGE_MAX_PIXELS") = minicpmo_cli::kMaxImagePixels;
     bind_flow(m);
     bind_speech(m);
     bind_speech_stream(m);
