@@ -5,9 +5,10 @@ It hashes what identifies the LLM in the source checkpoint, so the F32, F16 and 
 one checkpoint share it and any other checkpoint (a fine-tune with the same shapes, another random
 init) gets another:
   - the hyper-parameters and the tokenizer (tokens, merges, chat template);
-  - every LLM tensor's name, dtype and shape, and the first and last 64 KiB of its stored bytes
-    (a few tens of MB for the 8B model: every fine-tuned matrix differs there, and reading all 16 GB
-    again would double the conversion time).
+  - every LLM tensor's name and shape, and its first and last 16384 values as float32 (a few tens
+    of MB for the 8B model: every fine-tuned matrix differs there, and reading all 16 GB again would
+    double the conversion time). Values, not stored bytes: the same weights stored as BF16, F16 or
+    F32, in one file or in shards, are the same LLM.
 libllama's quantizer copies all metadata keys, so `minicpmo-quantize` output keeps it.
 """
 
@@ -16,10 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+
 from .checkpoint import Checkpoint
+from .safetensors_io import bf16_to_f32
 
 FINGERPRINT_KEY = "minicpmo.llm_fingerprint"
-_SAMPLE_BYTES = 64 * 1024
+_SAMPLE_VALUES = 16384
 _VERSION = b"minicpmo-llm-fingerprint-1\0"
 
 
@@ -37,8 +41,10 @@ def llm_fingerprint(ckpt: Checkpoint) -> str:
     add("\0".join(tok.merges).encode("utf-8", "surrogatepass"))
     add((tok.chat_template or "").encode("utf-8", "surrogatepass"))
     for name, shape in ckpt.llm_tensor_shapes.items():
-        add(f"{name}:{ckpt.weights.dtype(name)}:{tuple(shape)}".encode())
-        raw = ckpt.weights.raw(name).reshape(-1).view("u1")
-        add(raw[:_SAMPLE_BYTES].tobytes())
-        add(raw[-_SAMPLE_BYTES:].tobytes())
+        add(f"{name}:{tuple(shape)}".encode())
+        raw = ckpt.weights.raw(name).reshape(-1)
+        bf16 = ckpt.weights.dtype(name) == "BF16"
+        for part in (raw[:_SAMPLE_VALUES], raw[-_SAMPLE_VALUES:]):
+            values = bf16_to_f32(np.asarray(part)) if bf16 else np.asarray(part, dtype=np.float32)
+            add(values.astype("<f4").tobytes())
     return h.hexdigest()

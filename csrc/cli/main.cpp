@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <random>
 #include <stdexcept>
@@ -14,7 +15,6 @@
 #include "cli/image_file.h"
 #include "cli/wav_writer.h"
 #include "minicpmo.h"
-#include <unistd.h>
 
 namespace {
 
@@ -28,18 +28,12 @@ extern "C" void on_sigint(int) {
         g_stop_reply = 1;
         return;
     }
-    static const char nl = '\n';
-    (void)!write(STDERR_FILENO, &nl, 1);
-    _exit(130);  // the shell's code for "ended by SIGINT"; nothing is half-written between replies
+    std::_Exit(130);  // the shell's code for "ended by SIGINT"; nothing is half-written between replies
 }
 
-void install_sigint_handler() {
-    struct sigaction sa {};
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;  // reads of the next prompt go on after a Ctrl-C during a reply
-    sigaction(SIGINT, &sa, nullptr);
-}
+// glibc's signal() keeps the handler installed and restarts interrupted reads (BSD semantics), so
+// reading the next prompt goes on after a Ctrl-C during a reply.
+void install_sigint_handler() { std::signal(SIGINT, on_sigint); }
 
 bool print_piece(const char * piece, size_t len, void *) {
     std::fwrite(piece, 1, len, stdout);

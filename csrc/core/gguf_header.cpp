@@ -1,5 +1,6 @@
 #include "core/gguf_header.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
@@ -66,19 +67,22 @@ void GgufHeader::check_tensor_bounds() const {
         const int64_t * ne = gguf_get_tensor_ne(ctx_, i);
         const std::string desc = std::string(ggml_type_name(type)) + " " + shape_text(ne);
         uint64_t size = 0;
-        bool ok = ne[0] >= 0 && ne[0] % ggml_blck_size(type) == 0;
-        if (ok) size = static_cast<uint64_t>(ne[0] / ggml_blck_size(type)) * ggml_type_size(type);
+        const uint64_t blocks = ne[0] >= 0 ? static_cast<uint64_t>(ne[0] / ggml_blck_size(type)) : 0;
+        bool ok = ne[0] >= 0 && ne[0] % ggml_blck_size(type) == 0 && blocks <= UINT64_MAX / ggml_type_size(type);
+        if (ok) size = blocks * ggml_type_size(type);
         for (int d = 1; ok && d < GGML_MAX_DIMS; ++d) {
-            ok = ne[d] >= 0 && !__builtin_mul_overflow(size, static_cast<uint64_t>(ne[d]), &size);
+            const uint64_t n = static_cast<uint64_t>(ne[d]);
+            ok = ne[d] >= 0 && (n == 0 || size <= UINT64_MAX / n);  // no overflow
+            if (ok) size *= n;
         }
         if (!ok) bad("has an invalid shape " + desc);
         if (size != gguf_get_tensor_size(ctx_, i)) {
             bad("(" + desc + ") should hold " + std::to_string(size) + " bytes, but its table entry says " +
                 std::to_string(gguf_get_tensor_size(ctx_, i)));
         }
-        uint64_t begin = 0, end = 0;
-        if (__builtin_add_overflow(data_offset, static_cast<uint64_t>(gguf_get_tensor_offset(ctx_, i)), &begin) ||
-            __builtin_add_overflow(begin, size, &end) || end > file_size) {
+        // begin + size <= file_size, written so that no sum can wrap around
+        const uint64_t offset = gguf_get_tensor_offset(ctx_, i);
+        if (data_offset > file_size || offset > file_size - data_offset || size > file_size - data_offset - offset) {
             bad("(" + desc + ", " + std::to_string(size) + " bytes at offset " +
                 std::to_string(gguf_get_tensor_offset(ctx_, i)) + " of the data) lies beyond the end of the file (" +
                 std::to_string(file_size) + " bytes)");
