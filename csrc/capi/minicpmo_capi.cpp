@@ -241,13 +241,6 @@ void minicpmo_model_free(minicpmo_model * model) { delete model; }
 
 bool minicpmo_model_has_omni(const minicpmo_model * model) { return model && model->impl->has_omni(); }
 
-minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice) {
-    return guarded([&] {
-        require(model != nullptr, "model is NULL");
-        model->impl->voices()->get(voice ? voice : "");
-    });
-}
-
 minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                      minicpmo_session ** out_session) {
     return guarded([&] {
@@ -351,6 +344,13 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
         on_audio(audio.data(), audio.size(), s.speech().sample_rate(), user_data);
+    });
+}
+
+minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice) {
+    return guarded([&] {
+        require(model != nullptr, "model is NULL");
+        model->impl->voices()->get(voice ? voice : "");
     });
 }
 

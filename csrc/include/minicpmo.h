@@ -124,10 +124,6 @@ MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicp
 MINICPMO_API void minicpmo_model_free(minicpmo_model * model);
 /* Whether the omni companion was found and loaded (image/audio/speech need it). */
 MINICPMO_API bool minicpmo_model_has_omni(const minicpmo_model * model);
-/* Checks before any generation that speech output can use `voice` (NULL or "" = the default): the
- * companion is there and holds a voice of that name (the error names the voices there are). Loads
- * the voice prompts on first use. */
-MINICPMO_API minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice);
 
 MINICPMO_API minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                                   minicpmo_session ** out_session);
@@ -184,6 +180,11 @@ typedef bool (*minicpmo_audio_callback)(const float * samples, size_t n, int32_t
 MINICPMO_API minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice,
                                                           uint64_t seed, int32_t max_speech_tokens,
                                                           minicpmo_audio_callback on_audio, void * user_data);
+
+/* Checks before any generation that speech output can use `voice` (NULL or "" = the default): the
+ * companion is there and holds a voice of that name (the error names the voices there are). Loads
+ * the voice prompts on first use. */
+MINICPMO_API minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice);
 
 /* minicpmo_session_chat_media with a streamed spoken reply (the official streaming pipeline, spec
  * §6.1): the prompt ends with <|tts_bos|>, every 10 reply tokens condition the speech decoder and
