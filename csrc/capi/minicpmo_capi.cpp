@@ -18,6 +18,7 @@
 #include "llm/quantize.h"
 #include "session/omni_model.h"
 #include "session/duplex_session.h"
+#include "session/media_forward.h"
 #include "session/omni_session.h"
 #include "session/simplex_stream.h"
 #include "session/spoken_reply_stream.h"
@@ -126,6 +127,20 @@ std::vector<minicpmo::ChatMessage> to_messages(const minicpmo_message * messages
         msgs.push_back({messages[i].role, messages[i].content});
     }
     return msgs;
+}
+
+// The template and media options of a chat_media-style call (forward_media renders the same prompt).
+minicpmo::ChatTemplateOptions chat_options(const minicpmo_generate_params & p, size_t n_audios) {
+    minicpmo::ChatTemplateOptions opts;
+    opts.enable_thinking = p.enable_thinking;
+    opts.use_tts_template = p.use_tts_template || p.generate_audio || n_audios > 0;  // as the official chat() does
+    return opts;
+}
+
+minicpmo::MediaPromptOptions media_options(int32_t use_image_id) {
+    minicpmo::MediaPromptOptions mo;
+    mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+    return mo;
 }
 
 std::function<bool(const std::string &)> piece_sink(minicpmo_text_callback on_text, void * user_data) {
@@ -241,6 +256,10 @@ void minicpmo_model_free(minicpmo_model * model) { delete model; }
 
 bool minicpmo_model_has_omni(const minicpmo_model * model) { return model && model->impl->has_omni(); }
 
+int32_t minicpmo_model_n_embd(const minicpmo_model * model) { return model ? model->impl->llm()->n_embd() : 0; }
+
+int32_t minicpmo_model_n_vocab(const minicpmo_model * model) { return model ? model->impl->llm()->n_vocab() : 0; }
+
 minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                      minicpmo_session ** out_session) {
     return guarded([&] {
@@ -301,12 +320,8 @@ minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const mi
         std::vector<minicpmo::AudioInput> sounds;
         for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
-        minicpmo::ChatTemplateOptions opts;
-        opts.enable_thinking = p.enable_thinking;
-        opts.use_tts_template = p.use_tts_template || p.generate_audio || n_audios > 0;  // as the official chat() does
-        minicpmo::MediaPromptOptions mo;
-        mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
-        hand_out(session->impl->chat(msgs, ims, sounds, mo, opts, to_generate(p), piece_sink(on_text, user_data)),
+        hand_out(session->impl->chat(msgs, ims, sounds, media_options(use_image_id), chat_options(p, n_audios),
+                                     to_generate(p), piece_sink(on_text, user_data)),
                  out_reply, out_len);
     });
 }
@@ -452,6 +467,44 @@ minicpmo_status minicpmo_session_generate(minicpmo_session * session, const mini
 }
 
 int32_t minicpmo_session_n_past(const minicpmo_session * session) { return session ? session->impl->n_past() : 0; }
+
+minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const minicpmo_message * messages,
+                                               size_t n_messages, const minicpmo_image * images, size_t n_images,
+                                               int32_t use_image_id, const minicpmo_audio * audios, size_t n_audios,
+                                               const minicpmo_generate_params * params, size_t capacity,
+                                               int32_t * out_tokens, uint8_t * out_is_media, float * out_logits,
+                                               float * out_hidden, size_t * out_n_positions) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(out_n_positions != nullptr, "out_n_positions is NULL");
+        *out_n_positions = 0;
+        require(images != nullptr || n_images == 0, "images is NULL");
+        require(audios != nullptr || n_audios == 0, "audios is NULL");
+        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
+        std::vector<minicpmo::ImageInput> ims;
+        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
+        std::vector<minicpmo::AudioInput> sounds;
+        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        minicpmo::OmniSession & s = *session->impl;
+        // the layout first: it gives the length without encoding or decoding anything
+        const minicpmo::MediaPrompt prompt =
+            s.media_prompt(minicpmo::render_chat(msgs, chat_options(p, n_audios)), ims, sounds, media_options(use_image_id));
+        const size_t n = prompt.tokens.size();
+        *out_n_positions = n;
+        if (!out_tokens && !out_is_media && !out_logits && !out_hidden) return;
+        if (n > capacity) {
+            minicpmo::fail(minicpmo::Status::invalid_argument,
+                           "the prompt has " + std::to_string(n) + " positions but the output buffers hold " +
+                               std::to_string(capacity) + " (call again with capacity >= *out_n_positions)");
+        }
+        const minicpmo::PromptForward r = minicpmo::forward_media(s, prompt, ims, sounds, out_logits != nullptr);
+        if (out_tokens) std::copy(r.tokens.begin(), r.tokens.end(), out_tokens);
+        if (out_is_media) std::copy(r.is_media.begin(), r.is_media.end(), out_is_media);
+        if (out_logits) std::copy(r.logits.begin(), r.logits.end(), out_logits);
+        if (out_hidden) std::copy(r.hidden.begin(), r.hidden.end(), out_hidden);
+    });
+}
 
 void minicpmo_string_free(char * s) { std::free(s); }
 

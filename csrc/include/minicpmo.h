@@ -124,6 +124,9 @@ MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicp
 MINICPMO_API void minicpmo_model_free(minicpmo_model * model);
 /* Whether the omni companion was found and loaded (image/audio/speech need it). */
 MINICPMO_API bool minicpmo_model_has_omni(const minicpmo_model * model);
+/* The LLM's hidden size and vocabulary size (row widths of minicpmo_session_forward_media's outputs). */
+MINICPMO_API int32_t minicpmo_model_n_embd(const minicpmo_model * model);
+MINICPMO_API int32_t minicpmo_model_n_vocab(const minicpmo_model * model);
 
 MINICPMO_API minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_session_params * params,
                                                   minicpmo_session ** out_session);
@@ -239,6 +242,25 @@ MINICPMO_API minicpmo_status minicpmo_session_generate(minicpmo_session * sessio
                                                        char ** out_reply, size_t * out_len);
 /* Number of positions in use in the session's KV cache. */
 MINICPMO_API int32_t minicpmo_session_n_past(const minicpmo_session * session);
+
+/* Low level: logits and final-norm hidden states of every position of the prompt
+ * minicpmo_session_chat_media would prefill for the same messages, images, audios, use_image_id and
+ * params (enable_thinking, use_tts_template, generate_audio; NULL = defaults), images and audio
+ * included, computed on an empty KV cache. The conversation is cleared (as minicpmo_session_reset):
+ * the next chat prefills its whole prompt. *out_n_positions receives the prompt length n. Outputs,
+ * each NULL when not wanted, hold `capacity` positions: out_tokens (token ids; image / audio rows hold
+ * the <unk> placeholder), out_is_media (1 where encoder rows replaced the token embedding),
+ * out_logits (capacity x minicpmo_model_n_vocab floats), out_hidden (capacity x minicpmo_model_n_embd
+ * floats). With all four NULL only the length is computed (nothing is encoded or decoded); n >
+ * capacity fails with MINICPMO_ERR_INVALID_ARGUMENT before any work, *out_n_positions set. */
+MINICPMO_API minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const minicpmo_message * messages,
+                                                            size_t n_messages, const minicpmo_image * images,
+                                                            size_t n_images, int32_t use_image_id,
+                                                            const minicpmo_audio * audios, size_t n_audios,
+                                                            const minicpmo_generate_params * params, size_t capacity,
+                                                            int32_t * out_tokens, uint8_t * out_is_media,
+                                                            float * out_logits, float * out_hidden,
+                                                            size_t * out_n_positions);
 
 MINICPMO_API void minicpmo_string_free(char * s);
 

@@ -19,6 +19,7 @@
 #include "python/generate_args.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
+#include "session/media_forward.h"
 #include "session/media_prompt.h"
 #include "cli/image_file.h"
 #include "session/omni_model.h"
@@ -41,6 +42,7 @@ void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streami
 void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
 void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
 void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
+void bind_forward(py::module_ & m);           // bind_forward.cpp (all-positions forward of media prompts)
 
 using minicpmo_py::make_generate_params;
 using minicpmo_py::make_uniform_draw;
@@ -528,27 +530,20 @@ PYBIND11_MODULE(_core, m) {
         .def("forward",
              [](OmniSession & s, const std::vector<llama_token> & ids) {
                  // fresh cache, every position's logits and final-norm hidden state; leaves the
-                 // session empty because the conversation was replaced
+                 // session empty because the conversation was replaced (session/media_forward.h)
                  if (ids.empty()) fail(Status::invalid_argument, "forward() needs at least one token");
-                 std::vector<float> logits, hidden;
-                 size_t n_vocab, n_embd;
+                 PromptForward r;
                  {
                      py::gil_scoped_release release;
-                     s.reset();
-                     LlmContext & c = s.context();
-                     c.decode_tokens(ids.data(), ids.size(), Outputs::all, true);
-                     n_vocab = static_cast<size_t>(c.n_vocab());
-                     n_embd = static_cast<size_t>(c.n_embd());
-                     logits.assign(c.logits(0), c.logits(0) + ids.size() * n_vocab);
-                     hidden.assign(c.hidden(0), c.hidden(0) + ids.size() * n_embd);
-                     s.reset();
+                     r = forward_prompt(s, ids, {});
                  }
-                 return std::make_pair(to_array(logits.data(), ids.size(), n_vocab),
-                                       to_array(hidden.data(), ids.size(), n_embd));
+                 return std::make_pair(to_array(r.logits.data(), ids.size(), static_cast<size_t>(s.context().n_vocab())),
+                                       to_array(r.hidden.data(), ids.size(), static_cast<size_t>(s.context().n_embd())));
              });
 
     bind_duplex(m);  // after Session: its constructor takes one
     bind_simplex(m);  // likewise
+    bind_forward(m);  // adds Session.forward_media
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,

@@ -253,37 +253,46 @@ std::vector<llama_token> OmniSession::media_prompt_tokens(const std::string & te
     return build_prompt(*this, model(), text, images, audios, options, hp).prompt.tokens;
 }
 
-PrefillStats OmniSession::prefill_media(const std::string & text, const std::vector<ImageInput> & images,
-                                        const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
+MediaPrompt OmniSession::media_prompt(const std::string & text, const std::vector<ImageInput> & images,
+                                      const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
     const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
-    const BuiltPrompt b = build_prompt(*this, model(), text, images, audios, options, hp);
-    const MediaPrompt & p = b.prompt;
-    const size_t keep = reusable_prefix(p.tokens, p.keys);
+    return build_prompt(*this, model(), text, images, audios, options, hp).prompt;
+}
 
-    // encode the media that have a span beyond the reused prefix
-    std::vector<std::vector<float>> image_rows(images.size()), audio_rows(audios.size());
+MediaRows OmniSession::encode_media_spans(const MediaPrompt & p, const std::vector<ImageInput> & images,
+                                          const std::vector<AudioInput> & audios, size_t keep) {
+    MediaRows out;
+    out.images.resize(images.size());
+    out.audios.resize(audios.size());
     const size_t n_embd = static_cast<size_t>(context().n_embd());
     for (const MediaPrompt::Span & s : p.spans) {
         if (s.pos + s.n_rows <= keep) continue;
         if (s.kind == MediaPrompt::Span::Kind::image) {
-            if (image_rows[s.index].empty()) image_rows[s.index] = encode_image(images[s.index]);
-        } else if (audio_rows[s.index].empty()) {
-            audio_rows[s.index] = encode_audio(audios[s.index]);
+            if (out.images.at(s.index).empty()) out.images[s.index] = encode_image(images[s.index]);
+        } else if (out.audios.at(s.index).empty()) {
+            out.audios[s.index] = encode_audio(audios[s.index]);
         }
     }
-    std::vector<EmbeddingSpan> spans;
-    spans.reserve(p.spans.size());
+    out.spans.reserve(p.spans.size());
     for (const MediaPrompt::Span & s : p.spans) {
         const bool is_image = s.kind == MediaPrompt::Span::Kind::image;
-        const std::vector<float> & r = is_image ? image_rows[s.index] : audio_rows[s.index];
+        const std::vector<float> & r = is_image ? out.images[s.index] : out.audios[s.index];
         const size_t first = is_image ? s.slice * s.n_rows : 0;
         const float * data = r.empty() ? nullptr : r.data() + first * n_embd;
         if (data && (first + s.n_rows) * n_embd > r.size()) {
             fail(Status::internal, "media encoding has fewer rows than its prompt layout");
         }
-        spans.push_back(EmbeddingSpan{s.pos, s.n_rows, data});
+        out.spans.push_back(EmbeddingSpan{s.pos, s.n_rows, data});
     }
-    return prefill(p.tokens, p.keys, spans);
+    return out;
+}
+
+PrefillStats OmniSession::prefill_media(const std::string & text, const std::vector<ImageInput> & images,
+                                        const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
+    const MediaPrompt p = media_prompt(text, images, audios, options);
+    // encode only the media that have a span beyond the reused prefix
+    const MediaRows rows = encode_media_spans(p, images, audios, reusable_prefix(p.tokens, p.keys));
+    return prefill(p.tokens, p.keys, rows.spans);
 }
 
 PrefillStats OmniSession::append_image(const ImageInput & image, int image_id) {

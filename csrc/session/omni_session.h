@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "audio/audio_encoder.h"
+#include "session/media_prompt.h"
 #include "session/omni_model.h"
 #include "session/session.h"
 
@@ -36,6 +37,13 @@ struct AudioInput {
 
 struct MediaPromptOptions {
     int use_image_id = -1;          // -1 = the model's default (true), 0 / 1 = off / on
+};
+
+// Encoder rows of a media prompt's spans. `spans` point into `images` / `audios` (one row block per
+// input, encoded once however many spans it has); a span that needed no encoding has null rows.
+struct MediaRows {
+    std::vector<std::vector<float>> images, audios;
+    std::vector<EmbeddingSpan> spans;
 };
 
 class OmniSession : public Session {
@@ -79,6 +87,12 @@ public:
     std::vector<llama_token> media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
                                                  const std::vector<AudioInput> & audios,
                                                  const MediaPromptOptions & options);
+    // The whole layout: tokens, content keys and media spans (what prefill_media decodes).
+    MediaPrompt media_prompt(const std::string & text, const std::vector<ImageInput> & images,
+                             const std::vector<AudioInput> & audios, const MediaPromptOptions & options);
+    // Encodes the media whose spans in `prompt` end after position `keep` (0 = all of them).
+    MediaRows encode_media_spans(const MediaPrompt & prompt, const std::vector<ImageInput> & images,
+                                 const std::vector<AudioInput> & audios, size_t keep = 0);
 
     // Appends one image's token layout after what the cache holds; image_id < 0 writes no
     // <image_id> tag.

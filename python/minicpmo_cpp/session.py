@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -41,6 +41,15 @@ class SpokenReply:
 
     def __repr__(self) -> str:
         return f"SpokenReply(text={self.text!r}, seconds={self.audio.size / self.sample_rate:.2f})"
+
+
+class PromptForward(NamedTuple):
+    """What ``OmniSession.forward_messages`` returns (unpacks like ``forward()``'s pair first)."""
+
+    logits: np.ndarray | None  # float32 [n, vocab], or None when not asked for
+    hidden: np.ndarray         # float32 [n, hidden]: final-norm hidden states
+    token_ids: np.ndarray      # int32 [n]: the prompt (media positions hold <unk>)
+    media_mask: np.ndarray     # bool [n]: positions fed from image / audio encoder rows
 
 
 class OmniSession:
@@ -205,6 +214,33 @@ class OmniSession:
         a fresh cache (the conversation is cleared)."""
         self._generation += 1
         return self._session.forward([int(t) for t in token_ids])
+
+    def forward_messages(
+        self,
+        msgs,
+        logits: bool = True,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool = False,
+        max_slice_nums: int | None = None,
+        use_image_id: bool | None = None,
+        omni_mode: bool = False,
+        use_tts_template: bool | None = None,
+    ) -> PromptForward:
+        """``forward()`` for the prompt ``chat(msgs)`` prefills, images and audio included (same
+        content and options as ``chat``): a ``PromptForward`` of ``logits`` [n, vocab] (None with
+        ``logits=False``, which saves n x vocab floats when only embeddings are wanted), final-norm
+        ``hidden`` states [n, hidden], the prompt's ``token_ids`` (int32; media positions hold the
+        <unk> placeholder) and ``media_mask`` (True where image / audio encoder rows replaced the
+        token embedding). Like ``forward()`` it runs on an empty cache and clears the conversation,
+        so the next ``chat`` prefills its prompt from the start."""
+        parsed = parse_messages(msgs, omni_mode)
+        prompt = _core.render_chat(parsed.pairs, bool(add_generation_prompt), enable_thinking,
+                                   self._tts_template(use_tts_template, parsed))
+        slices = self._slices(parsed.images, max_slice_nums)
+        self._generation += 1
+        ids, mask, out_logits, hidden = self._session.forward_media(
+            prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios, bool(logits))
+        return PromptForward(out_logits, hidden, np.asarray(ids, np.int32), mask)
 
     def as_duplex(self, sliding_window: bool | str = False, window_high: int = 4000, window_low: int = 3500,
                   seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None,
@@ -456,6 +492,6 @@ class OmniSession:
         return f"OmniSession({self._model.path!r}, omni={self.omni_path or None!r}, n_ctx={self.n_ctx})"
 
 
-__all__ = ["OmniSession", "SpokenReply", "MinicpmoError"]
+__all__ = ["OmniSession", "SpokenReply", "PromptForward", "MinicpmoError"]
 
 
