@@ -23,6 +23,7 @@ from c_demos import build_c_demo
 
 from reference.audio import AudioReference, StreamingWhisperReference, audio_placeholder_count
 from reference.audio_frontend import StreamingMelReference
+from reference.mel_filters import slaney_mel_filters
 
 SYSTEM = "You are a helpful assistant."
 N_QUERY = 64              # tiny config query_num (spec §8 keeps the real 64)
@@ -127,12 +128,9 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
     """Each 1-s user piece: simplex streaming mel (first piece front-padded to 1035 ms, no
     redundancy frames) -> Whisper with its key/value cache -> projector and pooling, the cache and
     the mel stream restarted for the second user turn."""
-    from transformers.audio_utils import mel_filter_bank
-
     sd, cfg = tiny_state
     aref = AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
-    filters = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
-                              sampling_rate=16000, norm="slaney", mel_scale="slaney").T
+    filters = slaney_mel_filters(201, 80, 16000, 0.0, 8000.0)
     s = _session(tiny_f32)
     n_embd = s._model.n_embd
     s.streaming_prefill({"role": "system", "content": SYSTEM})

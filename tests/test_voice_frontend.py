@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from conftest import _import_convert
 
@@ -62,6 +61,7 @@ def test_resampler_matches_the_torchaudio_formula(orig, new):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7)
 
 
+@pytest.mark.torch
 def test_whisper_log_mel_matches_transformers():
     from transformers import WhisperFeatureExtractor
 
@@ -98,6 +98,7 @@ def test_kaldi_fbank_matches_kaldi_native_fbank():
 def reference_prompt_mel(a24: np.ndarray) -> np.ndarray:
     """The reference's mel_spectrogram with torch ops: reflect pad 720, STFT 1920/480 (center off),
     sqrt(re^2 + im^2 + 1e-9), Slaney mel (transformers' filter bank = librosa's), ln(clamp 1e-5)."""
+    import torch
     from transformers.audio_utils import mel_filter_bank
 
     x = torch.from_numpy(a24.astype(np.float64))
@@ -111,6 +112,7 @@ def reference_prompt_mel(a24: np.ndarray) -> np.ndarray:
     return torch.log(torch.clamp(fb @ mag, min=1e-5)).T.numpy()
 
 
+@pytest.mark.torch
 def test_prompt_mel_matches_torch_stft():
     a = _signal(24000 * 2 + 77, 24000)
     ref = reference_prompt_mel(a)
@@ -218,6 +220,7 @@ def reference_voice(pcm16: np.ndarray, w: np.ndarray, w2: np.ndarray):
     return tokens, spk, mel, logits
 
 
+@pytest.mark.torch  # the reference features: transformers' WhisperFeatureExtractor, torch.stft
 def test_voice_from_wav_with_onnxruntime(tmp_path):
     w, w2 = write_stand_in_onnx(tmp_path)
     pcm = _signal(16000 * 3, 16000, seed=5)
@@ -238,6 +241,7 @@ def test_voice_from_wav_with_onnxruntime(tmp_path):
     np.testing.assert_allclose(v.mel, mel, rtol=0, atol=1e-4)
 
 
+@pytest.mark.torch  # as above
 def test_voice_from_wav_resamples_other_rates(tmp_path):
     w, w2 = write_stand_in_onnx(tmp_path, seed=1)
     pcm24 = _signal(24000 * 2, 24000, seed=6)
