@@ -45,6 +45,30 @@ def _import_convert(modname: str):
             raise first
 
 
+def pytest_ignore_collect(collection_path, config):
+    """A module marked torch as a whole (a line `pytestmark = pytest.mark.torch`) imports torch or
+    transformers at the top, so it is not even imported when the torch tests are deselected
+    (`-m "not torch"`): that run needs neither package installed."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    if not _deselects_torch(config.getoption("markexpr", "") or ""):
+        return None
+    try:
+        text = collection_path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return True if "\npytestmark = pytest.mark.torch" in text else None
+
+
+def _deselects_torch(markexpr: str) -> bool:
+    """Whether -m `markexpr` deselects a test whose only mark is torch."""
+    if not markexpr.strip():
+        return False
+    from _pytest.mark.expression import Expression  # pytest's own -m parser
+
+    return not Expression.compile(markexpr).evaluate(lambda name, **kwargs: name == "torch")
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_dir() -> Path:
     """Root of the llama.cpp source tree the runtime was built from."""

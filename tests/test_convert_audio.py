@@ -19,6 +19,7 @@ from gguf import GGUFReader, GGUFValueType as V
 
 from conftest import _import_convert
 from gguf_values import decode, f16_round
+from reference.mel_filters import slaney_mel_filters
 
 convert = _import_convert("")
 ConversionError = convert.ConversionError
@@ -46,11 +47,14 @@ AUDIO_PREFIXES = ("apm.", "audio_projection_layer.")
 
 
 def reference_mel_filters(n_freq: int = N_FREQ, n_mel: int = MEL, sr: int = 16000) -> np.ndarray:
-    """transformers' Whisper filter bank, (n_mel, n_freq) float64."""
-    from transformers.audio_utils import mel_filter_bank
+    """The Whisper filter bank, (n_mel, n_freq) float64, from the numpy Slaney reference
+    (tests/reference/mel_filters.py; checked against transformers' in test_mel_filter_bank_matches_transformers)."""
+    return slaney_mel_filters(n_freq, n_mel, sr, 0.0, 8000.0)
 
-    return mel_filter_bank(num_frequency_bins=n_freq, num_mel_filters=n_mel, min_frequency=0.0,
-                           max_frequency=8000.0, sampling_rate=sr, norm="slaney", mel_scale="slaney").T
+
+# float32 rounding of a float64 value: half an ulp, 2^-24 relative; plus 1e-12 relative for the float64
+# differences between two evaluations of the same formula (measured 5e-15)
+F32_OF_F64_RTOL = 2.0 ** -24 + 1e-12
 
 
 def expected_tensors(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -173,21 +177,38 @@ def audio_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # mel filter bank
 # ------------------------------------------------------------------------------------------------
 
-def test_mel_filter_bank_matches_transformers():
-    from transformers import WhisperFeatureExtractor
-
+def test_mel_filter_bank_matches_the_numpy_reference():
     mel = _import_convert(".mel_filters").mel_filter_bank(80, 400, 16000, 0.0, 8000.0)
     assert mel.dtype == np.float32 and mel.shape == (MEL, N_FREQ)
-    for ref in (reference_mel_filters(), np.asarray(WhisperFeatureExtractor().mel_filters).T):
-        assert ref.shape == (MEL, N_FREQ)
-        # computed in float64 and rounded once: within half a float32 ulp of the float64 reference
-        # (measured: max |diff| 9.2e-10 at values up to 0.026, i.e. float32 rounding only)
-        err = np.abs(mel.astype(np.float64) - ref)
-        assert np.all(err <= 2.0 ** -24 * np.abs(ref)), err.max()
-        assert np.array_equal(mel == 0, ref == 0)  # same support (each triangle's zero region)
+    ref = reference_mel_filters()
+    # computed in float64 and rounded once: within half a float32 ulp of the float64 reference
+    # (measured: max |diff| 9.2e-10 at values up to 0.026, i.e. float32 rounding only)
+    err = np.abs(mel.astype(np.float64) - ref)
+    assert np.all(err <= F32_OF_F64_RTOL * np.abs(ref)), err.max()
+    assert np.array_equal(mel == 0, ref == 0)  # same support (each triangle's zero region)
     # other sizes follow the same formula (n_fft 512 -> 257 bins, 40 mels)
     mel2 = _import_convert(".mel_filters").mel_filter_bank(40, 512, 16000, 0.0, 8000.0)
-    np.testing.assert_allclose(mel2, reference_mel_filters(257, 40), rtol=2.0 ** -24, atol=0)
+    np.testing.assert_allclose(mel2, reference_mel_filters(257, 40), rtol=F32_OF_F64_RTOL, atol=0)
+
+
+@pytest.mark.torch
+def test_mel_filter_bank_matches_transformers():
+    """transformers (librosa's formulas) is the outside anchor of the numpy reference and the converter."""
+    from transformers import WhisperFeatureExtractor
+    from transformers.audio_utils import mel_filter_bank
+
+    mel = _import_convert(".mel_filters").mel_filter_bank(80, 400, 16000, 0.0, 8000.0)
+    for n_freq, n_mel, sr in [(201, 80, 16000), (257, 40, 16000), (961, 80, 24000), (201, 128, 16000)]:
+        tf = mel_filter_bank(num_frequency_bins=n_freq, num_mel_filters=n_mel, min_frequency=0.0,
+                             max_frequency=8000.0, sampling_rate=sr, norm="slaney", mel_scale="slaney").T
+        ref = reference_mel_filters(n_freq, n_mel, sr)
+        # both float64 evaluations of the same formulas: measured 1.1e-14 relative to the peak -> 1e-12
+        np.testing.assert_allclose(ref, tf, rtol=0, atol=1e-12 * tf.max())
+        assert np.array_equal(ref == 0, tf == 0)
+    tf = np.asarray(WhisperFeatureExtractor().mel_filters).T  # the bank the official processor uses
+    err = np.abs(mel.astype(np.float64) - tf)
+    assert np.all(err <= F32_OF_F64_RTOL * np.abs(tf)), err.max()
+    assert np.array_equal(mel == 0, tf == 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,7 +255,7 @@ def test_keys_follow_preprocessor_config(tmp_path, tiny_hf, rest_shard, state):
     assert kv["minicpmo.audio.pool_step"] == 2
     mel = decode(audio_tensors(omni)["a.mel_filters"])
     assert mel.shape == (MEL, 257)  # 512-point FFT
-    np.testing.assert_allclose(mel, reference_mel_filters(257), rtol=2.0 ** -24, atol=0)  # float32 rounding
+    np.testing.assert_allclose(mel, reference_mel_filters(257), rtol=F32_OF_F64_RTOL, atol=0)  # float32 rounding
 
     # without preprocessor_config.json the WhisperFeatureExtractor defaults apply
     bare = variant(tiny_hf, rest_shard, tmp_path / "bare", audio_state(state))
@@ -258,7 +279,7 @@ def test_f32_tensors_are_exact(tiny_f32, state):
         t = got[name]
         assert t.tensor_type == expected_type(name, shape, "f32"), name
         if name == "a.mel_filters":  # float64 reference: within float32 rounding
-            np.testing.assert_allclose(decode(t), want[name], rtol=2.0 ** -24, atol=0)
+            np.testing.assert_allclose(decode(t), want[name], rtol=F32_OF_F64_RTOL, atol=0)
         else:
             assert np.array_equal(decode(t), want[name]), name  # F32 -> F32 is lossless
     # the conv flattening spelled out on single elements, independent of numpy's reshape
@@ -277,7 +298,7 @@ def test_f16_tensors_round_once(tiny_f16, state):
         assert t.tensor_type == expected_type(name, shape, "f16"), name
         vals, x = decode(t), want[name]
         if name == "a.mel_filters":
-            np.testing.assert_allclose(vals, x, rtol=2.0 ** -24, atol=0)  # stays F32
+            np.testing.assert_allclose(vals, x, rtol=F32_OF_F64_RTOL, atol=0)  # stays F32
         elif len(shape) == 1:
             assert np.array_equal(vals, x), name  # 1-D tensors stay F32, bit exact
         else:
@@ -298,7 +319,7 @@ def test_q8_0_storage(tiny_q8, state):
         assert t.tensor_type == qtype, name
         vals, x = decode(t), want[name]
         if name == "a.mel_filters":
-            np.testing.assert_allclose(vals, x, rtol=2.0 ** -24, atol=0)
+            np.testing.assert_allclose(vals, x, rtol=F32_OF_F64_RTOL, atol=0)
         elif qtype == Q.F32:
             assert np.array_equal(vals, x), name
         elif qtype == Q.F16:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, GGUFValueType as V
 
@@ -45,6 +44,8 @@ SPEECH_PREFIXES = ("tts.", "t2w.", "voice.")
 
 def weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
     """torch's own weight_norm (dim 0) in float64: the independent reference for every fold."""
+    import torch
+
     return torch._weight_norm(torch.from_numpy(np.asarray(v, np.float64)),
                               torch.from_numpy(np.asarray(g, np.float64)), 0).numpy()
 
@@ -198,6 +199,8 @@ def state(tiny_hf) -> dict[str, np.ndarray]:
 
 
 def _torch_state(path: Path) -> dict[str, np.ndarray]:
+    import torch
+
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
 
 
@@ -223,6 +226,7 @@ def _folded(name: str, expected_names: dict) -> bool:
 # tensors
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.torch  # `expected` reads the assets with torch.load
 def test_f32_tensors(tiny_f32, expected):
     got = speech_tensors(tiny_f32[1])
     assert set(got) == set(expected), (sorted(set(got) ^ set(expected)))[:10]
@@ -246,6 +250,7 @@ def test_f32_tensors(tiny_f32, expected):
     assert not [n for n in got if "embed_tokens" in n or "spk" in n and n.startswith("tts.")]
 
 
+@pytest.mark.torch
 def test_tts_head_fold_matches_torch_weight_norm(state, tiny_f32):
     """The same fold as test_f32_tensors' numpy formula, by torch's weight_norm (dim=0)."""
     ref = weight_norm(state["tts.head_code.0.parametrizations.weight.original0"],
@@ -267,6 +272,7 @@ def tiny_bf16(tmp_path_factory, tiny_hf):
     return convert_checkpoint(tiny_hf, tmp_path_factory.mktemp("speech_bf16"), outtype="bf16", quiet=True)
 
 
+@pytest.mark.torch  # `expected` reads the assets with torch.load
 @pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
 def test_storage_types_and_rounding(outtype, tiny_f16, tiny_bf16, tiny_q8, expected):
     path = {"f16": tiny_f16, "bf16": tiny_bf16, "q8_0": tiny_q8}[outtype][1]
@@ -487,9 +493,12 @@ def test_tts_without_assets_and_explicit_asset_folder(tmp_path, tiny_hf, tiny_f3
     assert omni2.read_bytes() == tiny_f32[1].read_bytes()
 
 
+@pytest.mark.torch
 def test_safetensors_assets_and_old_weight_norm_spelling(tmp_path, tiny_hf, tiny_f32, split_shards):
     """flow.safetensors / hift.safetensors are preferred over the .pt files; weight norms stored as
     weight_g / weight_v (pre-parametrization torch) fold to the same tensors."""
+    import torch
+
     from safetensors.numpy import save_file
 
     hf = variant(tiny_hf, split_shards, tmp_path / "hf")
@@ -592,7 +601,15 @@ def test_add_voices_to_an_existing_companion(tmp_path, tiny_f16):
 # bad inputs
 # ------------------------------------------------------------------------------------------------
 
+def _torch():
+    """torch, imported by the bad-input cases that rewrite a .pt asset (TORCH_CASES, marked torch)."""
+    import torch
+
+    return torch
+
+
 def _rewrite_pt(path: Path, edit) -> None:
+    torch = _torch()
     sd = torch.load(path, weights_only=True)
     edit(sd)
     torch.save(sd, path)
@@ -623,16 +640,16 @@ def _case_setup(case: str, hf: Path, tmp: Path, cfg: dict, state: dict):
         _rewrite_pt(flow_pt, lambda sd: sd.pop("encoder.encoders.1.norm_ff.bias"))
         return None, {}, ["flow.pt: tensor encoder.encoders.1.norm_ff.bias is missing"]
     if case == "flow_wrong_shape":
-        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("decoder.estimator.in_proj.weight", torch.zeros(H, 300)))
+        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("decoder.estimator.in_proj.weight", _torch().zeros(H, 300)))
         return None, {}, ["flow.pt: tensor decoder.estimator.in_proj.weight", "(64, 320)", "(64, 300)"]
     if case == "flow_extra_tensor":
-        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("encoder.extra.weight", torch.zeros(2)))
+        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("encoder.extra.weight", _torch().zeros(2)))
         return None, {}, ["flow.pt: tensor encoder.extra.weight is unexpected", "flow.yaml"]
     if case == "flow_int_tensor":
-        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("encoder.after_norm.bias", torch.zeros(D, dtype=torch.int32)))
+        _rewrite_pt(flow_pt, lambda sd: sd.__setitem__("encoder.after_norm.bias", _torch().zeros(D, dtype=_torch().int32)))
         return None, {}, ["encoder.after_norm.bias", "unsupported dtype I32"]
     if case == "hift_extra_tensor":
-        _rewrite_pt(hift_pt, lambda sd: sd.__setitem__("generator.extra.alpha", torch.zeros(2)))
+        _rewrite_pt(hift_pt, lambda sd: sd.__setitem__("generator.extra.alpha", _torch().zeros(2)))
         return None, {}, ["hift.pt: tensor generator.extra.alpha is unexpected"]
     if case == "hift_mixed_prefix":
         _rewrite_pt(hift_pt, lambda sd: sd.__setitem__("conv_post.bias", sd.pop("generator.conv_post.bias")))
@@ -643,7 +660,7 @@ def _case_setup(case: str, hf: Path, tmp: Path, cfg: dict, state: dict):
                           "partner", "generator.conv_pre.parametrizations.weight.original0 is missing"]
     if case == "hift_weight_norm_shape":
         _rewrite_pt(hift_pt, lambda sd: sd.__setitem__("generator.ups.1.parametrizations.weight.original0",
-                                                        torch.ones(3, 1, 1)))
+                                                        _torch().ones(3, 1, 1)))
         return None, {}, ["ups.1.weight", "gain of shape (3, 1, 1)", "(16, 8, 11)"]
     if case == "flow_yaml_missing":
         flow_yaml.unlink()
@@ -772,7 +789,13 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD_CASES)
+# cases that rewrite a .pt asset with torch.save
+TORCH_CASES = {"flow_missing_tensor", "flow_wrong_shape", "flow_extra_tensor", "flow_int_tensor", "hift_extra_tensor",
+               "hift_mixed_prefix", "hift_half_weight_norm", "hift_weight_norm_shape"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.torch) if c in TORCH_CASES else c
+                                  for c in BAD_CASES])
 def test_bad_speech_input(tmp_path, tiny_hf, split_shards, state, case):
     cfg = json.loads((tiny_hf / "config.json").read_text())
     hf = variant(tiny_hf, split_shards, tmp_path / "hf")
@@ -804,7 +827,10 @@ def test_cli_reports_speech_errors(tmp_path, tiny_hf, capsys):
 # generator
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_make_tiny_token2wav_options(tmp_path, qwen2_vocab_gguf):
+    import torch
+
     main = _import_convert(".make_tiny").main
     v = str(qwen2_vocab_gguf)
     assert main([str(tmp_path / "a"), "--vocab-gguf", v, "--components", "tts",

@@ -1,5 +1,6 @@
 """Image preprocessing of MiniCPM-o 4.5 (MODEL_SPEC.md §1.2, §1.1 step 2) in C++ vs independent
-references: Pillow for the bicubic resize, a Python transcription of the spec's slicing formulas,
+references: Pillow 10.4.0 -- the version the official stack pins, run in its own venv by
+tests/pillow_official.py -- for the bicubic resize, a Python transcription of the spec's slicing formulas,
 numpy for normalisation and patch order, and the spec's table of torch's NaViT bucket ties.
 """
 
@@ -12,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from minicpmo_cpp import _core
+from pillow_official import official_resize
 
 # the table of spec G6 (torch 2.13 CPU buckets), copied beside the numpy reference
 EXCEPTIONS_JSON = Path(__file__).resolve().parent / "reference" / "navit_bucket_exceptions.json"
-BICUBIC = Image.Resampling.BICUBIC
 S, P = 448, 14  # scale_resolution, patch_size (spec §1.2)
 
 
@@ -72,16 +72,18 @@ def layout(w, h, max_slice_nums, s=S, p=P, rounder=ensure_divide):
 
 
 def python_pipeline(rgb, max_slice_nums):
-    """The reference processor with Pillow + numpy: resized images and patch rows."""
-    img = Image.fromarray(rgb)
-    lay = layout(img.width, img.height, max_slice_nums)
-    images = [np.asarray(img.resize(lay["source"], BICUBIC))]
+    """The reference processor with Pillow 10.4.0 + numpy: resized images and patch rows."""
+    h, w = rgb.shape[:2]
+    lay = layout(w, h, max_slice_nums)
+    sizes = [lay["source"]] + ([lay["refine"]] if lay["grid"] is not None else [])
+    resized = official_resize([(rgb, size) for size in sizes])
+    images = [resized[0]]
     if lay["grid"] is not None:
-        refine = img.resize(lay["refine"], BICUBIC)
+        refine = resized[1]
         sw, sh = lay["slice"]
         for r in range(lay["grid"][1]):
-            for c in range(lay["grid"][0]):
-                images.append(np.asarray(refine.crop((c * sw, r * sh, (c + 1) * sw, (r + 1) * sh))))
+            for c in range(lay["grid"][0]):  # PIL's crop((c*sw, r*sh, ...)): a plain copy of the block
+                images.append(refine[r * sh:(r + 1) * sh, c * sw:(c + 1) * sw])
     mean = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     std = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     patches = []
@@ -118,7 +120,13 @@ def random_image(rng, w, h):
     return img
 
 
-# ---------------------------------------------------------------- bicubic resize vs Pillow
+# ---------------------------------------------------------------- bicubic resize vs Pillow 10.4.0
+
+
+def pillow13_filters_vertically_first(w, h, nw, nh):
+    """Pillow 13's pass-order switch (measured on 13.0): vertical pass first when the height loses more
+    than twice as many pixels as the width. Pillow 10.4.0 (the reference) never switches."""
+    return nw != w and nh < h and h - nh > 2 * (w - nw)
 
 
 def resize_cases():
@@ -142,15 +150,34 @@ def resize_cases():
         (300, 2000, 168, 1162), (300, 2000, 350, 2296), (1024, 768, 1036, 784), (999, 17, 4000, 5),
         (60, 60, 31, 2), (60, 60, 32, 2), (60, 60, 33, 2),  # exact pass-order boundary and neighbours
     ]
+    cases += [  # tall images whose height shrinks much more than the width (Pillow 13 goes vertical first)
+        (301, 2000, 168, 1162), (300, 2001, 250, 301), (97, 1500, 61, 203), (449, 3001, 362, 447),
+        (15, 999, 13, 34), (1001, 4001, 777, 1163), (33, 700, 31, 7),
+        # the overview of tall photos: the slicing layout's source size (here 1x4 and 1x3 grids)
+        (300, 2000, 168, 1162), (480, 1920, 224, 896), (1080, 2400, 294, 658), (999, 2997, 252, 784),
+        # wide images, shrinking and growing; the height shrinking more in absolute terms but less than 2x
+        (2000, 300, 1162, 168), (2001, 299, 350, 57), (1000, 900, 500, 30),
+        (700, 33, 1501, 17),  # width grows, height shrinks: Pillow 13 switches here too
+        # upscaling tall / wide, odd sizes
+        (7, 45, 33, 301), (45, 7, 301, 33), (13, 201, 99, 1003), (3, 11, 17, 5),
+    ]
     return cases
+
+
+def test_resize_cases_exercise_both_pass_orders():
+    cases = resize_cases()
+    switched = [c for c in cases if pillow13_filters_vertically_first(*c)]
+    assert len(switched) >= 40 and len(cases) - len(switched) >= 150
+    assert any(c[3] > c[1] for c in cases) and any(c[2] > c[0] and c[3] > c[1] for c in cases)
 
 
 def test_resize_matches_pillow():
     rng = np.random.default_rng(7)
     n_values = n_diff = max_diff = 0
-    for w, h, nw, nh in resize_cases():
-        src = random_image(rng, w, h)
-        ref = np.asarray(Image.fromarray(src).resize((nw, nh), BICUBIC))
+    cases = resize_cases()
+    sources = [random_image(rng, w, h) for w, h, _, _ in cases]
+    refs = official_resize([(src, (nw, nh)) for src, (_, _, nw, nh) in zip(sources, cases)])
+    for (w, h, nw, nh), src, ref in zip(cases, sources, refs):
         got = _core.resize_bicubic(src, nw, nh)
         assert got.dtype == np.uint8 and got.shape == (nh, nw, 3), (w, h, nw, nh)
         d = np.abs(got.astype(np.int16) - ref.astype(np.int16))
@@ -162,7 +189,8 @@ def test_resize_matches_pillow():
     # multiply-adds, e.g. on aarch64, may round a coefficient differently)...
     assert max_diff <= 1 and n_diff < 1e-3 * n_values
     # ...and bit-exact where Pillow's wheels and our build use plain IEEE double arithmetic: we
-    # reproduce its fixed-point integer pipeline, so any difference there is a bug.
+    # reproduce its fixed-point integer pipeline (the same integer arithmetic by design, so no float
+    # near-tie can flip a value), so any difference there is a bug.
     if platform.machine() in ("x86_64", "AMD64"):
         assert n_diff == 0
 
@@ -172,16 +200,16 @@ def test_resize_extreme_values_clamp_like_pillow():
     stripes = np.zeros((41, 53, 3), np.uint8)
     stripes[:, ::2] = 255
     stripes[::3, :, 1] = 255
-    for nw, nh in [(97, 101), (20, 13), (53, 101), (97, 41), (7, 90)]:
-        ref = np.asarray(Image.fromarray(stripes).resize((nw, nh), BICUBIC))
-        np.testing.assert_array_equal(_core.resize_bicubic(stripes, nw, nh), ref)
+    sizes = [(97, 101), (20, 13), (53, 101), (97, 41), (7, 90), (50, 5)]
+    for (nw, nh), ref in zip(sizes, official_resize([(stripes, size) for size in sizes])):
+        np.testing.assert_array_equal(_core.resize_bicubic(stripes, nw, nh), ref)  # same integer pipeline
 
 
 def test_resize_accepts_strided_input():
     rng = np.random.default_rng(3)
     big = random_image(rng, 90, 70)
     view = big[5:60:2, 3:80:3]  # non-contiguous
-    ref = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize((40, 33), BICUBIC))
+    ref, = official_resize([(np.ascontiguousarray(view), (40, 33))])
     np.testing.assert_array_equal(_core.resize_bicubic(view, 40, 33), ref)
 
 
@@ -283,7 +311,7 @@ def test_preprocess_matches_python_pipeline(w, h, msn, what):
     assert len(out["images"]) == len(ref_images) == len(out["patches"]) == len(out["tgt_sizes"])
     for got_im, ref_im, got_p, ref_p, tgt in zip(out["images"], ref_images, out["patches"], ref_patches,
                                                  out["tgt_sizes"]):
-        np.testing.assert_array_equal(got_im, ref_im)  # Pillow-exact (see test_resize_matches_pillow)
+        np.testing.assert_array_equal(got_im, ref_im)  # Pillow-10.4.0-exact (see test_resize_matches_pillow)
         assert tgt == (ref_im.shape[0] // P, ref_im.shape[1] // P)
         assert got_p.dtype == np.float32 and got_p.shape == (tgt[0] * tgt[1], 3 * P * P)
         # same uint8 pixels and the same float32 operations: identical floats

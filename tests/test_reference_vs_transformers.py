@@ -13,6 +13,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from reference import Qwen3Reference
+from test_llm_logits import _assert_argmax_agrees
 
 pytestmark = pytest.mark.torch
 
@@ -135,7 +136,9 @@ def test_random_qwen3_logits_match(theta, seed):
           f"logit scale {np.max(np.abs(r_logits)):.2f}")
     assert el < REL_TOL  # see REL_TOL: float32 torch vs float64 numpy
     assert eh < REL_TOL
-    assert (t_logits.argmax(-1) == r_logits.argmax(-1)).mean() > 0.95  # float32 may flip near-ties
+    # argmax: equal wherever the reference's top-2 gap exceeds twice the largest logit difference (a
+    # flip there is a bug); float32 may flip only the nearer ties, and those stay rare
+    _assert_argmax_agrees(t_logits, r_logits, min_agree=0.9)
 
 
 def test_random_qwen3_embeddings_with_offset():
@@ -184,7 +187,12 @@ def test_reference_kv_cache_equals_full_run():
     g = ref.greedy(ids[:5], max_new_tokens=6)
     seq = list(ids[:5])
     for _ in range(6):
-        seq.append(int(np.argmax(ref.forward(seq)[0][-1])))
+        last = ref.forward(seq)[0][-1]
+        top2 = np.sort(last)[-2:]
+        # both paths are float64 and agree to 1e-12 (above): exact argmax equality is sound where the
+        # top-2 gap is far above that, which these fixed-seed logits have (checked, not assumed)
+        assert top2[1] - top2[0] > 1e-9 * np.max(np.abs(last))
+        seq.append(int(np.argmax(last)))
     assert g == seq[5:]
 
 

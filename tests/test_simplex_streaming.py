@@ -20,9 +20,11 @@ import pytest
 from minicpmo_cpp import MinicpmoError, OmniSession
 
 from c_demos import build_c_demo
+from test_sampling import penalise, reference_steps, tolerance
 
 from reference.audio import AudioReference, StreamingWhisperReference, audio_placeholder_count
 from reference.audio_frontend import StreamingMelReference
+from reference.mel_filters import slaney_mel_filters
 
 SYSTEM = "You are a helpful assistant."
 N_QUERY = 64              # tiny config query_num (spec §8 keeps the real 64)
@@ -127,12 +129,9 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
     """Each 1-s user piece: simplex streaming mel (first piece front-padded to 1035 ms, no
     redundancy frames) -> Whisper with its key/value cache -> projector and pooling, the cache and
     the mel stream restarted for the second user turn."""
-    from transformers.audio_utils import mel_filter_bank
-
     sd, cfg = tiny_state
     aref = AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
-    filters = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
-                              sampling_rate=16000, norm="slaney", mel_scale="slaney").T
+    filters = slaney_mel_filters(201, 80, 16000, 0.0, 8000.0)
     s = _session(tiny_f32)
     n_embd = s._model.n_embd
     s.streaming_prefill({"role": "system", "content": SYSTEM})
@@ -158,7 +157,7 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
     assert worst < 1e-5, worst
 
 
-def test_streamed_text_turn_equals_chat(tiny_f32):
+def test_streamed_text_turn_equals_chat(tiny_f32, tiny_ref):
     """A text-only turn streamed in two pieces decodes what chat() decodes for the same
     conversation with the spoken-reply template (same prompt tokens, greedy, same penalty).
     Pieces are split where the tokenizer splits anyway ("there" | " how"): the official code
@@ -181,9 +180,22 @@ def test_streamed_text_turn_equals_chat(tiny_f32):
     # the streamed reply also stops at <|tts_eos|> / <unk>; chat() only at <|im_end|>
     stops = [i for i, t in enumerate(chat_ids) if t in (TTS_EOS, UNK)]
     cut = stops[0] + 1 if stops else len(chat_ids)
-    assert streamed_ids == chat_ids[:cut]
-    if not stops:
-        assert streamed == chat_text
+    # The two runs prefill the same prompt in other batches (pieces vs whole), where float32 kernels
+    # may round differently (~1e-6 relative, test_llm_logits): their greedy ids are equal, unless they
+    # part at a near tie, where both picks must be maxima of the float64 reference's penalised logits
+    # within test_sampling's tolerance (GREEDY_TIE of the logit scale).
+    k = next((i for i, (a, b) in enumerate(zip(streamed_ids, chat_ids[:cut])) if a != b), None)
+    if k is not None:
+        prompt = ch.prompt_token_ids(msgs, use_tts_template=True)
+        raw = reference_steps(tiny_ref, prompt, chat_ids[:k + 1])[k]
+        lg = penalise(raw, chat_ids[:k], 1.02)  # chat()'s and streaming_generate()'s default penalty
+        for t in (streamed_ids[k], chat_ids[k]):
+            assert lg[t] >= lg.max() - tolerance(raw, 1.02), (k, streamed_ids, chat_ids)
+        print(f"streamed and chat() replies part at step {k} on a near tie")
+    else:
+        assert streamed_ids == chat_ids[:cut]
+        if not stops:
+            assert streamed == chat_text
 
     # the spoken path decodes the same text
     sp = _session(tiny_f32)

@@ -16,6 +16,8 @@ import torch
 
 from conftest import _import_convert
 
+pytestmark = pytest.mark.torch  # every test round-trips through torch
+
 torch_zip = _import_convert(".torch_zip")
 asset_yaml = _import_convert(".asset_yaml")
 ConversionError = _import_convert("").ConversionError

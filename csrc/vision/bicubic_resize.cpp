@@ -153,17 +153,10 @@ RgbImage resize_bicubic(const RgbImageView & src, int new_width, int new_height)
         return out;
     }
     const ResampleTaps htaps = bicubic_taps(src.width, new_width);
-    // Pillow >= 13 filters vertically first when the height loses more than twice as many pixels as
-    // the width (measured on Pillow 13.0: the rule reproduces its choice on every size tried)
-    const bool vertical_first =
-        new_height < src.height && int64_t(src.height) - new_height > 2 * (int64_t(src.width) - new_width);
-    if (vertical_first) {
-        RgbImage tmp = make_rgb_image(src.width, new_height, "resize_bicubic intermediate");
-        vertical_pass(src, 0, vtaps, tmp);
-        horizontal_pass(tmp.view(), 0, new_height, htaps, out);
-        return out;
-    }
-    // filter horizontally only the source rows the vertical taps touch
+    // Horizontal pass first, always: the official stack pins Pillow 10.4.0 (minicpmo-utils), whose
+    // resize never reorders the passes. (Pillow 13 filters vertically first when the height shrinks
+    // much more than the width; the uint8 rounding between the passes then gives other pixels.)
+    // Only the source rows the vertical taps touch are filtered horizontally.
     const int row0 = vtaps.first.front();
     const int row1 = vtaps.first.back() + vtaps.count.back();
     RgbImage tmp = make_rgb_image(new_width, row1 - row0, "resize_bicubic intermediate");

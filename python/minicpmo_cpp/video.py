@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
+from . import _core
 from ._core import MinicpmoError
 from .media import load_image
 
@@ -144,10 +145,10 @@ def concat_images(
 
     Every cell is (largest width) x (largest height) of the inputs; each image is scaled to fit its
     cell keeping its aspect ratio (factor min(cell_w / w, cell_h / h), new size rounded, at least 1 px,
-    PIL bicubic; an image that already fills the cell is pasted unchanged), centred (offsets rounded
-    down) on a ``background`` (white, as the official utility) letterbox. Cells are separated by
-    ``line_width``-pixel ``line_color`` (black) bands; there is no outer border, so the canvas is
-    cols*cell_w + (cols-1)*line_width wide and rows*cell_h + (rows-1)*line_width high.
+    bicubic as Pillow 10.4.0, the official stack's version, computes it; an image that already fills
+    the cell is pasted unchanged), centred (offsets rounded down) on a ``background`` (white, as the
+    official utility) letterbox. Cells are separated by ``line_width``-pixel ``line_color`` (black)
+    bands; there is no outer border, so the canvas is cols*cell_w + (cols-1)*line_width wide and rows*cell_h + (rows-1)*line_width high.
     """
     if isinstance(images, (str, bytes, dict, np.ndarray, Image.Image)):
         raise MinicpmoError("concat_images takes a list of images")
@@ -172,7 +173,9 @@ def _letterbox(picture: Image.Image, cell_w: int, cell_h: int, background: tuple
     new_w = max(1, int(round(picture.width * scale)))
     new_h = max(1, int(round(picture.height * scale)))
     if (new_w, new_h) != picture.size:
-        picture = picture.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        # the runtime's resize, Pillow 10.4.0's arithmetic (the official stack's version), not the
+        # installed Pillow's: one resize for every image path
+        picture = Image.fromarray(_core.resize_bicubic(np.asarray(picture), new_w, new_h))
     cell = Image.new("RGB", (cell_w, cell_h), background)
     cell.paste(picture, ((cell_w - new_w) // 2, (cell_h - new_h) // 2))
     return cell
