@@ -143,10 +143,25 @@ minicpmo::MediaPromptOptions media_options(int32_t use_image_id) {
     return mo;
 }
 
-std::function<bool(const std::string &)> piece_sink(minicpmo_text_callback on_text, void * user_data) {
-    return [on_text, user_data](const std::string & piece) {
-        return on_text == nullptr || on_text(piece.data(), piece.size(), user_data);
+// Calls into the same session from a callback are refused (busy): the call that made the callback
+// is in the middle of its work.
+std::function<bool(const std::string &)> piece_sink(minicpmo::Session & s, minicpmo_text_callback on_text,
+                                                    void * user_data) {
+    return [&s, on_text, user_data](const std::string & piece) {
+        if (on_text == nullptr) return true;
+        const minicpmo::CallGuard::Callout callout(s.guard());
+        return on_text(piece.data(), piece.size(), user_data);
     };
+}
+
+bool call_text(minicpmo::Session & s, minicpmo_text_callback on_text, const std::string & piece, void * user_data) {
+    return piece_sink(s, on_text, user_data)(piece);
+}
+
+bool call_audio(minicpmo::Session & s, minicpmo_audio_callback on_audio, const std::vector<float> & samples,
+                int32_t sample_rate, void * user_data) {
+    const minicpmo::CallGuard::Callout callout(s.guard());
+    return on_audio(samples.data(), samples.size(), sample_rate, user_data);
 }
 
 // Streams a spoken reply from a prompt that ends with <|tts_bos|> (chat_spoken, streaming_generate):
@@ -167,11 +182,10 @@ std::string speak_streamed(minicpmo::OmniSession & s, const minicpmo_generate_pa
     while (more) {
         more = stream.next(piece);
         reply += piece.text;
-        const bool keep_text = piece.text.empty() || on_text == nullptr ||
-                               on_text(piece.text.data(), piece.text.size(), user_data);
+        const bool keep_text = piece.text.empty() || call_text(s, on_text, piece.text, user_data);
         bool keep_audio = true;
         for (const std::vector<float> & chunk : piece.audio) {
-            if (keep_audio) keep_audio = on_audio(chunk.data(), chunk.size(), stream.sample_rate(), user_data);
+            if (keep_audio) keep_audio = call_audio(s, on_audio, chunk, stream.sample_rate(), user_data);
         }
         if (more && (!keep_text || !keep_audio)) {
             stream.cancel();
@@ -197,6 +211,8 @@ const char * minicpmo_status_name(minicpmo_status status) {
         case MINICPMO_ERR_CANCELLED: return "cancelled";
         case MINICPMO_ERR_UNSUPPORTED: return "unsupported";
         case MINICPMO_ERR_INTERNAL: return "internal error";
+        case MINICPMO_ERR_BUSY: return "session busy";
+        case MINICPMO_ERR_CLOSED: return "session closed";
     }
     return "unknown status";
 }
@@ -320,8 +336,9 @@ minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const mi
         std::vector<minicpmo::AudioInput> sounds;
         for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        const auto hold = session->impl->enter("minicpmo_session_chat");
         hand_out(session->impl->chat(msgs, ims, sounds, media_options(use_image_id), chat_options(p, n_audios),
-                                     to_generate(p), piece_sink(on_text, user_data)),
+                                     to_generate(p), piece_sink(*session->impl, on_text, user_data)),
                  out_reply, out_len);
     });
 }
@@ -351,6 +368,7 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         require(on_audio != nullptr, "on_audio is NULL");
         require(max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
         minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_speak_reply");
         std::function<double()> draw;
         if (seed != 0) {
             s.speech().reseed(seed);
@@ -358,7 +376,7 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
             draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
-        on_audio(audio.data(), audio.size(), s.speech().sample_rate(), user_data);
+        call_audio(s, on_audio, audio, s.speech().sample_rate(), user_data);
     });
 }
 
@@ -393,6 +411,7 @@ minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const m
         minicpmo::MediaPromptOptions mo;
         mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
         minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_chat_spoken");
         s.prefill_media(minicpmo::render_chat(msgs, opts), ims, sounds, mo);
         hand_out(speak_streamed(s, p, voice, on_text, on_audio, user_data), out_reply, out_len);
     });
@@ -410,6 +429,7 @@ minicpmo_status minicpmo_session_streaming_prefill(minicpmo_session * session, c
         for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
         std::vector<minicpmo::AudioInput> sounds;
         for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const auto hold = session->impl->enter("minicpmo_session_streaming_prefill");
         session->streaming().prefill(role, content ? content : "", ims, sounds);
     });
 }
@@ -423,6 +443,7 @@ minicpmo_status minicpmo_session_streaming_generate(minicpmo_session * session, 
         if (out_reply) *out_reply = nullptr;
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         require(!p.generate_audio || on_audio != nullptr, "on_audio is NULL (generate_audio is set)");
+        const auto hold = session->impl->enter("minicpmo_session_streaming_generate");
         minicpmo::SimplexStream & stream = session->streaming();
         stream.open_reply(p.enable_thinking);
         std::string reply;
@@ -437,7 +458,7 @@ minicpmo_status minicpmo_session_streaming_generate(minicpmo_session * session, 
                 more = stream.text_step(piece);
                 if (piece.empty()) continue;
                 reply += piece;
-                if (on_text && !on_text(piece.data(), piece.size(), user_data) && more) {
+                if (!call_text(*session->impl, on_text, piece, user_data) && more) {
                     session->impl->cancel();
                     more = false;
                 }
@@ -462,7 +483,9 @@ minicpmo_status minicpmo_session_generate(minicpmo_session * session, const mini
         require(session != nullptr, "session is NULL");
         if (out_reply) *out_reply = nullptr;
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
-        hand_out(session->impl->generate(to_generate(p), piece_sink(on_text, user_data)), out_reply, out_len);
+        const auto hold = session->impl->enter("minicpmo_session_generate");
+        hand_out(session->impl->generate(to_generate(p), piece_sink(*session->impl, on_text, user_data)), out_reply,
+                 out_len);
     });
 }
 
@@ -487,6 +510,7 @@ minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const
         for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_forward_media");
         // the layout first: it gives the length without encoding or decoding anything
         const minicpmo::MediaPrompt prompt =
             s.media_prompt(minicpmo::render_chat(msgs, chat_options(p, n_audios)), ims, sounds, media_options(use_image_id));
@@ -504,6 +528,29 @@ minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const
         if (out_logits) std::copy(r.logits.begin(), r.logits.end(), out_logits);
         if (out_hidden) std::copy(r.hidden.begin(), r.hidden.end(), out_hidden);
     });
+}
+
+minicpmo_finish_reason minicpmo_session_finish_reason(const minicpmo_session * session) {
+    if (!session) return MINICPMO_FINISH_NONE;
+    switch (session->impl->finish_reason()) {
+        case minicpmo::FinishReason::none: return MINICPMO_FINISH_NONE;
+        case minicpmo::FinishReason::stop: return MINICPMO_FINISH_STOP;
+        case minicpmo::FinishReason::length: return MINICPMO_FINISH_LENGTH;
+        case minicpmo::FinishReason::context: return MINICPMO_FINISH_CONTEXT;
+        case minicpmo::FinishReason::cancelled: return MINICPMO_FINISH_CANCELLED;
+    }
+    return MINICPMO_FINISH_NONE;
+}
+
+const char * minicpmo_finish_reason_name(minicpmo_finish_reason reason) {
+    switch (reason) {
+        case MINICPMO_FINISH_NONE: return "";
+        case MINICPMO_FINISH_STOP: return "stop";
+        case MINICPMO_FINISH_LENGTH: return "length";
+        case MINICPMO_FINISH_CONTEXT: return "context";
+        case MINICPMO_FINISH_CANCELLED: return "cancelled";
+    }
+    return "";
 }
 
 void minicpmo_string_free(char * s) { std::free(s); }
@@ -583,6 +630,7 @@ minicpmo_status minicpmo_duplex_prepare(minicpmo_duplex * duplex, const char * p
                                         const minicpmo_audio * ref_audio) {
     return guarded([&] {
         require(duplex != nullptr, "duplex is NULL");
+        const auto hold = duplex->impl->session().enter("minicpmo_duplex_prepare");
         minicpmo::AudioInput ref;
         if (ref_audio) ref = to_audio(*ref_audio);
         duplex->impl->prepare(prefix ? prefix : "", suffix ? suffix : "", ref.pcm, ref.n_samples);
@@ -593,6 +641,7 @@ minicpmo_status minicpmo_duplex_prefill(minicpmo_duplex * duplex, const float * 
                                         const minicpmo_image * frames, size_t n_frames, const char * text) {
     return guarded([&] {
         require(duplex != nullptr, "duplex is NULL");
+        const auto hold = duplex->impl->session().enter("minicpmo_duplex_prefill");
         require(pcm != nullptr || n_samples == 0, "pcm is NULL");
         require(frames != nullptr || n_frames == 0, "frames is NULL");
         for (size_t i = 0; i < n_samples; ++i) require(std::isfinite(pcm[i]), "the unit's audio has NaN or infinite samples");
@@ -620,6 +669,7 @@ minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex, const minicpm
                                          minicpmo_duplex_unit * out_unit) {
     return guarded([&] {
         require(duplex != nullptr, "duplex is NULL");
+        const auto hold = duplex->impl->session().enter("minicpmo_duplex_generate");
         require(out_unit != nullptr, "out_unit is NULL");
         *out_unit = minicpmo_duplex_unit{};
         const minicpmo_duplex_generate_params p = params ? *params : minicpmo_duplex_generate_default_params();
@@ -658,6 +708,7 @@ minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex, const minicpm
 minicpmo_status minicpmo_duplex_interrupt(minicpmo_duplex * duplex) {
     return guarded([&] {
         require(duplex != nullptr, "duplex is NULL");
+        const auto hold = duplex->impl->session().enter("minicpmo_duplex_interrupt");
         duplex->impl->interrupt();
     });
 }

@@ -16,6 +16,8 @@ enum class Status {
     cancelled = 5,
     unsupported = 6,
     internal = 7,
+    busy = 8,    // another thread is running a call on the same session
+    closed = 9,  // the session was closed
 };
 
 class Error : public std::runtime_error {

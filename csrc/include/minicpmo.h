@@ -10,8 +10,13 @@
  *       fprintf(stderr, "%s\n", minicpmo_last_error());
  *   }
  *
- * A model is shared read-only by any number of sessions (one KV cache each). A session must not be
- * used from two threads at once; different sessions may run concurrently.
+ * Threads: a model is shared read-only by any number of sessions (one KV cache each), and different
+ * sessions may run concurrently. A session serves one call at a time: a call made while another
+ * thread is inside a call on the same session (or on a duplex conversation over it) returns
+ * MINICPMO_ERR_BUSY at once, without waiting and without touching the session; so does a call
+ * into the same session from inside one of its callbacks. Serialize the calls of one session
+ * yourself (e.g. a mutex) or give each thread its own session. Freeing a session or a duplex
+ * conversation while another thread uses it is undefined.
  */
 #ifndef MINICPMO_H
 #define MINICPMO_H
@@ -43,32 +48,46 @@ typedef enum minicpmo_status {
     MINICPMO_ERR_CANCELLED = 5,
     MINICPMO_ERR_UNSUPPORTED = 6,      /* needs a component the model files lack */
     MINICPMO_ERR_INTERNAL = 7,
+    MINICPMO_ERR_BUSY = 8,             /* another thread is running a call on the same session */
+    MINICPMO_ERR_CLOSED = 9,           /* the session was closed (language bindings' close()) */
 } minicpmo_status;
+
+/* Why the last reply of a session ended (minicpmo_session_finish_reason). */
+typedef enum minicpmo_finish_reason {
+    MINICPMO_FINISH_NONE = 0,      /* no reply yet, or one is being generated */
+    MINICPMO_FINISH_STOP = 1,      /* the model ended its reply */
+    MINICPMO_FINISH_LENGTH = 2,    /* max_new_tokens reached */
+    MINICPMO_FINISH_CONTEXT = 3,   /* the context window (n_ctx) is full: the reply so far is returned with
+                                      MINICPMO_OK; its last token is not in the KV cache */
+    MINICPMO_FINISH_CANCELLED = 4, /* a callback returned false */
+} minicpmo_finish_reason;
 
 typedef struct minicpmo_model minicpmo_model;
 typedef struct minicpmo_session minicpmo_session;
 
+/* Numeric parameters are checked when they are used; a value out of range is
+ * MINICPMO_ERR_INVALID_ARGUMENT with a message naming the parameter, its value and the range. */
 typedef struct minicpmo_model_params {
     const char * omni_path; /* companion file; NULL = the one named in the LLM file, if present */
-    int32_t n_gpu_layers;   /* -1 = all */
+    int32_t n_gpu_layers;   /* -1 = all, else >= 0 (more than the model's layers = all) */
     bool use_mmap;
 } minicpmo_model_params;
 
 typedef struct minicpmo_session_params {
-    uint32_t n_ctx;    /* context window in tokens */
-    int32_t n_threads; /* 0 = all cores */
-    uint32_t n_batch;  /* prompt tokens per decode call */
+    uint32_t n_ctx;    /* context window in tokens: 16 .. the model's training context */
+    int32_t n_threads; /* 0 = all cores, else 1 .. 512 */
+    uint32_t n_batch;  /* prompt tokens per decode call: 8 .. 65536 (above n_ctx: n_ctx) */
     const char * kv_cache_type; /* "f16" (default when NULL), "f32", "bf16", "q8_0", "q4_0" */
 } minicpmo_session_params;
 
 typedef struct minicpmo_generate_params {
     bool do_sample;           /* false = greedy */
-    float temperature;
-    float top_p;
+    float temperature;        /* >= 0 (0 = greedy) */
+    float top_p;              /* (0, 1] */
     int32_t top_k;            /* <= 0 = off */
-    float repetition_penalty; /* 1 = off */
+    float repetition_penalty; /* > 0; 1 = off */
     uint64_t seed;
-    int32_t max_new_tokens;
+    int32_t max_new_tokens;   /* >= 0 */
     bool enable_thinking;     /* false = empty <think> block in the generation prompt */
     bool use_tts_template;    /* end the generation prompt with <|tts_bos|> (always on when audio is given) */
     bool generate_audio;      /* keep what minicpmo_session_speak_reply needs (implies use_tts_template) */
@@ -242,6 +261,11 @@ MINICPMO_API minicpmo_status minicpmo_session_generate(minicpmo_session * sessio
                                                        char ** out_reply, size_t * out_len);
 /* Number of positions in use in the session's KV cache. */
 MINICPMO_API int32_t minicpmo_session_n_past(const minicpmo_session * session);
+/* Why the session's last reply ended (after any call that generates; a reply that filled the
+ * context comes back with MINICPMO_OK and MINICPMO_FINISH_CONTEXT). */
+MINICPMO_API minicpmo_finish_reason minicpmo_session_finish_reason(const minicpmo_session * session);
+/* "stop", "length", "context", "cancelled" ("" for MINICPMO_FINISH_NONE). */
+MINICPMO_API const char * minicpmo_finish_reason_name(minicpmo_finish_reason reason);
 
 /* Low level: logits and final-norm hidden states of every position of the prompt
  * minicpmo_session_chat_media would prefill for the same messages, images, audios, use_image_id and

@@ -184,10 +184,17 @@ void bind_duplex(py::module_ & m) {
                  d.interrupt();
              })
         .def("reseed", &DuplexSession::reseed, py::arg("seed"))
+        .def("close",
+             [](DuplexSession & d) {
+                 py::gil_scoped_release release;
+                 d.close();
+             },
+             "stops the speech threads and ends the conversation")
         .def_property_readonly("prepared", &DuplexSession::prepared)
         .def_property_readonly("has_pending_unit", &DuplexSession::has_pending_unit)
         .def_property_readonly("pending_logits",
-                               [](const DuplexSession & d) -> py::object {
+                               [](DuplexSession & d) -> py::object {
+                                   const auto hold = d.session().enter("duplex pending_logits");
                                    if (!d.has_pending_unit()) return py::none();
                                    const auto & l = d.pending_logits();
                                    py::array_t<float> a(l.size());
@@ -197,9 +204,21 @@ void bind_duplex(py::module_ & m) {
         .def_property_readonly("system_length", &DuplexSession::system_length)
         .def_property_readonly("current_time", &DuplexSession::current_time)
         .def_property_readonly("turn_ended", &DuplexSession::turn_ended)
-        .def_property_readonly("decode_history", &DuplexSession::decode_history)
-        .def_property_readonly("unit_lengths", &DuplexSession::unit_lengths)
-        .def_property_readonly("previous_tokens", &DuplexSession::previous_tokens)
+        .def_property_readonly("decode_history",
+                               [](DuplexSession & d) {
+                                   const auto hold = d.session().enter("duplex decode_history");
+                                   return d.decode_history();
+                               })
+        .def_property_readonly("unit_lengths",
+                               [](DuplexSession & d) {
+                                   const auto hold = d.session().enter("duplex unit_lengths");
+                                   return d.unit_lengths();
+                               })
+        .def_property_readonly("previous_tokens",
+                               [](DuplexSession & d) {
+                                   const auto hold = d.session().enter("duplex previous_tokens");
+                                   return d.previous_tokens();
+                               })
         .def_property_readonly("forbidden_ids", [](const DuplexSession & d) { return d.decode_ids().forbidden; });
 
     m.def("duplex_decode",

@@ -66,6 +66,7 @@ void bind_forward(py::module_ & m) {
             PromptForward r;
             {
                 py::gil_scoped_release release;
+                const auto hold = s.enter("forward_media");
                 r = forward_media(s, s.media_prompt(text, ims, sounds, o), ims, sounds, want_logits);
             }
             const auto n = static_cast<py::ssize_t>(r.tokens.size());

@@ -82,9 +82,14 @@ void bind_simplex(py::module_ & m) {
                  }
                  return py::make_tuple(more, piece);  // whole UTF-8 characters only (Utf8Stream)
              })
-        .def_property_readonly("next_user_prefix", &SimplexStream::next_user_prefix)
+        .def_property_readonly("next_user_prefix",
+                               [](const SimplexStream & s) {
+                                   const auto hold = s.session().enter("next_user_prefix");
+                                   return s.next_user_prefix();
+                               })
         .def_property_readonly("user_turn_open", &SimplexStream::user_turn_open)
         .def_property_readonly("last_audio_rows", [](const SimplexStream & s) {
+            const auto hold = s.session().enter("last_audio_rows");
             return minicpmo_py::to_f32_array(s.last_audio_rows());  // flat: n_tokens x n_embd
         });
 }

@@ -163,6 +163,18 @@ F32C rows_array(const F32C & a, int64_t width, const char * what) {
     return a;
 }
 
+// Session.hold(what): the session's CallGuard held across several calls from Python (one request);
+// a context manager, also released when collected.
+struct SessionHold {
+    std::string name;  // declared first so it outlives the hold: the guard shows it to refused callers
+    std::optional<CallGuard::Hold> hold;
+    SessionHold(OmniSession & s, const std::string & what) : name(what) { hold.emplace(s.enter(name.c_str())); }
+    void release() {
+        if (hold) hold->release();
+        hold.reset();
+    }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -208,6 +220,11 @@ PYBIND11_MODULE(_core, m) {
              [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); })
         .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
 
+    py::class_<SessionHold>(m, "SessionHold")
+        .def("__enter__", [](SessionHold & h) -> SessionHold & { return h; }, py::return_value_policy::reference)
+        .def("__exit__", [](SessionHold & h, const py::args &) { h.release(); })
+        .def("release", &SessionHold::release);
+
     py::class_<SpokenReplyStream>(m, "SpokenReplyStream")
         .def("next",
              [](SpokenReplyStream & r) {
@@ -225,25 +242,56 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("sample_rate", &SpokenReplyStream::sample_rate);
 
     py::class_<OmniSession>(m, "Session")
-        .def(py::init([](const std::shared_ptr<OmniModel> & model, uint32_t n_ctx, int n_threads, uint32_t n_batch,
+        .def(py::init([](const std::shared_ptr<OmniModel> & model, int64_t n_ctx, int64_t n_threads, int64_t n_batch,
                          const std::string & kv_cache_type) {
+                 check_context_params(*model->llm(), n_ctx, n_threads, n_batch);  // before narrowing
                  LlmContextParams p;
                  p.kv_cache_type = kv_cache_type;
-                 p.n_ctx = n_ctx;
-                 p.n_threads = n_threads;
-                 p.n_batch = n_batch;
+                 p.n_ctx = static_cast<uint32_t>(n_ctx);
+                 p.n_threads = static_cast<int>(n_threads);
+                 p.n_batch = static_cast<uint32_t>(n_batch);
                  py::gil_scoped_release release;
                  return std::make_unique<OmniSession>(model, p);
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
-             py::arg("kv_cache_type") = "f16", py::keep_alive<1, 2>())
-        .def_property_readonly("n_past", &Session::n_past)
+             py::arg("kv_cache_type") = "f16")
+        .def_property_readonly("n_past",
+                               [](const OmniSession & s) {
+                                   if (s.closed()) fail(Status::closed, "n_past: the session is closed");
+                                   return s.n_past();
+                               })
         .def_property_readonly("n_ctx", [](OmniSession & s) { return s.context().n_ctx(); })
-        .def_property_readonly("kv_tokens", &Session::kv_tokens)
-        .def_property_readonly("last_generated", &Session::last_generated)
+        .def_property_readonly("kv_tokens",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("kv_tokens");
+                                   return s.kv_tokens();  // a copy made while held
+                               })
+        .def_property_readonly("last_generated",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("last_generated");
+                                   return s.last_generated();
+                               })
+        .def_property_readonly("finish_reason",
+                               [](const OmniSession & s) { return std::string(finish_reason_name(s.finish_reason())); },
+                               "why the last reply ended: 'stop', 'length', 'context', 'cancelled' ('' while none)")
+        .def("hold", [](OmniSession & s, const std::string & what) { return std::make_unique<SessionHold>(s, what); },
+             py::arg("what"), py::keep_alive<0, 1>(),
+             "holds the session for a sequence of calls (a context manager); another thread's calls get "
+             "'session is busy' meanwhile")
+        .def("close",
+             [](OmniSession & s) {
+                 py::gil_scoped_release release;
+                 s.close();
+             },
+             "frees the KV cache, encoders and model reference; later calls raise 'the session is closed'")
+        .def_property_readonly("closed", &OmniSession::closed)
         .def_property_readonly("last_prefill",
                                [](const OmniSession & s) { return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled); })
-        .def("set_n_threads", [](OmniSession & s, int n) { s.set_n_threads(n); })
+        .def("set_n_threads",
+             [](OmniSession & s, int64_t n) {
+                 check_n_threads(n);  // before narrowing
+                 s.set_n_threads(static_cast<int>(n));
+             })
         .def("encode_image",
              [](OmniSession & s, const py::object & image, int max_slice_nums) {
                  const py::array_t<uint8_t> a = rgb_array(image);
@@ -326,6 +374,7 @@ PYBIND11_MODULE(_core, m) {
         .def("audio_encode_mel",
              [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
                 const std::string & mode, int key_limit) {
+                 const auto hold = s.enter("audio_encode_mel");
                  const auto m = mel_array(s, mel);
                  const AudioAttention att = attention_mode(mode);
                  AudioEncoding e;
@@ -343,6 +392,7 @@ PYBIND11_MODULE(_core, m) {
         .def("audio_stream_chunk",
              [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
                 int context_front, int context_back) {
+                 const auto hold = s.enter("audio_stream_chunk");
                  const auto m = mel_array(s, mel);
                  AudioEncoding e;
                  {
@@ -355,10 +405,20 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("mel"), py::arg("context_front") = 0, py::arg("context_back") = 0,
              "one streaming chunk through the encoder's key/value cache: (tokens, encoder output)")
-        .def("audio_stream_reset", [](OmniSession & s) { s.audio_encoder().reset_streaming(); })
-        .def_property_readonly("audio_stream_cache_len", [](OmniSession & s) { return s.audio_encoder().streaming_cache_len(); })
+        .def("audio_stream_reset",
+             [](OmniSession & s) {
+                 const auto hold = s.enter("audio_stream_reset");
+                 s.audio_encoder().reset_streaming();
+             })
+        .def_property_readonly("audio_stream_cache_len",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("audio_stream_cache_len");
+                                   return s.audio_encoder().streaming_cache_len();
+                               })
         .def("tts_condition_rows",
              [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden) {
+                 const auto hold = s.enter("tts_condition_rows");
+                 s.require_speech_free("tts_condition_rows");
                  TtsDecoder & d = s.tts_decoder();
                  const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
                  if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
@@ -371,6 +431,8 @@ PYBIND11_MODULE(_core, m) {
              })
         .def("tts_text_rows",
              [](OmniSession & s, const std::vector<int32_t> & ids) {
+                 const auto hold = s.enter("tts_text_rows");
+                 s.require_speech_free("tts_text_rows");
                  TtsDecoder & d = s.tts_decoder();
                  std::vector<float> rows;
                  {
@@ -379,9 +441,16 @@ PYBIND11_MODULE(_core, m) {
                  }
                  return to_array(rows.data(), ids.size(), static_cast<size_t>(d.model().hparams().n_embd));
              })
-        .def("tts_reset", [](OmniSession & s) { s.tts_decoder().reset(); })
+        .def("tts_reset",
+             [](OmniSession & s) {
+                 const auto hold = s.enter("tts_reset");
+                 s.require_speech_free("tts_reset");
+                 s.tts_decoder().reset();
+             })
         .def("tts_forward_rows",
              [](OmniSession & s, const F32C & rows, const std::vector<int32_t> & positions) {
+                 const auto hold = s.enter("tts_forward_rows");
+                 s.require_speech_free("tts_forward_rows");
                  TtsDecoder & d = s.tts_decoder();
                  const auto r = rows_array(rows, d.model().hparams().n_embd, "rows");
                  if (static_cast<size_t>(r.shape(0)) != positions.size()) fail(Status::invalid_argument, "one position per row");
@@ -395,6 +464,8 @@ PYBIND11_MODULE(_core, m) {
              "feeds rows after the cached ones; logits (1, n_vocab_audio) of the last")
         .def("tts_forward_code",
              [](OmniSession & s, int32_t code, int32_t position) {
+                 const auto hold = s.enter("tts_forward_code");
+                 s.require_speech_free("tts_forward_code");
                  std::vector<float> logits;
                  {
                      py::gil_scoped_release release;
@@ -406,6 +477,8 @@ PYBIND11_MODULE(_core, m) {
              [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden,
                 const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 int max_new_tokens) {
+                 const auto hold = s.enter("tts_generate_chat");
+                 s.require_speech_free("tts_generate_chat");
                  TtsDecoder & d = s.tts_decoder();
                  TtsSampling sampling = d.model().hparams().chat;
                  if (max_new_tokens > 0) sampling.max_new_tokens = max_new_tokens;
@@ -448,12 +521,15 @@ PYBIND11_MODULE(_core, m) {
              py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"), py::arg("capture_hidden") = false)
         .def("generated_hidden",
              [](OmniSession & s) {
+                 const auto hold = s.enter("generated_hidden");
                  const size_t n_embd = static_cast<size_t>(s.context().n_embd());
                  return to_array(s.generated_hidden().data(), s.generated_hidden().size() / n_embd, n_embd);
              })
         .def("speak_reply",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 const std::string & voice, int max_speech_tokens) {
+                 const auto hold = s.enter("speak_reply");
+                 s.require_speech_free("speak_reply");
                  const UniformDraw draw = make_uniform_draw(draws, seed);
                  std::vector<float> audio;
                  {
@@ -466,12 +542,22 @@ PYBIND11_MODULE(_core, m) {
              py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("voice") = "",
              py::arg("max_speech_tokens") = 0,
              "24 kHz samples of the last reply (TTS + Token2Wav); the seed also seeds the CFM / NSF noise")
-        .def_property_readonly("speech_sample_rate", [](OmniSession & s) { return s.speech().sample_rate(); })
-        .def_property_readonly("voice_names", [](OmniSession & s) { return s.speech().voices().names(); })
+        .def_property_readonly("speech_sample_rate",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("speech_sample_rate");
+                                   return s.speech().sample_rate();
+                               })
+        .def_property_readonly("voice_names",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("voice_names");
+                                   return s.speech().voices().names();
+                               })
         .def("begin_spoken_reply",
              [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
                 uint64_t seed, int max_new_tokens, const std::optional<std::vector<double>> & draws,
                 const std::optional<uint64_t> & speech_seed, const std::string & voice, int max_speech_tokens) {
+                 const auto hold = s.enter("spoken reply");
+                 s.require_speech_free("spoken reply");
                  const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty,
                                                                seed, max_new_tokens);
                  const UniformDraw draw = make_uniform_draw(draws, speech_seed);
@@ -524,6 +610,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("image_marker", [](const OmniSession &) { return std::string(kImageMarker); })
         .def("last_logits",
              [](OmniSession & s) {
+                 const auto hold = s.enter("last_logits");
                  const float * l = s.context().logits(-1);
                  return to_array(l, 1, static_cast<size_t>(s.context().n_vocab()));
              })
@@ -531,6 +618,7 @@ PYBIND11_MODULE(_core, m) {
              [](OmniSession & s, const std::vector<llama_token> & ids) {
                  // fresh cache, every position's logits and final-norm hidden state; leaves the
                  // session empty because the conversation was replaced (session/media_forward.h)
+                 const auto hold = s.enter("forward");
                  if (ids.empty()) fail(Status::invalid_argument, "forward() needs at least one token");
                  PromptForward r;
                  {

@@ -84,7 +84,7 @@ void validate_duplex_decode_params(const DuplexDecodeParams & p) {
     if (!(p.temperature > 0.0f) || !std::isfinite(p.temperature)) {
         fail(Status::invalid_argument, "temperature must be a positive number, got " + std::to_string(p.temperature));
     }
-    if (!(p.top_p > 0.0f) || !std::isfinite(p.top_p)) {
+    if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
         fail(Status::invalid_argument, "top_p must be in (0, 1], got " + std::to_string(p.top_p));
     }
     if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty)) {

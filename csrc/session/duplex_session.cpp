@@ -26,6 +26,7 @@ bool has_component(const OmniModel & m, const char * name) {
 
 DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & options, uint64_t seed)
     : session_(session), options_(options), rng_(seed) {
+    const auto hold = session_.enter("duplex");
     if (options_.window_high <= 0 || options_.window_low < 0 || options_.window_low > options_.window_high) {
         fail(Status::invalid_argument, "sliding window marks must satisfy 0 <= low <= high and high > 0, got low " +
                                            std::to_string(options_.window_low) + ", high " +
@@ -75,6 +76,7 @@ void DuplexSession::feed_token(llama_token t, bool want_hidden) { session_.appen
 
 void DuplexSession::prepare(const std::string & prefix, const std::string & suffix, const float * ref_pcm,
                             size_t n_ref) {
+    const auto hold = session_.enter("duplex prepare");
     if (n_ref > 0 && !ref_pcm) fail(Status::invalid_argument, "reference audio: no sample buffer given");
     prepared_ = false;
     pending_ = false;
@@ -88,6 +90,7 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
     mel_.reset();
     // speech of an earlier conversation is dropped (joins its thread); a new one starts primed
     speech_.reset();
+    speech_closed_ = false;
     if (speech_on_) speech_ = std::make_unique<DuplexSpeech>(session_, voice_, speech_seed_);
     // a new conversation starts the Whisper context afresh (the reference keeps it, spec §3.4)
     if (has_component(session_.omni_model(), "audio")) session_.audio_encoder().reset_streaming();
@@ -120,6 +123,7 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
 }
 
 void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
+    const auto hold = session_.enter("duplex prefill_unit");
     require_prepared("prefill_unit");
     if (pending_) fail(Status::invalid_argument, "prefill_unit: the previous unit is not generated yet (call generate_unit)");
     if (in.n_samples > 0 && !in.pcm) fail(Status::invalid_argument, "prefill_unit: audio has no sample buffer");
@@ -219,6 +223,11 @@ void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
 }
 
 DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & params) {
+    const auto hold = session_.enter("duplex generate_unit");
+    if (speech_closed_) {
+        fail(Status::invalid_argument, "generate_unit: the speech threads were stopped (close / as_simplex); call "
+                                       "prepare() to start a new conversation");
+    }
     require_prepared("generate_unit");
     if (!pending_) fail(Status::invalid_argument, "generate_unit: no prefilled unit (call prefill_unit first)");
     if (params.max_new_speak_tokens < 1) {
@@ -320,6 +329,7 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
 }
 
 void DuplexSession::set_speech(bool on, const std::string & voice, uint64_t seed) {
+    const auto hold = session_.enter("duplex set_speech");
     if (on) session_.speech().voices().get(voice);  // an unknown voice fails now
     speech_on_ = on;
     voice_ = voice;
@@ -327,11 +337,13 @@ void DuplexSession::set_speech(bool on, const std::string & voice, uint64_t seed
 }
 
 bool DuplexSession::take_audio(DuplexSpeechResult & out, bool wait) {
+    const auto hold = session_.enter("duplex take_audio");
     if (!speech_) fail(Status::invalid_argument, "take_audio: speech is off (set_speech, then prepare)");
     return speech_->take(out, wait);
 }
 
 void DuplexSession::interrupt() {
+    const auto hold = session_.enter("duplex interrupt");
     require_prepared("interrupt");
     if (pending_) fail(Status::invalid_argument, "interrupt: a unit is prefilled; generate it first");
     if (speech_) speech_->interrupt();
@@ -342,6 +354,17 @@ void DuplexSession::interrupt() {
         turn_ended_ = true;
         expected_n_past_ = session_.n_past();
     }
+}
+
+void DuplexSession::reseed(uint64_t seed) {
+    const auto hold = session_.enter("duplex reseed");
+    rng_.seed(seed);
+}
+
+void DuplexSession::close() {
+    const auto hold = session_.enter("duplex close");
+    if (speech_) speech_closed_ = true;
+    speech_.reset();  // joins the speech threads and gives the speech components back
 }
 
 int DuplexSession::enforce_window() {

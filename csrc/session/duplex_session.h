@@ -107,7 +107,11 @@ public:
     // turn is closed in the LLM cache with <|turn_eos|> and the next turn's speech starts afresh.
     void interrupt();
 
-    void reseed(uint64_t seed) { rng_.seed(seed); }
+    // Stops the speech threads (speech not taken yet is dropped) and gives the session's speech
+    // components back; generate_unit then fails until prepare() starts a new conversation.
+    void close();
+
+    void reseed(uint64_t seed);
     bool prepared() const { return prepared_; }
     bool has_pending_unit() const { return pending_; }
     const std::vector<float> & pending_logits() const { return pending_logits_; }
@@ -156,6 +160,7 @@ private:
     bool speech_on_ = false;
     std::string voice_;
     uint64_t speech_seed_ = 0;
+    bool speech_closed_ = false;            // close() stopped the speech threads
     std::unique_ptr<DuplexSpeech> speech_;  // last member: its thread stops before the rest goes
 };
 

@@ -11,8 +11,12 @@
 
 namespace minicpmo {
 
+DuplexSpeech::Lease::Lease(OmniSession & s, const char * what) : session(s) { session.lease_speech(what); }
+
+DuplexSpeech::Lease::~Lease() { session.release_speech(); }
+
 DuplexSpeech::DuplexSpeech(OmniSession & session, const std::string & voice, uint64_t seed, int queue_capacity)
-    : session_(session), voice_(voice), rng_(seed), capacity_(queue_capacity) {
+    : session_(session), lease_(session, "duplex speech"), voice_(voice), rng_(seed), capacity_(queue_capacity) {
     if (queue_capacity < 1) fail(Status::invalid_argument, "the speech queues need room for at least one unit");
     SpeechSynthesizer & synth = session.speech();
     synth.voices().get(voice);  // an unknown voice fails here, before the conversation starts

@@ -78,7 +78,17 @@ private:
     bool idle() const;    // nothing queued or in the making (mu_ held)
     void set_error(std::exception_ptr e);
 
+    // holds the session's speech lease (OmniSession::lease_speech) for this object's lifetime
+    struct Lease {
+        Lease(OmniSession & s, const char * what);
+        ~Lease();
+        Lease(const Lease &) = delete;
+        Lease & operator=(const Lease &) = delete;
+        OmniSession & session;
+    };
+
     OmniSession & session_;
+    Lease lease_;
     std::string voice_;
     std::mt19937_64 rng_;           // stage 1 only
     std::unique_ptr<TtsDuplexStream> tts_;

@@ -19,10 +19,17 @@ bool file_exists(const std::string & p) {
     return !p.empty() && stat(p.c_str(), &st) == 0;
 }
 
+const LlmModelParams & checked(const LlmModelParams & p) {
+    if (p.n_gpu_layers < -1) {
+        fail(Status::invalid_argument, "n_gpu_layers must be -1 (all) or >= 0, got " + std::to_string(p.n_gpu_layers));
+    }
+    return p;
+}
+
 }  // namespace
 
 OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path, const LlmModelParams & params)
-    : params_(params), llm_(std::make_shared<LlmModel>(llm_path, params)) {
+    : params_(checked(params)), llm_(std::make_shared<LlmModel>(llm_path, params)) {
     const LlmIdentity identity{llm_path, llm_->n_embd(), llm_->meta(kLlmFingerprintKey)};
     std::string path = omni_path;
     if (path.empty()) {

@@ -30,6 +30,10 @@ uint64_t image_hash(const ImageInput & im, int max_slice_nums) {
 }
 
 SliceConfig slice_config(const VisionHparams & hp, int max_slice_nums) {
+    if (max_slice_nums < 0) {
+        fail(Status::invalid_argument, "max_slice_nums must be >= 0 (0 = the model's default), got " +
+                                           std::to_string(max_slice_nums));
+    }
     SliceConfig c;
     c.scale_resolution = hp.scale_resolution;
     c.patch_size = hp.patch_size;
@@ -53,7 +57,45 @@ OmniSession::OmniSession(std::shared_ptr<const OmniModel> model, const LlmContex
 
 OmniSession::~OmniSession() = default;
 
+const OmniModel & OmniSession::omni_model() const {
+    if (!omni_) fail(Status::closed, "the session is closed");
+    return *omni_;
+}
+
+void OmniSession::close() {
+    if (closed()) return;
+    const auto hold = enter("close");
+    require_speech_free("close");
+    vision_.reset();
+    audio_.reset();
+    tts_.reset();
+    speech_.reset();
+    omni_.reset();
+    close_llm();
+}
+
+void OmniSession::lease_speech(const char * what) {
+    if (speech_leases_.fetch_add(1) != 0) {
+        speech_leases_.fetch_sub(1);
+        fail(Status::busy, std::string(what) + ": the session's speech decoder is already in use by another duplex "
+                                               "conversation's speech thread; close that conversation first");
+    }
+}
+
+void OmniSession::release_speech() { speech_leases_.fetch_sub(1); }
+
+void OmniSession::require_speech_free(const char * what) const {
+    if (speech_leases_.load() != 0) {
+        fail(Status::busy, std::string(what) + ": the session's speech decoder and Token2Wav are in use by a duplex "
+                                               "conversation's speech thread; close that conversation (or prepare it "
+                                               "with speech off) first");
+    }
+}
+
 void OmniSession::set_n_threads(int n_threads) {
+    const auto hold = enter("set_n_threads");
+    check_n_threads(n_threads);
+    require_speech_free("set_n_threads");
     context().set_n_threads(n_threads);
     n_threads_ = n_threads;
     if (vision_) vision_->set_n_threads(n_threads);
@@ -64,17 +106,18 @@ void OmniSession::set_n_threads(int n_threads) {
 
 VisionEncoder & OmniSession::vision() {
     if (!vision_) {
-        std::shared_ptr<const VisionModel> vm = omni_->vision();
+        std::shared_ptr<const VisionModel> vm = omni_model().vision();
         if (vm->hparams().n_embd_out != context().n_embd()) {
             fail(Status::bad_model, "the vision component projects to width " + std::to_string(vm->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_->use_gpu(), n_threads_);
+        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_model().use_gpu(), n_threads_);
     }
     return *vision_;
 }
 
 std::vector<float> OmniSession::encode_image(const ImageInput & image, std::vector<std::vector<float>> * vit_features) {
+    const auto hold = enter("encode_image");
     VisionEncoder & enc = vision();
     const PreprocessedImage pre =
         preprocess_image(view_of(image), slice_config(enc.model().hparams(), image.max_slice_nums));
@@ -99,30 +142,32 @@ const float * samples_of(const AudioInput & a) {
 
 AudioEncoder & OmniSession::audio_encoder() {
     if (!audio_) {
-        std::shared_ptr<const AudioModel> am = omni_->audio();
+        std::shared_ptr<const AudioModel> am = omni_model().audio();
         if (am->hparams().n_embd_out != context().n_embd()) {
             fail(Status::bad_model, "the audio component projects to width " + std::to_string(am->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_->use_gpu(), n_threads_);
+        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_model().use_gpu(), n_threads_);
     }
     return *audio_;
 }
 
 TtsDecoder & OmniSession::tts_decoder() {
     if (!tts_) {
-        std::shared_ptr<const TtsModel> tm = omni_->tts();
+        std::shared_ptr<const TtsModel> tm = omni_model().tts();
         if (tm->hparams().n_embd_llm != context().n_embd()) {
             fail(Status::bad_model, "the TTS reads LLM hidden states of width " + std::to_string(tm->hparams().n_embd_llm) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_->use_gpu(), n_threads_);
+        tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_model().use_gpu(), n_threads_);
     }
     return *tts_;
 }
 
 std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double()> & draw, int max_new_tokens,
                                                      bool * finished) {
+    const auto hold = enter("reply_speech_tokens");
+    require_speech_free("reply_speech_tokens");
     const std::vector<llama_token> & reply = last_generated();
     const std::vector<float> & hidden = generated_hidden();
     const size_t n_embd = static_cast<size_t>(context().n_embd());
@@ -151,7 +196,7 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
 
 SpeechSynthesizer & OmniSession::speech() {
     if (!speech_) {
-        speech_ = std::make_unique<SpeechSynthesizer>(omni_->flow(), omni_->hift(), omni_->voices(), omni_->use_gpu(),
+        speech_ = std::make_unique<SpeechSynthesizer>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().use_gpu(),
                                                       n_threads_, 0);
     }
     return *speech_;
@@ -159,17 +204,21 @@ SpeechSynthesizer & OmniSession::speech() {
 
 std::vector<float> OmniSession::speak_reply(const std::function<double()> & draw, const std::string & voice,
                                             int max_speech_tokens) {
+    const auto hold = enter("speak_reply");
+    require_speech_free("speak_reply");
     SpeechSynthesizer & synth = speech();
     synth.voices().get(voice);  // an unknown voice fails before any work
     return synth.synthesize(reply_speech_tokens(draw, max_speech_tokens), voice);
 }
 
 int OmniSession::audio_token_count(const AudioInput & audio) {
+    const auto hold = enter("audio_token_count");
     samples_of(audio);
     return audio_tokens_for_samples(audio_encoder().model().hparams(), audio.n_samples);
 }
 
 std::vector<float> OmniSession::encode_audio(const AudioInput & audio, std::vector<std::vector<float>> * hidden) {
+    const auto hold = enter("encode_audio");
     AudioEncoder & enc = audio_encoder();
     const AudioModel & m = enc.model();
     const AudioHparams & hp = m.hparams();
@@ -249,18 +298,21 @@ static BuiltPrompt build_prompt(OmniSession & s, const LlmModel & llm, const std
 std::vector<llama_token> OmniSession::media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
                                                           const std::vector<AudioInput> & audios,
                                                           const MediaPromptOptions & options) {
+    const auto hold = enter("media_prompt_tokens");
     const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
     return build_prompt(*this, model(), text, images, audios, options, hp).prompt.tokens;
 }
 
 MediaPrompt OmniSession::media_prompt(const std::string & text, const std::vector<ImageInput> & images,
                                       const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
+    const auto hold = enter("media_prompt");
     const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
     return build_prompt(*this, model(), text, images, audios, options, hp).prompt;
 }
 
 MediaRows OmniSession::encode_media_spans(const MediaPrompt & p, const std::vector<ImageInput> & images,
                                           const std::vector<AudioInput> & audios, size_t keep) {
+    const auto hold = enter("encode_media_spans");
     MediaRows out;
     out.images.resize(images.size());
     out.audios.resize(audios.size());
@@ -289,6 +341,7 @@ MediaRows OmniSession::encode_media_spans(const MediaPrompt & p, const std::vect
 
 PrefillStats OmniSession::prefill_media(const std::string & text, const std::vector<ImageInput> & images,
                                         const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
+    const auto hold = enter("prefill_media");
     const MediaPrompt p = media_prompt(text, images, audios, options);
     // encode only the media that have a span beyond the reused prefix
     const MediaRows rows = encode_media_spans(p, images, audios, reusable_prefix(p.tokens, p.keys));
@@ -296,6 +349,7 @@ PrefillStats OmniSession::prefill_media(const std::string & text, const std::vec
 }
 
 PrefillStats OmniSession::append_image(const ImageInput & image, int image_id) {
+    const auto hold = enter("append_image");
     VisionEncoder & enc = vision();
     const VisionHparams & hp = enc.model().hparams();
     const SliceConfig cfg = slice_config(hp, image.max_slice_nums);
@@ -318,6 +372,7 @@ PrefillStats OmniSession::append_image(const ImageInput & image, int image_id) {
 }
 
 PrefillStats OmniSession::append_audio(const AudioInput & audio) {
+    const auto hold = enter("append_audio");
     const int n = audio_token_count(audio);
     if (n <= 0) fail(Status::invalid_argument, "audio is too short for one audio token (at least 1281 samples, 80 ms at 16 kHz)");
     const MediaPrompt add = build_media_prompt(model(), kAudioMarker, {}, {PromptAudio{n, audio_hash(audio)}}, 0, false);
@@ -335,6 +390,7 @@ std::string OmniSession::chat(const std::vector<ChatMessage> & messages, const s
                               const std::vector<AudioInput> & audios, const MediaPromptOptions & media_options,
                               const ChatTemplateOptions & options, const GenerateParams & params,
                               const std::function<bool(const std::string &)> & on_piece) {
+    const auto hold = enter("chat");
     prefill_media(render_chat(messages, options), images, audios, media_options);
     return generate(params, on_piece);
 }

@@ -4,6 +4,7 @@
 // re-encoding).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -51,8 +52,20 @@ public:
     OmniSession(std::shared_ptr<const OmniModel> model, const LlmContextParams & params);
     ~OmniSession();
 
-    const OmniModel & omni_model() const { return *omni_; }
+    const OmniModel & omni_model() const;
     void set_n_threads(int n_threads);
+
+    // Frees the KV cache, the encoders, the speech components and the model reference; every
+    // later call fails with Status::closed. Refused (busy) while another thread runs a call or a
+    // duplex conversation's speech thread uses the session. Closing twice is a no-op.
+    void close();
+
+    // A duplex conversation's speech threads use the speech decoder and Token2Wav for as long as
+    // they live (duplex_speech.h): they take this lease, and the calls that use those components
+    // on the caller's thread are refused (busy) meanwhile.
+    void lease_speech(const char * what);
+    void release_speech();
+    void require_speech_free(const char * what) const;
 
     // LLM embeddings of one image: (1 + slices) * n_query rows of n_embd, source first, then the
     // slices row by row. `vit_features` (optional) receives each slice's ViT output.
@@ -115,6 +128,7 @@ private:
     std::unique_ptr<TtsDecoder> tts_;
     std::unique_ptr<SpeechSynthesizer> speech_;
     int n_threads_;
+    std::atomic<int> speech_leases_{0};
 };
 
 }  // namespace minicpmo

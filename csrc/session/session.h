@@ -3,6 +3,8 @@
 // and generates step by step so Python generators, C callbacks and the CLI share one loop.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +15,7 @@
 #include "llm/llm_context.h"
 #include "llm/llm_model.h"
 #include "llm/sampler.h"
+#include "session/call_guard.h"
 
 namespace minicpmo {
 
@@ -27,6 +30,25 @@ struct GenerateParams {
 // Rows that replace the token embeddings of prompt positions [pos, pos + n) (image/audio
 // features). `rows` holds n x n_embd floats; it may be null when the span lies inside the part of
 // the prompt the cache already holds.
+// Why the last generation ended.
+enum class FinishReason {
+    none,       // nothing generated yet, or still generating
+    stop,       // the model ended its reply (a terminator)
+    length,     // max_new_tokens reached
+    context,    // the context window is full: the last token was handed out but not fed back
+    cancelled,  // cancel() or a callback returning false
+};
+const char * finish_reason_name(FinishReason r);  // "stop", "length", "context", "cancelled", ""
+
+// Checked context settings, shared by every front end (bounds in README "Parameters"): n_ctx 16 ..
+// the model's training context, n_threads 0 (all cores) .. 512 (ggml's thread limit), n_batch
+// 8 .. 65536 (libllama aborts on a batch of 1; above n_ctx a decode call takes n_ctx tokens).
+// Throws invalid_argument naming the parameter, its value and the range. Wide types so that a
+// front end can pass what the user gave before narrowing it.
+void check_context_params(const LlmModel & model, int64_t n_ctx, int64_t n_threads, int64_t n_batch);
+// n_threads alone (0 = all cores, else 1 .. 512).
+void check_n_threads(int64_t n_threads);
+
 struct EmbeddingSpan {
     size_t pos = 0;
     size_t n = 0;
@@ -42,9 +64,16 @@ class Session {
 public:
     Session(std::shared_ptr<const LlmModel> model, const LlmContextParams & params);
 
-    const LlmModel & model() const { return *model_; }
-    LlmContext & context() { return ctx_; }
-    int n_past() const { return ctx_.n_past(); }
+    // Every entry point below holds this for its duration (call_guard.h); front ends hold it
+    // around a sequence of calls that must not be interleaved (a C API call, a Python request).
+    CallGuard::Hold enter(const char * what) const { return guard_.enter(what); }
+    CallGuard & guard() const { return guard_; }
+    bool closed() const { return guard_.closed(); }
+
+    const LlmModel & model() const;
+    LlmContext & context();
+    const LlmContext & context() const;
+    int n_past() const { return ctx_ ? ctx_->n_past() : 0; }
     const std::vector<llama_token> & kv_tokens() const { return kv_tokens_; }
     const std::vector<uint64_t> & kv_keys() const { return kv_keys_; }
     const PrefillStats & last_prefill() const { return last_prefill_; }
@@ -83,9 +112,14 @@ public:
     // Step-wise generation from the logits of the last decoded position.
     void begin_generation(const GenerateParams & params);
     // Produces the next piece of valid UTF-8 text (may be empty while a character is incomplete).
-    // Returns false when generation has ended (terminator, max_new_tokens or cancel()).
+    // Returns false when generation has ended (terminator, max_new_tokens, a full context or
+    // cancel()). A full context ends it with the sampled token handed out but not fed back.
     bool step(std::string & piece);
-    void cancel() { active_ = false; }
+    // Stops generating; safe from any thread (the next step() returns false).
+    void cancel();
+    // Ends the generation as if the model had stopped (a stream that ends on its own terminator).
+    void end_generation(FinishReason why);
+    FinishReason finish_reason() const { return finish_.load(); }
 
     // Runs step() to the end; `on_piece` returning false stops early.
     std::string generate(const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
@@ -93,9 +127,15 @@ public:
     std::string chat(const std::vector<ChatMessage> & messages, const ChatTemplateOptions & options,
                      const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
 
+protected:
+    // Frees the LLM context and the model reference (the caller holds the guard); every later
+    // call fails with Status::closed.
+    void close_llm();
+
 private:
+    mutable CallGuard guard_;
     std::shared_ptr<const LlmModel> model_;
-    LlmContext ctx_;
+    std::unique_ptr<LlmContext> ctx_;
     std::vector<llama_token> kv_tokens_;  // token ids at positions 0..n_past-1
     std::vector<uint64_t> kv_keys_;       // content keys of those positions (0 = plain token)
     PrefillStats last_prefill_;
@@ -107,7 +147,8 @@ private:
     bool capture_hidden_ = false;
     Utf8Stream utf8_;
     int max_new_tokens_ = 0;
-    bool active_ = false;
+    std::atomic<bool> active_{false};
+    std::atomic<FinishReason> finish_{FinishReason::none};
     bool logits_ready_ = false;  // logits of the last KV position are available
 };
 

@@ -68,6 +68,7 @@ void SimplexStream::restart_audio() {
 }
 
 void SimplexStream::reset() {
+    const auto hold = session_.enter("streaming reset");
     session_.reset();
     restart_audio();
     state_ = State::idle;
@@ -121,6 +122,7 @@ std::string SimplexStream::next_user_prefix() const {
 
 PrefillStats SimplexStream::prefill(const std::string & role, const std::string & text,
                                     const std::vector<ImageInput> & images, const std::vector<AudioInput> & audios) {
+    const auto hold = session_.enter("streaming_prefill");
     check_cache("streaming_prefill");
     if (role != "system" && role != "user" && role != "assistant") {
         fail(Status::invalid_argument, "streaming_prefill: role must be 'system', 'user' or 'assistant', got '" + role + "'");
@@ -325,6 +327,7 @@ PrefillStats SimplexStream::prefill(const std::string & role, const std::string 
 }
 
 void SimplexStream::open_reply(bool enable_thinking) {
+    const auto hold = session_.enter("streaming_generate");
     check_cache("streaming_generate");
     if (state_ != State::user) {
         fail(Status::invalid_argument, "streaming_generate: no user turn is open; streaming_prefill a user message first");
@@ -345,6 +348,7 @@ void SimplexStream::open_reply(bool enable_thinking) {
 }
 
 void SimplexStream::begin_text_reply(const GenerateParams & params) {
+    const auto hold = session_.enter("streaming_generate");
     if (state_ != State::reply || session_.n_past() != reply_start_) {
         fail(Status::invalid_argument, "a text reply needs open_reply() right before it");
     }
@@ -352,10 +356,11 @@ void SimplexStream::begin_text_reply(const GenerateParams & params) {
 }
 
 bool SimplexStream::text_step(std::string & piece) {
+    const auto hold = session_.enter("streaming_generate step");
     const bool more = session_.step(piece);
     const std::vector<llama_token> & reply = session_.last_generated();
     if (more && !reply.empty() && (reply.back() == tts_eos_ || reply.back() == unk_)) {
-        session_.cancel();  // the official streaming reply ends here (the token was fed; see header)
+        session_.end_generation(FinishReason::stop);  // the official streaming reply ends here (the token was fed)
         return !piece.empty();
     }
     return more;

@@ -63,6 +63,7 @@ public:
     // What the next user piece is prefixed with, given the cache (see the header comment).
     std::string next_user_prefix() const;
     bool user_turn_open() const { return state_ == State::user; }
+    OmniSession & session() const { return session_; }
     // Rows the last user audio piece was prefilled with (n x n_embd; empty when it had none).
     const std::vector<float> & last_audio_rows() const { return last_audio_rows_; }
 

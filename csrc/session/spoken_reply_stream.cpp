@@ -11,6 +11,8 @@ namespace minicpmo {
 SpokenReplyStream::SpokenReplyStream(OmniSession & session, const GenerateParams & params, const std::string & voice,
                                      const UniformDraw & draw, int max_speech_tokens_per_chunk)
     : session_(session), draw_(draw) {
+    const auto hold = session.enter("spoken reply");
+    session.require_speech_free("spoken reply");
     if (max_speech_tokens_per_chunk < 0) fail(Status::invalid_argument, "max_speech_tokens must be >= 0");
     const LlmModel & m = session.model();
     const llama_token tts_bos = m.special_token("<|tts_bos|>");
@@ -35,6 +37,7 @@ SpokenReplyStream::~SpokenReplyStream() = default;
 int SpokenReplyStream::sample_rate() const { return session_.speech().sample_rate(); }
 
 void SpokenReplyStream::cancel() {
+    const auto hold = session_.enter("spoken reply cancel");
     session_.cancel();
     text_done_ = true;
     done_ = true;  // the next stream_begin() restarts Token2Wav from the voice prompt
@@ -69,9 +72,11 @@ void SpokenReplyStream::finish(SpokenPiece & out) {
 }
 
 bool SpokenReplyStream::next(SpokenPiece & out) {
+    const auto hold = session_.enter("spoken reply step");
     out.text.clear();
     out.audio.clear();
     if (done_) return false;
+    session_.require_speech_free("spoken reply step");
     if (!text_done_) {
         const bool more = session_.step(out.text);
         const std::vector<llama_token> & reply = session_.last_generated();
@@ -80,7 +85,7 @@ bool SpokenReplyStream::next(SpokenPiece & out) {
         for (; n_seen_ < reply.size() && !text_done_; ++n_seen_) {
             const llama_token t = reply[n_seen_];
             if (t == tts_eos_ || t == unk_) {
-                session_.cancel();  // the official streaming reply ends here
+                session_.end_generation(FinishReason::stop);  // the official streaming reply ends here
                 text_done_ = true;
             } else if (session_.model().is_eog(t)) {
                 text_done_ = true;  // never fed: no hidden row

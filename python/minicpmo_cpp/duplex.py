@@ -35,6 +35,10 @@ class DuplexSession:
     layout and streaming Token2Wav with ``voice`` (a voice of the model file; None = its default),
     on a thread of the session, and ``streaming_generate`` returns the unit's 24 kHz
     ``audio_waveform`` (one second of silence for a listening unit).
+
+    The conversation shares its OmniSession's one-call-at-a-time rule (a call while another thread
+    is inside one raises "session is busy"). ``close()`` (or ``with omni.as_duplex() as d:``)
+    stops the speech threads; closing the OmniSession closes its duplex conversations.
     """
 
     def __init__(self, omni_session, sliding_window: bool | str = False, window_high: int = 4000,
@@ -58,6 +62,29 @@ class DuplexSession:
         self._generate_audio = bool(generate_audio)
         self._voice = voice or ""
         self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
+        self._closed = False
+        omni_session._duplexes.add(self)
+
+    def close(self) -> None:
+        """Stops the speech threads (speech not taken yet is dropped) and ends the conversation;
+        the OmniSession stays usable. Later calls on this object raise ``MinicpmoError``."""
+        if self._closed:
+            return
+        if not self._omni.closed:
+            with self._omni._request("duplex close"):
+                self._duplex.close()
+        self._closed = True
+
+    def __enter__(self) -> "DuplexSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, what: str):
+        if self._closed:
+            raise MinicpmoError(f"{what}: the duplex conversation is closed")
+        return self._omni._request(what)
 
     @property
     def generate_audio(self) -> bool:
@@ -75,17 +102,17 @@ class DuplexSession:
         reference voice's audio embeddings (any form ``load_audio`` takes; None for none) and the
         suffix (e.g. ``"<|audio_end|><|im_end|>"``). Returns the prompt as text, the audio shown as
         ``[audio embedding]``."""
-        self._omni._generation += 1
-        if voice is not None or generate_audio is not None:
-            if generate_audio is not None:
-                self._generate_audio = bool(generate_audio)
-            if voice is not None:
-                self._voice = voice
-            self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
         pcm = None if ref_audio is None else load_audio(ref_audio)
         prefix = prefix_system_prompt or ""
         suffix = suffix_system_prompt or ""
-        self._duplex.prepare(prefix, suffix, pcm)
+        with self._request("duplex prepare"):
+            if voice is not None or generate_audio is not None:
+                if generate_audio is not None:
+                    self._generate_audio = bool(generate_audio)
+                if voice is not None:
+                    self._voice = voice
+                self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
+            self._duplex.prepare(prefix, suffix, pcm)
         if not prefix and not suffix:
             return ""
         return prefix + ("[audio embedding]" if pcm is not None else "") + suffix
@@ -96,7 +123,6 @@ class DuplexSession:
         16000 to 16560, front-padded with zeros to 1.035 s). ``frame_list``: images (PIL, uint8
         arrays, paths), e.g. the frame and a stacked high-FPS composite. ``text_list``: strings,
         joined. ``max_slice_nums``: one int or one per frame (1: no slicing)."""
-        self._omni._generation += 1
         pcm = None if audio_waveform is None else load_audio(audio_waveform)
         frames = [load_image(f) for f in (frame_list or [])]
         if isinstance(max_slice_nums, (list, tuple)):
@@ -107,7 +133,8 @@ class DuplexSession:
             text = text_list
         else:
             text = "".join(str(t) for t in (text_list or []))
-        self._duplex.prefill_unit(pcm, frames, text, slices)
+        with self._request("duplex streaming_prefill"):
+            self._duplex.prefill_unit(pcm, frames, text, slices)
         return {"success": True}
 
     def streaming_generate(self, decode_mode: str = "sampling", max_new_speak_tokens_per_chunk: int = 20,
@@ -127,14 +154,14 @@ class DuplexSession:
         the next unit is prefilled, and ``take_audio()`` hands it out in unit order."""
         if decode_mode not in _DECODE_MODES:
             raise MinicpmoError(f"decode_mode must be 'sampling' or 'greedy', got {decode_mode!r}")
-        self._omni._generation += 1
-        r = self._duplex.generate_unit(
-            greedy=decode_mode == "greedy", max_new_speak_tokens=int(max_new_speak_tokens_per_chunk),
-            temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-            repetition_penalty=float(text_repetition_penalty), repetition_window=int(text_repetition_window_size),
-            length_penalty=float(length_penalty), listen_prob_scale=float(listen_prob_scale),
-            force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])],
-            wait_audio=bool(wait_audio), listen_top_k=int(listen_top_k or 0))
+        with self._request("duplex streaming_generate"):
+            r = self._duplex.generate_unit(
+                greedy=decode_mode == "greedy", max_new_speak_tokens=int(max_new_speak_tokens_per_chunk),
+                temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                repetition_penalty=float(text_repetition_penalty), repetition_window=int(text_repetition_window_size),
+                length_penalty=float(length_penalty), listen_prob_scale=float(listen_prob_scale),
+                force_listen=bool(force_listen), scripted=[int(t) for t in (_scripted or [])],
+                wait_audio=bool(wait_audio), listen_top_k=int(listen_top_k or 0))
         return {
             "is_listen": bool(r["is_listen"]),
             "text": r["text"].decode("utf-8", errors="replace"),
@@ -153,16 +180,22 @@ class DuplexSession:
         """``(unit, audio_waveform, speech_token_ids)`` of the oldest unit generated with
         ``wait_audio=False`` whose audio was not taken yet; None when ``wait`` is False and none is
         ready."""
+        if self._closed:
+            raise MinicpmoError("take_audio: the duplex conversation is closed")
         return self._duplex.take_audio(bool(wait))
 
     def interrupt(self) -> None:
         """Stops speaking at once (barge-in): speech not handed out yet is dropped, a speaking turn
         is closed with ``<|turn_eos|>`` in the cache, and the next turn's speech starts afresh."""
-        self._omni._generation += 1
-        self._duplex.interrupt()
+        with self._request("duplex interrupt"):
+            self._duplex.interrupt()
 
     def as_simplex(self, reset_session: bool = True):
-        """Back to the plain OmniSession (its cache cleared unless ``reset_session`` is False)."""
+        """Back to the plain OmniSession (its cache cleared unless ``reset_session`` is False); this
+        conversation's speech threads stop (``prepare`` starts a new conversation)."""
+        if not self._closed and not self._omni.closed:
+            with self._omni._request("duplex as_simplex"):
+                self._duplex.close()
         if reset_session:
             self._omni.reset()
         return self._omni

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+import weakref
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -22,13 +23,56 @@ _NO_AUDIO = np.zeros(0, np.float32)
 _NO_AUDIO.flags.writeable = False
 
 
-class SpokenReply:
-    """A spoken reply: ``text`` and ``audio`` (float32 mono samples at ``sample_rate`` Hz)."""
+class Reply(str):
+    """A text reply: the ``str`` itself, plus ``finish_reason``: "stop" (the model ended it),
+    "length" (``max_new_tokens``), "context" (the context window is full: what was generated is
+    kept) or "cancelled"."""
 
-    def __init__(self, text: str, audio: np.ndarray, sample_rate: int):
+    finish_reason: str
+
+    def __new__(cls, text: str, finish_reason: str = ""):
+        reply = super().__new__(cls, text)
+        reply.finish_reason = finish_reason
+        return reply
+
+
+class ReplyStream:
+    """Iterator over a streamed reply (text pieces, or ``(text, audio)`` pairs); ``finish_reason``
+    ("stop", "length", "context", "cancelled") is set once the reply has ended, "" before. The
+    session is held only while a step runs, so the stream may be advanced from any thread; a new
+    request on the session abandons it (its next step raises)."""
+
+    def __init__(self, make_steps):
+        self.finish_reason = ""
+        self._steps = make_steps(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._steps)
+
+    def close(self) -> None:
+        """Stops the reply (the session cancels it unless another request already took over)."""
+        self._steps.close()
+
+
+class _Closed:
+    """Stands in for the native objects of a closed session."""
+
+    def __getattr__(self, name):
+        raise MinicpmoError(f"{name}: the session is closed")
+
+
+class SpokenReply:
+    """A spoken reply: ``text`` and ``audio`` (float32 mono samples at ``sample_rate`` Hz);
+    ``finish_reason`` as ``Reply.finish_reason``."""
+
+    def __init__(self, text: str, audio: np.ndarray, sample_rate: int, finish_reason: str = ""):
         self.text = text
         self.audio = audio
         self.sample_rate = int(sample_rate)
+        self.finish_reason = finish_reason
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the audio as a float WAV file."""
@@ -59,6 +103,12 @@ class OmniSession:
     ``minicpmo.omni_file`` key (or take ``omni_path``). Multi-turn chat keeps earlier turns in the KV
     cache: each ``chat(msgs)`` renders the whole conversation and only decodes what is new.
     ``kv_cache_type="f32"`` trades memory for exact parity with the float reference.
+
+    Threads: a session serves one call at a time. A call made while another thread is inside a call
+    on the same session raises ``MinicpmoError("session is busy ...")`` at once (nothing waits, nothing
+    changes); use one session per thread or serialize the calls. A streamed reply holds the session
+    only while it computes a step. ``close()`` (or ``with OmniSession(...) as s:``) frees the native
+    memory; later calls raise ``MinicpmoError`` "the session is closed".
     """
 
     def __init__(
@@ -73,6 +123,9 @@ class OmniSession:
         use_mmap: bool = True,
         kv_cache_type: str = "f16",
     ):
+        n_ctx, n_batch, n_gpu_layers = (_int_arg(name, v) for name, v in
+                                        (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_gpu_layers", n_gpu_layers)))
+        n_threads = 0 if n_threads is None else _int_arg("n_threads", n_threads)
         model_path = os.fspath(model_path)
         if not os.path.exists(model_path):
             raise FileNotFoundError(2, f"model file '{model_path}' does not exist", model_path)
@@ -87,6 +140,41 @@ class OmniSession:
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._generation = 0  # invalidates an unfinished streaming generator
         self._simplex_stream = None  # simplex streaming conversation, made on first use
+        self._duplexes = weakref.WeakSet()  # duplex conversations over this session (closed with it)
+        self._closed = False
+
+    # ---- lifetime ----
+    def close(self) -> None:
+        """Frees the native memory (KV cache, encoders, speech components, and the model unless
+        another session shares it) and stops the speech threads of duplex conversations over this
+        session. Later calls raise ``MinicpmoError`` "the session is closed"; closing twice is a
+        no-op. Raises "session is busy" while another thread runs a call on the session."""
+        if self._closed:
+            return
+        for duplex in list(self._duplexes):
+            duplex.close()
+        self._session.close()
+        self._closed = True
+        self._simplex_stream = None
+        self._model = _Closed()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "OmniSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, what: str):
+        """Holds the native session for one request (a context manager): another thread's calls
+        get "session is busy" meanwhile, and replies still streaming from earlier requests are
+        abandoned."""
+        hold = self._session.hold(what)  # raises "session is busy" / "the session is closed"
+        self._generation += 1
+        return hold
 
     # ---- model facts ----
     @property
@@ -117,7 +205,7 @@ class OmniSession:
         return tuple(self._session.last_prefill)
 
     def set_n_threads(self, n_threads: int) -> None:
-        self._session.set_n_threads(n_threads)
+        self._session.set_n_threads(_int_arg("n_threads", n_threads))
 
     # ---- text ----
     def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
@@ -152,9 +240,10 @@ class OmniSession:
         <unk> placeholders (spec §1.3, §3.3) whose embeddings the encoders provide."""
         parsed = parse_messages(msgs, omni_mode)
         prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
-        return list(self._session.media_prompt_tokens(
+        with self._session.hold("prompt_token_ids"):
+            return list(self._session.media_prompt_tokens(
             prompt, parsed.images, self._slices(parsed.images, max_slice_nums), self._image_id_flag(use_image_id),
-            parsed.audios))
+                parsed.audios))
 
     # ---- audio ----
     def encode_audio(self, audio) -> np.ndarray:
@@ -163,8 +252,9 @@ class OmniSession:
         projector, average pooling by 5). ``audio``: float32 16 kHz mono array, ``(pcm, rate)``,
         path or OpenAI audio part (other rates and channel counts are converted, see
         ``minicpmo_cpp.audio_input``)."""
-        self._generation += 1
-        return self._session.encode_audio(load_audio(audio), "block")
+        pcm = load_audio(audio)
+        with self._request("encode_audio"):
+            return self._session.encode_audio(pcm, "block")
 
     def audio_token_count(self, audio) -> int:
         """Audio placeholders (LLM tokens) an audio takes in the prompt."""
@@ -186,13 +276,15 @@ class OmniSession:
         """LLM input embeddings of one image, (n_tokens, hidden): query_num (64) rows for the
         whole image, then 64 per slice row by row (the prompt order). ``image``: PIL image, uint8
         array, path, data URI or OpenAI image part. ``max_slice_nums`` defaults to the model's 9."""
-        self._generation += 1
-        return self._session.encode_image(load_image(image), self._slice_arg(max_slice_nums))
+        pixels, slices = load_image(image), self._slice_arg(max_slice_nums)
+        with self._request("encode_image"):
+            return self._session.encode_image(pixels, slices)
 
     def vision_features(self, image, max_slice_nums: int | None = None) -> list[np.ndarray]:
         """Post-LayerNorm SigLIP output per slice (whole image first), each (h*w patches, width)."""
-        self._generation += 1
-        return list(self._session.vision_features(load_image(image), self._slice_arg(max_slice_nums)))
+        pixels, slices = load_image(image), self._slice_arg(max_slice_nums)
+        with self._request("vision_features"):
+            return list(self._session.vision_features(pixels, slices))
 
     @staticmethod
     def _slice_arg(max_slice_nums: int | None) -> int:
@@ -212,8 +304,9 @@ class OmniSession:
     def forward(self, token_ids) -> tuple[np.ndarray, np.ndarray]:
         """Logits [n, vocab] and final-norm hidden states [n, hidden] of every position, computed on
         a fresh cache (the conversation is cleared)."""
-        self._generation += 1
-        return self._session.forward([int(t) for t in token_ids])
+        ids = [int(t) for t in token_ids]
+        with self._request("forward"):
+            return self._session.forward(ids)
 
     def forward_messages(
         self,
@@ -237,9 +330,9 @@ class OmniSession:
         prompt = _core.render_chat(parsed.pairs, bool(add_generation_prompt), enable_thinking,
                                    self._tts_template(use_tts_template, parsed))
         slices = self._slices(parsed.images, max_slice_nums)
-        self._generation += 1
-        ids, mask, out_logits, hidden = self._session.forward_media(
-            prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios, bool(logits))
+        with self._request("forward_messages"):
+            ids, mask, out_logits, hidden = self._session.forward_media(
+                prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios, bool(logits))
         return PromptForward(out_logits, hidden, np.asarray(ids, np.int32), mask)
 
     def as_duplex(self, sliding_window: bool | str = False, window_high: int = 4000, window_low: int = 3500,
@@ -257,8 +350,8 @@ class OmniSession:
 
     def reset(self) -> None:
         """Forget the conversation."""
-        self._generation += 1
-        self._session.reset()
+        with self._request("reset"):
+            self._session.reset()
 
     def chat(
         self,
@@ -318,31 +411,34 @@ class OmniSession:
         seed = self._reply_seed(seed)
         if max_new_tokens < 0:
             raise MinicpmoError("max_new_tokens must be >= 0")
-        slices = self._slices(parsed.images, max_slice_nums)
-        self._generation += 1
-        if parsed.images or parsed.audios:
-            self._session.prefill_media(prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios)
-        else:
-            self._session.prefill(self._model.tokenize(prompt, True))
         if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
             raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
-        if generate_audio and stream:
-            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                        max_new_tokens, voice, max_speech_tokens)
-            return self._spoken_pieces(spoken, self._generation, output_audio_path)
-        self._session.begin_generation(
-            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-            capture_hidden=generate_audio,
-        )
-        pieces = self._pieces(self._generation)
-        if stream:
-            return pieces
-        text = "".join(pieces)
-        if not generate_audio:
-            return text
-        audio = self._session.speak_reply(seed=int(seed) if do_sample else None, voice=voice or "",
-                                          max_speech_tokens=int(max_speech_tokens or 0))
-        reply = SpokenReply(text, audio, self._session.speech_sample_rate)
+        slices = self._slices(parsed.images, max_slice_nums)
+        with self._request("chat"):  # the whole reply, or a stream's start
+            if parsed.images or parsed.audios:
+                self._session.prefill_media(prompt, parsed.images, slices, self._image_id_flag(use_image_id),
+                                            parsed.audios)
+            else:
+                self._session.prefill(self._model.tokenize(prompt, True))
+            if generate_audio and stream:
+                spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                            max_new_tokens, voice, max_speech_tokens)
+                generation = self._generation
+                return ReplyStream(lambda out: self._spoken_pieces(spoken, generation, output_audio_path, out))
+            self._session.begin_generation(
+                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
+                capture_hidden=generate_audio,
+            )
+            generation = self._generation
+            if stream:
+                return ReplyStream(lambda out: self._pieces(generation, out))
+            text = "".join(self._pieces(generation))
+            finish_reason = self._session.finish_reason
+            if not generate_audio:
+                return Reply(text, finish_reason)
+            audio = self._session.speak_reply(seed=int(seed) if do_sample else None, voice=voice or "",
+                                              max_speech_tokens=int(max_speech_tokens or 0))
+            reply = SpokenReply(text, audio, self._session.speech_sample_rate, finish_reason)
         if output_audio_path is not None:
             reply.save(output_audio_path)
         return reply
@@ -367,10 +463,10 @@ class OmniSession:
         so the embeddings differ from ``chat()``'s whole-audio encoding. An assistant message (text)
         closes an open turn. After ``reset()`` (or on a fresh session) a new conversation starts."""
         role, text, images, audios = streaming_message(msgs)
-        self._generation += 1
-        before = self.n_past
-        self._simplex().prefill(role, text, images, audios)
-        return self.n_past - before
+        with self._request("streaming_prefill"):
+            before = self.n_past
+            self._simplex().prefill(role, text, images, audios)
+            return self.n_past - before
 
     def streaming_generate(
         self,
@@ -400,19 +496,20 @@ class OmniSession:
             raise MinicpmoError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
             raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
-        if generate_audio and voice and voice not in self._session.voice_names:
-            raise MinicpmoError(f"unknown voice {voice!r}; the model file has {list(self._session.voice_names)}")
         seed = self._reply_seed(seed)
-        stream = self._simplex()
-        self._generation += 1
-        stream.open_reply(bool(enable_thinking))
-        if generate_audio:
-            spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                        max_new_tokens, voice, max_speech_tokens)
-            return self._spoken_pieces(spoken, self._generation, None)
-        stream.begin_text_reply(do_sample, temperature, top_p, top_k, repetition_penalty, int(seed),
-                                int(max_new_tokens))
-        return self._pieces(self._generation, stream.text_step)
+        with self._request("streaming_generate"):
+            if generate_audio and voice and voice not in self._session.voice_names:
+                raise MinicpmoError(f"unknown voice {voice!r}; the model file has {list(self._session.voice_names)}")
+            stream = self._simplex()
+            stream.open_reply(bool(enable_thinking))
+            generation = self._generation
+            if generate_audio:
+                spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
+                                            max_new_tokens, voice, max_speech_tokens)
+                return ReplyStream(lambda out: self._spoken_pieces(spoken, generation, None, out))
+            stream.begin_text_reply(do_sample, temperature, top_p, top_k, repetition_penalty, int(seed),
+                                    int(max_new_tokens))
+            return ReplyStream(lambda out: self._pieces(generation, out, stream.text_step))
 
     # the instruction the model was trained with for reading text aloud (seed README usage)
     TTS_INSTRUCTION = "请朗读以下内容。"
@@ -436,7 +533,11 @@ class OmniSession:
     def _reply_seed(self, seed: int | None) -> int:
         """The sampling seed of one reply: the caller's, else the next draw of the session's seed stream
         (so replies of a session seeded at construction are reproducible)."""
-        return self._seed_rng.getrandbits(63) if seed is None else seed
+        if seed is None:
+            return self._seed_rng.getrandbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise MinicpmoError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        return int(seed)
 
     def _begin_spoken(self, do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, voice,
                       max_speech_tokens):
@@ -448,15 +549,19 @@ class OmniSession:
             max_speech_tokens=int(max_speech_tokens or 0),
         )
 
-    def _spoken_pieces(self, spoken, generation: int, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
+    def _spoken_pieces(self, spoken, generation: int, output_audio_path, out=None) -> Iterator[tuple[str, np.ndarray]]:
         """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
-        float32 24 kHz samples (1 s while speaking, the rest at the end)."""
+        float32 24 kHz samples (1 s while speaking, the rest at the end). Each step holds the
+        session; nothing is held between steps."""
         chunks = []  # kept only for the WAV file
         try:
             while True:
-                if generation != self._generation:
-                    raise MinicpmoError("this reply was abandoned: the session started another request")
-                more, piece, audio = spoken.next()
+                with self._session.hold("chat stream step"):
+                    if generation != self._generation:
+                        raise MinicpmoError("this reply was abandoned: the session started another request")
+                    more, piece, audio = spoken.next()
+                    if not more and out is not None:
+                        out.finish_reason = self._session.finish_reason
                 if output_audio_path is not None:
                     chunks += audio
                 if piece and not audio:
@@ -466,32 +571,54 @@ class OmniSession:
                 if not more:
                     break
         finally:
-            if generation == self._generation:
-                spoken.cancel()
+            self._cancel_if_current(generation, spoken.cancel)
         if output_audio_path is not None:
             full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             SpokenReply("", full, spoken.sample_rate).save(output_audio_path)
 
-    def _pieces(self, generation: int, step=None) -> Iterator[str]:
-        """Text pieces of the reply; ``step`` (default the session's) returns (more, piece)."""
+    def _pieces(self, generation: int, out=None, step=None) -> Iterator[str]:
+        """Text pieces of the reply; ``step`` (default the session's) returns (more, piece). Each
+        step holds the session; nothing is held between steps."""
         step = step or self._session.step
         try:
             while True:
-                if generation != self._generation:
-                    raise MinicpmoError("this reply was abandoned: the session started another request")
-                more, piece = step()
+                with self._session.hold("chat stream step"):
+                    if generation != self._generation:
+                        raise MinicpmoError("this reply was abandoned: the session started another request")
+                    more, piece = step()
+                    if not more and out is not None:
+                        out.finish_reason = self._session.finish_reason
                 if piece:
                     yield piece
                 if not more:
                     return
         finally:
-            if generation == self._generation:
-                self._session.cancel()
+            self._cancel_if_current(generation, self._session.cancel)
+
+    def _cancel_if_current(self, generation: int, cancel) -> None:
+        """Stops a reply left unfinished, unless a later request took the session over (it then
+        owns the generation state) or the session is busy / closed (a request is running or none
+        can)."""
+        try:
+            with self._session.hold("chat stream close"):
+                if generation == self._generation:
+                    cancel()
+        except MinicpmoError:
+            pass
 
     def __repr__(self) -> str:
+        if self._closed:
+            return "OmniSession(closed)"
         return f"OmniSession({self._model.path!r}, omni={self.omni_path or None!r}, n_ctx={self.n_ctx})"
 
 
-__all__ = ["OmniSession", "SpokenReply", "PromptForward", "MinicpmoError"]
+def _int_arg(name: str, value) -> int:
+    """An integer parameter as given (its range is checked natively); other types are refused by name."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise MinicpmoError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+__all__ = ["OmniSession", "Reply", "ReplyStream", "SpokenReply", "PromptForward", "MinicpmoError"]
 
 
