@@ -6,7 +6,8 @@ export CCACHE_NOHASHDIR=true
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 if ! command -v ccache >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing ccache (Debian package) to cache compiler output" >&2
-        (apt-get update -qq && apt-get install -y -qq ccache) >/dev/null 2>&1 || echo "ccache install failed; building without it" >&2
+        echo "installing ccache with apt-get (compiler cache: later builds take seconds) ..." >&2
+        (export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends ccache) >&2 \
+            || echo "ccache install failed; building without it" >&2
     fi
 fi

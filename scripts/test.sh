@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The test command of README.md: installs the package with its test extras and runs the suite.
+# The test command of README.md: installs the package with its test extras into the virtual
+# environment (.venv/, see scripts/prepare_env.sh) and runs the suite. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/build_env.sh
+MINICPMO_EXTRA_PREREQS="pkg-config:pkg-config" source scripts/prepare_env.sh   # tests build C programs with it
 python -m pip install --progress-bar off "torch==2.13.0"
 # Oracle for tests/test_token2wav_reference_vs_stepaudio2.py: the official Token2Wav code (package
 # stepaudio2). --no-deps because minicpmo-utils pins pillow==10.4.0, librosa, moviepy, decord, ...
@@ -11,5 +12,5 @@ python -m pip install --progress-bar off "torch==2.13.0"
 # -- torchaudio, onnxruntime, s3tokenizer -- from running).
 python -m pip install --progress-bar off --no-deps "minicpmo-utils==1.0.7"
 python -m pip install --progress-bar off "einops==0.8.1" "scipy>=1.10"
-python -m pip install --progress-bar off ".[test]"
+minicpmo_pip_install ".[test]"
 python -m pytest -q tests "$@"

@@ -15,7 +15,7 @@ import pytest
 import minicpmo_cpp
 from minicpmo_cpp import OmniSession
 
-from c_demos import build_c_demo
+from c_demos import C_DIR, build_c_demo
 
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
 PROMPT1, PROMPT2, N_PREDICT = "Hello! Who are you?", "Tell me more.", 12
@@ -88,3 +88,58 @@ def test_cli_bad_arguments(argv, message):
     res = subprocess.run([shutil.which("minicpmo-cli"), *argv], capture_output=True, timeout=60)
     assert res.returncode in (1, 2)
     assert message in res.stderr.decode()
+
+
+# ---- the C program built as an application would: pkg-config, and CMake's find_package ----
+
+def _chat_demo_replies(exe: Path, model: str) -> tuple[str, str]:
+    res = subprocess.run([str(exe), model, PROMPT1, PROMPT2, str(N_PREDICT)], capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return _parse_reply(res.stdout, "REPLY1"), _parse_reply(res.stdout, "REPLY2")
+
+
+def test_c_program_built_with_pkg_config(tiny_f32, tmp_path):
+    """minicpmo.pc of the installed package (minicpmo_cpp/lib/pkgconfig) gives the compile and link
+    flags; the program runs with the library found through an rpath to pkg-config's libdir."""
+    pkg_config = shutil.which("pkg-config")
+    assert pkg_config, "pkg-config is needed to build against minicpmo.pc (Debian: apt-get install pkg-config)"
+    env = dict(os.environ, PKG_CONFIG_PATH=str(PKG_DIR / "lib" / "pkgconfig"))
+
+    def query(option: str) -> list[str]:
+        res = subprocess.run([pkg_config, option, "minicpmo"], env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.split()
+
+    assert query("--modversion") == [minicpmo_cpp.__version__]
+    libdir = query("--variable=libdir")[0]
+    # paths are relative to the .pc file, so they point into wherever the package was installed
+    assert Path(libdir).resolve() == PKG_DIR.resolve()
+    assert (Path(query("--variable=includedir")[0]) / "minicpmo.h").is_file()
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    exe = tmp_path / "chat_demo"
+    res = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", str(C_DIR / "chat_demo.c"), "-o", str(exe),
+                          *query("--cflags"), *query("--libs"), f"-Wl,-rpath,{libdir}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    model = str(tiny_f32[0])
+    assert _chat_demo_replies(exe, model) == _python_replies(model)
+
+
+def test_c_program_built_with_cmake_find_package(tiny_f32, tmp_path):
+    """tests/c/find_package_app: find_package(minicpmo) against the installed package's
+    minicpmo_cpp/lib/cmake/minicpmo, linked through the imported target minicpmo::minicpmo."""
+    cmake = shutil.which("cmake")
+    assert cmake, "cmake is needed to build tests/c/find_package_app"
+    build = tmp_path / "build"
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    res = subprocess.run([cmake, "-S", str(C_DIR / "find_package_app"), "-B", str(build), *generator,
+                          f"-DCMAKE_PREFIX_PATH={PKG_DIR}"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    cache = (build / "CMakeCache.txt").read_text()
+    found = re.search(r"^minicpmo_DIR:PATH=(.*)$", cache, re.M).group(1)
+    assert Path(found).resolve() == (PKG_DIR / "lib" / "cmake" / "minicpmo").resolve()
+    res = subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    model = str(tiny_f32[0])
+    assert _chat_demo_replies(build / "chat_demo", model) == _python_replies(model)
