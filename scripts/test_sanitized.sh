@@ -4,7 +4,7 @@
 # need no torch under it.
 #
 #   bash scripts/test_sanitized.sh                 # the whole non-torch suite (long: see README)
-#   bash scripts/test_sanitized.sh -m sanitize     # the CI subset: loaders, media and bad inputs
+#   bash scripts/test_sanitized.sh --ci            # the CI subset: loaders, media, bad inputs, fuzz replay
 #   bash scripts/test_sanitized.sh tests/test_media.py -x   # any pytest arguments
 #
 # Build folder build/sanitize/cmake, venv build/sanitize/venv (override with MINICPMO_SANITIZE_VENV).
@@ -41,7 +41,11 @@ if [ -z "$ASAN_LIB" ]; then
     echo "error: $CORE_SO is not linked with an ASan runtime (was it built with -fsanitize=address?)" >&2
     exit 1
 fi
-export LD_PRELOAD="$ASAN_LIB"
+# libstdc++ too: ASan's __cxa_throw interceptor looks the real one up when it starts, and python
+# itself does not load libstdc++ (without it the first C++ exception stops with "CHECK failed:
+# asan_interceptors.cpp ... real___cxa_throw")
+STDCXX_LIB="$(ldd "$CORE_SO" | awk '/libstdc\+\+/ {print $3; exit}')"
+export LD_PRELOAD="$ASAN_LIB${STDCXX_LIB:+ $STDCXX_LIB}"
 # detect_leaks=0: LeakSanitizer runs at exit and would report every object CPython, numpy and
 # onnxruntime deliberately leave allocated for the life of the process (interned strings, module
 # state, arenas): thousands of reports not ours, and a failing exit status for every test process.
@@ -56,6 +60,7 @@ MARK="not torch"
 ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        --ci) ARGS+=(tests/test_bad_inputs.py tests/test_media.py tests/test_audio_input.py tests/test_fuzz_replay.py); shift ;;
         -m) MARK="not torch and ($2)"; shift 2 ;;
         *) ARGS+=("$1"); shift ;;
     esac

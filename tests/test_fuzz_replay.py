@@ -28,7 +28,7 @@ CPP_TARGETS = ["fuzz_omni_file", "fuzz_llm_gguf", "fuzz_image_file", "fuzz_image
 # the CLI sources the media targets exercise (not part of libminicpmo)
 CLI_SOURCES = ["csrc/cli/image_file.cpp", "csrc/cli/audio_file.cpp", "csrc/cli/wav_writer.cpp"]
 
-pytestmark = pytest.mark.sanitize
+pytestmark = pytest.mark.sanitize  # in the CI sanitizer subset
 
 
 def _sanitizer_flags(lib: Path) -> list[str]:
@@ -106,3 +106,21 @@ def test_python_message_fuzz_corpus_replays_cleanly(tmp_path):
     files = [f for f in corpus if f.is_file() and f.name != "README.md"]
     assert len(files) >= 3
     _replay([sys.executable, str(FUZZ / "fuzz_messages.py"), "--replay"], files, timeout=600)
+
+
+def test_resample_refuses_rates_too_far_apart():
+    """The fuzz_resample crasher (768 kHz -> 1 Hz wanted a 1e8-tap filter, 17 rows: 7 GB and minutes)
+    is refused at once with the library's error; the ratio limit (~1:3400) leaves 768 kHz -> 16 kHz
+    (1:48) far inside."""
+    import time
+
+    import numpy as np
+
+    from minicpmo_cpp import MinicpmoError, _core
+
+    pcm = np.zeros(64, np.float32)
+    t0 = time.perf_counter()
+    with pytest.raises(MinicpmoError, match="too far apart"):
+        _core.resample(pcm, 768000, 1)
+    assert time.perf_counter() - t0 < 5.0
+    assert _core.resample(pcm, 768000, 16000).size == 2  # ceil(64 * 16000 / 768000)
