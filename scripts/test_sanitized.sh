@@ -31,7 +31,7 @@ echo "== building with -fsanitize=$SANITIZERS (build/sanitize/cmake; a cold llam
 # -v so ninja's [n/N] progress shows; the compile lines go to build/sanitize/build.log
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" "$PY" -m pip install --no-build-isolation \
     --progress-bar off -v . -C build-dir=build/sanitize/cmake \
-    -C cmake.define.MINICPMO_SANITIZE="$SANITIZERS" > >(tee build/sanitize/build.log | grep -E '^\[[0-9]+/[0-9]+\]' | awk 'NR % 50 == 0') 2>&1
+    -C cmake.define.MINICPMO_SANITIZE="$SANITIZERS" > >(tee build/sanitize/build.log | grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\]') 2>&1
 
 # Python itself is not built with ASan, so the ASan runtime must be loaded before anything else
 # (it replaces malloc): preload the runtime our libraries were linked with.
