@@ -84,9 +84,12 @@ def _files(seeds: Path, target: str) -> list[Path]:
     return [f for f in files if f.is_file() and f.name != "README.md"]
 
 
-def _replay(cmd: list[str], files: list[Path], timeout: float) -> None:
-    res = subprocess.run(cmd + [str(f) for f in files], capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, "MINICPMO_VERBOSE": "0"})
+def _replay(cmd: list[str], files: list[Path], timeout: float, leaks: bool = False) -> None:
+    env = {**os.environ, "MINICPMO_VERBOSE": "0"}
+    if leaks and "ASAN_OPTIONS" in env:
+        # a sanitized replay program is all ours (no interpreter): LeakSanitizer can run at its exit
+        env["ASAN_OPTIONS"] = env["ASAN_OPTIONS"].replace("detect_leaks=0", "detect_leaks=1")
+    res = subprocess.run(cmd + [str(f) for f in files], capture_output=True, text=True, timeout=timeout, env=env)
     done = {line[3:] for line in res.stdout.splitlines() if line.startswith("ok ")}
     missing = [f.name for f in files if str(f) not in done]
     assert res.returncode == 0 and not missing, (
@@ -97,7 +100,7 @@ def _replay(cmd: list[str], files: list[Path], timeout: float) -> None:
 def test_cpp_fuzz_corpus_replays_cleanly(replay_exe, seeds, target):
     files = _files(seeds, target)
     assert len(files) >= 3, f"{target}: seed corpus missing"
-    _replay([str(replay_exe), target], files, timeout=600)
+    _replay([str(replay_exe), target], files, timeout=600, leaks=True)
 
 
 def test_python_message_fuzz_corpus_replays_cleanly(tmp_path):
