@@ -10,7 +10,7 @@ Checked after every unit, against models written here from the spec (not from th
   holds more than window_high positions between units;
 - the Whisper streaming cache grows by 50 positions a unit and restarts when the next chunk's
   conv-stem output (51 frames for the first chunk, 52 later, §3.4) would reach 1500;
-- every unit's audio comes back in unit order: 1 s of silence when listening, at least 1 s of
+- every unit's audio comes back once, in unit order (units in == units out): 1 s of silence when listening, at least 1 s of
   finite samples when speaking (§6.3); both wait_audio modes are used, in alternating blocks;
 - the mean unit time stays below 1 s (it keeps real-time pace);
 - the process RSS grows by less than RSS_GROWTH_LIMIT between unit 100 and unit 600.
@@ -115,9 +115,12 @@ def test_ten_minute_duplex_session_stays_bounded(tiny_f32):
     rss_at = {}
     kinds = []
 
+    audio_out = []  # units whose audio came out, in the order it came
+
     def check_audio(got, unit, listening, end_of_turn):
         n, audio, _ = got
         assert n == unit  # in unit order
+        audio_out.append(n)
         assert audio.dtype == np.float32 and np.all(np.isfinite(audio))
         if listening:
             np.testing.assert_array_equal(audio, np.zeros(UNIT_OUT, np.float32))
@@ -176,6 +179,9 @@ def test_ten_minute_duplex_session_stays_bounded(tiny_f32):
     if pending is not None:
         check_audio(dx.take_audio(), *pending)
     wall = time.perf_counter() - t_all
+    # nothing lost: every unit fed was decided once and its audio handed out exactly once, in order
+    assert audio_out == list(range(1, N_UNITS + 1))
+    assert dx.take_audio(wait=False) is None
 
     growth = rss_at[N_UNITS] - rss_at[RSS_FROM]
     mean_unit = float(np.mean(unit_times))

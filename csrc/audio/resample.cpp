@@ -24,6 +24,7 @@ constexpr double kStopbandStart = 1.0;  // x lower Nyquist: nothing at or above 
 constexpr size_t kMaxTableCoeffs = size_t(1) << 23;  // 32 MB
 constexpr int64_t kMaxExactPhases = 4096;
 constexpr int64_t kGridPhases = 4096;  // grid of the interpolated table: error below 1e-7
+constexpr int64_t kMinGridPhases = 16;  // the coarsest grid used (longest filters)
 
 const double kPi = 3.14159265358979323846;
 
@@ -194,6 +195,14 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
     const FilterDesign d = design_filter(in_rate, out_rate);
     const int64_t taps = 2 * d.half;
     const int64_t n_in = int64_t(n);
+    // the filter grows with the rate ratio: refuse before allocating rather than take gigabytes
+    // (768 kHz -> 1 Hz would need 1e8 taps x 17 rows, 7 GB); ratios up to about 1:3400 pass
+    if (size_t(taps) > kMaxTableCoeffs / size_t(kMinGridPhases + 1)) {
+        fail(Status::invalid_argument, "resample: " + rate_text(in_rate) + " -> " + rate_text(out_rate) +
+                                           ": the rates are too far apart (the filter would need " +
+                                           std::to_string(taps) + " taps, at most " +
+                                           std::to_string(kMaxTableCoeffs / size_t(kMinGridPhases + 1)) + " are built)");
+    }
 
     std::vector<float> out(n_out);
     // position of output k: input index i + phase / up, advanced by down / up per output
@@ -219,7 +228,7 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
     // Too many phases for one row each: rows on a grid of `grid` phases per input sample, linearly
     // interpolated. The kernel is smooth on that scale (its bandwidth is at most half a cycle per
     // input sample), so the interpolation error is below (pi / grid)^2 / 8 of the largest coefficient.
-    const int64_t grid = std::max<int64_t>(16, std::min<int64_t>(kGridPhases, int64_t(kMaxTableCoeffs / size_t(taps)) - 1));
+    const int64_t grid = std::max<int64_t>(kMinGridPhases, std::min<int64_t>(kGridPhases, int64_t(kMaxTableCoeffs / size_t(taps)) - 1));
     std::vector<float> table(size_t(grid + 1) * size_t(taps));
     for (int64_t q = 0; q <= grid; ++q) fill_row(d, double(q) / double(grid), &table[size_t(q * taps)]);
     std::vector<float> row(static_cast<size_t>(taps));

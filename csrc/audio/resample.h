@@ -35,7 +35,8 @@ std::vector<float> mix_to_mono(const float * interleaved, size_t n_frames, int n
 
 // Mono PCM at in_rate -> mono PCM at out_rate (see the rule above). Deterministic: the same input
 // gives the same bits on every call. Throws invalid_argument for an empty input, a rate outside
-// (0, kMaxAudioSampleRate], NaN/Inf samples or an output too large to address.
+// (0, kMaxAudioSampleRate], NaN/Inf samples, an output too large to address, or rates too far apart
+// for the filter (a ratio beyond about 1:3400, e.g. 768 kHz -> 200 Hz: its table would take gigabytes).
 std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int out_rate);
 
 }  // namespace minicpmo

@@ -49,6 +49,18 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
     ip.no_alloc = true;
     ctx_ = ggml_init(ip);
     if (!ctx_) fail(Status::internal, "cannot create a ggml context for the weights of '" + path + "'");
+    // the destructor does not run when the constructor throws: free what was made so far (fuzz_omni_file leak)
+    struct Release {
+        GgufWeights * w;
+        bool armed = true;
+        ~Release() {
+            if (!armed) return;
+            if (w->buffer_) ggml_backend_buffer_free(w->buffer_);
+            ggml_free(w->ctx_);
+            w->buffer_ = nullptr;
+            w->ctx_ = nullptr;
+        }
+    } release{this};
 
     std::unique_ptr<FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
     if (!file) fail(Status::io_error, std::string("cannot open ") + what + " '" + path + "'");
@@ -62,7 +74,10 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
         ggml_set_name(t, name);
         tensors_[name] = t;
     }
-    if (tensors_.empty()) return;
+    if (tensors_.empty()) {
+        release.armed = false;
+        return;
+    }
 
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buffer_) {
@@ -86,6 +101,7 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
         }
         if (!host) ggml_backend_tensor_set(t, staging.data(), 0, nbytes);
     }
+    release.armed = false;
 }
 
 GgufWeights::~GgufWeights() {
