@@ -18,7 +18,7 @@ step "2/7: a tiny random-weight MiniCPM-o checkpoint in Hugging Face layout -> $
 python -m minicpmo_cpp.convert.make_tiny "$work/hf"
 
 step "3/7: minicpmo-convert (Hugging Face -> LLM GGUF + omni companion, F16) -> $work/gguf"
-minicpmo-convert "$work/hf" -o "$work/gguf" --outtype f16
+minicpmo-convert "$work/hf" -o "$work/gguf" --outtype f16 --quiet
 
 step "4/7: minicpmo-quantize F16 -> Q8_0"
 minicpmo-quantize "$work/gguf/MiniCPM-o-4_5-F16.gguf" Q8_0 --quiet
