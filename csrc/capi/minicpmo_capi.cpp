@@ -117,6 +117,20 @@ minicpmo::AudioInput to_audio(const minicpmo_audio & a) {
     return in;
 }
 
+std::vector<minicpmo::ImageInput> to_images(const minicpmo_image * images, size_t n_images) {
+    require(images != nullptr || n_images == 0, "images is NULL");
+    std::vector<minicpmo::ImageInput> out;
+    for (size_t i = 0; i < n_images; ++i) out.push_back(to_image(images[i]));
+    return out;
+}
+
+std::vector<minicpmo::AudioInput> to_audios(const minicpmo_audio * audios, size_t n_audios) {
+    require(audios != nullptr || n_audios == 0, "audios is NULL");
+    std::vector<minicpmo::AudioInput> out;
+    for (size_t i = 0; i < n_audios; ++i) out.push_back(to_audio(audios[i]));
+    return out;
+}
+
 std::vector<minicpmo::ChatMessage> to_messages(const minicpmo_message * messages, size_t n_messages) {
     require(messages != nullptr || n_messages == 0, "messages is NULL");
     require(n_messages > 0, "the message list is empty");
@@ -327,14 +341,10 @@ minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const mi
                                             void * user_data, char ** out_reply, size_t * out_len) {
     return guarded([&] {
         require(session != nullptr, "session is NULL");
-        require(images != nullptr || n_images == 0, "images is NULL");
-        require(audios != nullptr || n_audios == 0, "audios is NULL");
         if (out_reply) *out_reply = nullptr;
         const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        std::vector<minicpmo::ImageInput> ims;
-        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
-        std::vector<minicpmo::AudioInput> sounds;
-        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
+        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         const auto hold = session->impl->enter("minicpmo_session_chat");
         hand_out(session->impl->chat(msgs, ims, sounds, media_options(use_image_id), chat_options(p, n_audios),
@@ -396,14 +406,10 @@ minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const m
     return guarded([&] {
         require(session != nullptr, "session is NULL");
         require(on_audio != nullptr, "on_audio is NULL");
-        require(images != nullptr || n_images == 0, "images is NULL");
-        require(audios != nullptr || n_audios == 0, "audios is NULL");
         if (out_reply) *out_reply = nullptr;
         const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        std::vector<minicpmo::ImageInput> ims;
-        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
-        std::vector<minicpmo::AudioInput> sounds;
-        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
+        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::ChatTemplateOptions opts;
         opts.enable_thinking = p.enable_thinking;
@@ -423,12 +429,8 @@ minicpmo_status minicpmo_session_streaming_prefill(minicpmo_session * session, c
     return guarded([&] {
         require(session != nullptr, "session is NULL");
         require(role != nullptr, "role is NULL");
-        require(images != nullptr || n_images == 0, "images is NULL");
-        require(audios != nullptr || n_audios == 0, "audios is NULL");
-        std::vector<minicpmo::ImageInput> ims;
-        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
-        std::vector<minicpmo::AudioInput> sounds;
-        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
+        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const auto hold = session->impl->enter("minicpmo_session_streaming_prefill");
         session->streaming().prefill(role, content ? content : "", ims, sounds);
     });
@@ -501,13 +503,9 @@ minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const
         require(session != nullptr, "session is NULL");
         require(out_n_positions != nullptr, "out_n_positions is NULL");
         *out_n_positions = 0;
-        require(images != nullptr || n_images == 0, "images is NULL");
-        require(audios != nullptr || n_audios == 0, "audios is NULL");
         const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        std::vector<minicpmo::ImageInput> ims;
-        for (size_t i = 0; i < n_images; ++i) ims.push_back(to_image(images[i]));
-        std::vector<minicpmo::AudioInput> sounds;
-        for (size_t i = 0; i < n_audios; ++i) sounds.push_back(to_audio(audios[i]));
+        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
+        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         minicpmo::OmniSession & s = *session->impl;
         const auto hold = s.enter("minicpmo_session_forward_media");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "python/media_args.h"
 #include "python/numpy_arrays.h"
 #include "session/media_forward.h"
 #include "session/omni_session.h"
@@ -38,29 +39,9 @@ void bind_forward(py::module_ & m) {
         "forward_media",
         [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
            int use_image_id, const py::list & audios, bool want_logits) {
-            if (!max_slice_nums.empty() && max_slice_nums.size() != images.size()) {
-                fail(Status::invalid_argument, "max_slice_nums must give one value per image");
-            }
-            std::vector<U8Array> keep_images;
-            std::vector<ImageInput> ims;
-            for (size_t i = 0; i < images.size(); ++i) {
-                keep_images.push_back(checked_rgb8(images[i], "image " + std::to_string(i)));
-                ImageInput im;
-                im.rgb = keep_images.back().data();
-                im.height = static_cast<int>(keep_images.back().shape(0));
-                im.width = static_cast<int>(keep_images.back().shape(1));
-                im.max_slice_nums = max_slice_nums.empty() ? 0 : max_slice_nums[i];
-                ims.push_back(im);
-            }
-            std::vector<F32Array> keep_audios;
-            std::vector<AudioInput> sounds;
-            for (size_t i = 0; i < audios.size(); ++i) {
-                keep_audios.push_back(checked_f32(audios[i], 1, "audio " + std::to_string(i)));
-                AudioInput a;
-                a.pcm = keep_audios.back().data();
-                a.n_samples = static_cast<size_t>(keep_audios.back().shape(0));
-                sounds.push_back(a);
-            }
+            const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, max_slice_nums, 0);
+            const std::vector<ImageInput> & ims = media.images;
+            const std::vector<AudioInput> & sounds = media.audios;
             MediaPromptOptions o;
             o.use_image_id = use_image_id;
             PromptForward r;

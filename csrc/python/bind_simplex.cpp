@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "python/generate_args.h"
+#include "python/media_args.h"
 #include "python/numpy_arrays.h"
 #include "session/omni_session.h"
 #include "session/simplex_stream.h"
@@ -33,28 +34,10 @@ void bind_simplex(py::module_ & m) {
         .def("prefill",
              [](SimplexStream & s, const std::string & role, const std::string & text, const py::list & images,
                 const py::list & audios) {
-                 std::vector<U8Array> keep_images;
-                 std::vector<ImageInput> ims;
-                 for (size_t i = 0; i < images.size(); ++i) {
-                     keep_images.push_back(checked_rgb8(images[i], "image " + std::to_string(i)));
-                     ImageInput im;
-                     im.rgb = keep_images.back().data();
-                     im.height = static_cast<int>(keep_images.back().shape(0));
-                     im.width = static_cast<int>(keep_images.back().shape(1));
-                     im.max_slice_nums = 1;
-                     ims.push_back(im);
-                 }
-                 std::vector<F32Array> keep_audios;
-                 std::vector<AudioInput> sounds;
-                 for (size_t i = 0; i < audios.size(); ++i) {
-                     keep_audios.push_back(checked_f32(audios[i], 1, "audio " + std::to_string(i)));
-                     AudioInput a;
-                     a.pcm = keep_audios.back().data();
-                     a.n_samples = static_cast<size_t>(keep_audios.back().shape(0));
-                     sounds.push_back(a);
-                 }
+                 // frames are not sliced in a streaming message
+                 const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, {}, 1);
                  py::gil_scoped_release release;
-                 const PrefillStats st = s.prefill(role, text, ims, sounds);
+                 const PrefillStats st = s.prefill(role, text, media.images, media.audios);
                  return std::make_pair(st.n_reused, st.n_prefilled);
              },
              py::arg("role"), py::arg("text"), py::arg("images") = py::list(), py::arg("audios") = py::list(),
