@@ -1,6 +1,7 @@
 """Write the LLM file: a stock llama.cpp `qwen3` GGUF with MiniCPM-o's tokenizer and template.
 
-Upstream libllama loads it unchanged; the only extra key, `minicpmo.omni_file`, names the companion.
+Upstream libllama loads it unchanged; the only extra keys: `minicpmo.omni_file` names the companion,
+`minicpmo.llm_fingerprint` (llm_fingerprint.py) ties the two files together.
 
 End of generation: eos = <|im_end|> (tokenizer_config's eos_token). libllama adds every token whose
 text is <|im_end|> or <|endoftext|> (and Qwen's FIM pad/repo/file-sep markers) to its EOG set by
@@ -14,6 +15,7 @@ from pathlib import Path
 import gguf
 
 from .checkpoint import Checkpoint
+from .llm_fingerprint import FINGERPRINT_KEY
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES, tensor_type
 
@@ -57,7 +59,7 @@ def llm_tensor_plan(ckpt: Checkpoint, outtype: str) -> list[PlannedTensor]:
 
 
 def write_llm_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, omni_basename: str,
-                   quiet: bool = False) -> Path:
+                   quiet: bool = False, fingerprint: str = "") -> Path:
     d, tok = ckpt.llm, ckpt.tokenizer
     w = Writer(None, ARCH)
     w.add_name(name)
@@ -93,4 +95,6 @@ def write_llm_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, omni_b
         w.add_chat_template(tok.chat_template)
 
     w.add_string("minicpmo.omni_file", omni_basename)
+    if fingerprint:
+        w.add_string(FINGERPRINT_KEY, fingerprint)  # the companion holds the same value
     return write_gguf(w, path, llm_tensor_plan(ckpt, outtype), ckpt.weights, quiet)

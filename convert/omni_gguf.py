@@ -1,6 +1,6 @@
 """Write the companion file (arch `minicpmo-omni`): everything besides the Qwen3 LLM.
 
-Metadata: format version, the LLM file it belongs to and the LLM dims it expects, the special token
+Metadata: format version, the LLM file it belongs to (name and fingerprint) and the LLM dims it expects, the special token
 ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list, and
 `minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
 SigLIP tower + resampler, audio = Whisper encoder + projector, tts = speech-token decoder,
@@ -17,6 +17,7 @@ from gguf import GGUFValueType
 
 from .checkpoint import Checkpoint
 from .audio_gguf import audio_component
+from .llm_fingerprint import FINGERPRINT_KEY
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES
 from .speech import voice_component
@@ -39,13 +40,15 @@ COMPONENTS: list[tuple[str, ComponentHook]] = [
 
 
 def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_basename: str,
-                    quiet: bool = False) -> Path:
+                    quiet: bool = False, fingerprint: str = "") -> Path:
     w = Writer(None, ARCH)
     w.add_name(name)
     w.add_type("model")
     w.add_file_type(int(OUTTYPES[outtype][1]))
     w.add_string("minicpmo.version", FORMAT_VERSION)
     w.add_string("minicpmo.llm_file", llm_basename)
+    if fingerprint:
+        w.add_string(FINGERPRINT_KEY, fingerprint)  # the LLM file's value: a pair from one conversion
     w.add_uint32("minicpmo.llm.embedding_length", ckpt.llm.hidden)
     w.add_uint32("minicpmo.llm.vocab_size", ckpt.llm.vocab)
     for key, token_id in ckpt.token_ids.items():

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError
+from .llm_fingerprint import llm_fingerprint
 from .llm_gguf import write_llm_gguf
 from .omni_gguf import write_omni_gguf
 from .outtypes import file_label, parse_outtype
@@ -62,11 +63,12 @@ def convert_checkpoint(
     llm_name, omni_name = output_names(name, outtype)
     if not quiet:
         print(f"converting {ckpt.path} -> {out / llm_name}", file=sys.stderr, flush=True)
-    llm_path = write_llm_gguf(ckpt, out / llm_name, outtype, name, omni_name, quiet)
+    fingerprint = llm_fingerprint(ckpt)
+    llm_path = write_llm_gguf(ckpt, out / llm_name, outtype, name, omni_name, quiet, fingerprint)
     if not quiet:
         print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
     try:
-        omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet)
+        omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet, fingerprint)
     except BaseException:
         # the two files are one model: an LLM file naming a companion that was never written is
         # not left behind

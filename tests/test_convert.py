@@ -327,9 +327,13 @@ def test_storage_variants_convert_to_same_values(tmp_path, qwen2_vocab_gguf, tin
         assert not (hf / "model.safetensors").exists()
     llm, omni = convert_checkpoint(hf, tmp_path / "out", outtype="f32", quiet=True)
     info = read_gguf_info(llm)
-    # same metadata (incl. the vocabulary) and same tensor list as the single-file F32 conversion
-    assert info.kv == f32_info[0].kv
-    assert read_gguf_info(omni).kv == f32_info[1].kv
+    # same metadata (incl. the vocabulary) and same tensor list as the single-file F32 conversion;
+    # the LLM fingerprint follows the values: shards alone keep it, rounded weights are another LLM
+    fp = "minicpmo.llm_fingerprint"
+    omni_kv = read_gguf_info(omni).kv
+    assert (info.kv[fp] == f32_info[0].kv[fp]) == (dtype == "float32") and omni_kv[fp] == info.kv[fp]
+    assert {k: v for k, v in info.kv.items() if k != fp} == {k: v for k, v in f32_info[0].kv.items() if k != fp}
+    assert {k: v for k, v in omni_kv.items() if k != fp} == {k: v for k, v in f32_info[1].kv.items() if k != fp}
     assert [(t.name, t.shape, t.ggml_type) for t in info.tensors] == \
            [(t.name, t.shape, t.ggml_type) for t in f32_info[0].tensors]
     rnd = {"float32": lambda a: a, "bfloat16": bf16_round, "float16": f16_round}[dtype]

@@ -12,7 +12,9 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/llama_log.h"
 #include "speech/speech_synthesizer.h"
+#include "speech/voice_bank.h"
 #include "llm/quantize.h"
 #include "session/omni_model.h"
 #include "session/duplex_session.h"
@@ -230,6 +232,7 @@ minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_para
         lp.use_mmap = p.use_mmap;
         auto m = std::make_unique<minicpmo_model>();
         m->impl = std::make_unique<minicpmo::OmniModel>(path, p.omni_path ? p.omni_path : "", lp);
+        for (const std::string & w : m->impl->load_warnings()) minicpmo::log_warning(w);  // C API log: stderr
         *out_model = m.release();
     });
 }
@@ -341,6 +344,13 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
         on_audio(audio.data(), audio.size(), s.speech().sample_rate(), user_data);
+    });
+}
+
+minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice) {
+    return guarded([&] {
+        require(model != nullptr, "model is NULL");
+        model->impl->voices()->get(voice ? voice : "");
     });
 }
 

@@ -8,6 +8,14 @@
 
 namespace minicpmo_cli {
 
+// Limits on encoded images, shared with the Python loader (minicpmo_cpp.media reads them from
+// _core.IMAGE_MAX_SIDE / IMAGE_MAX_PIXELS): far above anything the model uses (about 448x448 per
+// slice, at most 9 slices), low enough that a hostile header cannot make us allocate gigabytes.
+constexpr int kMaxImageSide = 16384;
+// PIL's default decompression-bomb limit (Image.MAX_IMAGE_PIXELS = 2^30 / 4 / 3), which the Python
+// path applied before the limit lived here: 89.5 M pixels, 268 MB of RGB.
+constexpr int64_t kMaxImagePixels = 89478485;
+
 struct ImageFile {
     std::string path;
     int width = 0;
@@ -15,8 +23,9 @@ struct ImageFile {
     std::vector<uint8_t> rgb;  // height rows of width * 3 bytes
 };
 
-// Throws std::runtime_error naming the file: missing, not an image, truncated, or larger than
-// `max_side` pixels on a side (checked from the header before decoding).
-ImageFile load_image_file(const std::string & path, int max_side = 16384);
+// Throws std::runtime_error naming the file ("image file 'x.png' ..."): missing, empty, not an
+// image, truncated, or larger than the limits above (checked from the header before decoding), with
+// the messages of minicpmo_cpp.media.
+ImageFile load_image_file(const std::string & path);
 
 }  // namespace minicpmo_cli

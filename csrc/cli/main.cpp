@@ -1,6 +1,8 @@
 // minicpmo-cli: chat with MiniCPM-o 4.5 from the terminal, through the public C API.
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <random>
 #include <stdexcept>
@@ -16,10 +18,27 @@
 
 namespace {
 
+// Ctrl-C while a reply is made stops that reply (the text callback returns false); at the prompt it
+// quits. A signal handler can only reach static storage, hence these two flags of the program.
+volatile std::sig_atomic_t g_replying = 0;
+volatile std::sig_atomic_t g_stop_reply = 0;
+
+extern "C" void on_sigint(int) {
+    if (g_replying) {
+        g_stop_reply = 1;
+        return;
+    }
+    std::_Exit(130);  // the shell's code for "ended by SIGINT"; nothing is half-written between replies
+}
+
+// glibc's signal() keeps the handler installed and restarts interrupted reads (BSD semantics), so
+// reading the next prompt goes on after a Ctrl-C during a reply.
+void install_sigint_handler() { std::signal(SIGINT, on_sigint); }
+
 bool print_piece(const char * piece, size_t len, void *) {
     std::fwrite(piece, 1, len, stdout);
     std::fflush(stdout);
-    return true;
+    return !g_stop_reply;
 }
 
 int report(const char * what) {
@@ -95,6 +114,10 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "minicpmo-cli: --voice needs --speak OUT.wav\n");
         return 2;
     }
+    // an unknown voice or a model without speech output fails now, not after the first reply
+    if (!args.speak.empty() && minicpmo_model_check_voice(h.model, args.voice.c_str()) != MINICPMO_OK) {
+        return report("cannot speak the replies");
+    }
 
     std::vector<std::string> roles, contents;
     if (!args.system.empty()) {
@@ -115,14 +138,23 @@ int main(int argc, char ** argv) {
         for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
         char * reply = nullptr;
         size_t len = 0;
-        if (minicpmo_session_chat_media(h.session, msgs.data(), msgs.size(), images.data(), images.size(), -1,
-                                        audios.data(), audios.size(), &gp, print_piece, nullptr, &reply,
-                                        &len) != MINICPMO_OK) {
+        struct ReplyingFlag {  // Ctrl-C stops this reply (text and speech) instead of quitting
+            ReplyingFlag() { g_stop_reply = 0, g_replying = 1; }
+            ~ReplyingFlag() { g_replying = 0; }
+        } replying;
+        const minicpmo_status st = minicpmo_session_chat_media(h.session, msgs.data(), msgs.size(), images.data(),
+                                                               images.size(), -1, audios.data(), audios.size(), &gp,
+                                                               print_piece, nullptr, &reply, &len);
+        if (st != MINICPMO_OK) {
             roles.pop_back();
             contents.pop_back();
             return report("generation failed");
         }
         std::fputc('\n', stdout);
+        std::fflush(stdout);
+        // with --speak, the reply made so far is spoken and written (a Ctrl-C during the speech is
+        // taken when the utterance is done: synthesis runs as one step)
+        if (g_stop_reply) std::fprintf(stderr, "minicpmo-cli: reply stopped (Ctrl-C)\n");
         if (!args.speak.empty()) {
             struct Sink {
                 std::vector<float> samples;
@@ -155,10 +187,11 @@ int main(int argc, char ** argv) {
         minicpmo_string_free(reply);
         return 0;
     };
+    install_sigint_handler();
 
     if (args.has_prompt) return chat_turn(args.prompt);
 
-    std::fprintf(stderr, "minicpmo-cli: interactive chat (/reset clears the conversation, /exit or Ctrl-D quits)\n");
+    std::fprintf(stderr, "minicpmo-cli: interactive chat (/reset clears the conversation, Ctrl-C stops a reply, /exit or Ctrl-D quits)\n");
     std::string line;
     while (true) {
         std::fputs("> ", stderr);

@@ -1,15 +1,18 @@
 #include "core/gguf_header.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/llama_log.h"
+#include "ggml.h"
 #include "gguf.h"
 
 namespace minicpmo {
 
-GgufHeader::GgufHeader(const std::string & path, const char * what) : path_(path) {
+GgufHeader::GgufHeader(const std::string & path, const char * what) : path_(path), what_(what) {
     require_readable_file(path, what);
     {
         // gguf's parser reports problems through the log; check the magic ourselves for a clear message
@@ -22,15 +25,68 @@ GgufHeader::GgufHeader(const std::string & path, const char * what) : path_(path
         }
     }
     ensure_llama_initialized();
-    take_llama_error();
+    LlamaErrorCapture errors;
     gguf_init_params params{};
     params.no_alloc = true;
     params.ctx = nullptr;
     ctx_ = gguf_init_from_file(path.c_str(), params);
     if (!ctx_) {
-        std::string why = take_llama_error();
+        const std::string why = errors.reason();
         fail(Status::bad_model, std::string(what) + " '" + path + "' is a corrupt or truncated GGUF file" +
                                     (why.empty() ? "" : " (" + why + ")"));
+    }
+}
+
+namespace {
+
+std::string shape_text(const int64_t * ne) {
+    int n = GGML_MAX_DIMS;
+    while (n > 1 && ne[n - 1] == 1) --n;
+    std::string s = "[";
+    for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "]";
+}
+
+}  // namespace
+
+void GgufHeader::check_tensor_bounds() const {
+    struct stat st {};
+    if (stat(path_.c_str(), &st) != 0) fail(Status::io_error, what_ + " '" + path_ + "' cannot be read any more");
+    const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+    const uint64_t data_offset = gguf_get_data_offset(ctx_);
+    const int64_t n_tensors = gguf_get_n_tensors(ctx_);
+    for (int64_t i = 0; i < n_tensors; ++i) {
+        const std::string name = gguf_get_tensor_name(ctx_, i);
+        const auto bad = [&](const std::string & why) {
+            fail(Status::bad_model, what_ + " '" + path_ + "' is truncated or corrupt: tensor '" + name + "' " + why);
+        };
+        const ggml_type type = gguf_get_tensor_type(ctx_, i);
+        if (type < 0 || type >= GGML_TYPE_COUNT || ggml_type_size(type) == 0 || ggml_blck_size(type) <= 0) {
+            bad("has the unknown type " + std::to_string(static_cast<int>(type)));
+        }
+        const int64_t * ne = gguf_get_tensor_ne(ctx_, i);
+        const std::string desc = std::string(ggml_type_name(type)) + " " + shape_text(ne);
+        uint64_t size = 0;
+        const uint64_t blocks = ne[0] >= 0 ? static_cast<uint64_t>(ne[0] / ggml_blck_size(type)) : 0;
+        bool ok = ne[0] >= 0 && ne[0] % ggml_blck_size(type) == 0 && blocks <= UINT64_MAX / ggml_type_size(type);
+        if (ok) size = blocks * ggml_type_size(type);
+        for (int d = 1; ok && d < GGML_MAX_DIMS; ++d) {
+            const uint64_t n = static_cast<uint64_t>(ne[d]);
+            ok = ne[d] >= 0 && (n == 0 || size <= UINT64_MAX / n);  // no overflow
+            if (ok) size *= n;
+        }
+        if (!ok) bad("has an invalid shape " + desc);
+        if (size != gguf_get_tensor_size(ctx_, i)) {
+            bad("(" + desc + ") should hold " + std::to_string(size) + " bytes, but its table entry says " +
+                std::to_string(gguf_get_tensor_size(ctx_, i)));
+        }
+        // begin + size <= file_size, written so that no sum can wrap around
+        const uint64_t offset = gguf_get_tensor_offset(ctx_, i);
+        if (data_offset > file_size || offset > file_size - data_offset || size > file_size - data_offset - offset) {
+            bad("(" + desc + ", " + std::to_string(size) + " bytes at offset " +
+                std::to_string(gguf_get_tensor_offset(ctx_, i)) + " of the data) lies beyond the end of the file (" +
+                std::to_string(file_size) + " bytes)");
+        }
     }
 }
 

@@ -31,8 +31,15 @@ public:
     std::optional<std::vector<int64_t>> get_int_array(const char * key) const;
     std::string architecture() const { return get_str("general.architecture").value_or(""); }
 
+    // Checks every tensor of the table against the file: a known type, a shape whose byte size
+    // (type and shape, computed without overflow) is what gguf recorded, and its data range within
+    // the file. Throws bad_model naming the file and the first bad tensor (a truncated download
+    // fails here, at load, not at first use of the tensor).
+    void check_tensor_bounds() const;
+
 private:
     std::string path_;
+    std::string what_;
     gguf_context * ctx_ = nullptr;
 };
 

@@ -1,5 +1,6 @@
 #include "core/llama_log.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,10 +15,16 @@ namespace {
 thread_local std::string t_last_error;
 thread_local std::string t_line;  // llama logs a line in several pieces
 thread_local std::function<void(const std::string &)> t_info_sink;
+thread_local std::vector<std::string> * t_error_lines = nullptr;  // of the innermost LlamaErrorCapture
 
 bool verbose_from_env() {
     const char * v = std::getenv("MINICPMO_VERBOSE");
     return v && *v && std::strcmp(v, "0") != 0;
+}
+
+std::string trim_end(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
 }
 
 void log_filter(ggml_log_level level, const char * text, void * user_data) {
@@ -27,17 +34,28 @@ void log_filter(ggml_log_level level, const char * text, void * user_data) {
     } else {
         t_line = text;
     }
-    if (level == GGML_LOG_LEVEL_ERROR) {
-        t_last_error = t_line;
-        while (!t_last_error.empty() && (t_last_error.back() == '\n' || t_last_error.back() == ' ')) {
-            t_last_error.pop_back();
-        }
-    }
+    const bool error = level == GGML_LOG_LEVEL_ERROR;
+    if (error) t_last_error = trim_end(t_line);
     if ((level == GGML_LOG_LEVEL_INFO || level == GGML_LOG_LEVEL_CONT) && t_info_sink) {
         if (!t_line.empty() && t_line.back() == '\n') t_info_sink(t_line);
     }
-    if (verbose || level == GGML_LOG_LEVEL_ERROR) {
+    if (error && t_error_lines) {
+        // complete lines only; the caller quotes them in its error, so they are not printed here
+        if (!t_line.empty() && t_line.back() == '\n') t_error_lines->push_back(trim_end(t_line));
+        return;
+    }
+    if (verbose || error) {
         std::fputs(text, stderr);
+    }
+}
+
+// Drops leading "identifier: " prefixes (libllama names the function that logged).
+std::string strip_function_prefixes(std::string s) {
+    for (;;) {
+        size_t i = 0;
+        while (i < s.size() && (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_')) ++i;
+        if (i == 0 || i + 1 >= s.size() || s[i] != ':' || s[i + 1] != ' ') return s;
+        s.erase(0, i + 2);
     }
 }
 
@@ -59,10 +77,28 @@ std::string take_llama_error() {
     return e;
 }
 
+void log_warning(const std::string & message) {
+    std::fprintf(stderr, "minicpmo: warning: %s\n", message.c_str());
+}
+
 LlamaLogCapture::LlamaLogCapture(std::function<void(const std::string &)> sink) : previous_(t_info_sink) {
     t_info_sink = std::move(sink);
 }
 
 LlamaLogCapture::~LlamaLogCapture() { t_info_sink = std::move(previous_); }
+
+LlamaErrorCapture::LlamaErrorCapture() : previous_(t_error_lines) { t_error_lines = &lines_; }
+
+LlamaErrorCapture::~LlamaErrorCapture() { t_error_lines = previous_; }
+
+std::string LlamaErrorCapture::reason() const {
+    // libllama logs the cause first ("llama_model_load: error loading model: <cause>") and then a
+    // generic line ("llama_model_load_from_file_impl: failed to load model")
+    for (const std::string & line : lines_) {
+        const std::string r = strip_function_prefixes(line);
+        if (!r.empty()) return r;
+    }
+    return "";
+}
 
 }  // namespace minicpmo

@@ -7,13 +7,38 @@
 
 namespace minicpmo {
 
-OmniInfo load_omni_info(const std::string & path, int64_t expected_llm_n_embd) {
+namespace {
+
+void check_same_conversion(OmniInfo & info, const LlmIdentity & llm) {
+    if (!info.llm_fingerprint.empty() && !llm.fingerprint.empty()) {
+        if (info.llm_fingerprint != llm.fingerprint) {
+            fail(Status::bad_model, "omni file '" + info.path + "' does not belong to model file '" + llm.path +
+                                        "': they come from different conversions (" + kLlmFingerprintKey + " " +
+                                        info.llm_fingerprint.substr(0, 16) + "... vs " +
+                                        llm.fingerprint.substr(0, 16) +
+                                        "...); use the companion converted together with this LLM file");
+        }
+        return;
+    }
+    std::string which;
+    if (info.llm_fingerprint.empty()) which = "omni file '" + info.path + "'";
+    if (llm.fingerprint.empty()) which += (which.empty() ? "" : " and ") + ("model file '" + llm.path + "'");
+    info.warnings.push_back(which + (info.llm_fingerprint.empty() && llm.fingerprint.empty() ? " carry" : " carries") +
+                            " no " + kLlmFingerprintKey + " (made by an older converter), so whether the two files "
+                            "belong together cannot be checked; convert again to get the check");
+}
+
+}  // namespace
+
+OmniInfo load_omni_info(const std::string & path, const LlmIdentity & llm) {
+    const int64_t expected_llm_n_embd = llm.n_embd;
     GgufHeader h(path, "omni file");
     const std::string arch = h.architecture();
     if (arch != kOmniArchitecture) {
         fail(Status::bad_model, "omni file '" + path + "' has architecture '" + arch + "', expected '" +
                                     kOmniArchitecture + "'");
     }
+    h.check_tensor_bounds();
     OmniInfo info;
     info.path = path;
     info.version = h.get_str("minicpmo.version").value_or("");
@@ -30,6 +55,8 @@ OmniInfo load_omni_info(const std::string & path, int64_t expected_llm_n_embd) {
                                     std::to_string(info.llm_embedding_length) + ", but the LLM has width " +
                                     std::to_string(expected_llm_n_embd));
     }
+    info.llm_fingerprint = h.get_str(kLlmFingerprintKey).value_or("");
+    check_same_conversion(info, llm);
     return info;
 }
 

@@ -116,6 +116,9 @@ MINICPMO_API minicpmo_model_params minicpmo_model_default_params(void);
 MINICPMO_API minicpmo_session_params minicpmo_session_default_params(void);
 MINICPMO_API minicpmo_generate_params minicpmo_generate_default_params(void);
 
+/* Loads the LLM file and its omni companion. A load that goes ahead with something to know (no
+ * companion found: text-only; files without the LLM fingerprint) prints "minicpmo: warning: ..."
+ * lines to stderr. A companion from another conversion, or truncated, is refused. */
 MINICPMO_API minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_params * params,
                                                  minicpmo_model ** out_model);
 MINICPMO_API void minicpmo_model_free(minicpmo_model * model);
@@ -177,6 +180,11 @@ typedef bool (*minicpmo_audio_callback)(const float * samples, size_t n, int32_t
 MINICPMO_API minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice,
                                                           uint64_t seed, int32_t max_speech_tokens,
                                                           minicpmo_audio_callback on_audio, void * user_data);
+
+/* Checks before any generation that speech output can use `voice` (NULL or "" = the default): the
+ * companion is there and holds a voice of that name (the error names the voices there are). Loads
+ * the voice prompts on first use. */
+MINICPMO_API minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice);
 
 /* minicpmo_session_chat_media with a streamed spoken reply (the official streaming pipeline, spec
  * §6.1): the prompt ends with <|tts_bos|>, every 10 reply tokens condition the speech decoder and

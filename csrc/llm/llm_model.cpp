@@ -36,11 +36,14 @@ LlmModel::LlmModel(const std::string & path, const LlmModelParams & params) : pa
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers;
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;  // default: auto (mmap where possible)
-    take_llama_error();
-    model_ = llama_model_load_from_file(path.c_str(), mp);
-    if (!model_) {
-        const std::string why = take_llama_error();
-        fail(Status::bad_model, "failed to load model file '" + path + "'" + (why.empty() ? "" : ": " + why));
+    {
+        // libllama logs why a load fails and returns only null; quote its reason in our error
+        LlamaErrorCapture errors;
+        model_ = llama_model_load_from_file(path.c_str(), mp);
+        if (!model_) {
+            const std::string why = errors.reason();
+            fail(Status::bad_model, "failed to load model file '" + path + "'" + (why.empty() ? "" : ": " + why));
+        }
     }
     vocab_ = llama_model_get_vocab(model_);
     try {

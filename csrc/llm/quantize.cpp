@@ -68,10 +68,11 @@ void quantize_llm(const std::string & in_path, const std::string & out_path, con
     qp.ftype = it->second;
     qp.nthread = n_threads;
     LlamaLogCapture capture(progress ? progress : [](const std::string &) {});
-    take_llama_error();
+    LlamaErrorCapture errors;  // libllama's reason goes into our error (printed once)
+    // every metadata key of the input is copied, minicpmo.llm_fingerprint included (see omni_file.h)
     const uint32_t rc = llama_model_quantize(in_path.c_str(), out_path.c_str(), &qp);
     if (rc != 0) {
-        const std::string why = take_llama_error();
+        const std::string why = errors.reason();
         fail(Status::internal, "quantizing '" + in_path + "' to " + want + " failed" + (why.empty() ? "" : ": " + why));
     }
 }

@@ -96,4 +96,5 @@ void bind_audio_input(py::module_ & m) {
 
     m.attr("AUDIO_MAX_SAMPLE_RATE") = kMaxAudioSampleRate;
     m.attr("AUDIO_MAX_CHANNELS") = kMaxAudioChannels;
+    m.attr("AUDIO_MAX_SECONDS") = minicpmo_cli::kMaxAudioSeconds;  // the CLI's limit, used by audio_input too
 }

@@ -20,6 +20,7 @@
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
 #include "session/media_prompt.h"
+#include "cli/image_file.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
 #include "session/spoken_reply_stream.h"
@@ -168,6 +169,9 @@ PYBIND11_MODULE(_core, m) {
     bind_image_preprocess(m);
     bind_audio_frontend(m);
     bind_audio_input(m);
+    // limits on encoded images, the CLI's (csrc/cli/image_file.h), applied by minicpmo_cpp.media too
+    m.attr("IMAGE_MAX_SIDE") = minicpmo_cli::kMaxImageSide;
+    m.attr("IMAGE_MAX_PIXELS") = minicpmo_cli::kMaxImagePixels;
     bind_flow(m);
     bind_speech(m);
     bind_speech_stream(m);
@@ -184,6 +188,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true)
         .def_property_readonly("has_omni", &OmniModel::has_omni)
         .def_property_readonly("omni_missing_reason", &OmniModel::omni_missing_reason)
+        .def_property_readonly("load_warnings", &OmniModel::load_warnings)
         .def_property_readonly("omni_path", [](const OmniModel & o) { return o.omni() ? o.omni()->path : ""; })
         .def_property_readonly("omni_components",
                                [](const OmniModel & o) { return o.omni() ? o.omni()->components : std::vector<std::string>(); })

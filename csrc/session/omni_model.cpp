@@ -23,23 +23,27 @@ bool file_exists(const std::string & p) {
 
 OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path, const LlmModelParams & params)
     : params_(params), llm_(std::make_shared<LlmModel>(llm_path, params)) {
-    if (!omni_path.empty()) {
-        omni_ = load_omni_info(omni_path, llm_->n_embd());
+    const LlmIdentity identity{llm_path, llm_->n_embd(), llm_->meta(kLlmFingerprintKey)};
+    std::string path = omni_path;
+    if (path.empty()) {
+        const std::string key = llm_->meta(kOmniFileKey);
+        const std::string resolved = resolve_omni_path(llm_path, key);
+        if (key.empty()) {
+            omni_missing_reason_ = "model file '" + llm_path + "' names no omni companion (key " + kOmniFileKey +
+                                   "); pass the omni file explicitly";
+        } else if (!file_exists(resolved)) {
+            omni_missing_reason_ = "the omni companion '" + (resolved.empty() ? key : resolved) +
+                                   "' named by model file '" + llm_path + "' was not found";
+        } else {
+            path = resolved;
+        }
+    }
+    if (path.empty()) {
+        load_warnings_.push_back(omni_missing_reason_ + "; loaded text-only (images, audio and speech are unavailable)");
         return;
     }
-    const std::string key = llm_->meta(kOmniFileKey);
-    if (key.empty()) {
-        omni_missing_reason_ = "model file '" + llm_path + "' names no omni companion (key " + kOmniFileKey +
-                               "); pass the omni file explicitly";
-        return;
-    }
-    const std::string resolved = resolve_omni_path(llm_path, key);
-    if (!file_exists(resolved)) {
-        omni_missing_reason_ = "the omni companion '" + key + "' named by model file '" + llm_path +
-                               "' was not found beside it";
-        return;
-    }
-    omni_ = load_omni_info(resolved, llm_->n_embd());
+    omni_ = load_omni_info(path, identity);
+    load_warnings_ = omni_->warnings;
 }
 
 std::shared_ptr<const VisionModel> OmniModel::vision() const {

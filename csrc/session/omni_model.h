@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/omni_file.h"
 #include "llm/llm_model.h"
@@ -31,6 +32,9 @@ public:
     const std::optional<OmniInfo> & omni() const { return omni_; }
     // Why there is no companion (for errors when media input is given), "" when there is one.
     const std::string & omni_missing_reason() const { return omni_missing_reason_; }
+    // What the user should know about a load that went ahead: no companion found (text-only), or
+    // files without the LLM fingerprint. The front ends show them (Python warnings, stderr).
+    const std::vector<std::string> & load_warnings() const { return load_warnings_; }
     // Whether component weights go to the GPU (the LLM's n_gpu_layers != 0 and a GPU exists).
     bool use_gpu() const { return params_.n_gpu_layers != 0; }
 
@@ -51,6 +55,7 @@ private:
     std::shared_ptr<const LlmModel> llm_;
     std::optional<OmniInfo> omni_;
     std::string omni_missing_reason_;
+    std::vector<std::string> load_warnings_;
     mutable std::mutex load_mutex_;
     mutable std::shared_ptr<const VisionModel> vision_;
     mutable std::shared_ptr<const AudioModel> audio_;

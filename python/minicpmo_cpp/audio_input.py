@@ -48,7 +48,7 @@ from . import _core
 from ._core import MinicpmoError
 
 SAMPLE_RATE = 16000
-MAX_SECONDS = 3600.0
+MAX_SECONDS = float(_core.AUDIO_MAX_SECONDS)  # 3600.0, the CLI's limit (csrc/cli/audio_file.h)
 MAX_SAMPLE_RATE = int(_core.AUDIO_MAX_SAMPLE_RATE)  # 768000
 MAX_CHANNELS = int(_core.AUDIO_MAX_CHANNELS)  # 256
 

@@ -24,11 +24,15 @@ from urllib.request import url2pathname
 import numpy as np
 from PIL import Image
 
+from . import _core
 from ._core import MinicpmoError
 
 # Largest accepted side. It also bounds the pixel count at 16384**2 = 2**28, far above anything the
 # model can use (images are resized to about 448x448 per slice, at most 9 slices).
-MAX_SIDE = 16384
+MAX_SIDE = int(_core.IMAGE_MAX_SIDE)  # 16384, the CLI's limit (csrc/cli/image_file.h)
+# Most pixels an encoded image may declare (PIL's default MAX_IMAGE_PIXELS, also the CLI's), checked
+# from the header before decoding; arrays and PIL images the caller already holds are not limited.
+MAX_PIXELS = int(_core.IMAGE_MAX_PIXELS)  # 89478485
 
 # Errors PIL raises for unreadable, corrupt or truncated data (decoder errors surface as OSError,
 # malformed headers as SyntaxError/struct.error, short reads as EOFError, bad values as ValueError).
@@ -206,6 +210,7 @@ def _decode_stream(stream: BinaryIO, label: str) -> np.ndarray:
     except _DECODE_ERRORS as e:
         raise MinicpmoError(f"{label} could not be opened as an image: {e}") from e
     with image:
+        _check_pixels(*image.size, label)  # PIL's own limit is a global a caller may have raised
         return _from_pil(image, label)
 
 
@@ -255,6 +260,15 @@ def _check_size(width: int, height: int, label: str) -> None:
     if width > MAX_SIDE or height > MAX_SIDE:
         raise MinicpmoError(
             f"{label} is too large ({width}x{height} pixels; at most {MAX_SIDE} pixels per side are accepted)"
+        )
+
+
+def _check_pixels(width: int, height: int, label: str) -> None:
+    _check_size(width, height, label)
+    if width * height > MAX_PIXELS:
+        raise MinicpmoError(
+            f"{label} is too large to decode safely ({width}x{height} = {width * height} pixels; "
+            f"at most {MAX_PIXELS} are decoded); downscale it first"
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -71,6 +72,8 @@ class OmniSession:
             if not os.path.exists(omni_path):
                 raise FileNotFoundError(2, f"omni file '{omni_path}' does not exist", omni_path)
         self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap)
+        for message in self._model.load_warnings:  # e.g. no companion found: text-only
+            warnings.warn(message, stacklevel=2)
         self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type)
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._generation = 0  # invalidates an unfinished streaming generator
