@@ -49,7 +49,7 @@ std::string shape_text(const int64_t * ne) {
 
 }  // namespace
 
-void GgufHeader::check_tensor_bounds() const {
+void GgufHeader::check_tensor_bounds(bool data_ranges) const {
     struct stat st {};
     if (stat(path_.c_str(), &st) != 0) fail(Status::io_error, what_ + " '" + path_ + "' cannot be read any more");
     const uint64_t file_size = static_cast<uint64_t>(st.st_size);
@@ -91,7 +91,7 @@ void GgufHeader::check_tensor_bounds() const {
         }
         // begin + size <= file_size, written so that no sum can wrap around
         const uint64_t offset = gguf_get_tensor_offset(ctx_, i);
-        if (data_offset > file_size || offset > file_size - data_offset || size > file_size - data_offset - offset) {
+        if (data_ranges && (data_offset > file_size || offset > file_size - data_offset || size > file_size - data_offset - offset)) {
             bad("(" + desc + ", " + std::to_string(size) + " bytes at offset " +
                 std::to_string(gguf_get_tensor_offset(ctx_, i)) + " of the data) lies beyond the end of the file (" +
                 std::to_string(file_size) + " bytes)");
