@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     static const fuzz::ScratchFile file(".gguf");
     const std::string & path = file.write(data, size);
     try {
-        const minicpmo::OmniInfo info = minicpmo::load_omni_info(path, 0);
+        const minicpmo::OmniInfo info = minicpmo::load_omni_info(path, minicpmo::LlmIdentity{});  // no LLM to match
         (void) info;
     } catch (const minicpmo::Error &) {
     }

@@ -171,6 +171,37 @@ std::string unreadable(ma_result r) {
            std::string(ma_result_description(r)) + ")";
 }
 
+// In-memory input for ma_decoder_init. Unlike ma_decoder_init_memory, whose seek clamps at the end of
+// the data and reports success, a seek outside the data fails: miniaudio's WAV reader then stops at a
+// chunk size that runs past the end instead of looping for minutes (fuzz_audio_file/wav_fact_chunk_seek_hang).
+struct MemoryInput {
+    const uint8_t * bytes;
+    size_t size;
+    size_t pos = 0;
+};
+
+ma_result read_memory(ma_decoder * dec, void * out, size_t n, size_t * n_read) {
+    auto * in = static_cast<MemoryInput *>(dec->pUserData);
+    const size_t k = n < in->size - in->pos ? n : in->size - in->pos;
+    if (k) std::memcpy(out, in->bytes + in->pos, k);
+    in->pos += k;
+    if (n_read) *n_read = k;
+    return k == 0 && n > 0 ? MA_AT_END : MA_SUCCESS;
+}
+
+ma_result seek_memory(ma_decoder * dec, ma_int64 offset, ma_seek_origin origin) {
+    auto * in = static_cast<MemoryInput *>(dec->pUserData);
+    const int64_t base = origin == ma_seek_origin_start ? 0
+                         : origin == ma_seek_origin_end ? int64_t(in->size)
+                                                        : int64_t(in->pos);
+    // size_t data sizes fit in int64 here (in-memory buffers); checked so that the sum cannot wrap
+    if ((offset > 0 && base > INT64_MAX - offset) || base + offset < 0 || uint64_t(base + offset) > in->size) {
+        return MA_BAD_SEEK;
+    }
+    in->pos = size_t(base + offset);
+    return MA_SUCCESS;
+}
+
 }  // namespace
 
 DecodedAudio decode_audio(const void * data, size_t size, const std::string & label, double max_seconds) {
@@ -184,8 +215,9 @@ DecodedAudio decode_audio(const void * data, size_t size, const std::string & la
         },
         size, label);
     const ma_decoder_config config = native_config();
+    MemoryInput input{bytes, size};  // outlives the decoder, which reads it until uninit
     Decoder d;
-    const ma_result r = ma_decoder_init_memory(data, size, &config, &d.dec);
+    const ma_result r = ma_decoder_init(read_memory, seek_memory, &input, &config, &d.dec);
     if (r != MA_SUCCESS) fail_input(label, unreadable(r));
     d.open = true;
     return read_all(d.dec, label, max_seconds);

@@ -22,6 +22,8 @@ void check_llm_header(const std::string & path) {
         fail(Status::bad_model, "model file '" + path + "' has architecture '" + (arch.empty() ? "<none>" : arch) +
                                     "', expected 'qwen3' (the MiniCPM-o 4.5 LLM)");
     }
+    // every tensor's type and shape, before libllama's loader (which aborts on some bad shapes)
+    h.check_tensor_bounds(/*data_ranges=*/false);
     // libllama aborts the process (GGML_ASSERT) on a layer count outside 1 .. LLAMA_MAX_LAYERS (fuzz_llm_gguf)
     if (const auto layers = h.get_int("qwen3.block_count"); layers && (*layers < 1 || *layers > 512)) {
         fail(Status::bad_model, "model file '" + path + "' has qwen3.block_count " + std::to_string(*layers) +
