@@ -1,8 +1,9 @@
 """numpy reference of the MiniCPM-o 4.5 vision path, written from MODEL_SPEC.md §1.1, §1.2, §1.3, §2.
 
 Precision: the towers run in **float64** (weights up-cast once), so the reference is an oracle for
-both float32 PyTorch and the ggml runtime. Resampling is delegated to Pillow (``Image.resize`` with
-BICUBIC), which *is* the reference implementation of the official preprocessor.
+both float32 PyTorch and the ggml runtime. Resampling is delegated to Pillow 10.4.0 (``Image.resize``
+with BICUBIC; the version the official stack pins, run by tests/pillow_official.py), which *is* the
+reference implementation of the official preprocessor.
 
 Pipeline for one image (prompt order = source image first, then the slices row by row):
     slicing     grid = get_sliced_grid(size); source = resize(find_best_resize(...));
@@ -121,23 +122,23 @@ def to_pil_rgb(image):
 
 def slice_image(image, max_slice_nums: int = 9, scale_resolution: int = 448, patch_size: int = 14):
     """-> (grid or None, [uint8 (h, w, 3) arrays]): the source image, then the slices row by row."""
-    from PIL import Image
+    from pillow_official import official_resize
 
     if int(max_slice_nums) != max_slice_nums or max_slice_nums < 1:
         raise ValueError(f"max_slice_nums must be a positive integer, got {max_slice_nums!r}")
     img = to_pil_rgb(image)
     size = img.size  # (w, h)
     grid = get_sliced_grid(size, int(max_slice_nums), scale_resolution)
-    bicubic = Image.Resampling.BICUBIC
+    rgb = np.asarray(img)
     if grid is None:
-        src = img.resize(find_best_resize(size, scale_resolution, patch_size, True), bicubic)
-        return None, [np.asarray(src)]
-    src = img.resize(find_best_resize(size, scale_resolution, patch_size, False), bicubic)
-    refine = np.asarray(img.resize(get_refine_size(size, grid, scale_resolution, patch_size), bicubic))
+        src, = official_resize([(rgb, find_best_resize(size, scale_resolution, patch_size, True))])
+        return None, [src]
+    src, refine = official_resize([(rgb, find_best_resize(size, scale_resolution, patch_size, False)),
+                                   (rgb, get_refine_size(size, grid, scale_resolution, patch_size))])
     gx, gy = grid
     ch, cw = refine.shape[0] // gy, refine.shape[1] // gx
     cells = [refine[r * ch:(r + 1) * ch, c * cw:(c + 1) * cw] for r in range(gy) for c in range(gx)]
-    return grid, [np.asarray(src)] + [np.ascontiguousarray(c) for c in cells]
+    return grid, [src] + [np.ascontiguousarray(c) for c in cells]
 
 
 def extract_patches(rgb: np.ndarray, patch_size: int = 14, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
