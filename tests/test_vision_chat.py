@@ -180,7 +180,7 @@ def test_cli_bad_image_files(tiny_f32, tmp_path):
     trunc.write_bytes(buf.read_bytes()[:100])
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    for path, message in ((tmp_path / "missing.png", "cannot open image file"), (trunc, "trunc.png"),
+    for path, message in ((tmp_path / "missing.png", "does not exist"), (trunc, "trunc.png"),
                           (text, "not a readable image")):
         res = subprocess.run([cli, "-m", str(tiny_f32[0]), "--image", str(path), "-p", "hi"], capture_output=True,
                              timeout=60)
