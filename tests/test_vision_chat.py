@@ -181,7 +181,7 @@ def test_cli_bad_image_files(tiny_f32, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     for path, message in ((tmp_path / "missing.png", "does not exist"), (trunc, "trunc.png"),
-                          (text, "not a readable image")):
+                          (text, "is not an image that can be read")):
         res = subprocess.run([cli, "-m", str(tiny_f32[0]), "--image", str(path), "-p", "hi"], capture_output=True,
                              timeout=60)
         assert res.returncode == 1
