@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -61,12 +62,24 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def _deselects_torch(markexpr: str) -> bool:
-    """Whether -m `markexpr` deselects a test whose only mark is torch."""
+    """Whether -m `markexpr` deselects a test whose only mark is torch. A -m expression is names joined
+    by and / or / not and parentheses (pytest's grammar, minus its rarely used keyword-argument
+    matching): each name becomes True for "torch" and False otherwise, and Python evaluates the
+    result. Anything else (an expression this cannot read) keeps the module: pytest then decides."""
     if not markexpr.strip():
         return False
-    from _pytest.mark.expression import Expression  # pytest's own -m parser
-
-    return not Expression.compile(markexpr).evaluate(lambda name, **kwargs: name == "torch")
+    words = []
+    for token in re.findall(r"\(|\)|[^\s()]+", markexpr):
+        if token in ("(", ")", "and", "or", "not"):
+            words.append(token)
+        elif re.fullmatch(r"[\w.\-\[\]:]+", token):
+            words.append("True" if token == "torch" else "False")
+        else:
+            return False
+    try:
+        return not eval(" ".join(words), {"__builtins__": {}}, {})  # only True/False/and/or/not/()
+    except SyntaxError:
+        return False
 
 
 @pytest.fixture(scope="session")

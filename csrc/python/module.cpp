@@ -255,12 +255,17 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
              py::arg("kv_cache_type") = "f16")
+        // every read goes through the guard too: another thread's call is changing these values
         .def_property_readonly("n_past",
-                               [](const OmniSession & s) {
-                                   if (s.closed()) fail(Status::closed, "n_past: the session is closed");
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("n_past");
                                    return s.n_past();
                                })
-        .def_property_readonly("n_ctx", [](OmniSession & s) { return s.context().n_ctx(); })
+        .def_property_readonly("n_ctx",
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("n_ctx");
+                                   return s.context().n_ctx();
+                               })
         .def_property_readonly("kv_tokens",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("kv_tokens");
@@ -272,7 +277,10 @@ PYBIND11_MODULE(_core, m) {
                                    return s.last_generated();
                                })
         .def_property_readonly("finish_reason",
-                               [](const OmniSession & s) { return std::string(finish_reason_name(s.finish_reason())); },
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("finish_reason");
+                                   return std::string(finish_reason_name(s.finish_reason()));
+                               },
                                "why the last reply ended: 'stop', 'length', 'context', 'cancelled' ('' while none)")
         .def("hold", [](OmniSession & s, const std::string & what) { return std::make_unique<SessionHold>(s, what); },
              py::arg("what"), py::keep_alive<0, 1>(),
@@ -286,7 +294,10 @@ PYBIND11_MODULE(_core, m) {
              "frees the KV cache, encoders and model reference; later calls raise 'the session is closed'")
         .def_property_readonly("closed", &OmniSession::closed)
         .def_property_readonly("last_prefill",
-                               [](const OmniSession & s) { return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled); })
+                               [](OmniSession & s) {
+                                   const auto hold = s.enter("last_prefill");
+                                   return std::make_pair(s.last_prefill().n_reused, s.last_prefill().n_prefilled);
+                               })
         .def("set_n_threads",
              [](OmniSession & s, int64_t n) {
                  check_n_threads(n);  // before narrowing
