@@ -110,6 +110,37 @@ float apply_row(const float * row, int64_t taps, const float * pcm, int64_t n_in
 
 std::string rate_text(int rate) { return std::to_string(rate) + " Hz"; }
 
+// The coefficient table resample_pcm builds for a pair of (valid, different) rates.
+struct TablePlan {
+    FilterDesign design;
+    int64_t up = 0, down = 0;  // the reduced ratio: output n lies at input n * down / up
+    int64_t taps = 0;
+    bool exact = false;  // one row per phase of the ratio; else rows on a grid, interpolated
+    int64_t rows = 0;    // rows of `taps` coefficients
+};
+
+TablePlan plan_table(int in_rate, int out_rate) {
+    TablePlan t;
+    const int64_t g = std::gcd(in_rate, out_rate);
+    t.up = out_rate / g;
+    t.down = in_rate / g;
+    t.design = design_filter(in_rate, out_rate);
+    t.taps = 2 * t.design.half;
+    // the filter grows with the rate ratio: refuse before allocating rather than take gigabytes
+    // (768 kHz -> 1 Hz would need 1e8 taps x 17 rows, 7 GB); ratios up to about 1:3400 pass
+    if (size_t(t.taps) > kMaxTableCoeffs / size_t(kMinGridPhases + 1)) {
+        fail(Status::invalid_argument, "resample: " + rate_text(in_rate) + " -> " + rate_text(out_rate) +
+                                           ": the rates are too far apart (the filter would need " +
+                                           std::to_string(t.taps) + " taps, at most " +
+                                           std::to_string(kMaxTableCoeffs / size_t(kMinGridPhases + 1)) + " are built)");
+    }
+    t.exact = t.up <= kMaxExactPhases && size_t(t.up) * size_t(t.taps) <= kMaxTableCoeffs;
+    t.rows = t.exact ? t.up
+                     : 1 + std::max<int64_t>(kMinGridPhases,
+                                             std::min<int64_t>(kGridPhases, int64_t(kMaxTableCoeffs / size_t(t.taps)) - 1));
+    return t;
+}
+
 }  // namespace
 
 void validate_sample_rate(int rate, const char * what) {
@@ -190,25 +221,16 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
     if (n > size_t(std::numeric_limits<int64_t>::max() / 2)) {
         fail(Status::invalid_argument, "resample: " + std::to_string(n) + " input samples are too many");
     }
-    const int64_t g = std::gcd(in_rate, out_rate);
-    const int64_t up = out_rate / g, down = in_rate / g;  // output n lies at input n * down / up
-    const FilterDesign d = design_filter(in_rate, out_rate);
-    const int64_t taps = 2 * d.half;
+    const TablePlan plan = plan_table(in_rate, out_rate);
+    const FilterDesign & d = plan.design;
+    const int64_t up = plan.up, down = plan.down, taps = plan.taps;
     const int64_t n_in = int64_t(n);
-    // the filter grows with the rate ratio: refuse before allocating rather than take gigabytes
-    // (768 kHz -> 1 Hz would need 1e8 taps x 17 rows, 7 GB); ratios up to about 1:3400 pass
-    if (size_t(taps) > kMaxTableCoeffs / size_t(kMinGridPhases + 1)) {
-        fail(Status::invalid_argument, "resample: " + rate_text(in_rate) + " -> " + rate_text(out_rate) +
-                                           ": the rates are too far apart (the filter would need " +
-                                           std::to_string(taps) + " taps, at most " +
-                                           std::to_string(kMaxTableCoeffs / size_t(kMinGridPhases + 1)) + " are built)");
-    }
 
     std::vector<float> out(n_out);
     // position of output k: input index i + phase / up, advanced by down / up per output
     const int64_t step_int = down / up, step_frac = down % up;
 
-    if (up <= kMaxExactPhases && size_t(up) * size_t(taps) <= kMaxTableCoeffs) {
+    if (plan.exact) {
         // exact polyphase: one row per phase p/up of the reduced ratio
         std::vector<float> table(size_t(up) * size_t(taps));
         for (int64_t p = 0; p < up; ++p) fill_row(d, double(p) / double(up), &table[size_t(p * taps)]);
@@ -228,7 +250,7 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
     // Too many phases for one row each: rows on a grid of `grid` phases per input sample, linearly
     // interpolated. The kernel is smooth on that scale (its bandwidth is at most half a cycle per
     // input sample), so the interpolation error is below (pi / grid)^2 / 8 of the largest coefficient.
-    const int64_t grid = std::max<int64_t>(kMinGridPhases, std::min<int64_t>(kGridPhases, int64_t(kMaxTableCoeffs / size_t(taps)) - 1));
+    const int64_t grid = plan.rows - 1;
     std::vector<float> table(size_t(grid + 1) * size_t(taps));
     for (int64_t q = 0; q <= grid; ++q) fill_row(d, double(q) / double(grid), &table[size_t(q * taps)]);
     std::vector<float> row(static_cast<size_t>(taps));
@@ -249,6 +271,14 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
         }
     }
     return out;
+}
+
+size_t resample_table_coeffs(int in_rate, int out_rate) {
+    validate_sample_rate(in_rate, "resample: input rate");
+    validate_sample_rate(out_rate, "resample: output rate");
+    if (in_rate == out_rate) return 0;
+    const TablePlan plan = plan_table(in_rate, out_rate);
+    return size_t(plan.rows) * size_t(plan.taps);
 }
 
 }  // namespace minicpmo

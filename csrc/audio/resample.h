@@ -39,4 +39,9 @@ std::vector<float> mix_to_mono(const float * interleaved, size_t n_frames, int n
 // for the filter (a ratio beyond about 1:3400, e.g. 768 kHz -> 200 Hz: its table would take gigabytes).
 std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int out_rate);
 
+// How many filter coefficients resample_pcm computes for these rates before it filters: its set-up
+// cost, the same for any length of audio (0 for equal rates). Throws like resample_pcm for a bad
+// rate or rates too far apart.
+size_t resample_table_coeffs(int in_rate, int out_rate);
+
 }  // namespace minicpmo

@@ -32,7 +32,7 @@ std::vector<uint8_t> read_file(const std::string & path, const std::string & lab
 
 }  // namespace
 
-ImageFile load_image_file(const std::string & path) {
+ImageFile load_image_file(const std::string & path, const ImageLimits & limits) {
     const std::string label = "image file '" + path + "'";
     const std::vector<uint8_t> data = read_file(path, label);
     if (data.size() > static_cast<size_t>(INT32_MAX)) throw std::runtime_error(label + " is too large (over 2 GB)");
@@ -48,14 +48,14 @@ ImageFile load_image_file(const std::string & path) {
         throw std::runtime_error(label + " has zero size (" + std::to_string(w) + "x" + std::to_string(h) + ")");
     }
     const std::string dims = std::to_string(w) + "x" + std::to_string(h);
-    if (w > kMaxImageSide || h > kMaxImageSide) {
+    if (w > limits.max_side || h > limits.max_side) {
         throw std::runtime_error(label + " is too large (" + dims + " pixels; at most " +
-                                 std::to_string(kMaxImageSide) + " pixels per side are accepted)");
+                                 std::to_string(limits.max_side) + " pixels per side are accepted)");
     }
     const int64_t pixels = static_cast<int64_t>(w) * h;
-    if (pixels > kMaxImagePixels) {
+    if (pixels > limits.max_pixels) {
         throw std::runtime_error(label + " is too large to decode safely (" + dims + " = " + std::to_string(pixels) +
-                                 " pixels; at most " + std::to_string(kMaxImagePixels) +
+                                 " pixels; at most " + std::to_string(limits.max_pixels) +
                                  " are decoded); downscale it first");
     }
     std::unique_ptr<stbi_uc, void (*)(void *)> rgb(stbi_load_from_memory(bytes, size, &w, &h, &channels, 3),

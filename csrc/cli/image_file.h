@@ -16,6 +16,13 @@ constexpr int kMaxImageSide = 16384;
 // path applied before the limit lived here: 89.5 M pixels, 268 MB of RGB.
 constexpr int64_t kMaxImagePixels = 89478485;
 
+// The limits load_image_file applies (the defaults above; a caller may ask for lower ones, e.g. the
+// fuzz target, whose runs must stay short).
+struct ImageLimits {
+    int max_side = kMaxImageSide;
+    int64_t max_pixels = kMaxImagePixels;
+};
+
 struct ImageFile {
     std::string path;
     int width = 0;
@@ -26,6 +33,6 @@ struct ImageFile {
 // Throws std::runtime_error naming the file ("image file 'x.png' ..."): missing, empty, not an
 // image, truncated, or larger than the limits above (checked from the header before decoding), with
 // the messages of minicpmo_cpp.media.
-ImageFile load_image_file(const std::string & path);
+ImageFile load_image_file(const std::string & path, const ImageLimits & limits = {});
 
 }  // namespace minicpmo_cli
