@@ -6,9 +6,35 @@
 #include "core/omni_file.h"
 #include "core/utf8.h"
 
+#include <string_view>
+#include <unordered_map>
+
 namespace minicpmo {
 
 namespace {
+
+// The vocabulary as libllama's loader needs it: MiniCPM-o 4.5's LLM uses a byte-level BPE ("gpt2")
+// tokenizer, and libllama aborts the process (GGML_ASSERT in llama_vocab::load) when two entries
+// of tokenizer.ggml.tokens are the same string (fuzz_llm_gguf).
+void check_vocabulary(const GgufHeader & h) {
+    const std::string & path = h.path();
+    const std::string model = h.get_str("tokenizer.ggml.model").value_or("");
+    if (model != "gpt2") {
+        fail(Status::bad_model, "model file '" + path + "' has tokenizer.ggml.model '" +
+                                    (model.empty() ? "<none>" : model) +
+                                    "', expected 'gpt2' (the byte-level BPE tokenizer of MiniCPM-o 4.5)");
+    }
+    const std::vector<std::string> tokens = h.get_str_array("tokenizer.ggml.tokens");
+    std::unordered_map<std::string_view, size_t> first_id;
+    first_id.reserve(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        const auto [it, fresh] = first_id.emplace(tokens[i], i);
+        if (!fresh) {
+            fail(Status::bad_model, "model file '" + path + "' has the same vocabulary entry twice in tokenizer.ggml.tokens"
+                                    " (token ids " + std::to_string(it->second) + " and " + std::to_string(i) + ")");
+        }
+    }
+}
 
 void check_llm_header(const std::string & path) {
     GgufHeader h(path, "model file");
@@ -29,6 +55,7 @@ void check_llm_header(const std::string & path) {
         fail(Status::bad_model, "model file '" + path + "' has qwen3.block_count " + std::to_string(*layers) +
                                     ", expected 1 .. 512");
     }
+    check_vocabulary(h);
 }
 
 }  // namespace
