@@ -288,3 +288,49 @@ def test_llama_reason_is_captured_per_thread(tmp_path, tiny_f32):
     """
     p = run_isolated(code, timeout=300)
     assert p.returncode == 0 and "PER-THREAD-OK" in p.stdout, (p.returncode, p.stdout[-2000:], p.stderr[-3000:])
+
+
+# ---------------------------------------------------------------- (d) the vocabulary libllama needs
+
+
+def _edit_string(data: bytearray, start: int, old: bytes, new: bytes) -> None:
+    """Overwrites the first length-prefixed GGUF string `old` at or after `start` with `new` (same length)."""
+    assert len(old) == len(new)
+    at = data.find(len(old).to_bytes(8, "little") + old, start)
+    assert at >= 0, old
+    data[at + 8: at + 8 + len(old)] = new
+
+
+def test_vocabulary_libllama_would_abort_on_is_refused(tmp_path, tiny_f32):
+    """libllama aborts the process (GGML_ASSERT in llama_vocab::load) on a vocabulary with the same
+    string twice (fuzz_llm_gguf/vocab_duplicate_token_abort), and MiniCPM-o's LLM has a byte-level BPE
+    ("gpt2") tokenizer: both are refused by name before libllama sees the file."""
+    llm, _ = tiny_f32
+    reader = gguf.GGUFReader(str(llm))
+    tokens_field = reader.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(tokens_field.parts[i]) for i in tokens_field.data]
+    model_offset = reader.fields["tokenizer.ggml.model"].offset
+    del reader
+    by_length = {}
+    for i, t in enumerate(tokens):
+        if len(t) >= 3 and len(t) in by_length:
+            first, second = by_length[len(t)], i  # two different entries of one length
+            break
+        by_length.setdefault(len(t), i)
+    data = bytearray(llm.read_bytes())
+    _edit_string(data, tokens_field.offset, tokens[second], tokens[first])
+    dup = tmp_path / "dup" / llm.name
+    dup.parent.mkdir()
+    dup.write_bytes(bytes(data))
+    data = bytearray(llm.read_bytes())
+    _edit_string(data, model_offset, b"gpt2", b"bert")
+    bert = tmp_path / "bert" / llm.name
+    bert.parent.mkdir()
+    bert.write_bytes(bytes(data))
+    results, _ = load_cases([("dup", dup, None), ("bert", bert, None)])
+    r = results["dup"]
+    assert r["outcome"] == "raised", r
+    assert str(dup) in r["msg"] and f"(token ids {first} and {second})" in r["msg"], r
+    r = results["bert"]
+    assert r["outcome"] == "raised", r
+    assert str(bert) in r["msg"] and "tokenizer.ggml.model 'bert', expected 'gpt2'" in r["msg"], r

@@ -171,11 +171,15 @@ std::vector<float> GgufHeader::get_float_array(const char * key) const {
 std::optional<std::vector<int64_t>> GgufHeader::get_int_array(const char * key) const {
     const int64_t id = gguf_find_key(ctx_, key);
     if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) return std::nullopt;
+    const gguf_type type = gguf_get_arr_type(ctx_, id);
+    // gguf_get_arr_data aborts the process on an array of strings (fuzz_omni_file), so the element
+    // type is checked first
+    if (type == GGUF_TYPE_STRING || type == GGUF_TYPE_ARRAY) return std::nullopt;
     const size_t n = gguf_get_arr_n(ctx_, id);
     const void * data = n ? gguf_get_arr_data(ctx_, id) : nullptr;
     std::vector<int64_t> out(n);
     for (size_t i = 0; i < n; ++i) {
-        switch (gguf_get_arr_type(ctx_, id)) {
+        switch (type) {
             case GGUF_TYPE_UINT8:  out[i] = static_cast<const uint8_t *>(data)[i]; break;
             case GGUF_TYPE_INT8:   out[i] = static_cast<const int8_t *>(data)[i]; break;
             case GGUF_TYPE_UINT16: out[i] = static_cast<const uint16_t *>(data)[i]; break;
