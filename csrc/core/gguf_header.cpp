@@ -103,6 +103,8 @@ GgufHeader::~GgufHeader() {
     if (ctx_) gguf_free(ctx_);
 }
 
+bool GgufHeader::has(const char * key) const { return gguf_find_key(ctx_, key) >= 0; }
+
 std::optional<std::string> GgufHeader::get_str(const char * key) const {
     const int64_t id = gguf_find_key(ctx_, key);
     if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_STRING) return std::nullopt;

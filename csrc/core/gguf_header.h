@@ -21,6 +21,7 @@ public:
     GgufHeader & operator=(const GgufHeader &) = delete;
 
     const std::string & path() const { return path_; }
+    bool has(const char * key) const;  // the key is present (of any type)
     std::optional<std::string> get_str(const char * key) const;
     std::optional<int64_t> get_int(const char * key) const;  // any integer type
     std::vector<std::string> get_str_array(const char * key) const;  // empty when absent

@@ -49,6 +49,9 @@ OmniInfo load_omni_info(const std::string & path, const LlmIdentity & llm) {
             if (id < 0 || id > INT32_MAX) fail(Status::bad_model, "omni file '" + path + "': bad_token_ids holds the invalid id " + std::to_string(id));
             info.bad_token_ids.push_back(static_cast<int32_t>(id));
         }
+    } else if (h.has("minicpmo.bad_token_ids")) {
+        // the ids the reply must never contain: a malformed list is refused, not ignored
+        fail(Status::bad_model, "omni file '" + path + "': minicpmo.bad_token_ids is not an array of integers");
     }
     if (expected_llm_n_embd > 0 && info.llm_embedding_length > 0 && info.llm_embedding_length != expected_llm_n_embd) {
         fail(Status::bad_model, "omni file '" + path + "' was made for an LLM of width " +
