@@ -227,13 +227,12 @@ def audio_seeds() -> dict[str, bytes]:
 
 
 def resample_seeds() -> dict[str, bytes]:
-    # mode, heavy (0xa5: large filter tables run too), rates, channels, samples: see fuzz_resample.cpp
-    def seed(mode, rin, rout, ch, samples, heavy=0):
-        return struct.pack("<BBIIB", mode, heavy, rin, rout, ch) + np.asarray(samples, np.float32).tobytes()
+    def seed(mode, rin, rout, ch, samples):
+        return struct.pack("<BIIB", mode, rin, rout, ch) + np.asarray(samples, np.float32).tobytes()
 
     s = np.sin(np.arange(64) / 3.0)
     return {"44k_to_16k": seed(0, 44100, 16000, 1, s), "8k_to_16k_stereo": seed(0, 8000, 16000, 1, s),
-            "odd_rate": seed(0, 44101, 16000, 0, s, heavy=0xA5), "nan": seed(0, 22050, 16000, 0, [0.0, float("nan")]),
+            "odd_rate": seed(0, 44101, 16000, 0, s), "nan": seed(0, 22050, 16000, 0, [0.0, float("nan")]),
             "zero_rate": seed(0, 0, 16000, 0, s), "negative_rate": seed(2, 2**32 - 5, 16000, 0, s)}
 
 

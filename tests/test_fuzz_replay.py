@@ -85,7 +85,9 @@ def _files(seeds: Path, target: str) -> list[Path]:
 
 
 def _replay(cmd: list[str], files: list[Path], timeout: float, leaks: bool = False) -> None:
-    env = {**os.environ, "MINICPMO_VERBOSE": "0"}
+    # MINICPMO_FUZZ_LARGE_TABLES: fuzz_resample builds every filter table (a fuzzing run skips the
+    # large ones for speed; a replay has the time)
+    env = {**os.environ, "MINICPMO_VERBOSE": "0", "MINICPMO_FUZZ_LARGE_TABLES": "1"}
     if leaks and "ASAN_OPTIONS" in env:
         # a sanitized replay program is all ours (no interpreter): LeakSanitizer can run at its exit
         env["ASAN_OPTIONS"] = env["ASAN_OPTIONS"].replace("detect_leaks=0", "detect_leaks=1")
