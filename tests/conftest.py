@@ -21,6 +21,12 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # makes `import reference` work from any rootdir/cwd
+# The command-line tools (minicpmo-cli, minicpmo-convert) of the environment running the tests come
+# first on PATH, also when that environment is not activated (`venv/bin/python -m pytest`): otherwise
+# another installation's tools would be tested.
+_ENV_BIN = Path(sys.executable).parent
+if (_ENV_BIN / "minicpmo-cli").exists() and os.environ.get("PATH", "").split(os.pathsep)[0] != str(_ENV_BIN):
+    os.environ["PATH"] = str(_ENV_BIN) + os.pathsep + os.environ.get("PATH", "")
 
 # Real MiniCPM-o 4.5 special-token ids (MODEL_SPEC.md §4.2)
 IM_START, IM_END, ENDOFTEXT = 151644, 151645, 151643
@@ -201,10 +207,10 @@ def tiny_sessions(tiny_f32, tiny_f16):
             for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
 
 
-def run_isolated(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def run_isolated(code: str, timeout: float = 120.0, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter so that a native crash shows up as a test failure
-    (negative return code) instead of killing pytest."""
-    env = dict(os.environ)
+    (negative return code) instead of killing pytest. ``env_extra``: more environment variables."""
+    env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, env=env)
