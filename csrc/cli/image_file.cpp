@@ -7,8 +7,7 @@
 #include <stdexcept>
 #include <sys/stat.h>
 
-#define STB_IMAGE_IMPLEMENTATION
-#include "stb_image.h"
+#include "stb_image.h"  // the implementation: stb_image_impl.cpp
 
 namespace minicpmo_cli {
 
