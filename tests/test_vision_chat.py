@@ -207,7 +207,8 @@ def test_bad_image_inputs(vsession, tiny_f32, tmp_path):
     # a model without its companion says images need it
     lonely = tmp_path / "llm_only.gguf"
     lonely.write_bytes(Path(tiny_f32[0]).read_bytes())
-    s = OmniSession(str(lonely), n_threads=2, n_ctx=512)
+    with pytest.warns(UserWarning, match="loaded text-only"):
+        s = OmniSession(str(lonely), n_threads=2, n_ctx=512)
     with pytest.raises(MinicpmoError, match="omni"):
         s.chat([{"role": "user", "content": [_image(64, 64, 1), "hi"]}], max_new_tokens=1)
 
