@@ -3,7 +3,8 @@ LLM width and the log-mel front end's settings and filter bank (spec §3, §9).
 
 check_audio() validates a checkpoint's apm.* / audio_projection_layer.* tensors, audio_config and the
 feature-extractor keys of preprocessor_config.json; Checkpoint.load calls it so a bad checkpoint
-fails before any file is written. audio_component() is the omni_gguf hook: it adds the
+fails before any file is written (the plan it returns is kept as Checkpoint.audio). audio_component()
+is the omni_gguf hook: from that plan it adds the
 `minicpmo.audio.*` keys and returns the tensors to write. Names, transforms and storage types follow
 the audio contract (the C++ loader reads exactly these).
 
@@ -18,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from gguf import GGMLQuantizationType
 
@@ -29,9 +30,6 @@ from .mel_filters import mel_filter_bank
 from .outtypes import table_type, tensor_type
 from .preprocessor_config import FILE_NAME as PRE_FILE, read_preprocessor_config
 from .safetensors_io import SafetensorsSource
-
-if TYPE_CHECKING:  # only for the hook's signature; checkpoint.py imports this module
-    from .checkpoint import Checkpoint
 
 KEY = "minicpmo.audio."
 # Whisper builds its LayerNorms with torch's default eps in code (no config key).
@@ -137,9 +135,8 @@ def check_audio(config: Mapping[str, Any], weights: SafetensorsSource, ckpt_dir:
     )
 
 
-def audio_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+def audio_component(plan: AudioPlan | None, w: Writer, outtype: str) -> list[PlannedTensor]:
     """omni_gguf hook: keys + tensor plan of the audio encoder and projector ([] without audio)."""
-    plan = check_audio(ckpt.config, ckpt.weights, ckpt.path)
     if plan is None:
         return []
     _add_keys(w, plan)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .audio_gguf import check_audio
+from .audio_gguf import AudioPlan, check_audio
 from .errors import ConversionError
 from .layout import LLM_IGNORED_SUFFIXES, LLM_PREFIX, LlmDims, Shape, llm_shapes
 from .safetensors_io import SafetensorsSource
 from .speech import SpeechOptions, SpeechPlan, plan_speech
 from .tokenizer_read import TokenizerInfo, read_tokenizer
 from .tokens import NAMED_TOKENS
-from .vision_gguf import check_vision
+from .vision_gguf import VisionPlan, check_vision
 
 SUPPORTED_VERSION = 4.5
 
@@ -33,6 +33,8 @@ class Checkpoint:
     tokenizer: TokenizerInfo
     llm_tensor_shapes: dict[str, Shape]  # HF name -> shape, in writing order
     token_ids: dict[str, int]  # NAMED_TOKENS key -> id in this tokenizer
+    vision: VisionPlan | None = None  # None: the checkpoint has no vision tower
+    audio: AudioPlan | None = None  # None: no audio encoder
     speech: SpeechPlan | None = None  # TTS, Token2Wav and voices, checked (None: not planned)
 
     @classmethod
@@ -44,9 +46,9 @@ class Checkpoint:
         llm = LlmDims.from_config(config)
         weights = SafetensorsSource.open_dir(d)
         shapes = _check_llm_tensors(weights, llm)
-        # checked again when written; here to fail before any output
-        check_vision(config, weights, d)
-        check_audio(config, weights, d)
+        # checked here, before any output; the writers use these plans
+        vision = check_vision(config, weights, d)
+        audio = check_audio(config, weights, d)
         tok = read_tokenizer(d, llm.vocab, config)
         token_ids = {}
         for key, text in NAMED_TOKENS.items():
@@ -56,7 +58,8 @@ class Checkpoint:
             token_ids[key] = i
         # last: the voice models may run here, after everything cheaper has been checked
         speech_plan = plan_speech(config, weights, d, llm.hidden, speech or SpeechOptions())
-        return cls(d, config, llm, weights, tok, shapes, token_ids, speech_plan)
+        return cls(d, config, llm, weights, tok, shapes, token_ids, vision=vision, audio=audio,
+                   speech=speech_plan)
 
 
 def _read_config(d: Path) -> dict[str, Any]:

@@ -5,13 +5,15 @@ ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list,
 `minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
 SigLIP tower + resampler, audio = Whisper encoder + projector, tts = speech-token decoder,
 token2wav = flow + HiFT vocoder, voice = voice prompts)
-registers a function in COMPONENTS that adds its keys to the writer and returns the tensors to write.
+registers in COMPONENTS which part of the Checkpoint it writes and a function that adds its keys to
+the writer and returns the tensors to write. The component modules never see the Checkpoint, so
+checkpoint.py can import their checks without a cycle.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from gguf import GGUFValueType
 
@@ -28,14 +30,15 @@ from .vision_gguf import vision_component
 ARCH = "minicpmo-omni"
 FORMAT_VERSION = "4.5"
 
-# (component name, writer hook) in file order; a hook returns [] when the checkpoint lacks it.
-ComponentHook = Callable[[Checkpoint, Writer, str], list[PlannedTensor]]
-COMPONENTS: list[tuple[str, ComponentHook]] = [
-    ("vision", vision_component),
-    ("audio", audio_component),
-    ("tts", tts_component),
-    ("token2wav", token2wav_component),
-    ("voice", voice_component),
+# (component name, its checked plan in the Checkpoint, writer hook) in file order; a hook returns []
+# when the checkpoint lacks the component (plan None, no voices).
+ComponentHook = Callable[[Any, Writer, str], list[PlannedTensor]]
+COMPONENTS: list[tuple[str, Callable[[Checkpoint], Any], ComponentHook]] = [
+    ("vision", lambda c: c.vision, vision_component),
+    ("audio", lambda c: c.audio, audio_component),
+    ("tts", lambda c: c.speech.tts if c.speech else None, tts_component),
+    ("token2wav", lambda c: c.speech.token2wav if c.speech else None, token2wav_component),
+    ("voice", lambda c: c.speech.voices if c.speech else [], voice_component),
 ]
 
 
@@ -57,8 +60,8 @@ def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_b
 
     plan: list[PlannedTensor] = []
     present: list[str] = []
-    for comp_name, hook in COMPONENTS:
-        tensors = hook(ckpt, w, outtype)
+    for comp_name, part_of, hook in COMPONENTS:
+        tensors = hook(part_of(ckpt), w, outtype)
         if tensors:
             present.append(comp_name)
             plan.extend(tensors)

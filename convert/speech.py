@@ -22,7 +22,6 @@ from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, ad
     load_voice, load_voice_npz, onnx_available, voice_from_wav, voice_tensors
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
     from .safetensors_io import SafetensorsSource
 
 T2W_SUBDIR = Path("assets") / "token2wav"
@@ -92,9 +91,8 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
     return plan
 
 
-def voice_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+def voice_component(voices: list[Voice], w: Writer, outtype: str) -> list[PlannedTensor]:
     """omni_gguf hook: the voices' keys and tensors (always F32/I32: they are data, not weights)."""
-    voices = ckpt.speech.voices if ckpt.speech is not None else []
     if not voices:
         return []
     add_voice_keys(w, voices)

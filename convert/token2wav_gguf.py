@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType
@@ -25,9 +25,6 @@ from .layout import Shape
 from .outtypes import table_type, tensor_type
 from .tensor_sources import FLOAT_DTYPES, ArraySource, RenamedSource, fold_weight_norm, float64, \
     open_tensor_file, weight_norm_pair
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
 
 KEY = "minicpmo.token2wav."
 SILENCE_TOKEN = 4218  # S3 tokenizer v2 id of silence (spec §5)
@@ -512,9 +509,8 @@ def check_token2wav(t2w_dir: Path, tts_config: Mapping[str, Any]) -> Token2WavPl
     return Token2WavPlan(t2w_dir, flow, hift, n_steps, chunk, resolved)
 
 
-def token2wav_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+def token2wav_component(plan: Token2WavPlan | None, w: Writer, outtype: str) -> list[PlannedTensor]:
     """omni_gguf hook: keys + tensors of the flow and the vocoder ([] without the asset folder)."""
-    plan = ckpt.speech.token2wav if ckpt.speech is not None else None
     if plan is None:
         return []
     _add_keys(w, plan)

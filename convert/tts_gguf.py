@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from gguf import GGMLQuantizationType
 
@@ -26,9 +26,6 @@ from .layout import Shape
 from .outtypes import table_type, tensor_type
 from .safetensors_io import SafetensorsSource
 from .tensor_sources import FLOAT_DTYPES, ArraySource, folded_weight
-
-if TYPE_CHECKING:  # only for the hook's signature; checkpoint.py imports this module
-    from .checkpoint import Checkpoint
 
 KEY = "minicpmo.tts."
 PREFIX = "tts."
@@ -232,9 +229,8 @@ def check_tts(config: Mapping[str, Any], weights: SafetensorsSource, llm_hidden:
     return TtsPlan(shapes=shapes, head=head, **d)
 
 
-def tts_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+def tts_component(plan: TtsPlan | None, w: Writer, outtype: str) -> list[PlannedTensor]:
     """omni_gguf hook: keys + tensor plan of the TTS ([] without one), checked by Checkpoint.load."""
-    plan = ckpt.speech.tts if ckpt.speech is not None else None
     if plan is None:
         return []
     _add_keys(w, plan)

@@ -2,8 +2,9 @@
 (`resampler.*`), spec §1.1, §2, §9 and gap G1.
 
 check_vision() validates a checkpoint's vpm.* / resampler.* tensors and the preprocessing settings
-against config.json; Checkpoint.load calls it so a bad checkpoint fails before any file is written.
-vision_component() is the omni_gguf hook: it adds the `minicpmo.vision.*` / `minicpmo.resampler.*`
+against config.json; Checkpoint.load calls it so a bad checkpoint fails before any file is written,
+and keeps the plan it returns as Checkpoint.vision. vision_component() is the omni_gguf hook: from
+that plan it adds the `minicpmo.vision.*` / `minicpmo.resampler.*`
 keys and returns the tensors to write. Names, transforms and storage types follow the companion
 contract (the C++ loader reads exactly these).
 """
@@ -14,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from gguf import GGMLQuantizationType, GGUFValueType
 
@@ -24,9 +25,6 @@ from .layout import VISION_LAYER_PREFIX, Shape, VisionDims, resampler_shapes, vi
 from .outtypes import table_type, tensor_type
 from .preprocessor_config import read_preprocessor_config
 from .safetensors_io import SafetensorsSource
-
-if TYPE_CHECKING:  # only for the hook's signature; checkpoint.py imports this module
-    from .checkpoint import Checkpoint
 
 KEY = "minicpmo."
 # The reference builds the resampler's LayerNorms with eps 1e-6 in code (no config key).
@@ -107,9 +105,8 @@ def check_vision(config: Mapping[str, Any], weights: SafetensorsSource, ckpt_dir
     )
 
 
-def vision_component(ckpt: "Checkpoint", w: Writer, outtype: str) -> list[PlannedTensor]:
+def vision_component(plan: VisionPlan | None, w: Writer, outtype: str) -> list[PlannedTensor]:
     """omni_gguf hook: keys + tensor plan of the vision tower and resampler ([] without vision)."""
-    plan = check_vision(ckpt.config, ckpt.weights, ckpt.path)
     if plan is None:
         return []
     _add_keys(w, plan)
