@@ -28,9 +28,7 @@ size_t graph_nodes(const AudioHparams & hp) {
 }  // namespace
 
 AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, bool use_gpu, int n_threads)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
-    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
-}
+    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 AudioEncoder::~AudioEncoder() {
     if (cache_buf_) ggml_backend_buffer_free(cache_buf_);
@@ -96,17 +94,9 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     const int n_keys = offset + n_out;
     const int n_keys_padded = static_cast<int>(audio_padded_keys(n_keys));
 
-    ggml_init_params ip{};
-    ip.mem_size = graph_buf_.size();
-    ip.mem_buffer = graph_buf_.data();
-    ip.no_alloc = true;
-    ggml_context * ctx = ggml_init(ip);
-    if (!ctx) fail(Status::internal, "cannot create the audio graph context");
-    struct CtxFree {
-        ggml_context * c;
-        ~CtxFree() { ggml_free(c); }
-    } ctx_guard{ctx};
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    const GraphContext graph = runner_.new_context("audio");
+    ggml_context * ctx = graph.get();
+    ggml_cgraph * gf = graph.new_graph();
 
     ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, mel.n_frames, hp.n_mel);
     ggml_set_input(mel_in);

@@ -60,7 +60,6 @@ private:
     std::shared_ptr<const AudioModel> model_;
     ComputeBackend backend_;
     GraphRunner runner_;
-    std::vector<uint8_t> graph_buf_;  // ggml context memory for graph metadata, reused per call
     // streaming key/value cache: one K and one V tensor [n_embd, n_positions] per layer
     ggml_context * cache_ctx_ = nullptr;
     ggml_backend_buffer_t cache_buf_ = nullptr;

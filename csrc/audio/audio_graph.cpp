@@ -3,19 +3,11 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/graph_ops.h"
 
 namespace minicpmo {
 
 namespace {
-
-ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
-}
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b ? ggml_add(ctx, y, b) : y;
-}
 
 // Conv1d (kernel 3, padding 1) as im2col + one matrix product. x: [L, C_in] (time fastest);
 // w: the (C_in*3 -> C_out) matrix whose columns are ordered (channel, tap) like im2col's rows.

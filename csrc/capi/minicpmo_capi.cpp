@@ -13,15 +13,16 @@
 
 #include "core/error.h"
 #include "core/llama_log.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/voice_bank.h"
+#include "core/uniform_random.h"
 #include "llm/quantize.h"
-#include "session/omni_model.h"
 #include "session/duplex_session.h"
 #include "session/media_forward.h"
+#include "session/omni_model.h"
 #include "session/omni_session.h"
 #include "session/simplex_stream.h"
 #include "session/spoken_reply_stream.h"
+#include "speech/speech_synthesizer.h"
+#include "speech/voice_bank.h"
 
 struct minicpmo_model {
     std::shared_ptr<minicpmo::OmniModel> impl;
@@ -186,8 +187,7 @@ std::string speak_streamed(minicpmo::OmniSession & s, const minicpmo_generate_pa
     std::function<double()> draw;
     if (p.do_sample) {
         s.speech().reseed(p.seed);
-        auto rng = std::make_shared<std::mt19937_64>(p.seed);
-        draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+        draw = minicpmo::seeded_uniform_draws(p.seed);
     }
     minicpmo::SpokenReplyStream stream(s, to_generate(p), voice ? voice : "", draw, p.max_speech_tokens);
     minicpmo::SpokenPiece piece;
@@ -382,8 +382,7 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         std::function<double()> draw;
         if (seed != 0) {
             s.speech().reseed(seed);
-            auto rng = std::make_shared<std::mt19937_64>(seed);
-            draw = [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+            draw = minicpmo::seeded_uniform_draws(seed);
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
         call_audio(s, on_audio, audio, s.speech().sample_rate(), user_data);

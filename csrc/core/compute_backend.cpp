@@ -1,5 +1,6 @@
 #include "core/compute_backend.h"
 
+#include <string>
 #include <thread>
 
 #include "core/error.h"
@@ -69,7 +70,22 @@ std::vector<ggml_backend_t> ComputeBackend::backends() const {
     return out;
 }
 
-GraphRunner::GraphRunner(ComputeBackend & backend, size_t max_nodes) : max_nodes_(max_nodes) {
+GraphContext::GraphContext(std::vector<uint8_t> & meta, size_t max_nodes, const char * what) : max_nodes_(max_nodes) {
+    ggml_init_params ip{};
+    ip.mem_size = meta.size();
+    ip.mem_buffer = meta.data();
+    ip.no_alloc = true;  // tensor data lives in the scheduler's buffers
+    ctx_ = ggml_init(ip);
+    if (!ctx_) fail(Status::internal, std::string("cannot create the ") + what + " graph context");
+}
+
+GraphContext::~GraphContext() { ggml_free(ctx_); }
+
+ggml_cgraph * GraphContext::new_graph() const { return ggml_new_graph_custom(ctx_, max_nodes_, false); }
+
+GraphRunner::GraphRunner(ComputeBackend & backend, size_t max_nodes, size_t tensors_per_node)
+    : max_nodes_(max_nodes),
+      meta_(ggml_tensor_overhead() * max_nodes * tensors_per_node + ggml_graph_overhead_custom(max_nodes, false)) {
     std::vector<ggml_backend_t> list = backend.backends();
     sched_ = ggml_backend_sched_new(list.data(), nullptr, static_cast<int>(list.size()), max_nodes, false, true);
     if (!sched_) fail(Status::internal, "cannot create a ggml scheduler");

@@ -76,9 +76,13 @@ LlmModel::LlmModel(const std::string & path, const LlmModelParams & params) : pa
     }
     vocab_ = llama_model_get_vocab(model_);
     try {
+        for (size_t i = 0; i < kSpecialCount; ++i) {
+            const std::vector<llama_token> ids = tokenize(special_text(static_cast<Special>(i)), true);
+            specials_[i] = ids.size() == 1 ? ids[0] : -1;
+        }
         // the chat protocol needs these; a plain Qwen3 file without them would silently misbehave
-        special_token("<|im_start|>");
-        special_token("<|im_end|>");
+        special_token(Special::im_start);
+        special_token(Special::im_end);
     } catch (...) {
         llama_model_free(model_);
         throw;
@@ -150,13 +154,13 @@ std::string LlmModel::detokenize(const std::vector<llama_token> & tokens) const 
 
 bool LlmModel::is_eog(llama_token token) const { return llama_vocab_is_eog(vocab_, token); }
 
-llama_token LlmModel::special_token(std::string_view text) const {
-    const std::vector<llama_token> ids = tokenize(text, true);
-    if (ids.size() != 1) {
-        fail(Status::bad_model, "model file '" + path_ + "' has no single token for '" + std::string(text) +
+llama_token LlmModel::special_token(Special s) const {
+    const llama_token id = specials_[static_cast<size_t>(s)];
+    if (id < 0) {
+        fail(Status::bad_model, "model file '" + path_ + "' has no single token for '" + special_text(s) +
                                     "': not a MiniCPM-o tokenizer");
     }
-    return ids[0];
+    return id;
 }
 
 }  // namespace minicpmo

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "llama.h"
+#include "llm/special_tokens.h"
 
 namespace minicpmo {
 
@@ -40,8 +41,8 @@ public:
     std::string token_text(llama_token token) const;
     std::string detokenize(const std::vector<llama_token> & tokens) const;  // raw bytes
     bool is_eog(llama_token token) const;
-    // Id of a special token given by its text, throwing bad_model if the vocabulary lacks it.
-    llama_token special_token(std::string_view text) const;
+    // Id of a MiniCPM-o special token (resolved at load), throwing bad_model if the vocabulary lacks it.
+    llama_token special_token(Special s) const;
 
 private:
     std::string piece(llama_token token, bool special) const;
@@ -49,6 +50,7 @@ private:
     std::string path_;
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
+    SpecialTokenIds specials_{};
 };
 
 }  // namespace minicpmo

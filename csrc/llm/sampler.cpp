@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/uniform_random.h"
 
 namespace minicpmo {
 
@@ -30,7 +31,7 @@ Sampler::Sampler(const SamplingParams & params, int n_vocab)
     if (params_.temperature == 0.0f) params_.do_sample = false;
 }
 
-double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0); }
+double Sampler::uniform() { return uniform_unit(rng_()); }
 
 llama_token Sampler::sample(const float * logits, const std::vector<llama_token> & history) {
     const bool penalise = params_.repetition_penalty != 1.0f && !history.empty();

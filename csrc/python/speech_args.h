@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/uniform_random.h"
 #include "python/numpy_arrays.h"
 #include "speech/hift_source.h"
 #include "speech/tts_sampler.h"
@@ -73,9 +74,7 @@ inline minicpmo::UniformDraw make_uniform_draw(const std::optional<std::vector<d
         };
     }
     if (seed) {
-        auto rng = std::make_shared<std::mt19937_64>(*seed);
-        // the top 53 bits of a 64-bit draw: a double uniform in [0, 1)
-        return [rng]() { return static_cast<double>((*rng)() >> 11) * 0x1.0p-53; };
+        return minicpmo::seeded_uniform_draws(*seed);
     }
     return {};
 }

@@ -6,6 +6,7 @@
 #include "audio/audio_model.h"
 #include "audio/streaming_mel.h"
 #include "core/error.h"
+#include "core/uniform_random.h"
 #include "speech/speech_synthesizer.h"
 #include "vision/vision_model.h"
 
@@ -38,24 +39,24 @@ DuplexSession::DuplexSession(OmniSession & session, const DuplexOptions & option
                                            std::to_string(session_.context().n_ctx()));
     }
     const LlmModel & m = session_.model();
-    unit_ = m.special_token("<unit>");
-    unit_end_ = m.special_token("</unit>");
-    image_ = m.special_token("<image>");
-    image_end_ = m.special_token("</image>");
-    slice_ = m.special_token("<slice>");
-    slice_end_ = m.special_token("</slice>");
-    listen_ = m.special_token("<|listen|>");
-    speak_ = m.special_token("<|speak|>");
-    tts_bos_ = m.special_token("<|tts_bos|>");
-    chunk_tts_eos_ = m.special_token("<|chunk_tts_eos|>");
+    unit_ = m.special_token(Special::unit);
+    unit_end_ = m.special_token(Special::unit_end);
+    image_ = m.special_token(Special::image);
+    image_end_ = m.special_token(Special::image_end);
+    slice_ = m.special_token(Special::slice);
+    slice_end_ = m.special_token(Special::slice_end);
+    listen_ = m.special_token(Special::listen);
+    speak_ = m.special_token(Special::speak);
+    tts_bos_ = m.special_token(Special::tts_bos);
+    chunk_tts_eos_ = m.special_token(Special::chunk_tts_eos);
     if (options_.effective_mode() == DuplexWindowMode::context) {
         window_ = std::make_unique<DuplexContextWindow>(m, options_.context);
     }
-    decode_ids_.chunk_eos = m.special_token("<|chunk_eos|>");
-    decode_ids_.turn_eos = m.special_token("<|turn_eos|>");
-    decode_ids_.eos = m.special_token("<|im_end|>");
+    decode_ids_.chunk_eos = m.special_token(Special::chunk_eos);
+    decode_ids_.turn_eos = m.special_token(Special::turn_eos);
+    decode_ids_.eos = m.special_token(Special::im_end);
     decode_ids_.listen = listen_;
-    decode_ids_.forbidden.push_back(m.special_token("<|tts_pad|>"));
+    decode_ids_.forbidden.push_back(m.special_token(Special::tts_pad));
     if (session_.omni_model().omni()) {
         const auto & bad = session_.omni_model().omni()->bad_token_ids;
         decode_ids_.forbidden.insert(decode_ids_.forbidden.end(), bad.begin(), bad.end());
@@ -244,7 +245,7 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
     const LlmModel & m = session_.model();
     const int n_vocab = session_.context().n_vocab();
     const size_t n_embd = static_cast<size_t>(session_.context().n_embd());
-    auto draw = [this]() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; };
+    auto draw = [this]() { return uniform_unit(rng_()); };
 
     DuplexUnitResult r;
     r.current_time = audio_chunks_;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/uniform_random.h"
 #include "session/omni_session.h"
 #include "speech/speech_synthesizer.h"
 #include "speech/tts_decoder.h"
@@ -98,7 +99,7 @@ void DuplexSpeech::interrupt() {
 
 void DuplexSpeech::run_decoder() {
     uint64_t turn_epoch = 0;  // the epoch the decoder's turn state belongs to
-    auto draw = [this]() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; };
+    auto draw = [this]() { return uniform_unit(rng_()); };
     try {
         for (;;) {
             std::unique_lock<std::mutex> lock(mu_);

@@ -7,10 +7,10 @@ namespace minicpmo {
 namespace {
 // markup the reference strips from a dropped unit's tokens besides the tokenizer's special tokens
 // (which are the CONTROL tokens of our GGUF vocabulary)
-constexpr const char * kNamedSpecials[] = {
-    "<unit>", "</unit>", "<image>", "</image>", "<slice>", "</slice>", "<|listen|>", "<|speak|>",
-    "<|tts_bos|>", "<|tts_eos|>", "<|audio_start|>", "<|audio_end|>", "<|chunk_eos|>", "<|chunk_tts_eos|>",
-    "<|turn_eos|>",
+constexpr Special kNamedSpecials[] = {
+    Special::unit, Special::unit_end, Special::image, Special::image_end, Special::slice, Special::slice_end,
+    Special::listen, Special::speak, Special::tts_bos, Special::tts_eos, Special::audio_start, Special::audio_end,
+    Special::chunk_eos, Special::chunk_tts_eos, Special::turn_eos,
 };
 }  // namespace
 
@@ -25,7 +25,7 @@ DuplexContextWindow::DuplexContextWindow(const LlmModel & model, const DuplexCon
                                            std::to_string(params_.previous_max_tokens));
     }
     marker_ = model_.tokenize(params_.previous_marker, false);
-    for (const char * name : kNamedSpecials) named_specials_.insert(model_.special_token(name));
+    for (const Special s : kNamedSpecials) named_specials_.insert(model_.special_token(s));
 }
 
 bool DuplexContextWindow::is_special(llama_token t) const {

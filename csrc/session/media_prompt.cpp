@@ -49,7 +49,7 @@ MediaPrompt build_media_prompt(const LlmModel & model, std::string_view text, co
                                const std::vector<PromptAudio> & audios, int n_query, bool use_image_id,
                                int first_image_id) {
     using Kind = MediaPrompt::Span::Kind;
-    const llama_token unk = model.special_token("<unk>");
+    const llama_token unk = model.special_token(Special::unk);
     MediaPrompt out;
     PromptWriter w(model, out);
     size_t start = 0, image = 0, audio = 0;
@@ -60,9 +60,9 @@ MediaPrompt build_media_prompt(const LlmModel & model, std::string_view text, co
         if (at == std::string_view::npos) break;
         if (at == at_audio) {
             if (audio >= audios.size()) fail(Status::invalid_argument, count_mismatch(audios.size(), audio + 1, "audio"));
-            w.token(model.special_token("<|audio_start|>"));
+            w.token(model.special_token(Special::audio_start));
             w.rows(Kind::audio, unk, audios[audio].n_tokens, audio, 0, audios[audio].hash);
-            w.token(model.special_token("<|audio_end|>"));
+            w.token(model.special_token(Special::audio_end));
             ++audio;
             start = at + kAudioMarker.size();
             continue;
@@ -70,20 +70,20 @@ MediaPrompt build_media_prompt(const LlmModel & model, std::string_view text, co
         if (image >= images.size()) fail(Status::invalid_argument, count_mismatch(images.size(), image + 1, "image"));
         const PromptImage & im = images[image];
         if (use_image_id) {
-            w.token(model.special_token("<image_id>"));
+            w.token(model.special_token(Special::image_id));
             w.text(std::to_string(first_image_id + static_cast<int>(image)), false);
-            w.token(model.special_token("</image_id>"));
+            w.token(model.special_token(Special::image_id_end));
         }
-        w.token(model.special_token("<image>"));
+        w.token(model.special_token(Special::image));
         w.rows(Kind::image, unk, n_query, image, 0, im.hash);
-        w.token(model.special_token("</image>"));
+        w.token(model.special_token(Special::image_end));
         size_t slice = 1;
         for (int r = 0; r < im.grid_rows; ++r) {
             if (r > 0) w.text("\n", false);
             for (int c = 0; c < im.grid_cols; ++c) {
-                w.token(model.special_token("<slice>"));
+                w.token(model.special_token(Special::slice));
                 w.rows(Kind::image, unk, n_query, image, slice++, im.hash);
-                w.token(model.special_token("</slice>"));
+                w.token(model.special_token(Special::slice_end));
             }
         }
         ++image;

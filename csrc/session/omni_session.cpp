@@ -171,7 +171,7 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
     const std::vector<llama_token> & reply = last_generated();
     const std::vector<float> & hidden = generated_hidden();
     const size_t n_embd = static_cast<size_t>(context().n_embd());
-    const llama_token tts_bos = model().special_token("<|tts_bos|>"), tts_eos = model().special_token("<|tts_eos|>");
+    const llama_token tts_bos = model().special_token(Special::tts_bos), tts_eos = model().special_token(Special::tts_eos);
     const std::vector<llama_token> & kv = kv_tokens();
     // the reply's tokens are the last ones in the cache; the prompt before them ends with <|tts_bos|>
     const size_t n_fed = hidden.size() / n_embd;

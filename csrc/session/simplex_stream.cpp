@@ -55,9 +55,9 @@ struct Fragment {
 
 SimplexStream::SimplexStream(OmniSession & session) : session_(session) {
     const LlmModel & m = session_.model();
-    tts_bos_ = m.special_token("<|tts_bos|>");
-    tts_eos_ = m.special_token("<|tts_eos|>");
-    unk_ = m.special_token("<unk>");
+    tts_bos_ = m.special_token(Special::tts_bos);
+    tts_eos_ = m.special_token(Special::tts_eos);
+    unk_ = m.special_token(Special::unk);
 }
 
 SimplexStream::~SimplexStream() = default;
@@ -282,10 +282,10 @@ PrefillStats SimplexStream::prefill(const std::string & role, const std::string 
 
     // lay the fragment out
     Fragment f;
-    const llama_token img_open = images.empty() ? -1 : m.special_token("<image>");
-    const llama_token img_close = images.empty() ? -1 : m.special_token("</image>");
-    const llama_token aud_open = audios.empty() ? -1 : m.special_token("<|audio_start|>");
-    const llama_token aud_close = audios.empty() ? -1 : m.special_token("<|audio_end|>");
+    const llama_token img_open = images.empty() ? -1 : m.special_token(Special::image);
+    const llama_token img_close = images.empty() ? -1 : m.special_token(Special::image_end);
+    const llama_token aud_open = audios.empty() ? -1 : m.special_token(Special::audio_start);
+    const llama_token aud_close = audios.empty() ? -1 : m.special_token(Special::audio_end);
     ++n_pieces_;
     size_t ii = 0, ai = 0;
     for (const Item & it : items) {

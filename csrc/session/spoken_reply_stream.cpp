@@ -15,9 +15,9 @@ SpokenReplyStream::SpokenReplyStream(OmniSession & session, const GenerateParams
     session.require_speech_free("spoken reply");
     if (max_speech_tokens_per_chunk < 0) fail(Status::invalid_argument, "max_speech_tokens must be >= 0");
     const LlmModel & m = session.model();
-    const llama_token tts_bos = m.special_token("<|tts_bos|>");
-    tts_eos_ = m.special_token("<|tts_eos|>");
-    unk_ = m.special_token("<unk>");
+    const llama_token tts_bos = m.special_token(Special::tts_bos);
+    tts_eos_ = m.special_token(Special::tts_eos);
+    unk_ = m.special_token(Special::unk);
     const std::vector<llama_token> & kv = session.kv_tokens();
     if (kv.empty() || kv.back() != tts_bos) {
         fail(Status::invalid_argument, "a spoken reply needs a prompt ending with <|tts_bos|> (the spoken-reply template)");

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/uniform_random.h"
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "speech/flow_graph.h"
@@ -22,11 +23,6 @@ constexpr int kBranches = 2;  // classifier-free guidance: conditional, uncondit
 size_t graph_nodes(const FlowHparams & hp) {
     return static_cast<size_t>(std::max(hp.dit_layer, hp.enc_block + hp.enc_up_block)) * 192 + 512;
 }
-
-struct CtxFree {
-    ggml_context * c;
-    ~CtxFree() { ggml_free(c); }
-};
 
 ggml_tensor * input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1) {
     ggml_tensor * t = ggml_new_tensor_4d(ctx, type, ne0, ne1, ne2, ne3);
@@ -77,20 +73,9 @@ struct FlowDecoder::EncoderRun {
 FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, bool use_gpu, int n_threads, uint64_t seed)
     : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())),
       seed_(seed) {
-    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
 }
 
 FlowDecoder::~FlowDecoder() { free_estimator_cache(); }
-
-ggml_context * FlowDecoder::graph_context() {
-    ggml_init_params ip{};
-    ip.mem_size = graph_buf_.size();
-    ip.mem_buffer = graph_buf_.data();
-    ip.no_alloc = true;
-    ggml_context * ctx = ggml_init(ip);
-    if (!ctx) fail(Status::internal, "cannot create the flow graph context");
-    return ctx;
-}
 
 // ---- noise ----
 
@@ -121,7 +106,7 @@ void FlowDecoder::ensure_noise() {
     // is implementation-defined). Drawn channel by channel like randn(1, n_mel, frames), stored
     // frame-major.
     std::mt19937_64 rng(seed_);
-    auto uniform = [&rng]() { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
+    auto uniform = [&rng]() { return uniform_open_unit(rng()); };
     noise_frames_ = hp.noise_frames;
     noise_.assign(static_cast<size_t>(noise_frames_) * hp.n_mel, 0.0f);
     const size_t total = noise_.size();
@@ -164,12 +149,12 @@ std::vector<float> FlowDecoder::run_speaker(const float * xvec) {
     const FlowHparams & hp = model_->hparams();
     if (!xvec) fail(Status::invalid_argument, "no speaker embedding");
     if (!all_finite(xvec, hp.spk_dim)) fail(Status::invalid_argument, "the speaker embedding contains non-finite values");
-    ggml_context * ctx = graph_context();
-    CtxFree guard{ctx};
+    const GraphContext graph = runner_.new_context("flow");
+    ggml_context * ctx = graph.get();
     ggml_tensor * x = input(ctx, GGML_TYPE_F32, hp.spk_dim);
     ggml_tensor * spk = build_flow_speaker(ctx, *model_, x);
     ggml_set_output(spk);
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_cgraph * gf = graph.new_graph();
     ggml_build_forward_expand(gf, spk);
     runner_.allocate(gf);
     set(x, xvec);
@@ -194,8 +179,8 @@ FlowDecoder::EncoderRun FlowDecoder::run_encoder(const int32_t * ids, int n, boo
                                            " frames exceed the relative-position table (" + std::to_string(hp.pos_max_len) +
                                            " positions)");
     }
-    ggml_context * ctx = graph_context();
-    CtxFree guard{ctx};
+    const GraphContext graph = runner_.new_context("flow");
+    ggml_context * ctx = graph.get();
     FlowEncoderIn in;
     in.ids = input(ctx, GGML_TYPE_I32, n);
     in.pad_lookahead = pad_lookahead;
@@ -211,7 +196,7 @@ FlowDecoder::EncoderRun FlowDecoder::run_encoder(const int32_t * ids, int n, boo
         }
     }
     FlowEncoderOut out = build_flow_encoder(ctx, *model_, in);
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_cgraph * gf = graph.new_graph();
     std::vector<ggml_tensor *> outs = {out.h, out.mu, out.conv_next};
     if (use_cache) {
         outs.insert(outs.end(), out.k_new.begin(), out.k_new.end());
@@ -261,9 +246,9 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     const FlowHparams & hp = model_->hparams();
     const int M = hp.n_mel, H = hp.dit_dim, K1 = hp.conv_kernel - 1, n_layer = hp.dit_layer;
     const bool cached = step >= 0;
-    ggml_context * ctx = graph_context();
-    CtxFree guard{ctx};
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    const GraphContext graph = runner_.new_context("flow");
+    ggml_context * ctx = graph.get();
+    ggml_cgraph * gf = graph.new_graph();
     DitIn in;
     in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
     in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);

@@ -126,12 +126,10 @@ private:
     void trim_caches();
     // runs of consecutive slots among `slots` (sorted copy): (first slot, count)
     static std::vector<std::pair<int, int>> slot_runs(std::vector<int32_t> slots);
-    ggml_context * graph_context();
 
     std::shared_ptr<const FlowModel> model_;
     ComputeBackend backend_;
     GraphRunner runner_;
-    std::vector<uint8_t> graph_buf_;
     uint64_t seed_;
     std::vector<float> noise_;  // noise_frames_ x n_mel
     int noise_frames_ = 0;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/graph_ops.h"
 
 namespace minicpmo {
 
@@ -67,17 +68,6 @@ std::vector<float> cosine_t_span(int n_timesteps) {
 // ------------------------------------------------------------------------------------------------
 
 namespace {
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b ? ggml_add(ctx, y, b) : y;
-}
-
-ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
-    x = ggml_norm(ctx, x, eps);
-    if (w) x = ggml_mul(ctx, x, w);
-    return b ? ggml_add(ctx, x, b) : x;
-}
 
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in F32 (ggml_gelu uses an F16 table on CPUs).
 // Computed as x sigmoid(2u) = silu(x g) / g with 2u = x g, g = 2 sqrt(2/pi) (1 + 0.044715 x^2) > 0:

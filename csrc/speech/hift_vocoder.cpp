@@ -30,28 +30,13 @@ std::vector<double> numpy_hamming(int M) {
     return w;
 }
 
-struct GraphContext {
-    ggml_context * ctx = nullptr;
-    explicit GraphContext(std::vector<uint8_t> & buf) {
-        ggml_init_params ip{};
-        ip.mem_size = buf.size();
-        ip.mem_buffer = buf.data();
-        ip.no_alloc = true;
-        ctx = ggml_init(ip);
-        if (!ctx) fail(Status::internal, "cannot create the HiFT graph context");
-    }
-    ~GraphContext() { ggml_free(ctx); }
-};
-
 }  // namespace
 
 HiftVocoder::HiftVocoder(std::shared_ptr<const HiftModel> model, bool use_gpu, int n_threads, uint64_t seed)
     : model_(std::move(model)),
       backend_(use_gpu, n_threads),
-      runner_(backend_, hift_graph_nodes(*model_)),
+      runner_(backend_, hift_graph_nodes(*model_), 2),  // twice the tensors: many leaves and views
       rng_(seed) {
-    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() * 2 +
-                      ggml_graph_overhead_custom(runner_.max_nodes(), false));
     crossfade_ = numpy_hamming(2 * model_->hparams().stream_source_cache_samples);
 }
 
@@ -73,11 +58,12 @@ void HiftVocoder::check_mel(const HiftMel & mel, bool allow_empty) const {
 
 std::vector<float> HiftVocoder::run_f0(const float * mel, int n_frames) {
     const HiftHparams & hp = model_->hparams();
-    GraphContext g(graph_buf_);
-    ggml_cgraph * gf = ggml_new_graph_custom(g.ctx, runner_.max_nodes(), false);
-    ggml_tensor * mel_in = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, n_frames, hp.n_mel);
+    const GraphContext graph = runner_.new_context("HiFT");
+    ggml_context * ctx = graph.get();
+    ggml_cgraph * gf = graph.new_graph();
+    ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_frames, hp.n_mel);
     ggml_set_input(mel_in);
-    ggml_tensor * f0 = build_hift_f0(g.ctx, *model_, mel_in);
+    ggml_tensor * f0 = build_hift_f0(ctx, *model_, mel_in);
     ggml_set_output(f0);
     ggml_build_forward_expand(gf, f0);
     runner_.allocate(gf);
@@ -115,18 +101,19 @@ HiftForward HiftVocoder::forward(const HiftMel & mel, const float * cache_source
         f0_override ? std::vector<float>(f0_override, f0_override + mel.n_frames) : run_f0(mel.data, mel.n_frames);
     const std::vector<float> sines = hift_sine_excitation(hp, f0.data(), mel.n_frames, *random);
 
-    GraphContext g(graph_buf_);
-    ggml_cgraph * gf = ggml_new_graph_custom(g.ctx, runner_.max_nodes(), false);
-    ggml_tensor * mel_in = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, mel.n_frames, hp.n_mel);
+    const GraphContext graph = runner_.new_context("HiFT");
+    ggml_context * ctx = graph.get();
+    ggml_cgraph * gf = graph.new_graph();
+    ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, mel.n_frames, hp.n_mel);
     ggml_set_input(mel_in);
-    ggml_tensor * sines_in = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, hp.n_harmonic_sines(), L);
+    ggml_tensor * sines_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_harmonic_sines(), L);
     ggml_set_input(sines_in);
     ggml_tensor * cache_in = nullptr;
     if (n_cache > 0) {
-        cache_in = ggml_new_tensor_1d(g.ctx, GGML_TYPE_F32, n_cache);
+        cache_in = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_cache);
         ggml_set_input(cache_in);
     }
-    HiftDecoderOutputs out = build_hift_decoder(g.ctx, *model_, mel_in, sines_in, cache_in);
+    HiftDecoderOutputs out = build_hift_decoder(ctx, *model_, mel_in, sines_in, cache_in);
     ggml_set_output(out.audio);
     ggml_set_output(out.source);
     ggml_build_forward_expand(gf, out.audio);

@@ -67,7 +67,6 @@ private:
     std::shared_ptr<const HiftModel> model_;
     ComputeBackend backend_;
     GraphRunner runner_;
-    std::vector<uint8_t> graph_buf_;
     HiftSourceRng rng_;
     std::vector<double> crossfade_;          // Hamming window of 2 x source-cache length (numpy's)
     std::vector<float> mel_cache_;           // n_mel x mel_cache_frames_ (channels first)

@@ -16,16 +16,11 @@ size_t graph_nodes(const TtsHparams & hp) {
     return static_cast<size_t>(hp.n_layer) * 48 + 256;
 }
 
-struct CtxFree {
-    ggml_context * c;
-    ~CtxFree() { ggml_free(c); }
-};
 
 }  // namespace
 
 TtsDecoder::TtsDecoder(std::shared_ptr<const TtsModel> model, bool use_gpu, int n_threads)
     : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
-    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
     const TtsHparams & hp = model_->hparams();
     capacity_ = hp.n_ctx_train;
     ggml_init_params ip{};
@@ -52,16 +47,6 @@ TtsDecoder::~TtsDecoder() {
     if (cache_ctx_) ggml_free(cache_ctx_);
 }
 
-ggml_context * TtsDecoder::graph_context() {
-    ggml_init_params ip{};
-    ip.mem_size = graph_buf_.size();
-    ip.mem_buffer = graph_buf_.data();
-    ip.no_alloc = true;
-    ggml_context * ctx = ggml_init(ip);
-    if (!ctx) fail(Status::internal, "cannot create the TTS graph context");
-    return ctx;
-}
-
 std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidden, int n, bool normalize) {
     const TtsHparams & hp = model_->hparams();
     if (n <= 0) fail(Status::invalid_argument, "no text tokens to condition the speech on");
@@ -70,8 +55,8 @@ std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidde
             fail(Status::invalid_argument, "text token id " + std::to_string(ids[i]) + " is outside the TTS text table");
         }
     }
-    ggml_context * ctx = graph_context();
-    CtxFree guard{ctx};
+    const GraphContext graph = runner_.new_context("TTS");
+    ggml_context * ctx = graph.get();
     ggml_tensor * id_in = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
     ggml_set_input(id_in);
     ggml_tensor * out;
@@ -84,7 +69,7 @@ std::vector<float> TtsDecoder::run_rows(const int32_t * ids, const float * hidde
         out = ggml_get_rows(ctx, model_->emb_text(), id_in);
     }
     ggml_set_output(out);
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_cgraph * gf = graph.new_graph();
     ggml_build_forward_expand(gf, out);
     runner_.allocate(gf);
     ggml_backend_tensor_set(id_in, ids, 0, n * sizeof(int32_t));
@@ -127,9 +112,9 @@ std::vector<float> TtsDecoder::run_forward(const float * rows, const int32_t * c
         fail(Status::context_full, "the speech decoder's context (" + std::to_string(capacity_) + " rows) is full");
     }
     const int n_slots = n_cached_ + n;
-    ggml_context * ctx = graph_context();
-    CtxFree guard{ctx};
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    const GraphContext graph = runner_.new_context("TTS");
+    ggml_context * ctx = graph.get();
+    ggml_cgraph * gf = graph.new_graph();
     ggml_tensor * x;
     ggml_tensor * rows_in = nullptr;
     ggml_tensor * code_in = nullptr;

@@ -41,12 +41,10 @@ public:
 private:
     std::vector<float> run_forward(const float * rows, const int32_t * code, const int32_t * pos, int n);
     std::vector<float> run_rows(const int32_t * ids, const float * hidden, int n, bool normalize);
-    ggml_context * graph_context();
 
     std::shared_ptr<const TtsModel> model_;
     ComputeBackend backend_;
     GraphRunner runner_;
-    std::vector<uint8_t> graph_buf_;
     ggml_context * cache_ctx_ = nullptr;
     ggml_backend_buffer_t cache_buf_ = nullptr;
     std::vector<ggml_tensor *> cache_k_, cache_v_;

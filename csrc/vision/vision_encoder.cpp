@@ -25,9 +25,7 @@ size_t graph_nodes(const VisionHparams & hp) {
 }  // namespace
 
 VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, bool use_gpu, int n_threads)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
-    graph_buf_.resize(ggml_tensor_overhead() * runner_.max_nodes() + ggml_graph_overhead_custom(runner_.max_nodes(), false));
-}
+    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
     const VisionHparams & hp = model_->hparams();
@@ -64,16 +62,8 @@ void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vec
     const int gh = first.grid_h, gw = first.grid_w;
     const int64_t L = int64_t(gh) * gw, B = static_cast<int64_t>(batch.size());
 
-    ggml_init_params ip{};
-    ip.mem_size = graph_buf_.size();
-    ip.mem_buffer = graph_buf_.data();
-    ip.no_alloc = true;
-    ggml_context * ctx = ggml_init(ip);
-    if (!ctx) fail(Status::internal, "cannot create the vision graph context");
-    struct CtxFree {
-        ggml_context * c;
-        ~CtxFree() { ggml_free(c); }
-    } ctx_guard{ctx};
+    const GraphContext graph = runner_.new_context("vision");
+    ggml_context * ctx = graph.get();
 
     ggml_tensor * patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hp.patch_dim(), L, B);
     ggml_set_input(patches);
@@ -87,7 +77,7 @@ void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vec
     ggml_tensor * emb = build_resampler(ctx, *model_, vit, key_pos);
     ggml_set_output(emb);
 
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, runner_.max_nodes(), false);
+    ggml_cgraph * gf = graph.new_graph();
     ggml_build_forward_expand(gf, emb);
     runner_.allocate(gf);
 

@@ -30,7 +30,6 @@ private:
     std::shared_ptr<const VisionModel> model_;
     ComputeBackend backend_;
     GraphRunner runner_;
-    std::vector<uint8_t> graph_buf_;  // ggml context memory for graph metadata, reused per batch
 };
 
 }  // namespace minicpmo

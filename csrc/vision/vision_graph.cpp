@@ -2,18 +2,11 @@
 
 #include <cmath>
 
+#include "core/graph_ops.h"
+
 namespace minicpmo {
 
 namespace {
-
-ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
-}
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b ? ggml_add(ctx, y, b) : y;
-}
 
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), every step in F32.
 ggml_tensor * gelu_tanh_exact(ggml_context * ctx, ggml_tensor * x) {
