@@ -65,31 +65,27 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
                                   const std::vector<AudioLayerCache> & caches) {
     const AudioHparams & hp = m.hparams();
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));
+    const ActivationFn gelu = [ctx](ggml_tensor * h) { return ggml_gelu_erf(ctx, h); };
     for (size_t il = 0; il < m.layers().size(); ++il) {
-        const AudioLayer & L = m.layers()[il];
-        ggml_tensor * h = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
-        ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
-        ggml_tensor * k = linear(ctx, h, L.k_w, nullptr);
-        ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
-        ggml_tensor * vt = nullptr;
-        if (caches.empty()) {
-            // zero keys/values up to the aligned key count (masked: zero weight times zero value);
-            // the values are transposed by the same copy
-            const int pad = static_cast<int>(audio_padded_keys(k->ne[1]) - k->ne[1]);
-            if (pad > 0) k = ggml_pad(ctx, k, 0, pad, 0, 0);
-            vt = ggml_pad(ctx, ggml_transpose(ctx, v), pad, 0, 0, 0);
-        } else {
-            const AudioLayerCache & c = caches[il];
-            // the copies run before the attention below: nodes execute in the order they were added
-            ggml_build_forward_expand(graph, ggml_cpy(ctx, k, c.store_k));
-            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_vt));
-            k = c.all_k;
-            vt = c.all_vt;
-        }
-        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, vt, groups, hp.n_head), L.o_w, L.o_b));
-        h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
-        h = ggml_gelu_erf(ctx, linear(ctx, h, L.up_w, L.up_b));
-        x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));
+        const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
+            ggml_tensor * vt = nullptr;
+            if (caches.empty()) {
+                // zero keys/values up to the aligned key count (masked: zero weight times zero value);
+                // the values are transposed by the same copy
+                const int pad = static_cast<int>(audio_padded_keys(k->ne[1]) - k->ne[1]);
+                if (pad > 0) k = ggml_pad(ctx, k, 0, pad, 0, 0);
+                vt = ggml_pad(ctx, ggml_transpose(ctx, v), pad, 0, 0, 0);
+            } else {
+                const AudioLayerCache & c = caches[il];
+                // the copies run before the attention below: nodes execute in the order they were added
+                ggml_build_forward_expand(graph, ggml_cpy(ctx, k, c.store_k));
+                ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_vt));
+                k = c.all_k;
+                vt = c.all_vt;
+            }
+            return attention(ctx, q, k, vt, groups, hp.n_head);
+        };
+        x = pre_ln_block(ctx, x, m.layers()[il], hp.eps, attend, gelu);
     }
     return layer_norm(ctx, x, m.post_ln_w(), m.post_ln_b(), hp.eps);
 }

@@ -97,24 +97,8 @@ AudioModel::AudioModel(const std::string & omni_path, bool use_gpu) {
     conv2_b_ = w.get("a.conv2.bias", {D}, Use::vector);
     pos_embd_ = w.get("a.pos_embd.weight", {D, hp_.n_positions}, Use::table);
     for (int i = 0; i < hp_.n_layer; ++i) {
-        const std::string p = "a.blk." + std::to_string(i) + ".";
-        AudioLayer L{};
-        L.ln1_w = w.get(p + "ln1.weight", {D}, Use::vector);
-        L.ln1_b = w.get(p + "ln1.bias", {D}, Use::vector);
-        L.ln2_w = w.get(p + "ln2.weight", {D}, Use::vector);
-        L.ln2_b = w.get(p + "ln2.bias", {D}, Use::vector);
-        L.q_w = w.get(p + "attn_q.weight", {D, D}, Use::matrix);
-        L.q_b = w.get(p + "attn_q.bias", {D}, Use::vector);
-        L.k_w = w.get(p + "attn_k.weight", {D, D}, Use::matrix);
-        L.v_w = w.get(p + "attn_v.weight", {D, D}, Use::matrix);
-        L.v_b = w.get(p + "attn_v.bias", {D}, Use::vector);
-        L.o_w = w.get(p + "attn_out.weight", {D, D}, Use::matrix);
-        L.o_b = w.get(p + "attn_out.bias", {D}, Use::vector);
-        L.up_w = w.get(p + "ffn_up.weight", {D, F}, Use::matrix);
-        L.up_b = w.get(p + "ffn_up.bias", {F}, Use::vector);
-        L.down_w = w.get(p + "ffn_down.weight", {F, D}, Use::matrix);
-        L.down_b = w.get(p + "ffn_down.bias", {D}, Use::vector);
-        layers_.push_back(L);
+        // Whisper's key projection has no bias
+        layers_.push_back(load_pre_ln_layer(w, "a.blk." + std::to_string(i) + ".", D, F, false));
     }
     if (w.has("a.blk." + std::to_string(hp_.n_layer) + ".attn_q.weight")) {
         fail(Status::bad_model, "omni file '" + omni_path + "' stores more audio layers than its n_layer " +

@@ -8,6 +8,7 @@
 
 #include "audio/log_mel.h"
 #include "core/gguf_weights.h"
+#include "core/pre_ln_block.h"
 
 namespace minicpmo {
 
@@ -33,19 +34,13 @@ struct AudioHparams {
     int block_frames() const;
 };
 
-struct AudioLayer {
-    ggml_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    ggml_tensor *q_w, *q_b, *k_w, *v_w, *v_b, *o_w, *o_b;  // Whisper's key projection has no bias
-    ggml_tensor *up_w, *up_b, *down_w, *down_b;
-};
-
 class AudioModel {
 public:
     // Throws naming the file when the audio component is absent or inconsistent.
     AudioModel(const std::string & omni_path, bool use_gpu);
 
     const AudioHparams & hparams() const { return hp_; }
-    const std::vector<AudioLayer> & layers() const { return layers_; }
+    const std::vector<PreLnLayer> & layers() const { return layers_; }
     // (n_mel, n_freq) row-major, host memory: the front end runs on the CPU
     const std::vector<float> & mel_filters() const { return mel_filters_; }
     // The log-mel front end built from those filters and the model's settings (immutable).
@@ -66,7 +61,7 @@ public:
 private:
     std::unique_ptr<GgufWeights> w_;
     AudioHparams hp_;
-    std::vector<AudioLayer> layers_;
+    std::vector<PreLnLayer> layers_;
     std::vector<float> mel_filters_;
     std::unique_ptr<MelFrameAnalyzer> mel_;
     ggml_tensor *conv1_w_, *conv1_b_, *conv2_w_, *conv2_b_, *pos_embd_, *post_ln_w_, *post_ln_b_;

@@ -45,17 +45,11 @@ ggml_tensor * build_siglip(ggml_context * ctx, const VisionModel & m, ggml_tenso
     const VisionHparams & hp = m.hparams();
     ggml_tensor * x = linear(ctx, patches, m.patch_w(), m.patch_b());  // [D, L, B]
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));   // position rows broadcast over B
-    for (const VisionLayer & L : m.layers()) {
-        ggml_tensor * h = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
-        ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
-        ggml_tensor * k = linear(ctx, h, L.k_w, L.k_b);
-        ggml_tensor * v = linear(ctx, h, L.v_w, L.v_b);
-        x = ggml_add(ctx, x, linear(ctx, attention(ctx, q, k, v, hp.n_head, exact), L.o_w, L.o_b));
-        h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
-        h = linear(ctx, h, L.up_w, L.up_b);
-        h = exact ? gelu_tanh_exact(ctx, h) : ggml_gelu(ctx, h);
-        x = ggml_add(ctx, x, linear(ctx, h, L.down_w, L.down_b));
-    }
+    const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
+        return attention(ctx, q, k, v, hp.n_head, exact);
+    };
+    const ActivationFn gelu = [&](ggml_tensor * h) { return exact ? gelu_tanh_exact(ctx, h) : ggml_gelu(ctx, h); };
+    for (const PreLnLayer & L : m.layers()) x = pre_ln_block(ctx, x, L, hp.eps, attend, gelu);
     return layer_norm(ctx, x, m.post_ln_w(), m.post_ln_b(), hp.eps);
 }
 

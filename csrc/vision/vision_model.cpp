@@ -72,25 +72,7 @@ VisionModel::VisionModel(const std::string & omni_path, bool use_gpu) {
     patch_b_ = w.get("v.patch_embd.bias", {D}, Use::vector);
     pos_embd_ = w.get("v.pos_embd.weight", {D, int64_t(hp_.pos_side) * hp_.pos_side}, Use::table);
     for (int i = 0; i < hp_.n_layer; ++i) {
-        const std::string p = "v.blk." + std::to_string(i) + ".";
-        VisionLayer L{};
-        L.ln1_w = w.get(p + "ln1.weight", {D}, Use::vector);
-        L.ln1_b = w.get(p + "ln1.bias", {D}, Use::vector);
-        L.ln2_w = w.get(p + "ln2.weight", {D}, Use::vector);
-        L.ln2_b = w.get(p + "ln2.bias", {D}, Use::vector);
-        L.q_w = w.get(p + "attn_q.weight", {D, D}, Use::matrix);
-        L.q_b = w.get(p + "attn_q.bias", {D}, Use::vector);
-        L.k_w = w.get(p + "attn_k.weight", {D, D}, Use::matrix);
-        L.k_b = w.get(p + "attn_k.bias", {D}, Use::vector);
-        L.v_w = w.get(p + "attn_v.weight", {D, D}, Use::matrix);
-        L.v_b = w.get(p + "attn_v.bias", {D}, Use::vector);
-        L.o_w = w.get(p + "attn_out.weight", {D, D}, Use::matrix);
-        L.o_b = w.get(p + "attn_out.bias", {D}, Use::vector);
-        L.up_w = w.get(p + "ffn_up.weight", {D, F}, Use::matrix);
-        L.up_b = w.get(p + "ffn_up.bias", {F}, Use::vector);
-        L.down_w = w.get(p + "ffn_down.weight", {F, D}, Use::matrix);
-        L.down_b = w.get(p + "ffn_down.bias", {D}, Use::vector);
-        layers_.push_back(L);
+        layers_.push_back(load_pre_ln_layer(w, "v.blk." + std::to_string(i) + ".", D, F, true));
     }
     post_ln_w_ = w.get("v.post_ln.weight", {D}, Use::vector);
     post_ln_b_ = w.get("v.post_ln.bias", {D}, Use::vector);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/gguf_weights.h"
+#include "core/pre_ln_block.h"
 
 namespace minicpmo {
 
@@ -35,12 +36,6 @@ struct VisionHparams {
     int patch_dim() const { return n_channels * patch_size * patch_size; }
 };
 
-struct VisionLayer {
-    ggml_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
-    ggml_tensor *up_w, *up_b, *down_w, *down_b;
-};
-
 struct ResamplerWeights {
     ggml_tensor *query, *kv_proj;
     ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
@@ -54,7 +49,7 @@ public:
     VisionModel(const std::string & omni_path, bool use_gpu);
 
     const VisionHparams & hparams() const { return hp_; }
-    const std::vector<VisionLayer> & layers() const { return layers_; }
+    const std::vector<PreLnLayer> & layers() const { return layers_; }
     const ResamplerWeights & resampler() const { return rs_; }
     ggml_tensor * patch_w() const { return patch_w_; }
     ggml_tensor * patch_b() const { return patch_b_; }
@@ -66,7 +61,7 @@ public:
 private:
     std::unique_ptr<GgufWeights> w_;
     VisionHparams hp_;
-    std::vector<VisionLayer> layers_;
+    std::vector<PreLnLayer> layers_;
     ResamplerWeights rs_{};
     ggml_tensor *patch_w_, *patch_b_, *pos_embd_, *post_ln_w_, *post_ln_b_;
     bool weights_f32_ = false;
