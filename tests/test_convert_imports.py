@@ -49,7 +49,8 @@ def test_convert_has_no_import_cycle():
     graph = {p.stem: _package_imports(p) for p in CONVERT.glob("*.py") if p.stem != "__init__"}
     # the walk itself must see the package's imports (a parser that saw nothing would pass vacuously)
     assert "checkpoint" in graph["omni_gguf"] and "audio_gguf" in graph["checkpoint"]
-    assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph))
+    cycle = _find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
 
 
 def test_cycle_finder_reports_a_cycle():
