@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "audio/pcm_checks.h"
 #include "core/error.h"
 
 namespace minicpmo {
@@ -42,16 +43,6 @@ void validate_mel_config(const MelConfig & c) {
     }
     if (!std::isfinite(c.dynamic_range_db) || c.dynamic_range_db < 0.0f) {
         bad("dynamic_range_db must be a finite value >= 0, got " + std::to_string(c.dynamic_range_db));
-    }
-}
-
-void require_finite_samples(const float * pcm, size_t n, const char * what) {
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(pcm[i])) {
-            fail(Status::invalid_argument, std::string(what) + ": sample " + std::to_string(i) + " is " +
-                                               (std::isnan(pcm[i]) ? "NaN" : "infinite") +
-                                               " (audio must be finite float PCM)");
-        }
     }
 }
 
@@ -140,7 +131,7 @@ LogMelSpectrogram log_mel_spectrogram(const MelFrameAnalyzer & analyzer, const f
                                            std::to_string(kMaxMelInputSamples));
     }
     if (pcm == nullptr) fail(Status::invalid_argument, "log-mel: no sample buffer given");
-    require_finite_samples(pcm, n, "log-mel");
+    require_finite_pcm(pcm, n, "log-mel");
 
     const MelConfig & c = analyzer.config();
     const int n_mel = c.n_mel;

@@ -96,7 +96,4 @@ private:
 // empty input, more than kMaxMelInputSamples samples, or a NaN/Inf sample (naming its index).
 LogMelSpectrogram log_mel_spectrogram(const MelFrameAnalyzer & analyzer, const float * pcm, size_t n);
 
-// Throws invalid_argument naming `what` and the first offending index when a sample is NaN/Inf.
-void require_finite_samples(const float * pcm, size_t n, const char * what);
-
 }  // namespace minicpmo

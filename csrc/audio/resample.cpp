@@ -7,6 +7,7 @@
 #include <numeric>
 #include <string>
 
+#include "audio/pcm_checks.h"
 #include "core/error.h"
 
 namespace minicpmo {
@@ -151,16 +152,6 @@ void validate_sample_rate(int rate, const char * what) {
     }
 }
 
-void validate_finite(const float * pcm, size_t n, const char * what) {
-    for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(pcm[i])) {
-            fail(Status::invalid_argument, std::string(what) + ": sample " + std::to_string(i) + " is " +
-                                               (std::isnan(pcm[i]) ? "NaN" : "infinite") +
-                                               " (audio samples must be finite numbers)");
-        }
-    }
-}
-
 size_t resampled_length(size_t n_in, int in_rate, int out_rate) {
     validate_sample_rate(in_rate, "input rate");
     validate_sample_rate(out_rate, "output rate");
@@ -214,7 +205,7 @@ std::vector<float> resample_pcm(const float * pcm, size_t n, int in_rate, int ou
     validate_sample_rate(in_rate, "resample: input rate");
     validate_sample_rate(out_rate, "resample: output rate");
     if (n == 0) fail(Status::invalid_argument, "resample: the audio is empty (0 samples)");
-    validate_finite(pcm, n, "resample");
+    require_finite_pcm(pcm, n, "resample");
     if (in_rate == out_rate) return std::vector<float>(pcm, pcm + n);  // bit-exact passthrough
 
     const size_t n_out = resampled_length(n, in_rate, out_rate);

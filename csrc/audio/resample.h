@@ -23,9 +23,6 @@ constexpr int kMaxAudioChannels = 256;      // beyond any real file (WAV/FLAC al
 // Throws invalid_argument unless 0 < rate <= kMaxAudioSampleRate. `what` names the value.
 void validate_sample_rate(int rate, const char * what);
 
-// Throws invalid_argument naming `what` and the first offending index if a sample is NaN or Inf.
-void validate_finite(const float * pcm, size_t n, const char * what);
-
 // ceil(n_in * out_rate / in_rate); throws invalid_argument when that does not fit in size_t.
 size_t resampled_length(size_t n_in, int in_rate, int out_rate);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "audio/pcm_checks.h"
 #include "core/error.h"
 
 namespace minicpmo {
@@ -83,7 +84,7 @@ bool StreamingMel::push(const float * pcm, size_t n, bool is_last_chunk) {
         fail(Status::invalid_argument, "streaming mel: the audio buffer would exceed " +
                                            std::to_string(kMaxMelInputSamples) + " samples");
     }
-    require_finite_samples(pcm, n, "streaming mel");
+    require_finite_pcm(pcm, n, "streaming mel");
 
     const size_t queued_before = queue_.size();
     switch (options_.feed) {

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "audio/pcm_checks.h"
 #include "core/error.h"
 #include "core/llama_log.h"
 #include "core/uniform_random.h"
@@ -19,8 +20,8 @@
 #include "session/media_forward.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
+#include "session/reply_stream.h"
 #include "session/simplex_stream.h"
-#include "session/spoken_reply_stream.h"
 #include "speech/speech_synthesizer.h"
 #include "speech/voice_bank.h"
 
@@ -35,6 +36,18 @@ struct minicpmo_session {
     minicpmo::SimplexStream & streaming() {
         if (!simplex) simplex = std::make_unique<minicpmo::SimplexStream>(*impl);
         return *simplex;
+    }
+};
+
+struct minicpmo_reply {
+    minicpmo::OmniSession * session = nullptr;
+    std::unique_ptr<minicpmo::ReplyStream> impl;
+    minicpmo::ReplyChunk step;                  // the last step's output
+    size_t next_audio = 0;                      // waveforms of `step` handed out so far
+    bool text_given = false;                    // the text of `step` handed out
+    bool more = true;                           // the stream has more steps
+    ~minicpmo_reply() {
+        if (impl) impl->abandon();
     }
 };
 
@@ -111,7 +124,7 @@ minicpmo::ImageInput to_image(const minicpmo_image & im) {
 minicpmo::AudioInput to_audio(const minicpmo_audio & a) {
     require(a.samples != nullptr || a.n_samples == 0, "an audio has NULL samples");
     require(a.n_samples > 0, "an audio is empty (no samples)");
-    for (size_t i = 0; i < a.n_samples; ++i) require(std::isfinite(a.samples[i]), "an audio has NaN or infinite samples");
+    minicpmo::require_finite_pcm(a.samples, a.n_samples, "audio");
     minicpmo::AudioInput in;
     in.pcm = a.samples;
     in.n_samples = a.n_samples;
@@ -144,33 +157,43 @@ std::vector<minicpmo::ChatMessage> to_messages(const minicpmo_message * messages
     return msgs;
 }
 
-// The template and media options of a chat_media-style call (forward_media renders the same prompt).
-minicpmo::ChatTemplateOptions chat_options(const minicpmo_generate_params & p, size_t n_audios) {
-    minicpmo::ChatTemplateOptions opts;
-    opts.enable_thinking = p.enable_thinking;
-    opts.use_tts_template = p.use_tts_template || p.generate_audio || n_audios > 0;  // as the official chat() does
-    return opts;
+// The conversation of a chat_media-style call (forward_media renders the same prompt). The request
+// points into the caller's arrays for the duration of the call.
+minicpmo::ChatRequest chat_request(const minicpmo_message * messages, size_t n_messages, const minicpmo_image * images,
+                                   size_t n_images, int32_t use_image_id, const minicpmo_audio * audios,
+                                   size_t n_audios, const minicpmo_generate_params & p) {
+    minicpmo::ChatRequest r;
+    r.messages = to_messages(messages, n_messages);
+    r.images = to_images(images, n_images);
+    r.audios = to_audios(audios, n_audios);
+    r.media.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+    r.enable_thinking = p.enable_thinking;
+    if (p.use_tts_template || p.generate_audio) r.use_tts_template = true;  // else: on when audio is given
+    return r;
 }
 
-minicpmo::MediaPromptOptions media_options(int32_t use_image_id) {
-    minicpmo::MediaPromptOptions mo;
-    mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
-    return mo;
+// How a reply is made from the generate params: with speech, the seed also seeds the speech
+// sampling and the vocoder noise when sampling (greedy speech tokens otherwise).
+minicpmo::ReplyOptions reply_options(const minicpmo_generate_params & p, minicpmo::ReplySpeech speech,
+                                     const char * voice) {
+    minicpmo::ReplyOptions o;
+    o.generate = to_generate(p);
+    o.speech = speech;
+    o.voice = voice ? voice : "";
+    o.max_speech_tokens = p.max_speech_tokens;
+    if (speech != minicpmo::ReplySpeech::none && p.do_sample) {
+        o.noise_seed = p.seed;
+        o.speech_draw = minicpmo::seeded_uniform_draws(p.seed);
+    }
+    return o;
 }
 
 // Calls into the same session from a callback are refused (busy): the call that made the callback
 // is in the middle of its work.
-std::function<bool(const std::string &)> piece_sink(minicpmo::Session & s, minicpmo_text_callback on_text,
-                                                    void * user_data) {
-    return [&s, on_text, user_data](const std::string & piece) {
-        if (on_text == nullptr) return true;
-        const minicpmo::CallGuard::Callout callout(s.guard());
-        return on_text(piece.data(), piece.size(), user_data);
-    };
-}
-
 bool call_text(minicpmo::Session & s, minicpmo_text_callback on_text, const std::string & piece, void * user_data) {
-    return piece_sink(s, on_text, user_data)(piece);
+    if (on_text == nullptr) return true;
+    const minicpmo::CallGuard::Callout callout(s.guard());
+    return on_text(piece.data(), piece.size(), user_data);
 }
 
 bool call_audio(minicpmo::Session & s, minicpmo_audio_callback on_audio, const std::vector<float> & samples,
@@ -179,34 +202,36 @@ bool call_audio(minicpmo::Session & s, minicpmo_audio_callback on_audio, const s
     return on_audio(samples.data(), samples.size(), sample_rate, user_data);
 }
 
-// Streams a spoken reply from a prompt that ends with <|tts_bos|> (chat_spoken, streaming_generate):
-// text pieces to on_text, 1-s chunks to on_audio; either returning false stops it. Returns the text.
-std::string speak_streamed(minicpmo::OmniSession & s, const minicpmo_generate_params & p, const char * voice,
-                           minicpmo_text_callback on_text, minicpmo_audio_callback on_audio, void * user_data) {
-    require(p.max_speech_tokens >= 0, "max_speech_tokens must be >= 0");
-    std::function<double()> draw;
-    if (p.do_sample) {
-        s.speech().reseed(p.seed);
-        draw = minicpmo::seeded_uniform_draws(p.seed);
-    }
-    minicpmo::SpokenReplyStream stream(s, to_generate(p), voice ? voice : "", draw, p.max_speech_tokens);
-    minicpmo::SpokenPiece piece;
-    std::string reply;
+// Pulls a reply to its end: text pieces to on_text, waveforms to on_audio (each may be NULL);
+// either returning false stops the reply. Returns its text.
+std::string drive_reply(minicpmo::OmniSession & s, minicpmo::ReplyStream & reply, minicpmo_text_callback on_text,
+                        minicpmo_audio_callback on_audio, void * user_data) {
+    minicpmo::ReplyChunk chunk;
     bool more = true;
     while (more) {
-        more = stream.next(piece);
-        reply += piece.text;
-        const bool keep_text = piece.text.empty() || call_text(s, on_text, piece.text, user_data);
+        more = reply.next(chunk);
+        const bool keep_text = chunk.text.empty() || call_text(s, on_text, chunk.text, user_data);
         bool keep_audio = true;
-        for (const std::vector<float> & chunk : piece.audio) {
-            if (keep_audio) keep_audio = call_audio(s, on_audio, chunk, stream.sample_rate(), user_data);
+        for (const std::vector<float> & samples : chunk.audio) {
+            if (keep_audio && on_audio) keep_audio = call_audio(s, on_audio, samples, reply.sample_rate(), user_data);
         }
         if (more && (!keep_text || !keep_audio)) {
-            stream.cancel();
+            reply.cancel();
             more = false;
         }
     }
-    return reply;
+    return reply.text();
+}
+
+minicpmo_finish_reason to_finish_reason(minicpmo::FinishReason r) {
+    switch (r) {
+        case minicpmo::FinishReason::none: return MINICPMO_FINISH_NONE;
+        case minicpmo::FinishReason::stop: return MINICPMO_FINISH_STOP;
+        case minicpmo::FinishReason::length: return MINICPMO_FINISH_LENGTH;
+        case minicpmo::FinishReason::context: return MINICPMO_FINISH_CONTEXT;
+        case minicpmo::FinishReason::cancelled: return MINICPMO_FINISH_CANCELLED;
+    }
+    return MINICPMO_FINISH_NONE;
 }
 
 }  // namespace
@@ -239,25 +264,27 @@ minicpmo_model_params minicpmo_model_default_params(void) {
     return p;
 }
 
+// The defaults below come from the C++ structs' initializers, the one table every front end uses.
 minicpmo_session_params minicpmo_session_default_params(void) {
+    const minicpmo::LlmContextParams d;
     minicpmo_session_params p;
-    p.n_ctx = 8192;
-    p.n_threads = 0;
-    p.n_batch = 512;
-    p.kv_cache_type = nullptr;
+    p.n_ctx = d.n_ctx;
+    p.n_threads = d.n_threads;
+    p.n_batch = d.n_batch;
+    p.kv_cache_type = nullptr;  // d.kv_cache_type
     return p;
 }
 
 minicpmo_generate_params minicpmo_generate_default_params(void) {
-    // the official chat() sampling defaults (spec §4.5)
+    const minicpmo::GenerateParams d;  // the official chat() sampling defaults (spec §4.5)
     minicpmo_generate_params p;
-    p.do_sample = true;
-    p.temperature = 0.7f;
-    p.top_p = 0.8f;
-    p.top_k = 100;
-    p.repetition_penalty = 1.02f;
-    p.seed = 0;
-    p.max_new_tokens = 4096;
+    p.do_sample = d.sampling.do_sample;
+    p.temperature = d.sampling.temperature;
+    p.top_p = d.sampling.top_p;
+    p.top_k = d.sampling.top_k;
+    p.repetition_penalty = d.sampling.repetition_penalty;
+    p.seed = d.sampling.seed;
+    p.max_new_tokens = d.max_new_tokens;
     p.enable_thinking = false;
     p.use_tts_template = false;
     p.generate_audio = false;
@@ -342,14 +369,14 @@ minicpmo_status minicpmo_session_chat_media(minicpmo_session * session, const mi
     return guarded([&] {
         require(session != nullptr, "session is NULL");
         if (out_reply) *out_reply = nullptr;
-        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
-        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
-        const auto hold = session->impl->enter("minicpmo_session_chat");
-        hand_out(session->impl->chat(msgs, ims, sounds, media_options(use_image_id), chat_options(p, n_audios),
-                                     to_generate(p), piece_sink(*session->impl, on_text, user_data)),
-                 out_reply, out_len);
+        const minicpmo::ChatRequest request =
+            chat_request(messages, n_messages, images, n_images, use_image_id, audios, n_audios, p);
+        minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_chat");
+        // a text reply; with generate_audio its hidden states stay for minicpmo_session_speak_reply
+        const auto reply = minicpmo::start_reply(s, request, reply_options(p, minicpmo::ReplySpeech::none, nullptr));
+        hand_out(drive_reply(s, *reply, on_text, nullptr, user_data), out_reply, out_len);
     });
 }
 
@@ -406,19 +433,13 @@ minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const m
         require(session != nullptr, "session is NULL");
         require(on_audio != nullptr, "on_audio is NULL");
         if (out_reply) *out_reply = nullptr;
-        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
-        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
-        minicpmo::ChatTemplateOptions opts;
-        opts.enable_thinking = p.enable_thinking;
-        opts.use_tts_template = true;
-        minicpmo::MediaPromptOptions mo;
-        mo.use_image_id = use_image_id < 0 ? -1 : (use_image_id ? 1 : 0);
+        const minicpmo::ChatRequest request =
+            chat_request(messages, n_messages, images, n_images, use_image_id, audios, n_audios, p);
         minicpmo::OmniSession & s = *session->impl;
         const auto hold = s.enter("minicpmo_session_chat_spoken");
-        s.prefill_media(minicpmo::render_chat(msgs, opts), ims, sounds, mo);
-        hand_out(speak_streamed(s, p, voice, on_text, on_audio, user_data), out_reply, out_len);
+        const auto reply = minicpmo::start_reply(s, request, reply_options(p, minicpmo::ReplySpeech::streamed, voice));
+        hand_out(drive_reply(s, *reply, on_text, on_audio, user_data), out_reply, out_len);
     });
 }
 
@@ -444,30 +465,80 @@ minicpmo_status minicpmo_session_streaming_generate(minicpmo_session * session, 
         if (out_reply) *out_reply = nullptr;
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
         require(!p.generate_audio || on_audio != nullptr, "on_audio is NULL (generate_audio is set)");
-        const auto hold = session->impl->enter("minicpmo_session_streaming_generate");
-        minicpmo::SimplexStream & stream = session->streaming();
-        stream.open_reply(p.enable_thinking);
-        std::string reply;
-        if (p.generate_audio) {
-            reply = speak_streamed(*session->impl, p, voice, on_text, on_audio, user_data);
-        } else {
-            minicpmo::GenerateParams g = to_generate(p);
-            stream.begin_text_reply(g);
-            std::string piece;
-            bool more = true;
-            while (more) {
-                more = stream.text_step(piece);
-                if (piece.empty()) continue;
-                reply += piece;
-                if (!call_text(*session->impl, on_text, piece, user_data) && more) {
-                    session->impl->cancel();
-                    more = false;
-                }
-            }
-        }
-        hand_out(reply, out_reply, out_len);
+        minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_streaming_generate");
+        const minicpmo::ReplySpeech speech = p.generate_audio ? minicpmo::ReplySpeech::streamed : minicpmo::ReplySpeech::none;
+        const auto reply = session->streaming().start_reply(p.enable_thinking, reply_options(p, speech, voice));
+        hand_out(drive_reply(s, *reply, on_text, on_audio, user_data), out_reply, out_len);
     });
 }
+
+minicpmo_status minicpmo_session_start_reply(minicpmo_session * session, const minicpmo_message * messages,
+                                             size_t n_messages, const minicpmo_image * images, size_t n_images,
+                                             int32_t use_image_id, const minicpmo_audio * audios, size_t n_audios,
+                                             const minicpmo_generate_params * params, minicpmo_speech speech,
+                                             const char * voice, minicpmo_reply ** out_reply) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        require(out_reply != nullptr, "out_reply is NULL");
+        *out_reply = nullptr;
+        minicpmo::ReplySpeech mode;
+        switch (speech) {
+            case MINICPMO_SPEECH_NONE: mode = minicpmo::ReplySpeech::none; break;
+            case MINICPMO_SPEECH_WHOLE: mode = minicpmo::ReplySpeech::whole; break;
+            case MINICPMO_SPEECH_STREAMED: mode = minicpmo::ReplySpeech::streamed; break;
+            default:
+                minicpmo::fail(minicpmo::Status::invalid_argument,
+                               "speech must be 0 (none), 1 (whole) or 2 (streamed), got " + std::to_string(speech));
+        }
+        const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        const minicpmo::ChatRequest request =
+            chat_request(messages, n_messages, images, n_images, use_image_id, audios, n_audios, p);
+        auto r = std::make_unique<minicpmo_reply>();
+        r->session = session->impl.get();
+        r->impl = minicpmo::start_reply(*session->impl, request, reply_options(p, mode, voice));
+        r->text_given = true;  // no step yet
+        *out_reply = r.release();
+    });
+}
+
+minicpmo_status minicpmo_reply_next(minicpmo_reply * reply, minicpmo_reply_chunk * out_chunk) {
+    return guarded([&] {
+        require(reply != nullptr, "reply is NULL");
+        require(out_chunk != nullptr, "out_chunk is NULL");
+        *out_chunk = minicpmo_reply_chunk{};
+        out_chunk->text = "";
+        // a step may finish several waveforms: they are handed out one per call, the text first
+        const bool drained = reply->text_given && reply->next_audio >= reply->step.audio.size();
+        if (drained && reply->more) {
+            reply->more = reply->impl->next(reply->step);
+            reply->text_given = false;
+            reply->next_audio = 0;
+        }
+        if (!reply->text_given) {
+            out_chunk->text = reply->step.text.c_str();
+            out_chunk->text_len = reply->step.text.size();
+            reply->text_given = true;
+        }
+        if (reply->next_audio < reply->step.audio.size()) {
+            const std::vector<float> & a = reply->step.audio[reply->next_audio++];
+            out_chunk->audio = a.data();
+            out_chunk->n_audio = a.size();
+            out_chunk->sample_rate = reply->impl->sample_rate();
+        }
+        out_chunk->done = !reply->more && reply->next_audio >= reply->step.audio.size();
+    });
+}
+
+void minicpmo_reply_stop(minicpmo_reply * reply) {
+    if (reply && reply->impl) reply->impl->request_stop();
+}
+
+minicpmo_finish_reason minicpmo_reply_finish_reason(const minicpmo_reply * reply) {
+    return reply && reply->impl ? to_finish_reason(reply->impl->finish_reason()) : MINICPMO_FINISH_NONE;
+}
+
+void minicpmo_reply_free(minicpmo_reply * reply) { delete reply; }
 
 minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text) {
     return guarded([&] {
@@ -484,9 +555,10 @@ minicpmo_status minicpmo_session_generate(minicpmo_session * session, const mini
         require(session != nullptr, "session is NULL");
         if (out_reply) *out_reply = nullptr;
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
-        const auto hold = session->impl->enter("minicpmo_session_generate");
-        hand_out(session->impl->generate(to_generate(p), piece_sink(*session->impl, on_text, user_data)), out_reply,
-                 out_len);
+        minicpmo::OmniSession & s = *session->impl;
+        const auto hold = s.enter("minicpmo_session_generate");
+        minicpmo::ReplyStream reply(s, reply_options(p, minicpmo::ReplySpeech::none, nullptr), minicpmo::ReplyEnding::chat);
+        hand_out(drive_reply(s, reply, on_text, nullptr, user_data), out_reply, out_len);
     });
 }
 
@@ -502,15 +574,16 @@ minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const
         require(session != nullptr, "session is NULL");
         require(out_n_positions != nullptr, "out_n_positions is NULL");
         *out_n_positions = 0;
-        const std::vector<minicpmo::ChatMessage> msgs = to_messages(messages, n_messages);
-        const std::vector<minicpmo::ImageInput> ims = to_images(images, n_images);
-        const std::vector<minicpmo::AudioInput> sounds = to_audios(audios, n_audios);
         const minicpmo_generate_params p = params ? *params : minicpmo_generate_default_params();
+        const minicpmo::ChatRequest request =
+            chat_request(messages, n_messages, images, n_images, use_image_id, audios, n_audios, p);
+        const std::vector<minicpmo::ImageInput> & ims = request.images;
+        const std::vector<minicpmo::AudioInput> & sounds = request.audios;
         minicpmo::OmniSession & s = *session->impl;
         const auto hold = s.enter("minicpmo_session_forward_media");
         // the layout first: it gives the length without encoding or decoding anything
         const minicpmo::MediaPrompt prompt =
-            s.media_prompt(minicpmo::render_chat(msgs, chat_options(p, n_audios)), ims, sounds, media_options(use_image_id));
+            s.media_prompt(minicpmo::render_request(request, false), ims, sounds, request.media);
         const size_t n = prompt.tokens.size();
         *out_n_positions = n;
         if (!out_tokens && !out_is_media && !out_logits && !out_hidden) return;
@@ -528,15 +601,7 @@ minicpmo_status minicpmo_session_forward_media(minicpmo_session * session, const
 }
 
 minicpmo_finish_reason minicpmo_session_finish_reason(const minicpmo_session * session) {
-    if (!session) return MINICPMO_FINISH_NONE;
-    switch (session->impl->finish_reason()) {
-        case minicpmo::FinishReason::none: return MINICPMO_FINISH_NONE;
-        case minicpmo::FinishReason::stop: return MINICPMO_FINISH_STOP;
-        case minicpmo::FinishReason::length: return MINICPMO_FINISH_LENGTH;
-        case minicpmo::FinishReason::context: return MINICPMO_FINISH_CONTEXT;
-        case minicpmo::FinishReason::cancelled: return MINICPMO_FINISH_CANCELLED;
-    }
-    return MINICPMO_FINISH_NONE;
+    return session ? to_finish_reason(session->impl->finish_reason()) : MINICPMO_FINISH_NONE;
 }
 
 const char * minicpmo_finish_reason_name(minicpmo_finish_reason reason) {
@@ -561,34 +626,35 @@ minicpmo_status minicpmo_quantize_llm(const char * in_path, const char * out_pat
 }
 
 minicpmo_duplex_params minicpmo_duplex_default_params(void) {
+    const minicpmo::DuplexOptions d;
     minicpmo_duplex_params p;
     p.generate_audio = true;
     p.voice = nullptr;
     p.seed = 0;
-    p.sliding_window = false;
-    p.window_high = 4000;
-    p.window_low = 3500;
-    p.window_mode = MINICPMO_WINDOW_OFF;
-    p.context_max_units = 24;
-    p.context_previous_max_tokens = 500;
-    p.context_previous_marker = nullptr;
+    p.sliding_window = d.sliding_window;
+    p.window_high = d.window_high;
+    p.window_low = d.window_low;
+    p.window_mode = MINICPMO_WINDOW_OFF;  // d.window_mode
+    p.context_max_units = d.context.max_units;
+    p.context_previous_max_tokens = d.context.previous_max_tokens;
+    p.context_previous_marker = nullptr;  // d.context.previous_marker
     return p;
 }
 
 minicpmo_duplex_generate_params minicpmo_duplex_generate_default_params(void) {
-    // the official duplex defaults (spec §6.2)
+    const minicpmo::DuplexGenerateParams d;  // the official duplex defaults (spec §6.2)
     minicpmo_duplex_generate_params p;
-    p.greedy = false;
-    p.max_new_speak_tokens = 20;
-    p.temperature = 0.7f;
-    p.top_k = 20;
-    p.top_p = 0.8f;
-    p.repetition_penalty = 1.05f;
-    p.repetition_window = 512;
-    p.length_penalty = 1.1f;
-    p.listen_prob_scale = 1.0f;
-    p.force_listen = false;
-    p.listen_top_k = 0;
+    p.greedy = d.decode.greedy;
+    p.max_new_speak_tokens = d.max_new_speak_tokens;
+    p.temperature = d.decode.temperature;
+    p.top_k = d.decode.top_k;
+    p.top_p = d.decode.top_p;
+    p.repetition_penalty = d.decode.repetition_penalty;
+    p.repetition_window = d.decode.repetition_window;
+    p.length_penalty = d.decode.length_penalty;
+    p.listen_prob_scale = d.decode.listen_prob_scale;
+    p.force_listen = d.force_listen;
+    p.listen_top_k = d.decode.listen_top_k;
     return p;
 }
 
@@ -641,15 +707,11 @@ minicpmo_status minicpmo_duplex_prefill(minicpmo_duplex * duplex, const float * 
         const auto hold = duplex->impl->session().enter("minicpmo_duplex_prefill");
         require(pcm != nullptr || n_samples == 0, "pcm is NULL");
         require(frames != nullptr || n_frames == 0, "frames is NULL");
-        for (size_t i = 0; i < n_samples; ++i) require(std::isfinite(pcm[i]), "the unit's audio has NaN or infinite samples");
+        minicpmo::require_finite_pcm(pcm, n_samples, "the unit's audio");
         minicpmo::DuplexUnitInput in;
         in.pcm = pcm;
         in.n_samples = n_samples;
-        for (size_t i = 0; i < n_frames; ++i) {
-            minicpmo::ImageInput im = to_image(frames[i]);
-            if (im.max_slice_nums == 0) im.max_slice_nums = 1;  // duplex frames are not sliced by default
-            in.frames.push_back(im);
-        }
+        for (size_t i = 0; i < n_frames; ++i) in.frames.push_back(to_image(frames[i]));  // 0 slices: unsliced
         if (text) in.text = text;
         duplex->impl->prefill_unit(in);
     });

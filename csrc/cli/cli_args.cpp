@@ -1,5 +1,9 @@
 #include "cli/cli_args.h"
 
+#include "minicpmo.h"
+
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -30,20 +34,46 @@ T to_number(const std::string & flag, const std::string & v) {
     }
 }
 
+// "0.7", "1.02": the shortest text that reads back as the float
+std::string number(float v) {
+    char buf[32];
+    for (int digits = 1; digits < 10; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(v));
+        if (std::strtof(buf, nullptr) == v) break;
+    }
+    return buf;
+}
+
 }  // namespace
 
-const char * cli_usage() {
-    return "usage: minicpmo-cli -m MODEL.gguf [options]\n"
+CliArgs default_cli_args() {
+    // the library's defaults table (minicpmo_*_default_params), not numbers of the CLI's own
+    const minicpmo_generate_params g = minicpmo_generate_default_params();
+    const minicpmo_session_params sp = minicpmo_session_default_params();
+    CliArgs a;
+    a.n_predict = g.max_new_tokens;
+    a.temperature = g.temperature;
+    a.top_p = g.top_p;
+    a.top_k = g.top_k;
+    a.repeat_penalty = g.repetition_penalty;
+    a.threads = sp.n_threads;
+    a.ctx = static_cast<int>(sp.n_ctx);
+    return a;
+}
+
+std::string cli_usage() {
+    const CliArgs d = default_cli_args();
+    return std::string("usage: minicpmo-cli -m MODEL.gguf [options]\n"
            "\n"
            "  -m, --model FILE       LLM GGUF (MiniCPM-o-4_5-<QTYPE>.gguf)\n"
            "  --omni FILE            omni companion GGUF (default: the one named in the model file)\n"
            "  -p, --prompt TEXT      prompt; without it, chat interactively (/reset, /exit)\n"
            "  -sys, --system TEXT    system message\n"
-           "  -n, --n-predict N      max new tokens per reply (default 4096)\n"
-           "  --temp T               temperature (default 0.7; 0 = greedy)\n"
-           "  --top-p P              top-p (default 0.8)\n"
-           "  --top-k K              top-k (default 100; 0 = off)\n"
-           "  --repeat-penalty R     repetition penalty (default 1.02)\n"
+           "  -n, --n-predict N      max new tokens per reply (default " + std::to_string(d.n_predict) + ")\n" +
+           "  --temp T               temperature (default " + number(d.temperature) + "; 0 = greedy)\n" +
+           "  --top-p P              top-p (default " + number(d.top_p) + ")\n" +
+           "  --top-k K              top-k (default " + std::to_string(d.top_k) + "; 0 = off)\n" +
+           "  --repeat-penalty R     repetition penalty (default " + number(d.repeat_penalty) + ")\n" +
            "  --seed S               sampling seed (default: random)\n"
            "  --think                enable thinking\n"
            "  --image FILE           image for the first message (repeatable; PNG, JPEG, BMP, GIF, ...)\n"
@@ -57,13 +87,13 @@ const char * cli_usage() {
            "                         a timeline (second, listen/speak, text); --speak writes the reply track\n"
            "  --video-frames DIR     --duplex: one image per second from DIR, in name order\n"
            "  -t, --threads N        CPU threads (default: all cores)\n"
-           "  -c, --ctx-size N       context window (default 8192)\n"
+           "  -c, --ctx-size N       context window (default " + std::to_string(d.ctx) + ")\n" +
            "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
-           "  -h, --help             this text\n";
+           "  -h, --help             this text\n");
 }
 
 CliArgs parse_cli_args(int argc, char ** argv) {
-    CliArgs a;
+    CliArgs a = default_cli_args();
     for (int i = 1; i < argc; ++i) {
         const std::string f = argv[i];
         if (f == "-h" || f == "--help") {

@@ -13,14 +13,15 @@ struct CliArgs {
     std::string prompt;  // empty: interactive chat
     bool has_prompt = false;
     std::string system;
-    int n_predict = 4096;
-    float temperature = 0.7f;
-    float top_p = 0.8f;
-    int top_k = 100;
-    float repeat_penalty = 1.02f;
+    // sampling and context settings: default_cli_args() fills them from the library's defaults
+    int n_predict = 0;
+    float temperature = 0.0f;
+    float top_p = 0.0f;
+    int top_k = 0;
+    float repeat_penalty = 0.0f;
     int64_t seed = -1;  // -1: random
     int threads = 0;
-    int ctx = 8192;
+    int ctx = 0;
     int n_gpu_layers = -1;
     bool think = false;
     std::vector<std::string> images;  // go into the first user message, before its text
@@ -34,8 +35,10 @@ struct CliArgs {
     bool show_help = false;
 };
 
+// The options' values when not given.
+CliArgs default_cli_args();
 // Throws std::invalid_argument with a message naming the bad option.
 CliArgs parse_cli_args(int argc, char ** argv);
-const char * cli_usage();
+std::string cli_usage();
 
 }  // namespace minicpmo_cli

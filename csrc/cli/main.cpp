@@ -1,5 +1,6 @@
 // minicpmo-cli: chat with MiniCPM-o 4.5 from the terminal, through the public C API.
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -18,14 +19,14 @@
 
 namespace {
 
-// Ctrl-C while a reply is made stops that reply (the text callback returns false); at the prompt it
-// quits. A signal handler can only reach static storage, hence these two flags of the program.
-volatile std::sig_atomic_t g_replying = 0;
-volatile std::sig_atomic_t g_stop_reply = 0;
+// Ctrl-C while a reply is made stops that reply (its text; a second one its speech); at the prompt
+// it quits. A signal handler can only reach static storage, hence this pointer of the program:
+// minicpmo_reply_stop only sets a flag the reply reads at its next step.
+std::atomic<minicpmo_reply *> g_reply{nullptr};
 
 extern "C" void on_sigint(int) {
-    if (g_replying) {
-        g_stop_reply = 1;
+    if (minicpmo_reply * r = g_reply.load()) {
+        minicpmo_reply_stop(r);
         return;
     }
     std::_Exit(130);  // the shell's code for "ended by SIGINT"; nothing is half-written between replies
@@ -34,12 +35,6 @@ extern "C" void on_sigint(int) {
 // glibc's signal() keeps the handler installed and restarts interrupted reads (BSD semantics), so
 // reading the next prompt goes on after a Ctrl-C during a reply.
 void install_sigint_handler() { std::signal(SIGINT, on_sigint); }
-
-bool print_piece(const char * piece, size_t len, void *) {
-    std::fwrite(piece, 1, len, stdout);
-    std::fflush(stdout);
-    return !g_stop_reply;
-}
 
 int report(const char * what) {
     std::fprintf(stderr, "minicpmo-cli: %s: %s\n", what, minicpmo_last_error());
@@ -62,11 +57,11 @@ int main(int argc, char ** argv) {
     try {
         args = minicpmo_cli::parse_cli_args(argc, argv);
     } catch (const std::exception & e) {
-        std::fprintf(stderr, "minicpmo-cli: %s\n\n%s", e.what(), minicpmo_cli::cli_usage());
+        std::fprintf(stderr, "minicpmo-cli: %s\n\n%s", e.what(), minicpmo_cli::cli_usage().c_str());
         return 2;
     }
     if (args.show_help) {
-        std::fputs(minicpmo_cli::cli_usage(), stdout);
+        std::fputs(minicpmo_cli::cli_usage().c_str(), stdout);
         return 0;
     }
 
@@ -110,6 +105,7 @@ int main(int argc, char ** argv) {
     gp.max_new_tokens = args.n_predict;
     gp.enable_thinking = args.think;
     gp.generate_audio = !args.speak.empty();
+    gp.max_speech_tokens = args.max_speech_tokens;  // per reply: the speech comes whole
     if (!args.voice.empty() && args.speak.empty()) {
         std::fprintf(stderr, "minicpmo-cli: --voice needs --speak OUT.wav\n");
         return 2;
@@ -136,55 +132,54 @@ int main(int argc, char ** argv) {
         contents.push_back(content + user_text);
         std::vector<minicpmo_message> msgs;
         for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
-        char * reply = nullptr;
-        size_t len = 0;
-        struct ReplyingFlag {  // Ctrl-C stops this reply (text and speech) instead of quitting
-            ReplyingFlag() { g_stop_reply = 0, g_replying = 1; }
-            ~ReplyingFlag() { g_replying = 0; }
-        } replying;
-        const minicpmo_status st = minicpmo_session_chat_media(h.session, msgs.data(), msgs.size(), images.data(),
-                                                               images.size(), -1, audios.data(), audios.size(), &gp,
-                                                               print_piece, nullptr, &reply, &len);
-        if (st != MINICPMO_OK) {
+        minicpmo_reply * reply = nullptr;
+        const minicpmo_speech speech = args.speak.empty() ? MINICPMO_SPEECH_NONE : MINICPMO_SPEECH_WHOLE;
+        if (minicpmo_session_start_reply(h.session, msgs.data(), msgs.size(), images.data(), images.size(), -1,
+                                         audios.data(), audios.size(), &gp, speech, args.voice.c_str(),
+                                         &reply) != MINICPMO_OK) {
             roles.pop_back();
             contents.pop_back();
             return report("generation failed");
         }
+        // pulls the reply: text to stdout as it comes, the speech (with --speak) at the end
+        std::string text;
+        std::vector<float> samples;
+        int rate = 0;
+        bool failed = false;
+        g_reply.store(reply);
+        for (minicpmo_reply_chunk c{}; !c.done;) {
+            if (minicpmo_reply_next(reply, &c) != MINICPMO_OK) {
+                failed = true;
+                break;
+            }
+            std::fwrite(c.text, 1, c.text_len, stdout);
+            std::fflush(stdout);
+            text.append(c.text, c.text_len);
+            if (c.audio) samples.insert(samples.end(), c.audio, c.audio + c.n_audio), rate = c.sample_rate;
+        }
+        g_reply.store(nullptr);
+        const bool stopped = minicpmo_reply_finish_reason(reply) == MINICPMO_FINISH_CANCELLED;
+        minicpmo_reply_free(reply);
         std::fputc('\n', stdout);
         std::fflush(stdout);
-        // with --speak, the reply made so far is spoken and written (a Ctrl-C during the speech is
-        // taken when the utterance is done: synthesis runs as one step)
-        if (g_stop_reply) std::fprintf(stderr, "minicpmo-cli: reply stopped (Ctrl-C)\n");
-        if (!args.speak.empty()) {
-            struct Sink {
-                std::vector<float> samples;
-                int rate = 0;
-            } sink;
-            auto on_audio = [](const float * s, size_t n, int32_t rate, void * ud) {
-                Sink & k = *static_cast<Sink *>(ud);
-                k.samples.insert(k.samples.end(), s, s + n);
-                k.rate = rate;
-                return true;
-            };
-            if (minicpmo_session_speak_reply(h.session, args.voice.c_str(), gp.do_sample ? gp.seed : 0,
-                                             args.max_speech_tokens, on_audio, &sink) !=
-                MINICPMO_OK) {
-                minicpmo_string_free(reply);
-                return report("speaking the reply failed");
-            }
+        if (failed) {
+            roles.pop_back();
+            contents.pop_back();
+            return report("generation failed");
+        }
+        if (stopped) std::fprintf(stderr, "minicpmo-cli: reply stopped (Ctrl-C)\n");
+        if (!args.speak.empty() && rate > 0) {
             try {
-                minicpmo_cli::write_wav_float(args.speak, sink.samples, sink.rate);
+                minicpmo_cli::write_wav_float(args.speak, samples, rate);
             } catch (const std::exception & e) {
-                minicpmo_string_free(reply);
                 std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
                 return 1;
             }
             std::fprintf(stderr, "minicpmo-cli: wrote %.2f s of speech to %s\n",
-                         sink.rate ? static_cast<double>(sink.samples.size()) / sink.rate : 0.0, args.speak.c_str());
+                         static_cast<double>(samples.size()) / rate, args.speak.c_str());
         }
         roles.push_back("assistant");
-        contents.push_back(std::string(reply, len));
-        minicpmo_string_free(reply);
+        contents.push_back(text);
         return 0;
     };
     install_sigint_handler();

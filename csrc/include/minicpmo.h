@@ -252,6 +252,48 @@ MINICPMO_API minicpmo_status minicpmo_session_streaming_generate(minicpmo_sessio
                                                                  minicpmo_audio_callback on_audio, void * user_data,
                                                                  char ** out_reply, size_t * out_len);
 
+/* ---- A reply pulled step by step (what the calls above drive with callbacks) ----
+ * minicpmo_session_start_reply renders and prefills the conversation (as minicpmo_session_chat_media)
+ * and starts the reply; each minicpmo_reply_next computes one step and hands out what it finished.
+ * The session is held only during those calls, and must outlive the reply. A later call on the
+ * session that prefills, resets or starts another reply abandons this one (its next step fails). */
+typedef struct minicpmo_reply minicpmo_reply;
+
+typedef enum minicpmo_speech {
+    MINICPMO_SPEECH_NONE = 0,     /* text only */
+    MINICPMO_SPEECH_WHOLE = 1,    /* the text, then its speech as one waveform (as minicpmo_session_speak_reply) */
+    MINICPMO_SPEECH_STREAMED = 2, /* 1-s chunks while the text is decoded (as minicpmo_session_chat_spoken) */
+} minicpmo_speech;
+
+typedef struct minicpmo_reply_chunk {
+    const char * text;  /* UTF-8 piece (not NUL-terminated, may be empty); valid until the next call */
+    size_t text_len;
+    const float * audio; /* one waveform, or NULL; valid until the next call on this reply */
+    size_t n_audio;
+    int32_t sample_rate; /* of the audio (24000) */
+    bool done;           /* the reply is complete: this chunk is its last */
+} minicpmo_reply_chunk;
+
+/* voice: NULL or "" = the model file's default voice (used with speech only). With speech and
+ * params->do_sample, params->seed also seeds the speech sampling and the vocoder noise. */
+MINICPMO_API minicpmo_status minicpmo_session_start_reply(minicpmo_session * session, const minicpmo_message * messages,
+                                                          size_t n_messages, const minicpmo_image * images,
+                                                          size_t n_images, int32_t use_image_id,
+                                                          const minicpmo_audio * audios, size_t n_audios,
+                                                          const minicpmo_generate_params * params,
+                                                          minicpmo_speech speech, const char * voice,
+                                                          minicpmo_reply ** out_reply);
+/* The next chunk; after the one with done = true it returns empty chunks with done = true. */
+MINICPMO_API minicpmo_status minicpmo_reply_next(minicpmo_reply * reply, minicpmo_reply_chunk * out_chunk);
+/* Asks the reply to stop. It only sets a flag, so it may be called from any thread or from a signal
+ * handler; the next minicpmo_reply_next acts on it: while the text is decoded, the text ends there
+ * (a WHOLE reply still speaks what was said); later, the rest of the reply is dropped. */
+MINICPMO_API void minicpmo_reply_stop(minicpmo_reply * reply);
+/* Why the reply's text ended (MINICPMO_FINISH_NONE until it has). */
+MINICPMO_API minicpmo_finish_reason minicpmo_reply_finish_reason(const minicpmo_reply * reply);
+/* Frees the reply; a reply still running is cancelled first (unless the session moved on). */
+MINICPMO_API void minicpmo_reply_free(minicpmo_reply * reply);
+
 /* Low level: append raw prompt text (special tokens like <|im_start|> are parsed) to the cache. */
 MINICPMO_API minicpmo_status minicpmo_session_prefill_text(minicpmo_session * session, const char * text);
 /* Low level: generate from what the cache holds (no template is applied). */

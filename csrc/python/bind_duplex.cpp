@@ -52,6 +52,9 @@ DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, floa
 }  // namespace
 
 void bind_duplex(py::module_ & m) {
+    const DuplexOptions opt;        // the defaults table (see bind_defaults.cpp)
+    const DuplexGenerateParams gen;
+    const DuplexDecodeParams & dec = gen.decode;
     py::class_<DuplexSession>(m, "DuplexSession")
         .def(py::init([](OmniSession & session, bool sliding_window, int window_high, int window_low, uint64_t seed,
                          const std::string & window_mode, int context_max_units, int context_previous_max_tokens,
@@ -75,10 +78,10 @@ void bind_duplex(py::module_ & m) {
                  o.context.previous_marker = context_previous_marker;
                  return std::make_unique<DuplexSession>(session, o, seed);
              }),
-             py::arg("session"), py::arg("sliding_window") = false, py::arg("window_high") = 4000,
-             py::arg("window_low") = 3500, py::arg("seed") = 0, py::arg("window_mode") = "off",
-             py::arg("context_max_units") = 24, py::arg("context_previous_max_tokens") = 500,
-             py::arg("context_previous_marker") = "\n\nprevious: ", py::keep_alive<1, 2>())
+             py::arg("session"), py::arg("sliding_window") = false, py::arg("window_high") = opt.window_high,
+             py::arg("window_low") = opt.window_low, py::arg("seed") = 0, py::arg("window_mode") = "off",
+             py::arg("context_max_units") = opt.context.max_units, py::arg("context_previous_max_tokens") = opt.context.previous_max_tokens,
+             py::arg("context_previous_marker") = opt.context.previous_marker, py::keep_alive<1, 2>())
         .def("prepare",
              [](DuplexSession & d, const std::string & prefix, const std::string & suffix, const py::object & ref_audio) {
                  F32Array ref;
@@ -158,11 +161,11 @@ void bind_duplex(py::module_ & m) {
                  }
                  return out;
              },
-             py::arg("greedy") = false, py::arg("max_new_speak_tokens") = 20, py::arg("temperature") = 0.7f,
-             py::arg("top_k") = 20, py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f,
-             py::arg("repetition_window") = 512, py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
+             py::arg("greedy") = false, py::arg("max_new_speak_tokens") = gen.max_new_speak_tokens, py::arg("temperature") = dec.temperature,
+             py::arg("top_k") = dec.top_k, py::arg("top_p") = dec.top_p, py::arg("repetition_penalty") = dec.repetition_penalty,
+             py::arg("repetition_window") = dec.repetition_window, py::arg("length_penalty") = dec.length_penalty, py::arg("listen_prob_scale") = dec.listen_prob_scale,
              py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>(), py::arg("wait_audio") = true,
-             py::arg("listen_top_k") = 0)
+             py::arg("listen_top_k") = dec.listen_top_k)
         .def("set_speech", &DuplexSession::set_speech, py::arg("on"), py::arg("voice") = "", py::arg("seed") = 0,
              "speech for speaking units from the next prepare() on")
         .def_property_readonly("speech_on", &DuplexSession::speech_on)
@@ -249,9 +252,9 @@ void bind_duplex(py::module_ & m) {
               return py::make_tuple(dec.token, dec.stage);
           },
           py::arg("logits"), py::arg("history"), py::arg("forbidden"), py::arg("chunk_eos"), py::arg("turn_eos"),
-          py::arg("eos"), py::arg("greedy") = false, py::arg("temperature") = 0.7f, py::arg("top_k") = 20,
-          py::arg("top_p") = 0.8f, py::arg("repetition_penalty") = 1.05f, py::arg("repetition_window") = 512,
-          py::arg("length_penalty") = 1.1f, py::arg("listen_prob_scale") = 1.0f,
-          py::arg("uniforms") = std::vector<double>(), py::arg("listen") = -1, py::arg("listen_top_k") = 0,
+          py::arg("eos"), py::arg("greedy") = false, py::arg("temperature") = dec.temperature, py::arg("top_k") = dec.top_k,
+          py::arg("top_p") = dec.top_p, py::arg("repetition_penalty") = dec.repetition_penalty, py::arg("repetition_window") = dec.repetition_window,
+          py::arg("length_penalty") = dec.length_penalty, py::arg("listen_prob_scale") = dec.listen_prob_scale,
+          py::arg("uniforms") = std::vector<double>(), py::arg("listen") = -1, py::arg("listen_top_k") = dec.listen_top_k,
           "the duplex two-stage decision on one logits row: (token, stage); uniforms feed the draws in order");
 }

@@ -1,10 +1,13 @@
-// pybind11 binding of the all-positions forward pass over a media prompt (csrc/session/media_forward.h):
-// Session.forward_media. The Python face is OmniSession.forward_messages.
+// pybind11 binding of a conversation's prompt (what chat() prefills): its token ids and the
+// all-positions forward pass over it (csrc/session/media_forward.h). The Python faces are
+// OmniSession.prompt_token_ids and forward_messages.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "python/numpy_arrays.h"
 #include "session/media_forward.h"
 #include "session/omni_session.h"
+#include "session/reply_stream.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
@@ -35,20 +39,37 @@ py::array_t<T> adopt(std::vector<T> && v, std::vector<py::ssize_t> shape) {
 
 void bind_forward(py::module_ & m) {
     auto session = py::reinterpret_borrow<py::class_<OmniSession>>(m.attr("Session"));
+    // the conversation's prompt: (role, text with media markers) pairs rendered here, as chat does
     session.def(
-        "forward_media",
-        [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
-           int use_image_id, const py::list & audios, bool want_logits) {
+        "conversation_tokens",
+        [](OmniSession & s, const std::vector<std::pair<std::string, std::string>> & messages, const py::list & images,
+           const std::vector<int> & max_slice_nums, int use_image_id, const py::list & audios, bool enable_thinking,
+           std::optional<bool> use_tts_template) {
             const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, max_slice_nums, 0);
-            const std::vector<ImageInput> & ims = media.images;
-            const std::vector<AudioInput> & sounds = media.audios;
-            MediaPromptOptions o;
-            o.use_image_id = use_image_id;
+            const ChatRequest request =
+                minicpmo_py::chat_request(messages, media, use_image_id, enable_thinking, use_tts_template);
+            py::gil_scoped_release release;
+            const auto hold = s.enter("prompt_token_ids");
+            return s.media_prompt(render_request(request, false), request.images, request.audios, request.media).tokens;
+        },
+        py::arg("messages"), py::arg("images"), py::arg("max_slice_nums"), py::arg("use_image_id"), py::arg("audios"),
+        py::arg("enable_thinking"), py::arg("use_tts_template"),
+        "token ids of the prompt chat() prefills for the conversation, media expanded to their placeholders");
+    session.def(
+        "forward_conversation",
+        [](OmniSession & s, const std::vector<std::pair<std::string, std::string>> & messages, const py::list & images,
+           const std::vector<int> & max_slice_nums, int use_image_id, const py::list & audios, bool enable_thinking,
+           std::optional<bool> use_tts_template, bool add_generation_prompt, bool want_logits) {
+            const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, max_slice_nums, 0);
+            const ChatRequest request = minicpmo_py::chat_request(messages, media, use_image_id, enable_thinking,
+                                                                  use_tts_template, add_generation_prompt);
             PromptForward r;
             {
                 py::gil_scoped_release release;
                 const auto hold = s.enter("forward_media");
-                r = forward_media(s, s.media_prompt(text, ims, sounds, o), ims, sounds, want_logits);
+                const std::string text = render_request(request, false);
+                r = forward_media(s, s.media_prompt(text, request.images, request.audios, request.media), request.images,
+                                  request.audios, want_logits);
             }
             const auto n = static_cast<py::ssize_t>(r.tokens.size());
             py::object logits = py::none();
@@ -58,8 +79,8 @@ void bind_forward(py::module_ & m) {
             return py::make_tuple(std::move(r.tokens), is_media, logits,
                                   adopt(std::move(r.hidden), {n, static_cast<py::ssize_t>(s.context().n_embd())}));
         },
-        py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
-        py::arg("use_image_id") = -1, py::arg("audios") = py::list(), py::arg("logits") = true,
-        "(token ids, media mask, logits or None, final-norm hidden states) of every position of the rendered "
-        "prompt `text` with its image / audio markers expanded, on an empty cache (the conversation is cleared)");
+        py::arg("messages"), py::arg("images"), py::arg("max_slice_nums"), py::arg("use_image_id"), py::arg("audios"),
+        py::arg("enable_thinking"), py::arg("use_tts_template"), py::arg("add_generation_prompt"), py::arg("logits"),
+        "(token ids, media mask, logits or None, final-norm hidden states) of every position of the conversation's "
+        "prompt, media included, on an empty cache (the conversation is cleared)");
 }

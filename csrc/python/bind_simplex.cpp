@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "python/generate_args.h"
 #include "python/media_args.h"
 #include "python/numpy_arrays.h"
 #include "session/omni_session.h"
@@ -21,7 +20,6 @@ using namespace minicpmo;
 using minicpmo_py::checked_f32;
 using minicpmo_py::F32Array;
 using minicpmo_py::checked_rgb8;
-using minicpmo_py::make_generate_params;
 using minicpmo_py::U8Array;
 
 void bind_simplex(py::module_ & m) {
@@ -34,37 +32,14 @@ void bind_simplex(py::module_ & m) {
         .def("prefill",
              [](SimplexStream & s, const std::string & role, const std::string & text, const py::list & images,
                 const py::list & audios) {
-                 // frames are not sliced in a streaming message
-                 const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, {}, 1);
+                 // no slice count: the stream encodes its frames unsliced (streaming_frame)
+                 const minicpmo_py::HeldMedia media = minicpmo_py::hold_media(images, audios, {}, 0);
                  py::gil_scoped_release release;
                  const PrefillStats st = s.prefill(role, text, media.images, media.audios);
                  return std::make_pair(st.n_reused, st.n_prefilled);
              },
              py::arg("role"), py::arg("text"), py::arg("images") = py::list(), py::arg("audios") = py::list(),
              "one message: text with one <image>./</image> / <audio>./</audio> marker per image / audio")
-        .def("open_reply",
-             [](SimplexStream & s, bool enable_thinking) {
-                 py::gil_scoped_release release;
-                 s.open_reply(enable_thinking);
-             },
-             py::arg("enable_thinking") = false)
-        .def("begin_text_reply",
-             [](SimplexStream & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
-                uint64_t seed, int max_new_tokens) {
-                 const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k,
-                                                               repetition_penalty, seed, max_new_tokens);
-                 s.begin_text_reply(g);
-             })
-        .def("text_step",
-             [](SimplexStream & s) {
-                 std::string piece;
-                 bool more;
-                 {
-                     py::gil_scoped_release release;
-                     more = s.text_step(piece);
-                 }
-                 return py::make_tuple(more, piece);  // whole UTF-8 characters only (Utf8Stream)
-             })
         .def_property_readonly("next_user_prefix",
                                [](const SimplexStream & s) {
                                    const auto hold = s.session().enter("next_user_prefix");

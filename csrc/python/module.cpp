@@ -24,7 +24,6 @@
 #include "cli/image_file.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
-#include "session/spoken_reply_stream.h"
 #include "speech/tts_decoder.h"
 #include "speech/tts_generate.h"
 #include "speech/speech_synthesizer.h"
@@ -43,6 +42,8 @@ void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / 
 void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
 void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
 void bind_forward(py::module_ & m);           // bind_forward.cpp (all-positions forward of media prompts)
+void bind_reply(py::module_ & m);             // bind_reply.cpp (the reply pipeline: chat, streaming replies)
+void bind_defaults(py::module_ & m);          // bind_defaults.cpp (the defaults table)
 
 using minicpmo_py::make_generate_params;
 using minicpmo_py::make_uniform_draw;
@@ -225,22 +226,6 @@ PYBIND11_MODULE(_core, m) {
         .def("__exit__", [](SessionHold & h, const py::args &) { h.release(); })
         .def("release", &SessionHold::release);
 
-    py::class_<SpokenReplyStream>(m, "SpokenReplyStream")
-        .def("next",
-             [](SpokenReplyStream & r) {
-                 SpokenPiece piece;
-                 bool more;
-                 {
-                     py::gil_scoped_release release;
-                     more = r.next(piece);
-                 }
-                 return py::make_tuple(more, piece.text, minicpmo_py::to_f32_arrays(piece.audio));
-             },
-             "(more, text piece, list of 24 kHz waveform chunks finished by this step)")
-        .def("cancel", &SpokenReplyStream::cancel)
-        .def_property_readonly("speech_tokens", &SpokenReplyStream::speech_tokens)
-        .def_property_readonly("sample_rate", &SpokenReplyStream::sample_rate);
-
     py::class_<OmniSession>(m, "Session")
         .def(py::init([](const std::shared_ptr<OmniModel> & model, int64_t n_ctx, int64_t n_threads, int64_t n_batch,
                          const std::string & kv_cache_type) {
@@ -253,8 +238,9 @@ PYBIND11_MODULE(_core, m) {
                  py::gil_scoped_release release;
                  return std::make_unique<OmniSession>(model, p);
              }),
-             py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_threads") = 0, py::arg("n_batch") = 512,
-             py::arg("kv_cache_type") = "f16")
+             py::arg("model"), py::arg("n_ctx") = LlmContextParams().n_ctx,
+             py::arg("n_threads") = LlmContextParams().n_threads, py::arg("n_batch") = LlmContextParams().n_batch,
+             py::arg("kv_cache_type") = LlmContextParams().kv_cache_type)
         // every read goes through the guard too: another thread's call is changing these values
         .def_property_readonly("n_past",
                                [](OmniSession & s) {
@@ -341,19 +327,6 @@ PYBIND11_MODULE(_core, m) {
                  py::gil_scoped_release release;
                  const PrefillStats st = s.prefill_media(text, list.inputs, sounds.inputs, o);
                  return std::make_pair(st.n_reused, st.n_prefilled);
-             },
-             py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
-             py::arg("use_image_id") = -1, py::arg("audios") = py::list(),
-             py::arg("audio_modes") = std::vector<std::string>())
-        .def("media_prompt_tokens",
-             [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
-                int use_image_id, const py::list & audios, const std::vector<std::string> & audio_modes) {
-                 ImageList list(images, max_slice_nums);
-                 AudioList sounds(audios, audio_modes);
-                 MediaPromptOptions o;
-                 o.use_image_id = use_image_id;
-                 py::gil_scoped_release release;
-                 return s.media_prompt_tokens(text, list.inputs, sounds.inputs, o);
              },
              py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
              py::arg("use_image_id") = -1, py::arg("audios") = py::list(),
@@ -536,23 +509,6 @@ PYBIND11_MODULE(_core, m) {
                  const size_t n_embd = static_cast<size_t>(s.context().n_embd());
                  return to_array(s.generated_hidden().data(), s.generated_hidden().size() / n_embd, n_embd);
              })
-        .def("speak_reply",
-             [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
-                const std::string & voice, int max_speech_tokens) {
-                 const auto hold = s.enter("speak_reply");
-                 s.require_speech_free("speak_reply");
-                 const UniformDraw draw = make_uniform_draw(draws, seed);
-                 std::vector<float> audio;
-                 {
-                     py::gil_scoped_release release;
-                     if (seed) s.speech().reseed(*seed);
-                     audio = s.speak_reply(draw, voice, max_speech_tokens);
-                 }
-                 return to_f32_array(audio);
-             },
-             py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("voice") = "",
-             py::arg("max_speech_tokens") = 0,
-             "24 kHz samples of the last reply (TTS + Token2Wav); the seed also seeds the CFM / NSF noise")
         .def_property_readonly("speech_sample_rate",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("speech_sample_rate");
@@ -563,24 +519,6 @@ PYBIND11_MODULE(_core, m) {
                                    const auto hold = s.enter("voice_names");
                                    return s.speech().voices().names();
                                })
-        .def("begin_spoken_reply",
-             [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
-                uint64_t seed, int max_new_tokens, const std::optional<std::vector<double>> & draws,
-                const std::optional<uint64_t> & speech_seed, const std::string & voice, int max_speech_tokens) {
-                 const auto hold = s.enter("spoken reply");
-                 s.require_speech_free("spoken reply");
-                 const GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty,
-                                                               seed, max_new_tokens);
-                 const UniformDraw draw = make_uniform_draw(draws, speech_seed);
-                 py::gil_scoped_release release;
-                 if (speech_seed) s.speech().reseed(*speech_seed);
-                 return std::make_unique<SpokenReplyStream>(s, g, voice, draw, max_speech_tokens);
-             },
-             py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
-             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"), py::arg("draws") = py::none(),
-             py::arg("speech_seed") = py::none(), py::arg("voice") = "", py::arg("max_speech_tokens") = 0,
-             py::keep_alive<0, 1>(),
-             "starts a streamed spoken reply after a prompt ending with <|tts_bos|> (spec §6.1 pipeline)")
         .def("reply_speech_tokens",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
                 int max_new_tokens) {
@@ -643,6 +581,8 @@ PYBIND11_MODULE(_core, m) {
     bind_duplex(m);  // after Session: its constructor takes one
     bind_simplex(m);  // likewise
     bind_forward(m);  // adds Session.forward_media
+    bind_reply(m);    // needs Session and SimplexStream
+    bind_defaults(m);
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,

@@ -143,11 +143,10 @@ void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
     std::vector<std::vector<float>> image_rows;
     int n_query = 0;
     for (size_t i = 0; i < in.frames.size(); ++i) {
-        ImageInput im = in.frames[i];
+        const ImageInput im = streaming_frame(in.frames[i]);
         if (!im.rgb || im.width <= 0 || im.height <= 0) {
             fail(Status::invalid_argument, "prefill_unit: frame " + std::to_string(i) + " has no pixels");
         }
-        if (im.max_slice_nums <= 0) im.max_slice_nums = 1;  // streaming images are not sliced by default
         n_query = session_.omni_model().vision()->hparams().n_query;
         image_rows.push_back(session_.encode_image(im));
     }

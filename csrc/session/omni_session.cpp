@@ -26,6 +26,7 @@ uint64_t image_hash(const ImageInput & im, int max_slice_nums) {
     uint64_t h = 0xCBF29CE484222325ull;
     const int32_t dims[3] = {im.width, im.height, max_slice_nums};
     h = fnv1a(h, dims, sizeof(dims));
+    if (im.content_key != 0) return fnv1a(h, &im.content_key, sizeof(im.content_key));
     return fnv1a(h, im.rgb, static_cast<size_t>(im.width) * im.height * 3);
 }
 
@@ -130,6 +131,10 @@ uint64_t audio_hash(const AudioInput & a) {
     uint64_t h = 0xCBF29CE484222325ull;
     const int32_t mode = static_cast<int32_t>(a.attention);
     h = fnv1a(h, &mode, sizeof(mode));
+    if (a.content_key != 0) {
+        h = fnv1a(h, &a.n_samples, sizeof(a.n_samples));
+        return fnv1a(h, &a.content_key, sizeof(a.content_key));
+    }
     return fnv1a(h, a.pcm, a.n_samples * sizeof(float));
 }
 
@@ -295,14 +300,6 @@ static BuiltPrompt build_prompt(OmniSession & s, const LlmModel & llm, const std
     return BuiltPrompt{build_media_prompt(llm, text, layout, sounds, n_query, use_id), n_query};
 }
 
-std::vector<llama_token> OmniSession::media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
-                                                          const std::vector<AudioInput> & audios,
-                                                          const MediaPromptOptions & options) {
-    const auto hold = enter("media_prompt_tokens");
-    const VisionHparams * hp = images.empty() ? nullptr : &vision().model().hparams();
-    return build_prompt(*this, model(), text, images, audios, options, hp).prompt.tokens;
-}
-
 MediaPrompt OmniSession::media_prompt(const std::string & text, const std::vector<ImageInput> & images,
                                       const std::vector<AudioInput> & audios, const MediaPromptOptions & options) {
     const auto hold = enter("media_prompt");
@@ -384,15 +381,6 @@ PrefillStats OmniSession::append_audio(const AudioInput & audio) {
     keys.insert(keys.end(), add.keys.begin(), add.keys.end());
     const MediaPrompt::Span & s = add.spans.at(0);
     return prefill(tokens, keys, {EmbeddingSpan{base + s.pos, s.n_rows, rows.data()}});
-}
-
-std::string OmniSession::chat(const std::vector<ChatMessage> & messages, const std::vector<ImageInput> & images,
-                              const std::vector<AudioInput> & audios, const MediaPromptOptions & media_options,
-                              const ChatTemplateOptions & options, const GenerateParams & params,
-                              const std::function<bool(const std::string &)> & on_piece) {
-    const auto hold = enter("chat");
-    prefill_media(render_chat(messages, options), images, audios, media_options);
-    return generate(params, on_piece);
 }
 
 }  // namespace minicpmo

@@ -27,13 +27,24 @@ struct ImageInput {
     int width = 0;
     int height = 0;
     int max_slice_nums = 0;         // 0 = the model's default (9 for chat)
+    // identifies the pixels for the KV cache's reuse when nonzero (a front end that remembers a
+    // decoded image across turns); 0 = hash the pixels
+    uint64_t content_key = 0;
 };
+
+// Frames of live conversations (simplex pieces, duplex units) are not sliced unless a slice count
+// is given: the official streaming paths encode each frame as one query block.
+inline ImageInput streaming_frame(ImageInput im) {
+    if (im.max_slice_nums <= 0) im.max_slice_nums = 1;
+    return im;
+}
 
 // 16 kHz mono float32 PCM owned by the caller for the duration of a call.
 struct AudioInput {
     const float * pcm = nullptr;
     size_t n_samples = 0;
     AudioAttention attention = AudioAttention::block_causal;  // full: simplex-streaming system audio
+    uint64_t content_key = 0;  // as ImageInput::content_key
 };
 
 struct MediaPromptOptions {
@@ -96,10 +107,6 @@ public:
     // `images` and `audios`, each kind in order.
     PrefillStats prefill_media(const std::string & text, const std::vector<ImageInput> & images,
                                const std::vector<AudioInput> & audios, const MediaPromptOptions & options);
-    // Token ids the prompt expands to (what prefill_media decodes).
-    std::vector<llama_token> media_prompt_tokens(const std::string & text, const std::vector<ImageInput> & images,
-                                                 const std::vector<AudioInput> & audios,
-                                                 const MediaPromptOptions & options);
     // The whole layout: tokens, content keys and media spans (what prefill_media decodes).
     MediaPrompt media_prompt(const std::string & text, const std::vector<ImageInput> & images,
                              const std::vector<AudioInput> & audios, const MediaPromptOptions & options);
@@ -112,12 +119,6 @@ public:
     PrefillStats append_image(const ImageInput & image, int image_id);
     // Appends one audio's <|audio_start|><unk>×N<|audio_end|> after what the cache holds.
     PrefillStats append_audio(const AudioInput & audio);
-
-    std::string chat(const std::vector<ChatMessage> & messages, const std::vector<ImageInput> & images,
-                     const std::vector<AudioInput> & audios, const MediaPromptOptions & media_options,
-                     const ChatTemplateOptions & options, const GenerateParams & params,
-                     const std::function<bool(const std::string &)> & on_piece);
-    using Session::chat;
 
 private:
     VisionEncoder & vision();

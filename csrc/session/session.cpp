@@ -73,7 +73,7 @@ const LlmContext & Session::context() const {
 }
 
 void Session::close_llm() {
-    active_ = false;
+    take_over();
     sampler_.reset();
     ctx_.reset();
     model_.reset();
@@ -82,6 +82,11 @@ void Session::close_llm() {
     generated_ = {};
     generated_hidden_ = {};
     guard_.close();
+}
+
+void Session::take_over() {
+    active_ = false;
+    ++epoch_;
 }
 
 void Session::cancel() {
@@ -99,7 +104,7 @@ void Session::reset() {
     kv_tokens_.clear();
     kv_keys_.clear();
     generated_.clear();
-    active_ = false;
+    take_over();
     logits_ready_ = false;
 }
 
@@ -133,7 +138,7 @@ PrefillStats Session::prefill(const std::vector<llama_token> & prompt, const std
         }
         prev_end = sp.pos + sp.n;
     }
-    active_ = false;
+    take_over();
     const size_t common = reusable_prefix(prompt, keys);
     for (const EmbeddingSpan & sp : spans) {
         if (sp.pos + sp.n > common && !sp.rows) fail(Status::internal, "embedding rows missing for a new span");
@@ -183,7 +188,7 @@ PrefillStats Session::append_text(const std::string & text) {
 void Session::append_embeddings(const float * embd, size_t n) {
     const auto hold = enter("append_embeddings");
     if (n == 0) fail(Status::invalid_argument, "no embeddings to prefill");
-    active_ = false;
+    take_over();
     logits_ready_ = false;
     ctx_->decode_embeddings(embd, n, Outputs::last);
     kv_tokens_.insert(kv_tokens_.end(), n, kEmbeddingSlot);
@@ -201,7 +206,7 @@ void Session::append_tokens(const llama_token * ids, size_t n, bool want_hidden)
                                                std::to_string(n_vocab));
         }
     }
-    active_ = false;
+    take_over();
     logits_ready_ = false;
     ctx_->decode_tokens(ids, n, Outputs::last, want_hidden);
     kv_tokens_.insert(kv_tokens_.end(), ids, ids + n);
@@ -215,7 +220,7 @@ void Session::remove_range(int p0, int p1) {
         fail(Status::invalid_argument, "cannot remove positions [" + std::to_string(p0) + ", " + std::to_string(p1) +
                                            ") from a cache of " + std::to_string(n_past()) + " positions");
     }
-    active_ = false;
+    take_over();
     logits_ready_ = false;  // the last position's logits no longer describe the cache
     ctx_->remove_range(p0, p1);
     kv_tokens_.erase(kv_tokens_.begin() + p0, kv_tokens_.begin() + p1);
@@ -224,7 +229,7 @@ void Session::remove_range(int p0, int p1) {
 
 void Session::replace_range(int p0, int p1, const std::vector<llama_token> & ids) {
     const auto hold = enter("replace_range");
-    active_ = false;
+    take_over();
     logits_ready_ = false;
     try {
         ctx_->replace_range(p0, p1, ids.data(), ids.size());
@@ -248,6 +253,7 @@ void Session::begin_generation(const GenerateParams & params) {
         fail(Status::invalid_argument, "max_new_tokens must be >= 0, got " + std::to_string(params.max_new_tokens));
     }
     sampler_ = std::make_unique<Sampler>(params.sampling, model_->n_vocab());
+    take_over();
     generated_.clear();
     generated_hidden_.clear();
     capture_hidden_ = params.capture_hidden;
@@ -295,30 +301,6 @@ bool Session::step(std::string & piece) {
     kv_keys_.push_back(0);
     logits_ready_ = !last;
     return true;
-}
-
-std::string Session::generate(const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece) {
-    const auto hold = enter("generate");
-    begin_generation(params);
-    std::string reply, piece;
-    bool more = true;
-    while (more) {
-        more = step(piece);
-        if (piece.empty()) continue;
-        reply += piece;
-        if (on_piece && !on_piece(piece)) {
-            cancel();
-            more = false;
-        }
-    }
-    return reply;
-}
-
-std::string Session::chat(const std::vector<ChatMessage> & messages, const ChatTemplateOptions & options,
-                          const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece) {
-    const auto hold = enter("chat");
-    prefill(model_->tokenize(render_chat(messages, options), true));
-    return generate(params, on_piece);
 }
 
 }  // namespace minicpmo

@@ -120,12 +120,9 @@ public:
     // Ends the generation as if the model had stopped (a stream that ends on its own terminator).
     void end_generation(FinishReason why);
     FinishReason finish_reason() const { return finish_.load(); }
-
-    // Runs step() to the end; `on_piece` returning false stops early.
-    std::string generate(const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
-    // Renders `messages` with the template, prefills and generates; `on_piece` returning false stops.
-    std::string chat(const std::vector<ChatMessage> & messages, const ChatTemplateOptions & options,
-                     const GenerateParams & params, const std::function<bool(const std::string &)> & on_piece);
+    // Changes whenever a call takes the cache or the generation state over (prefill, append,
+    // remove, reset, begin_generation, close): a reply stream that finds it changed was abandoned.
+    uint64_t epoch() const { return epoch_; }
 
 protected:
     // Frees the LLM context and the model reference (the caller holds the guard); every later
@@ -133,6 +130,9 @@ protected:
     void close_llm();
 
 private:
+    // Ends a running generation and moves the epoch on (the caller holds the guard).
+    void take_over();
+
     mutable CallGuard guard_;
     std::shared_ptr<const LlmModel> model_;
     std::unique_ptr<LlmContext> ctx_;
@@ -150,6 +150,7 @@ private:
     std::atomic<bool> active_{false};
     std::atomic<FinishReason> finish_{FinishReason::none};
     bool logits_ready_ = false;  // logits of the last KV position are available
+    uint64_t epoch_ = 0;
 };
 
 }  // namespace minicpmo

@@ -244,9 +244,8 @@ PrefillStats SimplexStream::prefill(const std::string & role, const std::string 
 
     // encode: images, then audio (the audio streams advance only now)
     std::vector<std::vector<float>> image_rows;
-    for (ImageInput im : images) {
-        im.max_slice_nums = 1;
-        image_rows.push_back(session_.encode_image(im));
+    for (const ImageInput & im : images) {
+        image_rows.push_back(session_.encode_image(streaming_frame(im)));
         if (image_rows.back().size() != static_cast<size_t>(n_query) * n_embd) {
             fail(Status::internal, "an unsliced image did not encode to one query block");
         }
@@ -347,23 +346,11 @@ void SimplexStream::open_reply(bool enable_thinking) {
     expected_n_past_ = reply_start_;
 }
 
-void SimplexStream::begin_text_reply(const GenerateParams & params) {
+std::unique_ptr<ReplyStream> SimplexStream::start_reply(bool enable_thinking, const ReplyOptions & options) {
     const auto hold = session_.enter("streaming_generate");
-    if (state_ != State::reply || session_.n_past() != reply_start_) {
-        fail(Status::invalid_argument, "a text reply needs open_reply() right before it");
-    }
-    session_.begin_generation(params);
-}
-
-bool SimplexStream::text_step(std::string & piece) {
-    const auto hold = session_.enter("streaming_generate step");
-    const bool more = session_.step(piece);
-    const std::vector<llama_token> & reply = session_.last_generated();
-    if (more && !reply.empty() && (reply.back() == tts_eos_ || reply.back() == unk_)) {
-        session_.end_generation(FinishReason::stop);  // the official streaming reply ends here (the token was fed)
-        return !piece.empty();
-    }
-    return more;
+    ReplyStream::check_options(session_, options);
+    open_reply(enable_thinking);
+    return std::make_unique<ReplyStream>(session_, options, ReplyEnding::streaming);
 }
 
 }  // namespace minicpmo

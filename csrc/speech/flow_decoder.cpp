@@ -102,20 +102,15 @@ void FlowDecoder::reseed_noise(uint64_t seed) {
 void FlowDecoder::ensure_noise() {
     if (noise_frames_ > 0) return;
     const FlowHparams & hp = model_->hparams();
-    // Box-Muller on 53-bit uniforms: the same numbers on every platform (std::normal_distribution
-    // is implementation-defined). Drawn channel by channel like randn(1, n_mel, frames), stored
-    // frame-major.
+    // Drawn channel by channel like randn(1, n_mel, frames), stored frame-major.
     std::mt19937_64 rng(seed_);
-    auto uniform = [&rng]() { return uniform_open_unit(rng()); };
     noise_frames_ = hp.noise_frames;
-    noise_.assign(static_cast<size_t>(noise_frames_) * hp.n_mel, 0.0f);
-    const size_t total = noise_.size();
-    for (size_t i = 0; i < total; i += 2) {
-        const double r = std::sqrt(-2.0 * std::log(uniform())), a = 2.0 * M_PI * uniform();
-        const size_t j0 = i, j1 = i + 1;
-        // index j = channel * frames + frame in draw order
-        noise_[(j0 % noise_frames_) * hp.n_mel + j0 / noise_frames_] = static_cast<float>(r * std::cos(a));
-        if (j1 < total) noise_[(j1 % noise_frames_) * hp.n_mel + j1 / noise_frames_] = static_cast<float>(r * std::sin(a));
+    const size_t total = static_cast<size_t>(noise_frames_) * hp.n_mel;
+    std::vector<float> drawn(total);
+    standard_normals(rng, drawn.data(), total);
+    noise_.assign(total, 0.0f);
+    for (size_t j = 0; j < total; ++j) {  // j = channel * frames + frame in draw order
+        noise_[(j % noise_frames_) * hp.n_mel + j / noise_frames_] = drawn[j];
     }
 }
 

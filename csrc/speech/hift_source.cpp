@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/uniform_random.h"
 
 namespace minicpmo {
 
@@ -46,12 +47,11 @@ std::vector<float> linear_interp(Row row, int64_t n_in, int width, double scale_
 
 HiftSourceRandom HiftSourceRng::draw(int n_sines, int64_t n_samples) {
     HiftSourceRandom r;
-    std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
+    // the same numbers on every platform (core/uniform_random.h)
     r.phases.resize(n_sines);
-    for (float & p : r.phases) p = uniform(gen_);
+    for (float & p : r.phases) p = static_cast<float>(uniform_unit(gen_()));
     r.noise.resize(static_cast<size_t>(n_samples) * n_sines);
-    for (float & x : r.noise) x = normal(gen_);
+    standard_normals(gen_, r.noise.data(), r.noise.size());
     return r;
 }
 

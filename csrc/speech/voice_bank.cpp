@@ -117,7 +117,7 @@ const VoicePrompt & VoiceBank::get(const std::string & name) const {
     }
     std::string list;
     for (const auto & n : names_) list += (list.empty() ? "" : ", ") + n;
-    fail(Status::invalid_argument, "no voice named '" + want + "' (voices: " + list + ")");
+    fail(Status::invalid_argument, "unknown voice: no voice named '" + want + "' (voices: " + list + ")");
 }
 
 }  // namespace minicpmo

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._core import MinicpmoError
+from .defaults import DUPLEX, DUPLEX_UNIT
 from .audio_input import load_audio
 from .media import load_image
 
@@ -41,29 +42,28 @@ class DuplexSession:
     stops the speech threads; closing the OmniSession closes its duplex conversations.
     """
 
-    def __init__(self, omni_session, sliding_window: bool | str = False, window_high: int = 4000,
-                 window_low: int = 3500, seed: int | None = None, generate_audio: bool | None = None,
-                 voice: str | None = None, context_max_units: int = 24, context_previous_max_tokens: int = 500,
-                 context_previous_marker: str = "\n\nprevious: "):
+    def __init__(self, omni_session, native_session, seed: int, has_speech: bool, sliding_window: bool | str = False,
+                 window_high: int = DUPLEX.window_high, window_low: int = DUPLEX.window_low,
+                 generate_audio: bool | None = None, voice: str | None = None,
+                 context_max_units: int = DUPLEX.context_max_units,
+                 context_previous_max_tokens: int = DUPLEX.context_previous_max_tokens,
+                 context_previous_marker: str = DUPLEX.context_previous_marker):
+        # omni_session: the OmniSession (public calls only); native_session: its native session,
+        # whose KV cache and call guard the conversation shares
         self._omni = omni_session
-        if seed is None:
-            seed = omni_session._seed_rng.getrandbits(63)
+        self._native = native_session
         self._seed = int(seed)
         mode = self._window_mode(sliding_window)
-        self._duplex = _core.DuplexSession(omni_session._session, False, int(window_high), int(window_low), int(seed),
+        self._duplex = _core.DuplexSession(native_session, False, int(window_high), int(window_low), self._seed,
                                            window_mode=mode, context_max_units=int(context_max_units),
                                            context_previous_max_tokens=int(context_previous_max_tokens),
                                            context_previous_marker=str(context_previous_marker))
         self._window = mode
         self._context_marker = str(context_previous_marker)
-        if generate_audio is None:
-            have = set(omni_session._model.omni_components)
-            generate_audio = {"tts", "token2wav", "voice"} <= have
-        self._generate_audio = bool(generate_audio)
+        self._generate_audio = bool(has_speech if generate_audio is None else generate_audio)
         self._voice = voice or ""
         self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
         self._closed = False
-        omni_session._duplexes.add(self)
 
     def close(self) -> None:
         """Stops the speech threads (speech not taken yet is dropped) and ends the conversation;
@@ -71,7 +71,7 @@ class DuplexSession:
         if self._closed:
             return
         if not self._omni.closed:
-            with self._omni._request("duplex close"):
+            with self._native.hold("duplex close"):
                 self._duplex.close()
         self._closed = True
 
@@ -84,7 +84,7 @@ class DuplexSession:
     def _request(self, what: str):
         if self._closed:
             raise MinicpmoError(f"{what}: the duplex conversation is closed")
-        return self._omni._request(what)
+        return self._native.hold(what)
 
     @property
     def generate_audio(self) -> bool:
@@ -93,7 +93,7 @@ class DuplexSession:
     @property
     def sample_rate(self) -> int:
         """Sample rate of ``audio_waveform`` (24000)."""
-        return self._omni._session.speech_sample_rate
+        return self._native.speech_sample_rate
 
     def prepare(self, prefix_system_prompt: str | None = None, suffix_system_prompt: str | None = None,
                 ref_audio=None, voice: str | None = None, generate_audio: bool | None = None) -> str:
@@ -137,10 +137,14 @@ class DuplexSession:
             self._duplex.prefill_unit(pcm, frames, text, slices)
         return {"success": True}
 
-    def streaming_generate(self, decode_mode: str = "sampling", max_new_speak_tokens_per_chunk: int = 20,
-                           listen_prob_scale: float = 1.0, force_listen: bool = False, temperature: float = 0.7,
-                           top_k: int = 20, top_p: float = 0.8, text_repetition_penalty: float = 1.05,
-                           text_repetition_window_size: int = 512, length_penalty: float = 1.1,
+    def streaming_generate(self, decode_mode: str = "sampling",
+                           max_new_speak_tokens_per_chunk: int = DUPLEX_UNIT.max_new_speak_tokens,
+                           listen_prob_scale: float = DUPLEX_UNIT.listen_prob_scale, force_listen: bool = False,
+                           temperature: float = DUPLEX_UNIT.temperature, top_k: int = DUPLEX_UNIT.top_k,
+                           top_p: float = DUPLEX_UNIT.top_p,
+                           text_repetition_penalty: float = DUPLEX_UNIT.repetition_penalty,
+                           text_repetition_window_size: int = DUPLEX_UNIT.repetition_window,
+                           length_penalty: float = DUPLEX_UNIT.length_penalty,
                            wait_audio: bool = True, listen_top_k: int | None = None, _scripted=None) -> dict:
         """Decides the prefilled unit: listen, or speak up to ``max_new_speak_tokens_per_chunk`` - 1
         tokens (the last slot is a forced ``<|chunk_eos|>``). Returns ``is_listen``, ``text``,
@@ -194,7 +198,7 @@ class DuplexSession:
         """Back to the plain OmniSession (its cache cleared unless ``reset_session`` is False); this
         conversation's speech threads stop (``prepare`` starts a new conversation)."""
         if not self._closed and not self._omni.closed:
-            with self._omni._request("duplex as_simplex"):
+            with self._native.hold("duplex as_simplex"):
                 self._duplex.close()
         if reset_session:
             self._omni.reset()
@@ -204,7 +208,7 @@ class DuplexSession:
     @property
     def kv_tokens(self) -> list[int]:
         """Token ids in the cache; embedding positions are -1."""
-        return list(self._omni._session.kv_tokens)
+        return list(self._native.kv_tokens)
 
     @property
     def system_length(self) -> int:

@@ -34,13 +34,23 @@ class ParsedMessages:
     pairs: list[tuple[str, str]]
     images: list[np.ndarray] = field(default_factory=list)  # uint8 (H, W, 3), conversation order
     audios: list[np.ndarray] = field(default_factory=list)  # float32 16 kHz mono, conversation order
+    image_keys: list[int] = field(default_factory=list)     # native content keys (0 = hash the pixels)
+    audio_keys: list[int] = field(default_factory=list)
+
+
+def _plain(kind: str, obj: Any, load) -> tuple[np.ndarray, int]:
+    """Decodes without a cache (content key 0: the native side hashes the samples)."""
+    return load(obj), 0
 
 
 def content_to_text(content: Any, index: int, images: list | None = None, joiner: str = "\n",
-                    audios: list | None = None) -> str:
+                    audios: list | None = None, decode=_plain, image_keys: list | None = None,
+                    audio_keys: list | None = None) -> str:
     """Text of one message's content: a string, or a list of parts joined by "\\n" (the official
     chat() joins content items with a newline; omni mode joins them with ""). Image and audio parts
-    are appended to ``images`` / ``audios`` and leave a placeholder; without the list they are refused."""
+    are appended to ``images`` / ``audios`` and leave a placeholder; without the list they are refused.
+    ``decode(kind, part, loader)`` returns (array, content key): a ``MediaCache.get`` remembers
+    decoded media across turns."""
     if isinstance(content, str):
         return content
     if isinstance(content, dict):
@@ -59,7 +69,10 @@ def content_to_text(content: Any, index: int, images: list | None = None, joiner
             if images is None:
                 raise MinicpmoError(f"message {index}: images are not accepted here (text only)")
             try:
-                images.append(load_image(item))
+                pixels, key = decode("image", item, load_image)
+                images.append(pixels)
+                if image_keys is not None:
+                    image_keys.append(key)
             except MinicpmoError as e:
                 raise MinicpmoError(f"message {index}: {e}") from None
             parts.append(IMAGE_MARKER)
@@ -67,7 +80,10 @@ def content_to_text(content: Any, index: int, images: list | None = None, joiner
             if audios is None:
                 raise MinicpmoError(f"message {index}: audio is not accepted here (text only)")
             try:
-                audios.append(load_audio(item))
+                pcm, key = decode("audio", item, load_audio)
+                audios.append(pcm)
+                if audio_keys is not None:
+                    audio_keys.append(key)
             except MinicpmoError as e:
                 raise MinicpmoError(f"message {index}: {e}") from None
             parts.append(AUDIO_MARKER)
@@ -99,8 +115,10 @@ def _kind_of_object(obj: Any) -> str | None:
     return None
 
 
-def parse_messages(msgs: Iterable[Any], omni_mode: bool = False, with_images: bool = True) -> ParsedMessages:
-    """(role, text) pairs with media placeholders, and the images and audios in conversation order."""
+def parse_messages(msgs: Iterable[Any], omni_mode: bool = False, with_images: bool = True,
+                   cache=None) -> ParsedMessages:
+    """(role, text) pairs with media placeholders, and the images and audios in conversation order;
+    ``cache`` (a ``MediaCache``) decodes each immutable source once across turns."""
     if isinstance(msgs, (str, bytes, dict)) or not isinstance(msgs, Iterable):
         raise MinicpmoError("msgs must be a list of {'role': ..., 'content': ...} dicts")
     parsed = ParsedMessages(pairs=[])
@@ -112,7 +130,9 @@ def parse_messages(msgs: Iterable[Any], omni_mode: bool = False, with_images: bo
         role = m["role"]
         if not isinstance(role, str):
             raise MinicpmoError(f"message {i}: role must be a string")
-        parsed.pairs.append((role, content_to_text(m["content"], i, images, "" if omni_mode else "\n", audios)))
+        parsed.pairs.append((role, content_to_text(m["content"], i, images, "" if omni_mode else "\n", audios,
+                                                   cache.get if cache is not None else _plain, parsed.image_keys,
+                                                   parsed.audio_keys)))
     if not parsed.pairs:
         raise MinicpmoError("msgs is empty")
     return parsed

@@ -13,7 +13,9 @@ import numpy as np
 from . import _core
 from ._core import MinicpmoError
 from .audio_input import load_audio
+from .defaults import DUPLEX, REPLY, SESSION
 from .media import load_image
+from .media_cache import MediaCache
 from .messages import parse_messages
 from .simplex import streaming_message
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
@@ -42,9 +44,10 @@ class ReplyStream:
     session is held only while a step runs, so the stream may be advanced from any thread; a new
     request on the session abandons it (its next step raises)."""
 
-    def __init__(self, make_steps):
+    def __init__(self, native, spoken: bool, output_audio_path=None):
         self.finish_reason = ""
-        self._steps = make_steps(self)
+        self._native = native
+        self._steps = self._spoken(output_audio_path) if spoken else self._pieces()
 
     def __iter__(self):
         return self
@@ -53,8 +56,45 @@ class ReplyStream:
         return next(self._steps)
 
     def close(self) -> None:
-        """Stops the reply (the session cancels it unless another request already took over)."""
+        """Stops the reply (unless another request already took the session over)."""
         self._steps.close()
+        self._native.abandon()
+
+    def _step(self):
+        more, piece, audio = self._native.next()
+        if not more:
+            self.finish_reason = self._native.finish_reason
+        return more, piece, audio
+
+    def _pieces(self) -> Iterator[str]:
+        try:
+            more = True
+            while more:
+                more, piece, _ = self._step()
+                if piece:
+                    yield piece
+        finally:
+            self._native.abandon()
+
+    def _spoken(self, output_audio_path) -> Iterator[tuple[str, np.ndarray]]:
+        """(text piece, audio chunk) pairs: the chunk is empty or float32 24 kHz samples (1 s while
+        speaking, the rest at the end)."""
+        chunks = []  # kept only for the WAV file
+        try:
+            more = True
+            while more:
+                more, piece, audio = self._step()
+                if output_audio_path is not None:
+                    chunks += audio
+                if piece and not audio:
+                    yield piece, _NO_AUDIO
+                for i, chunk in enumerate(audio):
+                    yield (piece if i == 0 else ""), chunk
+        finally:
+            self._native.abandon()
+        if output_audio_path is not None:
+            full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+            SpokenReply("", full, self._native.sample_rate).save(output_audio_path)
 
 
 class _Closed:
@@ -117,11 +157,11 @@ class OmniSession:
         omni_path: str | os.PathLike | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int = -1,
-        n_ctx: int = 8192,
-        n_batch: int = 512,
+        n_ctx: int = SESSION.n_ctx,
+        n_batch: int = SESSION.n_batch,
         seed: int | None = None,
         use_mmap: bool = True,
-        kv_cache_type: str = "f16",
+        kv_cache_type: str = SESSION.kv_cache_type,
     ):
         n_ctx, n_batch, n_gpu_layers = (_int_arg(name, v) for name, v in
                                         (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_gpu_layers", n_gpu_layers)))
@@ -138,7 +178,7 @@ class OmniSession:
             warnings.warn(message, stacklevel=2)
         self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type)
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
-        self._generation = 0  # invalidates an unfinished streaming generator
+        self._media = MediaCache()  # decoded media of the conversation, across its turns
         self._simplex_stream = None  # simplex streaming conversation, made on first use
         self._duplexes = weakref.WeakSet()  # duplex conversations over this session (closed with it)
         self._closed = False
@@ -156,6 +196,7 @@ class OmniSession:
         self._session.close()
         self._closed = True
         self._simplex_stream = None
+        self._media.clear()
         self._model = _Closed()
 
     @property
@@ -170,16 +211,19 @@ class OmniSession:
 
     def _request(self, what: str):
         """Holds the native session for one request (a context manager): another thread's calls
-        get "session is busy" meanwhile, and replies still streaming from earlier requests are
-        abandoned."""
-        hold = self._session.hold(what)  # raises "session is busy" / "the session is closed"
-        self._generation += 1
-        return hold
+        get "session is busy" meanwhile (a request that prefills or generates abandons the replies
+        still streaming from earlier ones)."""
+        return self._session.hold(what)  # raises "session is busy" / "the session is closed"
 
     # ---- model facts ----
     @property
     def has_omni(self) -> bool:
         return self._model.has_omni
+
+    @property
+    def has_speech(self) -> bool:
+        """Whether the model files hold the speech components (speech decoder, Token2Wav, a voice)."""
+        return {"tts", "token2wav", "voice"} <= set(self._model.omni_components)
 
     @property
     def omni_path(self) -> str:
@@ -238,12 +282,12 @@ class OmniSession:
     ) -> list[int]:
         """Token ids ``chat(msgs)`` prefills, with each image and audio expanded to its layout of
         <unk> placeholders (spec §1.3, §3.3) whose embeddings the encoders provide."""
-        parsed = parse_messages(msgs, omni_mode)
-        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
+        parsed = parse_messages(msgs, omni_mode, cache=self._media)
         with self._session.hold("prompt_token_ids"):
-            return list(self._session.media_prompt_tokens(
-            prompt, parsed.images, self._slices(parsed.images, max_slice_nums), self._image_id_flag(use_image_id),
-                parsed.audios))
+            return list(self._session.conversation_tokens(
+                parsed.pairs, parsed.images, self._slices(parsed.images, max_slice_nums),
+                self._image_id_flag(use_image_id), parsed.audios, bool(enable_thinking),
+                self._template_flag(use_tts_template)))
 
     # ---- audio ----
     def encode_audio(self, audio) -> np.ndarray:
@@ -267,9 +311,9 @@ class OmniSession:
         return _get_sys_prompt(ref_audio, mode, language)
 
     @staticmethod
-    def _tts_template(use_tts_template: bool | None, parsed) -> bool:
-        # the official chat() switches to the spoken-reply template when any message holds audio
-        return bool(parsed.audios) if use_tts_template is None else bool(use_tts_template)
+    def _template_flag(use_tts_template: bool | None) -> bool | None:
+        # None: the native default (the spoken-reply template when the conversation holds audio)
+        return None if use_tts_template is None else bool(use_tts_template)
 
     # ---- vision ----
     def encode_image(self, image, max_slice_nums: int | None = None) -> np.ndarray:
@@ -326,16 +370,16 @@ class OmniSession:
         <unk> placeholder) and ``media_mask`` (True where image / audio encoder rows replaced the
         token embedding). Like ``forward()`` it runs on an empty cache and clears the conversation,
         so the next ``chat`` prefills its prompt from the start."""
-        parsed = parse_messages(msgs, omni_mode)
-        prompt = _core.render_chat(parsed.pairs, bool(add_generation_prompt), enable_thinking,
-                                   self._tts_template(use_tts_template, parsed))
+        parsed = parse_messages(msgs, omni_mode, cache=self._media)
         slices = self._slices(parsed.images, max_slice_nums)
         with self._request("forward_messages"):
-            ids, mask, out_logits, hidden = self._session.forward_media(
-                prompt, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios, bool(logits))
+            ids, mask, out_logits, hidden = self._session.forward_conversation(
+                parsed.pairs, parsed.images, slices, self._image_id_flag(use_image_id), parsed.audios,
+                bool(enable_thinking), self._template_flag(use_tts_template), bool(add_generation_prompt), bool(logits))
         return PromptForward(out_logits, hidden, np.asarray(ids, np.int32), mask)
 
-    def as_duplex(self, sliding_window: bool | str = False, window_high: int = 4000, window_low: int = 3500,
+    def as_duplex(self, sliding_window: bool | str = False, window_high: int = DUPLEX.window_high,
+                  window_low: int = DUPLEX.window_low,
                   seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None,
                   **window_options):
         """This session as a full-duplex conversation (spec §6); call ``prepare`` on the result.
@@ -345,24 +389,27 @@ class OmniSession:
         ``context_previous_max_tokens``, ``context_previous_marker``; see ``DuplexSession``)."""
         from .duplex import DuplexSession
 
-        return DuplexSession(self, sliding_window, window_high, window_low, seed, generate_audio, voice,
-                             **window_options)
+        duplex = DuplexSession(self, self._session, self._reply_seed(seed), self.has_speech, sliding_window,
+                               window_high, window_low, generate_audio, voice, **window_options)
+        self._duplexes.add(duplex)  # closed with this session
+        return duplex
 
     def reset(self) -> None:
         """Forget the conversation."""
         with self._request("reset"):
             self._session.reset()
+            self._media.clear()
 
     def chat(
         self,
         msgs,
         stream: bool = False,
-        max_new_tokens: int = 4096,
-        do_sample: bool = True,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        top_k: int = 100,
-        repetition_penalty: float = 1.02,
+        max_new_tokens: int = REPLY.max_new_tokens,
+        do_sample: bool = REPLY.do_sample,
+        temperature: float = REPLY.temperature,
+        top_p: float = REPLY.top_p,
+        top_k: int = REPLY.top_k,
+        repetition_penalty: float = REPLY.repetition_penalty,
         seed: int | None = None,
         enable_thinking: bool = False,
         max_slice_nums: int | None = None,
@@ -404,41 +451,35 @@ class OmniSession:
         (default 500)."""
         if output_audio_path is not None and not generate_audio:
             raise MinicpmoError("output_audio_path needs generate_audio=True")
-        if generate_audio:
-            use_tts_template = True
-        parsed = parse_messages(msgs, omni_mode)
-        prompt = _core.render_chat(parsed.pairs, True, enable_thinking, self._tts_template(use_tts_template, parsed))
+        parsed = parse_messages(msgs, omni_mode, cache=self._media)
+        self._media.end_turn()  # the conversation's media: kept for the next turn
         seed = self._reply_seed(seed)
-        if max_new_tokens < 0:
-            raise MinicpmoError("max_new_tokens must be >= 0")
-        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
-            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
-        slices = self._slices(parsed.images, max_slice_nums)
-        with self._request("chat"):  # the whole reply, or a stream's start
-            if parsed.images or parsed.audios:
-                self._session.prefill_media(prompt, parsed.images, slices, self._image_id_flag(use_image_id),
-                                            parsed.audios)
-            else:
-                self._session.prefill(self._model.tokenize(prompt, True))
-            if generate_audio and stream:
-                spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                            max_new_tokens, voice, max_speech_tokens)
-                generation = self._generation
-                return ReplyStream(lambda out: self._spoken_pieces(spoken, generation, output_audio_path, out))
-            self._session.begin_generation(
-                do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-                capture_hidden=generate_audio,
-            )
-            generation = self._generation
-            if stream:
-                return ReplyStream(lambda out: self._pieces(generation, out))
-            text = "".join(self._pieces(generation))
-            finish_reason = self._session.finish_reason
-            if not generate_audio:
-                return Reply(text, finish_reason)
-            audio = self._session.speak_reply(seed=int(seed) if do_sample else None, voice=voice or "",
-                                              max_speech_tokens=int(max_speech_tokens or 0))
-            reply = SpokenReply(text, audio, self._session.speech_sample_rate, finish_reason)
+        options = self._reply_options(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens,
+                                      ("streamed" if stream else "whole") if generate_audio else "none", voice,
+                                      max_speech_tokens)
+        start = dict(messages=parsed.pairs, images=parsed.images,
+                     max_slice_nums=self._slices(parsed.images, max_slice_nums),
+                     use_image_id=self._image_id_flag(use_image_id), audios=parsed.audios,
+                     image_keys=parsed.image_keys, audio_keys=parsed.audio_keys,
+                     enable_thinking=bool(enable_thinking),
+                     use_tts_template=self._template_flag(use_tts_template), **options)
+        if stream:
+            with self._request("chat"):  # the stream's start; each step holds the session again
+                native = _core.start_reply(self._session, **start)
+            return ReplyStream(native, bool(generate_audio), output_audio_path)
+        with self._request("chat"):  # the whole reply
+            native = _core.start_reply(self._session, **start)
+            pieces, audio = [], []
+            more = True
+            while more:
+                more, piece, chunks = native.next()
+                pieces.append(piece)
+                audio += chunks
+        text = "".join(pieces)
+        if not generate_audio:
+            return Reply(text, native.finish_reason)
+        reply = SpokenReply(text, audio[0] if audio else np.zeros(0, np.float32), native.sample_rate,
+                            native.finish_reason)
         if output_audio_path is not None:
             reply.save(output_audio_path)
         return reply
@@ -474,11 +515,11 @@ class OmniSession:
         enable_thinking: bool = False,
         max_new_tokens: int = 256,
         voice: str | None = None,
-        do_sample: bool = True,
-        temperature: float = 0.7,
-        top_p: float = 0.8,
-        top_k: int = 100,
-        repetition_penalty: float = 1.02,
+        do_sample: bool = REPLY.do_sample,
+        temperature: float = REPLY.temperature,
+        top_p: float = REPLY.top_p,
+        top_k: int = REPLY.top_k,
+        repetition_penalty: float = REPLY.repetition_penalty,
         seed: int | None = None,
         max_speech_tokens: int | None = None,
     ) -> Iterator:
@@ -494,22 +535,12 @@ class OmniSession:
         the reply produced it)."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise MinicpmoError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
-            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
         seed = self._reply_seed(seed)
+        options = self._reply_options(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens,
+                                      "streamed" if generate_audio else "none", voice, max_speech_tokens)
         with self._request("streaming_generate"):
-            if generate_audio and voice and voice not in self._session.voice_names:
-                raise MinicpmoError(f"unknown voice {voice!r}; the model file has {list(self._session.voice_names)}")
-            stream = self._simplex()
-            stream.open_reply(bool(enable_thinking))
-            generation = self._generation
-            if generate_audio:
-                spoken = self._begin_spoken(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                            max_new_tokens, voice, max_speech_tokens)
-                return ReplyStream(lambda out: self._spoken_pieces(spoken, generation, None, out))
-            stream.begin_text_reply(do_sample, temperature, top_p, top_k, repetition_penalty, int(seed),
-                                    int(max_new_tokens))
-            return ReplyStream(lambda out: self._pieces(generation, out, stream.text_step))
+            native = _core.start_streaming_reply(self._simplex(), bool(enable_thinking), **options)
+        return ReplyStream(native, bool(generate_audio))
 
     # the instruction the model was trained with for reading text aloud (seed README usage)
     TTS_INSTRUCTION = "请朗读以下内容。"
@@ -539,72 +570,17 @@ class OmniSession:
             raise MinicpmoError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         return int(seed)
 
-    def _begin_spoken(self, do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, voice,
-                      max_speech_tokens):
-        """Starts a streamed spoken reply after a prompt ending with <|tts_bos|>; the seed also seeds
-        the speech sampling when sampling."""
-        return self._session.begin_spoken_reply(
-            do_sample, temperature, top_p, top_k, repetition_penalty, int(seed), int(max_new_tokens),
-            speech_seed=int(seed) if do_sample else None, voice=voice or "",
-            max_speech_tokens=int(max_speech_tokens or 0),
-        )
-
-    def _spoken_pieces(self, spoken, generation: int, output_audio_path, out=None) -> Iterator[tuple[str, np.ndarray]]:
-        """(text piece, audio chunk) pairs of a streamed spoken reply; the audio chunk is empty or
-        float32 24 kHz samples (1 s while speaking, the rest at the end). Each step holds the
-        session; nothing is held between steps."""
-        chunks = []  # kept only for the WAV file
-        try:
-            while True:
-                with self._session.hold("chat stream step"):
-                    if generation != self._generation:
-                        raise MinicpmoError("this reply was abandoned: the session started another request")
-                    more, piece, audio = spoken.next()
-                    if not more and out is not None:
-                        out.finish_reason = self._session.finish_reason
-                if output_audio_path is not None:
-                    chunks += audio
-                if piece and not audio:
-                    yield piece, _NO_AUDIO
-                for i, chunk in enumerate(audio):
-                    yield (piece if i == 0 else ""), chunk
-                if not more:
-                    break
-        finally:
-            self._cancel_if_current(generation, spoken.cancel)
-        if output_audio_path is not None:
-            full = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            SpokenReply("", full, spoken.sample_rate).save(output_audio_path)
-
-    def _pieces(self, generation: int, out=None, step=None) -> Iterator[str]:
-        """Text pieces of the reply; ``step`` (default the session's) returns (more, piece). Each
-        step holds the session; nothing is held between steps."""
-        step = step or self._session.step
-        try:
-            while True:
-                with self._session.hold("chat stream step"):
-                    if generation != self._generation:
-                        raise MinicpmoError("this reply was abandoned: the session started another request")
-                    more, piece = step()
-                    if not more and out is not None:
-                        out.finish_reason = self._session.finish_reason
-                if piece:
-                    yield piece
-                if not more:
-                    return
-        finally:
-            self._cancel_if_current(generation, self._session.cancel)
-
-    def _cancel_if_current(self, generation: int, cancel) -> None:
-        """Stops a reply left unfinished, unless a later request took the session over (it then
-        owns the generation state) or the session is busy / closed (a request is running or none
-        can)."""
-        try:
-            with self._session.hold("chat stream close"):
-                if generation == self._generation:
-                    cancel()
-        except MinicpmoError:
-            pass
+    @staticmethod
+    def _reply_options(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens, speech, voice,
+                       max_speech_tokens) -> dict:
+        """The native reply settings; with speech and sampling the reply's seed also seeds the
+        speech sampling and the vocoder noise (greedy speech tokens otherwise)."""
+        if max_speech_tokens is not None and (isinstance(max_speech_tokens, bool) or max_speech_tokens < 1):
+            raise MinicpmoError(f"max_speech_tokens must be >= 1, got {max_speech_tokens!r}")
+        return dict(do_sample=bool(do_sample), temperature=temperature, top_p=top_p, top_k=top_k,
+                    repetition_penalty=repetition_penalty, seed=int(seed), max_new_tokens=int(max_new_tokens),
+                    speech=speech, voice=voice or "", max_speech_tokens=int(max_speech_tokens or 0),
+                    speech_seed=int(seed) if do_sample and speech != "none" else None)
 
     def __repr__(self) -> str:
         if self._closed:
