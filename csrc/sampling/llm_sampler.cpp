@@ -1,4 +1,4 @@
-#include "llm/sampler.h"
+#include "sampling/llm_sampler.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "session/duplex_decode.h"
+#include "sampling/duplex_decode.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "speech/tts_sampler.h"
+#include "sampling/tts_sampler.h"
 
 #include <algorithm>
 #include <cmath>
