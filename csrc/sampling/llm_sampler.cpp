@@ -55,8 +55,8 @@ llama_token Sampler::sample(const float * logits, const std::vector<llama_token>
 
     divide_by_temperature(work_, params_.temperature);
     // HF keeps every token whose logit is >= the k-th largest (ties at the boundary survive)
-    const bool top_k = params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n;
-    std::vector<int32_t> ids = ids_at_least(work_, top_k ? kth_largest(work_, static_cast<size_t>(params_.top_k)) : kMasked);
+    const size_t k = params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : n;
+    std::vector<int32_t> ids = ids_at_least(work_, k < n ? kth_largest(work_, k) : kMasked);
     sort_by_logit_desc(ids, work_);
     const std::vector<float> sorted = logits_at(work_, ids);
     if (!std::isfinite(sorted[0])) fail(Status::internal, "no finite logit to sample from");

@@ -24,7 +24,8 @@ void scale_unmasked(std::vector<float> & x, int32_t id, float factor) {
 }
 
 std::vector<int32_t> distinct_ids(const std::vector<int32_t> & history, size_t from) {
-    std::vector<int32_t> ids(history.begin() + static_cast<std::ptrdiff_t>(std::min(from, history.size())), history.end());
+    const auto first = history.begin() + static_cast<std::ptrdiff_t>(std::min(from, history.size()));
+    std::vector<int32_t> ids(first, history.end());
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     return ids;
