@@ -1,7 +1,7 @@
 """The runtime's sampler against Hugging Face generate() semantics, checked with the float64 numpy
 reference of the same tiny model.
 
-Order per step (csrc/llm/sampler.cpp, spec §4.5): repetition penalty over the ids generated so far
+Order per step (csrc/sampling/llm_sampler.cpp, spec §4.5): repetition penalty over the ids generated so far
 in this reply (divide positive / multiply negative logits; the prompt is NOT penalised) ->
 temperature -> top-k (ties at the k-th value kept) -> top-p (shortest head of the sorted
 distribution whose cumulative mass reaches top_p, at least one id) -> multinomial.

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "python/numpy_arrays.h"
-#include "session/duplex_decode.h"
+#include "sampling/duplex_decode.h"
 #include "session/duplex_session.h"
 #include "session/omni_session.h"
 

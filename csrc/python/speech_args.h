@@ -14,8 +14,8 @@
 #include "core/error.h"
 #include "core/uniform_random.h"
 #include "python/numpy_arrays.h"
+#include "sampling/tts_sampler.h"
 #include "speech/hift_source.h"
-#include "speech/tts_sampler.h"
 
 namespace minicpmo_py {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "session/duplex_decode.h"
+#include "sampling/duplex_decode.h"
 #include "session/duplex_speech.h"
 #include "session/duplex_window.h"
 #include "session/omni_session.h"

@@ -14,7 +14,7 @@
 #include "llm/chat_prompt.h"
 #include "llm/llm_context.h"
 #include "llm/llm_model.h"
-#include "llm/sampler.h"
+#include "sampling/llm_sampler.h"
 #include "session/call_guard.h"
 
 namespace minicpmo {

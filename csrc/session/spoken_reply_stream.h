@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "sampling/tts_sampler.h"
 #include "session/session.h"
-#include "speech/tts_sampler.h"
 
 namespace minicpmo {
 

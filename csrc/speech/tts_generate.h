@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "sampling/tts_sampler.h"
 #include "speech/tts_decoder.h"
-#include "speech/tts_sampler.h"
 
 namespace minicpmo {
 

@@ -1,6 +1,10 @@
 // Token sampling with the semantics of Hugging Face generate() as MiniCPM-o uses it (spec §4.5):
 // repetition penalty over the ids generated so far, then temperature, top-k, top-p, multinomial.
 // Own implementation (not llama.cpp's chain) so the order and tie rules match the reference.
+// Composed of sampling/logits_ops: penalise_ids (HF's sign-aware rule) on the distinct ids of the
+// window, divide_by_temperature, top-k keeping ties at the k-th value, the candidates sorted
+// largest first (ties by id), top-p ending at the first token that *reaches* top_p, one uniform
+// draw through the inverse CDF of the sorted nucleus.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +39,6 @@ private:
     int n_vocab_;
     std::mt19937_64 rng_;
     std::vector<float> work_;
-    std::vector<int32_t> order_;
 };
 
 // Throws invalid_argument naming the bad field when params are out of range.

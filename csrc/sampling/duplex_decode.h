@@ -10,13 +10,19 @@
 // `listen_prob_scale` multiplies the logit of <|im_end|> (the tokenizer's eos, reference quirk;
 // nothing at 1.0); then greedy argmax, or temperature, top-k (ties with the k-th value kept), top-p
 // (the first token past the threshold kept) and a draw from the rest.
+//
+// Composed of sampling/logits_ops and pick: stage 1 is exp_weights + pick_inverse_cdf over the raw
+// row (or argmax); stage 2 is mask_id, divide_ids (the sign-blind penalty quirk), penalise_logit
+// (HF's sign rule, for the length penalty), scale_unmasked, count_above (listen_top_k),
+// divide_by_temperature, mask_outside_top_k, mask_outside_top_p_descending ending where the
+// cumulative probability *passes* top_p, and the stage-1 draw over the full row in id order.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "llama.h"
+#include "sampling/pick.h"
 
 namespace minicpmo {
 
@@ -52,7 +58,7 @@ struct DuplexDecision {
 // (one per stage that samples); it is not called in greedy mode.
 DuplexDecision duplex_decode(const float * logits, int n_vocab, const DuplexDecodeIds & ids,
                              const std::vector<llama_token> & history, const DuplexDecodeParams & params,
-                             const std::function<double()> & draw);
+                             const UniformDraw & draw);
 
 void validate_duplex_decode_params(const DuplexDecodeParams & params);
 
