@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "session/omni_session.h"
-#include "speech/tts_sampler.h"
+#include "sampling/tts_sampler.h"
 
 namespace minicpmo {
 
