@@ -1,4 +1,4 @@
-"""The runtime's streaming Token2Wav (csrc/speech/speech_stream.cpp through SpeechSynthesizer, bound as
+"""The runtime's streaming Token2Wav (csrc/token2wav/speech_stream.cpp through SpeechSynthesizer, bound as
 ``_core.SpeechSynthesizer``) against the numpy reference (tests/reference/token2wav.py:
 Token2WavReference + TokenStreamer, spec §5.2.4) on the tiny model's own weights, with the CFM noise
 and the HiFT source randomness injected on both sides.
@@ -272,7 +272,7 @@ def test_two_voices(two_voice_omni, flow_ref, hift_refs, noise, default_voice, b
 
 
 # ------------------------------------------------------------------------------------------------
-# duplex units (spec §6.3; rule of the official demo, see csrc/speech/speech_stream.cpp)
+# duplex units (spec §6.3; rule of the official demo, see csrc/token2wav/speech_stream.cpp)
 # ------------------------------------------------------------------------------------------------
 
 class DuplexReference:

@@ -1,4 +1,4 @@
-"""The runtime's streaming-simplex and duplex speech-token layouts (csrc/speech/tts_stream.h) against
+"""The runtime's streaming-simplex and duplex speech-token layouts (csrc/tts/tts_stream.h) against
 the numpy reference classes StreamingTTS / DuplexTTS (tests/reference/tts.py) on the tiny model's own
 weights: released blocks, kept tokens, every sample, the next chunk's/unit's position and the raw logits
 of every step, greedy and with injected uniform draws (one per step, also on discarded samples).

@@ -22,8 +22,8 @@
 #include "session/omni_session.h"
 #include "session/reply_stream.h"
 #include "session/simplex_stream.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/voice_bank.h"
+#include "token2wav/token2wav.h"
+#include "token2wav/voice_bank.h"
 
 struct minicpmo_model {
     std::shared_ptr<minicpmo::OmniModel> impl;
@@ -408,11 +408,11 @@ minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const c
         const auto hold = s.enter("minicpmo_session_speak_reply");
         std::function<double()> draw;
         if (seed != 0) {
-            s.speech().reseed(seed);
+            s.token2wav().reseed(seed);
             draw = minicpmo::seeded_uniform_draws(seed);
         }
         const std::vector<float> audio = s.speak_reply(draw, voice ? voice : "", max_speech_tokens);
-        call_audio(s, on_audio, audio, s.speech().sample_rate(), user_data);
+        call_audio(s, on_audio, audio, s.token2wav().sample_rate(), user_data);
     });
 }
 
@@ -758,7 +758,7 @@ minicpmo_status minicpmo_duplex_generate(minicpmo_duplex * duplex, const minicpm
             }
             std::memcpy(u.audio, r.audio.data(), r.audio.size() * sizeof(float));
             u.n_audio = r.audio.size();
-            u.sample_rate = duplex->impl->session().speech().sample_rate();
+            u.sample_rate = duplex->impl->session().token2wav().sample_rate();
         }
         *out_unit = u;
     });

@@ -1,4 +1,4 @@
-// Python binding of the Token2Wav flow runner (csrc/speech/flow_decoder.h) for tests and tools:
+// Python binding of the Token2Wav flow runner (csrc/token2wav/flow_decoder.h) for tests and tools:
 // `_core.Flow(omni_path)` loads the flow weights and voices of an omni file and runs the encoder,
 // the DiT, the CFM and the streaming windows. Mel arrays use the reference's layout (n_mel, frames);
 // encoder states are (frames, D).
@@ -15,9 +15,9 @@
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
-#include "speech/flow_decoder.h"
-#include "speech/flow_model.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_decoder.h"
+#include "token2wav/flow_model.h"
+#include "token2wav/voice_bank.h"
 
 namespace py = pybind11;
 using namespace minicpmo;

@@ -1,5 +1,5 @@
 // Python bindings of the speech-output components that tests drive directly: the HiFT vocoder
-// (csrc/speech/hift_vocoder.h), loaded from an omni file on its own so it can be compared with the
+// (csrc/token2wav/hift_vocoder.h), loaded from an omni file on its own so it can be compared with the
 // numpy reference with injected source randomness. The GIL is released around every computation.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -14,8 +14,8 @@
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
-#include "speech/hift_model.h"
-#include "speech/hift_vocoder.h"
+#include "token2wav/hift_model.h"
+#include "token2wav/hift_vocoder.h"
 
 namespace py = pybind11;
 using namespace minicpmo;

@@ -1,5 +1,5 @@
 // Python binding of the session's Token2Wav synthesizer with its streaming protocol
-// (csrc/speech/speech_synthesizer.h, speech_stream.h): `_core.SpeechSynthesizer(omni_path)` loads the
+// (csrc/token2wav/token2wav.h, speech_stream.h): `_core.Token2Wav(omni_path)` loads the
 // flow, HiFT and voices of an omni file on their own, so tests can stream speech tokens with the CFM
 // noise and the NSF source randomness injected and compare with the numpy reference. Waveforms are
 // float32 numpy arrays; the GIL is released around every computation.
@@ -16,10 +16,10 @@
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
-#include "speech/flow_model.h"
-#include "speech/hift_model.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_model.h"
+#include "token2wav/hift_model.h"
+#include "token2wav/token2wav.h"
+#include "token2wav/voice_bank.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
@@ -42,7 +42,7 @@ public:
           voices_(std::make_shared<const VoiceBank>(omni_path)),
           synth_(flow_, hift_, voices_, use_gpu, n_threads, seed) {}
 
-    SpeechSynthesizer & synth() { return synth_; }
+    Token2Wav & synth() { return synth_; }
     int vocab() const { return flow_->hparams().vocab; }
     int n_mel() const { return flow_->hparams().n_mel; }
     int n_sines() const { return hift_->hparams().n_harmonic_sines(); }
@@ -83,7 +83,7 @@ private:
     std::shared_ptr<const FlowModel> flow_;
     std::shared_ptr<const HiftModel> hift_;
     std::shared_ptr<const VoiceBank> voices_;
-    SpeechSynthesizer synth_;
+    Token2Wav synth_;
 };
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Python bindings of the incremental speech-token layouts (csrc/speech/tts_stream.h): a simplex
+// Python bindings of the incremental speech-token layouts (csrc/tts/tts_stream.h): a simplex
 // stream per assistant turn and a duplex unit stream, both driving a session's TTS decoder (the
 // session is kept alive by the stream). Draws are a list of uniform floats (one per sampling step,
 // in order) or None = greedy. The GIL is released around every computation.
@@ -17,7 +17,7 @@
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
 #include "session/omni_session.h"
-#include "speech/tts_stream.h"
+#include "tts/tts_stream.h"
 
 namespace py = pybind11;
 using namespace minicpmo;

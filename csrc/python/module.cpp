@@ -24,9 +24,9 @@
 #include "cli/image_file.h"
 #include "session/omni_model.h"
 #include "session/omni_session.h"
-#include "speech/tts_decoder.h"
-#include "speech/tts_generate.h"
-#include "speech/speech_synthesizer.h"
+#include "tts/tts_decoder.h"
+#include "tts/tts_generate.h"
+#include "token2wav/token2wav.h"
 #include "vision/vision_model.h"
 
 namespace py = pybind11;
@@ -512,12 +512,12 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("speech_sample_rate",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("speech_sample_rate");
-                                   return s.speech().sample_rate();
+                                   return s.token2wav().sample_rate();
                                })
         .def_property_readonly("voice_names",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("voice_names");
-                                   return s.speech().voices().names();
+                                   return s.token2wav().voices().names();
                                })
         .def("reply_speech_tokens",
              [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,

@@ -15,7 +15,7 @@
 #include "core/uniform_random.h"
 #include "python/numpy_arrays.h"
 #include "sampling/tts_sampler.h"
-#include "speech/hift_source.h"
+#include "token2wav/hift_source.h"
 
 namespace minicpmo_py {
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "sampling/pick.h"
-#include "speech/tts_model.h"
+#include "tts/tts_model.h"
 
 namespace minicpmo {
 

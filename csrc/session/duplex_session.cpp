@@ -7,7 +7,7 @@
 #include "audio/streaming_mel.h"
 #include "core/error.h"
 #include "core/uniform_random.h"
-#include "speech/speech_synthesizer.h"
+#include "token2wav/token2wav.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -330,7 +330,7 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
 
 void DuplexSession::set_speech(bool on, const std::string & voice, uint64_t seed) {
     const auto hold = session_.enter("duplex set_speech");
-    if (on) session_.speech().voices().get(voice);  // an unknown voice fails now
+    if (on) session_.token2wav().voices().get(voice);  // an unknown voice fails now
     speech_on_ = on;
     voice_ = voice;
     speech_seed_ = seed;

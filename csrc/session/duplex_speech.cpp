@@ -6,9 +6,9 @@
 #include "core/error.h"
 #include "core/uniform_random.h"
 #include "session/omni_session.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/tts_decoder.h"
-#include "speech/tts_stream.h"
+#include "token2wav/token2wav.h"
+#include "tts/tts_decoder.h"
+#include "tts/tts_stream.h"
 
 namespace minicpmo {
 
@@ -19,7 +19,7 @@ DuplexSpeech::Lease::~Lease() { session.release_speech(); }
 DuplexSpeech::DuplexSpeech(OmniSession & session, const std::string & voice, uint64_t seed, int queue_capacity)
     : session_(session), lease_(session, "duplex speech"), voice_(voice), rng_(seed), capacity_(queue_capacity) {
     if (queue_capacity < 1) fail(Status::invalid_argument, "the speech queues need room for at least one unit");
-    SpeechSynthesizer & synth = session.speech();
+    Token2Wav & synth = session.token2wav();
     synth.voices().get(voice);  // an unknown voice fails here, before the conversation starts
     TtsDecoder & decoder = session.tts_decoder();
     tts_ = std::make_unique<TtsDuplexStream>(decoder, decoder.model().hparams().duplex);
@@ -141,7 +141,7 @@ void DuplexSpeech::run_decoder() {
 
 void DuplexSpeech::run_vocoder() {
     uint64_t turn_epoch = 0;
-    SpeechSynthesizer & synth = session_.speech();
+    Token2Wav & synth = session_.token2wav();
     try {
         for (;;) {
             std::unique_lock<std::mutex> lock(mu_);

@@ -4,10 +4,10 @@
 
 #include "core/error.h"
 #include "audio/audio_model.h"
-#include "speech/flow_model.h"
-#include "speech/hift_model.h"
-#include "speech/tts_model.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_model.h"
+#include "token2wav/hift_model.h"
+#include "tts/tts_model.h"
+#include "token2wav/voice_bank.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {

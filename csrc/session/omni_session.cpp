@@ -6,9 +6,9 @@
 #include "core/error.h"
 #include "audio/audio_features.h"
 #include "session/media_prompt.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/tts_decoder.h"
-#include "speech/tts_generate.h"
+#include "token2wav/token2wav.h"
+#include "tts/tts_decoder.h"
+#include "tts/tts_generate.h"
 #include "vision/image_preprocess.h"
 #include "vision/vision_encoder.h"
 
@@ -70,7 +70,7 @@ void OmniSession::close() {
     vision_.reset();
     audio_.reset();
     tts_.reset();
-    speech_.reset();
+    token2wav_.reset();
     omni_.reset();
     close_llm();
 }
@@ -102,7 +102,7 @@ void OmniSession::set_n_threads(int n_threads) {
     if (vision_) vision_->set_n_threads(n_threads);
     if (audio_) audio_->set_n_threads(n_threads);
     if (tts_) tts_->set_n_threads(n_threads);
-    if (speech_) speech_->set_n_threads(n_threads);
+    if (token2wav_) token2wav_->set_n_threads(n_threads);
 }
 
 VisionEncoder & OmniSession::vision() {
@@ -199,19 +199,19 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
     return r.tokens;
 }
 
-SpeechSynthesizer & OmniSession::speech() {
-    if (!speech_) {
-        speech_ = std::make_unique<SpeechSynthesizer>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().use_gpu(),
+Token2Wav & OmniSession::token2wav() {
+    if (!token2wav_) {
+        token2wav_ = std::make_unique<Token2Wav>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().use_gpu(),
                                                       n_threads_, 0);
     }
-    return *speech_;
+    return *token2wav_;
 }
 
 std::vector<float> OmniSession::speak_reply(const std::function<double()> & draw, const std::string & voice,
                                             int max_speech_tokens) {
     const auto hold = enter("speak_reply");
     require_speech_free("speak_reply");
-    SpeechSynthesizer & synth = speech();
+    Token2Wav & synth = token2wav();
     synth.voices().get(voice);  // an unknown voice fails before any work
     return synth.synthesize(reply_speech_tokens(draw, max_speech_tokens), voice);
 }

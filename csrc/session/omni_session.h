@@ -19,7 +19,7 @@ namespace minicpmo {
 
 class VisionEncoder;
 class TtsDecoder;
-class SpeechSynthesizer;
+class Token2Wav;
 
 // Decoded RGB8 pixels owned by the caller for the duration of a call.
 struct ImageInput {
@@ -97,7 +97,7 @@ public:
     std::vector<int32_t> reply_speech_tokens(const std::function<double()> & draw, int max_new_tokens = 0,
                                              bool * finished = nullptr);
     // The session's Token2Wav (flow + HiFT) with its seeded generators.
-    SpeechSynthesizer & speech();
+    Token2Wav & token2wav();
     // 24 kHz samples of the last reply: reply_speech_tokens, then Token2Wav with voice `voice`
     // ("" = the default voice).
     std::vector<float> speak_reply(const std::function<double()> & draw, const std::string & voice,
@@ -127,7 +127,7 @@ private:
     std::unique_ptr<VisionEncoder> vision_;
     std::unique_ptr<AudioEncoder> audio_;
     std::unique_ptr<TtsDecoder> tts_;
-    std::unique_ptr<SpeechSynthesizer> speech_;
+    std::unique_ptr<Token2Wav> token2wav_;
     int n_threads_;
     std::atomic<int> speech_leases_{0};
 };

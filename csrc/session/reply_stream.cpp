@@ -2,8 +2,8 @@
 
 #include "core/error.h"
 #include "session/spoken_reply_stream.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/voice_bank.h"
+#include "token2wav/token2wav.h"
+#include "token2wav/voice_bank.h"
 
 namespace minicpmo {
 
@@ -19,7 +19,7 @@ void ReplyStream::check_options(OmniSession & session, const ReplyOptions & opti
     }
     if (options.speech != ReplySpeech::none) {
         session.require_speech_free("spoken reply");
-        session.speech().voices().get(options.voice);  // an unknown voice fails before any work
+        session.token2wav().voices().get(options.voice);  // an unknown voice fails before any work
     }
 }
 
@@ -31,7 +31,7 @@ ReplyStream::ReplyStream(OmniSession & session, const ReplyOptions & options, Re
     tts_eos_ = m.special_token(Special::tts_eos);
     unk_ = m.special_token(Special::unk);
     if (options.speech != ReplySpeech::none) {
-        SpeechSynthesizer & synth = session.speech();
+        Token2Wav & synth = session.token2wav();
         const std::vector<llama_token> & kv = session.kv_tokens();
         if (kv.empty() || kv.back() != m.special_token(Special::tts_bos)) {
             fail(Status::invalid_argument,
@@ -117,7 +117,7 @@ bool ReplyStream::next(ReplyChunk & out) {
             phase_ = Phase::synthesis;
             return true;
         case Phase::synthesis:
-            out.audio.push_back(session_.speech().synthesize(whole_tokens_, options_.voice));
+            out.audio.push_back(session_.token2wav().synthesize(whole_tokens_, options_.voice));
             phase_ = Phase::done;
             return false;
         case Phase::done: break;

@@ -2,9 +2,9 @@
 
 #include "core/error.h"
 #include "session/omni_session.h"
-#include "speech/speech_synthesizer.h"
-#include "speech/tts_decoder.h"
-#include "speech/tts_stream.h"
+#include "token2wav/token2wav.h"
+#include "tts/tts_decoder.h"
+#include "tts/tts_stream.h"
 
 namespace minicpmo {
 
@@ -22,7 +22,7 @@ SpokenReplyStream::SpokenReplyStream(OmniSession & session, const GenerateParams
     if (kv.empty() || kv.back() != tts_bos) {
         fail(Status::invalid_argument, "a spoken reply needs a prompt ending with <|tts_bos|> (the spoken-reply template)");
     }
-    SpeechSynthesizer & synth = session.speech();
+    Token2Wav & synth = session.token2wav();
     synth.voices().get(voice);  // an unknown voice fails before any work
     TtsDecoder & decoder = session.tts_decoder();
     tts_ = std::make_unique<TtsSimplexStream>(decoder, decoder.model().hparams().stream, 25, max_speech_tokens_per_chunk);
@@ -34,7 +34,7 @@ SpokenReplyStream::SpokenReplyStream(OmniSession & session, const GenerateParams
 
 SpokenReplyStream::~SpokenReplyStream() = default;
 
-int SpokenReplyStream::sample_rate() const { return session_.speech().sample_rate(); }
+int SpokenReplyStream::sample_rate() const { return session_.token2wav().sample_rate(); }
 
 void SpokenReplyStream::cancel() {
     const auto hold = session_.enter("spoken reply cancel");
@@ -46,7 +46,7 @@ void SpokenReplyStream::cancel() {
 void SpokenReplyStream::push_speech(const std::vector<int32_t> & tokens, SpokenPiece & out) {
     if (tokens.empty()) return;
     speech_tokens_.insert(speech_tokens_.end(), tokens.begin(), tokens.end());
-    for (std::vector<float> & chunk : session_.speech().stream_push(tokens.data(), static_cast<int>(tokens.size()))) {
+    for (std::vector<float> & chunk : session_.token2wav().stream_push(tokens.data(), static_cast<int>(tokens.size()))) {
         out.audio.push_back(std::move(chunk));
     }
 }
@@ -66,7 +66,7 @@ void SpokenReplyStream::finish(SpokenPiece & out) {
     if (!chunk_ids_.empty()) feed_chunk(true, out);
     // what the decoder has not released yet (a final chunk cut at the token limit keeps its rest)
     push_speech(tts_->flush(), out);
-    std::vector<float> rest = session_.speech().stream_finish();
+    std::vector<float> rest = session_.token2wav().stream_finish();
     if (!rest.empty()) out.audio.push_back(std::move(rest));
     done_ = true;
 }

@@ -1,4 +1,4 @@
-#include "speech/voice_bank.h"
+#include "token2wav/voice_bank.h"
 
 #include <cmath>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "speech/flow_decoder.h"
+#include "token2wav/flow_decoder.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include "core/uniform_random.h"
 #include "ggml-backend.h"
 #include "ggml.h"
-#include "speech/flow_graph.h"
+#include "token2wav/flow_graph.h"
 
 namespace minicpmo {
 

@@ -1,4 +1,4 @@
-#include "speech/hift_graph.h"
+#include "token2wav/hift_graph.h"
 
 #include <cfloat>
 

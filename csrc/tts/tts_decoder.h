@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/compute_backend.h"
-#include "speech/tts_model.h"
+#include "tts/tts_model.h"
 
 namespace minicpmo {
 

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "core/compute_backend.h"
-#include "speech/hift_model.h"
-#include "speech/hift_source.h"
+#include "token2wav/hift_model.h"
+#include "token2wav/hift_source.h"
 
 namespace minicpmo {
 

@@ -1,4 +1,4 @@
-#include "speech/hift_model.h"
+#include "token2wav/hift_model.h"
 
 #include <algorithm>
 #include <cmath>

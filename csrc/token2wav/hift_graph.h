@@ -4,7 +4,7 @@
 #pragma once
 
 #include "ggml.h"
-#include "speech/hift_model.h"
+#include "token2wav/hift_model.h"
 
 namespace minicpmo {
 

@@ -1,4 +1,4 @@
-#include "speech/flow_model.h"
+#include "token2wav/flow_model.h"
 
 #include <algorithm>
 #include <cmath>

@@ -18,10 +18,10 @@
 #include <utility>
 #include <vector>
 
-#include "speech/flow_decoder.h"
-#include "speech/hift_source.h"
-#include "speech/hift_vocoder.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_decoder.h"
+#include "token2wav/hift_source.h"
+#include "token2wav/hift_vocoder.h"
+#include "token2wav/voice_bank.h"
 
 namespace minicpmo {
 
@@ -31,7 +31,7 @@ using HiftRandomSource = std::function<HiftSourceRandom(int64_t n_samples)>;
 
 class SpeechStream {
 public:
-    // The decoders and the voices are owned by the caller (SpeechSynthesizer) and outlive this.
+    // The decoders and the voices are owned by the caller (Token2Wav) and outlive this.
     SpeechStream(FlowDecoder & flow, HiftVocoder & hift, const VoiceBank & voices);
 
     // Starts an utterance with voice `voice` ("" = the default voice); abandons one in progress.

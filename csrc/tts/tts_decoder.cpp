@@ -1,4 +1,4 @@
-#include "speech/tts_decoder.h"
+#include "tts/tts_decoder.h"
 
 #include <algorithm>
 #include <limits>
@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "core/error.h"
-#include "speech/tts_graph.h"
+#include "tts/tts_graph.h"
 
 namespace minicpmo {
 

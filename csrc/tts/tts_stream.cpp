@@ -1,4 +1,4 @@
-#include "speech/tts_stream.h"
+#include "tts/tts_stream.h"
 
 #include <numeric>
 #include <string>

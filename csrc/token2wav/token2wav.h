@@ -1,6 +1,6 @@
 // Token2Wav for one session (spec §5.2): speech tokens -> flow (encoder + CFM with the voice
 // prompt) -> 80-bin mel -> HiFT -> 24 kHz samples, for whole utterances or streamed (spec §5.2.4,
-// duplex units §6.3: csrc/speech/speech_stream.h). Randomness (CFM noise, NSF noise) comes from the
+// duplex units §6.3: csrc/token2wav/speech_stream.h). Randomness (CFM noise, NSF noise) comes from the
 // session's seeded generators unless a test injects it.
 #pragma once
 
@@ -10,16 +10,16 @@
 #include <utility>
 #include <vector>
 
-#include "speech/flow_decoder.h"
-#include "speech/hift_vocoder.h"
-#include "speech/speech_stream.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_decoder.h"
+#include "token2wav/hift_vocoder.h"
+#include "token2wav/speech_stream.h"
+#include "token2wav/voice_bank.h"
 
 namespace minicpmo {
 
-class SpeechSynthesizer {
+class Token2Wav {
 public:
-    SpeechSynthesizer(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
+    Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
                       std::shared_ptr<const VoiceBank> voices, bool use_gpu, int n_threads, uint64_t seed);
 
     void set_n_threads(int n_threads);

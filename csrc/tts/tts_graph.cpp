@@ -1,4 +1,4 @@
-#include "speech/tts_graph.h"
+#include "tts/tts_graph.h"
 
 #include <cmath>
 

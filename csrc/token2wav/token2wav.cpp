@@ -1,4 +1,4 @@
-#include "speech/speech_synthesizer.h"
+#include "token2wav/token2wav.h"
 
 #include <utility>
 
@@ -6,24 +6,24 @@
 
 namespace minicpmo {
 
-SpeechSynthesizer::SpeechSynthesizer(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
+Token2Wav::Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
                                      std::shared_ptr<const VoiceBank> voices, bool use_gpu, int n_threads, uint64_t seed)
     : flow_(std::move(flow), use_gpu, n_threads, seed), hift_(std::move(hift), use_gpu, n_threads, seed ^ 0x5eedu),
       voices_(std::move(voices)), stream_(flow_, hift_, *voices_) {}
 
-void SpeechSynthesizer::set_n_threads(int n_threads) {
+void Token2Wav::set_n_threads(int n_threads) {
     flow_.set_n_threads(n_threads);
     hift_.set_n_threads(n_threads);
 }
 
-void SpeechSynthesizer::reseed(uint64_t seed) {
+void Token2Wav::reseed(uint64_t seed) {
     flow_.reseed_noise(seed);
     hift_.reseed(seed ^ 0x5eedu);
 }
 
-int SpeechSynthesizer::sample_rate() const { return hift_.model().hparams().sample_rate; }
+int Token2Wav::sample_rate() const { return hift_.model().hparams().sample_rate; }
 
-std::vector<float> SpeechSynthesizer::synthesize(const std::vector<int32_t> & tokens, const std::string & voice) {
+std::vector<float> Token2Wav::synthesize(const std::vector<int32_t> & tokens, const std::string & voice) {
     if (tokens.empty()) fail(Status::invalid_argument, "there are no speech tokens to synthesize");
     if (voices_->empty()) {
         fail(Status::invalid_argument, "the omni file has no voice; add one with minicpmo-convert --add-voice NAME=ref.wav");

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "sampling/tts_sampler.h"
-#include "speech/tts_decoder.h"
+#include "tts/tts_decoder.h"
 
 namespace minicpmo {
 

@@ -1,4 +1,4 @@
-#include "speech/hift_vocoder.h"
+#include "token2wav/hift_vocoder.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "core/error.h"
-#include "speech/hift_graph.h"
+#include "token2wav/hift_graph.h"
 
 namespace minicpmo {
 

@@ -1,4 +1,4 @@
-#include "speech/tts_generate.h"
+#include "tts/tts_generate.h"
 
 #include <numeric>
 

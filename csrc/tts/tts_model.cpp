@@ -1,4 +1,4 @@
-#include "speech/tts_model.h"
+#include "tts/tts_model.h"
 
 #include <algorithm>
 

@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "speech/hift_model.h"
+#include "token2wav/hift_model.h"
 
 namespace minicpmo {
 

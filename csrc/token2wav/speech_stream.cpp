@@ -1,4 +1,4 @@
-#include "speech/speech_stream.h"
+#include "token2wav/speech_stream.h"
 
 #include <algorithm>
 #include <string>

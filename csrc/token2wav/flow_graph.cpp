@@ -1,4 +1,4 @@
-#include "speech/flow_graph.h"
+#include "token2wav/flow_graph.h"
 
 #include <cmath>
 

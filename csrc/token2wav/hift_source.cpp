@@ -1,7 +1,7 @@
 // Compiled with -ffp-contract=off: every float32 operation below is rounded on its own, as numpy
 // does; the fused multiply-adds of torch's interpolation are written out explicitly (in double,
 // where the product of two floats is exact).
-#include "speech/hift_source.h"
+#include "token2wav/hift_source.h"
 
 #include <algorithm>
 #include <cmath>

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "ggml.h"
-#include "speech/tts_model.h"
+#include "tts/tts_model.h"
 
 namespace minicpmo {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "ggml.h"
-#include "speech/flow_model.h"
+#include "token2wav/flow_model.h"
 
 namespace minicpmo {
 

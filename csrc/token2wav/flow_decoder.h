@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "core/compute_backend.h"
-#include "speech/flow_model.h"
-#include "speech/voice_bank.h"
+#include "token2wav/flow_model.h"
+#include "token2wav/voice_bank.h"
 
 struct ggml_context;
 struct ggml_tensor;
