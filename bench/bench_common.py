@@ -7,15 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 # the tests' speech-like signal: one definition for tests and benchmarks
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import audio_inputs  # noqa: E402
-
-speechlike = audio_inputs.speechlike
+from minicpmo_cpp.signals import speechlike  # noqa: F401
 
 
 def cache_dir() -> Path:

@@ -5,7 +5,7 @@ Builds libmtmd from the llama.cpp tree this package was built against (ccache-ca
 tree and flags as bench/llm.py) plus bench/mtmd_vision_bench.cpp; makes a random-weight checkpoint
 with the real vision shape (SigLIP 1152 wide, FFN 4304, 16 heads, 27 layers with the last dropped,
 resampler into 4096 with 32 heads and 64 queries) and a 1-layer 4096-wide LLM, converts it with our
-converter and writes the same weights as upstream's mmproj (bench/mtmd_mmproj.py). Then encodes a
+converter and writes the same weights as upstream's mmproj (minicpmo_cpp.convert.mtmd_mmproj). Then encodes a
 448x448 image (1 slice, 64 tokens) and a 1344x1344 image (source + 3x3 slices, 640 tokens) with
 both, each side in its own process, rounds alternating. Timed: uint8 RGB in memory -> embeddings
 (ours: OmniSession.encode_image; upstream: mtmd_tokenize, its preprocessing, + mtmd_encode_chunk
@@ -99,8 +99,7 @@ def make_models(work: Path, types: list[str]) -> dict[str, tuple[Path, Path, Pat
     from minicpmo_cpp.convert import convert_checkpoint
     from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
 
-    sys.path.insert(0, str(BENCH_DIR))
-    from mtmd_mmproj import write_mmproj
+    from minicpmo_cpp.convert.mtmd_mmproj import write_mmproj
 
     hf = work / "hf"
     done = hf / ".complete"  # written last: an interrupted generation is redone

@@ -1,8 +1,8 @@
 """Write llama.cpp's own mmproj GGUF (libmtmd / clip, projector "resampler", minicpmv_version
 100045 = MiniCPM-o 4.5) from a MiniCPM-o Hugging Face checkpoint, so upstream can encode images with
-exactly the weights our converter puts in the omni companion. Used by bench/vision.py only.
+exactly the weights our converter puts in the omni companion (bench/vision.py compares the two).
 
-    python bench/mtmd_mmproj.py HF_DIR OUT.gguf [--outtype f16|q8_0|f32]
+    python -m minicpmo_cpp.convert.mtmd_mmproj HF_DIR OUT.gguf [--outtype f16|q8_0|f32]
 
 Format facts (read from tools/mtmd/clip.cpp, clip-impl.h and the tree's legacy MiniCPM-V converter):
 arch "clip"; keys clip.projector_type, clip.minicpmv_version, clip.minicpmv_query_num and
@@ -35,7 +35,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
-from minicpmo_cpp.convert.safetensors_io import SafetensorsSource
+from .safetensors_io import SafetensorsSource
 
 MINICPMO_45_VERSION = 100045
 RESAMPLER_HEAD_DIM = 128  # clip.cpp's minicpmv graph hard-codes 128-wide resampler heads
@@ -183,7 +183,7 @@ def write_mmproj(hf_dir: str | os.PathLike, out_path: str | os.PathLike, outtype
     slice_cfg = cfg.get("slice_config") or {}
 
     w = gguf.GGUFWriter(None, "clip")
-    w.add_name("MiniCPM-o 4.5 vision (bench/mtmd_mmproj.py)")
+    w.add_name("MiniCPM-o 4.5 vision (minicpmo_cpp.convert.mtmd_mmproj)")
     w.add_description("image encoder for MiniCPM-o 4.5")
     w.add_file_type(int(FILE_TYPES[outtype]))
     w.add_bool("clip.has_text_encoder", False)
