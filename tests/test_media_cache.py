@@ -101,21 +101,28 @@ def omni(tiny_f32):
     return OmniSession(str(tiny_f32[0]), n_threads=2, n_ctx=4096, kv_cache_type="f32")
 
 
-def test_replies_are_those_of_the_same_media_as_arrays(omni, tmp_path):
+def test_replies_are_those_of_the_same_media_as_arrays(omni, tmp_path, monkeypatch):
+    import minicpmo_cpp.messages as messages
+
+    decoded_files = []
+    load = messages.load_image
+    monkeypatch.setattr(messages, "load_image", _counting(load, decoded_files))
     paths = [tmp_path / "x.png", tmp_path / "y.png"]
     arrays = [_png(p, 10 + i, size=(70, 50)) for i, p in enumerate(paths)]
-    by_path = [{"role": "user", "content": [str(paths[0]), "What is it?"]}]
-    by_array = [{"role": "user", "content": [arrays[0], "What is it?"]}]
+    parts = [{"type": "image", "image": str(p)} for p in paths]  # file paths: decoded once, cached
     replies = []
-    for conv in (by_path, by_array):
+    for first_image, second_image in ((parts[0], parts[1]), (arrays[0], arrays[1])):
         omni.reset()
+        conv = [{"role": "user", "content": [first_image, "What is it?"]}]
         first = omni.chat(conv, max_slice_nums=1, **GREEDY)
-        conv2 = conv + [{"role": "assistant", "content": first},
-                        {"role": "user", "content": [conv[0]["content"][0] if conv is by_path else arrays[0],
-                                                     str(paths[1]) if conv is by_path else arrays[1], "And these?"]}]
-        second = omni.chat(conv2, max_slice_nums=1, **GREEDY)
+        assert omni.last_prefill[1] > 64  # the image's rows are in the prompt
+        conv += [{"role": "assistant", "content": first},
+                 {"role": "user", "content": [first_image, second_image, "And these?"]}]
+        second = omni.chat(conv, max_slice_nums=1, **GREEDY)
         reused, decoded = omni.last_prefill
         replies.append((str(first), str(second), reused))
+        if first_image is parts[0]:  # the second turn decoded only its new file
+            assert [d["image"] for d in decoded_files] == [str(paths[0]), str(paths[1])]
     assert replies[0][:2] == replies[1][:2]
     # the second turn kept the first turn's prompt (with its image) in the cache in both forms
     assert replies[0][2] == replies[1][2] > 64
