@@ -13,7 +13,7 @@ alternating which side goes first:
   * streaming: consecutive 1-s chunks through the encoder's key/value cache (cache growing), per
     chunk: mel chunk in memory -> LLM tokens. simplex = 100 mel frames per chunk; duplex = 102/104
     frames (2 frames of conv context on each side, dropped after the stem).
-    ours: OmniSession._session.audio_stream_chunk(mel, front, back).
+    ours: _testing.hooks(session).audio_stream_chunk(mel, front, back) (minicpmo_cpp._testing).
   * 30-s clip (3000 mel frames, 1-s block-causal attention, the chat path):
     ours: _session.audio_encode_mel(mel, "block") and, end to end from float32 PCM,
     OmniSession.encode_audio(pcm) (our C++ log-mel included); torch: the same mel through the
@@ -168,11 +168,11 @@ def stream_chunk(mel: np.ndarray, k: int, mode: str) -> tuple[np.ndarray, int, i
 # ---------------------------------------------------------------------------------------------
 class OursSide:
     def __init__(self, model: str, threads: int):
-        from minicpmo_cpp import OmniSession, _core
+        from minicpmo_cpp import OmniSession, _testing
 
         self.session = OmniSession(model, n_threads=threads, n_gpu_layers=0, n_ctx=512)
-        self.native = self.session._session
-        self.info = {"system_info": _core.system_info().strip()}
+        self.native = _testing.hooks(self.session)
+        self.info = {"system_info": _testing.system_info().strip()}
 
     def reset_stream(self) -> None:
         self.native.audio_stream_reset()

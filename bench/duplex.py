@@ -246,10 +246,10 @@ def run_llm_text_prefill(omni, n: int) -> dict:
 
 def run_token2wav_alone(omni_path: Path, threads: int, n_units: int) -> dict:
     """Token2Wav alone over 25 speech tokens per unit, one turn of n_units units (the last ends it)."""
-    from minicpmo_cpp import _core
+    from minicpmo_cpp import _testing
 
     t0 = time.perf_counter()
-    synth = _core.SpeechSynthesizer(str(omni_path), n_threads=threads, use_gpu=False, seed=0)
+    synth = _testing.SpeechSynthesizer(str(omni_path), n_threads=threads, use_gpu=False, seed=0)
     synth.stream_begin("")
     log(f"  synthesizer loaded and voice primed in {time.perf_counter() - t0:.1f} s")
     rng = np.random.default_rng(SEED + 9)
@@ -280,7 +280,7 @@ def main() -> None:
     if not 1 <= args.speak_tokens <= 17:
         ap.error("--speak-tokens must be 1..17 (a unit holds <|speak|>, the tokens, <|turn_eos|>, <|chunk_eos|>)")
 
-    from minicpmo_cpp import OmniSession, _core
+    from minicpmo_cpp import OmniSession, _testing
 
     load_before = loadavg()
     t_begin = time.perf_counter()
@@ -345,7 +345,7 @@ def main() -> None:
         "model": {"llm": "Qwen3-0.6B shape (NOT the 8B), random weights, F16", **model_params(args.t2w_steps),
                   "gguf": str(llm)},
         "threads": args.threads, "cpu": platform.processor() or platform.machine(),
-        "system_info": _core.system_info().strip(),
+        "system_info": _testing.system_info().strip(),
         "script": {"listen_units": args.listen_units, "speak_units": args.speak_units,
                    "speak_text_tokens_per_unit": args.speak_tokens, "decisions": "scripted (_scripted)"},
         "results": results, "llm_text_prefill_s": llm_prefill, "frames": frames, "token2wav_alone_s": t2w,

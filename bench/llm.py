@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minicpmo_cpp import OmniSession, _core, build_info
+from minicpmo_cpp import OmniSession, _testing, build_info
 from minicpmo_cpp.convert import convert_checkpoint
 from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
 from minicpmo_cpp.quantize import quantize_llm_file
@@ -98,10 +98,10 @@ class Ours:
         self.session = OmniSession(str(model), n_threads=threads, n_gpu_layers=0, n_ctx=N_PROMPT + N_GEN + 16,
                                    n_batch=N_PROMPT)
         self.prompt = np.random.default_rng(0).integers(0, 151643, size=N_PROMPT).tolist()
-        self.session._session.prefill(self.prompt[:16])  # warm-up (llama-bench warms up too)
+        _testing.hooks(self.session).prefill(self.prompt[:16])  # warm-up (llama-bench warms up too)
 
     def run(self, reps: int) -> dict[str, float]:
-        return measure_ours(self.session._session, self.prompt, reps)
+        return measure_ours(_testing.hooks(self.session).native, self.prompt, reps)
 
 
 def measure_ours(native, prompt: list[int], reps: int) -> dict[str, float]:
@@ -179,7 +179,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "llm", "shape": "Qwen3-0.6B (random weights), vocab 151748",
         "n_prompt": N_PROMPT, "n_gen": N_GEN, "threads": args.threads, "reps": args.reps,
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "system_info": _core.system_info().strip(),
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "system_info": _testing.system_info().strip(),
         "machine": platform.machine(), "results": results, "target_ratio": 0.97,
     }, indent=2))
 

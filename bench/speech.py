@@ -16,7 +16,7 @@ alternating which goes first (run_interleaved), best of --rounds after a short w
 2. Token2Wav real-time factor (compute seconds per second of audio) for each --steps value:
    whole utterance (flow.inference + HiFT over the whole mel) and streaming windows (28 tokens,
    stride 25, after the 3 silence look-ahead tokens; flow stream + HiFT 1.0.1 stream caches).
-   ours: _core.Flow / _core.HiftVocoder; torch: the official stepaudio2 classes
+   ours: _testing.Flow / _testing.HiftVocoder; torch: the official stepaudio2 classes
    (CausalMaskedDiffWithXvec.inference / setup_cache + inference_chunk + Token2wav's cache trimming,
    HiFTGenerator with its weight-norm parametrizations as Token2wav loads it), built by
    tests/stepaudio2_oracle.py from the same flow.pt / hift.pt. Same tokens, same voice prompt.
@@ -184,13 +184,13 @@ def timed_token2wav(side: str, steps: int, args, speech, to_mel, to_wav):
 # ours
 # ---------------------------------------------------------------------------------------------
 def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
-    from minicpmo_cpp import OmniSession
-    from minicpmo_cpp._core import Flow, HiftVocoder
+    from minicpmo_cpp import OmniSession, _testing
+    from minicpmo_cpp._testing import Flow, HiftVocoder
 
     x = inputs(args)
     res: dict = {}
     if "tts" in args.parts:
-        s = OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=512)._session
+        s = _testing.hooks(OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=512))
 
         def prefill():
             rows = np.concatenate([s.tts_condition_rows(x["text_ids"].tolist(), x["hidden"]),
@@ -543,7 +543,7 @@ def main() -> int:
 
     voice_frames = 100  # tiny_token2wav.TINY_VOICE_TOKENS = 50 prompt tokens -> 100 mel frames
     frames = voice_frames + 2 * args.tokens
-    from minicpmo_cpp import _core, build_info
+    from minicpmo_cpp import _testing, build_info
 
     gemm_runs = torch_.pop("gemm_runs")
     gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
@@ -551,7 +551,7 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     # which ggml CPU kernels ran (DESIGN: every benchmark states the CPU variant)
                     "minicpmo_native": build_info.MINICPMO_NATIVE,
-                    "minicpmo_cpp_system_info": _core.system_info().strip(),
+                    "minicpmo_cpp_system_info": _testing.system_info().strip(),
                     "omp_wait_policy": args.omp_wait_policy, "loadavg_at_start": load_start,
                     "loadavg_1min_after_each_worker": loads,
                     "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm},

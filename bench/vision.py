@@ -164,7 +164,7 @@ class Worker(LineWorker):
 def ours_worker(model: str, threads: int) -> int:
     """The minicpmo-cpp side, run as `vision.py --worker-ours MODEL` in its own process."""
     rss_start = proc_status_kib("VmRSS")
-    from minicpmo_cpp import OmniSession, _core
+    from minicpmo_cpp import OmniSession, _testing
 
     t0 = time.perf_counter()
     try:
@@ -176,7 +176,7 @@ def ours_worker(model: str, threads: int) -> int:
         return 1
     print(json.dumps({"ready": True, "load_ms": (time.perf_counter() - t0) * 1e3, "n_threads": threads,
                       "rss_start_kib": rss_start, "rss_after_load_kib": proc_status_kib("VmRSS"),
-                      "system_info": _core.system_info().strip()}), flush=True)
+                      "system_info": _testing.system_info().strip()}), flush=True)
     for line in sys.stdin:
         parts = line.split()
         if not parts or parts[0] == "quit":

@@ -200,10 +200,11 @@ def tiny_tts_ref(tiny_state):
 
 @pytest.fixture(scope="module")
 def tiny_sessions(tiny_f32, tiny_f16):
-    """{"f32", "f16"}: a native session (minicpmo_cpp._core.Session) of each tiny conversion, n_ctx 512."""
-    from minicpmo_cpp import OmniSession
+    """{"f32", "f16"}: the test hooks (minicpmo_cpp._testing.SessionHooks) of a session of each tiny
+    conversion, n_ctx 512."""
+    from minicpmo_cpp import OmniSession, _testing
 
-    return {kind: OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512)._session
+    return {kind: _testing.hooks(OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512))
             for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import minicpmo_cpp
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import SR, chat_audio_token_count, speechlike, tiny_mel_filters
 from c_demos import build_c_demo
@@ -158,11 +158,11 @@ def test_bad_audio_inputs(asession):
     with pytest.raises(MinicpmoError, match="NaN|finite"):
         asession.encode_audio(np.full(16000, np.nan, np.float32))
     with pytest.raises(MinicpmoError, match="float32"):
-        asession._session.encode_audio(np.zeros(16000, np.float64), "block")
+        _testing.hooks(asession).encode_audio(np.zeros(16000, np.float64), "block")
     with pytest.raises(MinicpmoError, match="1-D"):
-        asession._session.encode_audio(np.zeros((16000, 2), np.float32), "block")
+        _testing.hooks(asession).encode_audio(np.zeros((16000, 2), np.float32), "block")
     with pytest.raises(MinicpmoError, match="placeholder"):
-        asession._session.prefill_media("<audio>./</audio>", [], [], -1, [])
+        _testing.hooks(asession).prefill_media("<audio>./</audio>", [], [], -1, [])
 
 
 def test_two_sessions_one_model_same_embeddings(tiny_f32):
@@ -221,7 +221,7 @@ def test_chat_logits_match_reference(asession, aref, tiny_f32, tiny_ref):
     ref_logits, _ = tiny_ref.forward_embeddings(embd, logits_all=False)
     asession.reset()
     asession.chat(msgs, max_new_tokens=0)
-    got = asession._session.last_logits()[0]
+    got = _testing.hooks(asession).last_logits()[0]
     err = np.max(np.abs(got - ref_logits[0])) / np.max(np.abs(ref_logits[0]))
     assert err < 1e-4, err
 
@@ -230,16 +230,15 @@ def test_chat_logits_match_reference(asession, aref, tiny_f32, tiny_ref):
 def test_streaming_pcm_pipeline_matches_reference(asession, aref, tiny_f32, feed, redundancy):
     """1-s PCM pieces -> streaming mel (C++) -> encoder with its key/value cache, against the
     streaming references of both stages: each chunk's tokens within 1e-4 (F32 model)."""
-    from minicpmo_cpp import _core
     from reference.audio import StreamingWhisperReference
     from reference.audio_frontend import StreamingMelReference
 
     filters = tiny_mel_filters(tiny_f32)
     pcm = speechlike(8.0, 13)
-    mel_rt = _core.StreamingMel(filters, feed=feed, redundancy_frames=redundancy)
+    mel_rt = _testing.StreamingMel(filters, feed=feed, redundancy_frames=redundancy)
     mel_ref = StreamingMelReference(filters.astype(np.float64), feed=feed, redundancy_frames=redundancy)
     enc_ref = StreamingWhisperReference(aref)
-    s = asession._session
+    s = _testing.hooks(asession)
     s.audio_stream_reset()
     n_chunks = 0
     for start in range(0, pcm.size, 16000):

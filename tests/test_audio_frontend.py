@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from minicpmo_cpp import _core
+from minicpmo_cpp import _core, _testing
 from reference.audio_frontend import StreamingMelReference, batch_log_mel, log10_mel_frames
 from reference.mel_filters import slaney_mel_filters
 
@@ -57,7 +57,7 @@ LENGTHS = [1, 2, 37, 159, 160, 161, 399, 400, 401, 16000, 16560, 116800, 480000,
 @pytest.mark.parametrize("n", LENGTHS)
 def test_batch_matches_numpy_reference(n):
     x = speech_like(n, seed=n)
-    mel, pieces = _core.log_mel(x, FILTERS, return_pieces=True)
+    mel, pieces = _testing.log_mel(x, FILTERS, return_pieces=True)
     ref, ref_pieces = batch_log_mel(x, FILTERS64)
     # per 30-s piece: ceil(n_piece / hop) frames
     expected = [math.ceil(min(PIECE, n - s) / HOP) for s in range(0, n, PIECE)]
@@ -69,7 +69,7 @@ def test_batch_matches_numpy_reference(n):
 
 def test_batch_silence_is_the_floor():
     # all-zero audio: every band is log10(1e-10) = -10 -> (-10 + 4) / 4 = -1.5 exactly
-    mel = _core.log_mel(np.zeros(20000, np.float32), FILTERS)
+    mel = _testing.log_mel(np.zeros(20000, np.float32), FILTERS)
     assert mel.shape == (80, 125)
     np.testing.assert_array_equal(mel, np.float32(-1.5))
 
@@ -78,10 +78,10 @@ def test_batch_pieces_are_independent():
     # 30 s + 5 s: the second piece is clipped at its own max and zero-padded on its own, so its
     # frames equal the log-mel of those 5 s alone
     x = speech_like(PIECE + 80000, seed=3)
-    whole = _core.log_mel(x, FILTERS)
-    tail = _core.log_mel(np.ascontiguousarray(x[PIECE:]), FILTERS)
+    whole = _testing.log_mel(x, FILTERS)
+    tail = _testing.log_mel(np.ascontiguousarray(x[PIECE:]), FILTERS)
     np.testing.assert_array_equal(whole[:, 3000:], tail)
-    np.testing.assert_array_equal(whole[:, :3000], _core.log_mel(np.ascontiguousarray(x[:PIECE]), FILTERS))
+    np.testing.assert_array_equal(whole[:, :3000], _testing.log_mel(np.ascontiguousarray(x[:PIECE]), FILTERS))
 
 
 @pytest.mark.parametrize("n_fft", [512, 300, 401])
@@ -90,7 +90,7 @@ def test_batch_other_fft_sizes(n_fft):
     # direct DFT); a 1-s piece keeps the numpy reference fast
     f64 = whisper_filters(n_fft)
     x = speech_like(2 * SR + 123, seed=n_fft)
-    mel = _core.log_mel(x, f64.astype(np.float32), n_fft=n_fft, hop=HOP, chunk_samples=SR)
+    mel = _testing.log_mel(x, f64.astype(np.float32), n_fft=n_fft, hop=HOP, chunk_samples=SR)
     ref, _ = batch_log_mel(x, f64, chunk_samples=SR, n_fft=n_fft, hop=HOP)
     np.testing.assert_allclose(mel, ref, rtol=0, atol=TOL)
 
@@ -114,7 +114,7 @@ def whisper_extractor_features(x: np.ndarray, use_torch: bool, monkeypatch) -> n
 @pytest.mark.parametrize("n", [1, 160, 161, 16000, 16560, 116800, 480000, 480001, 1040000])
 def test_batch_matches_whisper_feature_extractor(n, monkeypatch):
     x = speech_like(n, seed=n + 1)
-    mel = _core.log_mel(x, FILTERS)
+    mel = _testing.log_mel(x, FILTERS)
     # numpy path: float64 STFT stored as complex64, float64 mel; measured max 1.2e-7
     np.testing.assert_allclose(mel, whisper_extractor_features(x, False, monkeypatch), rtol=0, atol=TOL)
     # torch path (what the official model runs): a float32 STFT, whose rounding is relative to the
@@ -129,7 +129,7 @@ def test_batch_matches_whisper_feature_extractor(n, monkeypatch):
 def stream_both(x, sizes, feed="raw", redundancy=0, last=False, flush=False, **options):
     """Feeds x in pieces of the given sizes (cycled) to the C++ StreamingMel and the numpy reference;
     checks every chunk against the reference and returns the C++ chunks (dicts)."""
-    cpp = _core.StreamingMel(FILTERS, feed=feed, redundancy_frames=redundancy, **options)
+    cpp = _testing.StreamingMel(FILTERS, feed=feed, redundancy_frames=redundancy, **options)
     ref = StreamingMelReference(FILTERS64, feed=feed, redundancy_frames=redundancy, **options)
     pos, i = 0, 0
     while pos < x.size:
@@ -203,7 +203,7 @@ def test_streaming_sliding_buffer():
     # push 39; frame numbering stays global and chunks stay contiguous
     assert len(chunks) == 45
     assert [c["first_frame"] for c in chunks] == [100 * k for k in range(45)]
-    cpp = _core.StreamingMel(FILTERS, feed="simplex")
+    cpp = _testing.StreamingMel(FILTERS, feed="simplex")
     starts = []
     for k in range(45):
         cpp.push(np.ascontiguousarray(x[k * SR:(k + 1) * SR]))
@@ -226,7 +226,7 @@ def test_streaming_last_chunk_and_reset():
     x = X12[: 3 * SR + 4321]
     chunks = stream_both(x, [SR], feed="simplex", last=True)
     assert chunks[-1]["mel"].shape[1] < 100  # the last call emits what exists, unstable frames included
-    cpp = _core.StreamingMel(FILTERS, feed="simplex")
+    cpp = _testing.StreamingMel(FILTERS, feed="simplex")
     for k in range(3):
         cpp.push(np.ascontiguousarray(x[k * SR:(k + 1) * SR]))
     cpp.reset()
@@ -249,7 +249,7 @@ def test_streaming_relation_to_batch():
     chunks = stream_both(X12, [SR], feed="simplex")
     raw_batch = log10_mel_frames(np.concatenate([padded, np.zeros(PIECE - padded.size)]), FILTERS64)
     batch_threshold = raw_batch.max() - 8.0
-    batch = _core.log_mel(padded, FILTERS)
+    batch = _testing.log_mel(padded, FILTERS)
     for c in chunks:
         t = max(c["clip_threshold"], batch_threshold)
         lo, hi = c["first_frame"], c["first_frame"] + c["mel"].shape[1]
@@ -265,26 +265,26 @@ Err = _core.MinicpmoError
 def test_bad_batch_inputs():
     ok = np.zeros(1000, np.float32)
     with pytest.raises(Err, match="empty"):
-        _core.log_mel(np.zeros(0, np.float32), FILTERS)
+        _testing.log_mel(np.zeros(0, np.float32), FILTERS)
     bad = ok.copy()
     bad[5] = np.nan
     with pytest.raises(Err, match="sample 5 is NaN"):
-        _core.log_mel(bad, FILTERS)
+        _testing.log_mel(bad, FILTERS)
     bad[5] = -np.inf
     with pytest.raises(Err, match="sample 5 is infinite"):
-        _core.log_mel(bad, FILTERS)
+        _testing.log_mel(bad, FILTERS)
     with pytest.raises(Err, match="float32"):
-        _core.log_mel(ok.astype(np.float64), FILTERS)
+        _testing.log_mel(ok.astype(np.float64), FILTERS)
     with pytest.raises(Err, match="float32"):
-        _core.log_mel(list(ok), FILTERS)
+        _testing.log_mel(list(ok), FILTERS)
     with pytest.raises(Err, match="shape"):
-        _core.log_mel(ok.reshape(10, 100), FILTERS)
+        _testing.log_mel(ok.reshape(10, 100), FILTERS)
     with pytest.raises(Err, match="filters must have shape"):
-        _core.log_mel(ok, FILTERS[:, :200].copy())
+        _testing.log_mel(ok, FILTERS[:, :200].copy())
     nan_filters = FILTERS.copy()
     nan_filters[3, 7] = np.nan
     with pytest.raises(Err, match="band 3, bin 7"):
-        _core.log_mel(ok, nan_filters)
+        _testing.log_mel(ok, nan_filters)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -300,9 +300,9 @@ def test_bad_batch_inputs():
 ])
 def test_bad_mel_config(kwargs, message):
     with pytest.raises(Err, match=message):
-        _core.log_mel(np.zeros(1000, np.float32), FILTERS, **kwargs)
+        _testing.log_mel(np.zeros(1000, np.float32), FILTERS, **kwargs)
     with pytest.raises(Err, match=message):
-        _core.StreamingMel(FILTERS, **kwargs)
+        _testing.StreamingMel(FILTERS, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -315,12 +315,12 @@ def test_bad_mel_config(kwargs, message):
 ])
 def test_bad_streaming_options(kwargs, message):
     with pytest.raises(Err, match=message):
-        _core.StreamingMel(FILTERS, **kwargs)
+        _testing.StreamingMel(FILTERS, **kwargs)
 
 
 def test_bad_streaming_push_leaves_state_unchanged():
-    cpp = _core.StreamingMel(FILTERS, feed="duplex", redundancy_frames=2)
-    clean = _core.StreamingMel(FILTERS, feed="duplex", redundancy_frames=2)
+    cpp = _testing.StreamingMel(FILTERS, feed="duplex", redundancy_frames=2)
+    clean = _testing.StreamingMel(FILTERS, feed="duplex", redundancy_frames=2)
     bad = X12[:SR].copy()
     bad[100] = np.inf
     for k in range(3):
@@ -338,7 +338,7 @@ def test_bad_streaming_push_leaves_state_unchanged():
 def test_streaming_short_buffer_emits_nothing():
     # a buffer shorter than one window: the official processor raises inside its STFT; here the
     # call just emits nothing, and an empty push is a valid call
-    cpp = _core.StreamingMel(FILTERS)
+    cpp = _testing.StreamingMel(FILTERS)
     assert cpp.push(np.zeros(100, np.float32), True) is False
     assert cpp.push(np.zeros(0, np.float32)) is False
     assert cpp.flush() is False and cpp.next_chunk() is None

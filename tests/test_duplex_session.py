@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession, _core
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import chat_audio_token_count, speechlike, tiny_mel_filters
 
@@ -251,7 +251,7 @@ def test_decode_matches_numpy(case):
               length_penalty=float(rng.choice([1.1, 1.0])), listen_prob_scale=float(rng.choice([1.0, 0.5, 2.0])))
     uniforms = [float(x) for x in rng.random(2)]
     want = np_duplex_decode(logits, history, forbidden, uniforms=uniforms, **kw)
-    got = _core.duplex_decode(logits, history, forbidden, CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms, **kw)
+    got = _testing.duplex_decode(logits, history, forbidden, CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms, **kw)
     # exact: np_duplex_decode repeats the runtime's float32 operations one by one on the same float32
     # logits (the same computation by design); only the float64 exp / sums of the sampling step may
     # differ by an ulp (1e-16 relative), far below any gap these fixed-seed draws and logits leave
@@ -274,11 +274,11 @@ def test_decode_listen_top_k_matches_numpy(case):
     uniforms = [float(x) for x in rng.random(2)]
     for k in (1, 3, 6):
         want = np_duplex_decode(logits, history, [TTS_PAD], uniforms=uniforms, listen_top_k=k, **kw)
-        got = _core.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
+        got = _testing.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
                                   listen=LISTEN, listen_top_k=k, **kw)
         assert tuple(got) == want
     # off (0) is the plain decision
-    assert tuple(_core.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
+    assert tuple(_testing.duplex_decode(logits, history, [TTS_PAD], CHUNK_EOS, TURN_EOS, IM_END, uniforms=uniforms,
                                      listen=LISTEN, listen_top_k=0, **kw)) == \
         np_duplex_decode(logits, history, [TTS_PAD], uniforms=uniforms, **kw)
 
@@ -291,26 +291,27 @@ def test_decode_processor_quirks():
     # greedy: the penalised negative logit -1.0 / 1.05 beats -0.99
     x = base.copy()
     x[10], x[11] = -1.0, -0.99
-    assert _core.duplex_decode(x, [10], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True,
+    assert _testing.duplex_decode(x, [10], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True,
                                length_penalty=1.0)[0] == 10
     # positive logits are divided: 2.0 / 1.05 loses to 1.95
     x = base.copy()
     x[10], x[11] = 2.0, 1.95
-    assert _core.duplex_decode(x, [10], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)[0] == 11
+    assert _testing.duplex_decode(x, [10], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)[0] == 11
     # length penalty 1.1 on a positive <|turn_eos|>: 2.0 / 1.1 < 1.9
     x = base.copy()
     x[TURN_EOS], x[11] = 2.0, 1.9
-    assert _core.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)[0] == 11
+    assert _testing.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)[0] == 11
     # listen_prob_scale scales <|im_end|>, not <|listen|>
     x = base.copy()
     x[IM_END], x[LISTEN], x[11] = 1.0, 1.5, 1.8
-    assert _core.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True, listen_prob_scale=2.0)[0] == IM_END
+    assert _testing.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True,
+                                  listen_prob_scale=2.0)[0] == IM_END
     # stage 1 keeps <|chunk_eos|> only from the raw argmax; otherwise it is masked in stage 2
     x = base.copy()
     x[CHUNK_EOS], x[11] = 1.0, 0.5
-    assert tuple(_core.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)) == (CHUNK_EOS, 1)
+    assert tuple(_testing.duplex_decode(x, [], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)) == (CHUNK_EOS, 1)
     x[11], x[12], x[CHUNK_EOS] = 1.5, 1.45, 1.4  # raw argmax 11; penalised 11 (1.43) loses to 12
-    assert tuple(_core.duplex_decode(x, [11], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)) == (12, 2)
+    assert tuple(_testing.duplex_decode(x, [11], [], CHUNK_EOS, TURN_EOS, IM_END, greedy=True)) == (12, 2)
 
 
 def _greedy_run(omni, seed):
@@ -516,7 +517,7 @@ def test_audio_units_match_numpy_reference_across_whisper_reset(omni, tiny_ref, 
         for k, piece in enumerate(pieces if run == 0 else pieces[:3]):
             d.streaming_prefill(piece)
             got = d.pending_logits
-            cache_lens.append(omni._session.audio_stream_cache_len)
+            cache_lens.append(_testing.hooks(omni).audio_stream_cache_len)
             if run == 0:
                 mel_ref.push(piece.astype(np.float64))
                 c = mel_ref.chunks[k]

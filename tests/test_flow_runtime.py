@@ -1,4 +1,4 @@
-"""The runtime's Token2Wav flow (csrc/speech/flow_*.cpp, bound as ``_core.Flow``) against the numpy
+"""The runtime's Token2Wav flow (csrc/speech/flow_*.cpp, bound as ``_testing.Flow``) against the numpy
 reference (tests/reference/token2wav.py) on the tiny model's own weights: the converted omni files
 (F32, F16) are run by the runtime, the reference reads the same weights from the tiny checkpoint's
 ``assets/token2wav/flow.pt``. Checked: the whole-utterance encoder (rel_shift included), the speaker
@@ -16,7 +16,7 @@ import pytest
 from conftest import _import_convert
 from relative_error import rel
 from minicpmo_cpp import MinicpmoError
-from minicpmo_cpp._core import Flow
+from minicpmo_cpp._testing import Flow
 
 import reference.token2wav as t2w_ref
 from reference.token2wav import (SILENCE_TOKEN, FlowConfig, FlowReference, HiFTConfig, HiFTReference,

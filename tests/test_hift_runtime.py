@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, _core
+from minicpmo_cpp import MinicpmoError, _testing
 
 from conftest import _import_convert
 from relative_error import rel
@@ -125,7 +125,7 @@ def models(tiny_hf, tiny_f32, tiny_f16, tmp_path_factory):
     for (name, kind), path in omni.items():
         sd = states[name] if kind == "f32" else _f16_rounded(states[name])
         # one thread: these machines are shared, and a busy spinning thread pool is slower than one
-        out[(name, kind)] = (_core.HiftVocoder(str(path), n_threads=1, seed=7), HiFTReference(sd, cfg))
+        out[(name, kind)] = (_testing.HiftVocoder(str(path), n_threads=1, seed=7), HiFTReference(sd, cfg))
     return out
 
 
@@ -286,9 +286,9 @@ def test_streaming_empty_last_chunk_flushes_the_tail(models, stream_reference_fl
 
 def test_drawn_randomness_is_seeded_per_vocoder(tiny_f32):
     mel = smooth_mel(np.random.default_rng(16), 10)
-    a = _core.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
-    b = _core.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
-    c = _core.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=6)
+    a = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
+    b = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
+    c = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=6)
     _, sa = a.forward(mel)
     _, sb = b.forward(mel)
     _, sc = c.forward(mel)
@@ -328,6 +328,6 @@ def test_bad_inputs_are_rejected(models, tiny_f32):
     with pytest.raises(MinicpmoError, match="exceeds"):
         voc.f0(np.zeros((80, 9000), np.float32))
     with pytest.raises(MinicpmoError, match="no token2wav component"):
-        _core.HiftVocoder(str(tiny_f32[0]))   # the LLM file, not the omni companion
+        _testing.HiftVocoder(str(tiny_f32[0]))   # the LLM file, not the omni companion
     # the vocoder still works after every refusal
     assert voc.synthesize(mel, phases, noise).shape == (10 * HOP,)

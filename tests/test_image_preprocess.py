@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicpmo_cpp import _core
+from minicpmo_cpp import _core, _testing
 from pillow_official import official_resize
 
 # the table of spec G6 (torch 2.13 CPU buckets), copied beside the numpy reference
@@ -229,7 +229,7 @@ SPEC_TABLE = [
 
 @pytest.mark.parametrize("w,h,msn,grid,source,refine,slice_,tokens", SPEC_TABLE)
 def test_spec_worked_examples(w, h, msn, grid, source, refine, slice_, tokens):
-    lay = _core.image_slice_layout(w, h, msn)
+    lay = _testing.image_slice_layout(w, h, msn)
     assert lay == {"source": source, "grid": grid, "refine": refine, "slice": slice_}
     n_images = 1 + (grid[0] * grid[1] if grid else 0)
     assert 64 * n_images == tokens
@@ -238,7 +238,7 @@ def test_spec_worked_examples(w, h, msn, grid, source, refine, slice_, tokens):
 def test_spec_patch_grids():
     # the table's patch grids: 448x448 -> 32x32, 640x480 source 37x28, 300x2000 source 12x83
     for (w, h), (gw, gh) in [((448, 448), (32, 32)), ((640, 480), (37, 28)), ((300, 2000), (12, 83))]:
-        sw, sh = _core.image_slice_layout(w, h, 9)["source"]
+        sw, sh = _testing.image_slice_layout(w, h, 9)["source"]
         assert (sw // P, sh // P) == (gw, gh) and sw % P == 0 and sh % P == 0
 
 
@@ -249,10 +249,10 @@ def test_layout_matches_python_formulas():
     sizes += [(b, a) for a, b in sizes[-300:]]  # very wide as well as very tall
     for w, h in sizes:
         for msn in (1, 2, 4, 9, 12):
-            assert _core.image_slice_layout(w, h, msn) == layout(w, h, msn), (w, h, msn)
+            assert _testing.image_slice_layout(w, h, msn) == layout(w, h, msn), (w, h, msn)
     for s, p in [(224, 14), (448, 16), (980, 14), (30, 10)]:
         for w, h in sizes[:300]:
-            assert _core.image_slice_layout(w, h, 9, s, p) == layout(w, h, 9, s, p), (w, h, s, p)
+            assert _testing.image_slice_layout(w, h, 9, s, p) == layout(w, h, 9, s, p), (w, h, s, p)
 
 
 def test_round_half_to_even_matters_and_is_followed():
@@ -268,13 +268,13 @@ def test_round_half_to_even_matters_and_is_followed():
                 found.append((w, h))
     assert len(found) > 20  # the property is exercised, not vacuous
     for w, h in found:
-        assert _core.image_slice_layout(w, h, 9) == layout(w, h, 9)
+        assert _testing.image_slice_layout(w, h, 9) == layout(w, h, 9)
     assert ensure_divide(35, 14) == 28 and half_up(35, 14) == 42  # round(2.5) == 2
 
 
 def test_max_slice_nums_one_never_slices():
     for w, h in [(4000, 3000), (1920, 1080), (640, 480), (448, 448), (300, 2000), (50, 60)]:
-        lay = _core.image_slice_layout(w, h, 1)
+        lay = _testing.image_slice_layout(w, h, 1)
         assert lay["grid"] is None and lay["refine"] is None and lay == layout(w, h, 1)
         sw, sh = lay["source"]
         if max(w / h, h / w) < 2:  # "~448^2 area" up to patch rounding
@@ -305,7 +305,7 @@ def test_preprocess_matches_python_pipeline(w, h, msn, what):
     rng = np.random.default_rng(w * 7919 + h)
     rgb = random_image(rng, w, h)
     lay, ref_images, ref_patches = python_pipeline(rgb, msn)
-    out = _core.preprocess_image(rgb, msn)
+    out = _testing.preprocess_image(rgb, msn)
 
     assert out["grid"] == lay["grid"]
     assert len(out["images"]) == len(ref_images) == len(out["patches"]) == len(out["tgt_sizes"])
@@ -332,7 +332,7 @@ def test_preprocess_custom_mean_std():
     rng = np.random.default_rng(5)
     rgb = random_image(rng, 64, 50)
     mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-    out = _core.preprocess_image(rgb, 9, mean=mean, std=std)
+    out = _testing.preprocess_image(rgb, 9, mean=mean, std=std)
     im = out["images"][0]
     x = (im.astype(np.float32) / 255 - np.array(mean, np.float32)) / np.array(std, np.float32)
     ref = conv_rows_of_strip(reshape_by_patch(x.transpose(2, 0, 1)))
@@ -341,7 +341,7 @@ def test_preprocess_custom_mean_std():
 
 def test_one_pixel_image_is_legal():
     rgb = np.array([[[10, 200, 30]]], np.uint8)
-    out = _core.preprocess_image(rgb, 9)
+    out = _testing.preprocess_image(rgb, 9)
     assert out["grid"] is None and out["tgt_sizes"] == [(32, 32)]
     np.testing.assert_array_equal(out["images"][0], np.broadcast_to(rgb, (448, 448, 3)))
     expected = np.repeat((np.array([10, 200, 30], np.float32) / 255 - np.float32(0.5)) / np.float32(0.5), P * P)
@@ -351,7 +351,7 @@ def test_one_pixel_image_is_legal():
 def test_largest_side_is_accepted():
     # 1 x 16384 (the per-side limit) upscales to 14 x 57344 (4096 patches tall)
     rgb = np.full((16384, 1, 3), 77, np.uint8)
-    out = _core.preprocess_image(rgb, 9)
+    out = _testing.preprocess_image(rgb, 9)
     assert out["grid"] is None and out["tgt_sizes"] == [(4096, 1)]
     assert (out["images"][0] == 77).all()
 
@@ -372,8 +372,8 @@ def test_navit_buckets_match_torch_table():
     n_tie_cases = 0
     for n in range(1, 1025):
         want = expected_buckets(n, exceptions)
-        rows = _core.navit_position_ids(n, 1)  # column 0 -> bucket 0: pos = bucket_h * 70
-        cols = _core.navit_position_ids(1, n)  # row 0 -> pos = bucket_w
+        rows = _testing.navit_position_ids(n, 1)  # column 0 -> bucket 0: pos = bucket_h * 70
+        cols = _testing.navit_position_ids(1, n)  # row 0 -> pos = bucket_w
         assert rows.dtype == np.int32 and rows.shape == (n,)
         np.testing.assert_array_equal(rows, want * 70, err_msg=f"n={n}")
         np.testing.assert_array_equal(cols, want, err_msg=f"n={n}")
@@ -386,7 +386,7 @@ def test_navit_two_d_layout():
     for h, w in [(25, 37), (83, 12), (32, 32), (98, 175), (1, 70), (70, 1), (41, 25)]:
         bh, bw = expected_buckets(h, exceptions), expected_buckets(w, exceptions)
         want = (bh[:, None] * 70 + bw[None, :]).reshape(-1)
-        got = _core.navit_position_ids(h, w)
+        got = _testing.navit_position_ids(h, w)
         np.testing.assert_array_equal(got, want)
         assert got.min() >= 0 and got.max() < 4900
 
@@ -401,7 +401,7 @@ def test_navit_other_table_sides_match_torch():
         for n in range(1, 200):
             frac = torch.arange(0, 1 - 1e-6, 1 / torch.tensor(n))
             want = torch.bucketize(frac, boundaries, right=True).numpy()
-            got = _core.navit_position_ids(1, n, side)
+            got = _testing.navit_position_ids(1, n, side)
             np.testing.assert_array_equal(got, want, err_msg=f"side={side} n={n}")
 
 
@@ -411,47 +411,47 @@ def test_navit_other_table_sides_match_torch():
 def test_bad_images_are_rejected():
     err = _core.MinicpmoError
     with pytest.raises(err, match=r"width and height must be >= 1, got 0x0"):
-        _core.preprocess_image(np.zeros((0, 0, 3), np.uint8), 9)
+        _testing.preprocess_image(np.zeros((0, 0, 3), np.uint8), 9)
     with pytest.raises(err, match=r"got 0x5"):
-        _core.preprocess_image(np.zeros((5, 0, 3), np.uint8), 9)
+        _testing.preprocess_image(np.zeros((5, 0, 3), np.uint8), 9)
     with pytest.raises(err, match=r"dtype float32"):
-        _core.preprocess_image(np.zeros((8, 8, 3), np.float32), 9)
+        _testing.preprocess_image(np.zeros((8, 8, 3), np.float32), 9)
     with pytest.raises(err, match=r"dtype int16"):
         _core.resize_bicubic(np.zeros((8, 8, 3), np.int16), 4, 4)
     with pytest.raises(err, match=r"dtype bool"):
-        _core.preprocess_image(np.zeros((8, 8, 3), bool), 9)
+        _testing.preprocess_image(np.zeros((8, 8, 3), bool), 9)
     with pytest.raises(err, match=r"shape \(8, 8, 4\)"):
-        _core.preprocess_image(np.zeros((8, 8, 4), np.uint8), 9)
+        _testing.preprocess_image(np.zeros((8, 8, 4), np.uint8), 9)
     with pytest.raises(err, match=r"shape \(8, 8\)"):
-        _core.preprocess_image(np.zeros((8, 8), np.uint8), 9)
+        _testing.preprocess_image(np.zeros((8, 8), np.uint8), 9)
     with pytest.raises(err, match=r"numpy uint8 array"):
-        _core.preprocess_image([[[1, 2, 3]]], 9)
+        _testing.preprocess_image([[[1, 2, 3]]], 9)
 
 
 def test_huge_images_are_rejected_without_allocating():
     # 20000 x 20000 (1.2 GB if materialised) is a zero-stride view: refused on its shape alone
     huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))
     with pytest.raises(_core.MinicpmoError, match=r"too large \(at most 16384 pixels per side\)"):
-        _core.preprocess_image(huge, 9)
+        _testing.preprocess_image(huge, 9)
     with pytest.raises(_core.MinicpmoError, match=r"too large"):
         _core.resize_bicubic(np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (5, 16385, 3)), 4, 4)
     # within the side limit, but a slicing layout beyond the pixel budget: refused before copying
     big = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (16384, 16384, 3))
     with pytest.raises(_core.MinicpmoError, match=r"resized pixels"):
-        _core.preprocess_image(big, 1024)
+        _testing.preprocess_image(big, 1024)
 
 
 def test_bad_parameters_are_rejected():
     rgb = np.zeros((20, 20, 3), np.uint8)
     err = _core.MinicpmoError
     with pytest.raises(err, match=r"max_slice_nums must be in \[1, 1024\], got 0"):
-        _core.preprocess_image(rgb, 0)
+        _testing.preprocess_image(rgb, 0)
     with pytest.raises(err, match=r"patch_size"):
-        _core.preprocess_image(rgb, 9, patch_size=0)
+        _testing.preprocess_image(rgb, 9, patch_size=0)
     with pytest.raises(err, match=r"scale_resolution"):
-        _core.preprocess_image(rgb, 9, scale_resolution=10, patch_size=14)
+        _testing.preprocess_image(rgb, 9, scale_resolution=10, patch_size=14)
     with pytest.raises(err, match=r"std non-zero"):
-        _core.preprocess_image(rgb, 9, std=[0.5, 0.0, 0.5])
+        _testing.preprocess_image(rgb, 9, std=[0.5, 0.0, 0.5])
     with pytest.raises(err, match=r"target width"):
         _core.resize_bicubic(rgb, 0, 5)
     with pytest.raises(err, match=r"target height"):
@@ -459,8 +459,8 @@ def test_bad_parameters_are_rejected():
     with pytest.raises(err, match=r"exceeds the limit"):
         _core.resize_bicubic(rgb, 100000, 100000)
     with pytest.raises(err, match=r"max_slice_nums"):
-        _core.image_slice_layout(100, 100, -1)
+        _testing.image_slice_layout(100, 100, -1)
     with pytest.raises(err, match=r"h must be in"):
-        _core.navit_position_ids(0, 5)
+        _testing.navit_position_ids(0, 5)
     with pytest.raises(err, match=r"position table side"):
-        _core.navit_position_ids(5, 5, 0)
+        _testing.navit_position_ids(5, 5, 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError
+from minicpmo_cpp import MinicpmoError, _testing
 from test_llm_logits import F32_REL_TOL, PROMPT_IDS, rel
 
 # Tolerance for every runtime-vs-reference comparison below: F32_REL_TOL = 1e-4 relative. libllama
@@ -45,7 +45,7 @@ def random_embeddings(tiny_state, n, seed):
 
 
 def last_logits(s):
-    out = s._session.last_logits()
+    out = _testing.hooks(s).last_logits()
     assert out.dtype == np.float32 and out.ndim == 2 and out.shape[0] == 1
     return out
 
@@ -87,17 +87,17 @@ def test_token_embeddings_equal_tokens(session_f32, tiny_ref, tiny_state):
     """prefill(A) + append_embeddings(embed_table[B]) == the token prompt A+B."""
     s = session_f32
     s.reset()
-    assert s._session.prefill(A) == (0, len(A))
-    assert s._session.append_embeddings(embed_rows(tiny_state, B)) is None
-    assert list(s._session.kv_tokens) == A + [EMBD_SLOT] * len(B)
-    assert s._session.n_past == len(A) + len(B)
+    assert _testing.hooks(s).prefill(A) == (0, len(A))
+    assert _testing.hooks(s).append_embeddings(embed_rows(tiny_state, B)) is None
+    assert list(_testing.hooks(s).kv_tokens) == A + [EMBD_SLOT] * len(B)
+    assert _testing.hooks(s).n_past == len(A) + len(B)
     got = last_logits(s)
     r_last, _ = tiny_ref.forward(A + B, logits_all=False)
     e_ref = rel(got, r_last)
 
     # the same positions fed as token ids: prefix reuse must stop at the first embedding slot
-    assert s._session.prefill(A + B) == (len(A), len(B))
-    assert list(s._session.kv_tokens) == A + B
+    assert _testing.hooks(s).prefill(A + B) == (len(A), len(B))
+    assert list(_testing.hooks(s).kv_tokens) == A + B
     tok = last_logits(s)
     e_tok = rel(got, tok.astype(np.float64))
     print(f"A + embed(B) vs reference(A+B): rel {e_ref:.3e}; vs runtime tokens A+B: rel {e_tok:.3e}")
@@ -117,31 +117,31 @@ def test_random_embeddings_between_tokens(session_f32, tiny_ref, tiny_state):
     e2 = random_embeddings(tiny_state, 3, seed=2)
     cache = tiny_ref.new_cache()
 
-    s._session.prefill(A)
+    _testing.hooks(s).prefill(A)
     tiny_ref.forward(A, cache=cache, logits_all=False)
 
-    s._session.append_embeddings(e1)
+    _testing.hooks(s).append_embeddings(e1)
     r1, _ = tiny_ref.forward_embeddings(e1, cache=cache, logits_all=False)
     err1 = rel(last_logits(s), r1)
 
     # tokens after embeddings: append_text/prefill of kv_tokens + D keeps every cached position
     # (the embedding slots compare equal to themselves) and decodes only D
-    assert s._session.prefill(list(s._session.kv_tokens) + D) == (len(A) + len(e1), len(D))
+    assert _testing.hooks(s).prefill(list(_testing.hooks(s).kv_tokens) + D) == (len(A) + len(e1), len(D))
     r2, _ = tiny_ref.forward(D, cache=cache, logits_all=False)
     err2 = rel(last_logits(s), r2)
 
-    s._session.append_embeddings(e2.astype(np.float64))  # float64 input is converted
+    _testing.hooks(s).append_embeddings(e2.astype(np.float64))  # float64 input is converted
     r3, _ = tiny_ref.forward_embeddings(e2, cache=cache, logits_all=False)
     err3 = rel(last_logits(s), r3)
-    assert s._session.n_past == cache.n_past == len(A) + len(e1) + len(D) + len(e2)
-    assert list(s._session.kv_tokens) == A + [EMBD_SLOT] * len(e1) + D + [EMBD_SLOT] * len(e2)
+    assert _testing.hooks(s).n_past == cache.n_past == len(A) + len(e1) + len(D) + len(e2)
+    assert list(_testing.hooks(s).kv_tokens) == A + [EMBD_SLOT] * len(e1) + D + [EMBD_SLOT] * len(e2)
     print(f"A|E1|D|E2 last logits rel: {err1:.3e} {err2:.3e} {err3:.3e}")
     for e in (err1, err2, err3):
         assert e < F32_REL_TOL  # float32 vs float64 (see module comment)
 
     # a single embedding row (n = 1) on its own decode
     e4 = random_embeddings(tiny_state, 1, seed=3)
-    s._session.append_embeddings(e4)
+    _testing.hooks(s).append_embeddings(e4)
     r4, _ = tiny_ref.forward_embeddings(e4, cache=cache, logits_all=False)
     err4 = rel(last_logits(s), r4)
     print(f"single embedding row: rel {err4:.3e}")
@@ -153,12 +153,12 @@ def test_embeddings_at_start_and_across_ubatch(session_f32, tiny_ref, tiny_state
     s = session_f32
     s.reset()
     e = random_embeddings(tiny_state, 530, seed=4)
-    s._session.append_embeddings(e)
-    assert s._session.n_past == 530
+    _testing.hooks(s).append_embeddings(e)
+    assert _testing.hooks(s).n_past == 530
     cache = tiny_ref.new_cache()
     r, _ = tiny_ref.forward_embeddings(e, cache=cache, logits_all=False)
     err = rel(last_logits(s), r)
-    s._session.prefill(list(s._session.kv_tokens) + C)
+    _testing.hooks(s).prefill(list(_testing.hooks(s).kv_tokens) + C)
     r2, _ = tiny_ref.forward(C, cache=cache, logits_all=False)
     err2 = rel(last_logits(s), r2)
     print(f"530 embeddings from position 0: rel {err:.3e}; then tokens: rel {err2:.3e}")
@@ -170,25 +170,25 @@ def test_prefix_reuse_stops_at_embedding_slot(session_f32, tiny_ref, tiny_state)
     """After A + embeddings, a token prompt sharing A (and more) reuses exactly A."""
     s = session_f32
     s.reset()
-    s._session.prefill(A)
-    s._session.append_embeddings(random_embeddings(tiny_state, 4, seed=5))
+    _testing.hooks(s).prefill(A)
+    _testing.hooks(s).append_embeddings(random_embeddings(tiny_state, 4, seed=5))
     prompt = A + B + C
-    assert s._session.prefill(prompt) == (len(A), len(B) + len(C))
+    assert _testing.hooks(s).prefill(prompt) == (len(A), len(B) + len(C))
     assert s.last_prefill == (len(A), len(B) + len(C))
-    assert list(s._session.kv_tokens) == prompt and s._session.n_past == len(prompt)
+    assert list(_testing.hooks(s).kv_tokens) == prompt and _testing.hooks(s).n_past == len(prompt)
     r, _ = tiny_ref.forward(prompt, logits_all=False)
     err = rel(last_logits(s), r)
     print(f"token prefill after embeddings (reused {len(A)}): rel {err:.3e}")
     assert err < F32_REL_TOL  # float32 vs float64; stale embedding KV would cost O(1e-1)
 
     # the whole token prompt again: everything but the last token is reused, result unchanged
-    assert s._session.prefill(prompt) == (len(prompt) - 1, 1)
+    assert _testing.hooks(s).prefill(prompt) == (len(prompt) - 1, 1)
     assert rel(last_logits(s), r) < F32_REL_TOL
 
     # embeddings right at position 0, then a token prompt: nothing can be reused
     s.reset()
-    s._session.append_embeddings(embed_rows(tiny_state, A[:1]))
-    assert s._session.prefill(A) == (0, len(A))
+    _testing.hooks(s).append_embeddings(embed_rows(tiny_state, A[:1]))
+    assert _testing.hooks(s).prefill(A) == (0, len(A))
     r, _ = tiny_ref.forward(A, logits_all=False)
     assert rel(last_logits(s), r) < F32_REL_TOL
 
@@ -197,14 +197,14 @@ def test_tail_truncation(session_f32, tiny_ref):
     """prefill(A+B) then prefill(A+C): keeps A, drops B's entries, equals a fresh A+C."""
     s = session_f32
     s.reset()
-    s._session.prefill(A + B)
-    assert s._session.prefill(A + C) == (len(A), len(C))
-    assert list(s._session.kv_tokens) == A + C
+    _testing.hooks(s).prefill(A + B)
+    assert _testing.hooks(s).prefill(A + C) == (len(A), len(C))
+    assert list(_testing.hooks(s).kv_tokens) == A + C
     r, _ = tiny_ref.forward(A + C, logits_all=False)
     err = rel(last_logits(s), r)
     # shorter prompt that is a prefix of the cache: truncates, re-decodes its last token
-    assert s._session.prefill(A) == (len(A) - 1, 1)
-    assert s._session.n_past == len(A)
+    assert _testing.hooks(s).prefill(A) == (len(A) - 1, 1)
+    assert _testing.hooks(s).n_past == len(A)
     r2, _ = tiny_ref.forward(A, logits_all=False)
     err2 = rel(last_logits(s), r2)
     print(f"tail truncation: A+B -> A+C rel {err:.3e}; -> A rel {err2:.3e}")
@@ -226,30 +226,30 @@ def test_remove_range_matches_shifted_reference(session_f32, tiny_ref, tiny_stat
     if where == "embeddings":  # Y are injected embeddings
         x, z = A, C
         y = random_embeddings(tiny_state, 5, seed=6)
-        s._session.prefill(x)
-        s._session.append_embeddings(y)
-        s._session.prefill(list(s._session.kv_tokens) + z)
+        _testing.hooks(s).prefill(x)
+        _testing.hooks(s).append_embeddings(y)
+        _testing.hooks(s).prefill(list(_testing.hooks(s).kv_tokens) + z)
         tiny_ref.forward(x, cache=cache, logits_all=False)
         tiny_ref.forward_embeddings(y, cache=cache, logits_all=False)
         tiny_ref.forward(z, cache=cache, logits_all=False)
     else:
         x, y, z = {"middle": (A, B, C), "start": ([], A, B + C), "tail": (A + B, C, [])}[where]
-        s._session.prefill(x + y + z)
+        _testing.hooks(s).prefill(x + y + z)
         tiny_ref.forward(x + y + z, cache=cache, logits_all=False)
     p0, p1 = len(x), len(x) + len(y)
-    assert s._session.n_past == p1 + len(z)
+    assert _testing.hooks(s).n_past == p1 + len(z)
 
-    s._session.remove_range(p0, p1)
-    assert list(s._session.kv_tokens) == x + z
-    assert s._session.n_past == len(x) + len(z)
+    _testing.hooks(s).remove_range(p0, p1)
+    assert list(_testing.hooks(s).kv_tokens) == x + z
+    assert _testing.hooks(s).n_past == len(x) + len(z)
     with pytest.raises(MinicpmoError):
-        s._session.last_logits()  # the old last position's logits no longer describe the cache
+        _testing.hooks(s).last_logits()  # the old last position's logits no longer describe the cache
     wrong = cache.copy()
     ref_remove_range(tiny_ref, cache, p0, p1)
     ref_remove_range_no_shift(wrong, p0, p1)
 
     # prefill of the remaining tokens + D reuses the whole cache and decodes only D
-    assert s._session.prefill(x + z + D) == (len(x) + len(z), len(D))
+    assert _testing.hooks(s).prefill(x + z + D) == (len(x) + len(z), len(D))
     r, _ = tiny_ref.forward(D, cache=cache, logits_all=False)
     got = last_logits(s)
     err = rel(got, r)
@@ -267,13 +267,13 @@ def test_remove_range_then_redecode_last_and_generate(session_f32, tiny_ref):
     its shifted position, and greedy generation continues from there."""
     s = session_f32
     s.reset()
-    s._session.prefill(A + B + C)
+    _testing.hooks(s).prefill(A + B + C)
     cache = tiny_ref.new_cache()
     tiny_ref.forward(A + B + C, cache=cache, logits_all=False)
-    s._session.remove_range(len(A), len(A) + len(B))
+    _testing.hooks(s).remove_range(len(A), len(A) + len(B))
     ref_remove_range(tiny_ref, cache, len(A), len(A) + len(B))
 
-    assert s._session.prefill(A + C) == (len(A + C) - 1, 1)
+    assert _testing.hooks(s).prefill(A + C) == (len(A + C) - 1, 1)
     cache.truncate(len(A + C) - 1)
     r, _ = tiny_ref.forward(C[-1:], cache=cache, logits_all=False)
     err = rel(last_logits(s), r)
@@ -281,16 +281,16 @@ def test_remove_range_then_redecode_last_and_generate(session_f32, tiny_ref):
     assert err < F32_REL_TOL  # float32 vs float64 (see module comment)
 
     # two removals in a row, then D
-    s._session.remove_range(1, 3)
+    _testing.hooks(s).remove_range(1, 3)
     ref_remove_range(tiny_ref, cache, 1, 3)
-    s._session.remove_range(len(A) - 2, len(A))
+    _testing.hooks(s).remove_range(len(A) - 2, len(A))
     ref_remove_range(tiny_ref, cache, len(A) - 2, len(A))
-    kept = list(s._session.kv_tokens)
+    kept = list(_testing.hooks(s).kv_tokens)
     mirror = A + C
     del mirror[1:3]
     del mirror[len(A) - 2:len(A)]
-    assert kept == mirror and s._session.n_past == len(A + C) - 4
-    assert s._session.prefill(kept + D) == (len(kept), len(D))
+    assert kept == mirror and _testing.hooks(s).n_past == len(A + C) - 4
+    assert _testing.hooks(s).prefill(kept + D) == (len(kept), len(D))
     r2, _ = tiny_ref.forward(D, cache=cache, logits_all=False)
     err2 = rel(last_logits(s), r2)
     print(f"two removals then D: rel {err2:.3e}")
@@ -303,7 +303,7 @@ def test_remove_range_then_redecode_last_and_generate(session_f32, tiny_ref):
 
 def test_bad_embeddings_and_ranges(session_f32, tiny_ref, tiny_state):
     s = session_f32
-    ss = s._session
+    ss = _testing.hooks(s)
     n_embd = tiny_ref.hidden_size
     s.reset()
     ss.prefill(A)

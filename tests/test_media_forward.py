@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import speechlike
 from test_llm_logits import F32_REL_TOL, rel
@@ -132,7 +132,7 @@ def test_last_position_equals_chat_prefill(fsession):
     fsession.reset()
     fsession.chat(msgs, max_new_tokens=0)
     assert fsession.last_prefill == (0, r.token_ids.size)
-    got = fsession._session.last_logits()[0]
+    got = _testing.hooks(fsession).last_logits()[0]
     assert rel(got, r.logits[-1].astype(np.float64)) < 1e-5  # same float32 kernels; batch shape only
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 MSGS = [{"role": "user", "content": "Tell me a long story."}]
 GREEDY = dict(do_sample=False, repetition_penalty=1.0)
@@ -130,7 +130,7 @@ def test_finish_reasons_of_streams_and_spoken_replies(s):
     it = s.chat(MSGS, max_new_tokens=50, stream=True, **GREEDY)
     next(it)
     it.close()
-    assert it.finish_reason == "" and s._session.finish_reason == "cancelled"
+    assert it.finish_reason == "" and _testing.hooks(s).finish_reason == "cancelled"
     spoken = s.chat(MSGS, max_new_tokens=4, generate_audio=True, max_speech_tokens=30, **GREEDY)
     assert spoken.finish_reason == "length"
     s.reset()
@@ -139,4 +139,5 @@ def test_finish_reasons_of_streams_and_spoken_replies(s):
     list(it)
     # the reply ended at the limit, or earlier at the streaming terminator (<|tts_eos|>, <|im_end|>, <unk>)
     n = len(s.last_generated_ids)
-    assert it.finish_reason == ("length" if n == 3 and not s._model.is_eog(s.last_generated_ids[-1]) else "stop")
+    model = _testing.hooks(s).model
+    assert it.finish_reason == ("length" if n == 3 and not model.is_eog(s.last_generated_ids[-1]) else "stop")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import TERMINATORS
-from minicpmo_cpp import MinicpmoError
+from minicpmo_cpp import MinicpmoError, _testing
 from test_llm_logits import F32_REL_TOL, GREEDY_TIE, PROMPT_IDS
 
 # PROMPT_IDS followed by the first two ids its greedy continuation produces: unpenalised greedy
@@ -40,13 +40,13 @@ def s(session_f32):
 def generate(s, prompt, do_sample, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
              seed=0, max_new_tokens=12):
     """Low-level generation from ``prompt`` (prefix reuse keeps this cheap); returns the ids."""
-    s._session.prefill(list(prompt))
-    s._session.begin_generation(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens)
+    _testing.hooks(s).prefill(list(prompt))
+    _testing.hooks(s).begin_generation(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens)
     while True:
-        more, _ = s._session.step()
+        more, _ = _testing.hooks(s).step()
         if not more:
             break
-    ids = list(s._session.last_generated)
+    ids = list(_testing.hooks(s).last_generated)
     assert 1 <= len(ids) <= max_new_tokens
     assert len(ids) == max_new_tokens or ids[-1] in TERMINATORS
     return ids
@@ -286,8 +286,8 @@ def test_chat_seed_equals_low_level_seed(s):
 def test_sampled_frequencies_match_reference_softmax(s, tiny_ref, temperature):
     """400 single-token samples (400 seeds) at one prompt, top-k 0, top-p 1."""
     n = 400
-    s._session.prefill(PROMPT_IDS)
-    got_logits = np.asarray(s._session.last_logits(), np.float64)[0]
+    _testing.hooks(s).prefill(PROMPT_IDS)
+    got_logits = np.asarray(_testing.hooks(s).last_logits(), np.float64)[0]
     raw = tiny_ref.forward(PROMPT_IDS, logits_all=False)[0][-1]
     # the distribution the runtime samples from is the reference's (see test_llm_logits)
     assert np.max(np.abs(got_logits - raw)) / np.max(np.abs(raw)) < F32_REL_TOL
@@ -350,9 +350,9 @@ def test_invalid_sampling_params(s, bad, word):
     s.reset()
     with pytest.raises(MinicpmoError, match=word):
         s.chat(msgs, **params)
-    s._session.prefill(PROMPT_IDS)
+    _testing.hooks(s).prefill(PROMPT_IDS)
     with pytest.raises(MinicpmoError, match=word):
-        s._session.begin_generation(params["do_sample"], params["temperature"], params["top_p"],
+        _testing.hooks(s).begin_generation(params["do_sample"], params["temperature"], params["top_p"],
                                     params["top_k"], params["repetition_penalty"], params["seed"],
                                     params["max_new_tokens"])
     # the session stays usable

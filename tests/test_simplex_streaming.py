@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from c_demos import build_c_demo
 from test_sampling import penalise, reference_steps, tolerance
@@ -81,16 +81,16 @@ def test_kv_layout_follows_the_spec(tiny_f32):
               "<|im_start|>user\n" + piece * 3 +
               "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>")
     want = _official_cache(s, before, reply_ids, "<|tts_eos|><|im_end|>\n<|im_start|>user\nNext question?")
-    assert s._session.kv_tokens == want
+    assert _testing.hooks(s).kv_tokens == want
 
     # a second reply and a third turn: the conversation goes on in the same cache
-    k0 = s._session.kv_tokens
+    k0 = _testing.hooks(s).kv_tokens
     list(s.streaming_generate(generate_audio=False, do_sample=False, max_new_tokens=5))
     reply2 = s.last_generated_ids
     s.streaming_prefill({"role": "user", "content": "Third."})
     want = k0 + _official_cache(s, "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>", reply2,
                                 "<|tts_eos|><|im_end|>\n<|im_start|>user\nThird.")
-    assert s._session.kv_tokens == want
+    assert _testing.hooks(s).kv_tokens == want
 
 
 @pytest.mark.parametrize("ending", ["<|tts_eos|>", "<unk>"])
@@ -103,12 +103,12 @@ def test_next_turn_after_a_fed_terminator(tiny_f32, ending):
     s.streaming_prefill({"role": "user", "content": "Hi."})
     list(s.streaming_generate(generate_audio=False, do_sample=False, max_new_tokens=4))
     reply = [t for t in s.last_generated_ids if t != IM_END]
-    s._session.append_text(ending)  # what Session.step leaves when the reply ends there
+    _testing.hooks(s).append_text(ending)  # what Session.step leaves when the reply ends there
     s.streaming_prefill({"role": "user", "content": "Again."})
     before = ("<|im_start|>system\n" + SYSTEM + "<|im_end|>\n<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\n"
               "<think>\n\n</think>\n\n<|tts_bos|>")
     want = s.tokenize(before) + reply + s.tokenize("<|tts_eos|><|im_end|>\n<|im_start|>user\nAgain.")
-    assert s._session.kv_tokens == want
+    assert _testing.hooks(s).kv_tokens == want
 
 
 def test_assistant_message_and_thinking_reply(tiny_f32):
@@ -121,7 +121,7 @@ def test_assistant_message_and_thinking_reply(tiny_f32):
     list(s.streaming_generate(generate_audio=False, enable_thinking=True, do_sample=False, max_new_tokens=1))
     want = s.tokenize("<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
                       "<|im_start|>user\nBye.<|im_end|>\n<|im_start|>assistant\n<|tts_bos|>")
-    kv = s._session.kv_tokens
+    kv = _testing.hooks(s).kv_tokens
     assert kv[:len(want)] == want and len(kv) == len(want) + len([t for t in s.last_generated_ids if t != IM_END])
 
 
@@ -133,7 +133,7 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
     aref = AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
     filters = slaney_mel_filters(201, 80, 16000, 0.0, 8000.0)
     s = _session(tiny_f32)
-    n_embd = s._model.n_embd
+    n_embd = _testing.hooks(s).model.n_embd
     s.streaming_prefill({"role": "system", "content": SYSTEM})
     turns = [[_speechlike(12000, 3), _speechlike(16000, 4), _speechlike(16000, 5)],  # first piece padded
              [_speechlike(16560, 6), _speechlike(16000, 7)]]
@@ -147,7 +147,7 @@ def test_streamed_audio_matches_the_numpy_streaming_path(tiny_f32, tiny_state):
             chunk = mel.chunks[-1]
             assert chunk.mel.shape[1] == 100 and chunk.prefix_frames == chunk.suffix_frames == 0
             want = whisper.push_embeddings(chunk.mel.astype(np.float32))
-            got = np.asarray(s._simplex().last_audio_rows).reshape(-1, n_embd)
+            got = np.asarray(_testing.hooks(s).simplex.last_audio_rows).reshape(-1, n_embd)
             assert got.shape == want.shape == (10, n_embd)
             err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
             worst = max(worst, err)
@@ -175,7 +175,7 @@ def test_streamed_text_turn_equals_chat(tiny_f32, tiny_ref):
     msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello there how are you?"}]
     chat_text = ch.chat(msgs, do_sample=False, max_new_tokens=n_new, use_tts_template=True)
     chat_ids = ch.last_generated_ids
-    assert st._session.kv_tokens[:len(ch.prompt_token_ids(msgs, use_tts_template=True))] == \
+    assert _testing.hooks(st).kv_tokens[:len(ch.prompt_token_ids(msgs, use_tts_template=True))] == \
         ch.prompt_token_ids(msgs, use_tts_template=True)
     # the streamed reply also stops at <|tts_eos|> / <unk>; chat() only at <|im_end|>
     stops = [i for i, t in enumerate(chat_ids) if t in (TTS_EOS, UNK)]
@@ -241,7 +241,7 @@ def test_streaming_bad_inputs(tiny_f32):
         s.streaming_prefill({"role": "user", "content": "y"})
     s.reset()  # a reset starts a new streaming conversation
     s.streaming_prefill({"role": "user", "content": "y"})
-    assert s._session.kv_tokens == s.tokenize("<|im_start|>user\ny")
+    assert _testing.hooks(s).kv_tokens == s.tokenize("<|im_start|>user\ny")
 
 
 @pytest.fixture(scope="module")

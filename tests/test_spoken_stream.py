@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from c_demos import build_c_demo
 
@@ -36,7 +36,7 @@ def _session(tiny_f32) -> OmniSession:
 def _reply_with_hidden(tiny_f32, n_new: int):
     """Greedy reply ids and their captured hidden rows, generated without streaming."""
     s = _session(tiny_f32)
-    core = s._session
+    core = _testing.hooks(s)
     core.prefill(s.tokenize(s.apply_chat_template([{"role": "user", "content": PROMPT}], use_tts_template=True)))
     core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, n_new, capture_hidden=True)
     text = []
@@ -65,9 +65,8 @@ def _reference_speech_tokens(tiny_tts_ref, ids, hidden):
 def _token2wav_stream(tiny_f32, tokens):
     """Streaming Token2Wav over `tokens` with the generator seed a fresh session's synthesizer has
     (0), fed in 25-token blocks as the TTS releases them: the chunks it releases, then the rest."""
-    from minicpmo_cpp import _core
 
-    synth = _core.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
     synth.stream_begin("")
     chunks = []
     for start in range(0, len(tokens), 25):

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import speechlike
 from conftest import run_isolated
@@ -230,7 +230,7 @@ def _in_thread(fn):
 
 
 def test_busy_error_names_both_calls(omni):
-    hold = omni._session.hold("a test request")
+    hold = _testing.hooks(omni).hold("a test request")
     try:
         for call in (lambda: omni.chat(MSGS, **GREEDY), omni.reset, lambda: omni.encode_image(np.zeros((8, 8, 3), np.uint8)),
                      lambda: omni.streaming_prefill({"role": "user", "content": "hi"}), lambda: omni.forward([1, 2]),
@@ -264,7 +264,7 @@ def test_stream_resumed_in_another_thread(omni):
 def test_paused_stream_is_busy_then_abandoned(omni):
     it = omni.chat(MSGS, stream=True, **dict(GREEDY, max_new_tokens=12))
     next(it)
-    hold = omni._session.hold("another request")
+    hold = _testing.hooks(omni).hold("another request")
     try:
         out = _in_thread(lambda: next(it))  # resumed while another request holds the session
         assert isinstance(out.get("error"), MinicpmoError) and str(out["error"]).startswith("session is busy")
@@ -300,7 +300,7 @@ def test_close_and_context_manager(tiny_f32):
         assert s.chat(MSGS, **GREEDY)
         d = s.as_duplex(generate_audio=True)
         d.prepare("<|im_start|>system\nx\n", "<|im_end|>")
-        hold = s._session.hold("a running call")
+        hold = _testing.hooks(s).hold("a running call")
         out = _in_thread(s.close)
         hold.release()
         assert isinstance(out.get("error"), MinicpmoError) and str(out["error"]).startswith("session is busy")
@@ -308,7 +308,7 @@ def test_close_and_context_manager(tiny_f32):
     assert s.closed
     for call in (lambda: s.chat(MSGS), s.reset, lambda: s.tokenize("hi"), lambda: s.n_past,
                  lambda: s.streaming_prefill({"role": "user", "content": "hi"}), lambda: s.encode_image(np.zeros((8, 8, 3), np.uint8)),
-                 lambda: d.prepare("", ""), lambda: s._session.kv_tokens):
+                 lambda: d.prepare("", ""), lambda: _testing.hooks(s).kv_tokens):
         with pytest.raises(MinicpmoError, match="closed"):
             call()
     s.close()  # a no-op

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, OmniSession
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from reference.tts import generate_chat
 from relative_error import rel
@@ -105,7 +105,7 @@ def test_reply_hidden_states_feed_the_tts(tiny_f32):
     prompt = s.apply_chat_template([{"role": "user", "content": "Say something."}], use_tts_template=True)
     ids = s.tokenize(prompt)
     assert ids[-1] == 151703  # <|tts_bos|>
-    core = s._session
+    core = _testing.hooks(s)
     core.prefill(ids)
     core.begin_generation(False, 1.0, 1.0, 0, 1.0, 0, 6, capture_hidden=True)
     while core.step()[0]:
@@ -143,7 +143,7 @@ def test_spoken_chat_end_to_end(tiny_f32, tiny_tts_ref, tmp_path):
                output_audio_path=out, max_speech_tokens=30)
     assert isinstance(r.text, str) and r.sample_rate == 24000
     reply = s.last_generated_ids
-    hidden = s._session.generated_hidden()
+    hidden = _testing.hooks(s).generated_hidden()
     want = generate_chat(tiny_tts_ref, np.asarray(reply), hidden.astype(np.float64), draws=None, max_new_tokens=30)
     assert r.audio.dtype == np.float32 and r.audio.shape == (len(want.tokens) * 2 * 480,)
     assert np.all(np.isfinite(r.audio)) and np.max(np.abs(r.audio)) <= 0.99 + 1e-6
@@ -153,7 +153,7 @@ def test_spoken_chat_end_to_end(tiny_f32, tiny_tts_ref, tmp_path):
     again = s.chat(msgs, do_sample=False, repetition_penalty=1.0, max_new_tokens=5, generate_audio=True,
                    max_speech_tokens=30)
     assert again.text == r.text
-    assert s._session.voice_names == ["default"]
+    assert _testing.hooks(s).voice_names == ["default"]
     with pytest.raises(MinicpmoError, match="voice"):
         s.chat(msgs, do_sample=False, max_new_tokens=2, generate_audio=True, voice="nobody", max_speech_tokens=30)
 
@@ -193,7 +193,7 @@ def test_tts_reading_template(tiny_f32):
     r = s.tts("你好，世界。", do_sample=False, max_new_tokens=4, max_speech_tokens=20)
     literal = ("<|im_start|>user\n请朗读以下内容。你好，世界。<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
                "<|tts_bos|>")
-    assert s._session.kv_tokens[: len(s.tokenize(literal))] == s.tokenize(literal)
+    assert _testing.hooks(s).kv_tokens[: len(s.tokenize(literal))] == s.tokenize(literal)
     assert r.sample_rate == 24000 and r.audio.size % 960 == 0 and 0 < r.audio.size <= 19 * 960
     with pytest.raises(MinicpmoError, match="non-empty"):
         s.tts("  ")

@@ -17,7 +17,7 @@ import pytest
 
 import reference.tts as tts_ref
 from minicpmo_cpp import MinicpmoError
-from minicpmo_cpp._core import TtsDuplexStream, TtsSimplexStream
+from minicpmo_cpp._testing import TtsDuplexStream, TtsSimplexStream
 
 from reference.tts import DuplexTTS, StreamingTTS, TTSSampling
 from relative_error import rel

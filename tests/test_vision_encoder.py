@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicpmo_cpp import OmniSession, _core
+from minicpmo_cpp import OmniSession, _testing
 from reference import round_weights
 from reference.vision import (VisionReference, image_placeholder_text, load_bucket_exceptions, navit_position_ids,
                               preprocess)
@@ -108,7 +108,7 @@ def test_preprocess_matches_pillow_reference(size):
     assert len(slices) == 1 + n_slices
     assert all((s.rgb.shape[1], s.rgb.shape[0]) == want_slice for s in slices[1:])
 
-    out = _core.preprocess_image(img, 9)
+    out = _testing.preprocess_image(img, 9)
     got_grid = out["grid"]
     assert (None if got_grid is None else tuple(got_grid)) == grid
     assert len(out["images"]) == len(slices)
@@ -125,7 +125,7 @@ def test_preprocess_max_slice_nums_one_never_slices():
     img = smooth_noise_image(1920, 1080)
     grid, slices = preprocess(img, 1)
     assert grid is None and len(slices) == 1
-    out = _core.preprocess_image(img, 1)
+    out = _testing.preprocess_image(img, 1)
     assert out["grid"] is None and len(out["images"]) == 1
     assert np.array_equal(np.asarray(out["images"][0]), slices[0].rgb)
 
@@ -136,11 +136,11 @@ def test_navit_position_ids_match_exception_table():
     exc = load_bucket_exceptions()
     for n in range(1, 1025):
         for h, w in ((n, 1), (1, n)):
-            got = np.asarray(_core.navit_position_ids(h, w))
+            got = np.asarray(_testing.navit_position_ids(h, w))
             want = navit_position_ids(h, w, 70, exc)
             assert got.shape == (h * w,) and np.array_equal(got, want), (h, w, np.nonzero(got != want))
     for h, w in ((25, 41), (83, 12), (49, 58), (32, 32), (6, 183)):
-        got = np.asarray(_core.navit_position_ids(h, w, 70))
+        got = np.asarray(_testing.navit_position_ids(h, w, 70))
         assert np.array_equal(got, navit_position_ids(h, w, 70, exc)), (h, w)
 
 

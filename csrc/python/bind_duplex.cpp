@@ -1,4 +1,5 @@
-// pybind11 binding of the duplex session (LLM side, spec §6.2-6.5) and of its decision function.
+// pybind11 binding of the duplex session (LLM side, spec §6.2-6.5); its decision function alone is
+// bound for the tests in _testing (csrc/python/testing/bind_duplex_decode.cpp).
 // Numerics stay in C++; the GIL is released around every call that computes.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -11,14 +12,15 @@
 #include <vector>
 
 #include "core/error.h"
+#include "python/duplex_args.h"
 #include "python/numpy_arrays.h"
-#include "sampling/duplex_decode.h"
 #include "session/duplex_session.h"
 #include "session/omni_session.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
 using minicpmo_py::checked_f32;
+using minicpmo_py::decode_params;
 using minicpmo_py::checked_rgb8;
 using minicpmo_py::U8Array;
 using minicpmo_py::F32Array;
@@ -31,22 +33,6 @@ py::array_t<float> rows_to_array(const std::vector<float> & data, size_t cols) {
     py::array_t<float> a({rows, cols});
     if (!data.empty()) std::memcpy(a.mutable_data(), data.data(), data.size() * sizeof(float));
     return a;
-}
-
-DuplexDecodeParams decode_params(bool greedy, float temperature, int top_k, float top_p, float repetition_penalty,
-                                 int repetition_window, float length_penalty, float listen_prob_scale,
-                                 int listen_top_k) {
-    DuplexDecodeParams p;
-    p.greedy = greedy;
-    p.temperature = temperature;
-    p.top_k = top_k;
-    p.top_p = top_p;
-    p.repetition_penalty = repetition_penalty;
-    p.repetition_window = repetition_window;
-    p.length_penalty = length_penalty;
-    p.listen_prob_scale = listen_prob_scale;
-    p.listen_top_k = listen_top_k;
-    return p;
 }
 
 }  // namespace
@@ -80,7 +66,8 @@ void bind_duplex(py::module_ & m) {
              }),
              py::arg("session"), py::arg("sliding_window") = false, py::arg("window_high") = opt.window_high,
              py::arg("window_low") = opt.window_low, py::arg("seed") = 0, py::arg("window_mode") = "off",
-             py::arg("context_max_units") = opt.context.max_units, py::arg("context_previous_max_tokens") = opt.context.previous_max_tokens,
+             py::arg("context_max_units") = opt.context.max_units,
+             py::arg("context_previous_max_tokens") = opt.context.previous_max_tokens,
              py::arg("context_previous_marker") = opt.context.previous_marker, py::keep_alive<1, 2>())
         .def("prepare",
              [](DuplexSession & d, const std::string & prefix, const std::string & suffix, const py::object & ref_audio) {
@@ -161,14 +148,14 @@ void bind_duplex(py::module_ & m) {
                  }
                  return out;
              },
-             py::arg("greedy") = false, py::arg("max_new_speak_tokens") = gen.max_new_speak_tokens, py::arg("temperature") = dec.temperature,
-             py::arg("top_k") = dec.top_k, py::arg("top_p") = dec.top_p, py::arg("repetition_penalty") = dec.repetition_penalty,
-             py::arg("repetition_window") = dec.repetition_window, py::arg("length_penalty") = dec.length_penalty, py::arg("listen_prob_scale") = dec.listen_prob_scale,
+             py::arg("greedy") = false, py::arg("max_new_speak_tokens") = gen.max_new_speak_tokens,
+             py::arg("temperature") = dec.temperature, py::arg("top_k") = dec.top_k, py::arg("top_p") = dec.top_p,
+             py::arg("repetition_penalty") = dec.repetition_penalty, py::arg("repetition_window") = dec.repetition_window,
+             py::arg("length_penalty") = dec.length_penalty, py::arg("listen_prob_scale") = dec.listen_prob_scale,
              py::arg("force_listen") = false, py::arg("scripted") = std::vector<int32_t>(), py::arg("wait_audio") = true,
              py::arg("listen_top_k") = dec.listen_top_k)
         .def("set_speech", &DuplexSession::set_speech, py::arg("on"), py::arg("voice") = "", py::arg("seed") = 0,
              "speech for speaking units from the next prepare() on")
-        .def_property_readonly("speech_on", &DuplexSession::speech_on)
         .def("take_audio",
              [](DuplexSession & d, bool wait) -> py::object {
                  DuplexSpeechResult r;
@@ -193,8 +180,6 @@ void bind_duplex(py::module_ & m) {
                  d.close();
              },
              "stops the speech threads and ends the conversation")
-        .def_property_readonly("prepared", &DuplexSession::prepared)
-        .def_property_readonly("has_pending_unit", &DuplexSession::has_pending_unit)
         .def_property_readonly("pending_logits",
                                [](DuplexSession & d) -> py::object {
                                    const auto hold = d.session().enter("duplex pending_logits");
@@ -206,7 +191,6 @@ void bind_duplex(py::module_ & m) {
                                })
         .def_property_readonly("system_length", &DuplexSession::system_length)
         .def_property_readonly("current_time", &DuplexSession::current_time)
-        .def_property_readonly("turn_ended", &DuplexSession::turn_ended)
         .def_property_readonly("decode_history",
                                [](DuplexSession & d) {
                                    const auto hold = d.session().enter("duplex decode_history");
@@ -223,38 +207,4 @@ void bind_duplex(py::module_ & m) {
                                    return d.previous_tokens();
                                })
         .def_property_readonly("forbidden_ids", [](const DuplexSession & d) { return d.decode_ids().forbidden; });
-
-    m.def("duplex_decode",
-          [](const py::object & logits, const std::vector<int32_t> & history, const std::vector<int32_t> & forbidden,
-             int32_t chunk_eos, int32_t turn_eos, int32_t eos, bool greedy, float temperature, int top_k, float top_p,
-             float repetition_penalty, int repetition_window, float length_penalty, float listen_prob_scale,
-             const std::vector<double> & uniforms, int32_t listen, int listen_top_k) {
-              const F32Array l = checked_f32(logits, 1, "logits");
-              DuplexDecodeIds ids;
-              ids.chunk_eos = chunk_eos;
-              ids.turn_eos = turn_eos;
-              ids.eos = eos;
-              ids.listen = listen;
-              ids.forbidden = forbidden;
-              const DuplexDecodeParams p = decode_params(greedy, temperature, top_k, top_p, repetition_penalty,
-                                                         repetition_window, length_penalty, listen_prob_scale,
-                                                         listen_top_k);
-              size_t next = 0;
-              auto draw = [&]() {
-                  if (next >= uniforms.size()) fail(Status::invalid_argument, "ran out of uniform draws");
-                  return uniforms[next++];
-              };
-              DuplexDecision dec;
-              {
-                  py::gil_scoped_release release;
-                  dec = duplex_decode(l.data(), static_cast<int>(l.shape(0)), ids, history, p, draw);
-              }
-              return py::make_tuple(dec.token, dec.stage);
-          },
-          py::arg("logits"), py::arg("history"), py::arg("forbidden"), py::arg("chunk_eos"), py::arg("turn_eos"),
-          py::arg("eos"), py::arg("greedy") = false, py::arg("temperature") = dec.temperature, py::arg("top_k") = dec.top_k,
-          py::arg("top_p") = dec.top_p, py::arg("repetition_penalty") = dec.repetition_penalty, py::arg("repetition_window") = dec.repetition_window,
-          py::arg("length_penalty") = dec.length_penalty, py::arg("listen_prob_scale") = dec.listen_prob_scale,
-          py::arg("uniforms") = std::vector<double>(), py::arg("listen") = -1, py::arg("listen_top_k") = dec.listen_top_k,
-          "the duplex two-stage decision on one logits row: (token, stage); uniforms feed the draws in order");
 }

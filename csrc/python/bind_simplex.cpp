@@ -1,5 +1,6 @@
 // pybind11 binding of the simplex streaming conversation (spec §6.1). The Python face is
-// OmniSession.streaming_prefill / streaming_generate (python/minicpmo_cpp/simplex.py).
+// OmniSession.streaming_prefill / streaming_generate (python/minicpmo_cpp/simplex.py); the state the
+// tests read (last_audio_rows, ...) is in _testing (csrc/python/testing/hooks.cpp).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -25,10 +26,6 @@ using minicpmo_py::U8Array;
 void bind_simplex(py::module_ & m) {
     py::class_<SimplexStream>(m, "SimplexStream")
         .def(py::init<OmniSession &>(), py::arg("session"), py::keep_alive<1, 2>())
-        .def("reset", [](SimplexStream & s) {
-            py::gil_scoped_release release;
-            s.reset();
-        })
         .def("prefill",
              [](SimplexStream & s, const std::string & role, const std::string & text, const py::list & images,
                 const py::list & audios) {
@@ -39,15 +36,5 @@ void bind_simplex(py::module_ & m) {
                  return std::make_pair(st.n_reused, st.n_prefilled);
              },
              py::arg("role"), py::arg("text"), py::arg("images") = py::list(), py::arg("audios") = py::list(),
-             "one message: text with one <image>./</image> / <audio>./</audio> marker per image / audio")
-        .def_property_readonly("next_user_prefix",
-                               [](const SimplexStream & s) {
-                                   const auto hold = s.session().enter("next_user_prefix");
-                                   return s.next_user_prefix();
-                               })
-        .def_property_readonly("user_turn_open", &SimplexStream::user_turn_open)
-        .def_property_readonly("last_audio_rows", [](const SimplexStream & s) {
-            const auto hold = s.session().enter("last_audio_rows");
-            return minicpmo_py::to_f32_array(s.last_audio_rows());  // flat: n_tokens x n_embd
-        });
+             "one message: text with one <image>./</image> / <audio>./</audio> marker per image / audio");
 }

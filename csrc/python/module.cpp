@@ -1,5 +1,7 @@
-// pybind11 module minicpmo_cpp._core: a thin binding of the C++ classes. Numerics stay in C++;
-// the GIL is released around every call that computes.
+// pybind11 module minicpmo_cpp._core: a thin binding of the C++ classes, exactly what the package
+// (python/minicpmo_cpp, convert, quantize) uses. Numerics stay in C++; the GIL is released around
+// every call that computes. The per-stage entry points the tests and benchmarks need are in the
+// separate module minicpmo_cpp._testing (csrc/python/testing/).
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -18,6 +20,7 @@
 #include "llm/quantize.h"
 #include "python/generate_args.h"
 #include "python/numpy_arrays.h"
+#include "python/session_args.h"
 #include "python/speech_args.h"
 #include "session/media_forward.h"
 #include "session/media_prompt.h"
@@ -25,29 +28,25 @@
 #include "session/omni_model.h"
 #include "session/omni_session.h"
 #include "tts/tts_decoder.h"
-#include "tts/tts_generate.h"
 #include "token2wav/token2wav.h"
 #include "vision/vision_model.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
 
-void bind_image_preprocess(py::module_ & m);  // bind_image_preprocess.cpp
-void bind_audio_frontend(py::module_ & m);    // bind_audio_frontend.cpp
-void bind_audio_input(py::module_ & m);       // bind_audio_input.cpp
-void bind_flow(py::module_ & m);              // bind_flow.cpp
-void bind_speech(py::module_ & m);            // bind_speech.cpp (HiFT vocoder)
-void bind_speech_stream(py::module_ & m);     // bind_speech_stream.cpp (streaming Token2Wav)
-void bind_tts_stream(py::module_ & m);        // bind_tts_stream.cpp (simplex / duplex speech tokens)
-void bind_duplex(py::module_ & m);            // bind_duplex.cpp (duplex session, LLM side)
-void bind_simplex(py::module_ & m);           // bind_simplex.cpp (simplex streaming conversation)
-void bind_forward(py::module_ & m);           // bind_forward.cpp (all-positions forward of media prompts)
-void bind_reply(py::module_ & m);             // bind_reply.cpp (the reply pipeline: chat, streaming replies)
-void bind_defaults(py::module_ & m);          // bind_defaults.cpp (the defaults table)
+void bind_image_resize(py::module_ & m);  // bind_image_resize.cpp
+void bind_audio_input(py::module_ & m);   // bind_audio_input.cpp
+void bind_duplex(py::module_ & m);        // bind_duplex.cpp (duplex session, LLM side)
+void bind_simplex(py::module_ & m);       // bind_simplex.cpp (simplex streaming conversation)
+void bind_forward(py::module_ & m);       // bind_forward.cpp (all-positions forward of media prompts)
+void bind_reply(py::module_ & m);         // bind_reply.cpp (the reply pipeline: chat, streaming replies)
+void bind_defaults(py::module_ & m);      // bind_defaults.cpp (the defaults table)
 
 using minicpmo_py::make_generate_params;
+using minicpmo_py::attention_mode;
 using minicpmo_py::make_uniform_draw;
 using minicpmo_py::to_f32_array;
+using minicpmo_py::to_f32_rows;
 
 namespace {
 
@@ -56,12 +55,6 @@ std::vector<ChatMessage> to_messages(const std::vector<std::pair<std::string, st
     out.reserve(msgs.size());
     for (const auto & m : msgs) out.push_back({m.first, m.second});
     return out;
-}
-
-py::array_t<float> to_array(const float * data, size_t rows, size_t cols) {
-    py::array_t<float> a({rows, cols});
-    std::memcpy(a.mutable_data(), data, rows * cols * sizeof(float));
-    return a;
 }
 
 // An RGB8 image from numpy: exactly uint8 (H, W, 3); other dtypes are refused rather than
@@ -115,12 +108,6 @@ py::array_t<float> pcm_array(const py::handle & obj) {
     return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
-AudioAttention attention_mode(const std::string & mode) {
-    if (mode == "block") return AudioAttention::block_causal;
-    if (mode == "full") return AudioAttention::full;
-    fail(Status::invalid_argument, "audio attention mode must be 'block' or 'full', got '" + mode + "'");
-}
-
 // Keeps the arrays alive and gives the C++ views of a list of audios.
 struct AudioList {
     std::vector<py::array_t<float>> arrays;
@@ -140,30 +127,6 @@ struct AudioList {
     }
 };
 
-// (n_mel, n_frames) float32 mel from numpy for the encoder-level test entry points.
-py::array_t<float, py::array::c_style | py::array::forcecast> mel_array(const OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel) {
-    const int n_mel = s.omni_model().audio()->hparams().n_mel;
-    if (mel.ndim() != 2 || mel.shape(0) != n_mel) {
-        fail(Status::invalid_argument, "mel must have shape (" + std::to_string(n_mel) + ", n_frames)");
-    }
-    return mel;
-}
-
-py::tuple encoding_tuple(const AudioEncoding & e, size_t n_embd_out, size_t n_embd) {
-    return py::make_tuple(to_array(e.tokens.data(), static_cast<size_t>(e.n_tokens), n_embd_out),
-                          to_array(e.hidden.data(), static_cast<size_t>(e.n_hidden), n_embd));
-}
-
-using F32C = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-// (n, width) float32 rows from numpy, checked.
-F32C rows_array(const F32C & a, int64_t width, const char * what) {
-    if (a.ndim() != 2 || a.shape(1) != width) {
-        fail(Status::invalid_argument, std::string(what) + " must have shape (n, " + std::to_string(width) + ")");
-    }
-    return a;
-}
-
 // Session.hold(what): the session's CallGuard held across several calls from Python (one request);
 // a context manager, also released when collected.
 struct SessionHold {
@@ -181,16 +144,11 @@ struct SessionHold {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmo-cpp native core";
     py::register_exception<Error>(m, "MinicpmoError", PyExc_RuntimeError);
-    bind_image_preprocess(m);
-    bind_audio_frontend(m);
+    bind_image_resize(m);
     bind_audio_input(m);
     // limits on encoded images, the CLI's (csrc/cli/image_file.h), applied by minicpmo_cpp.media too
     m.attr("IMAGE_MAX_SIDE") = minicpmo_cli::kMaxImageSide;
     m.attr("IMAGE_MAX_PIXELS") = minicpmo_cli::kMaxImagePixels;
-    bind_flow(m);
-    bind_speech(m);
-    bind_speech_stream(m);
-    bind_tts_stream(m);
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
@@ -202,24 +160,18 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true)
         .def_property_readonly("has_omni", &OmniModel::has_omni)
-        .def_property_readonly("omni_missing_reason", &OmniModel::omni_missing_reason)
         .def_property_readonly("load_warnings", &OmniModel::load_warnings)
         .def_property_readonly("omni_path", [](const OmniModel & o) { return o.omni() ? o.omni()->path : ""; })
         .def_property_readonly("omni_components",
                                [](const OmniModel & o) { return o.omni() ? o.omni()->components : std::vector<std::string>(); })
-        .def_property_readonly("n_embd", [](const OmniModel & o) { return o.llm()->n_embd(); })
-        .def_property_readonly("n_vocab", [](const OmniModel & o) { return o.llm()->n_vocab(); })
-        .def_property_readonly("n_ctx_train", [](const OmniModel & o) { return o.llm()->n_ctx_train(); })
         .def_property_readonly("path", [](const OmniModel & o) { return o.llm()->path(); })
-        .def("meta", [](const OmniModel & o, const std::string & key) { return o.llm()->meta(key.c_str()); })
         .def("tokenize",
              [](const OmniModel & o, const std::string & text, bool parse_special) {
                  return o.llm()->tokenize(text, parse_special);
              },
              py::arg("text"), py::arg("parse_special") = true)
         .def("detokenize",
-             [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); })
-        .def("is_eog", [](const OmniModel & o, llama_token t) { return o.llm()->is_eog(t); });
+             [](const OmniModel & o, const std::vector<llama_token> & ids) { return py::bytes(o.llm()->detokenize(ids)); });
 
     py::class_<SessionHold>(m, "SessionHold")
         .def("__enter__", [](SessionHold & h) -> SessionHold & { return h; }, py::return_value_policy::reference)
@@ -262,12 +214,6 @@ PYBIND11_MODULE(_core, m) {
                                    const auto hold = s.enter("last_generated");
                                    return s.last_generated();
                                })
-        .def_property_readonly("finish_reason",
-                               [](OmniSession & s) {
-                                   const auto hold = s.enter("finish_reason");
-                                   return std::string(finish_reason_name(s.finish_reason()));
-                               },
-                               "why the last reply ended: 'stop', 'length', 'context', 'cancelled' ('' while none)")
         .def("hold", [](OmniSession & s, const std::string & what) { return std::make_unique<SessionHold>(s, what); },
              py::arg("what"), py::keep_alive<0, 1>(),
              "holds the session for a sequence of calls (a context manager); another thread's calls get "
@@ -278,7 +224,6 @@ PYBIND11_MODULE(_core, m) {
                  s.close();
              },
              "frees the KV cache, encoders and model reference; later calls raise 'the session is closed'")
-        .def_property_readonly("closed", &OmniSession::closed)
         .def_property_readonly("last_prefill",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("last_prefill");
@@ -299,7 +244,7 @@ PYBIND11_MODULE(_core, m) {
                      rows = s.encode_image(im);
                  }
                  const size_t n_embd = static_cast<size_t>(s.context().n_embd());
-                 return to_array(rows.data(), rows.size() / n_embd, n_embd);
+                 return to_f32_rows(rows.data(), rows.size() / n_embd, n_embd);
              },
              py::arg("image"), py::arg("max_slice_nums") = 0)
         .def("vision_features",
@@ -313,24 +258,10 @@ PYBIND11_MODULE(_core, m) {
                  }
                  const size_t d = static_cast<size_t>(s.omni_model().vision()->hparams().n_embd);
                  py::list out;
-                 for (const auto & f : feats) out.append(to_array(f.data(), f.size() / d, d));
+                 for (const auto & f : feats) out.append(to_f32_rows(f.data(), f.size() / d, d));
                  return out;
              },
              py::arg("image"), py::arg("max_slice_nums") = 0)
-        .def("prefill_media",
-             [](OmniSession & s, const std::string & text, const py::list & images, const std::vector<int> & max_slice_nums,
-                int use_image_id, const py::list & audios, const std::vector<std::string> & audio_modes) {
-                 ImageList list(images, max_slice_nums);
-                 AudioList sounds(audios, audio_modes);
-                 MediaPromptOptions o;
-                 o.use_image_id = use_image_id;
-                 py::gil_scoped_release release;
-                 const PrefillStats st = s.prefill_media(text, list.inputs, sounds.inputs, o);
-                 return std::make_pair(st.n_reused, st.n_prefilled);
-             },
-             py::arg("text"), py::arg("images") = py::list(), py::arg("max_slice_nums") = std::vector<int>(),
-             py::arg("use_image_id") = -1, py::arg("audios") = py::list(),
-             py::arg("audio_modes") = std::vector<std::string>())
         .def("encode_audio",
              [](OmniSession & s, const py::object & pcm, const std::string & mode) {
                  const py::array_t<float> a = pcm_array(pcm);
@@ -344,7 +275,7 @@ PYBIND11_MODULE(_core, m) {
                      rows = s.encode_audio(in);
                  }
                  const size_t n_embd = static_cast<size_t>(s.context().n_embd());
-                 return to_array(rows.data(), rows.size() / n_embd, n_embd);
+                 return to_f32_rows(rows.data(), rows.size() / n_embd, n_embd);
              },
              py::arg("pcm"), py::arg("mode") = "block")
         .def("audio_token_count",
@@ -355,214 +286,12 @@ PYBIND11_MODULE(_core, m) {
                  in.n_samples = static_cast<size_t>(a.shape(0));
                  return s.audio_token_count(in);
              })
-        .def("audio_encode_mel",
-             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
-                const std::string & mode, int key_limit) {
-                 const auto hold = s.enter("audio_encode_mel");
-                 const auto m = mel_array(s, mel);
-                 const AudioAttention att = attention_mode(mode);
-                 AudioEncoding e;
-                 {
-                     py::gil_scoped_release release;
-                     e = s.audio_encoder().encode(MelFrames{m.data(), static_cast<int>(m.shape(1))}, att, true,
-                                                  key_limit);
-                 }
-                 const AudioHparams & hp = s.audio_encoder().model().hparams();
-                 return encoding_tuple(e, hp.n_embd_out, hp.n_embd);
-             },
-             py::arg("mel"), py::arg("mode") = "block", py::arg("key_limit") = 0,
-             "encoder on given log-mel frames (n_mel, n_frames): (tokens, post-LN encoder output); "
-             "key_limit > 0 masks keys j >= key_limit")
-        .def("audio_stream_chunk",
-             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & mel,
-                int context_front, int context_back) {
-                 const auto hold = s.enter("audio_stream_chunk");
-                 const auto m = mel_array(s, mel);
-                 AudioEncoding e;
-                 {
-                     py::gil_scoped_release release;
-                     e = s.audio_encoder().encode_streaming(MelFrames{m.data(), static_cast<int>(m.shape(1))},
-                                                            context_front, context_back, true);
-                 }
-                 const AudioHparams & hp = s.audio_encoder().model().hparams();
-                 return encoding_tuple(e, hp.n_embd_out, hp.n_embd);
-             },
-             py::arg("mel"), py::arg("context_front") = 0, py::arg("context_back") = 0,
-             "one streaming chunk through the encoder's key/value cache: (tokens, encoder output)")
-        .def("audio_stream_reset",
-             [](OmniSession & s) {
-                 const auto hold = s.enter("audio_stream_reset");
-                 s.audio_encoder().reset_streaming();
-             })
-        .def_property_readonly("audio_stream_cache_len",
-                               [](OmniSession & s) {
-                                   const auto hold = s.enter("audio_stream_cache_len");
-                                   return s.audio_encoder().streaming_cache_len();
-                               })
-        .def("tts_condition_rows",
-             [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden) {
-                 const auto hold = s.enter("tts_condition_rows");
-                 s.require_speech_free("tts_condition_rows");
-                 TtsDecoder & d = s.tts_decoder();
-                 const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
-                 if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
-                 std::vector<float> rows;
-                 {
-                     py::gil_scoped_release release;
-                     rows = d.condition_rows(ids.data(), h.data(), static_cast<int>(ids.size()));
-                 }
-                 return to_array(rows.data(), ids.size(), static_cast<size_t>(d.model().hparams().n_embd));
-             })
-        .def("tts_text_rows",
-             [](OmniSession & s, const std::vector<int32_t> & ids) {
-                 const auto hold = s.enter("tts_text_rows");
-                 s.require_speech_free("tts_text_rows");
-                 TtsDecoder & d = s.tts_decoder();
-                 std::vector<float> rows;
-                 {
-                     py::gil_scoped_release release;
-                     rows = d.text_rows(ids.data(), static_cast<int>(ids.size()));
-                 }
-                 return to_array(rows.data(), ids.size(), static_cast<size_t>(d.model().hparams().n_embd));
-             })
-        .def("tts_reset",
-             [](OmniSession & s) {
-                 const auto hold = s.enter("tts_reset");
-                 s.require_speech_free("tts_reset");
-                 s.tts_decoder().reset();
-             })
-        .def("tts_forward_rows",
-             [](OmniSession & s, const F32C & rows, const std::vector<int32_t> & positions) {
-                 const auto hold = s.enter("tts_forward_rows");
-                 s.require_speech_free("tts_forward_rows");
-                 TtsDecoder & d = s.tts_decoder();
-                 const auto r = rows_array(rows, d.model().hparams().n_embd, "rows");
-                 if (static_cast<size_t>(r.shape(0)) != positions.size()) fail(Status::invalid_argument, "one position per row");
-                 std::vector<float> logits;
-                 {
-                     py::gil_scoped_release release;
-                     logits = d.forward_rows(r.data(), positions.data(), static_cast<int>(positions.size()));
-                 }
-                 return to_array(logits.data(), 1, logits.size());
-             },
-             "feeds rows after the cached ones; logits (1, n_vocab_audio) of the last")
-        .def("tts_forward_code",
-             [](OmniSession & s, int32_t code, int32_t position) {
-                 const auto hold = s.enter("tts_forward_code");
-                 s.require_speech_free("tts_forward_code");
-                 std::vector<float> logits;
-                 {
-                     py::gil_scoped_release release;
-                     logits = s.tts_decoder().forward_code(code, position);
-                 }
-                 return to_array(logits.data(), 1, logits.size());
-             })
-        .def("tts_generate_chat",
-             [](OmniSession & s, const std::vector<int32_t> & ids, const F32C & hidden,
-                const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
-                int max_new_tokens) {
-                 const auto hold = s.enter("tts_generate_chat");
-                 s.require_speech_free("tts_generate_chat");
-                 TtsDecoder & d = s.tts_decoder();
-                 TtsSampling sampling = d.model().hparams().chat;
-                 if (max_new_tokens > 0) sampling.max_new_tokens = max_new_tokens;
-                 const auto h = rows_array(hidden, d.model().hparams().n_embd_llm, "hidden");
-                 if (static_cast<size_t>(h.shape(0)) != ids.size()) fail(Status::invalid_argument, "one hidden row per text id");
-                 const UniformDraw draw = make_uniform_draw(draws, seed);
-                 TtsChatResult r;
-                 {
-                     py::gil_scoped_release release;
-                     r = generate_chat_speech(d, ids.data(), h.data(), static_cast<int>(ids.size()), sampling, draw);
-                 }
-                 return std::make_pair(r.tokens, r.finished);
-             },
-             py::arg("text_ids"), py::arg("hidden"), py::arg("draws") = py::none(), py::arg("seed") = py::none(),
-             py::arg("max_new_tokens") = 0,
-             "chat-layout speech tokens (EOS excluded) and whether EOS was sampled; greedy without draws/seed")
-        .def_property_readonly("audio_marker", [](const OmniSession &) { return std::string(kAudioMarker); })
         .def("reset", &Session::reset)
-        .def("prefill",
-             [](OmniSession & s, const std::vector<llama_token> & ids) {
-                 py::gil_scoped_release release;
-                 const PrefillStats st = s.prefill(ids);
-                 return std::make_pair(st.n_reused, st.n_prefilled);
-             })
-        .def("append_text",
-             [](OmniSession & s, const std::string & text) {
-                 py::gil_scoped_release release;
-                 const PrefillStats st = s.append_text(text);
-                 return std::make_pair(st.n_reused, st.n_prefilled);
-             })
-        .def("begin_generation",
-             [](OmniSession & s, bool do_sample, float temperature, float top_p, int top_k, float repetition_penalty,
-                uint64_t seed, int max_new_tokens, bool capture_hidden) {
-                 GenerateParams g = make_generate_params(do_sample, temperature, top_p, top_k, repetition_penalty, seed,
-                                                         max_new_tokens);
-                 g.capture_hidden = capture_hidden;
-                 s.begin_generation(g);
-             },
-             py::arg("do_sample"), py::arg("temperature"), py::arg("top_p"), py::arg("top_k"),
-             py::arg("repetition_penalty"), py::arg("seed"), py::arg("max_new_tokens"), py::arg("capture_hidden") = false)
-        .def("generated_hidden",
-             [](OmniSession & s) {
-                 const auto hold = s.enter("generated_hidden");
-                 const size_t n_embd = static_cast<size_t>(s.context().n_embd());
-                 return to_array(s.generated_hidden().data(), s.generated_hidden().size() / n_embd, n_embd);
-             })
         .def_property_readonly("speech_sample_rate",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("speech_sample_rate");
                                    return s.token2wav().sample_rate();
                                })
-        .def_property_readonly("voice_names",
-                               [](OmniSession & s) {
-                                   const auto hold = s.enter("voice_names");
-                                   return s.token2wav().voices().names();
-                               })
-        .def("reply_speech_tokens",
-             [](OmniSession & s, const std::optional<std::vector<double>> & draws, const std::optional<uint64_t> & seed,
-                int max_new_tokens) {
-                 const UniformDraw draw = make_uniform_draw(draws, seed);
-                 bool finished = false;
-                 std::vector<int32_t> tokens;
-                 {
-                     py::gil_scoped_release release;
-                     tokens = s.reply_speech_tokens(draw, max_new_tokens, &finished);
-                 }
-                 return std::make_pair(tokens, finished);
-             },
-             py::arg("draws") = py::none(), py::arg("seed") = py::none(), py::arg("max_new_tokens") = 0,
-             "speech tokens of the last reply (generated with capture_hidden after <|tts_bos|>)")
-        .def("step",
-             [](OmniSession & s) {
-                 std::string piece;
-                 bool more;
-                 {
-                     py::gil_scoped_release release;
-                     more = s.step(piece);
-                 }
-                 return std::make_pair(more, piece);
-             })
-        .def("cancel", &Session::cancel)
-        .def("append_embeddings",
-             [](OmniSession & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & embd) {
-                 if (embd.ndim() != 2 || embd.shape(1) != s.context().n_embd()) {
-                     fail(Status::invalid_argument, "embeddings must have shape (n, " +
-                                                        std::to_string(s.context().n_embd()) + ")");
-                 }
-                 const float * data = embd.data();
-                 const size_t n = static_cast<size_t>(embd.shape(0));
-                 py::gil_scoped_release release;
-                 s.append_embeddings(data, n);
-             })
-        .def("remove_range", &Session::remove_range, py::arg("p0"), py::arg("p1"))
-        .def_property_readonly("image_marker", [](const OmniSession &) { return std::string(kImageMarker); })
-        .def("last_logits",
-             [](OmniSession & s) {
-                 const auto hold = s.enter("last_logits");
-                 const float * l = s.context().logits(-1);
-                 return to_array(l, 1, static_cast<size_t>(s.context().n_vocab()));
-             })
         .def("forward",
              [](OmniSession & s, const std::vector<llama_token> & ids) {
                  // fresh cache, every position's logits and final-norm hidden state; leaves the
@@ -574,8 +303,8 @@ PYBIND11_MODULE(_core, m) {
                      py::gil_scoped_release release;
                      r = forward_prompt(s, ids, {});
                  }
-                 return std::make_pair(to_array(r.logits.data(), ids.size(), static_cast<size_t>(s.context().n_vocab())),
-                                       to_array(r.hidden.data(), ids.size(), static_cast<size_t>(s.context().n_embd())));
+                 return std::make_pair(to_f32_rows(r.logits.data(), ids.size(), static_cast<size_t>(s.context().n_vocab())),
+                                       to_f32_rows(r.hidden.data(), ids.size(), static_cast<size_t>(s.context().n_embd())));
              });
 
     bind_duplex(m);  // after Session: its constructor takes one
@@ -596,10 +325,6 @@ PYBIND11_MODULE(_core, m) {
           py::arg("messages"), py::arg("add_generation_prompt") = true, py::arg("enable_thinking") = false,
           py::arg("use_tts_template") = false);
 
-    m.def("system_info", [] {
-        ensure_llama_initialized();
-        return std::string(llama_print_system_info());
-    }, "ggml CPU features and backends of this build (which kernels run)");
     m.def("quantize_types", &quantize_type_names);
     m.def("quantize_llm",
           [](const std::string & in, const std::string & out, const std::string & type, int n_threads,

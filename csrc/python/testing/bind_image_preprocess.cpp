@@ -1,5 +1,5 @@
-// Python bindings of the image preprocessing (csrc/vision): resize, slicing layout, patches and
-// NaViT position ids, so tests can compare each step with Pillow / numpy.
+// _testing bindings of the image preprocessing steps (csrc/vision): slicing layout, patches and NaViT
+// position ids, so tests can compare each step with Pillow / numpy (the resize is _core.resize_bicubic).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -9,63 +9,20 @@
 #include <vector>
 
 #include "core/error.h"
-#include "vision/bicubic_resize.h"
+#include "python/image_args.h"
 #include "vision/image_preprocess.h"
 #include "vision/image_slicing.h"
 #include "vision/navit_positions.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
+using minicpmo_py::checked_rgb_shape;
+using minicpmo_py::contiguous;
+using minicpmo_py::to_numpy;
+using minicpmo_py::U8Array;
+using minicpmo_py::view_of;
 
 namespace {
-
-using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
-
-std::string shape_text(const py::array & a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Checks dtype and shape *before* any conversion: a forcecast would silently turn floats into
-// bytes, and a huge non-contiguous view would be copied.
-py::array checked_rgb_shape(const py::object & obj, const char * fn) {
-    const std::string expected = std::string(fn) + ": rgb must be a numpy uint8 array of shape (H, W, 3)";
-    if (!py::isinstance<py::array>(obj)) {
-        fail(Status::invalid_argument, expected + ", got " + std::string(py::str(py::type::of(obj))));
-    }
-    const py::array arr = py::reinterpret_borrow<py::array>(obj);
-    if (arr.dtype().kind() != 'u' || arr.itemsize() != 1) {
-        fail(Status::invalid_argument, expected + ", got dtype " + std::string(py::str(arr.dtype())));
-    }
-    if (arr.ndim() != 3 || arr.shape(2) != 3) {
-        fail(Status::invalid_argument, expected + ", got shape " + shape_text(arr));
-    }
-    if (arr.shape(0) > kMaxInputImageSide || arr.shape(1) > kMaxInputImageSide) {
-        fail(Status::invalid_argument, std::string(fn) + ": image of shape " + shape_text(arr) +
-                                           " is too large (at most " + std::to_string(kMaxInputImageSide) +
-                                           " pixels per side)");
-    }
-    validate_input_size(int(arr.shape(1)), int(arr.shape(0)), fn);
-    return arr;
-}
-
-// A C-contiguous uint8 array of a checked (H, W, 3) array (a copy only when the input is strided).
-U8Array contiguous(const py::array & checked) {
-    U8Array a = U8Array::ensure(checked);
-    if (!a) fail(Status::internal, "could not make the image array C-contiguous");
-    return a;
-}
-
-U8Array as_rgb_array(const py::object & obj, const char * fn) { return contiguous(checked_rgb_shape(obj, fn)); }
-
-RgbImageView view_of(const U8Array & a) { return {a.data(), int(a.shape(1)), int(a.shape(0))}; }
-
-py::array_t<uint8_t> to_numpy(const RgbImage & im) {
-    py::array_t<uint8_t> a({py::ssize_t(im.height), py::ssize_t(im.width), py::ssize_t(3)});
-    std::memcpy(a.mutable_data(), im.pixels.data(), im.pixels.size());
-    return a;
-}
 
 py::array_t<float> to_numpy(const PreprocessedSlice & s, int patch_len) {
     py::array_t<float> a({py::ssize_t(s.grid_h) * s.grid_w, py::ssize_t(patch_len)});
@@ -95,21 +52,7 @@ py::object size_or_none(const ImageSize & s) {
 
 }  // namespace
 
-void bind_image_preprocess(py::module_ & m) {
-    m.def(
-        "resize_bicubic",
-        [](const py::object & rgb, int width, int height) {
-            const U8Array a = as_rgb_array(rgb, "resize_bicubic");
-            RgbImage out;
-            {
-                py::gil_scoped_release release;
-                out = resize_bicubic(view_of(a), width, height);
-            }
-            return to_numpy(out);
-        },
-        py::arg("rgb"), py::arg("width"), py::arg("height"),
-        "Pillow-exact Image.resize((width, height), BICUBIC) of an (H, W, 3) uint8 array");
-
+void bind_testing_image_preprocess(py::module_ & m) {
     m.def(
         "image_slice_layout",
         [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size) {

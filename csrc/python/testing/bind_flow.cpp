@@ -1,5 +1,5 @@
 // Python binding of the Token2Wav flow runner (csrc/token2wav/flow_decoder.h) for tests and tools:
-// `_core.Flow(omni_path)` loads the flow weights and voices of an omni file and runs the encoder,
+// `_testing.Flow(omni_path)` loads the flow weights and voices of an omni file and runs the encoder,
 // the DiT, the CFM and the streaming windows. Mel arrays use the reference's layout (n_mel, frames);
 // encoder states are (frames, D).
 #include <pybind11/numpy.h>

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
+#include "python/testing/hooks.h"
 #include "session/omni_session.h"
 #include "tts/tts_stream.h"
 
@@ -89,9 +90,10 @@ void bind_tts_stream(py::module_ & m) {
     py::class_<SimplexHandle>(m, "TtsSimplexStream",
                               "Streaming simplex speech tokens for one assistant turn (spec §5.1): feed LLM text "
                               "chunks, get 25-token blocks. Starts from an empty TTS cache of the session.")
-        .def(py::init([](OmniSession & s, int block, int max_new_per_chunk, std::optional<float> temperature,
+        .def(py::init([](const py::object & session, int block, int max_new_per_chunk, std::optional<float> temperature,
                          std::optional<float> top_p, std::optional<int> top_k, std::optional<float> repetition_penalty,
                          bool keep_steps) {
+                 OmniSession & s = minicpmo_testing::native_session(session);  // a _core.Session or its hooks
                  TtsDecoder & d = s.tts_decoder();
                  const TtsSampling sampling =
                      with_overrides(d.model().hparams().stream, temperature, top_p, top_k, repetition_penalty);
@@ -132,8 +134,9 @@ void bind_tts_stream(py::module_ & m) {
     py::class_<DuplexHandle>(m, "TtsDuplexStream",
                              "Duplex speech tokens per 1-s unit (spec §5.1): the TTS cache and positions persist "
                              "within a turn and are cleared at its end.")
-        .def(py::init([](OmniSession & s, int tokens_per_unit, std::optional<float> temperature,
+        .def(py::init([](const py::object & session, int tokens_per_unit, std::optional<float> temperature,
                          std::optional<float> repetition_penalty, bool keep_steps) {
+                 OmniSession & s = minicpmo_testing::native_session(session);  // a _core.Session or its hooks
                  TtsDecoder & d = s.tts_decoder();
                  const TtsSampling sampling =
                      with_overrides(d.model().hparams().duplex, temperature, std::nullopt, std::nullopt, repetition_penalty);

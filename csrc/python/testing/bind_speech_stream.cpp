@@ -1,5 +1,5 @@
 // Python binding of the session's Token2Wav synthesizer with its streaming protocol
-// (csrc/token2wav/token2wav.h, speech_stream.h): `_core.Token2Wav(omni_path)` loads the
+// (csrc/token2wav/token2wav.h, speech_stream.h): `_testing.SpeechSynthesizer(omni_path)` loads the
 // flow, HiFT and voices of an omni file on their own, so tests can stream speech tokens with the CFM
 // noise and the NSF source randomness injected and compare with the numpy reference. Waveforms are
 // float32 numpy arrays; the GIL is released around every computation.
