@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import LineWorker, cache_dir, proc_status_kib, torch_gemm_rates
+from bench_common import LineWorker, cache_dir, cpu_name, proc_status_kib, torch_gemm_rates
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -644,15 +644,6 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import numpy as np
 from transformers.audio_utils import mel_filter_bank
 
+from bench_common import cpu_name
 from minicpmo_cpp import _testing
 
 SR = 16000
@@ -61,7 +61,7 @@ def main() -> None:
         streaming[feed] = {"push_plus_chunk_ms_wall": summary(wall), "push_plus_chunk_ms_cpu": summary(cpu)}
 
     print(json.dumps({
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_name(),
         "batch_30s_ms_wall": summary(batch_wall),
         "batch_30s_ms_cpu": summary(batch_cpu),
         "streaming_per_1s_chunk": streaming,

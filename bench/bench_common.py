@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,19 @@ def cache_dir() -> Path:
     """Benchmark models and tools are built once and kept here (MINICPMO_CACHE_DIR overrides)."""
     d = os.environ.get("MINICPMO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "minicpmo-cpp")
     return Path(d)
+
+
+def cpu_name() -> str:
+    """The CPU model ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R14 ..."): ratios against other
+    runtimes swing with the vendor, so every benchmark names it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def proc_status_kib(key: str) -> int:

@@ -38,14 +38,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import cache_dir, proc_status_kib, speechlike
+from bench_common import cache_dir, cpu_name, proc_status_kib, speechlike
 
 # Qwen3-0.6B's shape (as bench/llm.py) with MiniCPM-o's vocabulary
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -344,7 +343,7 @@ def main() -> None:
         "bench": "duplex",
         "model": {"llm": "Qwen3-0.6B shape (NOT the 8B), random weights, F16", **model_params(args.t2w_steps),
                   "gguf": str(llm)},
-        "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads, "cpu": cpu_name(),
         "system_info": _testing.system_info().strip(),
         "script": {"listen_units": args.listen_units, "speak_units": args.speak_units,
                    "speak_text_tokens_per_unit": args.speak_tokens, "decisions": "scripted (_scripted)"},

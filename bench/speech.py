@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import cache_dir, torch_gemm_rates
+from bench_common import cache_dir, cpu_name, torch_gemm_rates
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -548,7 +547,7 @@ def main() -> int:
     gemm_runs = torch_.pop("gemm_runs")
     gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
     result: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+        "machine": {"cpu": cpu_name(), "threads": args.threads,
                     # which ggml CPU kernels ran (DESIGN: every benchmark states the CPU variant)
                     "minicpmo_native": build_info.MINICPMO_NATIVE,
                     "minicpmo_cpp_system_info": _testing.system_info().strip(),
