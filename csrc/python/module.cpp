@@ -18,10 +18,8 @@
 #include "core/llama_log.h"
 #include "llm/chat_prompt.h"
 #include "llm/quantize.h"
-#include "python/generate_args.h"
 #include "python/numpy_arrays.h"
 #include "python/session_args.h"
-#include "python/speech_args.h"
 #include "session/media_forward.h"
 #include "session/media_prompt.h"
 #include "cli/image_file.h"
@@ -42,9 +40,7 @@ void bind_forward(py::module_ & m);       // bind_forward.cpp (all-positions for
 void bind_reply(py::module_ & m);         // bind_reply.cpp (the reply pipeline: chat, streaming replies)
 void bind_defaults(py::module_ & m);      // bind_defaults.cpp (the defaults table)
 
-using minicpmo_py::make_generate_params;
 using minicpmo_py::attention_mode;
-using minicpmo_py::make_uniform_draw;
 using minicpmo_py::to_f32_array;
 using minicpmo_py::to_f32_rows;
 
@@ -81,21 +77,6 @@ ImageInput image_input(const py::array_t<uint8_t> & a, int max_slice_nums) {
     return im;
 }
 
-// Keeps the arrays alive and gives the C++ views of a list of images.
-struct ImageList {
-    std::vector<py::array_t<uint8_t>> arrays;
-    std::vector<ImageInput> inputs;
-    ImageList(const py::list & images, const std::vector<int> & max_slice_nums) {
-        if (!max_slice_nums.empty() && max_slice_nums.size() != images.size()) {
-            fail(Status::invalid_argument, "max_slice_nums must give one value per image");
-        }
-        for (size_t i = 0; i < images.size(); ++i) {
-            arrays.push_back(rgb_array(images[i]));
-            inputs.push_back(image_input(arrays.back(), max_slice_nums.empty() ? 0 : max_slice_nums[i]));
-        }
-    }
-};
-
 // 16 kHz mono PCM from numpy: exactly float32 1-D (the Python layer converts and resamples).
 py::array_t<float> pcm_array(const py::handle & obj) {
     auto arr = py::reinterpret_borrow<py::object>(obj);
@@ -107,25 +88,6 @@ py::array_t<float> pcm_array(const py::handle & obj) {
     if (a.ndim() != 1) fail(Status::invalid_argument, "an audio array must be 1-D (mono), got ndim " + std::to_string(a.ndim()));
     return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
 }
-
-// Keeps the arrays alive and gives the C++ views of a list of audios.
-struct AudioList {
-    std::vector<py::array_t<float>> arrays;
-    std::vector<AudioInput> inputs;
-    AudioList(const py::list & audios, const std::vector<std::string> & modes) {
-        if (!modes.empty() && modes.size() != audios.size()) {
-            fail(Status::invalid_argument, "audio_modes must give one value per audio");
-        }
-        for (size_t i = 0; i < audios.size(); ++i) {
-            arrays.push_back(pcm_array(audios[i]));
-            AudioInput a;
-            a.pcm = arrays.back().data();
-            a.n_samples = static_cast<size_t>(arrays.back().shape(0));
-            a.attention = modes.empty() ? AudioAttention::block_causal : attention_mode(modes[i]);
-            inputs.push_back(a);
-        }
-    }
-};
 
 // Session.hold(what): the session's CallGuard held across several calls from Python (one request);
 // a context manager, also released when collected.
