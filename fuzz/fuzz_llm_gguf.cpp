@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     params.n_gpu_layers = 0;
     params.use_mmap = false;
     try {
-        minicpmo::LlmModel model(path, params);
+        minicpmo::LlmModel model(path, params, nullptr);  // the CPU
         (void) model.n_vocab();
         (void) model.meta("general.name");
     } catch (const minicpmo::Error &) {

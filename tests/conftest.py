@@ -21,12 +21,38 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))  # makes `import reference` work from any rootdir/cwd
+import backend  # noqa: E402  (tests/ is on sys.path now)
+from backend import SESSION  # noqa: E402
 # The command-line tools (minicpmo-cli, minicpmo-convert) of the environment running the tests come
 # first on PATH, also when that environment is not activated (`venv/bin/python -m pytest`): otherwise
 # another installation's tools would be tested.
 _ENV_BIN = Path(sys.executable).parent
 if (_ENV_BIN / "minicpmo-cli").exists() and os.environ.get("PATH", "").split(os.pathsep)[0] != str(_ENV_BIN):
     os.environ["PATH"] = str(_ENV_BIN) + os.pathsep + os.environ.get("PATH", "")
+
+# The test backend reaches every front end: sessions made without a device (Python, the C programs,
+# the CLI, subprocesses) resolve "auto" through MINICPMO_DEVICE (tests/backend.py).
+os.environ["MINICPMO_DEVICE"] = backend.DEVICE
+
+
+def pytest_report_header(config):
+    return f"minicpmo test backend: {backend.NAME} (device {backend.DEVICE}, float tolerance floor {backend.FLOAT_RTOL:g})"
+
+
+def pytest_configure(config):
+    """A GPU mode whose device is missing is an error, not a quiet CPU run."""
+    if not backend.ON_DEVICE:
+        return
+    try:
+        from minicpmo_cpp import device_names
+    except ImportError:
+        return  # numpy-only run from a source checkout: nothing builds a session
+    names = [n.lower() for n in device_names()]
+    if backend.DEVICE.lower() not in names:
+        raise pytest.UsageError(f"MINICPMO_TEST_BACKEND={backend.NAME}: this build has no device {backend.DEVICE} "
+                                f"(it has {', '.join(device_names())}); build with the backend, and for Mesa's "
+                                "lavapipe set GGML_VK_VISIBLE_DEVICES=0 (scripts/vulkan_env.sh)")
+
 
 # Real MiniCPM-o 4.5 special-token ids (MODEL_SPEC.md §4.2)
 IM_START, IM_END, ENDOFTEXT = 151644, 151645, 151643
@@ -171,7 +197,7 @@ def session_f32(tiny_f32):
     from minicpmo_cpp import OmniSession
 
     # F32 KV cache: an F32 model is compared with the float64 reference at 1e-4 (see test_llm_logits)
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=2048, seed=0, kv_cache_type="f32")
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +205,14 @@ def session_f32_kv16(tiny_f32):
     from minicpmo_cpp import OmniSession
 
     # llama.cpp's default F16 KV cache, as users get it
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=2048, seed=0)
 
 
 @pytest.fixture(scope="module")
 def session_f16(tiny_f16):
     from minicpmo_cpp import OmniSession
 
-    return OmniSession(str(tiny_f16[0]), n_threads=2, n_gpu_layers=0, n_ctx=2048, seed=0)
+    return OmniSession(str(tiny_f16[0]), n_threads=2, **SESSION, n_ctx=2048, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +230,7 @@ def tiny_sessions(tiny_f32, tiny_f16):
     conversion, n_ctx 512."""
     from minicpmo_cpp import OmniSession, _testing
 
-    return {kind: _testing.hooks(OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512))
+    return {kind: _testing.hooks(OmniSession(str(paths[0]), n_threads=2, **SESSION, n_ctx=512))
             for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
 
 

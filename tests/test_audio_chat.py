@@ -18,6 +18,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import SR, chat_audio_token_count, speechlike, tiny_mel_filters
 from c_demos import build_c_demo
+from backend import SESSION
 
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
 UNK = 128244
@@ -26,7 +27,7 @@ AUDIO_START, AUDIO_END, TTS_BOS = 151697, 151699, 151703
 
 @pytest.fixture(scope="module")
 def asession(tiny_f32):
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 @pytest.mark.parametrize("seconds", [0.09, 1.0, 1.035, 2.5, 7.3, 30.0])

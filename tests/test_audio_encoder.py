@@ -14,10 +14,12 @@ from audio_weights import smooth_mel
 from relative_error import rel
 from reference.audio import (AudioReference, StreamingWhisperReference, chat_padding_frames, duplex_chunk,
                              encoder_frame_count, pooled_token_count)
+from backend import SESSION, tol
 
 # F32 model vs float32 numpy: only summation order differs (measured ~1e-6); 1e-4 relative leaves
 # room for longer sums. F16 matrices round every weight to 11 bits: 1e-2 relative.
-TOL = {"f32": 1e-4, "f16": 1e-2}
+# tol(): the test backend's float floor where larger (tests/backend.py; the CPU keeps these)
+TOL = {"f32": tol(1e-4), "f16": tol(1e-2)}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def aref(tiny_state):
 
 @pytest.fixture(scope="module")
 def sessions(tiny_f32, tiny_f16):
-    return {kind: OmniSession(str(paths[0]), n_threads=2, n_gpu_layers=0, n_ctx=512)
+    return {kind: OmniSession(str(paths[0]), n_threads=2, **SESSION, n_ctx=512)
             for kind, paths in (("f32", tiny_f32), ("f16", tiny_f16))}
 
 

@@ -21,6 +21,7 @@ import pytest
 from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import chat_audio_token_count, speechlike, tiny_mel_filters
+from backend import SESSION
 
 # special ids from the spec's table (§4.2)
 IM_END = 151645
@@ -146,13 +147,13 @@ def np_duplex_decode(logits, history, forbidden, greedy=False, temperature=0.7, 
 @pytest.fixture(scope="module")
 def omni(tiny_f32):
     # F32 KV cache: logits compared with fresh prefills at 1e-4-level tolerances
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 @pytest.fixture(scope="module")
 def fresh(tiny_f32):
     """A second session for reference forwards (forward() clears its cache)."""
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 @pytest.fixture(scope="module")

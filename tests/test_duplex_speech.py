@@ -23,6 +23,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from reference.tts import DuplexTTS, TTSReference
 from tts_choices import follow_runtime
+from backend import DEVICE
 
 SR = 16000
 UNIT = 24000  # output samples per unit (25 speech tokens)
@@ -143,7 +144,7 @@ def test_duplex_units_speak_as_the_references(tiny_f32, tref, monkeypatch):
 
     tts = DuplexTTS(tref)
     rng = Mt19937_64(SEED)
-    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=0)
     synth.stream_begin("")
     ties = []
     for r, (listen, _) in zip(units, _script(ids)):
@@ -202,7 +203,7 @@ def test_interrupt_closes_the_turn_and_restarts_speech(tiny_f32, tref, monkeypat
     want = tts.unit(r2["speak_token_ids"], r2["speak_hidden"].astype(np.float64), False, draws=rng.uniform)
     assert r2["speech_token_ids"] == want.tokens and tie.not_own <= 1  # see TTS_REL_TOL
     monkeypatch.undo()  # unit 1's tokens below are the reference's own choices
-    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=0)
     synth.stream_begin("")
     # unit 1 drew its HiFT source noise from the shared generator
     synth.stream_push_duplex(_unit1_tokens(tref, r1), turn_end=False)

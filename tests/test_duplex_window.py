@@ -18,6 +18,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession
 from audio_inputs import chat_audio_token_count, speechlike
 from test_duplex_session import (CHUNK_EOS, CHUNK_TTS_EOS, LISTEN, PREFIX, SPEAK, SUFFIX, TURN_EOS, UNIT,
                                  SpecDuplexModel, _words)
+from backend import SESSION
 
 MARKER = "\n\nprevious: "
 # the marker as the Qwen2 BPE (MiniCPM-o's tokenizer) encodes it: "\n\n", "previous", ":", " "
@@ -94,7 +95,7 @@ def _run(d, omni, model: ContextWindowModel, spec: SpecDuplexModel, n_units: int
 @pytest.fixture(scope="module")
 def omni(tiny_f32):
     # F32 KV cache: the logits are compared with the float64 reference at 1e-4
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 def test_marker_tokens(omni):
@@ -125,7 +126,7 @@ def test_layout_after_context_drops(omni, max_units, cap, n_units):
 def test_keeps_running_past_the_context_size(tiny_f32):
     """n_ctx 160: without a window the conversation hits context_full; with the context window it
     goes on for 60 units and stays within prefix + marker + cap + suffix + 4 units."""
-    small = OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=160, seed=0)
+    small = OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=160, seed=0)
     off = small.as_duplex(generate_audio=False, seed=1)
     off.prepare(PREFIX, SUFFIX)
     spec = SpecDuplexModel(off.kv_tokens)
@@ -262,7 +263,7 @@ def test_c_api_context_window(window_demo, tiny_f32):
     assert len(got) == 30
     assert sum(not listen and text != "" for listen, text in got) > 3  # dropped units left text behind
 
-    omni = OmniSession(model, n_threads=2, n_gpu_layers=0, n_ctx=128, seed=0)
+    omni = OmniSession(model, n_threads=2, **SESSION, n_ctx=128, seed=0)
     d = omni.as_duplex(generate_audio=False, seed=0, sliding_window="context", context_max_units=3,
                        context_previous_max_tokens=8)
     d.prepare(PREFIX, SUFFIX)

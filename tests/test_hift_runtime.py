@@ -22,6 +22,7 @@ from conftest import _import_convert
 from relative_error import rel
 from reference.token2wav import FlowConfig, FlowReference, HiFTConfig, HiFTReference, Token2WavReference
 from token2wav_weights import SourceRandomness, random_hift_state, smooth_mel
+from backend import DEVICE
 
 HOP = 480                # samples per mel frame (prod(upsample_rates) x istft hop; real in the tiny config)
 CACHE = 8 * HOP          # the streaming source / speech cache (3840 samples)
@@ -125,7 +126,7 @@ def models(tiny_hf, tiny_f32, tiny_f16, tmp_path_factory):
     for (name, kind), path in omni.items():
         sd = states[name] if kind == "f32" else _f16_rounded(states[name])
         # one thread: these machines are shared, and a busy spinning thread pool is slower than one
-        out[(name, kind)] = (_testing.HiftVocoder(str(path), n_threads=1, seed=7), HiFTReference(sd, cfg))
+        out[(name, kind)] = (_testing.HiftVocoder(str(path), n_threads=1, seed=7, device=DEVICE), HiFTReference(sd, cfg))
     return out
 
 
@@ -286,9 +287,9 @@ def test_streaming_empty_last_chunk_flushes_the_tail(models, stream_reference_fl
 
 def test_drawn_randomness_is_seeded_per_vocoder(tiny_f32):
     mel = smooth_mel(np.random.default_rng(16), 10)
-    a = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
-    b = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5)
-    c = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=6)
+    a = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5, device=DEVICE)
+    b = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=5, device=DEVICE)
+    c = _testing.HiftVocoder(str(tiny_f32[1]), n_threads=1, seed=6, device=DEVICE)
     _, sa = a.forward(mel)
     _, sb = b.forward(mel)
     _, sc = c.forward(mel)
@@ -328,6 +329,6 @@ def test_bad_inputs_are_rejected(models, tiny_f32):
     with pytest.raises(MinicpmoError, match="exceeds"):
         voc.f0(np.zeros((80, 9000), np.float32))
     with pytest.raises(MinicpmoError, match="no token2wav component"):
-        _testing.HiftVocoder(str(tiny_f32[0]))   # the LLM file, not the omni companion
+        _testing.HiftVocoder(str(tiny_f32[0]), device=DEVICE)   # the LLM file, not the omni companion
     # the vocoder still works after every refusal
     assert voc.synthesize(mel, phases, noise).shape == (10 * HOP,)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TERMINATORS
+from backend import tol
 
 # A ChatML prompt as ids (independent of the runtime tokenizer, which test_tokenizer.py checks):
 # <|im_start|>system\nYou are tiny.<|im_end|>\n<|im_start|>user\nHello, world! 12<|im_end|>\n
@@ -19,10 +20,11 @@ PROMPT_IDS = [151644, 8948, 198, 2610, 525, 13673, 13, 151645, 198, 151644, 872,
 # F32 GGUF: libllama computes in float32 -> ~1e-6 relative on this 2-layer model, PROVIDED the KV
 # cache is F32 for an F32 model (llama.cpp's default F16 KV cache, which also rounds Q in flash
 # attention, costs 4.4e-4 here, emulated in numpy). 1e-4 still catches any formula error (O(1e-2..1)).
-F32_REL_TOL = 1e-4
+# tol(): the test backend's float floor where larger (tests/backend.py; the CPU keeps these)
+F32_REL_TOL = tol(1e-4)
 # F16 GGUF vs a reference on F16-rounded weights: ggml also rounds activations to F16 in the matmuls
 # (and F16 KV), i.e. ~5e-4 per element, amplified a little through 2 layers -> 1e-2 relative.
-F16_REL_TOL = 1e-2
+F16_REL_TOL = tol(1e-2)
 # a greedy step may pick another id than the reference argmax only if the two reference logits are
 # within this fraction of the logit scale: 2x the F32 logits tolerance (both logits may move by it)
 GREEDY_TIE = 2 * F32_REL_TOL
@@ -50,7 +52,7 @@ def test_f32_logits_and_hidden_match_reference(session_f32, tiny_ref):
 # Default F16 KV cache on the F32 model: K/V (and Q inside CPU flash attention) are rounded to F16,
 # ~5e-4 relative per element; measured 1.1e-3 on this prompt. 5e-3 leaves room, and still fails
 # on any formula error (those are O(1e-2..1), see test_reference_vs_transformers.py).
-F32_KV16_REL_TOL = 5e-3
+F32_KV16_REL_TOL = tol(5e-3)
 
 
 def test_f32_model_with_default_f16_kv_cache(session_f32_kv16, tiny_ref):
@@ -68,8 +70,8 @@ def test_f32_forward_is_fresh_and_causal(session_f32):
     b_logits, b_hidden = session_f32.forward(PROMPT_IDS[:11])
     c_logits, _ = session_f32.forward(PROMPT_IDS)
     # same float32 kernels on the same inputs; only batch-size-dependent kernel choice may differ
-    assert rel(b_logits, a_logits[:11].astype(np.float64)) < 1e-5
-    assert rel(b_hidden, a_hidden[:11].astype(np.float64)) < 1e-5
+    assert rel(b_logits, a_logits[:11].astype(np.float64)) < tol(1e-5)
+    assert rel(b_hidden, a_hidden[:11].astype(np.float64)) < tol(1e-5)
     assert rel(c_logits, a_logits.astype(np.float64)) < 1e-6  # deterministic repeat
 
 

@@ -19,13 +19,14 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import speechlike
 from test_llm_logits import F32_REL_TOL, rel
+from backend import SESSION
 
 UNK = 128244  # <unk>: the placeholder token of image and audio rows (spec §1.3, §3.3)
 
 
 @pytest.fixture(scope="module")
 def fsession(tiny_f32):
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 def _image(w: int, h: int, seed: int) -> np.ndarray:
@@ -165,7 +166,7 @@ def test_bad_inputs_leave_the_session_usable(tiny_f32, fsession):
         s.forward_messages([{"role": "user", "content": [np.zeros(100, np.float32), "hi"]}])
     with pytest.raises(MinicpmoError):
         s.forward_messages([{"role": "user", "content": [np.zeros((4, 4, 3), np.float64), "hi"]}])
-    small = OmniSession(str(tiny_f32[0]), n_threads=1, n_gpu_layers=0, n_ctx=64, kv_cache_type="f32")
+    small = OmniSession(str(tiny_f32[0]), n_threads=1, **SESSION, n_ctx=64, kv_cache_type="f32")
     big = [{"role": "user", "content": [_image(1920, 1080, seed=5), "hi"]}]  # 576 image rows
     assert len(small.prompt_token_ids(big)) > small.n_ctx
     with pytest.raises(MinicpmoError, match="does not fit"):

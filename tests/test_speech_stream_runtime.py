@@ -26,6 +26,7 @@ from reference.token2wav import (SILENCE_TOKEN, FlowConfig, FlowReference, HiFTR
 from relative_error import rel
 from test_hift_runtime import _f16_rounded, _hift_config, _read_pt
 from token2wav_weights import SourceRandomness
+from backend import DEVICE
 
 N_STEPS = 3        # the tiny model's n_timesteps key
 UNIT = 24000       # 25 tokens x 2 mel frames x 480 samples
@@ -117,8 +118,8 @@ def two_voice_omni(tiny_f32, bob_voice, tmp_path_factory):
 def synths(tiny_f32, tiny_f16):
     # one thread: the tiny graphs are many small ops, and a spinning thread pool on a shared
     # machine costs more than the work
-    return {"f32": _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3),
-            "f16": _testing.SpeechSynthesizer(str(tiny_f16[1]), n_threads=1, seed=3)}
+    return {"f32": _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3, device=DEVICE),
+            "f16": _testing.SpeechSynthesizer(str(tiny_f16[1]), n_threads=1, seed=3, device=DEVICE)}
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +185,8 @@ def test_stream_matches_reference(synths, flow_ref, hift_refs, noise, default_vo
 def pieces_stream(omni, noise, seed, pushes):
     """The protocol driven here over the runtime's separately tested pieces (_testing.Flow windows,
     _testing.HiftVocoder.stream): TokenStreamer's buffer rule restated, same injected randomness."""
-    flow = _testing.Flow(str(omni), n_threads=1)
-    hift = _testing.HiftVocoder(str(omni), n_threads=1)
+    flow = _testing.Flow(str(omni), n_threads=1, device=DEVICE)
+    hift = _testing.HiftVocoder(str(omni), n_threads=1, device=DEVICE)
     rnd = SourceRandomness(seed)
     flow.set_noise(noise)
     flow.stream_start()
@@ -224,7 +225,7 @@ def test_restart_repeats_the_first_utterance(tiny_f32, noise):
     """After finish, begin() restores the voice's primed caches instead of running the prompt again:
     with the same noise and source randomness the second utterance equals the first sample for
     sample, and the voice was set up once."""
-    s = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3)
+    s = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3, device=DEVICE)
     assert s.voice_setups == 0
     first = runtime_stream(s, noise, 5, "", PUSHES)      # primed by running the prompt
     assert s.voice_setups == 1
@@ -240,7 +241,7 @@ def test_restart_mid_utterance_and_new_noise(tiny_f32, flow_ref, hift_refs, nois
     """begin() during an utterance abandons it; the next utterance still matches the reference. A new
     noise buffer invalidates the primed caches (they hold the prompt's CFM pass): the voice is set
     up again and the stream follows the reference with the new noise."""
-    s = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3)
+    s = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=1, seed=3, device=DEVICE)
     s.set_cfm_noise(noise)
     s.set_source_random(SourceRandomness(99))
     s.stream_begin()
@@ -258,7 +259,7 @@ def test_restart_mid_utterance_and_new_noise(tiny_f32, flow_ref, hift_refs, nois
 
 def test_two_voices(two_voice_omni, flow_ref, hift_refs, noise, default_voice, bob_voice):
     """Each voice streams with its own prompt caches; switching back and forth sets each up once."""
-    s = _testing.SpeechSynthesizer(str(two_voice_omni), n_threads=1, seed=3)
+    s = _testing.SpeechSynthesizer(str(two_voice_omni), n_threads=1, seed=3, device=DEVICE)
     assert s.voice_names == ["default", "bob"]
     ref = hift_refs["f32"]
     for name, voice in (("bob", bob_voice), ("default", default_voice), ("bob", bob_voice)):

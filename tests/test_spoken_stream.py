@@ -20,6 +20,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 from c_demos import build_c_demo
 
 from reference.tts import StreamingTTS
+from backend import DEVICE
 
 PROMPT = "Say something."
 SPEECH_PER_CHUNK = 30  # speech tokens per text chunk: the tiny random TTS rarely samples EOS
@@ -66,7 +67,7 @@ def _token2wav_stream(tiny_f32, tokens):
     """Streaming Token2Wav over `tokens` with the generator seed a fresh session's synthesizer has
     (0), fed in 25-token blocks as the TTS releases them: the chunks it releases, then the rest."""
 
-    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, use_gpu=False, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=0)
     synth.stream_begin("")
     chunks = []
     for start in range(0, len(tokens), 25):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession, _core, _testing
+from backend import SESSION
 
 TEST_ONLY = ("log_mel", "StreamingMel", "Flow", "HiftVocoder", "SpeechSynthesizer", "TtsSimplexStream",
              "TtsDuplexStream", "duplex_decode", "preprocess_image", "image_slice_layout", "navit_position_ids",
@@ -25,7 +26,7 @@ def test_core_has_no_test_hooks():
 
 
 def test_hooks_of_a_session_and_a_duplex(tiny_f32):
-    s = OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=256)
+    s = OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=256)
     h = _testing.hooks(s)
     assert isinstance(h.native, _core.Session) and isinstance(h.model.native, _core.Model)
     ids = s.tokenize("Hello there")

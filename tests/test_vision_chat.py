@@ -20,6 +20,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 from c_demos import build_c_demo
 
 from reference import vision as vref
+from backend import SESSION
 
 PKG_DIR = Path(minicpmo_cpp.__file__).parent
 UNK = 128244
@@ -37,7 +38,7 @@ def _image(w: int, h: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def vsession(tiny_f32):
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0, n_ctx=4096, seed=0, kv_cache_type="f32")
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION, n_ctx=4096, seed=0, kv_cache_type="f32")
 
 
 def _expected_ids(session: OmniSession, msgs, images, use_image_id=True, max_slice_nums=9) -> list[int]:

@@ -15,15 +15,17 @@ from minicpmo_cpp import OmniSession, _testing
 from reference import round_weights
 from reference.vision import (VisionReference, image_placeholder_text, load_bucket_exceptions, navit_position_ids,
                               preprocess)
+from backend import SESSION, tol
 
 # F32 GGUF: the runtime computes in float32 -> ~1e-6 relative on this 2-layer tower (the torch
 # float32 tower is 1e-6 from the reference). 1e-4 still catches any formula error (>= 1e-3).
 # Note: ggml's CPU GELU looks values up in an F16 table; emulated in numpy that alone costs 5e-4 on
 # the ViT features, so the runtime needs an exact tanh GELU to meet this bound.
-F32_REL_TOL = 1e-4
+# tol(): the test backend's float floor where larger (tests/backend.py; the CPU keeps these)
+F32_REL_TOL = tol(1e-4)
 # F16 GGUF vs a reference on F16-rounded weights: ggml also rounds matmul activations to F16
 # (~5e-4 per element), amplified a little through 2 ViT layers + the resampler -> 1e-2 relative.
-F16_REL_TOL = 1e-2
+F16_REL_TOL = tol(1e-2)
 
 UNK_ID = 128244  # <unk>, the image placeholder token (spec §1.3)
 
@@ -75,12 +77,12 @@ def vref16(tiny_state):
 
 @pytest.fixture(scope="module")
 def vsession_f32(tiny_f32):
-    return OmniSession(str(tiny_f32[0]), n_threads=2, n_gpu_layers=0)
+    return OmniSession(str(tiny_f32[0]), n_threads=2, **SESSION)
 
 
 @pytest.fixture(scope="module")
 def vsession_f16(tiny_f16):
-    return OmniSession(str(tiny_f16[0]), n_threads=2, n_gpu_layers=0)
+    return OmniSession(str(tiny_f16[0]), n_threads=2, **SESSION)
 
 
 def reference_outputs(vref, img, max_slice_nums=9):

@@ -27,8 +27,8 @@ size_t graph_nodes(const AudioHparams & hp) {
 
 }  // namespace
 
-AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, bool use_gpu, int n_threads)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
+AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads)
+    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 AudioEncoder::~AudioEncoder() {
     if (cache_buf_) ggml_backend_buffer_free(cache_buf_);
@@ -61,7 +61,7 @@ void AudioEncoder::ensure_cache() {
         cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));
         cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, rows, hp.n_embd));  // transposed
     }
-    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
+    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.device()));
     if (!cache_buf_) fail(Status::internal, "out of memory allocating the audio encoder cache");
     // padded key rows are masked, but their values still meet a zero weight: they must be finite
     ggml_backend_buffer_clear(cache_buf_, 0);

@@ -32,7 +32,9 @@ struct AudioEncoding {
 
 class AudioEncoder {
 public:
-    AudioEncoder(std::shared_ptr<const AudioModel> model, bool use_gpu, int n_threads);
+    // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
+    const GraphPlacement & placement() const { return runner_.placement(); }
+    AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads);
     ~AudioEncoder();
 
     const AudioModel & model() const { return *model_; }

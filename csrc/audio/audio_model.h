@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "audio/log_mel.h"
+#include "core/compute_backend.h"
 #include "core/gguf_weights.h"
 #include "core/pre_ln_block.h"
 
@@ -37,7 +38,7 @@ struct AudioHparams {
 class AudioModel {
 public:
     // Throws naming the file when the audio component is absent or inconsistent.
-    AudioModel(const std::string & omni_path, bool use_gpu);
+    AudioModel(const std::string & omni_path, ComputeDevice device);
 
     const AudioHparams & hparams() const { return hp_; }
     const std::vector<PreLnLayer> & layers() const { return layers_; }

@@ -261,6 +261,7 @@ minicpmo_model_params minicpmo_model_default_params(void) {
     p.omni_path = nullptr;
     p.n_gpu_layers = -1;
     p.use_mmap = true;
+    p.device = nullptr;
     return p;
 }
 
@@ -302,6 +303,7 @@ minicpmo_status minicpmo_model_load(const char * path, const minicpmo_model_para
         minicpmo::LlmModelParams lp;
         lp.n_gpu_layers = p.n_gpu_layers;
         lp.use_mmap = p.use_mmap;
+        lp.device = p.device ? p.device : "";
         auto m = std::make_unique<minicpmo_model>();
         m->impl = std::make_unique<minicpmo::OmniModel>(path, p.omni_path ? p.omni_path : "", lp);
         for (const std::string & w : m->impl->load_warnings()) minicpmo::log_warning(w);  // C API log: stderr

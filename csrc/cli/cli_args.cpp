@@ -89,6 +89,8 @@ std::string cli_usage() {
            "  -t, --threads N        CPU threads (default: all cores)\n"
            "  -c, --ctx-size N       context window (default " + std::to_string(d.ctx) + ")\n" +
            "  -ngl, --n-gpu-layers N layers on the GPU (default -1 = all)\n"
+           "  --device NAME          where the model computes: auto (default: the first GPU), cpu, or a\n"
+           "                         device name (Vulkan0, CUDA0, MTL0, ...); encoders and speech follow it\n"
            "  -h, --help             this text\n");
 }
 
@@ -143,6 +145,8 @@ CliArgs parse_cli_args(int argc, char ** argv) {
             a.threads = to_number<int>(f, need_value(argc, argv, i));
         } else if (f == "-c" || f == "--ctx-size") {
             a.ctx = to_number<int>(f, need_value(argc, argv, i));
+        } else if (f == "--device") {
+            a.device = need_value(argc, argv, i);
         } else if (f == "-ngl" || f == "--n-gpu-layers" || f == "--gpu-layers") {
             a.n_gpu_layers = to_number<int>(f, need_value(argc, argv, i));
         } else {

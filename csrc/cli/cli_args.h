@@ -23,6 +23,7 @@ struct CliArgs {
     int threads = 0;
     int ctx = 0;
     int n_gpu_layers = -1;
+    std::string device;               // "" = auto (see minicpmo_model_params.device)
     bool think = false;
     std::vector<std::string> images;  // go into the first user message, before its text
     int max_slices = 0;                // 0 = the model's default (9)

@@ -87,6 +87,7 @@ int main(int argc, char ** argv) {
     minicpmo_model_params mp = minicpmo_model_default_params();
     mp.omni_path = args.omni.empty() ? nullptr : args.omni.c_str();
     mp.n_gpu_layers = args.n_gpu_layers;
+    mp.device = args.device.c_str();
     if (minicpmo_model_load(args.model.c_str(), &mp, &h.model) != MINICPMO_OK) return report("cannot load the model");
 
     minicpmo_session_params sp = minicpmo_session_default_params();

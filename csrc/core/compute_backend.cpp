@@ -1,5 +1,8 @@
 #include "core/compute_backend.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -29,19 +32,60 @@ int resolve_threads(int n_threads) {
 
 }  // namespace
 
-ggml_backend_buffer_type_t weight_buffer_type(bool use_gpu) {
-    ensure_llama_initialized();
-    ggml_backend_dev_t dev = use_gpu ? gpu_device() : nullptr;
-    return ggml_backend_dev_buffer_type(dev ? dev : cpu_device());
+namespace {
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
 }
 
-ComputeBackend::ComputeBackend(bool use_gpu, int n_threads) {
+}  // namespace
+
+ComputeDevice resolve_device(const std::string & name) {
     ensure_llama_initialized();
-    if (use_gpu) {
-        if (ggml_backend_dev_t dev = gpu_device()) {
-            gpu_ = ggml_backend_dev_init(dev, nullptr);
-            if (!gpu_) fail(Status::internal, std::string("cannot start GPU backend ") + ggml_backend_dev_name(dev));
+    std::string want = lower(name);
+    if (want.empty() || want == "auto") {
+        const char * env = std::getenv("MINICPMO_DEVICE");
+        if (!env || !*env || lower(env) == "auto") return gpu_device();
+        want = lower(env);
+    }
+    if (want == "cpu") return nullptr;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        if (lower(ggml_backend_dev_name(dev)) != want) continue;
+        // the CPU device by its ggml name, or an accelerator
+        return ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU ? nullptr : dev;
+    }
+    std::string known;
+    for (const std::string & n : device_names()) known += (known.empty() ? "" : ", ") + n;
+    fail(Status::invalid_argument, "unknown device '" + name + "': this build has auto, " + known);
+}
+
+std::vector<std::string> device_names() {
+    ensure_llama_initialized();
+    std::vector<std::string> out{"cpu"};
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        const auto type = ggml_backend_dev_type(dev);
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            out.emplace_back(ggml_backend_dev_name(dev));
         }
+    }
+    return out;
+}
+
+std::string device_name(ComputeDevice device) { return device ? ggml_backend_dev_name(device) : "CPU"; }
+
+ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
+    ensure_llama_initialized();
+    return ggml_backend_dev_buffer_type(device ? device : cpu_device());
+}
+
+ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads) : device_(device) {
+    ensure_llama_initialized();
+    if (device) {
+        gpu_ = ggml_backend_dev_init(device, nullptr);
+        if (!gpu_) fail(Status::internal, std::string("cannot start the backend of device ") + ggml_backend_dev_name(device));
     }
     cpu_ = ggml_backend_dev_init(cpu_device(), nullptr);
     if (!cpu_) {
@@ -84,7 +128,8 @@ GraphContext::~GraphContext() { ggml_free(ctx_); }
 ggml_cgraph * GraphContext::new_graph() const { return ggml_new_graph_custom(ctx_, max_nodes_, false); }
 
 GraphRunner::GraphRunner(ComputeBackend & backend, size_t max_nodes, size_t tensors_per_node)
-    : max_nodes_(max_nodes),
+    : backend_(backend),
+      max_nodes_(max_nodes),
       meta_(ggml_tensor_overhead() * max_nodes * tensors_per_node + ggml_graph_overhead_custom(max_nodes, false)) {
     std::vector<ggml_backend_t> list = backend.backends();
     sched_ = ggml_backend_sched_new(list.data(), nullptr, static_cast<int>(list.size()), max_nodes, false, true);
@@ -107,6 +152,23 @@ void GraphRunner::compute(ggml_cgraph * graph) {
     if (st != GGML_STATUS_SUCCESS) {
         fail(Status::internal, std::string("ggml graph compute failed: ") + ggml_status_to_string(st));
     }
+    GraphPlacement g;
+    g.graphs = 1;
+    g.splits = ggml_backend_sched_get_n_splits(sched_);
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+        // views compute nothing (the scheduler may file one under the CPU without a split)
+        ggml_tensor * node = ggml_graph_node(graph, i);
+        switch (node->op) {
+            case GGML_OP_NONE: case GGML_OP_VIEW: case GGML_OP_RESHAPE: case GGML_OP_PERMUTE: case GGML_OP_TRANSPOSE:
+                continue;
+            default:
+                break;
+        }
+        if (ggml_backend_t b = ggml_backend_sched_get_tensor_backend(sched_, node)) {
+            (backend_.is_cpu(b) ? g.cpu_nodes : g.device_nodes) += 1;
+        }
+    }
+    placement_.add(g);
 }
 
 }  // namespace minicpmo

@@ -1,33 +1,62 @@
 // The ggml backends one component computes on: the CPU backend (always, with its thread count) and,
-// when asked for and present, a GPU device whose memory holds the weights. Each session owns its
-// own instance, so thread counts and scratch buffers are never shared between sessions.
+// when one was chosen, an accelerator device (GPU, integrated GPU, Vulkan/Metal/CUDA) whose memory
+// holds the weights. Each session owns its own instance, so thread counts and scratch buffers are
+// never shared between sessions.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ggml-backend.h"
 
 namespace minicpmo {
 
-// Where weights are stored: the GPU device's buffer type when `use_gpu` and a GPU exists, else CPU.
-ggml_backend_buffer_type_t weight_buffer_type(bool use_gpu);
+// The accelerator a component computes on; nullptr means the CPU.
+using ComputeDevice = ggml_backend_dev_t;
+
+// A user's device choice: "" or "auto" = the device named by the environment variable
+// MINICPMO_DEVICE when set, else the first GPU ggml lists (the CPU when there is none); "cpu"; or a
+// ggml device name as `device_names()` lists it ("Vulkan0", "CUDA0", "MTL0", ...; any case). Throws
+// invalid_argument naming the choices for an unknown name.
+ComputeDevice resolve_device(const std::string & name);
+// The names of the devices this build can compute on, the CPU first.
+std::vector<std::string> device_names();
+// The name shown to users: the ggml device name, or "CPU".
+std::string device_name(ComputeDevice device);
+
+// Where weights are stored: the device's buffer type, or the CPU's.
+ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 
 class ComputeBackend {
 public:
-    ComputeBackend(bool use_gpu, int n_threads);
+    ComputeBackend(ComputeDevice device, int n_threads);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;
 
     void set_n_threads(int n_threads);
-    bool has_gpu() const { return gpu_ != nullptr; }
-    // Backends in scheduler priority order (GPU first when present, CPU last).
+    ComputeDevice device() const { return device_; }
+    bool is_cpu(ggml_backend_t backend) const { return backend == cpu_; }
+    // Backends in scheduler priority order (the device first when there is one, CPU last).
     std::vector<ggml_backend_t> backends() const;
 
 private:
+    ComputeDevice device_ = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_t cpu_ = nullptr;
+};
+
+// Where the nodes of the last graph a GraphRunner computed ran: a graph wholly on the device is one
+// split with no CPU node. Components keep the sum over their graphs (what a stage costs in copies).
+struct GraphPlacement {
+    int64_t graphs = 0;       // graphs computed
+    int64_t splits = 0;       // scheduler splits, summed over them
+    int64_t device_nodes = 0; // nodes computed on the device
+    int64_t cpu_nodes = 0;    // nodes computed on the CPU (with a device: ops it cannot run)
+    void add(const GraphPlacement & o) {
+        graphs += o.graphs; splits += o.splits; device_nodes += o.device_nodes; cpu_nodes += o.cpu_nodes;
+    }
 };
 
 // A no_alloc ggml context holding one graph's tensor and graph metadata, in memory its GraphRunner
@@ -65,9 +94,13 @@ public:
     // Allocates the graph's tensors (reusing the scheduler's buffers when they are big enough).
     void allocate(ggml_cgraph * graph);
     void compute(ggml_cgraph * graph);
+    // Where the nodes of every graph computed so far ran (summed).
+    const GraphPlacement & placement() const { return placement_; }
 
 private:
+    const ComputeBackend & backend_;
     ggml_backend_sched_t sched_ = nullptr;
+    GraphPlacement placement_;
     size_t max_nodes_;
     std::vector<uint8_t> meta_;
 };

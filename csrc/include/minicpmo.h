@@ -71,6 +71,11 @@ typedef struct minicpmo_model_params {
     const char * omni_path; /* companion file; NULL = the one named in the LLM file, if present */
     int32_t n_gpu_layers;   /* -1 = all, else >= 0 (more than the model's layers = all) */
     bool use_mmap;
+    /* where the model computes: NULL, "" or "auto" = the first GPU when there is one (with
+     * n_gpu_layers = 0: everything on the CPU), "cpu", or a ggml device name ("Vulkan0", "CUDA0",
+     * "MTL0"). The encoders, speech decoder and Token2Wav run there too. An unknown name is
+     * MINICPMO_ERR_INVALID_ARGUMENT with a message listing the devices of this build. */
+    const char * device;
 } minicpmo_model_params;
 
 typedef struct minicpmo_session_params {

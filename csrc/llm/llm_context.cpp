@@ -1,6 +1,7 @@
 #include "llm/llm_context.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -52,7 +53,20 @@ LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) 
     // cache is asked for exact results, so it takes the plain attention path
     if (cp.type_k == GGML_TYPE_F32) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     take_llama_error();
-    ctx_ = llama_init_from_model(model.get(), cp);
+    {
+        // libllama reports its scheduler's plan once: "graph...: nodes = N, splits = P[ / T], ..."
+        // (P for a prompt batch, T for one token when they differ)
+        LlamaLogCapture plan([this](const std::string & line) {
+            const size_t at = line.find("splits = ");
+            if (at == std::string::npos || line.find("graph") == std::string::npos) return;
+            const char * p = line.c_str() + at + std::strlen("splits = ");
+            char * end = nullptr;
+            graph_splits_prompt_ = static_cast<int>(std::strtol(p, &end, 10));
+            graph_splits_token_ = graph_splits_prompt_;
+            if (end && std::strncmp(end, " / ", 3) == 0) graph_splits_token_ = static_cast<int>(std::strtol(end + 3, nullptr, 10));
+        });
+        ctx_ = llama_init_from_model(model.get(), cp);
+    }
     if (!ctx_) {
         const std::string why = take_llama_error();
         fail(Status::internal, "cannot create an LLM context of " + std::to_string(params.n_ctx) + " tokens" +

@@ -30,6 +30,10 @@ public:
     LlmContext & operator=(const LlmContext &) = delete;
 
     int n_past() const { return n_past_; }
+    // Scheduler splits of the LLM graph for a prompt batch and for one token, as libllama planned
+    // them at creation (-1 if it did not say): 1 when every layer runs on one backend.
+    int graph_splits_prompt() const { return graph_splits_prompt_; }
+    int graph_splits_token() const { return graph_splits_token_; }
     int n_ctx() const;
     int n_embd() const { return n_embd_; }
     int n_vocab() const { return n_vocab_; }
@@ -54,6 +58,8 @@ public:
     void clear();
 
 private:
+    int graph_splits_prompt_ = -1;
+    int graph_splits_token_ = -1;
     void check_fits(size_t n) const;
     void decode_batches(const llama_token * tokens, const float * embd, size_t n, Outputs outputs, bool want_hidden);
 

@@ -6,6 +6,8 @@
 #include "core/omni_file.h"
 #include "core/utf8.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string_view>
 #include <unordered_map>
 
@@ -60,14 +62,26 @@ void check_llm_header(const std::string & path) {
 
 }  // namespace
 
-LlmModel::LlmModel(const std::string & path, const LlmModelParams & params) : path_(path) {
+LlmModel::LlmModel(const std::string & path, const LlmModelParams & params, ComputeDevice device) : path_(path) {
     check_llm_header(path);
     llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = params.n_gpu_layers;
+    // an explicit device list: libllama would otherwise spread the layers over every GPU it finds
+    ggml_backend_dev_t devices[2] = {device, nullptr};
+    mp.devices = devices;
+    mp.n_gpu_layers = device ? params.n_gpu_layers : 0;
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;  // default: auto (mmap where possible)
     {
         // libllama logs why a load fails and returns only null; quote its reason in our error
         LlamaErrorCapture errors;
+        // libllama reports each weight buffer at load: "<fn>: <buffer type> model buffer size = <x> MiB"
+        LlamaLogCapture buffers([this](const std::string & line) {
+            const size_t at = line.find(" model buffer size = ");
+            const size_t colon = line.find(": ");
+            if (at == std::string::npos || colon == std::string::npos || colon > at) return;
+            const size_t name_start = line.find_first_not_of(' ', colon + 2);
+            const double mib = std::atof(line.c_str() + at + std::strlen(" model buffer size = "));
+            weight_buffers_.emplace_back(line.substr(name_start, at - name_start), mib * 1024.0 * 1024.0);
+        });
         model_ = llama_model_load_from_file(path.c_str(), mp);
         if (!model_) {
             const std::string why = errors.reason();

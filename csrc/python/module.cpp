@@ -111,16 +111,22 @@ PYBIND11_MODULE(_core, m) {
     // limits on encoded images, the CLI's (csrc/cli/image_file.h), applied by minicpmo_cpp.media too
     m.attr("IMAGE_MAX_SIDE") = minicpmo_cli::kMaxImageSide;
     m.attr("IMAGE_MAX_PIXELS") = minicpmo_cli::kMaxImagePixels;
+    m.def("device_names", &device_names, "the devices this build can compute on: 'cpu', then each GPU ggml lists");
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
-        .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap) {
+        .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap,
+                         const std::string & device) {
                  LlmModelParams p;
                  p.n_gpu_layers = n_gpu_layers;
                  p.use_mmap = use_mmap;
+                 p.device = device;
                  py::gil_scoped_release release;
                  return std::make_shared<OmniModel>(path, omni_path, p);
              }),
-             py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true)
+             py::arg("path"), py::arg("omni_path") = "", py::arg("n_gpu_layers") = -1, py::arg("use_mmap") = true,
+             py::arg("device") = "")
+        .def_property_readonly("device", [](const OmniModel & o) { return device_name(o.device()); })
+        .def_property_readonly("llm_weight_buffers", [](const OmniModel & o) { return o.llm()->weight_buffers(); })
         .def_property_readonly("has_omni", &OmniModel::has_omni)
         .def_property_readonly("load_warnings", &OmniModel::load_warnings)
         .def_property_readonly("omni_path", [](const OmniModel & o) { return o.omni() ? o.omni()->path : ""; })
@@ -176,6 +182,25 @@ PYBIND11_MODULE(_core, m) {
                                    const auto hold = s.enter("last_generated");
                                    return s.last_generated();
                                })
+        .def("graph_placements",
+             [](OmniSession & s) {
+                 const auto hold = s.enter("graph_placements");
+                 py::dict out;
+                 py::dict llm;
+                 llm["splits_prompt"] = s.context().graph_splits_prompt();
+                 llm["splits_token"] = s.context().graph_splits_token();
+                 out["llm"] = llm;
+                 for (const auto & [name, g] : s.graph_placements()) {
+                     py::dict d;
+                     d["graphs"] = g.graphs;
+                     d["splits"] = g.splits;
+                     d["device_nodes"] = g.device_nodes;
+                     d["cpu_nodes"] = g.cpu_nodes;
+                     out[py::str(name)] = d;
+                 }
+                 return out;
+             },
+             "where each component's graphs ran so far: scheduler splits and nodes on the device / CPU")
         .def("hold", [](OmniSession & s, const std::string & what) { return std::make_unique<SessionHold>(s, what); },
              py::arg("what"), py::keep_alive<0, 1>(),
              "holds the session for a sequence of calls (a context manager); another thread's calls get "

@@ -26,10 +26,18 @@ const LlmModelParams & checked(const LlmModelParams & p) {
     return p;
 }
 
+// "auto" with n_gpu_layers = 0 keeps the whole model on the CPU (what that setting always meant here)
+ComputeDevice chosen_device(const LlmModelParams & p) {
+    const bool automatic = p.device.empty() || p.device == "auto" || p.device == "AUTO";
+    return automatic && p.n_gpu_layers == 0 ? nullptr : resolve_device(p.device);
+}
+
 }  // namespace
 
 OmniModel::OmniModel(const std::string & llm_path, const std::string & omni_path, const LlmModelParams & params)
-    : params_(checked(params)), llm_(std::make_shared<LlmModel>(llm_path, params)) {
+    : params_(checked(params)),
+      device_(chosen_device(params_)),
+      llm_(std::make_shared<LlmModel>(llm_path, params_, device_)) {
     const LlmIdentity identity{llm_path, llm_->n_embd(), llm_->meta(kLlmFingerprintKey)};
     std::string path = omni_path;
     if (path.empty()) {
@@ -57,7 +65,7 @@ std::shared_ptr<const VisionModel> OmniModel::vision() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!vision_) {
         if (!omni_) fail(Status::unsupported, "images need the omni companion file: " + omni_missing_reason_);
-        vision_ = std::make_shared<const VisionModel>(omni_->path, use_gpu());
+        vision_ = std::make_shared<const VisionModel>(omni_->path, device_);
     }
     return vision_;
 }
@@ -66,7 +74,7 @@ std::shared_ptr<const AudioModel> OmniModel::audio() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!audio_) {
         if (!omni_) fail(Status::unsupported, "audio input needs the omni companion file: " + omni_missing_reason_);
-        audio_ = std::make_shared<const AudioModel>(omni_->path, use_gpu());
+        audio_ = std::make_shared<const AudioModel>(omni_->path, device_);
     }
     return audio_;
 }
@@ -75,7 +83,7 @@ std::shared_ptr<const TtsModel> OmniModel::tts() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!tts_) {
         if (!omni_) fail(Status::unsupported, "speech output needs the omni companion file: " + omni_missing_reason_);
-        tts_ = std::make_shared<const TtsModel>(omni_->path, use_gpu());
+        tts_ = std::make_shared<const TtsModel>(omni_->path, device_);
     }
     return tts_;
 }
@@ -85,11 +93,11 @@ namespace {
 // Loads a component on first use under the model's lock.
 template <typename T>
 std::shared_ptr<const T> load_once(std::mutex & m, std::shared_ptr<const T> & slot, const std::optional<OmniInfo> & omni,
-                                   const std::string & missing, bool use_gpu) {
+                                   const std::string & missing, ComputeDevice device) {
     std::lock_guard<std::mutex> lock(m);
     if (!slot) {
         if (!omni) fail(Status::unsupported, "speech output needs the omni companion file: " + missing);
-        slot = std::make_shared<const T>(omni->path, use_gpu);
+        slot = std::make_shared<const T>(omni->path, device);
     }
     return slot;
 }
@@ -97,11 +105,11 @@ std::shared_ptr<const T> load_once(std::mutex & m, std::shared_ptr<const T> & sl
 }  // namespace
 
 std::shared_ptr<const FlowModel> OmniModel::flow() const {
-    return load_once(load_mutex_, flow_, omni_, omni_missing_reason_, use_gpu());
+    return load_once(load_mutex_, flow_, omni_, omni_missing_reason_, device_);
 }
 
 std::shared_ptr<const HiftModel> OmniModel::hift() const {
-    return load_once(load_mutex_, hift_, omni_, omni_missing_reason_, use_gpu());
+    return load_once(load_mutex_, hift_, omni_, omni_missing_reason_, device_);
 }
 
 std::shared_ptr<const VoiceBank> OmniModel::voices() const {

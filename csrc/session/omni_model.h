@@ -35,8 +35,8 @@ public:
     // What the user should know about a load that went ahead: no companion found (text-only), or
     // files without the LLM fingerprint. The front ends show them (Python warnings, stderr).
     const std::vector<std::string> & load_warnings() const { return load_warnings_; }
-    // Whether component weights go to the GPU (the LLM's n_gpu_layers != 0 and a GPU exists).
-    bool use_gpu() const { return params_.n_gpu_layers != 0; }
+    // The device the components compute on (nullptr: the CPU), chosen at load from params.device.
+    ComputeDevice device() const { return device_; }
 
     // The vision tower + resampler, loaded on first use (throws unsupported naming what is missing
     // when there is no companion or it has no vision component). Thread-safe.
@@ -52,6 +52,7 @@ public:
 
 private:
     LlmModelParams params_;
+    ComputeDevice device_ = nullptr;
     std::shared_ptr<const LlmModel> llm_;
     std::optional<OmniInfo> omni_;
     std::string omni_missing_reason_;

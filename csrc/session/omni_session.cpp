@@ -112,7 +112,7 @@ VisionEncoder & OmniSession::vision() {
             fail(Status::bad_model, "the vision component projects to width " + std::to_string(vm->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_model().use_gpu(), n_threads_);
+        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_model().device(), n_threads_);
     }
     return *vision_;
 }
@@ -152,7 +152,7 @@ AudioEncoder & OmniSession::audio_encoder() {
             fail(Status::bad_model, "the audio component projects to width " + std::to_string(am->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_model().use_gpu(), n_threads_);
+        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_model().device(), n_threads_);
     }
     return *audio_;
 }
@@ -164,7 +164,7 @@ TtsDecoder & OmniSession::tts_decoder() {
             fail(Status::bad_model, "the TTS reads LLM hidden states of width " + std::to_string(tm->hparams().n_embd_llm) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_model().use_gpu(), n_threads_);
+        tts_ = std::make_unique<TtsDecoder>(std::move(tm), omni_model().device(), n_threads_);
     }
     return *tts_;
 }
@@ -199,9 +199,21 @@ std::vector<int32_t> OmniSession::reply_speech_tokens(const std::function<double
     return r.tokens;
 }
 
+std::vector<std::pair<std::string, GraphPlacement>> OmniSession::graph_placements() const {
+    std::vector<std::pair<std::string, GraphPlacement>> out;
+    if (vision_) out.emplace_back("vision", vision_->placement());
+    if (audio_) out.emplace_back("audio", audio_->placement());
+    if (tts_) out.emplace_back("tts", tts_->placement());
+    if (token2wav_) {
+        out.emplace_back("flow", token2wav_->flow_placement());
+        out.emplace_back("hift", token2wav_->hift_placement());
+    }
+    return out;
+}
+
 Token2Wav & OmniSession::token2wav() {
     if (!token2wav_) {
-        token2wav_ = std::make_unique<Token2Wav>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().use_gpu(),
+        token2wav_ = std::make_unique<Token2Wav>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().device(),
                                                       n_threads_, 0);
     }
     return *token2wav_;

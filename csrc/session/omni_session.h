@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "audio/audio_encoder.h"
@@ -119,6 +120,10 @@ public:
     PrefillStats append_image(const ImageInput & image, int image_id);
     // Appends one audio's <|audio_start|><unk>×N<|audio_end|> after what the cache holds.
     PrefillStats append_audio(const AudioInput & audio);
+
+    // Where each component computed so far: (name, placement) for those that ran, in pipeline
+    // order (vision, audio, tts, flow, hift).
+    std::vector<std::pair<std::string, GraphPlacement>> graph_placements() const;
 
 private:
     VisionEncoder & vision();

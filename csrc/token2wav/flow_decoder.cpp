@@ -70,8 +70,8 @@ struct FlowDecoder::EncoderRun {
     std::vector<std::vector<float>> k_new, v_new;
 };
 
-FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, bool use_gpu, int n_threads, uint64_t seed)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())),
+FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed)
+    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())),
       seed_(seed) {
 }
 
@@ -414,7 +414,7 @@ void FlowDecoder::alloc_estimator_cache(int n_steps, int capacity) {
             cache_v_[s].push_back(ggml_new_tensor_3d(cache_ctx_, type, hp.dit_inner(), capacity, kBranches));
         }
     }
-    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
+    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.device()));
     if (!cache_buf_) {
         free_estimator_cache();
         fail(Status::internal, "out of memory allocating the flow estimator cache");

@@ -61,7 +61,9 @@ struct FlowEncoding {
 
 class FlowDecoder {
 public:
-    FlowDecoder(std::shared_ptr<const FlowModel> model, bool use_gpu, int n_threads, uint64_t seed = 0);
+    // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
+    const GraphPlacement & placement() const { return runner_.placement(); }
+    FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0);
     ~FlowDecoder();
     FlowDecoder(const FlowDecoder &) = delete;
     FlowDecoder & operator=(const FlowDecoder &) = delete;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/gguf_weights.h"
 
 namespace minicpmo {
@@ -84,7 +85,7 @@ struct FlowDitWeights {
 class FlowModel {
 public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
-    FlowModel(const std::string & omni_path, bool use_gpu);
+    FlowModel(const std::string & omni_path, ComputeDevice device);
 
     const std::string & path() const { return w_->path(); }
     const FlowHparams & hparams() const { return hp_; }

@@ -179,13 +179,13 @@ private:
     std::vector<std::pair<ggml_tensor *, std::vector<float>>> items_;
 };
 
-HiftModel::HiftModel(const std::string & omni_path, bool use_gpu) {
+HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device) {
     // The file's tensors are staged in host memory and the graph gets float32 copies on the compute
     // device: HiFT computes in float32 whatever the file stores (an F16 file stores its kernels in
     // F16). Why: the vocoder is ill-conditioned where magnitudes saturate (the iSTFT cancels terms
     // of size 100 into samples below 1), so F16 activations (what F16 kernels compute with in
     // ggml) change samples by tens of percent there; the vocoder is small (~21 M parameters).
-    GgufWeights w(omni_path, "omni file", std::vector<std::string>{"t2w.hift."}, weight_buffer_type(false));
+    GgufWeights w(omni_path, "omni file", std::vector<std::string>{"t2w.hift."}, weight_buffer_type(nullptr));
     path_ = w.path();
     w.require_component("token2wav", "speech output");
     hp_ = read_hparams(w);
@@ -314,7 +314,7 @@ HiftModel::HiftModel(const std::string & omni_path, bool use_gpu) {
     istft_basis_ = B.add(std::move(inv), N + 2, N);
     window_sq_ = B.add(std::move(wsq), N, 1);
 
-    B.upload(weight_buffer_type(use_gpu), &const_buf_);
+    B.upload(weight_buffer_type(device), &const_buf_);
 }
 
 HiftModel::~HiftModel() {

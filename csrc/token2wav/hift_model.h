@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/gguf_weights.h"
 
 namespace minicpmo {
@@ -81,7 +82,7 @@ struct HiftUpStage {
 class HiftModel {
 public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
-    HiftModel(const std::string & omni_path, bool use_gpu);
+    HiftModel(const std::string & omni_path, ComputeDevice device);
     ~HiftModel();
     HiftModel(const HiftModel &) = delete;
     HiftModel & operator=(const HiftModel &) = delete;

@@ -32,9 +32,9 @@ std::vector<double> numpy_hamming(int M) {
 
 }  // namespace
 
-HiftVocoder::HiftVocoder(std::shared_ptr<const HiftModel> model, bool use_gpu, int n_threads, uint64_t seed)
+HiftVocoder::HiftVocoder(std::shared_ptr<const HiftModel> model, ComputeDevice device, int n_threads, uint64_t seed)
     : model_(std::move(model)),
-      backend_(use_gpu, n_threads),
+      backend_(device, n_threads),
       runner_(backend_, hift_graph_nodes(*model_), 2),  // twice the tensors: many leaves and views
       rng_(seed) {
     crossfade_ = numpy_hamming(2 * model_->hparams().stream_source_cache_samples);

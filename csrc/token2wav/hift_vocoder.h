@@ -31,7 +31,9 @@ struct HiftForward {
 
 class HiftVocoder {
 public:
-    HiftVocoder(std::shared_ptr<const HiftModel> model, bool use_gpu, int n_threads, uint64_t seed = 0);
+    // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
+    const GraphPlacement & placement() const { return runner_.placement(); }
+    HiftVocoder(std::shared_ptr<const HiftModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0);
 
     const HiftModel & model() const { return *model_; }
     void set_n_threads(int n_threads) { backend_.set_n_threads(n_threads); }

@@ -20,7 +20,7 @@ namespace minicpmo {
 class Token2Wav {
 public:
     Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
-                      std::shared_ptr<const VoiceBank> voices, bool use_gpu, int n_threads, uint64_t seed);
+                      std::shared_ptr<const VoiceBank> voices, ComputeDevice device, int n_threads, uint64_t seed);
 
     void set_n_threads(int n_threads);
     void reseed(uint64_t seed);
@@ -46,6 +46,8 @@ public:
     std::vector<float> stream_finish() { return stream_.finish(); }
     bool stream_active() const { return stream_.active(); }
     const SpeechStream & stream() const { return stream_; }
+    const GraphPlacement & flow_placement() const { return flow_.placement(); }
+    const GraphPlacement & hift_placement() const { return hift_.placement(); }
 
     // ---- injected randomness (tests) ----
     // CFM noise buffer (n_frames x n_mel, frame-major); primed voice caches are redone after it.

@@ -19,8 +19,8 @@ size_t graph_nodes(const TtsHparams & hp) {
 
 }  // namespace
 
-TtsDecoder::TtsDecoder(std::shared_ptr<const TtsModel> model, bool use_gpu, int n_threads)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
+TtsDecoder::TtsDecoder(std::shared_ptr<const TtsModel> model, ComputeDevice device, int n_threads)
+    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {
     const TtsHparams & hp = model_->hparams();
     capacity_ = hp.n_ctx_train;
     ggml_init_params ip{};
@@ -35,7 +35,7 @@ TtsDecoder::TtsDecoder(std::shared_ptr<const TtsModel> model, bool use_gpu, int 
         cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, width, capacity_));
         cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, width, capacity_));
     }
-    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.has_gpu()));
+    cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.device()));
     if (!cache_buf_) {
         ggml_free(cache_ctx_);
         fail(Status::internal, "out of memory allocating the TTS cache");

@@ -15,7 +15,9 @@ namespace minicpmo {
 
 class TtsDecoder {
 public:
-    TtsDecoder(std::shared_ptr<const TtsModel> model, bool use_gpu, int n_threads);
+    // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
+    const GraphPlacement & placement() const { return runner_.placement(); }
+    TtsDecoder(std::shared_ptr<const TtsModel> model, ComputeDevice device, int n_threads);
     ~TtsDecoder();
 
     const TtsModel & model() const { return *model_; }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/gguf_weights.h"
 
 namespace minicpmo {
@@ -45,7 +46,7 @@ struct TtsLayer {
 class TtsModel {
 public:
     // Throws naming the file when the tts component is absent or inconsistent.
-    TtsModel(const std::string & omni_path, bool use_gpu);
+    TtsModel(const std::string & omni_path, ComputeDevice device);
 
     const TtsHparams & hparams() const { return hp_; }
     const std::vector<TtsLayer> & layers() const { return layers_; }

@@ -24,8 +24,8 @@ size_t graph_nodes(const VisionHparams & hp) {
 
 }  // namespace
 
-VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, bool use_gpu, int n_threads)
-    : model_(std::move(model)), backend_(use_gpu, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
+VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads)
+    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
     const VisionHparams & hp = model_->hparams();

@@ -14,7 +14,9 @@ namespace minicpmo {
 
 class VisionEncoder {
 public:
-    VisionEncoder(std::shared_ptr<const VisionModel> model, bool use_gpu, int n_threads);
+    // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
+    const GraphPlacement & placement() const { return runner_.placement(); }
+    VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads);
 
     const VisionModel & model() const { return *model_; }
     void set_n_threads(int n_threads) { backend_.set_n_threads(n_threads); }

@@ -61,9 +61,9 @@ VisionHparams read_hparams(const GgufWeights & w) {
 
 }  // namespace
 
-VisionModel::VisionModel(const std::string & omni_path, bool use_gpu) {
+VisionModel::VisionModel(const std::string & omni_path, ComputeDevice device) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"v.", "resampler."},
-                                       weight_buffer_type(use_gpu));
+                                       weight_buffer_type(device));
     w_->require_component("vision", "images");
     hp_ = read_hparams(*w_);
     const int64_t D = hp_.n_embd, F = hp_.n_ff, E = hp_.n_embd_out;

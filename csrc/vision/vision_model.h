@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/gguf_weights.h"
 #include "core/pre_ln_block.h"
 
@@ -46,7 +47,7 @@ struct ResamplerWeights {
 class VisionModel {
 public:
     // Throws bad_model naming the file when the vision component is absent or inconsistent.
-    VisionModel(const std::string & omni_path, bool use_gpu);
+    VisionModel(const std::string & omni_path, ComputeDevice device);
 
     const VisionHparams & hparams() const { return hp_; }
     const std::vector<PreLnLayer> & layers() const { return layers_; }

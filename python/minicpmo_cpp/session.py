@@ -144,6 +144,13 @@ class OmniSession:
     cache: each ``chat(msgs)`` renders the whole conversation and only decodes what is new.
     ``kv_cache_type="f32"`` trades memory for exact parity with the float reference.
 
+    Devices: ``device="auto"`` (the default) computes on the first GPU this build and machine have
+    (CUDA, Metal, Vulkan), the CPU otherwise; ``"cpu"`` or a name from ``minicpmo_cpp.device_names()``
+    (``"Vulkan0"``, ``"CUDA0"``, ``"MTL0"``) choose one. The vision and audio encoders, the speech
+    decoder and Token2Wav run on that device; ``n_gpu_layers`` says how many LLM layers go there (-1:
+    all; with ``"auto"``, 0 keeps everything on the CPU). ``graph_placements()`` shows where each
+    stage's graphs ran.
+
     Threads: a session serves one call at a time. A call made while another thread is inside a call
     on the same session raises ``MinicpmoError("session is busy ...")`` at once (nothing waits, nothing
     changes); use one session per thread or serialize the calls. A streamed reply holds the session
@@ -162,7 +169,10 @@ class OmniSession:
         seed: int | None = None,
         use_mmap: bool = True,
         kv_cache_type: str = SESSION.kv_cache_type,
+        device: str = "auto",
     ):
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a str ('auto', 'cpu' or a device name), got {type(device).__name__}")
         n_ctx, n_batch, n_gpu_layers = (_int_arg(name, v) for name, v in
                                         (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_gpu_layers", n_gpu_layers)))
         n_threads = 0 if n_threads is None else _int_arg("n_threads", n_threads)
@@ -173,7 +183,7 @@ class OmniSession:
             omni_path = os.fspath(omni_path)
             if not os.path.exists(omni_path):
                 raise FileNotFoundError(2, f"omni file '{omni_path}' does not exist", omni_path)
-        self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap)
+        self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap, device)
         for message in self._model.load_warnings:  # e.g. no companion found: text-only
             warnings.warn(message, stacklevel=2)
         self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type)
@@ -202,6 +212,25 @@ class OmniSession:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def device(self) -> str:
+        """The device the model computes on: "CPU" or a ggml device name ("Vulkan0", "CUDA0", ...)."""
+        return self._model.device
+
+    def graph_placements(self) -> dict:
+        """Where the model's work went. ``"llm"``: its weight buffers as libllama placed them
+        (``weight_buffers``: buffer type -> bytes; the token embedding always stays on the CPU) and the
+        scheduler splits of its graph for a prompt batch and for one token (1: one backend). Then,
+        for each stage that has run in this session (vision, audio, tts, flow, hift): graphs computed,
+        scheduler splits summed over them, and the nodes computed on the device and on the CPU -- a
+        stage wholly on the device has one split per graph and no CPU node."""
+        out = self._session.graph_placements()
+        buffers: dict = {}
+        for name, nbytes in self._model.llm_weight_buffers:
+            buffers[name] = buffers.get(name, 0) + int(nbytes)
+        out["llm"]["weight_buffers"] = buffers
+        return out
 
     def __enter__(self) -> "OmniSession":
         return self

@@ -90,9 +90,9 @@ std::vector<float> vector_of(const py::object & obj, int n, const char * what) {
 
 class PyFlow {
 public:
-    PyFlow(const std::string & omni_path, int n_threads, bool use_gpu, uint64_t seed)
-        : model_(std::make_shared<const FlowModel>(omni_path, use_gpu)), voices_(omni_path),
-          decoder_(model_, use_gpu, n_threads, seed) {}
+    PyFlow(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed)
+        : model_(std::make_shared<const FlowModel>(omni_path, resolve_device(device))), voices_(omni_path),
+          decoder_(model_, resolve_device(device), n_threads, seed) {}
 
     const FlowHparams & hp() const { return model_->hparams(); }
     FlowDecoder & decoder() { return decoder_; }
@@ -136,11 +136,11 @@ private:
 
 void bind_flow(py::module_ & m) {
     py::class_<PyFlow>(m, "Flow", "Token2Wav flow runner (encoder, DiT, CFM, streaming windows) of an omni file")
-        .def(py::init([](const std::string & path, int n_threads, bool use_gpu, uint64_t seed) {
+        .def(py::init([](const std::string & path, int n_threads, const std::string & device, uint64_t seed) {
                  py::gil_scoped_release release;
-                 return std::make_unique<PyFlow>(path, n_threads, use_gpu, seed);
+                 return std::make_unique<PyFlow>(path, n_threads, device, seed);
              }),
-             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("use_gpu") = false, py::arg("seed") = 0)
+             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0)
         .def_property_readonly("hparams",
                                [](const PyFlow & f) {
                                    const FlowHparams & h = f.hp();

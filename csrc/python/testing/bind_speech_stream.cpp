@@ -36,11 +36,11 @@ using minicpmo_py::to_f32_arrays;
 
 class PySpeech {
 public:
-    PySpeech(const std::string & omni_path, int n_threads, bool use_gpu, uint64_t seed)
-        : flow_(std::make_shared<const FlowModel>(omni_path, use_gpu)),
-          hift_(std::make_shared<const HiftModel>(omni_path, use_gpu)),
+    PySpeech(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed)
+        : flow_(std::make_shared<const FlowModel>(omni_path, resolve_device(device))),
+          hift_(std::make_shared<const HiftModel>(omni_path, resolve_device(device))),
           voices_(std::make_shared<const VoiceBank>(omni_path)),
-          synth_(flow_, hift_, voices_, use_gpu, n_threads, seed) {}
+          synth_(flow_, hift_, voices_, resolve_device(device), n_threads, seed) {}
 
     Token2Wav & synth() { return synth_; }
     int vocab() const { return flow_->hparams().vocab; }
@@ -92,11 +92,11 @@ void bind_speech_stream(py::module_ & m) {
     py::class_<PySpeech>(m, "SpeechSynthesizer",
                          "Token2Wav of an omni file (flow + HiFT + voices) for one session: whole utterances and "
                          "the streaming protocol (25-token chunks, duplex units).")
-        .def(py::init([](const std::string & omni_path, int n_threads, bool use_gpu, uint64_t seed) {
+        .def(py::init([](const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed) {
                  py::gil_scoped_release release;
-                 return std::make_unique<PySpeech>(omni_path, n_threads, use_gpu, seed);
+                 return std::make_unique<PySpeech>(omni_path, n_threads, device, seed);
              }),
-             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("use_gpu") = false, py::arg("seed") = 0)
+             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0)
         .def_property_readonly("sample_rate", [](PySpeech & s) { return s.synth().sample_rate(); })
         .def_property_readonly("unit_samples", [](PySpeech & s) { return s.synth().stream().unit_samples(); })
         .def_property_readonly("voice_names", [](PySpeech & s) { return s.synth().voices().names(); })
