@@ -30,10 +30,6 @@ int resolve_threads(int n_threads) {
     return hw > 0 ? static_cast<int>(hw) : 4;
 }
 
-}  // namespace
-
-namespace {
-
 std::string lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return s;
@@ -41,12 +37,17 @@ std::string lower(std::string s) {
 
 }  // namespace
 
+bool is_automatic_device(const std::string & name) {
+    const std::string want = lower(name);
+    return want.empty() || want == "auto";
+}
+
 ComputeDevice resolve_device(const std::string & name) {
     ensure_llama_initialized();
     std::string want = lower(name);
-    if (want.empty() || want == "auto") {
+    if (is_automatic_device(want)) {
         const char * env = std::getenv("MINICPMO_DEVICE");
-        if (!env || !*env || lower(env) == "auto") return gpu_device();
+        if (!env || is_automatic_device(env)) return gpu_device();
         want = lower(env);
     }
     if (want == "cpu") return nullptr;

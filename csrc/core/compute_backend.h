@@ -20,6 +20,8 @@ using ComputeDevice = ggml_backend_dev_t;
 // ggml device name as `device_names()` lists it ("Vulkan0", "CUDA0", "MTL0", ...; any case). Throws
 // invalid_argument naming the choices for an unknown name.
 ComputeDevice resolve_device(const std::string & name);
+// Whether `name` asks for the automatic choice ("" or "auto", any case).
+bool is_automatic_device(const std::string & name);
 // The names of the devices this build can compute on, the CPU first.
 std::vector<std::string> device_names();
 // The name shown to users: the ggml device name, or "CPU".
@@ -47,8 +49,8 @@ private:
     ggml_backend_t cpu_ = nullptr;
 };
 
-// Where the nodes of the last graph a GraphRunner computed ran: a graph wholly on the device is one
-// split with no CPU node. Components keep the sum over their graphs (what a stage costs in copies).
+// Where the nodes of a GraphRunner's graphs ran, summed over the graphs it computed: a graph wholly on
+// the device is one split with no CPU node.
 struct GraphPlacement {
     int64_t graphs = 0;       // graphs computed
     int64_t splits = 0;       // scheduler splits, summed over them

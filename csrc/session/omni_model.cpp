@@ -28,8 +28,7 @@ const LlmModelParams & checked(const LlmModelParams & p) {
 
 // "auto" with n_gpu_layers = 0 keeps the whole model on the CPU (what that setting always meant here)
 ComputeDevice chosen_device(const LlmModelParams & p) {
-    const bool automatic = p.device.empty() || p.device == "auto" || p.device == "AUTO";
-    return automatic && p.n_gpu_layers == 0 ? nullptr : resolve_device(p.device);
+    return is_automatic_device(p.device) && p.n_gpu_layers == 0 ? nullptr : resolve_device(p.device);
 }
 
 }  // namespace
