@@ -29,8 +29,12 @@ if ! find "$(dirname "$(dirname "$(command -v nvcc)")")" -name 'libcublas.so*' 2
         "$PY" -m zipfile -e "$wheel_dir"/dl/nvidia_cublas-*.whl "$wheel_dir"
     fi
     lib=$(dirname "$(find "$wheel_dir/nvidia" -name 'libcublas.so.*' | head -n 1)")
+    inc=$(dirname "$(find "$wheel_dir/nvidia" -name 'cublas_v2.h' | head -n 1)")
     CUBLAS_ARGS=(-C cmake.define.CUDA_cublas_LIBRARY="$(ls "$lib"/libcublas.so.*)"
-                 -C cmake.define.CUDA_cublasLt_LIBRARY="$(ls "$lib"/libcublasLt.so.*)")
+                 -C cmake.define.CUDA_cublasLt_LIBRARY="$(ls "$lib"/libcublasLt.so.*)"
+                 -C cmake.define.CMAKE_CUDA_FLAGS="-I$inc")
+    # The wheel's libraries are not on the loader's path: the import below and the suite need them.
+    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 mkdir -p build/cuda

@@ -24,13 +24,20 @@ SESSION = {"device": DEVICE}
 # results of a whole stage (encoder output, mel, waveform):
 # - cpu: 0, each test's own tolerance stands (ggml's F32 kernels; measured per test).
 # - vulkan: ggml-vulkan runs F32 matrix products through F16 shaders (inputs rounded to F16, about
-#   5e-4 relative each, F32 accumulation): up to ~1e-3 relative after a stage, 3e-3 leaves room.
-#   GGML_VK_DISABLE_F16=1 (F32 shaders; ggml reads any value, "0" too) measured 4e-6 .. 4.5e-4 on
-#   the stages of tests/test_backend_parity.py: a 1e-3 floor.
+#   5e-4 relative each): up to ~1e-3 relative after a stage on tests/test_backend_parity.py's inputs,
+#   3e-3 leaves room. That floor is for that file only: the whole suite with F16 shaders (lavapipe,
+#   measured) breaks it where long inputs gather rounding (the 30-s Whisper window: 2.8e-2 against
+#   float64; LLM logits after 640 vision rows: 3.2e-4 where the F32 test asks 1e-4) and where HiFT
+#   integrates F0 into a phase (waveforms O(1) apart sample by sample). So the suite runs on Vulkan
+#   with F32 shaders, GGML_VK_DISABLE_F16=1 (ggml reads any value, "0" too), as
+#   scripts/test_vulkan.sh does: 4e-6 .. 4.5e-4 measured on the parity stages, a 1e-3 floor.
 # - cuda: cuBLAS computes F32 products in F32 (TF32 is off in ggml) but F16 weights go through F16
 #   tensor cores: the same floor as vulkan's F16 shaders.
 # - metal: simdgroup matrix products take F16/F32 inputs with F32 accumulation: as cuda.
 _F16_SHADERS = "GGML_VK_DISABLE_F16" not in os.environ  # ggml-vulkan: set to anything = F32 shaders
+# shown in the report header: a whole-suite run on Vulkan with F16 shaders is expected to fail (above)
+PRECISION = ("F16 shaders: only tests/test_backend_parity.py's floors hold" if NAME == "vulkan" and _F16_SHADERS
+             else "F32 shaders" if NAME == "vulkan" else "")
 FLOAT_RTOL = {
     "cpu": 0.0,
     "vulkan": 3e-3 if _F16_SHADERS else 1e-3,

@@ -36,7 +36,9 @@ os.environ["MINICPMO_DEVICE"] = backend.DEVICE
 
 
 def pytest_report_header(config):
-    return f"minicpmo test backend: {backend.NAME} (device {backend.DEVICE}, float tolerance floor {backend.FLOAT_RTOL:g})"
+    precision = f", {backend.PRECISION}" if backend.PRECISION else ""
+    return (f"minicpmo test backend: {backend.NAME} (device {backend.DEVICE}{precision}, "
+            f"float tolerance floor {backend.FLOAT_RTOL:g})")
 
 
 def pytest_configure(config):

@@ -317,14 +317,16 @@ def test_close_and_context_manager(tiny_f32):
 
 def test_close_frees_the_native_memory(tiny_f32):
     # the weights read into memory (no mmap) are given back at close(), and sessions opened and
-    # closed in a loop do not pile up
+    # closed in a loop do not pile up. The baseline is the second close: the first session leaves
+    # process-wide caches behind once (on Vulkan, ggml's device and the driver's pools: +24 MB on
+    # lavapipe after the second session, then flat over six)
     code = f"""
         import gc
         from minicpmo_cpp import OmniSession
         def rss():
             return int(open("/proc/self/statm").read().split()[1]) * 4096
         closed = []
-        for _ in range(3):
+        for _ in range(4):
             s = OmniSession({str(tiny_f32[0])!r}, n_threads=1, n_ctx=4096, kv_cache_type="f32", use_mmap=False)
             s.chat([{{"role": "user", "content": "hi"}}], max_new_tokens=1)
             loaded = rss()
@@ -341,4 +343,4 @@ def test_close_frees_the_native_memory(tiny_f32):
     loaded, *closed = (int(v) for v in p.stdout.split("RSS ")[1].split())
     weights = tiny_f32[0].stat().st_size  # the F32 tiny LLM: 84 MB read into memory
     assert loaded - closed[-1] > 0.9 * weights, (loaded, closed, weights)
-    assert closed[-1] - closed[0] < 0.1 * weights, (loaded, closed, weights)
+    assert closed[-1] - closed[1] < 0.1 * weights, (loaded, closed, weights)
