@@ -600,7 +600,7 @@ def main() -> None:
         if t not in ("F16", "Q8_0", "F32"):
             ap.error(f"unknown type {t}: choose from F16, Q8_0, F32")
 
-    from minicpmo_cpp import build_info
+    from minicpmo_cpp import build_info, cpu_features
 
     work = Path(args.work) if args.work else cache_dir() / "bench-audio" / model_key()
     work.mkdir(parents=True, exist_ok=True)
@@ -639,7 +639,8 @@ def main() -> None:
                                 "what each side sustained; gflops_needed_for_2x_torch: the rate the target "
                                 "implies; ms_at_torch_best_gemm_rate: the call's time at torch's best probed "
                                 "F32 GEMM rate (a floor for kernels of MKL's class)",
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "machine": platform.machine(), "cpu": cpu_name(),
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
+        "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))

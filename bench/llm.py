@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minicpmo_cpp import OmniSession, _testing, build_info
+from minicpmo_cpp import OmniSession, _testing, build_info, cpu_features
 from minicpmo_cpp.convert import convert_checkpoint
 from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
 from minicpmo_cpp.quantize import quantize_llm_file
@@ -179,7 +179,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "llm", "shape": "Qwen3-0.6B (random weights), vocab 151748",
         "n_prompt": N_PROMPT, "n_gen": N_GEN, "threads": args.threads, "reps": args.reps,
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "system_info": _testing.system_info().strip(),
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
+        "system_info": _testing.system_info().strip(),
         "machine": platform.machine(), "results": results, "target_ratio": 0.97,
     }, indent=2))
 

@@ -327,7 +327,7 @@ def main() -> None:
     if args.worker_ours:
         sys.exit(ours_worker(args.worker_ours, args.threads))
 
-    from minicpmo_cpp import build_info
+    from minicpmo_cpp import build_info, cpu_features
 
     types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
     for t in types:
@@ -361,7 +361,8 @@ def main() -> None:
                  "resampler 64 queries into 4096 with 32 heads",
         "timed": "uint8 RGB in memory -> image embeddings (preprocessing + ViT + resampler)",
         "threads": args.threads, "reps": args.reps, "reps_large": args.reps_large,
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "machine": platform.machine(), **meta,
+        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
+        "machine": platform.machine(), **meta,
         "work": str(work), "results": results,
     }, indent=2))
 

@@ -8,6 +8,10 @@
 # for. AMX stays off: its tile state must be enabled by the kernel or hypervisor, and on virtual
 # machines that list the amx flags without it the first tile instruction faults (SIGILL, measured).
 # Elsewhere (ARM, macOS) ON means ggml's own GGML_NATIVE.
+# MINICPMO_CPU_VARIANTS=ON: run-time dispatch, ggml's own mechanism (as llama.cpp's releases): every
+# backend becomes a module (GGML_BACKEND_DL), the CPU one built once per instruction-set level
+# (GGML_CPU_ALL_VARIANTS: 14 on x86-64, from plain x86-64 to AVX-512 BF16 + AMX); core/backend_modules
+# loads them at run time and ggml keeps the CPU module that scores best on the running CPU.
 #
 # Sets MINICPMO_GGML_CPU_OPTIONS: the NAME=ON/OFF switches chosen (recorded in build_info.py, so the
 # benchmarks build upstream llama.cpp with the same kernels).
@@ -66,6 +70,13 @@ else()
             endif()
         endforeach()
     endif()
+endif()
+
+if (MINICPMO_CPU_VARIANTS)
+    if (MINICPMO_NATIVE)
+        message(FATAL_ERROR "MINICPMO_CPU_VARIANTS and MINICPMO_NATIVE exclude each other: run-time dispatch or this machine's kernels")
+    endif()
+    list(APPEND MINICPMO_GGML_CPU_OPTIONS "GGML_BACKEND_DL=ON" "GGML_CPU_ALL_VARIANTS=ON")
 endif()
 
 foreach (option ${MINICPMO_GGML_CPU_OPTIONS})

@@ -77,6 +77,19 @@ std::vector<std::string> device_names() {
 
 std::string device_name(ComputeDevice device) { return device ? ggml_backend_dev_name(device) : "CPU"; }
 
+std::vector<std::string> cpu_features() {
+    ensure_llama_initialized();
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu_device());
+    auto get = reinterpret_cast<ggml_backend_get_features_t>(ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+    std::vector<std::string> out;
+    if (!get) return out;
+    for (const ggml_backend_feature * f = get(reg); f && f->name; ++f) {
+        // the flags set to "1" (instruction sets, and build facts such as OPENMP); others carry numbers
+        if (std::string(f->value) == "1") out.emplace_back(f->name);
+    }
+    return out;
+}
+
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
     ensure_llama_initialized();
     return ggml_backend_dev_buffer_type(device ? device : cpu_device());

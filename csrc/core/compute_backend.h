@@ -26,6 +26,10 @@ bool is_automatic_device(const std::string & name);
 std::vector<std::string> device_names();
 // The name shown to users: the ggml device name, or "CPU".
 std::string device_name(ComputeDevice device);
+// The features ggml's CPU kernels in this process were compiled with ("AVX2", "AVX512_BF16",
+// "AMX_INT8", ..., and build facts such as "OPENMP"): a portable build's fixed set, or, with
+// MINICPMO_CPU_VARIANTS, that of the CPU module ggml chose for this machine at load.
+std::vector<std::string> cpu_features();
 
 // Where weights are stored: the device's buffer type, or the CPU's.
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);

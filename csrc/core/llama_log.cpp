@@ -8,6 +8,8 @@
 
 #include "llama.h"
 
+#include "core/backend_modules.h"
+
 namespace minicpmo {
 
 namespace {
@@ -67,6 +69,7 @@ void ensure_llama_initialized() {
         // non-null user_data = verbose; the flag is read once, never mutated afterwards
         static int verbose_marker = 1;
         llama_log_set(log_filter, verbose_from_env() ? &verbose_marker : nullptr);
+        load_backend_modules();
         llama_backend_init();
     });
 }

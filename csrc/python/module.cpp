@@ -112,6 +112,8 @@ PYBIND11_MODULE(_core, m) {
     m.attr("IMAGE_MAX_SIDE") = minicpmo_cli::kMaxImageSide;
     m.attr("IMAGE_MAX_PIXELS") = minicpmo_cli::kMaxImagePixels;
     m.def("device_names", &device_names, "the devices this build can compute on: 'cpu', then each GPU ggml lists");
+    m.def("cpu_features", &cpu_features,
+          "the features ggml's CPU kernels in this process were compiled with ('AVX2', 'AVX512_BF16', ...)");
 
     py::class_<OmniModel, std::shared_ptr<OmniModel>>(m, "Model")
         .def(py::init([](const std::string & path, const std::string & omni_path, int n_gpu_layers, bool use_mmap,
