@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import LineWorker, cache_dir, cpu_name, proc_status_kib, torch_gemm_rates
+from bench_common import LineWorker, cache_dir, cpu_kernels, cpu_name, proc_status_kib, torch_gemm_rates
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -600,8 +600,6 @@ def main() -> None:
         if t not in ("F16", "Q8_0", "F32"):
             ap.error(f"unknown type {t}: choose from F16, Q8_0, F32")
 
-    from minicpmo_cpp import build_info, cpu_features
-
     work = Path(args.work) if args.work else cache_dir() / "bench-audio" / model_key()
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -639,8 +637,7 @@ def main() -> None:
                                 "what each side sustained; gflops_needed_for_2x_torch: the rate the target "
                                 "implies; ms_at_torch_best_gemm_rate: the call's time at torch's best probed "
                                 "F32 GEMM rate (a floor for kernels of MKL's class)",
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
-        "machine": platform.machine(), "cpu": cpu_name(),
+        **cpu_kernels(), "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))

@@ -21,6 +21,20 @@ def cache_dir() -> Path:
     return Path(d)
 
 
+def cpu_kernels() -> dict:
+    """Which ggml CPU kernels this package runs (DESIGN: every benchmark states the CPU variant)."""
+    from minicpmo_cpp import build_info, cpu_features
+    return {"minicpmo_native": build_info.MINICPMO_NATIVE, "minicpmo_cpu_variants": build_info.MINICPMO_CPU_VARIANTS,
+            "cpu_features": cpu_features()}
+
+
+def upstream_build_dir(build_info) -> Path:
+    """The upstream llama.cpp build tree bench/llm.py and bench/vision.py share: one per set of ggml
+    CPU switches, so a build with other switches never reconfigures (and keeps stale options in) it."""
+    variants = "-variants" if build_info.MINICPMO_CPU_VARIANTS else ""
+    return cache_dir() / f"llama-bench-build-native{int(build_info.MINICPMO_NATIVE)}{variants}"
+
+
 def cpu_name() -> str:
     """The CPU model ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R14 ..."): ratios against other
     runtimes swing with the vendor, so every benchmark names it."""

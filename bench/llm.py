@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minicpmo_cpp import OmniSession, _testing, build_info, cpu_features
+from minicpmo_cpp import OmniSession, _testing, build_info
 from minicpmo_cpp.convert import convert_checkpoint
 from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
 from minicpmo_cpp.quantize import quantize_llm_file
-from bench_common import cache_dir
+from bench_common import cache_dir, cpu_kernels, upstream_build_dir
 
 # Qwen3-0.6B's shape (28 layers, 1024 wide, GQA 16/8, head_dim 128, FFN 3072) with MiniCPM-o's vocab
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -41,7 +41,7 @@ def log(msg: str) -> None:
 def build_llama_bench() -> Path:
     """llama-bench from the same llama.cpp tree and the same ggml CPU settings as our build."""
     src = Path(build_info.LLAMA_CPP_DIR)
-    build = cache_dir() / f"llama-bench-build-native{int(build_info.MINICPMO_NATIVE)}"
+    build = upstream_build_dir(build_info)
     exe = build / "bin" / "llama-bench"
     cmd = ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
            *[f"-D{opt}" for opt in build_info.GGML_CPU_OPTIONS], "-DBUILD_SHARED_LIBS=ON",
@@ -179,7 +179,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "llm", "shape": "Qwen3-0.6B (random weights), vocab 151748",
         "n_prompt": N_PROMPT, "n_gen": N_GEN, "threads": args.threads, "reps": args.reps,
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
+        **cpu_kernels(),
         "system_info": _testing.system_info().strip(),
         "machine": platform.machine(), "results": results, "target_ratio": 0.97,
     }, indent=2))

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import cache_dir, cpu_name, torch_gemm_rates
+from bench_common import cache_dir, cpu_kernels, cpu_name, torch_gemm_rates
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -542,14 +542,14 @@ def main() -> int:
 
     voice_frames = 100  # tiny_token2wav.TINY_VOICE_TOKENS = 50 prompt tokens -> 100 mel frames
     frames = voice_frames + 2 * args.tokens
-    from minicpmo_cpp import _testing, build_info, cpu_features
+    from minicpmo_cpp import _testing
 
     gemm_runs = torch_.pop("gemm_runs")
     gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
     result: dict = {
         "machine": {"cpu": cpu_name(), "threads": args.threads,
                     # which ggml CPU kernels ran (DESIGN: every benchmark states the CPU variant)
-                    "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
+                    **cpu_kernels(),
                     "minicpmo_cpp_system_info": _testing.system_info().strip(),
                     "omp_wait_policy": args.omp_wait_policy, "loadavg_at_start": load_start,
                     "loadavg_1min_after_each_worker": loads,

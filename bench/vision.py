@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import LineWorker, cache_dir, proc_status_kib
+from bench_common import LineWorker, cache_dir, cpu_kernels, proc_status_kib, upstream_build_dir
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -57,7 +57,7 @@ def build_upstream(build_info) -> Path:
     """libmtmd from the same llama.cpp tree and ggml CPU settings as our build, then the driver."""
     src = Path(build_info.LLAMA_CPP_DIR)
     # same directory and flags as bench/llm.py's llama-bench build: the two share one build tree
-    build = cache_dir() / f"llama-bench-build-native{int(build_info.MINICPMO_NATIVE)}"
+    build = upstream_build_dir(build_info)
     cmd = ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
            *[f"-D{opt}" for opt in build_info.GGML_CPU_OPTIONS], "-DBUILD_SHARED_LIBS=ON",
            "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
@@ -327,7 +327,7 @@ def main() -> None:
     if args.worker_ours:
         sys.exit(ours_worker(args.worker_ours, args.threads))
 
-    from minicpmo_cpp import build_info, cpu_features
+    from minicpmo_cpp import build_info
 
     types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
     for t in types:
@@ -361,8 +361,7 @@ def main() -> None:
                  "resampler 64 queries into 4096 with 32 heads",
         "timed": "uint8 RGB in memory -> image embeddings (preprocessing + ViT + resampler)",
         "threads": args.threads, "reps": args.reps, "reps_large": args.reps_large,
-        "minicpmo_native": build_info.MINICPMO_NATIVE, "cpu_features": cpu_features(),
-        "machine": platform.machine(), **meta,
+        **cpu_kernels(), "machine": platform.machine(), **meta,
         "work": str(work), "results": results,
     }, indent=2))
 

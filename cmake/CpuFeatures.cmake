@@ -10,8 +10,9 @@
 # Elsewhere (ARM, macOS) ON means ggml's own GGML_NATIVE.
 # MINICPMO_CPU_VARIANTS=ON: run-time dispatch, ggml's own mechanism (as llama.cpp's releases): every
 # backend becomes a module (GGML_BACKEND_DL), the CPU one built once per instruction-set level
-# (GGML_CPU_ALL_VARIANTS: 14 on x86-64, from plain x86-64 to AVX-512 BF16 + AMX); core/backend_modules
-# loads them at run time and ggml keeps the CPU module that scores best on the running CPU.
+# (GGML_CPU_ALL_VARIANTS: 14 on x86-64, from plain x86-64 to AVX-512 BF16 + AMX; the AMX one is not
+# installed, see CMakeLists.txt); core/backend_modules loads them at run time and ggml keeps the CPU
+# module that scores best on the running CPU.
 #
 # Sets MINICPMO_GGML_CPU_OPTIONS: the NAME=ON/OFF switches chosen (recorded in build_info.py, so the
 # benchmarks build upstream llama.cpp with the same kernels).

@@ -36,8 +36,9 @@ SESSION = {"device": DEVICE}
 # - metal: simdgroup matrix products take F16/F32 inputs with F32 accumulation: as cuda.
 _F16_SHADERS = "GGML_VK_DISABLE_F16" not in os.environ  # ggml-vulkan: set to anything = F32 shaders
 # shown in the report header: a whole-suite run on Vulkan with F16 shaders is expected to fail (above)
-PRECISION = ("F16 shaders: only tests/test_backend_parity.py's floors hold" if NAME == "vulkan" and _F16_SHADERS
-             else "F32 shaders" if NAME == "vulkan" else "")
+PRECISION = ""
+if NAME == "vulkan":
+    PRECISION = "F16 shaders: only tests/test_backend_parity.py's floors hold" if _F16_SHADERS else "F32 shaders"
 FLOAT_RTOL = {
     "cpu": 0.0,
     "vulkan": 3e-3 if _F16_SHADERS else 1e-3,
