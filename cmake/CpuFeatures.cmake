@@ -8,11 +8,11 @@
 # for. AMX stays off: its tile state must be enabled by the kernel or hypervisor, and on virtual
 # machines that list the amx flags without it the first tile instruction faults (SIGILL, measured).
 # Elsewhere (ARM, macOS) ON means ggml's own GGML_NATIVE.
-# MINICPMO_CPU_VARIANTS=ON: run-time dispatch, ggml's own mechanism (as llama.cpp's releases): every
-# backend becomes a module (GGML_BACKEND_DL), the CPU one built once per instruction-set level
-# (GGML_CPU_ALL_VARIANTS: 14 on x86-64, from plain x86-64 to AVX-512 BF16 + AMX; the AMX one is not
-# installed, see CMakeLists.txt); core/backend_modules loads them at run time and ggml keeps the CPU
-# module that scores best on the running CPU.
+# MINICPMO_CPU_VARIANTS=ON (default on x86-64 Linux): run-time dispatch, ggml's own mechanism (as
+# llama.cpp's releases): every backend becomes a module (GGML_BACKEND_DL), the CPU one built once per
+# instruction-set level (GGML_CPU_ALL_VARIANTS); core/backend_modules loads them at run time and ggml
+# keeps the CPU module that scores best on the running CPU. Of ggml's 14 x86-64 levels we ship the 7
+# in MINICPMO_SHIPPED_CPU_VARIANTS (minicpmo_trim_cpu_variants below), which halves the build.
 #
 # Sets MINICPMO_GGML_CPU_OPTIONS: the NAME=ON/OFF switches chosen (recorded in build_info.py, so the
 # benchmarks build upstream llama.cpp with the same kernels).
@@ -73,12 +73,50 @@ else()
     endif()
 endif()
 
-if (MINICPMO_CPU_VARIANTS)
-    if (MINICPMO_NATIVE)
-        message(FATAL_ERROR "MINICPMO_CPU_VARIANTS and MINICPMO_NATIVE exclude each other: run-time dispatch or this machine's kernels")
-    endif()
-    list(APPEND MINICPMO_GGML_CPU_OPTIONS "GGML_BACKEND_DL=ON" "GGML_CPU_ALL_VARIANTS=ON")
+if (MINICPMO_CPU_VARIANTS AND MINICPMO_NATIVE)
+    # this machine's kernels were asked for: no run-time dispatch (a plain variable, so that turning
+    # MINICPMO_NATIVE off again brings the cached default back)
+    message(STATUS "minicpmo: MINICPMO_NATIVE=ON: no CPU variants")
+    set(MINICPMO_CPU_VARIANTS OFF)
 endif()
+if (MINICPMO_CPU_VARIANTS AND NOT _minicpmo_is_x86)
+    message(FATAL_ERROR "MINICPMO_CPU_VARIANTS=ON is built and tested for x86-64 only")
+endif()
+if (MINICPMO_CPU_VARIANTS)
+    list(APPEND MINICPMO_GGML_CPU_OPTIONS "GGML_BACKEND_DL=ON" "GGML_CPU_ALL_VARIANTS=ON")
+else()
+    list(APPEND MINICPMO_GGML_CPU_OPTIONS "GGML_BACKEND_DL=OFF" "GGML_CPU_ALL_VARIANTS=OFF")
+endif()
+
+# The x86-64 levels shipped, each covering a family of CPUs that gains from it: x64 (any x86-64, the
+# fallback), haswell (AVX2 + FMA: the portable floor), skylakex (AVX-512), cascadelake (+ VNNI:
+# quantized dot products), icelake (+ VBMI), zen4 (+ BF16: AMD Zen 4/5 and Intel Sapphire Rapids and
+# later), alderlake (AVX-VNNI laptops). Left out: sse42, sandybridge, ivybridge, piledriver (no
+# AVX2, older than anything this project targets; x64 runs there), cannonlake and cooperlake (rare
+# parts, served by skylakex and cascadelake), and sapphirerapids: its AMX matrix product dies with
+# SIGILL at the first tile instruction (tilezero) on this project's Sapphire Rapids VMs for
+# Q4_0/Q4_1/Q8_0/Q4_K weights; without it such CPUs load zen4.
+set(MINICPMO_SHIPPED_CPU_VARIANTS x64 haswell skylakex cascadelake icelake zen4 alderlake)
+
+# ggml makes its `ggml` target depend on every CPU variant it defines, so a variant cannot simply be
+# left unbuilt. The unshipped ones get one empty source file instead of ggml-cpu's (seconds instead
+# of a minute each) and are not installed; sets MINICPMO_UNSHIPPED_CPU_VARIANTS to their targets.
+function(minicpmo_trim_cpu_variants backends)
+    set(unshipped "")
+    if (MINICPMO_CPU_VARIANTS)
+        set(empty "${CMAKE_CURRENT_BINARY_DIR}/unshipped_cpu_variant.c")
+        file(WRITE "${empty}" "/* a ggml CPU variant this project does not ship: built empty */\ntypedef int minicpmo_unshipped_cpu_variant;\n")
+        foreach (backend ${backends})
+            if (backend MATCHES "^ggml-cpu-(.+)$" AND TARGET ${backend})
+                if (NOT CMAKE_MATCH_1 IN_LIST MINICPMO_SHIPPED_CPU_VARIANTS)
+                    set_property(TARGET ${backend} PROPERTY SOURCES "${empty}")
+                    list(APPEND unshipped ${backend})
+                endif()
+            endif()
+        endforeach()
+    endif()
+    set(MINICPMO_UNSHIPPED_CPU_VARIANTS "${unshipped}" PARENT_SCOPE)
+endfunction()
 
 foreach (option ${MINICPMO_GGML_CPU_OPTIONS})
     string(REPLACE "=" ";" _kv "${option}")
