@@ -3,6 +3,7 @@
 # then creates or reuses a Python virtual environment and activates it.
 #
 #   MINICPMO_EXTRA_PREREQS  more "command:debian-package" pairs to require (test.sh adds pkg-config)
+#   MINICPMO_EXTRA_FILES    more "file:debian-package" pairs to require (test.sh adds oneDNN's header)
 #   MINICPMO_VENV           the virtual environment to use; default: an already active one
 #                           ($VIRTUAL_ENV), else .venv/ in the repository (created with python3 -m venv)
 
@@ -35,6 +36,9 @@ else
 fi
 for minicpmo_pair in ${MINICPMO_EXTRA_PREREQS:-}; do
     command -v "${minicpmo_pair%%:*}" >/dev/null 2>&1 || minicpmo_need "${minicpmo_pair%%:*}" "${minicpmo_pair#*:}"
+done
+for minicpmo_pair in ${MINICPMO_EXTRA_FILES:-}; do
+    [ -e "${minicpmo_pair%%:*}" ] || minicpmo_need "${minicpmo_pair%%:*}" "${minicpmo_pair#*:}"
 done
 unset minicpmo_pair
 # optional: the compiler cache (rebuilds of llama.cpp in seconds); installed along when apt-get runs

@@ -3,7 +3,10 @@
 # environment (.venv/, see scripts/prepare_env.sh) and runs the suite. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MINICPMO_EXTRA_PREREQS="pkg-config:pkg-config" source scripts/prepare_env.sh   # tests build C programs with it
+# pkg-config: tests build C programs with it; oneDNN: the BF16 matrix products (MINICPMO_COMPUTE=bf16),
+# whose tests need a build that has them
+MINICPMO_EXTRA_PREREQS="pkg-config:pkg-config" MINICPMO_EXTRA_FILES="/usr/include/dnnl.hpp:libdnnl-dev" \
+    source scripts/prepare_env.sh
 python -m pip install --progress-bar off "torch==2.13.0"
 # Oracle for tests/test_token2wav_reference_vs_stepaudio2.py: the official Token2Wav code (package
 # stepaudio2). --no-deps because minicpmo-utils pins pillow==10.4.0, librosa, moviepy, decord, ...

@@ -28,11 +28,12 @@ echo "== installing build and test requirements into $VENV (no torch: the torch 
 
 mkdir -p build/sanitize
 echo "== building with -fsanitize=$SANITIZERS (build/sanitize/cmake; a cold llama.cpp build takes a while)"
-# one set of ggml CPU kernels (the portable one): the subset checks our code, not ggml's 7 variants
+# one set of ggml CPU kernels (the portable one) and no oneDNN: the subset checks our code (and, for
+# tests/test_bf16_compute.py, the refusal of MINICPMO_COMPUTE=bf16 without oneDNN)
 # -v so ninja's [n/N] progress shows; the compile lines go to build/sanitize/build.log
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" "$PY" -m pip install --no-build-isolation \
     --progress-bar off -v . -C build-dir=build/sanitize/cmake \
-    -C cmake.define.MINICPMO_SANITIZE="$SANITIZERS" -C cmake.define.MINICPMO_CPU_VARIANTS=OFF > >(tee build/sanitize/build.log | grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\]') 2>&1
+    -C cmake.define.MINICPMO_SANITIZE="$SANITIZERS" -C cmake.define.MINICPMO_CPU_VARIANTS=OFF -C cmake.define.MINICPMO_ONEDNN=OFF > >(tee build/sanitize/build.log | grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\]') 2>&1
 
 # Python itself is not built with ASan, so the ASan runtime must be loaded before anything else
 # (it replaces malloc): preload the runtime our libraries were linked with.
@@ -61,7 +62,8 @@ MARK="not torch"
 ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --ci) ARGS+=(tests/test_bad_inputs.py tests/test_media.py tests/test_audio_input.py tests/test_fuzz_replay.py); shift ;;
+        --ci) ARGS+=(tests/test_bad_inputs.py tests/test_media.py tests/test_audio_input.py tests/test_fuzz_replay.py
+                     tests/test_bf16_compute.py); shift ;;
         -m) MARK="not torch and ($2)"; shift 2 ;;
         *) ARGS+=("$1"); shift ;;
     esac

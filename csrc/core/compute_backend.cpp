@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/llama_log.h"
+#include "core/onednn_matmul.h"
 
 namespace minicpmo {
 
@@ -95,8 +96,19 @@ ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
     return ggml_backend_dev_buffer_type(device ? device : cpu_device());
 }
 
+ComputeType compute_type_from_env() {
+    const char * env = std::getenv("MINICPMO_COMPUTE");
+    const std::string want = env ? lower(env) : "";
+    if (want.empty() || want == "f32") return ComputeType::f32;
+    if (want == "bf16") return ComputeType::bf16;
+    fail(Status::invalid_argument, std::string("MINICPMO_COMPUTE='") + env + "': expected f32 or bf16");
+}
+
 ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads) : device_(device) {
     ensure_llama_initialized();
+    // before any backend exists, so that a refusal leaks nothing
+    const bool bf16 = !device && compute_type_from_env() == ComputeType::bf16;
+    if (bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads));
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);
         if (!gpu_) fail(Status::internal, std::string("cannot start the backend of device ") + ggml_backend_dev_name(device));
@@ -104,6 +116,7 @@ ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads) : device_(de
     cpu_ = ggml_backend_dev_init(cpu_device(), nullptr);
     if (!cpu_) {
         if (gpu_) ggml_backend_free(gpu_);
+        if (matmul_) ggml_backend_free(matmul_);
         fail(Status::internal, "cannot start the ggml CPU backend");
     }
     set_n_threads(n_threads);
@@ -111,6 +124,7 @@ ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads) : device_(de
 
 ComputeBackend::~ComputeBackend() {
     if (gpu_) ggml_backend_free(gpu_);
+    if (matmul_) ggml_backend_free(matmul_);
     if (cpu_) ggml_backend_free(cpu_);
 }
 
@@ -119,11 +133,13 @@ void ComputeBackend::set_n_threads(int n_threads) {
     auto set = reinterpret_cast<ggml_backend_set_n_threads_t>(
         ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"));
     if (set) set(cpu_, resolve_threads(n_threads));
+    if (matmul_) onednn_matmul_set_n_threads(matmul_, resolve_threads(n_threads));
 }
 
 std::vector<ggml_backend_t> ComputeBackend::backends() const {
     std::vector<ggml_backend_t> out;
     if (gpu_) out.push_back(gpu_);
+    if (matmul_) out.push_back(matmul_);
     out.push_back(cpu_);
     return out;
 }

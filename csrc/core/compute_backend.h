@@ -34,6 +34,13 @@ std::vector<std::string> cpu_features();
 // Where weights are stored: the device's buffer type, or the CPU's.
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 
+// How the CPU computes the encoders' matrix products with weights, from MINICPMO_COMPUTE: "f32" (or
+// unset: ggml's kernels on the stored F16/F32 weights, the exact path the tests compare), or "bf16"
+// (oneDNN in BF16, core/onednn_matmul; only in builds with MINICPMO_ONEDNN). Throws invalid_argument
+// for another value.
+enum class ComputeType { f32, bf16 };
+ComputeType compute_type_from_env();
+
 class ComputeBackend {
 public:
     ComputeBackend(ComputeDevice device, int n_threads);
@@ -43,14 +50,17 @@ public:
 
     void set_n_threads(int n_threads);
     ComputeDevice device() const { return device_; }
-    bool is_cpu(ggml_backend_t backend) const { return backend == cpu_; }
-    // Backends in scheduler priority order (the device first when there is one, CPU last).
+    // the CPU backend or the CPU's BF16 matrix products
+    bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
+    // Backends in scheduler priority order (the device first when there is one, then the BF16 matrix
+    // products on a CPU-only backend in MINICPMO_COMPUTE=bf16, CPU last).
     std::vector<ggml_backend_t> backends() const;
 
 private:
     ComputeDevice device_ = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_t cpu_ = nullptr;
+    ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, MINICPMO_COMPUTE=bf16
 };
 
 // Where the nodes of a GraphRunner's graphs ran, summed over the graphs it computed: a graph wholly on

@@ -1,0 +1,257 @@
+#include "core/onednn_matmul.h"
+
+#include "core/error.h"
+
+#ifdef MINICPMO_ONEDNN
+#include <omp.h>
+
+#include <array>
+#include <cstring>
+#include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml-backend-impl.h"  // the backend and device interfaces a backend fills in (pinned ggml)
+#include "ggml.h"
+#endif
+
+namespace minicpmo {
+
+#ifndef MINICPMO_ONEDNN
+
+bool onednn_matmul_available() { return false; }
+
+ggml_backend_t onednn_matmul_backend_new(int) {
+    fail(Status::unsupported, "BF16 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
+                              "was not found at configure time; Debian: apt-get install libdnnl-dev)");
+}
+
+void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
+
+#else
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// below this many rows a product is a few vector-matrix products: ggml's kernels read the F16 weights
+// directly, and the activations' conversion to BF16 would cost more than it saves
+constexpr int64_t kMinRows = 32;
+// the row count whose packed weight layout every product uses (oneDNN's layout for a given K x N does
+// not depend on M for its BF16 kernels; a product whose preferred layout differs still runs, on this one)
+constexpr int64_t kLayoutRows = 1024;
+
+struct PackedWeight {
+    memory packed;  // BF16, oneDNN's blocked layout
+};
+
+// One product shape: the matmul and the reorder that rounds the F32 activations to BF16, with the BF16
+// scratch they share.
+struct Product {
+    dnnl::matmul matmul;
+    dnnl::reorder to_bf16;
+    memory::desc src_f32, dst_f32;
+    memory src_bf16;
+};
+
+struct Context {
+    dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+    dnnl::stream stream{engine};
+    int n_threads = 1;
+    std::map<std::array<int64_t, 4>, PackedWeight> weights;  // (data address, type, K, N)
+    std::map<std::array<int64_t, 2>, memory::desc> layouts;  // (K, N) -> packed weight layout
+    std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
+    std::vector<float> staging;                              // one weight in F32 while it is packed
+    ggml_backend_reg reg{};
+    ggml_backend_device device{};
+};
+
+const memory::desc & layout(Context & c, int64_t K, int64_t N) {
+    auto it = c.layouts.find({K, N});
+    if (it != c.layouts.end()) return it->second;
+    memory::desc src({kLayoutRows, K}, dt::bf16, tag::ab), wei({K, N}, dt::bf16, tag::any), dst({kLayoutRows, N}, dt::f32, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), c.engine);
+    return c.layouts.emplace(std::array<int64_t, 2>{K, N}, pd.weights_desc()).first->second;
+}
+
+// ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order
+const memory & packed_weight(Context & c, const ggml_tensor * w) {
+    const int64_t K = w->ne[0], N = w->ne[1];
+    const std::array<int64_t, 4> key{reinterpret_cast<int64_t>(w->data), static_cast<int64_t>(w->type), K, N};
+    auto it = c.weights.find(key);
+    if (it != c.weights.end()) return it->second.packed;
+    c.staging.resize(static_cast<size_t>(K * N));
+    const int64_t n = K * N;
+    switch (w->type) {
+        case GGML_TYPE_F32: std::memcpy(c.staging.data(), w->data, static_cast<size_t>(n) * sizeof(float)); break;
+        case GGML_TYPE_F16: ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), c.staging.data(), n); break;
+        case GGML_TYPE_BF16: ggml_bf16_to_fp32_row(static_cast<const ggml_bf16_t *>(w->data), c.staging.data(), n); break;
+        default: fail(Status::internal, std::string("oneDNN products: unexpected weight type ") + ggml_type_name(w->type));
+    }
+    memory user({{K, N}, dt::f32, tag::ba}, c.engine, c.staging.data());
+    memory packed(layout(c, K, N), c.engine);
+    dnnl::reorder(user, packed).execute(c.stream, user, packed);
+    c.stream.wait();
+    std::vector<float>().swap(c.staging);
+    return c.weights.emplace(key, PackedWeight{packed}).first->second.packed;
+}
+
+Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
+    auto it = c.products.find({M, K, N});
+    if (it != c.products.end()) return it->second;
+    Product p;
+    p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
+    p.dst_f32 = memory::desc({M, N}, dt::f32, tag::ab);
+    memory::desc src_bf16({M, K}, dt::bf16, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_bf16, layout(c, K, N), p.dst_f32), c.engine);
+    p.matmul = dnnl::matmul(pd);
+    p.src_bf16 = memory(src_bf16, c.engine);
+    p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, src_bf16));
+    return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
+}
+
+void mul_mat(Context & c, ggml_tensor * node) {
+    const ggml_tensor * w = node->src[0];
+    const ggml_tensor * x = node->src[1];
+    const int64_t K = w->ne[0], N = w->ne[1], M = ggml_nrows(x);
+    const memory & wp = packed_weight(c, w);
+    Product & p = product(c, M, K, N);
+    memory src(p.src_f32, c.engine, x->data);
+    memory dst(p.dst_f32, c.engine, node->data);
+    p.to_bf16.execute(c.stream, src, p.src_bf16);
+    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, p.src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    c.stream.wait();
+}
+
+bool is_view(ggml_op op) {
+    return op == GGML_OP_NONE || op == GGML_OP_RESHAPE || op == GGML_OP_VIEW || op == GGML_OP_PERMUTE ||
+           op == GGML_OP_TRANSPOSE;
+}
+
+// ---- backend interface ----
+
+const char * backend_name(ggml_backend_t) { return "oneDNN"; }
+
+void backend_free(ggml_backend_t backend) {
+    delete static_cast<Context *>(backend->context);
+    delete backend;
+}
+
+ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
+    Context & c = *static_cast<Context *>(backend->context);
+    // oneDNN's OpenMP runtime takes the calling thread's team size (ggml names its own per region)
+    omp_set_num_threads(c.n_threads);
+    try {
+        for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+            ggml_tensor * node = ggml_graph_node(graph, i);
+            if ((node->flags & GGML_TENSOR_FLAG_COMPUTE) == 0 || is_view(node->op)) continue;
+            if (node->op != GGML_OP_MUL_MAT) return GGML_STATUS_FAILED;
+            mul_mat(c, node);
+        }
+    } catch (const std::bad_alloc &) {
+        return GGML_STATUS_ALLOC_FAILED;
+    } catch (...) {  // dnnl::error, or ours: nothing may cross ggml's C code
+        return GGML_STATUS_FAILED;
+    }
+    return GGML_STATUS_SUCCESS;
+}
+
+ggml_guid_t backend_guid() {
+    // a fixed identity for this backend kind (random bytes, chosen once)
+    static ggml_guid guid = {0x6d, 0x63, 0x70, 0x6d, 0x6f, 0x2d, 0x64, 0x6e, 0x6e, 0x6c, 0x2d, 0x62, 0x66, 0x31, 0x36, 0x01};
+    return &guid;
+}
+
+// ---- device interface ----
+
+const char * device_name(ggml_backend_dev_t) { return "oneDNN"; }
+const char * device_description(ggml_backend_dev_t) { return "oneDNN BF16 matrix products (CPU)"; }
+void device_memory(ggml_backend_dev_t, size_t * free, size_t * total) { *free = *total = 0; }
+enum ggml_backend_dev_type device_type(ggml_backend_dev_t) { return GGML_BACKEND_DEVICE_TYPE_ACCEL; }
+
+void device_props(ggml_backend_dev_t dev, ggml_backend_dev_props * props) {
+    props->name = device_name(dev);
+    props->description = device_description(dev);
+    props->type = device_type(dev);
+    device_memory(dev, &props->memory_free, &props->memory_total);
+    props->caps = {};  // synchronous, no buffers or events of its own
+}
+
+ggml_backend_t device_init(ggml_backend_dev_t, const char *) { return nullptr; }  // made by onednn_matmul_backend_new only
+ggml_backend_buffer_type_t device_buffer_type(ggml_backend_dev_t) { return ggml_backend_cpu_buffer_type(); }
+bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return ggml_backend_buft_is_host(buft); }
+
+bool device_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
+    if (is_view(op->op)) return true;
+    if (op->op != GGML_OP_MUL_MAT) return false;
+    const ggml_tensor * w = op->src[0];
+    const ggml_tensor * x = op->src[1];
+    // only products with a weight: activation x activation products (attention) stay on ggml
+    const bool weight = w->buffer && ggml_backend_buffer_get_usage(w->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS &&
+                        ggml_backend_buffer_is_host(w->buffer);
+    return weight && (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
+           ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && x->type == GGML_TYPE_F32 &&
+           ggml_is_contiguous(x) && op->type == GGML_TYPE_F32 && ggml_is_contiguous(op) && ggml_nrows(x) >= kMinRows;
+}
+
+const char * reg_name(ggml_backend_reg_t) { return "oneDNN"; }
+size_t reg_device_count(ggml_backend_reg_t) { return 1; }
+ggml_backend_dev_t reg_device(ggml_backend_reg_t reg, size_t) { return static_cast<ggml_backend_dev_t>(reg->context); }
+void * reg_proc_address(ggml_backend_reg_t, const char *) { return nullptr; }
+
+}  // namespace
+
+bool onednn_matmul_available() { return true; }
+
+ggml_backend_t onednn_matmul_backend_new(int n_threads) {
+    auto c = std::make_unique<Context>();
+    // oneDNN falls back to its reference code ("ref:...", orders of magnitude slower) on CPUs without
+    // AVX-512: refuse those at once rather than run the encoders slower than the f32 path
+    std::string impl;
+    try {
+        memory::desc src({64, 64}, dt::bf16, tag::ab), wei({64, 64}, dt::bf16, tag::any), dst({64, 64}, dt::f32, tag::ab);
+        impl = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), c->engine).impl_info_str();
+    } catch (const dnnl::error & e) {
+        impl = std::string("ref (") + e.what() + ")";
+    }
+    if (impl.compare(0, 3, "ref") == 0) {
+        fail(Status::unsupported, "MINICPMO_COMPUTE=bf16: oneDNN has no fast BF16 matrix product for this CPU (it needs "
+                                  "AVX-512; oneDNN offers '" + impl + "'): use MINICPMO_COMPUTE=f32");
+    }
+    c->n_threads = n_threads > 0 ? n_threads : 1;
+    // device and registry entries of this instance only: not in ggml's process-wide registry
+    c->reg.api_version = GGML_BACKEND_API_VERSION;
+    c->reg.iface = {reg_name, reg_device_count, reg_device, reg_proc_address};
+    c->reg.context = &c->device;
+    ggml_backend_device_i di{};
+    di.get_name = device_name;
+    di.get_description = device_description;
+    di.get_memory = device_memory;
+    di.get_type = device_type;
+    di.get_props = device_props;
+    di.init_backend = device_init;
+    di.get_buffer_type = device_buffer_type;
+    di.supports_op = device_supports_op;
+    di.supports_buft = device_supports_buft;
+    c->device.iface = di;
+    c->device.reg = &c->reg;
+    c->device.context = c.get();
+    ggml_backend_i bi{};
+    bi.get_name = backend_name;
+    bi.free = backend_free;
+    bi.graph_compute = graph_compute;
+    Context * raw = c.release();
+    return new ggml_backend{backend_guid(), bi, &raw->device, raw};
+}
+
+void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads) {
+    static_cast<Context *>(backend->context)->n_threads = n_threads > 0 ? n_threads : 1;
+}
+
+#endif
+
+}  // namespace minicpmo

@@ -1,0 +1,28 @@
+// A ggml backend of this project that runs the encoders' matrix products with weights (MUL_MAT whose
+// first operand lives in a weights buffer) through oneDNN in BF16: AMX tiles on Intel Sapphire Rapids
+// and later, AVX-512 BF16 dot products on AMD Zen 4 and Intel Cooper Lake, oneDNN's own choice at run
+// time (CPUID). Everything else stays on ggml's CPU backend; a ComputeBackend puts this one before the
+// CPU in its schedulers, so the graphs stay plain ggml (CUDA, Metal and Vulkan run them unchanged).
+//
+// Each weight matrix is converted to BF16 and re-laid into oneDNN's packed layout the first time a
+// product uses it, and kept (per backend instance, so per session) for the backend's lifetime: an
+// extra BF16 copy of every encoder matrix (the F16 original stays for other devices and the F32 path).
+//
+// Built only with MINICPMO_ONEDNN (oneDNN found at configure time).
+#pragma once
+
+#include "ggml-backend.h"
+
+namespace minicpmo {
+
+// Whether this build has the oneDNN matrix-product backend.
+bool onednn_matmul_available();
+
+// A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws
+// unsupported naming the build option when the build has none.
+ggml_backend_t onednn_matmul_backend_new(int n_threads);
+
+// Sets its thread count (the CPU backend's, kept in step by ComputeBackend).
+void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads);
+
+}  // namespace minicpmo

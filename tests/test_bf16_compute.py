@@ -1,0 +1,113 @@
+"""MINICPMO_COMPUTE=bf16: the encoders' matrix products with weights through oneDNN in BF16
+(core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run time) against the float64 numpy
+references, on the tiny model's F32 weights. Also: a build without oneDNN, or a bad value, says so.
+
+Tolerance: BF16 keeps 8 significant bits, so both operands of every product are rounded by up to
+2^-9 = 2e-3 relative (the weights once, the activations at every product), with F32 accumulation.
+Through the tiny towers (2 ViT layers + resampler; 2 Whisper layers + projector + pooling) that gives
+max-abs errors of 4e-3 to 7e-3 of the largest output value (measured on Intel Sapphire Rapids, AMX;
+printed by each test); 2e-2 leaves room and still catches a wrong layout or transposition (O(1)). The same session in f32 mode meets the
+1e-4 bound of tests/test_vision_encoder.py, and the two runs must differ by more than F32's summation
+noise, which shows the BF16 products ran."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from minicpmo_cpp import MinicpmoError, OmniSession, _testing, build_info
+
+from audio_weights import smooth_mel
+from relative_error import rel
+from reference.audio import AudioReference
+from reference.vision import VisionReference, preprocess
+
+BF16_REL_TOL = 2e-2  # see the module docstring
+F32_REL_TOL = 1e-4   # tests/test_vision_encoder.py, tests/test_audio_encoder.py
+MIN_BF16_EFFECT = 1e-4  # bf16 vs f32 runs: BF16 rounding gives ~1e-3, F32 summation order ~1e-6
+
+
+def _session(path, compute: str) -> OmniSession:
+    # the mode is read when a session's components are made; restored at once (other tests' sessions)
+    old = os.environ.get("MINICPMO_COMPUTE")
+    os.environ["MINICPMO_COMPUTE"] = compute
+    try:
+        s = OmniSession(str(path), n_threads=2, device="cpu", n_ctx=512)
+        s.encode_image(np.zeros((32, 32, 3), np.uint8), max_slice_nums=1)  # makes the vision encoder now
+        _testing.hooks(s).audio_encode_mel(smooth_mel(0, 100), "block")  # and the audio encoder
+        return s
+    finally:
+        if old is None:
+            del os.environ["MINICPMO_COMPUTE"]
+        else:
+            os.environ["MINICPMO_COMPUTE"] = old
+
+
+def _image(w, h):
+    rng = np.random.default_rng(w * 7 + h)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = 127.5 + 100 * np.stack([np.sin(x / (9 + 4 * c) + c) * np.cos(y / (13 + 3 * c)) for c in range(3)], -1)
+    return np.clip(np.rint(img + rng.normal(0, 12, img.shape)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def bf16_and_f32(tiny_f32):
+    if not build_info.MINICPMO_ONEDNN:
+        return None
+    return _session(tiny_f32[0], "bf16"), _session(tiny_f32[0], "f32")
+
+
+@pytest.mark.sanitize  # the sanitizer build has no oneDNN: CI checks the refusal there
+def test_bf16_needs_onednn_or_runs(tiny_f32, bf16_and_f32):
+    if build_info.MINICPMO_ONEDNN:
+        assert bf16_and_f32 is not None
+        return
+    # a build without oneDNN refuses clearly, naming what to install
+    with pytest.raises(MinicpmoError, match="oneDNN.*libdnnl-dev"):
+        _session(tiny_f32[0], "bf16")
+
+
+@pytest.mark.sanitize
+def test_a_bad_compute_value_is_refused(tiny_f32):
+    with pytest.raises(MinicpmoError, match="MINICPMO_COMPUTE='f8'.*f32 or bf16"):
+        _session(tiny_f32[0], "f8")
+
+
+@pytest.mark.parametrize("size", [(448, 448), (1024, 768)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
+    if bf16_and_f32 is None:
+        assert not build_info.MINICPMO_ONEDNN
+        return  # test_bf16_needs_onednn_or_runs checks this build's refusal
+    bf16, f32 = bf16_and_f32
+    sd, cfg = tiny_state
+    vref = VisionReference(sd, cfg)
+    img = _image(*size)
+    _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
+    want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
+    got, exact = bf16.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9)
+    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
+    print(f"vision {size}: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
+    assert e_bf16 < BF16_REL_TOL
+    assert e_f32 < F32_REL_TOL
+    assert effect > MIN_BF16_EFFECT
+
+
+@pytest.mark.parametrize("n_frames", [257, 3000])
+def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
+    if bf16_and_f32 is None:
+        assert not build_info.MINICPMO_ONEDNN
+        return  # test_bf16_needs_onednn_or_runs checks this build's refusal
+    bf16, f32 = bf16_and_f32
+    sd, cfg = tiny_state
+    aref = AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
+    mel = smooth_mel(n_frames, n_frames)
+    want = aref.project_and_pool(aref.encode(mel, "block"))
+    got, _ = _testing.hooks(bf16).audio_encode_mel(mel, "block")
+    exact, _ = _testing.hooks(f32).audio_encode_mel(mel, "block")
+    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
+    print(f"audio {n_frames} frames: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
+    assert e_bf16 < BF16_REL_TOL
+    assert e_f32 < F32_REL_TOL
+    assert effect > MIN_BF16_EFFECT
