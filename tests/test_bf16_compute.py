@@ -1,11 +1,12 @@
-"""MINICPMO_COMPUTE=bf16: the encoders' matrix products with weights through oneDNN in BF16
-(core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run time) against the float64 numpy
-references, on the tiny model's F32 weights. Also: a build without oneDNN, or a bad value, says so.
+"""MINICPMO_COMPUTE=bf16: the matrix products of the vision tower, the Whisper encoder and the
+Token2Wav flow through oneDNN in BF16 (core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run
+time) against the float64 numpy references, on the tiny model's F32 weights. Also: a build without
+oneDNN, or a bad value, says so.
 
 Tolerance: BF16 keeps 8 significant bits, so both operands of every product are rounded by up to
 2^-9 = 2e-3 relative (the weights once, the activations at every product), with F32 accumulation.
 Through the tiny towers (2 ViT layers + resampler; 2 Whisper layers + projector + pooling) that gives
-max-abs errors of 4e-3 to 7e-3 of the largest output value (measured on Intel Sapphire Rapids, AMX;
+max-abs errors of 4e-3 to 8e-3 of the largest output value (measured on Intel Sapphire Rapids, AMX;
 printed by each test); 2e-2 leaves room and still catches a wrong layout or transposition (O(1)). The same session in f32 mode meets the
 1e-4 bound of tests/test_vision_encoder.py, and the two runs must differ by more than F32's summation
 noise, which shows the BF16 products ran."""
@@ -110,4 +111,45 @@ def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
     print(f"audio {n_frames} frames: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
     assert e_bf16 < BF16_REL_TOL
     assert e_f32 < F32_REL_TOL
+    assert effect > MIN_BF16_EFFECT
+
+
+def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
+    """The Token2Wav flow's CFM (encoder-free part: 3 Euler steps of the DiT, both CFG branches) with
+    an injected noise buffer, 40 frames (80 rows per product with the CFG batch)."""
+    import test_flow_runtime as flow_tests
+    from minicpmo_cpp._testing import Flow
+
+    def make(compute):
+        old = os.environ.get("MINICPMO_COMPUTE")
+        os.environ["MINICPMO_COMPUTE"] = compute
+        try:
+            return Flow(str(tiny_f32[1]), n_threads=1)
+        finally:
+            if old is None:
+                del os.environ["MINICPMO_COMPUTE"]
+            else:
+                os.environ["MINICPMO_COMPUTE"] = old
+
+    if not build_info.MINICPMO_ONEDNN:
+        with pytest.raises(MinicpmoError, match="oneDNN"):
+            make("bf16")
+        return
+    ref = flow_tests.flow_reference(tiny_hf / "assets" / "token2wav")
+    rng = np.random.default_rng(5)
+    T = 40
+    mu, cond = (rng.standard_normal((80, T)).astype(np.float32) for _ in range(2))
+    spk = rng.standard_normal(80).astype(np.float32)
+    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
+    want = ref.cfm(mu, spk, cond, noise, flow_tests.N_STEPS)[0]
+    outs = {}
+    for compute in ("bf16", "f32"):
+        f = make(compute)
+        f.set_noise(noise)
+        outs[compute] = f.cfm(mu, spk, cond)
+    e_bf16, e_f32 = rel(outs["bf16"], want), rel(outs["f32"], want)
+    effect = rel(outs["bf16"], np.asarray(outs["f32"], np.float64))
+    print(f"flow cfm {T} frames: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
+    assert e_bf16 < BF16_REL_TOL
+    assert e_f32 < flow_tests.TOL["f32"]
     assert effect > MIN_BF16_EFFECT

@@ -44,11 +44,14 @@ x86_linux = pytest.mark.skipif(
     reason="the explicit switches are chosen on x86-64 Linux only (elsewhere ON means GGML_NATIVE)")
 
 
-def configure(build: Path, native: bool) -> tuple[dict[str, str], str]:
-    """Configures the project; returns the printed switches and the generated build.ninja."""
+def configure(build: Path, native: bool, variants: bool | None = False) -> tuple[dict[str, str], str]:
+    """Configures the project (variants None: the default run-time dispatch setting); returns the
+    printed switches and the generated build.ninja."""
     cmd = ["cmake", "-S", str(REPO), "-B", str(build), "-G", "Ninja", "-DMINICPMO_BUILD_PYTHON=OFF",
            "-DMINICPMO_CCACHE=OFF", f"-DMINICPMO_LLAMA_CPP_DIR={LLAMA_CPP_DIR}",
            f"-DMINICPMO_NATIVE={'ON' if native else 'OFF'}"]
+    if variants is not None:
+        cmd.append(f"-DMINICPMO_CPU_VARIANTS={'ON' if variants else 'OFF'}")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = re.search(r"minicpmo: ggml CPU kernels: (.*)", out)
     assert line, out
@@ -90,11 +93,46 @@ def test_native_switches_follow_the_compilers_native_target(tmp_path):
 
 
 @x86_linux
-def test_default_is_the_portable_x86_set(tmp_path):
-    switches, ninja = configure(tmp_path / "portable", native=False)
+def test_one_linked_set_is_the_portable_x86_set(tmp_path):
+    switches, ninja = configure(tmp_path / "portable", native=False, variants=False)
+    assert switches["GGML_BACKEND_DL"] == "OFF" and switches["GGML_CPU_ALL_VARIANTS"] == "OFF"
     assert switches["GGML_NATIVE"] == "OFF"
     for name in list(MACROS) + AMX:
         assert switches[name] == ("ON" if name in PORTABLE_ON else "OFF"), name
     flags = ggml_cpu_flags(ninja)
     assert "-mavx2" in flags and "-mfma" in flags
     assert not any(f.startswith(("-mavx512", "-mamx", "-march=")) for f in flags)
+
+
+# the x86-64 levels shipped (cmake/CpuFeatures.cmake) -> a -m flag each one's objects must have and one
+# they must not (the next level up)
+SHIPPED = {"x64": (None, "-mavx"), "haswell": ("-mavx2", "-mavx512f"), "skylakex": ("-mavx512f", "-mavx512vnni"),
+           "cascadelake": ("-mavx512vnni", "-mavx512vbmi"), "icelake": ("-mavx512vbmi", "-mavx512bf16"),
+           "zen4": ("-mavx512bf16", "-mamx-tile"), "alderlake": ("-mavxvnni", "-mavx512f")}
+
+
+def variant_flags(ninja: str, tag: str) -> tuple[set[str], list[str]]:
+    """The -m flags and the source files of one CPU variant's compile lines."""
+    flags, sources = set(), []
+    for block in ninja.split("\nbuild ")[1:]:
+        head = block.split("\n", 1)[0]
+        if f"ggml-cpu-{tag}.dir/" in head and "FLAGS = " in block:
+            flags |= set(re.findall(r"(-m[a-z0-9.=-]+)", block))
+            sources += [Path(f).name for f in head.split(":", 1)[1].split()[1:] if f.endswith((".c", ".cpp"))]
+    return flags, sources
+
+
+@x86_linux
+def test_default_builds_the_shipped_levels_and_empties_the_rest(tmp_path):
+    switches, ninja = configure(tmp_path / "variants", native=False, variants=None)
+    assert switches["GGML_BACKEND_DL"] == "ON" and switches["GGML_CPU_ALL_VARIANTS"] == "ON"
+    for tag, (must, must_not) in SHIPPED.items():
+        flags, sources = variant_flags(ninja, tag)
+        assert len(sources) > 10, (tag, sources)  # ggml-cpu's own sources
+        assert must is None or must in flags, (tag, sorted(flags))
+        assert must_not not in flags, (tag, sorted(flags))
+    for tag in ("sse42", "sandybridge", "ivybridge", "piledriver", "cannonlake", "cooperlake", "sapphirerapids"):
+        # ggml's kernels are not compiled for it (its small feature-check file still is)
+        _, sources = variant_flags(ninja, tag)
+        assert "unshipped_cpu_variant.c" in sources and "ggml-cpu.c" not in sources and "ops.cpp" not in sources, \
+            (tag, sources)

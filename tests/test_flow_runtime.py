@@ -36,6 +36,10 @@ def assets(tiny_hf):
 
 @pytest.fixture(scope="module")
 def ref(assets):
+    return flow_reference(assets)
+
+
+def flow_reference(assets) -> FlowReference:
     """float64 reference of the tiny flow, from flow.pt and flow.yaml."""
     src = _import_convert(".torch_zip").TorchZipSource.open(assets / "flow.pt")
     state = {n: src.float32(n) for n in src.names()}

@@ -104,10 +104,10 @@ ComputeType compute_type_from_env() {
     fail(Status::invalid_argument, std::string("MINICPMO_COMPUTE='") + env + "': expected f32 or bf16");
 }
 
-ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads) : device_(device) {
+ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, Products products) : device_(device) {
     ensure_llama_initialized();
-    // before any backend exists, so that a refusal leaks nothing
-    const bool bf16 = !device && compute_type_from_env() == ComputeType::bf16;
+    // before any backend exists, so that a refusal leaks nothing; the value is checked for every component
+    const bool bf16 = compute_type_from_env() == ComputeType::bf16 && !device && products == Products::bf16_when_asked;
     if (bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads));
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);
@@ -134,6 +134,10 @@ void ComputeBackend::set_n_threads(int n_threads) {
         ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"));
     if (set) set(cpu_, resolve_threads(n_threads));
     if (matmul_) onednn_matmul_set_n_threads(matmul_, resolve_threads(n_threads));
+}
+
+std::string ComputeBackend::take_products_error() const {
+    return matmul_ ? onednn_matmul_take_error(matmul_) : std::string();
 }
 
 std::vector<ggml_backend_t> ComputeBackend::backends() const {
@@ -180,7 +184,9 @@ void GraphRunner::allocate(ggml_cgraph * graph) {
 void GraphRunner::compute(ggml_cgraph * graph) {
     const ggml_status st = ggml_backend_sched_graph_compute(sched_, graph);
     if (st != GGML_STATUS_SUCCESS) {
-        fail(Status::internal, std::string("ggml graph compute failed: ") + ggml_status_to_string(st));
+        const std::string why = backend_.take_products_error();
+        fail(Status::internal, std::string("ggml graph compute failed: ") + ggml_status_to_string(st) +
+                                   (why.empty() ? "" : " (oneDNN BF16 products: " + why + ")"));
     }
     GraphPlacement g;
     g.graphs = 1;

@@ -41,15 +41,25 @@ ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 enum class ComputeType { f32, bf16 };
 ComputeType compute_type_from_env();
 
+// Whether a component may run its matrix products in BF16 when MINICPMO_COMPUTE=bf16: the encoders
+// and the flow (GEMM-bound, smooth outputs); not the TTS decoder (memory-bound one-row products whose
+// logits pick tokens) nor HiFT (its F0 is integrated into a phase, which turns small errors into
+// sample-level waveform changes).
+enum class Products { exact, bf16_when_asked };
+
 class ComputeBackend {
 public:
-    ComputeBackend(ComputeDevice device, int n_threads);
+    ComputeBackend(ComputeDevice device, int n_threads, Products products = Products::exact);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;
 
     void set_n_threads(int n_threads);
     ComputeDevice device() const { return device_; }
+    // whether matrix products run in BF16 through oneDNN (MINICPMO_COMPUTE=bf16 on the CPU)
+    bool bf16_products() const { return matmul_ != nullptr; }
+    // why the BF16 products failed in the last graph ("" when they did not)
+    std::string take_products_error() const;
     // the CPU backend or the CPU's BF16 matrix products
     bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
     // Backends in scheduler priority order (the device first when there is one, then the BF16 matrix

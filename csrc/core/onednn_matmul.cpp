@@ -2,6 +2,8 @@
 
 #include "core/error.h"
 
+#include <string>
+
 #ifdef MINICPMO_ONEDNN
 #include <omp.h>
 
@@ -11,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ggml-backend-impl.h"  // the backend and device interfaces a backend fills in (pinned ggml)
@@ -29,6 +32,8 @@ ggml_backend_t onednn_matmul_backend_new(int) {
 }
 
 void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
+
+std::string onednn_matmul_take_error(ggml_backend_t) { return ""; }
 
 #else
 
@@ -58,6 +63,29 @@ struct Product {
     memory src_bf16;
 };
 
+struct ActivationProduct {
+    dnnl::matmul matmul;
+    dnnl::reorder src_to_bf16, wei_to_bf16;
+    memory src, wei;  // BF16 scratch
+};
+
+// memory::desc has operator== but no ordering: activation products are keyed by their three
+// descriptors' dims and strides
+struct DescKeyLess {
+    static std::vector<int64_t> flat(const memory::desc & d) {
+        const memory::dims dims = d.dims();
+        std::vector<int64_t> v(dims.begin(), dims.end());
+        for (int i = 0; i < d.data.ndims; ++i) v.push_back(d.data.format_desc.blocking.strides[i]);
+        return v;
+    }
+    bool operator()(const std::tuple<memory::desc, memory::desc, memory::desc> & x,
+                    const std::tuple<memory::desc, memory::desc, memory::desc> & y) const {
+        const auto fx = std::make_tuple(flat(std::get<0>(x)), flat(std::get<1>(x)), flat(std::get<2>(x)));
+        const auto fy = std::make_tuple(flat(std::get<0>(y)), flat(std::get<1>(y)), flat(std::get<2>(y)));
+        return fx < fy;
+    }
+};
+
 struct Context {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
@@ -65,7 +93,9 @@ struct Context {
     std::map<std::array<int64_t, 4>, PackedWeight> weights;  // (data address, type, K, N)
     std::map<std::array<int64_t, 2>, memory::desc> layouts;  // (K, N) -> packed weight layout
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
+    std::map<std::tuple<memory::desc, memory::desc, memory::desc>, ActivationProduct, DescKeyLess> activation_products;
     std::vector<float> staging;                              // one weight in F32 while it is packed
+    std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
     ggml_backend_device device{};
 };
@@ -114,7 +144,50 @@ Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
 }
 
+bool is_weight(const ggml_tensor * t) {
+    return t->buffer && ggml_backend_buffer_get_usage(t->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
+}
+
+// ggml's [ne0, ne1, ne2, ne3] F32 tensor with byte strides nb as oneDNN dims {ne3, ne2, rows, cols}
+// with element strides, where (rows, cols) = (ne1, ne0), or (ne0, ne1) when `transposed`
+memory::desc strided_f32(const ggml_tensor * t, bool transposed) {
+    const auto e = [&](int d) { return static_cast<memory::dim>(t->nb[d] / sizeof(float)); };
+    const int r = transposed ? 0 : 1, k = transposed ? 1 : 0;
+    return memory::desc({t->ne[3], t->ne[2], t->ne[r], t->ne[k]}, dt::f32, memory::dims{e(3), e(2), e(r), e(k)});
+}
+
+// activation x activation (attention scores and weighted sums): both operands rounded to BF16 per
+// call, in whatever layout oneDNN's kernel prefers
+void mul_mat_activations(Context & c, ggml_tensor * node) {
+    const ggml_tensor * a = node->src[0];  // [K, N, ne2, ne3]
+    const ggml_tensor * b = node->src[1];  // [K, M, ne2, ne3]
+    const memory::desc src_f32 = strided_f32(b, false), wei_f32 = strided_f32(a, true), dst_f32 = strided_f32(node, false);
+    auto it = c.activation_products.find(std::make_tuple(src_f32, wei_f32, dst_f32));
+    if (it == c.activation_products.end()) {
+        ActivationProduct p;
+        memory::desc src({b->ne[3], b->ne[2], b->ne[1], b->ne[0]}, dt::bf16, tag::any);
+        memory::desc wei({a->ne[3], a->ne[2], a->ne[0], a->ne[1]}, dt::bf16, tag::any);
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst_f32), c.engine);
+        p.matmul = dnnl::matmul(pd);
+        p.src = memory(pd.src_desc(), c.engine);
+        p.wei = memory(pd.weights_desc(), c.engine);
+        p.src_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, src_f32, c.engine, pd.src_desc()));
+        p.wei_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, wei_f32, c.engine, pd.weights_desc()));
+        it = c.activation_products.emplace(std::make_tuple(src_f32, wei_f32, dst_f32), std::move(p)).first;
+    }
+    ActivationProduct & p = it->second;
+    memory src(src_f32, c.engine, b->data), wei(wei_f32, c.engine, a->data), dst(dst_f32, c.engine, node->data);
+    p.src_to_bf16.execute(c.stream, src, p.src);
+    p.wei_to_bf16.execute(c.stream, wei, p.wei);
+    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.wei}, {DNNL_ARG_DST, dst}});
+    c.stream.wait();
+}
+
 void mul_mat(Context & c, ggml_tensor * node) {
+    if (!is_weight(node->src[0])) {
+        mul_mat_activations(c, node);
+        return;
+    }
     const ggml_tensor * w = node->src[0];
     const ggml_tensor * x = node->src[1];
     const int64_t K = w->ne[0], N = w->ne[1], M = ggml_nrows(x);
@@ -153,8 +226,10 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
             mul_mat(c, node);
         }
     } catch (const std::bad_alloc &) {
+        c.last_error = "out of memory";
         return GGML_STATUS_ALLOC_FAILED;
-    } catch (...) {  // dnnl::error, or ours: nothing may cross ggml's C code
+    } catch (const std::exception & e) {  // dnnl::error, or ours: nothing may cross ggml's C code
+        c.last_error = e.what();
         return GGML_STATUS_FAILED;
     }
     return GGML_STATUS_SUCCESS;
@@ -185,17 +260,30 @@ ggml_backend_t device_init(ggml_backend_dev_t, const char *) { return nullptr; }
 ggml_backend_buffer_type_t device_buffer_type(ggml_backend_dev_t) { return ggml_backend_cpu_buffer_type(); }
 bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return ggml_backend_buft_is_host(buft); }
 
+// element strides of an F32 tensor (oneDNN's descriptors count elements)
+bool f32_strided(const ggml_tensor * t) {
+    if (t->type != GGML_TYPE_F32) return false;
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+        if (t->nb[d] % sizeof(float) != 0) return false;
+    }
+    return true;
+}
+
 bool device_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
     if (is_view(op->op)) return true;
     if (op->op != GGML_OP_MUL_MAT) return false;
     const ggml_tensor * w = op->src[0];
     const ggml_tensor * x = op->src[1];
-    // only products with a weight: activation x activation products (attention) stay on ggml
-    const bool weight = w->buffer && ggml_backend_buffer_get_usage(w->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS &&
-                        ggml_backend_buffer_is_host(w->buffer);
-    return weight && (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
-           ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && x->type == GGML_TYPE_F32 &&
-           ggml_is_contiguous(x) && op->type == GGML_TYPE_F32 && ggml_is_contiguous(op) && ggml_nrows(x) >= kMinRows;
+    if (op->type != GGML_TYPE_F32 || !ggml_is_contiguous(op) || x->type != GGML_TYPE_F32) return false;
+    if (is_weight(w)) {
+        return ggml_backend_buffer_is_host(w->buffer) &&
+               (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
+               ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) && ggml_nrows(x) >= kMinRows;
+    }
+    // activation x activation (attention): same batch dims (no broadcast), F32 in any element strides,
+    // and big enough products (scores of >= 32 queries and keys)
+    return f32_strided(w) && f32_strided(x) && w->ne[2] == x->ne[2] && w->ne[3] == x->ne[3] &&
+           x->ne[1] >= kMinRows && w->ne[1] >= kMinRows && w->ne[0] >= 16;
 }
 
 const char * reg_name(ggml_backend_reg_t) { return "oneDNN"; }
@@ -250,6 +338,12 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads) {
 
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads) {
     static_cast<Context *>(backend->context)->n_threads = n_threads > 0 ? n_threads : 1;
+}
+
+std::string onednn_matmul_take_error(ggml_backend_t backend) {
+    std::string e;
+    e.swap(static_cast<Context *>(backend->context)->last_error);
+    return e;
 }
 
 #endif

@@ -11,6 +11,8 @@
 // Built only with MINICPMO_ONEDNN (oneDNN found at configure time).
 #pragma once
 
+#include <string>
+
 #include "ggml-backend.h"
 
 namespace minicpmo {
@@ -24,5 +26,8 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads);
 
 // Sets its thread count (the CPU backend's, kept in step by ComputeBackend).
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads);
+
+// Why its last graph failed (oneDNN's message), cleared by the call; "" when nothing failed.
+std::string onednn_matmul_take_error(ggml_backend_t backend);
 
 }  // namespace minicpmo

@@ -71,7 +71,7 @@ struct FlowDecoder::EncoderRun {
 };
 
 FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed)
-    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())),
+    : model_(std::move(model)), backend_(device, n_threads, Products::bf16_when_asked), runner_(backend_, graph_nodes(model_->hparams())),
       seed_(seed) {
 }
 

@@ -25,7 +25,7 @@ size_t graph_nodes(const VisionHparams & hp) {
 }  // namespace
 
 VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads)
-    : model_(std::move(model)), backend_(device, n_threads), runner_(backend_, graph_nodes(model_->hparams())) {}
+    : model_(std::move(model)), backend_(device, n_threads, Products::bf16_when_asked), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
     const VisionHparams & hp = model_->hparams();
@@ -72,7 +72,7 @@ void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vec
     ggml_tensor * key_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_out, L);
     ggml_set_input(key_pos);
 
-    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32());
+    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32(), !backend_.bf16_products());
     ggml_set_output(vit);
     ggml_tensor * emb = build_resampler(ctx, *model_, vit, key_pos);
     ggml_set_output(emb);

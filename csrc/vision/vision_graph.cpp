@@ -16,15 +16,16 @@ ggml_tensor * gelu_tanh_exact(ggml_context * ctx, ggml_tensor * x) {
 }
 
 // Multi-head attention of q [hd*H, Lq, B] over k, v [hd*H, Lk, B]; returns [hd*H, Lq, B].
-// `exact`: scores and weighted sum in F32 (F32 models, compared with the float reference at
-// 1e-4); otherwise ggml's fused flash attention with F16 keys/values, as upstream's clip runs it
-// (about 1e-3 relative, below the rounding of F16 or quantized weights, and faster on CPU).
+// `fused`: ggml's fused flash attention with F16 keys/values, as upstream's clip runs it (about 1e-3
+// relative, below the rounding of F16 or quantized weights, and faster on ggml's CPU kernels);
+// otherwise scores and weighted sum as two matrix products and a softmax in F32 (F32 models, compared
+// with the float reference at 1e-4; and BF16 sessions, whose products run in oneDNN).
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int n_head,
-                        bool exact) {
+                        bool fused) {
     const int64_t width = q->ne[0], hd = width / n_head, Lq = q->ne[1], Lk = k->ne[1], B = k->ne[2];
     q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, hd, n_head, Lq, q->ne[2]), 0, 2, 1, 3);  // [hd, Lq, H, B]
     k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, n_head, Lk, B), 0, 2, 1, 3);         // [hd, Lk, H, B]
-    if (!exact) {
+    if (fused) {
         v = ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, n_head, Lk, B), 0, 2, 1, 3);
         ggml_tensor * o = ggml_flash_attn_ext(ctx, q, ggml_cast(ctx, k, GGML_TYPE_F16), ggml_cast(ctx, v, GGML_TYPE_F16),
                                               nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
@@ -41,12 +42,12 @@ ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, gg
 }  // namespace
 
 ggml_tensor * build_siglip(ggml_context * ctx, const VisionModel & m, ggml_tensor * patches, ggml_tensor * pos_ids,
-                           bool exact) {
+                           bool exact, bool fused_attention) {
     const VisionHparams & hp = m.hparams();
     ggml_tensor * x = linear(ctx, patches, m.patch_w(), m.patch_b());  // [D, L, B]
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));   // position rows broadcast over B
     const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
-        return attention(ctx, q, k, v, hp.n_head, exact);
+        return attention(ctx, q, k, v, hp.n_head, fused_attention && !exact);
     };
     const ActivationFn gelu = [&](ggml_tensor * h) { return exact ? gelu_tanh_exact(ctx, h) : ggml_gelu(ctx, h); };
     for (const PreLnLayer & L : m.layers()) x = pre_ln_block(ctx, x, L, hp.eps, attend, gelu);
@@ -64,7 +65,7 @@ ggml_tensor * build_resampler(ggml_context * ctx, const VisionModel & m, ggml_te
     q = ggml_repeat_4d(ctx, q, q->ne[0], q->ne[1], B, 1);                                // [E, Q, B]
     ggml_tensor * k = linear(ctx, ggml_add(ctx, kv, key_pos), r.k_w, r.k_b);            // [E, L, B]
     ggml_tensor * v = linear(ctx, kv, r.v_w, r.v_b);
-    ggml_tensor * o = linear(ctx, attention(ctx, q, k, v, hp.n_head_resampler, m.weights_f32()), r.o_w, r.o_b);
+    ggml_tensor * o = linear(ctx, attention(ctx, q, k, v, hp.n_head_resampler, /*fused=*/!m.weights_f32()), r.o_w, r.o_b);
     o = layer_norm(ctx, o, r.ln_post_w, r.ln_post_b, hp.eps_resampler);
     return ggml_mul_mat(ctx, r.proj, o);  // [E, Q, B]
 }
