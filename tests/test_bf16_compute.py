@@ -13,6 +13,7 @@ noise, which shows the BF16 products ran."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -24,21 +25,21 @@ from audio_weights import smooth_mel
 from relative_error import rel
 from reference.audio import AudioReference
 from reference.vision import VisionReference, preprocess
+from test_vision_encoder import smooth_noise_image
 
 BF16_REL_TOL = 2e-2  # see the module docstring
 F32_REL_TOL = 1e-4   # tests/test_vision_encoder.py, tests/test_audio_encoder.py
 MIN_BF16_EFFECT = 1e-4  # bf16 vs f32 runs: BF16 rounding gives ~1e-3, F32 summation order ~1e-6
 
 
-def _session(path, compute: str) -> OmniSession:
-    # the mode is read when a session's components are made; restored at once (other tests' sessions)
+@contextlib.contextmanager
+def _compute(value: str):
+    """MINICPMO_COMPUTE=value while components are made (they read it then); restored at once so that
+    other tests' sessions keep the default."""
     old = os.environ.get("MINICPMO_COMPUTE")
-    os.environ["MINICPMO_COMPUTE"] = compute
+    os.environ["MINICPMO_COMPUTE"] = value
     try:
-        s = OmniSession(str(path), n_threads=2, device="cpu", n_ctx=512)
-        s.encode_image(np.zeros((32, 32, 3), np.uint8), max_slice_nums=1)  # makes the vision encoder now
-        _testing.hooks(s).audio_encode_mel(smooth_mel(0, 100), "block")  # and the audio encoder
-        return s
+        yield
     finally:
         if old is None:
             del os.environ["MINICPMO_COMPUTE"]
@@ -46,11 +47,21 @@ def _session(path, compute: str) -> OmniSession:
             os.environ["MINICPMO_COMPUTE"] = old
 
 
-def _image(w, h):
-    rng = np.random.default_rng(w * 7 + h)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = 127.5 + 100 * np.stack([np.sin(x / (9 + 4 * c) + c) * np.cos(y / (13 + 3 * c)) for c in range(3)], -1)
-    return np.clip(np.rint(img + rng.normal(0, 12, img.shape)), 0, 255).astype(np.uint8)
+def _session(path, compute: str) -> OmniSession:
+    with _compute(compute):
+        s = OmniSession(str(path), n_threads=2, device="cpu", n_ctx=512)
+        s.encode_image(np.zeros((32, 32, 3), np.uint8), max_slice_nums=1)  # makes the vision encoder now
+        _testing.hooks(s).audio_encode_mel(smooth_mel(0, 100), "block")  # and the audio encoder
+        return s
+
+
+def _check(label: str, got, exact, want, f32_tol: float = F32_REL_TOL) -> None:
+    """BF16 output `got` and exact-path output `exact` against the float64 reference `want`."""
+    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
+    print(f"{label}: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
+    assert e_bf16 < BF16_REL_TOL
+    assert e_f32 < f32_tol
+    assert effect > MIN_BF16_EFFECT
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +95,10 @@ def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
     bf16, f32 = bf16_and_f32
     sd, cfg = tiny_state
     vref = VisionReference(sd, cfg)
-    img = _image(*size)
+    img = smooth_noise_image(*size)
     _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
     want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
-    got, exact = bf16.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9)
-    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
-    print(f"vision {size}: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
-    assert e_bf16 < BF16_REL_TOL
-    assert e_f32 < F32_REL_TOL
-    assert effect > MIN_BF16_EFFECT
+    _check(f"vision {size}", bf16.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9), want)
 
 
 @pytest.mark.parametrize("n_frames", [257, 3000])
@@ -107,11 +113,7 @@ def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
     want = aref.project_and_pool(aref.encode(mel, "block"))
     got, _ = _testing.hooks(bf16).audio_encode_mel(mel, "block")
     exact, _ = _testing.hooks(f32).audio_encode_mel(mel, "block")
-    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
-    print(f"audio {n_frames} frames: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
-    assert e_bf16 < BF16_REL_TOL
-    assert e_f32 < F32_REL_TOL
-    assert effect > MIN_BF16_EFFECT
+    _check(f"audio {n_frames} frames", got, exact, want)
 
 
 def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
@@ -121,15 +123,8 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
     from minicpmo_cpp._testing import Flow
 
     def make(compute):
-        old = os.environ.get("MINICPMO_COMPUTE")
-        os.environ["MINICPMO_COMPUTE"] = compute
-        try:
+        with _compute(compute):
             return Flow(str(tiny_f32[1]), n_threads=1)
-        finally:
-            if old is None:
-                del os.environ["MINICPMO_COMPUTE"]
-            else:
-                os.environ["MINICPMO_COMPUTE"] = old
 
     if not build_info.MINICPMO_ONEDNN:
         with pytest.raises(MinicpmoError, match="oneDNN"):
@@ -147,9 +142,4 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
         f = make(compute)
         f.set_noise(noise)
         outs[compute] = f.cfm(mu, spk, cond)
-    e_bf16, e_f32 = rel(outs["bf16"], want), rel(outs["f32"], want)
-    effect = rel(outs["bf16"], np.asarray(outs["f32"], np.float64))
-    print(f"flow cfm {T} frames: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
-    assert e_bf16 < BF16_REL_TOL
-    assert e_f32 < flow_tests.TOL["f32"]
-    assert effect > MIN_BF16_EFFECT
+    _check(f"flow cfm {T} frames", outs["bf16"], outs["f32"], want, flow_tests.TOL["f32"])
