@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <dnnl.hpp>
 #include <map>
@@ -54,20 +55,21 @@ struct PackedWeight {
     memory packed;  // BF16, oneDNN's blocked layout
 };
 
-// One product shape: the matmul and the reorder that rounds the F32 activations to BF16, with the BF16
-// scratch they share.
+// One product shape: the matmul and the reorder that rounds the F32 activations to BF16
 struct Product {
     dnnl::matmul matmul;
     dnnl::reorder to_bf16;
-    memory::desc src_f32, dst_f32;
-    memory src_bf16;
+    memory::desc src_f32, src_bf16, dst_f32;
 };
 
 struct ActivationProduct {
     dnnl::matmul matmul;
     dnnl::reorder src_to_bf16, wei_to_bf16;
-    memory src, wei;  // BF16 scratch
+    memory::desc src_bf16, wei_bf16;
 };
+
+// product shapes kept (each a few JIT kernels; image sizes vary): past this the caches start again
+constexpr size_t kMaxShapes = 64;
 
 // memory::desc has operator== but no ordering: activation products are keyed by their three
 // descriptors' dims and strides
@@ -95,6 +97,7 @@ struct Context {
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
     std::map<std::tuple<memory::desc, memory::desc, memory::desc>, ActivationProduct, DescKeyLess> activation_products;
     std::vector<float> staging;                              // one weight in F32 while it is packed
+    std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
     ggml_backend_device device{};
@@ -133,15 +136,21 @@ const memory & packed_weight(Context & c, const ggml_tensor * w) {
 Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     auto it = c.products.find({M, K, N});
     if (it != c.products.end()) return it->second;
+    if (c.products.size() >= kMaxShapes) c.products.clear();
     Product p;
     p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
+    p.src_bf16 = memory::desc({M, K}, dt::bf16, tag::ab);
     p.dst_f32 = memory::desc({M, N}, dt::f32, tag::ab);
-    memory::desc src_bf16({M, K}, dt::bf16, tag::ab);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_bf16, layout(c, K, N), p.dst_f32), c.engine);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src_bf16, layout(c, K, N), p.dst_f32), c.engine);
     p.matmul = dnnl::matmul(pd);
-    p.src_bf16 = memory(src_bf16, c.engine);
-    p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, src_bf16));
+    p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_bf16));
     return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
+}
+
+// a memory object for `desc` over one of the context's scratch buffers, grown as needed
+memory scratch(Context & c, std::vector<uint8_t> & buffer, const memory::desc & desc) {
+    if (buffer.size() < desc.get_size()) buffer.resize(desc.get_size());
+    return memory(desc, c.engine, buffer.data());
 }
 
 bool is_weight(const ggml_tensor * t) {
@@ -164,22 +173,24 @@ void mul_mat_activations(Context & c, ggml_tensor * node) {
     const memory::desc src_f32 = strided_f32(b, false), wei_f32 = strided_f32(a, true), dst_f32 = strided_f32(node, false);
     auto it = c.activation_products.find(std::make_tuple(src_f32, wei_f32, dst_f32));
     if (it == c.activation_products.end()) {
+        if (c.activation_products.size() >= kMaxShapes) c.activation_products.clear();
         ActivationProduct p;
         memory::desc src({b->ne[3], b->ne[2], b->ne[1], b->ne[0]}, dt::bf16, tag::any);
         memory::desc wei({a->ne[3], a->ne[2], a->ne[0], a->ne[1]}, dt::bf16, tag::any);
         dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst_f32), c.engine);
         p.matmul = dnnl::matmul(pd);
-        p.src = memory(pd.src_desc(), c.engine);
-        p.wei = memory(pd.weights_desc(), c.engine);
+        p.src_bf16 = pd.src_desc();
+        p.wei_bf16 = pd.weights_desc();
         p.src_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, src_f32, c.engine, pd.src_desc()));
         p.wei_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, wei_f32, c.engine, pd.weights_desc()));
         it = c.activation_products.emplace(std::make_tuple(src_f32, wei_f32, dst_f32), std::move(p)).first;
     }
     ActivationProduct & p = it->second;
     memory src(src_f32, c.engine, b->data), wei(wei_f32, c.engine, a->data), dst(dst_f32, c.engine, node->data);
-    p.src_to_bf16.execute(c.stream, src, p.src);
-    p.wei_to_bf16.execute(c.stream, wei, p.wei);
-    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, p.wei}, {DNNL_ARG_DST, dst}});
+    memory src_bf16 = scratch(c, c.scratch_src, p.src_bf16), wei_bf16 = scratch(c, c.scratch_wei, p.wei_bf16);
+    p.src_to_bf16.execute(c.stream, src, src_bf16);
+    p.wei_to_bf16.execute(c.stream, wei, wei_bf16);
+    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wei_bf16}, {DNNL_ARG_DST, dst}});
     c.stream.wait();
 }
 
@@ -195,8 +206,9 @@ void mul_mat(Context & c, ggml_tensor * node) {
     Product & p = product(c, M, K, N);
     memory src(p.src_f32, c.engine, x->data);
     memory dst(p.dst_f32, c.engine, node->data);
-    p.to_bf16.execute(c.stream, src, p.src_bf16);
-    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, p.src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    memory src_bf16 = scratch(c, c.scratch_src, p.src_bf16);
+    p.to_bf16.execute(c.stream, src, src_bf16);
+    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
     c.stream.wait();
 }
 
