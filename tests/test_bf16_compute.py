@@ -1,5 +1,5 @@
-"""MINICPMO_COMPUTE=bf16: the matrix products of the vision tower, the Whisper encoder and the
-Token2Wav flow through oneDNN in BF16 (core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run
+"""compute_type="bf16" (or MINICPMO_COMPUTE=bf16): the matrix products of the vision tower, the Whisper
+encoder and the Token2Wav flow through oneDNN in BF16 (core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run
 time) against the float64 numpy references, on the tiny model's F32 weights. Also: a build without
 oneDNN, or a bad value, says so.
 
@@ -33,9 +33,9 @@ MIN_BF16_EFFECT = 1e-4  # bf16 vs f32 runs: BF16 rounding gives ~1e-3, F32 summa
 
 
 @contextlib.contextmanager
-def _compute(value: str):
-    """MINICPMO_COMPUTE=value while components are made (they read it then); restored at once so that
-    other tests' sessions keep the default."""
+def _environment(value: str):
+    """MINICPMO_COMPUTE=value while sessions are made; restored at once so that other tests' sessions
+    keep the default."""
     old = os.environ.get("MINICPMO_COMPUTE")
     os.environ["MINICPMO_COMPUTE"] = value
     try:
@@ -47,12 +47,11 @@ def _compute(value: str):
             os.environ["MINICPMO_COMPUTE"] = old
 
 
-def _session(path, compute: str) -> OmniSession:
-    with _compute(compute):
-        s = OmniSession(str(path), n_threads=2, device="cpu", n_ctx=512)
-        s.encode_image(np.zeros((32, 32, 3), np.uint8), max_slice_nums=1)  # makes the vision encoder now
-        _testing.hooks(s).audio_encode_mel(smooth_mel(0, 100), "block")  # and the audio encoder
-        return s
+def _session(path, compute: str = "auto") -> OmniSession:
+    s = OmniSession(str(path), n_threads=2, device="cpu", n_ctx=512, compute_type=compute)
+    s.encode_image(np.zeros((32, 32, 3), np.uint8), max_slice_nums=1)  # makes the vision encoder now
+    _testing.hooks(s).audio_encode_mel(smooth_mel(0, 100), "block")  # and the audio encoder
+    return s
 
 
 def _check(label: str, got, exact, want, f32_tol: float = F32_REL_TOL) -> None:
@@ -83,8 +82,27 @@ def test_bf16_needs_onednn_or_runs(tiny_f32, bf16_and_f32):
 
 @pytest.mark.sanitize
 def test_a_bad_compute_value_is_refused(tiny_f32):
-    with pytest.raises(MinicpmoError, match="MINICPMO_COMPUTE='f8'.*f32 or bf16"):
+    with pytest.raises(MinicpmoError, match="compute_type 'f8': expected auto, f32 or bf16"):
         _session(tiny_f32[0], "f8")
+    with _environment("f8"), pytest.raises(MinicpmoError, match="MINICPMO_COMPUTE='f8': expected auto, f32 or bf16"):
+        _session(tiny_f32[0])
+    with pytest.raises(TypeError, match="compute_type must be a str"):
+        OmniSession(str(tiny_f32[0]), compute_type=None)
+
+
+def test_the_environment_sets_the_default_and_the_argument_wins(tiny_f32, bf16_and_f32):
+    img = smooth_noise_image(448, 448)
+    if bf16_and_f32 is None:
+        with _environment("bf16"), pytest.raises(MinicpmoError, match="oneDNN"):
+            _session(tiny_f32[0])
+        return
+    bf16, f32 = (s.encode_image(img, max_slice_nums=1) for s in bf16_and_f32)
+    with _environment("bf16"):
+        from_env, overridden = _session(tiny_f32[0]), _session(tiny_f32[0], "f32")
+    # the same products give the same numbers; the other precision differs by BF16 rounding
+    assert rel(from_env.encode_image(img, max_slice_nums=1), np.asarray(bf16, np.float64)) < 1e-6
+    assert rel(overridden.encode_image(img, max_slice_nums=1), np.asarray(f32, np.float64)) < 1e-6
+    assert rel(bf16, np.asarray(f32, np.float64)) > MIN_BF16_EFFECT
 
 
 @pytest.mark.parametrize("size", [(448, 448), (1024, 768)], ids=lambda s: f"{s[0]}x{s[1]}")
@@ -123,8 +141,7 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
     from minicpmo_cpp._testing import Flow
 
     def make(compute):
-        with _compute(compute):
-            return Flow(str(tiny_f32[1]), n_threads=1)
+        return Flow(str(tiny_f32[1]), n_threads=1, compute_type=compute)
 
     if not build_info.MINICPMO_ONEDNN:
         with pytest.raises(MinicpmoError, match="oneDNN"):

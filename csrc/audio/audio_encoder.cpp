@@ -27,8 +27,9 @@ size_t graph_nodes(const AudioHparams & hp) {
 
 }  // namespace
 
-AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads)
-    : model_(std::move(model)), backend_(device, n_threads, Products::bf16_when_asked), runner_(backend_, graph_nodes(model_->hparams())) {}
+AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads,
+                           ComputeType compute)
+    : model_(std::move(model)), backend_(device, n_threads, compute), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 AudioEncoder::~AudioEncoder() {
     if (cache_buf_) ggml_backend_buffer_free(cache_buf_);

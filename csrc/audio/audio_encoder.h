@@ -34,7 +34,8 @@ class AudioEncoder {
 public:
     // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
     const GraphPlacement & placement() const { return runner_.placement(); }
-    AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads);
+    AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads,
+                 ComputeType compute = ComputeType::f32);
     ~AudioEncoder();
 
     const AudioModel & model() const { return *model_; }

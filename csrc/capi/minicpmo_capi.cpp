@@ -273,6 +273,7 @@ minicpmo_session_params minicpmo_session_default_params(void) {
     p.n_threads = d.n_threads;
     p.n_batch = d.n_batch;
     p.kv_cache_type = nullptr;  // d.kv_cache_type
+    p.compute_type = nullptr;   // auto
     return p;
 }
 
@@ -331,8 +332,9 @@ minicpmo_status minicpmo_session_new(minicpmo_model * model, const minicpmo_sess
         cp.n_threads = p.n_threads;
         cp.n_batch = p.n_batch;
         if (p.kv_cache_type) cp.kv_cache_type = p.kv_cache_type;
+        const minicpmo::ComputeType compute = minicpmo::resolve_compute_type(p.compute_type ? p.compute_type : "");
         auto s = std::make_unique<minicpmo_session>();
-        s->impl = std::make_unique<minicpmo::OmniSession>(model->impl, cp);
+        s->impl = std::make_unique<minicpmo::OmniSession>(model->impl, cp, compute);
         *out_session = s.release();
     });
 }

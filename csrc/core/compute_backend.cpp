@@ -96,19 +96,24 @@ ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
     return ggml_backend_dev_buffer_type(device ? device : cpu_device());
 }
 
-ComputeType compute_type_from_env() {
-    const char * env = std::getenv("MINICPMO_COMPUTE");
-    const std::string want = env ? lower(env) : "";
-    if (want.empty() || want == "f32") return ComputeType::f32;
+ComputeType resolve_compute_type(const std::string & name) {
+    std::string want = lower(name);
+    std::string origin = "compute_type '" + name + "'";
+    if (want.empty() || want == "auto") {
+        const char * env = std::getenv("MINICPMO_COMPUTE");
+        if (!env || !*env) return ComputeType::f32;
+        want = lower(env);
+        origin = std::string("MINICPMO_COMPUTE='") + env + "'";
+    }
+    if (want == "f32") return ComputeType::f32;
     if (want == "bf16") return ComputeType::bf16;
-    fail(Status::invalid_argument, std::string("MINICPMO_COMPUTE='") + env + "': expected f32 or bf16");
+    fail(Status::invalid_argument, origin + ": expected auto, f32 or bf16");
 }
 
-ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, Products products) : device_(device) {
+ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute) : device_(device) {
     ensure_llama_initialized();
-    // before any backend exists, so that a refusal leaks nothing; the value is checked for every component
-    const bool bf16 = compute_type_from_env() == ComputeType::bf16 && !device && products == Products::bf16_when_asked;
-    if (bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads));
+    // before any backend exists, so that a refusal leaks nothing
+    if (!device && compute == ComputeType::bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads));
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);
         if (!gpu_) fail(Status::internal, std::string("cannot start the backend of device ") + ggml_backend_dev_name(device));

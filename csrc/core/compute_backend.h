@@ -34,43 +34,42 @@ std::vector<std::string> cpu_features();
 // Where weights are stored: the device's buffer type, or the CPU's.
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 
-// How the CPU computes the encoders' matrix products with weights, from MINICPMO_COMPUTE: "f32" (or
-// unset: ggml's kernels on the stored F16/F32 weights, the exact path the tests compare), or "bf16"
-// (oneDNN in BF16, core/onednn_matmul; only in builds with MINICPMO_ONEDNN). Throws invalid_argument
-// for another value.
+// How a session's CPU components compute their matrix products: f32 (ggml's kernels on the stored
+// F16/F32 weights, the exact path the tests compare) or bf16 (oneDNN in BF16, core/onednn_matmul; only
+// in builds with MINICPMO_ONEDNN). Only the encoders and the flow take bf16 (GEMM-bound, smooth
+// outputs); the TTS decoder (memory-bound one-row products whose logits pick tokens) and HiFT (its F0
+// is integrated into a phase, which turns small errors into sample-level waveform changes) stay f32.
 enum class ComputeType { f32, bf16 };
-ComputeType compute_type_from_env();
-
-// Whether a component may run its matrix products in BF16 when MINICPMO_COMPUTE=bf16: the encoders
-// and the flow (GEMM-bound, smooth outputs); not the TTS decoder (memory-bound one-row products whose
-// logits pick tokens) nor HiFT (its F0 is integrated into a phase, which turns small errors into
-// sample-level waveform changes).
-enum class Products { exact, bf16_when_asked };
+// A user's choice: "" or "auto" = the environment variable MINICPMO_COMPUTE when set, else f32;
+// "f32"; "bf16" (any case). Throws invalid_argument naming the choices for another value.
+ComputeType resolve_compute_type(const std::string & name);
 
 class ComputeBackend {
 public:
-    ComputeBackend(ComputeDevice device, int n_threads, Products products = Products::exact);
+    // compute bf16 adds the oneDNN products on the CPU (a device computes as before); throws
+    // unsupported when this build or CPU has none
+    ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute = ComputeType::f32);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;
 
     void set_n_threads(int n_threads);
     ComputeDevice device() const { return device_; }
-    // whether matrix products run in BF16 through oneDNN (MINICPMO_COMPUTE=bf16 on the CPU)
+    // whether matrix products run in BF16 through oneDNN (compute bf16 on the CPU)
     bool bf16_products() const { return matmul_ != nullptr; }
     // why the BF16 products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
     // the CPU backend or the CPU's BF16 matrix products
     bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
     // Backends in scheduler priority order (the device first when there is one, then the BF16 matrix
-    // products on a CPU-only backend in MINICPMO_COMPUTE=bf16, CPU last).
+    // products of a CPU backend in compute bf16, CPU last).
     std::vector<ggml_backend_t> backends() const;
 
 private:
     ComputeDevice device_ = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_t cpu_ = nullptr;
-    ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, MINICPMO_COMPUTE=bf16
+    ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, compute bf16
 };
 
 // Where the nodes of a GraphRunner's graphs ran, summed over the graphs it computed: a graph wholly on

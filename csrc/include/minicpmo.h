@@ -83,6 +83,12 @@ typedef struct minicpmo_session_params {
     int32_t n_threads; /* 0 = all cores, else 1 .. 512 */
     uint32_t n_batch;  /* prompt tokens per decode call: 8 .. 65536 (above n_ctx: n_ctx) */
     const char * kv_cache_type; /* "f16" (default when NULL), "f32", "bf16", "q8_0", "q4_0" */
+    /* how the encoders and the Token2Wav flow compute on the CPU: NULL, "" or "auto" = the
+     * environment variable MINICPMO_COMPUTE when set, else "f32" (the exact path); "bf16" = their
+     * matrix products in BF16 through oneDNN (builds with oneDNN, CPUs with AVX-512; otherwise the
+     * first image, audio or speech call fails with MINICPMO_ERR_UNSUPPORTED). Another value is
+     * MINICPMO_ERR_INVALID_ARGUMENT. */
+    const char * compute_type;
 } minicpmo_session_params;
 
 typedef struct minicpmo_generate_params {

@@ -150,19 +150,20 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<OmniSession>(m, "Session")
         .def(py::init([](const std::shared_ptr<OmniModel> & model, int64_t n_ctx, int64_t n_threads, int64_t n_batch,
-                         const std::string & kv_cache_type) {
+                         const std::string & kv_cache_type, const std::string & compute_type) {
                  check_context_params(*model->llm(), n_ctx, n_threads, n_batch);  // before narrowing
+                 const ComputeType compute = resolve_compute_type(compute_type);
                  LlmContextParams p;
                  p.kv_cache_type = kv_cache_type;
                  p.n_ctx = static_cast<uint32_t>(n_ctx);
                  p.n_threads = static_cast<int>(n_threads);
                  p.n_batch = static_cast<uint32_t>(n_batch);
                  py::gil_scoped_release release;
-                 return std::make_unique<OmniSession>(model, p);
+                 return std::make_unique<OmniSession>(model, p, compute);
              }),
              py::arg("model"), py::arg("n_ctx") = LlmContextParams().n_ctx,
              py::arg("n_threads") = LlmContextParams().n_threads, py::arg("n_batch") = LlmContextParams().n_batch,
-             py::arg("kv_cache_type") = LlmContextParams().kv_cache_type)
+             py::arg("kv_cache_type") = LlmContextParams().kv_cache_type, py::arg("compute_type") = "auto")
         // every read goes through the guard too: another thread's call is changing these values
         .def_property_readonly("n_past",
                                [](OmniSession & s) {

@@ -53,8 +53,8 @@ RgbImageView view_of(const ImageInput & im) {
 
 }  // namespace
 
-OmniSession::OmniSession(std::shared_ptr<const OmniModel> model, const LlmContextParams & params)
-    : Session(model->llm(), params), omni_(std::move(model)), n_threads_(params.n_threads) {}
+OmniSession::OmniSession(std::shared_ptr<const OmniModel> model, const LlmContextParams & params, ComputeType compute)
+    : Session(model->llm(), params), omni_(std::move(model)), n_threads_(params.n_threads), compute_(compute) {}
 
 OmniSession::~OmniSession() = default;
 
@@ -112,7 +112,7 @@ VisionEncoder & OmniSession::vision() {
             fail(Status::bad_model, "the vision component projects to width " + std::to_string(vm->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_model().device(), n_threads_);
+        vision_ = std::make_unique<VisionEncoder>(std::move(vm), omni_model().device(), n_threads_, compute_);
     }
     return *vision_;
 }
@@ -152,7 +152,7 @@ AudioEncoder & OmniSession::audio_encoder() {
             fail(Status::bad_model, "the audio component projects to width " + std::to_string(am->hparams().n_embd_out) +
                                         " but the LLM has width " + std::to_string(context().n_embd()));
         }
-        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_model().device(), n_threads_);
+        audio_ = std::make_unique<AudioEncoder>(std::move(am), omni_model().device(), n_threads_, compute_);
     }
     return *audio_;
 }
@@ -214,7 +214,7 @@ std::vector<std::pair<std::string, GraphPlacement>> OmniSession::graph_placement
 Token2Wav & OmniSession::token2wav() {
     if (!token2wav_) {
         token2wav_ = std::make_unique<Token2Wav>(omni_model().flow(), omni_model().hift(), omni_model().voices(), omni_model().device(),
-                                                      n_threads_, 0);
+                                                      n_threads_, 0, compute_);
     }
     return *token2wav_;
 }

@@ -61,7 +61,9 @@ struct MediaRows {
 
 class OmniSession : public Session {
 public:
-    OmniSession(std::shared_ptr<const OmniModel> model, const LlmContextParams & params);
+    // compute: how the encoders and the flow compute on the CPU (core/compute_backend.h)
+    OmniSession(std::shared_ptr<const OmniModel> model, const LlmContextParams & params,
+                ComputeType compute = ComputeType::f32);
     ~OmniSession();
 
     const OmniModel & omni_model() const;
@@ -134,6 +136,7 @@ private:
     std::unique_ptr<TtsDecoder> tts_;
     std::unique_ptr<Token2Wav> token2wav_;
     int n_threads_;
+    ComputeType compute_;
     std::atomic<int> speech_leases_{0};
 };
 

@@ -70,8 +70,9 @@ struct FlowDecoder::EncoderRun {
     std::vector<std::vector<float>> k_new, v_new;
 };
 
-FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed)
-    : model_(std::move(model)), backend_(device, n_threads, Products::bf16_when_asked), runner_(backend_, graph_nodes(model_->hparams())),
+FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed,
+                         ComputeType compute)
+    : model_(std::move(model)), backend_(device, n_threads, compute), runner_(backend_, graph_nodes(model_->hparams())),
       seed_(seed) {
 }
 

@@ -63,7 +63,8 @@ class FlowDecoder {
 public:
     // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
     const GraphPlacement & placement() const { return runner_.placement(); }
-    FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0);
+    FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0,
+                ComputeType compute = ComputeType::f32);
     ~FlowDecoder();
     FlowDecoder(const FlowDecoder &) = delete;
     FlowDecoder & operator=(const FlowDecoder &) = delete;

@@ -20,7 +20,8 @@ namespace minicpmo {
 class Token2Wav {
 public:
     Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
-                      std::shared_ptr<const VoiceBank> voices, ComputeDevice device, int n_threads, uint64_t seed);
+                      std::shared_ptr<const VoiceBank> voices, ComputeDevice device, int n_threads, uint64_t seed,
+                      ComputeType compute = ComputeType::f32);  // the flow's; HiFT stays f32
 
     void set_n_threads(int n_threads);
     void reseed(uint64_t seed);

@@ -16,7 +16,8 @@ class VisionEncoder {
 public:
     // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
     const GraphPlacement & placement() const { return runner_.placement(); }
-    VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads);
+    VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads,
+                  ComputeType compute = ComputeType::f32);
 
     const VisionModel & model() const { return *model_; }
     void set_n_threads(int n_threads) { backend_.set_n_threads(n_threads); }

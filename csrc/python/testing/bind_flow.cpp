@@ -90,9 +90,10 @@ std::vector<float> vector_of(const py::object & obj, int n, const char * what) {
 
 class PyFlow {
 public:
-    PyFlow(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed)
+    PyFlow(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed,
+           const std::string & compute_type)
         : model_(std::make_shared<const FlowModel>(omni_path, resolve_device(device))), voices_(omni_path),
-          decoder_(model_, resolve_device(device), n_threads, seed) {}
+          decoder_(model_, resolve_device(device), n_threads, seed, resolve_compute_type(compute_type)) {}
 
     const FlowHparams & hp() const { return model_->hparams(); }
     FlowDecoder & decoder() { return decoder_; }
@@ -136,11 +137,13 @@ private:
 
 void bind_flow(py::module_ & m) {
     py::class_<PyFlow>(m, "Flow", "Token2Wav flow runner (encoder, DiT, CFM, streaming windows) of an omni file")
-        .def(py::init([](const std::string & path, int n_threads, const std::string & device, uint64_t seed) {
+        .def(py::init([](const std::string & path, int n_threads, const std::string & device, uint64_t seed,
+                         const std::string & compute_type) {
                  py::gil_scoped_release release;
-                 return std::make_unique<PyFlow>(path, n_threads, device, seed);
+                 return std::make_unique<PyFlow>(path, n_threads, device, seed, compute_type);
              }),
-             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0)
+             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0,
+             py::arg("compute_type") = "auto")
         .def_property_readonly("hparams",
                                [](const PyFlow & f) {
                                    const FlowHparams & h = f.hp();
