@@ -57,6 +57,13 @@ static void check_params(const char * path) {
         report_param(cases[i].name, minicpmo_session_new(model, &sp, &s));
         if (s) minicpmo_session_free(s);
     }
+    {
+        minicpmo_session_params sp = minicpmo_session_default_params();
+        sp.compute_type = "fp8";
+        minicpmo_session * s = NULL;
+        report_param("compute_type=fp8", minicpmo_session_new(model, &sp, &s));
+        if (s) minicpmo_session_free(s);
+    }
     minicpmo_session * s = NULL;
     minicpmo_session_params sp = minicpmo_session_default_params();
     sp.n_ctx = 512;
