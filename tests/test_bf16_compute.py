@@ -70,6 +70,12 @@ def bf16_and_f32(tiny_f32):
     return _session(tiny_f32[0], "bf16"), _session(tiny_f32[0], "f32")
 
 
+def _without_onednn(bf16_and_f32) -> bool:
+    """True in a build without oneDNN, where test_bf16_needs_onednn_or_runs checks the refusal."""
+    assert (bf16_and_f32 is None) == (not build_info.MINICPMO_ONEDNN)
+    return bf16_and_f32 is None
+
+
 @pytest.mark.sanitize  # the sanitizer build has no oneDNN: CI checks the refusal there
 def test_bf16_needs_onednn_or_runs(tiny_f32, bf16_and_f32):
     if build_info.MINICPMO_ONEDNN:
@@ -107,12 +113,10 @@ def test_the_environment_sets_the_default_and_the_argument_wins(tiny_f32, bf16_a
 
 @pytest.mark.parametrize("size", [(448, 448), (1024, 768)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
-    if bf16_and_f32 is None:
-        assert not build_info.MINICPMO_ONEDNN
-        return  # test_bf16_needs_onednn_or_runs checks this build's refusal
+    if _without_onednn(bf16_and_f32):
+        return
     bf16, f32 = bf16_and_f32
-    sd, cfg = tiny_state
-    vref = VisionReference(sd, cfg)
+    vref = VisionReference(*tiny_state)
     img = smooth_noise_image(*size)
     _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
     want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
@@ -121,12 +125,10 @@ def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
 
 @pytest.mark.parametrize("n_frames", [257, 3000])
 def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
-    if bf16_and_f32 is None:
-        assert not build_info.MINICPMO_ONEDNN
-        return  # test_bf16_needs_onednn_or_runs checks this build's refusal
+    if _without_onednn(bf16_and_f32):
+        return
     bf16, f32 = bf16_and_f32
-    sd, cfg = tiny_state
-    aref = AudioReference(sd, cfg["audio_config"]["encoder_attention_heads"])
+    aref = AudioReference(tiny_state[0], tiny_state[1]["audio_config"]["encoder_attention_heads"])
     mel = smooth_mel(n_frames, n_frames)
     want = aref.project_and_pool(aref.encode(mel, "block"))
     got, _ = _testing.hooks(bf16).audio_encode_mel(mel, "block")
