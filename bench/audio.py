@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import LineWorker, cache_dir, cpu_kernels, cpu_name, proc_status_kib, torch_gemm_rates
+from bench_common import LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, proc_status_kib, torch_gemm_rates
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -446,8 +446,9 @@ def gemm_probe(threads: int) -> dict:
                              "clip_ffn_up_1500x1024x4096": (1500, 1024, 4096)})
 
 
-def speed_limits(res: dict, probe: dict, chunks: int) -> dict:
-    """What the ≥ 2x target asks of the machine: the GFLOP/s it implies against torch's GEMM rate."""
+def speed_limits(res: dict, probe: dict, chunks: int, peak_gflops: float) -> dict:
+    """What the ≥ 2x target asks of the machine: the GFLOP/s it implies against torch's GEMM rate, and
+    what each side sustained as a fraction of the measured F32 FMA peak."""
     best = max(v["gflops"] for v in probe.values())
     out = {}
     for name, flops, torch_ms, ours_ms in (
@@ -458,7 +459,9 @@ def speed_limits(res: dict, probe: dict, chunks: int) -> dict:
         out[name] = {"gflop": round(flops / 1e9, 2),
                      "ours_gflops": round(flops / ours_ms / 1e6, 1), "torch_gflops": round(flops / torch_ms / 1e6, 1),
                      "gflops_needed_for_2x_torch": round(2 * flops / torch_ms / 1e6, 1),
-                     "ms_at_torch_best_gemm_rate": round(flops / best / 1e6, 1)}
+                     "ms_at_torch_best_gemm_rate": round(flops / best / 1e6, 1),
+                     "ours_share_of_f32_peak": round(flops / ours_ms / 1e6 / peak_gflops, 3),
+                     "torch_share_of_f32_peak": round(flops / torch_ms / 1e6 / peak_gflops, 3)}
     return out
 
 
@@ -609,13 +612,18 @@ def main() -> None:
     results, info = [], {}
     probe = gemm_probe(args.threads)
     log("torch F32 GEMM probe: " + ", ".join(f"{k} {v['gflops']} GFLOP/s" for k, v in probe.items()))
+    peak = f32_fma_peak(args.threads)
+    log(f"F32 FMA peak: {peak['derivation']}")
     for label in types:
         res = bench_type(label, models[label], hf, mel, pcm, args, work)
         info = info or res["_info"]
         del res["_info"]
-        res["speed_limits"] = speed_limits(res, probe, args.chunks)
+        res["speed_limits"] = speed_limits(res, probe, args.chunks, peak["gflops"])
         results.append(res)
         s, c = res["streaming"], res["clip_30s"]
+        log(f"{label}: share of the F32 FMA peak, ours / torch: " + ", ".join(
+            f"{k} {v['ours_share_of_f32_peak']:.0%} / {v['torch_share_of_f32_peak']:.0%}"
+            for k, v in res["speed_limits"].items()))
         log(f"{label}: torch/ours streaming simplex {s['simplex']['ratio']}, duplex {s['duplex']['ratio']}, "
             f"30-s mel {c['encoder_from_mel']['ratio']}, 30-s pcm {c['end_to_end_from_pcm']['ratio']}")
     print(json.dumps({
@@ -632,11 +640,12 @@ def main() -> None:
         # the machine's load average (1, 5, 15 min) before and after: above the thread count, other
         # processes competed for the cores and wall times are inflated
         "loadavg_start": load_start, "loadavg_end": loadavg(), "cores": os.cpu_count(),
-        "torch_gemm_f32": probe,
+        "torch_gemm_f32": probe, "f32_fma_peak": peak,
         "speed_limits_meaning": "gflop: FLOPs of the timed call (mean chunk of the run); ours/torch_gflops: "
                                 "what each side sustained; gflops_needed_for_2x_torch: the rate the target "
                                 "implies; ms_at_torch_best_gemm_rate: the call's time at torch's best probed "
-                                "F32 GEMM rate (a floor for kernels of MKL's class)",
+                                "F32 GEMM rate (a floor for kernels of MKL's class); ours/torch_share_of_f32_peak: "
+                                "the sustained rate over f32_fma_peak (measured in this run)",
         **cpu_kernels(), "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,

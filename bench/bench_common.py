@@ -1,6 +1,6 @@
 """Small pieces every benchmark script uses: where built benchmark models are cached, this
-process's memory figures, a speech-like test signal, torch's GEMM rate, and the handle on a worker
-process."""
+process's memory figures, a speech-like test signal, torch's GEMM rate, the machine's measured F32 FMA
+peak, and the handle on a worker process."""
 
 from __future__ import annotations
 
@@ -100,6 +100,37 @@ class LineWorker:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def f32_fma_peak(threads: int) -> dict:
+    """This machine's F32 FMA peak on `threads` cores, measured by bench/fma_peak.c (compiled once
+    into the cache folder): independent register-resident FMA chains on every thread, with how the
+    figure decomposes into cores x GHz x FLOP/cycle. Measured, not taken from a datasheet: virtual
+    machines' clocks vary (repeated runs here spread by up to 30 %), so each benchmark measures it in
+    its own run and reports its GFLOP/s as a fraction of it."""
+    import hashlib
+    import shutil
+
+    src = Path(__file__).resolve().parent / "fma_peak.c"
+    exe = cache_dir() / f"fma_peak-{hashlib.sha256(src.read_bytes()).hexdigest()[:10]}"
+    if not exe.exists():
+        cc = shutil.which("cc") or shutil.which("gcc")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([cc, "-O3", "-pthread", str(src), "-o", str(exe)], check=True)
+    out = json.loads(subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout)
+    ghz = 0.0
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("cpu MHz"):
+                ghz = float(line.split(":", 1)[1]) / 1000
+                break
+    per_cycle = out["gflops"] / threads / ghz if ghz else None
+    out["nominal_ghz"] = round(ghz, 3)
+    out["flop_per_cycle_at_nominal_ghz"] = round(per_cycle, 1) if per_cycle else None
+    out["derivation"] = (f"{threads} cores x {ghz:.2f} GHz (nominal, /proc/cpuinfo) x {per_cycle:.1f} FLOP/cycle "
+                         f"(measured: {out['isa']} FMAs of {out['flop_per_fma']} FLOP) = {out['gflops']} GFLOP/s"
+                         if per_cycle else f"{threads} cores, measured {out['gflops']} GFLOP/s ({out['isa']})")
+    return out
 
 
 def torch_gemm_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:
