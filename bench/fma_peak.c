@@ -21,37 +21,27 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* returns FLOPs done; the sum keeps the compiler from dropping the chains */
-__attribute__((target("avx512f"))) static double chains512(long iters, float * sink) {
-    __m512 a[CHAINS];
-    const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int j = 0; j < CHAINS; ++j) a[j] = _mm512_set1_ps((float)j);
-    for (long i = 0; i < iters; ++i) {
-#pragma GCC unroll 12
-        for (int j = 0; j < CHAINS; ++j) a[j] = _mm512_fmadd_ps(a[j], b, c);
+/* One function per vector width: `iters` rounds of CHAINS independent FMAs; returns the FLOPs done
+ * (2 per lane per FMA). The sum written to `sink` keeps the compiler from dropping the chains. */
+#define FMA_CHAINS(NAME, TARGET, VEC, SET1, FMA, STORE, LANES)                          \
+    __attribute__((target(TARGET))) static double NAME(long iters, float * sink) {      \
+        VEC a[CHAINS];                                                                  \
+        const VEC b = SET1(0.999999f), c = SET1(1e-7f);                                 \
+        for (int j = 0; j < CHAINS; ++j) a[j] = SET1((float)j);                         \
+        for (long i = 0; i < iters; ++i) {                                              \
+            _Pragma("GCC unroll 12") for (int j = 0; j < CHAINS; ++j) a[j] = FMA(a[j], b, c); \
+        }                                                                               \
+        float lanes[LANES], s = 0;                                                      \
+        for (int j = 0; j < CHAINS; ++j) {                                              \
+            STORE(lanes, a[j]);                                                         \
+            s += lanes[0];                                                              \
+        }                                                                               \
+        *sink = s;                                                                      \
+        return (double)iters * CHAINS * LANES * 2;                                      \
     }
-    float s = 0;
-    for (int j = 0; j < CHAINS; ++j) s += _mm512_reduce_add_ps(a[j]);
-    *sink = s;
-    return (double)iters * CHAINS * 32;
-}
 
-__attribute__((target("avx2,fma"))) static double chains256(long iters, float * sink) {
-    __m256 a[CHAINS];
-    const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    for (int j = 0; j < CHAINS; ++j) a[j] = _mm256_set1_ps((float)j);
-    for (long i = 0; i < iters; ++i) {
-#pragma GCC unroll 12
-        for (int j = 0; j < CHAINS; ++j) a[j] = _mm256_fmadd_ps(a[j], b, c);
-    }
-    float lanes[8], s = 0;
-    for (int j = 0; j < CHAINS; ++j) {
-        _mm256_storeu_ps(lanes, a[j]);
-        s += lanes[0];
-    }
-    *sink = s;
-    return (double)iters * CHAINS * 16;
-}
+FMA_CHAINS(chains512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, 16)
+FMA_CHAINS(chains256, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, 8)
 
 static int wide;
 
