@@ -4,9 +4,11 @@ peak, and the handle on a worker process."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -38,14 +40,19 @@ def upstream_build_dir(build_info) -> Path:
 def cpu_name() -> str:
     """The CPU model ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R14 ..."): ratios against other
     runtimes swing with the vendor, so every benchmark names it."""
+    return cpuinfo_value("model name") or platform.processor() or platform.machine()
+
+
+def cpuinfo_value(key: str) -> str | None:
+    """The first /proc/cpuinfo line's value for `key` ("model name", "cpu MHz"), None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
 
 
 def proc_status_kib(key: str) -> int:
@@ -108,9 +115,6 @@ def f32_fma_peak(threads: int) -> dict:
     figure decomposes into cores x GHz x FLOP/cycle. Measured, not taken from a datasheet: virtual
     machines' clocks vary (repeated runs here spread by up to 30 %), so each benchmark measures it in
     its own run and reports its GFLOP/s as a fraction of it."""
-    import hashlib
-    import shutil
-
     src = Path(__file__).resolve().parent / "fma_peak.c"
     exe = cache_dir() / f"fma_peak-{hashlib.sha256(src.read_bytes()).hexdigest()[:10]}"
     if not exe.exists():
@@ -118,12 +122,7 @@ def f32_fma_peak(threads: int) -> dict:
         exe.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([cc, "-O3", "-pthread", str(src), "-o", str(exe)], check=True)
     out = json.loads(subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout)
-    ghz = 0.0
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("cpu MHz"):
-                ghz = float(line.split(":", 1)[1]) / 1000
-                break
+    ghz = float(cpuinfo_value("cpu MHz") or 0) / 1000
     per_cycle = out["gflops"] / threads / ghz if ghz else None
     out["nominal_ghz"] = round(ghz, 3)
     out["flop_per_cycle_at_nominal_ghz"] = round(per_cycle, 1) if per_cycle else None

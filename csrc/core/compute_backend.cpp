@@ -91,6 +91,11 @@ std::vector<std::string> cpu_features() {
     return out;
 }
 
+bool computes_nothing(ggml_op op) {
+    return op == GGML_OP_NONE || op == GGML_OP_VIEW || op == GGML_OP_RESHAPE || op == GGML_OP_PERMUTE ||
+           op == GGML_OP_TRANSPOSE;
+}
+
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
     ensure_llama_initialized();
     return ggml_backend_dev_buffer_type(device ? device : cpu_device());
@@ -199,12 +204,7 @@ void GraphRunner::compute(ggml_cgraph * graph) {
     for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
         // views compute nothing (the scheduler may file one under the CPU without a split)
         ggml_tensor * node = ggml_graph_node(graph, i);
-        switch (node->op) {
-            case GGML_OP_NONE: case GGML_OP_VIEW: case GGML_OP_RESHAPE: case GGML_OP_PERMUTE: case GGML_OP_TRANSPOSE:
-                continue;
-            default:
-                break;
-        }
+        if (computes_nothing(node->op)) continue;
         if (ggml_backend_t b = ggml_backend_sched_get_tensor_backend(sched_, node)) {
             (backend_.is_cpu(b) ? g.cpu_nodes : g.device_nodes) += 1;
         }

@@ -31,6 +31,9 @@ std::string device_name(ComputeDevice device);
 // MINICPMO_CPU_VARIANTS, that of the CPU module ggml chose for this machine at load.
 std::vector<std::string> cpu_features();
 
+// Ops that only re-describe their source's memory (views, reshapes, permutes): no backend computes them.
+bool computes_nothing(ggml_op op);
+
 // Where weights are stored: the device's buffer type, or the CPU's.
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 

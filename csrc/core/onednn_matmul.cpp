@@ -1,5 +1,6 @@
 #include "core/onednn_matmul.h"
 
+#include "core/compute_backend.h"
 #include "core/error.h"
 
 #include <string>
@@ -14,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "ggml-backend-impl.h"  // the backend and device interfaces a backend fills in (pinned ggml)
@@ -24,8 +24,6 @@
 namespace minicpmo {
 
 #ifndef MINICPMO_ONEDNN
-
-bool onednn_matmul_available() { return false; }
 
 ggml_backend_t onednn_matmul_backend_new(int) {
     fail(Status::unsupported, "BF16 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
@@ -51,10 +49,6 @@ constexpr int64_t kMinRows = 32;
 // not depend on M for its BF16 kernels; a product whose preferred layout differs still runs, on this one)
 constexpr int64_t kLayoutRows = 1024;
 
-struct PackedWeight {
-    memory packed;  // BF16, oneDNN's blocked layout
-};
-
 // One product shape: the matmul and the reorder that rounds the F32 activations to BF16
 struct Product {
     dnnl::matmul matmul;
@@ -71,32 +65,15 @@ struct ActivationProduct {
 // product shapes kept (each a few JIT kernels; image sizes vary): past this the caches start again
 constexpr size_t kMaxShapes = 64;
 
-// memory::desc has operator== but no ordering: activation products are keyed by their three
-// descriptors' dims and strides
-struct DescKeyLess {
-    static std::vector<int64_t> flat(const memory::desc & d) {
-        const memory::dims dims = d.dims();
-        std::vector<int64_t> v(dims.begin(), dims.end());
-        for (int i = 0; i < d.data.ndims; ++i) v.push_back(d.data.format_desc.blocking.strides[i]);
-        return v;
-    }
-    bool operator()(const std::tuple<memory::desc, memory::desc, memory::desc> & x,
-                    const std::tuple<memory::desc, memory::desc, memory::desc> & y) const {
-        const auto fx = std::make_tuple(flat(std::get<0>(x)), flat(std::get<1>(x)), flat(std::get<2>(x)));
-        const auto fy = std::make_tuple(flat(std::get<0>(y)), flat(std::get<1>(y)), flat(std::get<2>(y)));
-        return fx < fy;
-    }
-};
-
 struct Context {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
     int n_threads = 1;
-    std::map<std::array<int64_t, 4>, PackedWeight> weights;  // (data address, type, K, N)
+    std::map<std::array<int64_t, 4>, memory> weights;        // (data address, type, K, N) -> packed BF16
     std::map<std::array<int64_t, 2>, memory::desc> layouts;  // (K, N) -> packed weight layout
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
-    std::map<std::tuple<memory::desc, memory::desc, memory::desc>, ActivationProduct, DescKeyLess> activation_products;
-    std::vector<float> staging;                              // one weight in F32 while it is packed
+    // activation products by the dims and element strides of their three F32 operands
+    std::map<std::vector<int64_t>, ActivationProduct> activation_products;
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
@@ -116,21 +93,20 @@ const memory & packed_weight(Context & c, const ggml_tensor * w) {
     const int64_t K = w->ne[0], N = w->ne[1];
     const std::array<int64_t, 4> key{reinterpret_cast<int64_t>(w->data), static_cast<int64_t>(w->type), K, N};
     auto it = c.weights.find(key);
-    if (it != c.weights.end()) return it->second.packed;
-    c.staging.resize(static_cast<size_t>(K * N));
+    if (it != c.weights.end()) return it->second;
     const int64_t n = K * N;
+    std::vector<float> f32(static_cast<size_t>(n));  // the weight in F32 while it is packed
     switch (w->type) {
-        case GGML_TYPE_F32: std::memcpy(c.staging.data(), w->data, static_cast<size_t>(n) * sizeof(float)); break;
-        case GGML_TYPE_F16: ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), c.staging.data(), n); break;
-        case GGML_TYPE_BF16: ggml_bf16_to_fp32_row(static_cast<const ggml_bf16_t *>(w->data), c.staging.data(), n); break;
+        case GGML_TYPE_F32: std::memcpy(f32.data(), w->data, static_cast<size_t>(n) * sizeof(float)); break;
+        case GGML_TYPE_F16: ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), f32.data(), n); break;
+        case GGML_TYPE_BF16: ggml_bf16_to_fp32_row(static_cast<const ggml_bf16_t *>(w->data), f32.data(), n); break;
         default: fail(Status::internal, std::string("oneDNN products: unexpected weight type ") + ggml_type_name(w->type));
     }
-    memory user({{K, N}, dt::f32, tag::ba}, c.engine, c.staging.data());
+    memory user({{K, N}, dt::f32, tag::ba}, c.engine, f32.data());
     memory packed(layout(c, K, N), c.engine);
     dnnl::reorder(user, packed).execute(c.stream, user, packed);
     c.stream.wait();
-    std::vector<float>().swap(c.staging);
-    return c.weights.emplace(key, PackedWeight{packed}).first->second.packed;
+    return c.weights.emplace(key, packed).first->second;
 }
 
 Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
@@ -171,7 +147,12 @@ void mul_mat_activations(Context & c, ggml_tensor * node) {
     const ggml_tensor * a = node->src[0];  // [K, N, ne2, ne3]
     const ggml_tensor * b = node->src[1];  // [K, M, ne2, ne3]
     const memory::desc src_f32 = strided_f32(b, false), wei_f32 = strided_f32(a, true), dst_f32 = strided_f32(node, false);
-    auto it = c.activation_products.find(std::make_tuple(src_f32, wei_f32, dst_f32));
+    std::vector<int64_t> key;
+    for (const ggml_tensor * t : {b, a, static_cast<const ggml_tensor *>(node)}) {
+        key.insert(key.end(), t->ne, t->ne + GGML_MAX_DIMS);
+        key.insert(key.end(), t->nb, t->nb + GGML_MAX_DIMS);
+    }
+    auto it = c.activation_products.find(key);
     if (it == c.activation_products.end()) {
         if (c.activation_products.size() >= kMaxShapes) c.activation_products.clear();
         ActivationProduct p;
@@ -183,7 +164,7 @@ void mul_mat_activations(Context & c, ggml_tensor * node) {
         p.wei_bf16 = pd.weights_desc();
         p.src_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, src_f32, c.engine, pd.src_desc()));
         p.wei_to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, wei_f32, c.engine, pd.weights_desc()));
-        it = c.activation_products.emplace(std::make_tuple(src_f32, wei_f32, dst_f32), std::move(p)).first;
+        it = c.activation_products.emplace(std::move(key), std::move(p)).first;
     }
     ActivationProduct & p = it->second;
     memory src(src_f32, c.engine, b->data), wei(wei_f32, c.engine, a->data), dst(dst_f32, c.engine, node->data);
@@ -212,11 +193,6 @@ void mul_mat(Context & c, ggml_tensor * node) {
     c.stream.wait();
 }
 
-bool is_view(ggml_op op) {
-    return op == GGML_OP_NONE || op == GGML_OP_RESHAPE || op == GGML_OP_VIEW || op == GGML_OP_PERMUTE ||
-           op == GGML_OP_TRANSPOSE;
-}
-
 // ---- backend interface ----
 
 const char * backend_name(ggml_backend_t) { return "oneDNN"; }
@@ -233,7 +209,7 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
     try {
         for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
             ggml_tensor * node = ggml_graph_node(graph, i);
-            if ((node->flags & GGML_TENSOR_FLAG_COMPUTE) == 0 || is_view(node->op)) continue;
+            if ((node->flags & GGML_TENSOR_FLAG_COMPUTE) == 0 || computes_nothing(node->op)) continue;
             if (node->op != GGML_OP_MUL_MAT) return GGML_STATUS_FAILED;
             mul_mat(c, node);
         }
@@ -282,7 +258,7 @@ bool f32_strided(const ggml_tensor * t) {
 }
 
 bool device_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
-    if (is_view(op->op)) return true;
+    if (computes_nothing(op->op)) return true;
     if (op->op != GGML_OP_MUL_MAT) return false;
     const ggml_tensor * w = op->src[0];
     const ggml_tensor * x = op->src[1];
@@ -304,8 +280,6 @@ ggml_backend_dev_t reg_device(ggml_backend_reg_t reg, size_t) { return static_ca
 void * reg_proc_address(ggml_backend_reg_t, const char *) { return nullptr; }
 
 }  // namespace
-
-bool onednn_matmul_available() { return true; }
 
 ggml_backend_t onednn_matmul_backend_new(int n_threads) {
     auto c = std::make_unique<Context>();

@@ -17,9 +17,6 @@
 
 namespace minicpmo {
 
-// Whether this build has the oneDNN matrix-product backend.
-bool onednn_matmul_available();
-
 // A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws
 // unsupported naming the build option when the build has none.
 ggml_backend_t onednn_matmul_backend_new(int n_threads);
