@@ -1,5 +1,5 @@
 """Audio-encoding speed of minicpmo-cpp versus PyTorch (transformers' WhisperEncoder modules),
-same weights, same thread count.
+same weights, same thread count, each in F32 and in BF16.
 
 Makes a random-weight checkpoint with the real audio shape (Whisper-medium encoder: d_model 1024,
 24 layers, 16 heads, FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096) and a
@@ -8,8 +8,12 @@ read from the checkpoint as float32, through transformers' WhisperEncoder module
 position table, WhisperEncoderLayer with a DynamicCache or a 4-D additive mask, final LayerNorm)
 plus nn.Linear/ReLU projector and AvgPool1d, the way MiniCPM-o's encoder drives them.
 
-Timed, each side in its own process, in pairs of back-to-back runs (chunk by chunk, clip by clip)
-alternating which side goes first:
+Sides (--compute f32,bf16 picks the compute types, both by default), each in its own process:
+  * minicpmo_cpp_f32 / minicpmo_cpp_bf16: OmniSession(compute_type="f32" / "bf16"), always passed
+    explicitly ("auto" follows the CPU); bf16 = the encoder's matrix products through oneDNN in BF16;
+  * torch_f32 / torch_bf16: the modules below, torch_bf16 under torch.autocast("cpu", dtype=torch.bfloat16).
+Timed in rounds of back-to-back runs of all sides (chunk by chunk, clip by clip), the order
+rotating from one to the next (bench_common.round_order):
   * streaming: consecutive 1-s chunks through the encoder's key/value cache (cache growing), per
     chunk: mel chunk in memory -> LLM tokens. simplex = 100 mel frames per chunk; duplex = 102/104
     frames (2 frames of conv context on each side, dropped after the stem).
@@ -18,12 +22,14 @@ alternating which side goes first:
     ours: _session.audio_encode_mel(mel, "block") and, end to end from float32 PCM,
     OmniSession.encode_audio(pcm) (our C++ log-mel included); torch: the same mel through the
     encoder with the block-causal 4-D mask, and end to end WhisperFeatureExtractor + the same.
-Also reported: peak RSS of each side, the max relative difference of our tokens against torch's, and
-speed_limits: the FLOPs of each timed call, the GFLOP/s each side sustained and the rate the >= 2x
-target implies, next to torch's F32 GEMM rate at the encoder's shapes (gemm_probe).
+Also reported: peak RSS of each side, the max relative difference of each side's tokens against
+torch_f32's (the reference), the ratios of each pair (a/b = a_ms / b_ms), and speed_limits: the FLOPs
+of each timed call, the GFLOP/s each side sustained and its share of the machine's F32 FMA peak
+measured in the run, and the rate the >= 2x target implies, next to torch's F32 GEMM rate at the
+encoder's shapes (gemm_probe).
 Prints one JSON document on stdout; progress goes to stderr.
 
-    python bench/audio.py [--threads 2] [--types F16,Q8_0] [--chunks 20] [--rounds 1] [--rounds-30s 1]
+    python bench/audio.py [--threads 2] [--types F16,Q8_0] [--compute f32,bf16] [--chunks 20] [--rounds 1] [--rounds-30s 1]
                           [--omp-wait-policy default|passive|active] [--torch-attn sdpa|eager]
 """
 
@@ -42,7 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, proc_status_kib, torch_gemm_rates
+from bench_common import (LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, paired_ratio, parse_compute,
+                          proc_status_kib, ratio_pairs, require_bf16_build, round_order, throughput, torch_gemm_rates,
+                          torch_precision)
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -164,15 +172,15 @@ def stream_chunk(mel: np.ndarray, k: int, mode: str) -> tuple[np.ndarray, int, i
 
 
 # ---------------------------------------------------------------------------------------------
-# the two sides, each in a worker process
+# the sides, each in a worker process
 # ---------------------------------------------------------------------------------------------
 class OursSide:
-    def __init__(self, model: str, threads: int):
+    def __init__(self, model: str, threads: int, compute: str):
         from minicpmo_cpp import OmniSession, _testing
 
-        self.session = OmniSession(model, n_threads=threads, n_gpu_layers=0, n_ctx=512)
+        self.session = OmniSession(model, n_threads=threads, n_gpu_layers=0, n_ctx=512, compute_type=compute)
         self.native = _testing.hooks(self.session)
-        self.info = {"system_info": _testing.system_info().strip()}
+        self.info = {"system_info": _testing.system_info().strip(), "compute_type": compute}
 
     def reset_stream(self) -> None:
         self.native.audio_stream_reset()
@@ -188,9 +196,10 @@ class OursSide:
 
 
 class TorchSide:
-    """MiniCPM-o's audio path in PyTorch float32 on transformers' WhisperEncoder modules."""
+    """MiniCPM-o's audio path in PyTorch on transformers' WhisperEncoder modules, float32 weights;
+    compute "bf16": every forward under torch.autocast("cpu", dtype=torch.bfloat16)."""
 
-    def __init__(self, hf_dir: str, threads: int, attn: str):
+    def __init__(self, hf_dir: str, threads: int, attn: str, compute: str):
         import torch
         from torch import nn
         from transformers import WhisperConfig
@@ -198,7 +207,7 @@ class TorchSide:
 
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
-        self.torch, self.nn = torch, nn
+        self.torch, self.nn, self.compute = torch, nn, compute
         cfg = json.loads((Path(hf_dir) / "config.json").read_text())
         a = cfg["audio_config"]
         wcfg = WhisperConfig(d_model=a["d_model"], encoder_layers=a["encoder_layers"],
@@ -233,6 +242,8 @@ class TorchSide:
         self.cache = None
         self.features = whisper_feature_extractor()  # made once: its mel filter bank is not part of the timing
         self.info = {"torch": torch.__version__, "attn_implementation": attn, "torch_threads": torch.get_num_threads(),
+                     "compute_type": compute,
+                     "autocast": "torch.autocast('cpu', dtype=torch.bfloat16)" if compute == "bf16" else None,
                      "torch_config": torch.__config__.parallel_info().splitlines()[:8]}
         import transformers
 
@@ -264,7 +275,7 @@ class TorchSide:
     def _tokens(self, h):
         e = self.proj.linear2(self.nn.functional.relu(self.proj.linear1(h)))
         e = self.nn.functional.avg_pool1d(e.transpose(1, 2), self.pool_step, self.pool_step).transpose(1, 2)
-        return e[0].numpy()
+        return e[0].float().numpy()
 
     # -- the commands --
     def reset_stream(self) -> None:
@@ -273,7 +284,7 @@ class TorchSide:
         self.cache = DynamicCache()
 
     def stream_chunk(self, mel: np.ndarray, front: int, back: int) -> np.ndarray:
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), torch_precision(self.torch, self.compute):
             x = self._stem(mel)
             n_stem = x.shape[1]
             x = x[:, (front + 1) // 2:n_stem - (back + 1) // 2]
@@ -286,7 +297,7 @@ class TorchSide:
 
     def encode_mel(self, mel: np.ndarray) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_precision(torch, self.compute):
             x = self._stem(mel)
             n = x.shape[1]
             x = x + self.enc.embed_positions.weight[:n]
@@ -345,11 +356,11 @@ def serve(side) -> int:
     return 0
 
 
-def worker_main(kind: str, model: str, threads: int, attn: str) -> int:
+def worker_main(kind: str, model: str, threads: int, attn: str, compute: str) -> int:
     rss_start = proc_status_kib("VmRSS")
     t0 = time.perf_counter()
     try:
-        side = OursSide(model, threads) if kind == "ours" else TorchSide(model, threads, attn)
+        side = OursSide(model, threads, compute) if kind == "ours" else TorchSide(model, threads, attn, compute)
     except Exception as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
         return 1
@@ -389,14 +400,6 @@ def mib(kib: int) -> float:
 
 def r1(x: float) -> float:
     return round(float(x), 1)
-
-
-def paired(ours: list[float], ref: list[float]) -> dict:
-    """torch_ms / our_ms per pair of back-to-back runs (>1: we are faster); the median of these
-    per-pair ratios is the headline, since both runs of a pair met the same machine load."""
-    ratios = [r / o for o, r in zip(ours, ref)]
-    return {"ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
-            "ratio_max": round(max(ratios), 3)}
 
 
 def loadavg() -> list[float]:
@@ -446,22 +449,20 @@ def gemm_probe(threads: int) -> dict:
                              "clip_ffn_up_1500x1024x4096": (1500, 1024, 4096)})
 
 
-def speed_limits(res: dict, probe: dict, chunks: int, peak_gflops: float) -> dict:
+def speed_limits(res: dict, probe: dict, chunks: int, peak: dict, names: list[str]) -> dict:
     """What the ≥ 2x target asks of the machine: the GFLOP/s it implies against torch's GEMM rate, and
-    what each side sustained as a fraction of the measured F32 FMA peak."""
+    what each side sustained, also as a fraction of the measured F32 FMA peak (bench_common.throughput)."""
     best = max(v["gflops"] for v in probe.values())
     out = {}
-    for name, flops, torch_ms, ours_ms in (
-            ("streaming_simplex_chunk", streaming_flops(chunks), res["streaming"]["simplex"]["torch"]["median_ms"],
-             res["streaming"]["simplex"]["minicpmo_cpp"]["median_ms"]),
-            ("clip_30s_from_mel", clip_flops(), res["clip_30s"]["encoder_from_mel"]["torch"]["ms"],
-             res["clip_30s"]["encoder_from_mel"]["minicpmo_cpp"]["ms"])):
-        out[name] = {"gflop": round(flops / 1e9, 2),
-                     "ours_gflops": round(flops / ours_ms / 1e6, 1), "torch_gflops": round(flops / torch_ms / 1e6, 1),
-                     "gflops_needed_for_2x_torch": round(2 * flops / torch_ms / 1e6, 1),
-                     "ms_at_torch_best_gemm_rate": round(flops / best / 1e6, 1),
-                     "ours_share_of_f32_peak": round(flops / ours_ms / 1e6 / peak_gflops, 3),
-                     "torch_share_of_f32_peak": round(flops / torch_ms / 1e6 / peak_gflops, 3)}
+    for name, flops, ms in (
+            ("streaming_simplex_chunk", streaming_flops(chunks),
+             {s: res["streaming"]["simplex"][s]["median_ms"] for s in names}),
+            ("clip_30s_from_mel", clip_flops(), {s: res["clip_30s"]["encoder_from_mel"][s]["ms"] for s in names})):
+        ent = {"gflop": round(flops / 1e9, 2), "ms_at_torch_best_gemm_rate": round(flops / best / 1e6, 1)}
+        if "torch_f32" in ms:
+            ent["gflops_needed_for_2x_torch_f32"] = round(2 * flops / ms["torch_f32"] / 1e6, 1)
+        ent.update({s: throughput(flops, ms[s], peak) for s in names})
+        out[name] = ent
     return out
 
 
@@ -471,20 +472,31 @@ def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work
     me = str(Path(__file__).resolve())
     env = thread_env(args.threads, args.omp_wait_policy)
     # fresh processes per type: the peak RSS belongs to this type's run
-    torch_w = Worker("torch", [sys.executable, me, "--worker", "torch", str(hf), "--threads", str(args.threads),
-                               "--torch-attn", args.torch_attn], env, logs / f"torch-{label}.log")
+    argv = {}
+    for c in args.compute:
+        argv[f"minicpmo_cpp_{c}"] = [sys.executable, me, "--worker", "ours", str(llm), "--threads", str(args.threads),
+                                     "--compute", c]
+        argv[f"torch_{c}"] = [sys.executable, me, "--worker", "torch", str(hf), "--threads", str(args.threads),
+                              "--torch-attn", args.torch_attn, "--compute", c]
+    sides: dict[str, Worker] = {}
     try:
-        ours_w = Worker("minicpmo_cpp", [sys.executable, me, "--worker", "ours", str(llm), "--threads",
-                                         str(args.threads)], env, logs / f"ours-{label}.log")
+        for name, cmd in argv.items():
+            sides[name] = Worker(name, cmd, env, logs / f"{name}-{label}.log")
     except BaseException:
-        torch_w.close()
+        for w in sides.values():
+            w.close()
         raise
-    sides = {"minicpmo_cpp": ours_w, "torch": torch_w}
+    names = list(sides)
+    ref = "torch_f32" if "torch_f32" in names else next(n for n in names if n.startswith("torch_"))
     out = {s: work / f"tokens-{s}-{label}" for s in sides}
     for d in out.values():
         d.mkdir(exist_ok=True)
     # runs[side][what] = replies; streaming replies are per chunk, in order, all rounds
     runs: dict[str, dict[str, list]] = {s: {m: [] for m in (*MODES, "clip_mel", "clip_pcm")} for s in sides}
+
+    def brief(values: dict) -> str:
+        return ", ".join(f"{s} {v:.0f} ms" for s, v in values.items())
+
     try:
         log(f"{label}: warm-up (2 duplex chunks each)")
         for w in sides.values():
@@ -493,31 +505,32 @@ def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work
         for r in range(args.rounds):
             for mode in MODES:
                 for k in range(args.chunks):
-                    # both sides run chunk k back to back, alternating who goes first, so drifting
-                    # load on a shared machine hits both alike and every chunk gives one paired ratio
-                    order = list(sides) if (k + r) % 2 == 0 else list(sides)[::-1]
-                    for s in order:
+                    # all sides run chunk k back to back, the order rotating from chunk to chunk, so
+                    # drifting load on a shared machine hits all alike and every chunk gives paired ratios
+                    for s in round_order(names, k + r):
                         runs[s][mode].append(sides[s].ask(cmd="chunk", mel=str(mel), mode=mode, k=k))
                 if r == 0:
                     for s in sides:
                         sides[s].ask(cmd="save_stream", out=str(out[s] / f"stream-{mode}.npy"))
-                last = {s: [x["ms"] for x in runs[s][mode][-args.chunks:]] for s in sides}
-                log(f"{label} {mode} round {r + 1}/{args.rounds}: per-chunk median ours "
-                    f"{statistics.median(last['minicpmo_cpp']):.0f} ms, torch {statistics.median(last['torch']):.0f} ms")
+                log(f"{label} {mode} round {r + 1}/{args.rounds}: per-chunk median " + brief(
+                    {s: statistics.median(x["ms"] for x in runs[s][mode][-args.chunks:]) for s in names}))
         peak_stream = {s: runs[s]["duplex"][-1]["peak_rss_kib"] for s in sides}
         for r in range(args.rounds_30s):
             for i, what in enumerate(("clip_mel", "clip_pcm")):
-                order = list(sides)[::-1] if (r + i) % 2 == 0 else list(sides)
                 key = "mel" if what == "clip_mel" else "pcm"
-                for s in order:
+                for s in round_order(names, r + i + 1):
                     dump = str(out[s] / f"{what}.npy") if r == 0 else None
                     runs[s][what].append(sides[s].ask(cmd="encode_" + key, **{key: str(mel if key == "mel" else pcm)},
                                                       out=dump))
-                log(f"{label} 30-s {key} round {r + 1}/{args.rounds_30s}: ours "
-                    f"{runs['minicpmo_cpp'][what][-1]['ms']:.0f} ms, torch {runs['torch'][what][-1]['ms']:.0f} ms")
+                log(f"{label} 30-s {key} round {r + 1}/{args.rounds_30s}: " + brief(
+                    {s: runs[s][what][-1]["ms"] for s in names}))
     finally:
-        ours_w.close()
-        torch_w.close()
+        for w in sides.values():
+            w.close()
+
+    def ratios(what: str, key: str) -> dict:
+        return {f"{a}/{b}": paired_ratio([x[key] for x in runs[a][what]], [x[key] for x in runs[b][what]])
+                for a, b in ratio_pairs(names)}
 
     res: dict = {"type": label, "streaming": {}, "clip_30s": {}}
     for mode in MODES:
@@ -530,24 +543,25 @@ def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work
                         "first_chunk_ms": r1(statistics.median(by_k[0])),
                         "last_chunk_ms": r1(statistics.median(by_k[-1])),
                         "per_chunk_ms": [r1(statistics.median(v)) for v in by_k]}
-        entry.update(paired([x["ms"] for x in runs["minicpmo_cpp"][mode]], [x["ms"] for x in runs["torch"][mode]]))
-        entry["ratio_cpu"] = paired([x["cpu_ms"] for x in runs["minicpmo_cpp"][mode]],
-                                    [x["cpu_ms"] for x in runs["torch"][mode]])["ratio"]
+            if s.startswith("minicpmo_cpp"):
+                # what is left of a 1-s duplex unit for the LLM (and TTS) after our median chunk
+                entry[s]["share_of_1s_unit"] = round(entry[s]["median_ms"] / 1000, 3)
+        entry["ratios"] = ratios(mode, "ms")
+        entry["ratios_cpu"] = {k: v["ratio"] for k, v in ratios(mode, "cpu_ms").items()}
         entry["chunk_mel_frames"] = "100" if mode == "simplex" else "102 first, then 104"
-        entry["tokens_per_chunk"] = runs["minicpmo_cpp"][mode][0]["n_tokens"]
-        # what is left of a 1-s duplex unit for the LLM (and TTS) after our median / worst chunk
-        entry["minicpmo_cpp"]["share_of_1s_unit"] = round(entry["minicpmo_cpp"]["median_ms"] / 1000, 3)
-        entry["agreement"] = agreement(out["minicpmo_cpp"] / f"stream-{mode}.npy", out["torch"] / f"stream-{mode}.npy")
+        entry["tokens_per_chunk"] = runs[names[0]][mode][0]["n_tokens"]
+        entry["agreement"] = {"reference": ref, **{s: agreement(out[s] / f"stream-{mode}.npy", out[ref] / f"stream-{mode}.npy")
+                                                   for s in names if s != ref}}
         res["streaming"][mode] = entry
     for what, name in (("clip_mel", "encoder_from_mel"), ("clip_pcm", "end_to_end_from_pcm")):
         entry = {s: {"ms": r1(statistics.median(x["ms"] for x in runs[s][what])),
                      "cpu_ms": r1(statistics.median(x["cpu_ms"] for x in runs[s][what])),
                      "ms_runs": [r1(x["ms"]) for x in runs[s][what]]} for s in sides}
-        entry.update(paired([x["ms"] for x in runs["minicpmo_cpp"][what]], [x["ms"] for x in runs["torch"][what]]))
-        entry["ratio_cpu"] = paired([x["cpu_ms"] for x in runs["minicpmo_cpp"][what]],
-                                    [x["cpu_ms"] for x in runs["torch"][what]])["ratio"]
-        entry["n_tokens"] = runs["minicpmo_cpp"][what][0]["n_tokens"]
-        entry["agreement"] = agreement(out["minicpmo_cpp"] / f"{what}.npy", out["torch"] / f"{what}.npy")
+        entry["ratios"] = ratios(what, "ms")
+        entry["ratios_cpu"] = {k: v["ratio"] for k, v in ratios(what, "cpu_ms").items()}
+        entry["n_tokens"] = runs[names[0]][what][0]["n_tokens"]
+        entry["agreement"] = {"reference": ref, **{s: agreement(out[s] / f"{what}.npy", out[ref] / f"{what}.npy")
+                                                   for s in names if s != ref}}
         res["clip_30s"][name] = entry
     res["clip_30s"]["end_to_end_from_pcm"]["note"] = (
         "ours: float32 PCM -> our C++ log-mel -> encoder; torch: WhisperFeatureExtractor (numpy) -> encoder; "
@@ -578,6 +592,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default="F16,Q8_0", help="omni outtypes, comma separated: F16, Q8_0, F32")
+    ap.add_argument("--compute", default="f32,bf16",
+                    help="compute types of our side and of the torch side (bf16: torch.autocast), comma separated")
     ap.add_argument("--chunks", type=int, default=20, help="consecutive 1-s streaming chunks per round")
     ap.add_argument("--rounds", type=int, default=1, help="streaming rounds (each: simplex + duplex, all chunks)")
     ap.add_argument("--rounds-30s", type=int, default=1, help="rounds of the 30-s clip (each: from mel + from PCM)")
@@ -591,8 +607,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads <= 0:
         ap.error("--threads must be positive")
+    try:
+        args.compute = parse_compute(args.compute)
+    except ValueError as e:
+        ap.error(str(e))
     if args.worker:
-        sys.exit(worker_main(args.worker, args.model, args.threads, args.torch_attn))
+        sys.exit(worker_main(args.worker, args.model, args.threads, args.torch_attn, args.compute[0]))
     if args.chunks <= 0 or args.rounds <= 0 or args.rounds_30s <= 0:
         ap.error("--chunks, --rounds and --rounds-30s must be positive")
     # duplex chunk k reads mel frames up to 100k + 102; the cache must not restart inside the run
@@ -603,6 +623,7 @@ def main() -> None:
         if t not in ("F16", "Q8_0", "F32"):
             ap.error(f"unknown type {t}: choose from F16, Q8_0, F32")
 
+    require_bf16_build(args.compute)
     work = Path(args.work) if args.work else cache_dir() / "bench-audio" / model_key()
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -618,36 +639,43 @@ def main() -> None:
         res = bench_type(label, models[label], hf, mel, pcm, args, work)
         info = info or res["_info"]
         del res["_info"]
-        res["speed_limits"] = speed_limits(res, probe, args.chunks, peak["gflops"])
+        names = list(res["memory"])
+        res["speed_limits"] = speed_limits(res, probe, args.chunks, peak, names)
         results.append(res)
-        s, c = res["streaming"], res["clip_30s"]
-        log(f"{label}: share of the F32 FMA peak, ours / torch: " + ", ".join(
-            f"{k} {v['ours_share_of_f32_peak']:.0%} / {v['torch_share_of_f32_peak']:.0%}"
-            for k, v in res["speed_limits"].items()))
-        log(f"{label}: torch/ours streaming simplex {s['simplex']['ratio']}, duplex {s['duplex']['ratio']}, "
-            f"30-s mel {c['encoder_from_mel']['ratio']}, 30-s pcm {c['end_to_end_from_pcm']['ratio']}")
+        for k, v in res["speed_limits"].items():
+            log(f"{label} {k}: share of the F32 FMA peak: " + ", ".join(
+                f"{n} {v[n]['share_of_f32_peak']:.0%}" for n in names))
+        for k, v in (*res["streaming"].items(), *res["clip_30s"].items()):
+            log(f"{label} {k}: " + ", ".join(f"{p} {r['ratio']}" for p, r in v["ratios"].items()))
     print(json.dumps({
         "benchmark": "audio",
         "shape": "MiniCPM-o 4.5 audio (random weights): Whisper-medium encoder 1024 wide, 24 layers, 16 heads, "
                  "FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096; AvgPool1d 5",
         "timed": {"streaming": "per 1-s chunk: mel frames in memory -> 10 LLM tokens, through the growing K/V cache",
                   "clip_30s": "3000 mel frames (or 480000 PCM samples) -> 300 LLM tokens, 1-s block-causal attention"},
-        "ratio_meaning": "torch_ms / minicpmo_cpp_ms, median of per-round ratios (>1: minicpmo_cpp is faster)",
-        "agreement_meaning": "our tokens vs torch float32 tokens on the same checkpoint weights: "
-                             "max|ours - torch| / max|torch|, relative L2, worst per-token cosine",
+        "sides": {"minicpmo_cpp_<c>": "OmniSession(compute_type=<c>)",
+                  "torch_f32": "transformers' WhisperEncoder modules + nn.Linear projector, float32 weights",
+                  "torch_bf16": "the same forward under torch.autocast('cpu', dtype=torch.bfloat16)"},
+        "compute": args.compute,
+        "ratio_meaning": "ratios a/b: a_ms / b_ms, median of per-round ratios (>1: b is faster)",
+        "agreement_meaning": "each side's tokens vs the reference side's (torch_f32 where it ran) on the same "
+                             "checkpoint weights: max|side - ref| / max|ref|, relative L2, worst per-token cosine",
         "threads": args.threads, "chunks": args.chunks, "rounds": args.rounds, "rounds_30s": args.rounds_30s,
         "omp_wait_policy": args.omp_wait_policy,
         # the machine's load average (1, 5, 15 min) before and after: above the thread count, other
         # processes competed for the cores and wall times are inflated
         "loadavg_start": load_start, "loadavg_end": loadavg(), "cores": os.cpu_count(),
         "torch_gemm_f32": probe, "f32_fma_peak": peak,
-        "speed_limits_meaning": "gflop: FLOPs of the timed call (mean chunk of the run); ours/torch_gflops: "
-                                "what each side sustained; gflops_needed_for_2x_torch: the rate the target "
-                                "implies; ms_at_torch_best_gemm_rate: the call's time at torch's best probed "
-                                "F32 GEMM rate (a floor for kernels of MKL's class); ours/torch_share_of_f32_peak: "
-                                "the sustained rate over f32_fma_peak (measured in this run)",
+        "speed_limits_meaning": "gflop: FLOPs of the timed call (mean chunk of the run; audio_flops: conv "
+                                "stem + 24 x (2T(4D^2 + 2DF) + 4D x keys per query summed) + projector); "
+                                "<side>.gflops: what each side sustained; <side>.share_of_f32_peak: that over "
+                                "f32_fma_peak.gflops (measured in this run; BF16 sides against the same F32 "
+                                "peak); gflops_needed_for_2x_torch_f32: the rate the target implies; "
+                                "ms_at_torch_best_gemm_rate: the call's time at torch's best probed F32 GEMM "
+                                "rate (a floor for kernels of MKL's class)",
         **cpu_kernels(), "machine": platform.machine(), "cpu": cpu_name(),
-        "minicpmo_cpp_system_info": info["minicpmo_cpp"].get("system_info"), "torch_info": info["torch"],
+        "minicpmo_cpp_system_info": next(v["system_info"] for k, v in info.items() if k.startswith("minicpmo_cpp")),
+        "torch_info": next(v for k, v in info.items() if k.startswith("torch_")),
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))
 

@@ -1,6 +1,7 @@
 """Small pieces every benchmark script uses: where built benchmark models are cached, this
 process's memory figures, a speech-like test signal, torch's GEMM rate, the machine's measured F32 FMA
-peak, and the handle on a worker process."""
+peak, the handle on a worker process, and the compute types (f32 / bf16) each side runs under, with
+the order of the sides in each round, their paired ratios and their sustained GFLOP/s."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -148,3 +150,88 @@ def torch_gemm_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:
         dt = (time.perf_counter() - t0) / reps
         out[name] = {"gflops": round(2 * m * k * n / dt / 1e9, 1), "ms": round(dt * 1e3, 3)}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# compute types: every benchmark names the one each side ran ("auto" may mean either, per CPU)
+# ---------------------------------------------------------------------------------------------
+COMPUTE_TYPES = ("f32", "bf16")
+
+
+def parse_compute(text: str) -> list[str]:
+    """`--compute f32,bf16` -> ["f32", "bf16"] (order kept, duplicates dropped); ValueError on any
+    other value. Benchmarks pass each one explicitly: compute_type "auto" follows the CPU and the
+    environment (MINICPMO_COMPUTE), so a figure measured under it would not say what ran."""
+    out = []
+    for v in (s.strip().lower() for s in text.split(",")):
+        if not v:
+            continue
+        if v not in COMPUTE_TYPES:
+            raise ValueError(f"compute type {v!r}: choose from {', '.join(COMPUTE_TYPES)}")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise ValueError("no compute type given")
+    return out
+
+
+def require_bf16_build(compute: list[str]) -> None:
+    """A build without oneDNN refuses compute_type="bf16": say so before any worker starts."""
+    from minicpmo_cpp import build_info
+
+    if "bf16" in compute and not getattr(build_info, "MINICPMO_ONEDNN", False):
+        raise SystemExit("this minicpmo_cpp build has no oneDNN (build_info.MINICPMO_ONEDNN is false), so "
+                         "compute_type='bf16' is refused: run with --compute f32")
+
+
+def torch_precision(torch, compute: str):
+    """The context the torch side's forward runs in: nothing for "f32"; for "bf16", PyTorch's own
+    mixed precision, torch.autocast("cpu", dtype=torch.bfloat16) (matrix products and convolutions
+    in BF16 through oneDNN, with F32 accumulation; norms, softmax and the rest in F32)."""
+    import contextlib
+
+    if compute == "f32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def round_order(sides: list, r: int) -> list:
+    """The order the sides run in round r: the list rotated by r, so over len(sides) rounds every
+    side runs once in every position (for two sides: alternating who goes first), and drifting load
+    on a shared machine hits all alike."""
+    k = r % len(sides) if sides else 0
+    return list(sides[k:]) + list(sides[:k])
+
+
+def paired_ratio(num_ms: list[float], den_ms: list[float]) -> dict:
+    """num / den per round (both measured back to back in that round), median over the rounds and
+    the spread: the estimate least affected by load drift."""
+    ratios = [n / d for n, d in zip(num_ms, den_ms)]
+    return {"ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3)}
+
+
+def ratio_pairs(sides: list[str], ours: str = "minicpmo_cpp") -> list[tuple[str, str]]:
+    """The (numerator, denominator) side pairs a benchmark reports, of those present, for sides named
+    <impl>_<compute> (plus any other reference, e.g. "upstream"): every reference against ours at
+    the same compute type, then what BF16 gains on each implementation (f32 time / bf16 time)."""
+    out = []
+    for c in COMPUTE_TYPES:
+        for ref in sides:
+            if ref.endswith("_" + c) and not ref.startswith(ours) and f"{ours}_{c}" in sides:
+                out.append((ref, f"{ours}_{c}"))
+    for ref in sides:
+        if "_" not in ref and f"{ours}_f32" in sides:  # a reference without compute types (upstream)
+            out.append((ref, f"{ours}_f32"))
+    for impl in dict.fromkeys(s.rsplit("_", 1)[0] for s in sides if s.endswith(COMPUTE_TYPES)):
+        if f"{impl}_f32" in sides and f"{impl}_bf16" in sides:
+            out.append((f"{impl}_f32", f"{impl}_bf16"))
+    return out
+
+
+def throughput(flop: float, ms: float, peak: dict) -> dict:
+    """What a side sustained on a call of `flop` FLOPs in `ms` milliseconds, and that rate as a
+    fraction of the machine's measured F32 FMA peak (f32_fma_peak(threads)["gflops"]). BF16 runs are
+    put against the same F32 peak: the fraction then says how far past F32's ceiling they got."""
+    gflops = flop / ms / 1e6
+    return {"gflops": round(gflops, 1), "share_of_f32_peak": round(gflops / peak["gflops"], 3)}

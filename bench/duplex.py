@@ -8,7 +8,10 @@ The model (made once through the normal HF -> converter path, cached under the w
   * Whisper-medium encoder (24 x 1024) + projector, SigLIP 26 x 1152 + resampler (8 heads for the
     1024-wide LLM), TTS 20 x 768, Token2Wav at real size (flow encoder 512, DiT 16 x 512, HiFT 512)
     with the duplex demo's 5 flow steps per window (``--t2w-steps``; the release file says 10).
-All weights F16 in the GGUF files.
+All weights F16 in the GGUF files. The session's encoders (Whisper, SigLIP + resampler) and the
+Token2Wav flow compute in ``--compute`` (bf16 by default: their matrix products through oneDNN in
+BF16; f32 the exact path), passed to OmniSession as compute_type explicitly ("auto" follows the CPU);
+the LLM, TTS and HiFT are unaffected. The output names it, with the CPU.
 
 A random model decides randomly, so every unit's decision is scripted (``_scripted``): the same
 conversation in both modes -- listen units, then a speaking turn (``--speak-units`` units of
@@ -29,7 +32,8 @@ timed over random speech tokens, reported beside the pipeline's speech time (not
 Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/duplex.py [--threads 2] [--listen-units 4] [--speak-units 4] [--speak-tokens 10]
-                           [--frame-units 1] [--t2w-units 2] [--t2w-steps 5] [--budget-s 600] [--work DIR]
+                           [--frame-units 1] [--t2w-units 2] [--t2w-steps 5] [--compute bf16|f32]
+                           [--budget-s 600] [--work DIR]
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import cache_dir, cpu_name, proc_status_kib, speechlike
+from bench_common import COMPUTE_TYPES, cache_dir, cpu_name, proc_status_kib, require_bf16_build, speechlike
 
 # Qwen3-0.6B's shape (as bench/llm.py) with MiniCPM-o's vocabulary
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -243,12 +247,21 @@ def run_llm_text_prefill(omni, n: int) -> dict:
     return stats(times)
 
 
-def run_token2wav_alone(omni_path: Path, threads: int, n_units: int) -> dict:
-    """Token2Wav alone over 25 speech tokens per unit, one turn of n_units units (the last ends it)."""
+def synthesizer_takes_compute() -> bool:
+    """Whether this build's _testing.SpeechSynthesizer accepts compute_type (pybind11 signature)."""
+    from minicpmo_cpp import _testing
+
+    return "compute_type" in (_testing.SpeechSynthesizer.__init__.__doc__ or "")
+
+
+def run_token2wav_alone(omni_path: Path, threads: int, n_units: int, compute: str) -> dict:
+    """Token2Wav alone over 25 speech tokens per unit, one turn of n_units units (the last ends it);
+    the flow in `compute` where the binding takes it, else in F32 (what its constructor does)."""
     from minicpmo_cpp import _testing
 
     t0 = time.perf_counter()
-    synth = _testing.SpeechSynthesizer(str(omni_path), n_threads=threads, use_gpu=False, seed=0)
+    extra = {"compute_type": compute} if synthesizer_takes_compute() else {}
+    synth = _testing.SpeechSynthesizer(str(omni_path), n_threads=threads, device="cpu", seed=0, **extra)
     synth.stream_begin("")
     log(f"  synthesizer loaded and voice primed in {time.perf_counter() - t0:.1f} s")
     rng = np.random.default_rng(SEED + 9)
@@ -273,12 +286,15 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=600.0,
                     help="stages not started within this many seconds are skipped (and listed)")
     ap.add_argument("--t2w-steps", type=int, default=5, help="flow-matching steps per Token2Wav window")
+    ap.add_argument("--compute", default="bf16", choices=COMPUTE_TYPES,
+                    help="compute_type of the session (encoders and the Token2Wav flow)")
     ap.add_argument("--modes", default="wait,overlap")
     ap.add_argument("--work", default=str(cache_dir() / "bench-duplex"))
     args = ap.parse_args()
     if not 1 <= args.speak_tokens <= 17:
         ap.error("--speak-tokens must be 1..17 (a unit holds <|speak|>, the tokens, <|turn_eos|>, <|chunk_eos|>)")
 
+    require_bf16_build([args.compute])
     from minicpmo_cpp import OmniSession, _testing
 
     load_before = loadavg()
@@ -293,8 +309,9 @@ def main() -> None:
         return False
 
     llm, omni_path = make_model(Path(args.work), args.t2w_steps)
-    log(f"loading {llm.name} (threads {args.threads})")
-    omni = OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=8192, seed=SEED)
+    log(f"loading {llm.name} (threads {args.threads}, compute_type {args.compute}, CPU {cpu_name()})")
+    omni = OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=8192, seed=SEED,
+                       compute_type=args.compute)
     script = conversation(omni, args.listen_units, args.speak_units, args.speak_tokens)
 
     # warm-up: one listening unit and one speaking unit (first-call graph allocation, page-in)
@@ -311,7 +328,7 @@ def main() -> None:
     t2w = {}
     if args.t2w_units > 0 and in_budget("token2wav_alone"):
         log("Token2Wav alone")
-        t2w = run_token2wav_alone(omni_path, args.threads, args.t2w_units)
+        t2w = run_token2wav_alone(omni_path, args.threads, args.t2w_units, args.compute)
     frames = {}
     if args.frame_units > 0 and in_budget("frames"):
         log(f"frames: {args.frame_units} units with a 448x448 frame")
@@ -344,6 +361,9 @@ def main() -> None:
         "model": {"llm": "Qwen3-0.6B shape (NOT the 8B), random weights, F16", **model_params(args.t2w_steps),
                   "gguf": str(llm)},
         "threads": args.threads, "cpu": cpu_name(),
+        # the session's compute_type (encoders + Token2Wav flow); Token2Wav alone uses its own synthesizer
+        "compute_type": args.compute,
+        "token2wav_alone_compute_type": args.compute if synthesizer_takes_compute() else "f32",
         "system_info": _testing.system_info().strip(),
         "script": {"listen_units": args.listen_units, "speak_units": args.speak_units,
                    "speak_text_tokens_per_unit": args.speak_tokens, "decisions": "scripted (_scripted)"},

@@ -1,6 +1,6 @@
 // Upstream side of bench/vision.py: encodes images with llama.cpp's libmtmd (clip) and times it.
 //
-//   mtmd_vision_bench --mmproj MMPROJ.gguf --model LLM.gguf [--threads N]
+//   mtmd_vision_bench --mmproj MMPROJ.gguf --model LLM.gguf [--threads N] [--backend-dir DIR]
 //
 // LLM.gguf is loaded vocab-only: mtmd needs the text model's vocabulary for its slice marker tokens
 // and checks the embedding width against the projector's. After loading, one JSON line
@@ -10,8 +10,12 @@
 //       and mtmd_encode_chunk over every image chunk (ViT + resampler), as mtmd-helper runs them.
 //       EMBD_OUT receives the float32 embeddings of all image chunks in prompt order.
 //   quit
-// clip/mtmd logs (hparams included) go to stderr.
+// clip/mtmd logs (hparams included) go to stderr. In a build with GGML_BACKEND_DL (ggml's CPU
+// kernels as one loadable module per x86-64 level, as GGML_CPU_ALL_VARIANTS builds them), the best
+// module for this CPU is loaded first from DIR (default: beside the executable, then the working
+// directory), as llama.cpp's own tools do; "system_info" names the features of the one loaded.
 
+#include "ggml-backend.h"
 #include "llama.h"
 #include "mtmd.h"
 
@@ -151,14 +155,15 @@ int text_embedding_length(const llama_model * model) {
 }
 
 int usage(const char * argv0) {
-    std::fprintf(stderr, "usage: %s --mmproj MMPROJ.gguf --model LLM.gguf [--threads N]\n", argv0);
+    std::fprintf(stderr, "usage: %s --mmproj MMPROJ.gguf --model LLM.gguf [--threads N] [--backend-dir DIR]\n",
+                 argv0);
     return 2;
 }
 
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::string mmproj, model_path;
+    std::string mmproj, model_path, backend_dir;
     int n_threads = 2;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -171,6 +176,8 @@ int main(int argc, char ** argv) {
             model_path = argv[++i];
         } else if (a == "--threads") {
             n_threads = std::atoi(argv[++i]);
+        } else if (a == "--backend-dir") {
+            backend_dir = argv[++i];
         } else {
             return usage(argv[0]);
         }
@@ -182,6 +189,12 @@ int main(int argc, char ** argv) {
     const long rss_start_kib = proc_status_kib("VmRSS");
     llama_log_set(log_errors_only, nullptr);
     mtmd_log_set(log_to_stderr, nullptr);
+    // no-ops without GGML_BACKEND_DL: the CPU backend is linked in
+    if (backend_dir.empty()) {
+        ggml_backend_load_all();
+    } else {
+        ggml_backend_load_all_from_path(backend_dir.c_str());
+    }
     llama_backend_init();
 
     auto t0 = std::chrono::steady_clock::now();

@@ -1,11 +1,12 @@
-"""Speech-output speed of minicpmo-cpp versus PyTorch on real-size random weights, same thread count.
+"""Speech-output speed of minicpmo-cpp versus PyTorch on real-size random weights, same thread count;
+the Token2Wav flow in F32 and in BF16 on both.
 
 Makes a random-weight checkpoint with the release's speech shapes (spec §5.1, §5.2): the TTS
 speech-token LM (LLaMA backbone 768 wide, 20 layers, 12 heads, FFN 3072, 6562 codes) and Token2Wav
 (flow encoder 512 wide with 6 + 4 conformer blocks, DiT 16 blocks x 512, HiFT with 512 base
 channels), converts it with our converter and measures, each side in its own process with the same
-number of threads and OpenMP wait policy, one ours/torch pair of processes per item, back to back,
-alternating which goes first (run_interleaved), best of --rounds after a short warm-up call:
+number of threads and OpenMP wait policy, one process per side per item, back to back, the sides'
+order rotating from item to item (run_interleaved), best of --rounds after a short warm-up call:
 
 1. TTS speech codes per second, greedy, same condition (text ids + LLM hidden rows -> condition rows
    + text_eos + audio_bos) and the same number of codes. ours: OmniSession's TTS decoder
@@ -20,13 +21,19 @@ alternating which goes first (run_interleaved), best of --rounds after a short w
    (CausalMaskedDiffWithXvec.inference / setup_cache + inference_chunk + Token2wav's cache trimming,
    HiFTGenerator with its weight-norm parametrizations as Token2wav loads it), built by
    tests/stepaudio2_oracle.py from the same flow.pt / hift.pt. Same tokens, same voice prompt.
-Also: an F32 GEMM probe (torch.mm at the DiT / HiFT shapes, same threads) and the FLOPs per second
-of audio of the flow (encoder + DiT x 2 CFG branches x n_timesteps) and HiFT, from the dims.
+   Sides, per --compute type c (f32 and bf16 by default): minicpmo_cpp_<c> = Flow(compute_type=c)
+   (passed explicitly: "auto" follows the CPU; bf16 = the flow's matrix products through oneDNN in
+   BF16), torch_<c> = the official flow, for bf16 under torch.autocast("cpu", dtype=torch.bfloat16).
+   HiFT runs in F32 on every side (ours has no BF16 path for it). The TTS (1.) is F32 on both sides.
+Also: an F32 GEMM probe (torch.mm at the DiT / HiFT shapes, same threads), the FLOPs per second
+of audio of the flow (encoder + DiT x 2 CFG branches x n_timesteps) and HiFT, from the dims, and the
+GFLOP/s each side sustained in the whole-utterance flow and HiFT calls with its share of the
+machine's F32 FMA peak measured in the run (bench_common.f32_fma_peak).
 
 Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/speech.py [--threads 2] [--type f32] [--cond 50] [--codes 100] [--tokens 100]
-                           [--steps 10,5] [--rounds 1] [--no-stream] [--parts tts,t2w]
+                           [--steps 10,5] [--rounds 1] [--no-stream] [--parts tts,t2w] [--compute f32,bf16]
                            [--omp-wait-policy passive|default|active]
 """
 
@@ -44,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import cache_dir, cpu_kernels, cpu_name, torch_gemm_rates
+from bench_common import (cache_dir, cpu_kernels, cpu_name, f32_fma_peak, parse_compute, ratio_pairs,
+                          require_bf16_build, round_order, throughput, torch_gemm_rates, torch_precision)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -63,6 +71,7 @@ SILENCE = 4218
 TOKEN_RATE = 25.0
 WINDOW, STRIDE, LOOKAHEAD = 28, 25, 3
 WARM_TOKENS = 10  # the untimed warm-up call of each Token2Wav setting (weights paged in, graphs built)
+VOICE_TOKENS = 50  # the default voice prompt (tiny_token2wav.TINY_VOICE_TOKENS): 100 mel frames
 
 
 def log(msg: str) -> None:
@@ -189,7 +198,9 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
     x = inputs(args)
     res: dict = {}
     if "tts" in args.parts:
-        s = _testing.hooks(OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=512))
+        # the TTS stays F32: compute_type names it explicitly (it governs the encoders, not the TTS)
+        s = _testing.hooks(OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=512,
+                                       compute_type="f32"))
 
         def prefill():
             rows = np.concatenate([s.tts_condition_rows(x["text_ids"].tolist(), x["hidden"]),
@@ -208,8 +219,8 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
                                         "codes_per_second": len(chat) / tc}}
         del s
     if "t2w" in args.parts:
-        flow = Flow(str(omni), n_threads=args.threads)
-        hift = HiftVocoder(str(omni), n_threads=args.threads)
+        flow = Flow(str(omni), n_threads=args.threads, compute_type=args.compute[0])
+        hift = HiftVocoder(str(omni), n_threads=args.threads)  # F32 only
         speech = x["speech"].tolist()
         audio_s = len(speech) / TOKEN_RATE
         res["t2w"] = {}
@@ -349,16 +360,19 @@ def torch_t2w(args, hf: Path, x: dict) -> dict:
     speech = x["speech"]
     audio_s = len(speech) / TOKEN_RATE
     out: dict = {}
+    compute = args.compute[0]  # the flow's precision; HiFT stays F32 as ours does
     with torch.compiler.set_stance("force_eager"), torch.inference_mode():
         # the official encoder.forward_chunk is torch.compile(backend="eager"): force_eager runs the
         # same ops without the dynamo tracing, which would otherwise be timed
         for steps in args.steps:
             ent: dict = {}
             def official_mel(sp):
-                return flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
-                                      torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
-                                      torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
-                                      torch.from_numpy(xvec)[None], steps)
+                with torch_precision(torch, compute):
+                    mel = flow.inference(torch.from_numpy(sp)[None], torch.tensor([len(sp)]),
+                                         torch.from_numpy(ptok)[None], torch.tensor([len(ptok)]),
+                                         torch.from_numpy(pmel)[None], torch.tensor([pmel.shape[0]]),
+                                         torch.from_numpy(xvec)[None], steps)
+                return mel.float()
 
             mel, wav, ent["whole"] = timed_token2wav(
                 "torch", steps, args, speech, official_mel, lambda mel: hift(speech_feat=mel.float())[0])
@@ -366,7 +380,8 @@ def torch_t2w(args, hf: Path, x: dict) -> dict:
             if args.stream:
                 ts, lat = [], []
                 for r in range(1, args.rounds + 1):  # the whole-utterance runs warmed up
-                    st = OfficialStream(flow, hift, ptok, pmel, xvec, steps, stepaudio2().Token2wavCacheTrim())
+                    st = OfficialStream(flow, hift, ptok, pmel, xvec, steps, stepaudio2().Token2wavCacheTrim(),
+                                        lambda: torch_precision(torch, compute))
                     per, t0 = [], time.perf_counter()
                     for tokens, last in stream_windows(speech):
                         w0 = time.perf_counter()
@@ -386,17 +401,19 @@ class OfficialStream:
     """Token2wav's streaming sequence on the official modules (as tests/test_token2wav_reference_vs_
     stepaudio2.py drives it): setup_cache over prompt + silence look-ahead in the constructor
     (untimed, like our stream_start), per window flow.inference_chunk + the 1.0.7 cache trimming,
-    and the 1.0.1 HiFT caches (8 mel frames, 3840 source / speech samples, Hamming cross-fade)."""
+    and the 1.0.1 HiFT caches (8 mel frames, 3840 source / speech samples, Hamming cross-fade).
+    precision(): the context the flow's calls run in (bench_common.torch_precision); HiFT runs outside it."""
 
-    def __init__(self, flow, hift, ptok, pmel, xvec, steps, trim):
+    def __init__(self, flow, hift, ptok, pmel, xvec, steps, trim, precision):
         import torch
 
-        self.flow, self.hift, self.steps, self.trim = flow, hift, steps, trim
+        self.flow, self.hift, self.steps, self.trim, self.precision = flow, hift, steps, trim, precision
         self.spk = torch.from_numpy(np.ascontiguousarray(xvec, np.float32))[None]
         self.P = pmel.shape[0]
         trim.flow = flow
-        trim.stream_cache = flow.setup_cache(torch.tensor([list(ptok) + [SILENCE] * LOOKAHEAD]),
-                                             torch.from_numpy(pmel)[None], self.spk, n_timesteps=steps)
+        with precision():
+            trim.stream_cache = flow.setup_cache(torch.tensor([list(ptok) + [SILENCE] * LOOKAHEAD]),
+                                                 torch.from_numpy(pmel)[None], self.spk, n_timesteps=steps)
         self.n = 8 * 480
         self.fade = torch.from_numpy(np.hamming(2 * self.n).astype(np.float32))
         self.hc = dict(mel=torch.zeros(1, 80, 0), source=torch.zeros(1, 1, 0), speech=torch.zeros(1, 0))
@@ -404,9 +421,11 @@ class OfficialStream:
     def window(self, tokens, last):
         import torch
 
-        mel, self.trim.stream_cache = self.flow.inference_chunk(torch.tensor([tokens]), self.spk,
-                                                                self.trim.stream_cache, last_chunk=last,
-                                                                n_timesteps=self.steps)
+        with self.precision():
+            mel, self.trim.stream_cache = self.flow.inference_chunk(torch.tensor([tokens]), self.spk,
+                                                                    self.trim.stream_cache, last_chunk=last,
+                                                                    n_timesteps=self.steps)
+        mel = mel.float()
         self.trim._trim_estimator_cache(self.P)
         self.trim._trim_conformer_cache(self.P)
         self.trim.stream_cache = {k: v.clone() for k, v in self.trim.stream_cache.items()}
@@ -466,8 +485,28 @@ def flops_per_audio_second(steps: int, total_frames: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+def flow_call_flops(steps: int, n_tokens: int) -> float:
+    """FLOPs of one whole-utterance flow call (flow.inference): the encoder runs over the prompt's and
+    the utterance's tokens and the DiT over their mel frames (the prompt's are conditioning, computed
+    all the same), so it is the per-second rate of flops_per_audio_second with attention over all
+    frames, times the seconds of prompt + utterance:
+        flow(steps, N) = flops_per_audio_second(steps, F)["flow"] * (P + N) / 25,  F = 2 (P + N)
+    with P = 50 prompt tokens. HiFT runs over the utterance's mel only:
+        hift(N) = flops_per_audio_second(...)["hift"] * N / 25."""
+    frames = 2 * (VOICE_TOKENS + n_tokens)
+    return flops_per_audio_second(steps, frames)["flow"] * (VOICE_TOKENS + n_tokens) / TOKEN_RATE
+
+
+def hift_call_flops(n_tokens: int) -> float:
+    return flops_per_audio_second(1, 2 * n_tokens)["hift"] * n_tokens / TOKEN_RATE  # see flow_call_flops
+
+
+# ---------------------------------------------------------------------------------------------
 def run_worker(side: str, args, work: Path, parts: list[str], steps: list[int]) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--threads", str(args.threads),
+    """One worker process: side = <impl>_<compute> (minicpmo_cpp_f32, torch_bf16, ...)."""
+    impl, compute = side.rsplit("_", 1)
+    cmd = [sys.executable, __file__, "--worker", "ours" if impl == "minicpmo_cpp" else "torch", "--work", str(work),
+           "--threads", str(args.threads), "--compute", compute,
            "--type", args.type, "--cond", str(args.cond), "--codes", str(args.codes), "--tokens", str(args.tokens),
            "--steps", ",".join(map(str, steps)), "--rounds", str(args.rounds), "--parts", ",".join(parts)]
     if not args.stream:
@@ -479,29 +518,31 @@ def run_worker(side: str, args, work: Path, parts: list[str], steps: list[int]) 
     return json.loads(p.stdout)
 
 
-def run_interleaved(args, work: Path) -> tuple[dict, dict, list]:
-    """One worker pair per measured item (TTS, then Token2Wav per step count), back to back and
-    alternating which side goes first: the load other processes put on a shared machine drifts
-    over minutes, so each ratio compares runs made close together."""
+def run_interleaved(args, work: Path) -> tuple[dict, list]:
+    """One worker per side per measured item (TTS: minicpmo_cpp_f32 and torch_f32; Token2Wav per step
+    count: minicpmo_cpp_<c> and torch_<c> for each --compute type c), back to back, the sides' order
+    rotating from item to item: the load other processes put on a shared machine drifts over
+    minutes, so each ratio compares runs made close together.
+    -> ({side: {"tts": ..., "t2w": {steps: ...}, "peak_rss_mib": ..., "gemm_runs": [...]}}, load averages)"""
     items = ([("tts", None)] if "tts" in args.parts else []) + \
             ([("t2w", s) for s in args.steps] if "t2w" in args.parts else [])
-    ours: dict = {"t2w": {}, "peak_rss_mib": 0.0}
-    torch_: dict = {"t2w": {}, "peak_rss_mib": 0.0}
+    t2w_sides = [f"{impl}_{c}" for c in args.compute for impl in ("minicpmo_cpp", "torch")]
+    res: dict[str, dict] = {}
     loads = []
     for i, (part, steps) in enumerate(items):
-        sides = ("ours", "torch") if i % 2 == 0 else ("torch", "ours")
-        for side in sides:
+        sides = ["minicpmo_cpp_f32", "torch_f32"] if part == "tts" else t2w_sides
+        for side in round_order(sides, i):
             r = run_worker(side, args, work, [part], [steps] if steps else args.steps[:1])
-            dst = ours if side == "ours" else torch_
+            dst = res.setdefault(side, {"t2w": {}, "peak_rss_mib": 0.0})
             if part == "tts":
                 dst["tts"] = r["tts"]
             else:
                 dst["t2w"].update(r["t2w"])
             dst["peak_rss_mib"] = max(dst["peak_rss_mib"], r.get("peak_rss_mib", 0.0))
             if "gemm" in r:
-                torch_.setdefault("gemm_runs", []).append(r["gemm"])
+                dst.setdefault("gemm_runs", []).append(r["gemm"])
             loads.append(os.getloadavg()[0])
-    return ours, torch_, loads
+    return res, loads
 
 
 def main() -> int:
@@ -515,6 +556,9 @@ def main() -> int:
     ap.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[10, 5])
     ap.add_argument("--rounds", type=int, default=1, help="timed rounds (after a short untimed warm-up call)")
     ap.add_argument("--parts", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["tts", "t2w"])
+    ap.add_argument("--compute", default="f32,bf16",
+                    help="compute types of the Token2Wav flow, ours and torch's (bf16: torch.autocast), comma "
+                         "separated; the TTS and HiFT run in F32")
     ap.add_argument("--no-stream", dest="stream", action="store_false")
     ap.add_argument("--omp-wait-policy", choices=("default", "passive", "active"), default="passive",
                     help="OMP_WAIT_POLICY of both workers (passive: see worker_env.thread_env)")
@@ -524,6 +568,10 @@ def main() -> int:
     work = Path(args.work) if args.work else cache_dir() / model_key()
     if args.tokens < WARM_TOKENS or args.codes < 1 or args.cond < 1 or args.rounds < 1:
         ap.error(f"need --tokens >= {WARM_TOKENS}, --codes >= 1, --cond >= 1 and --rounds >= 1")
+    try:
+        args.compute = parse_compute(args.compute)
+    except ValueError as e:
+        ap.error(str(e))
 
     if args.worker:
         out = work / f"gguf-{args.type}"
@@ -533,18 +581,21 @@ def main() -> int:
         print(json.dumps(fn(args, hf, llm, omni)))
         return 0
 
+    if "t2w" in args.parts:
+        require_bf16_build(args.compute)
     work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     make_models(work, args.type)
     log(f"models ready in {time.perf_counter() - t0:.0f}s")
-    ours, torch_, loads = run_interleaved(args, work)
+    peak = f32_fma_peak(args.threads)
+    log(f"F32 FMA peak: {peak['derivation']}")
+    res, loads = run_interleaved(args, work)
 
-    voice_frames = 100  # tiny_token2wav.TINY_VOICE_TOKENS = 50 prompt tokens -> 100 mel frames
-    frames = voice_frames + 2 * args.tokens
+    frames = 2 * (VOICE_TOKENS + args.tokens)
     from minicpmo_cpp import _testing
 
-    gemm_runs = torch_.pop("gemm_runs")
+    gemm_runs = [g for side in res.values() for g in side.pop("gemm_runs", [])]
     gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
     result: dict = {
         "machine": {"cpu": cpu_name(), "threads": args.threads,
@@ -553,32 +604,57 @@ def main() -> int:
                     "minicpmo_cpp_system_info": _testing.system_info().strip(),
                     "omp_wait_policy": args.omp_wait_policy, "loadavg_at_start": load_start,
                     "loadavg_1min_after_each_worker": loads,
-                    "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm},
+                    "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm,
+                    # this machine's F32 FMA peak, measured in this run, with its derivation
+                    "f32_fma_peak": peak},
         "config": {"type": args.type, "cond": args.cond, "codes": args.codes, "tokens": args.tokens,
-                   "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": voice_frames // 2,
-                   "steps": args.steps, "rounds": args.rounds, "tts_dims": TTS_DIMS, "t2w_dims": T2W_DIMS},
+                   "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": VOICE_TOKENS,
+                   "steps": args.steps, "rounds": args.rounds, "tts_dims": TTS_DIMS, "t2w_dims": T2W_DIMS,
+                   "compute": {"tts": "f32", "token2wav_flow": args.compute, "hift": "f32"}},
     }
     if "tts" in args.parts:
-        o, t = ours["tts"], torch_["tts"]
+        o, t = res["minicpmo_cpp_f32"]["tts"], res["torch_f32"]["tts"]
         agree = sum(a == b for a, b in zip(o.pop("codes"), t.pop("codes")))
-        result["tts"] = {"ours": o, "torch": t, "ratio": t["seconds"] / o["seconds"],
+        result["tts"] = {"compute_type": "f32", "ours": o, "torch": t, "ratio": t["seconds"] / o["seconds"],
                          "decode_ratio": t["decode_seconds"] / o["decode_seconds"],
                          "greedy_codes_equal_prefix": agree}
     if "t2w" in args.parts:
         result["t2w"] = {}
+        names = [n for n in res if str(args.steps[0]) in res[n]["t2w"]]
+        pairs = ratio_pairs(names)
         for steps in args.steps:
-            o, t = ours["t2w"][str(steps)], torch_["t2w"][str(steps)]
-            ent = {}
+            side = {n: res[n]["t2w"][str(steps)] for n in names}
+            ent: dict = {}
             for mode in ("whole", "stream"):
-                if mode in o:
-                    ent[mode] = {"ours": o[mode], "torch": t[mode], "ratio": t[mode]["seconds"] / o[mode]["seconds"],
-                                 "rtf_ours": o[mode]["rtf"], "rtf_torch": t[mode]["rtf"]}
+                if all(mode in v for v in side.values()):
+                    ent[mode] = {**{n: v[mode] for n, v in side.items()},
+                                 # a/b = a's seconds / b's seconds (best of --rounds each; >1: b is faster)
+                                 "ratios": {f"{a}/{b}": side[a][mode]["seconds"] / side[b][mode]["seconds"]
+                                            for a, b in pairs},
+                                 "rtf": {n: v[mode]["rtf"] for n, v in side.items()}}
+            if "whole" in ent:
+                ent["whole"]["flow_ratios"] = {f"{a}/{b}": side[a]["whole"]["flow_seconds"] /
+                                               side[b]["whole"]["flow_seconds"] for a, b in pairs}
+                # sustained rate of the whole-utterance calls (flow_call_flops / hift_call_flops)
+                fl, hf_ = flow_call_flops(steps, args.tokens), hift_call_flops(args.tokens)
+                ent["whole"]["throughput"] = {
+                    "flow_gflop": round(fl / 1e9, 2), "hift_gflop": round(hf_ / 1e9, 2),
+                    **{n: {"flow": throughput(fl, v["whole"]["flow_seconds"] * 1e3, peak),
+                           "hift_f32": throughput(hf_, v["whole"]["hift_seconds"] * 1e3, peak)}
+                       for n, v in side.items()}}
             fl = flops_per_audio_second(steps, frames)
-            peak = max(v["gflops"] for v in gemm.values())
+            best_gemm = max(v["gflops"] for v in gemm.values())
             ent["gflop_per_audio_second"] = {k: v / 1e9 for k, v in fl.items()}
-            ent["rtf_floor_at_torch_peak_gemm"] = fl["total"] / 1e9 / peak
+            ent["rtf_floor_at_torch_peak_gemm"] = fl["total"] / 1e9 / best_gemm
             result["t2w"][str(steps)] = ent
-    result["peak_rss_mib"] = {"ours": ours.get("peak_rss_mib"), "torch": torch_.get("peak_rss_mib")}
+        result["t2w_meaning"] = (
+            "sides minicpmo_cpp_<c> / torch_<c>: the flow at compute type c (torch bf16: torch.autocast('cpu', "
+            "dtype=torch.bfloat16) around the official flow's calls), HiFT F32 everywhere; ratios a/b: a's "
+            "seconds over b's; whole.throughput: GFLOP/s sustained by the whole-utterance flow call "
+            "(flow_gflop = flops_per_audio_second(steps, 2(P+N))['flow'] x (P+N)/25, P = 50 prompt tokens, "
+            "N = --tokens) and HiFT call (hift_gflop, over N/25 s), share_of_f32_peak = that over "
+            "machine.f32_fma_peak.gflops")
+    result["peak_rss_mib"] = {n: v.get("peak_rss_mib") for n, v in res.items()}
     print(json.dumps(result, indent=2))
     return 0
 
