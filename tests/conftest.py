@@ -33,11 +33,13 @@ if (_ENV_BIN / "minicpmo-cli").exists() and os.environ.get("PATH", "").split(os.
 # The test backend reaches every front end: sessions made without a device (Python, the C programs,
 # the CLI, subprocesses) resolve "auto" through MINICPMO_DEVICE (tests/backend.py).
 os.environ["MINICPMO_DEVICE"] = backend.DEVICE
+# ... and their compute_type "auto" through MINICPMO_COMPUTE: the exact path (tests/backend.py).
+os.environ["MINICPMO_COMPUTE"] = backend.COMPUTE
 
 
 def pytest_report_header(config):
     precision = f", {backend.PRECISION}" if backend.PRECISION else ""
-    return (f"minicpmo test backend: {backend.NAME} (device {backend.DEVICE}{precision}, "
+    return (f"minicpmo test backend: {backend.NAME} (device {backend.DEVICE}{precision}, compute {backend.COMPUTE}, "
             f"float tolerance floor {backend.FLOAT_RTOL:g})")
 
 

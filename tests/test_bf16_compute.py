@@ -162,3 +162,98 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
         f.set_noise(noise)
         outs[compute] = f.cfm(mu, spk, cond)
     _check(f"flow cfm {T} frames", outs["bf16"], outs["f32"], want, flow_tests.TOL["f32"])
+
+
+def _cpu_flags() -> list[str]:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+def _cpu_has_bf16_instructions() -> bool:
+    """From /proc/cpuinfo, independently of oneDNN: AMX tiles or AVX-512 BF16."""
+    flags = _cpu_flags()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@pytest.mark.sanitize
+def test_auto_takes_bf16_where_the_cpu_has_bf16_instructions(tiny_f32):
+    want = "bf16" if build_info.MINICPMO_ONEDNN and _cpu_has_bf16_instructions() else "f32"
+    for value in ("", "auto"):
+        with _environment(value):
+            s = OmniSession(str(tiny_f32[0]), n_threads=1, device="cpu", n_ctx=64)
+            assert s.compute_type == want, f"MINICPMO_COMPUTE={value!r}"
+    s = OmniSession(str(tiny_f32[0]), n_threads=1, device="cpu", n_ctx=64, compute_type="f32")
+    assert s.compute_type == "f32"
+    # the suite itself runs the exact path unless asked otherwise (conftest.py)
+    assert OmniSession(str(tiny_f32[0]), n_threads=1, device="cpu", n_ctx=64).compute_type == \
+        os.environ["MINICPMO_COMPUTE"]
+
+
+def test_sessions_of_one_model_share_the_packed_weights_from_two_threads(tiny_f32, bf16_and_f32):
+    """Two BF16 sessions over one loaded model (GgufWeights::kernel_copy packs each matrix once, under
+    a lock, for both) encode at the same time from two threads: each result equals a lone session's
+    (same packed weights, same kernels: 1e-6 leaves F32 summation-order noise only)."""
+    if _without_onednn(bf16_and_f32):
+        return
+    import threading
+
+    from minicpmo_cpp import _core
+
+    img = smooth_noise_image(448, 448)
+    alone = bf16_and_f32[0].encode_image(img, max_slice_nums=1)
+    model = _core.Model(str(tiny_f32[0]), "", 0, True, "cpu")
+    sessions = [_core.Session(model, 512, 1, 512, "f16", "bf16") for _ in range(2)]
+    pixels = np.ascontiguousarray(img)
+    results, errors = [None, None], []
+
+    def run(i):
+        try:
+            results[i] = sessions[i].encode_image(pixels, 1)
+        except Exception as e:  # reported below: a thread's exception would otherwise be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in results:
+        assert rel(r, np.asarray(alone, np.float64)) < 1e-6
+
+
+@pytest.mark.parametrize("isa, auto, bf16", [
+    ("AVX512_CORE", "f32", "runs"),  # BF16 emulated in F32 FMAs: no gain, so auto keeps f32
+    ("AVX2", "f32", "refused"),      # only oneDNN's reference code: asking for bf16 is an error
+])
+def test_auto_and_bf16_follow_the_kernels_onednn_offers(tiny_f32, bf16_and_f32, isa, auto, bf16, tmp_path):
+    """ONEDNN_MAX_CPU_ISA caps the instructions oneDNN uses (read once per process: a subprocess),
+    which stands in for an older CPU."""
+    import subprocess
+    import sys
+    import textwrap
+
+    if _without_onednn(bf16_and_f32):
+        return
+    if "avx512f" not in _cpu_flags():
+        bf16 = "refused"  # a CPU without AVX-512 gets oneDNN's reference code whatever the cap
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from minicpmo_cpp import MinicpmoError, OmniSession
+        path = {str(tiny_f32[0])!r}
+        print("auto", OmniSession(path, n_threads=1, device="cpu", n_ctx=64).compute_type)
+        try:
+            s = OmniSession(path, n_threads=1, device="cpu", n_ctx=64, compute_type="bf16")
+            s.encode_image(np.zeros((64, 64, 3), np.uint8), max_slice_nums=1)
+            print("bf16 runs")
+        except MinicpmoError as e:
+            print("bf16 refused:", e)
+    """)
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "MINICPMO_COMPUTE": "auto"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"auto {auto}"
+    assert lines[1].startswith(f"bf16 {bf16}")
+    if bf16 == "refused":
+        assert "no fast BF16 matrix product for this CPU" in lines[1] and "compute_type f32" in lines[1]

@@ -29,7 +29,7 @@ size_t graph_nodes(const AudioHparams & hp) {
 
 AudioEncoder::AudioEncoder(std::shared_ptr<const AudioModel> model, ComputeDevice device, int n_threads,
                            ComputeType compute)
-    : model_(std::move(model)), backend_(device, n_threads, compute), runner_(backend_, graph_nodes(model_->hparams())) {}
+    : model_(std::move(model)), backend_(device, n_threads, compute, &model_->weights()), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 AudioEncoder::~AudioEncoder() {
     if (cache_buf_) ggml_backend_buffer_free(cache_buf_);

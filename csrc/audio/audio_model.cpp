@@ -57,9 +57,9 @@ int AudioHparams::block_frames() const {
     return static_cast<int>(mel_frames) / 2;
 }
 
-AudioModel::AudioModel(const std::string & omni_path, ComputeDevice device) {
+AudioModel::AudioModel(const std::string & omni_path, ComputeDevice device, bool map_file) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"a."},
-                                       weight_buffer_type(device));
+                                       weight_buffer_type(device), map_file);
     w_->require_component("audio", "audio input");
     hp_ = read_hparams(*w_);
     const int64_t D = hp_.n_embd, F = hp_.n_ff, E = hp_.n_embd_out, M = hp_.n_mel;

@@ -38,9 +38,12 @@ struct AudioHparams {
 class AudioModel {
 public:
     // Throws naming the file when the audio component is absent or inconsistent.
-    AudioModel(const std::string & omni_path, ComputeDevice device);
+    // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
+    AudioModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
 
     const AudioHparams & hparams() const { return hp_; }
+    // the stored tensors (the BF16 products pack their matrices once, for every session)
+    const GgufWeights & weights() const { return *w_; }
     const std::vector<PreLnLayer> & layers() const { return layers_; }
     // (n_mel, n_freq) row-major, host memory: the front end runs on the CPU
     const std::vector<float> & mel_filters() const { return mel_filters_; }

@@ -106,7 +106,7 @@ ComputeType resolve_compute_type(const std::string & name) {
     std::string origin = "compute_type '" + name + "'";
     if (want.empty() || want == "auto") {
         const char * env = std::getenv("MINICPMO_COMPUTE");
-        if (!env || !*env) return ComputeType::f32;
+        if (!env || !*env || lower(env) == "auto") return onednn_bf16_native() ? ComputeType::bf16 : ComputeType::f32;
         want = lower(env);
         origin = std::string("MINICPMO_COMPUTE='") + env + "'";
     }
@@ -115,10 +115,13 @@ ComputeType resolve_compute_type(const std::string & name) {
     fail(Status::invalid_argument, origin + ": expected auto, f32 or bf16");
 }
 
-ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute) : device_(device) {
+const char * compute_type_name(ComputeType compute) { return compute == ComputeType::bf16 ? "bf16" : "f32"; }
+
+ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute, const GgufWeights * model)
+    : device_(device) {
     ensure_llama_initialized();
     // before any backend exists, so that a refusal leaks nothing
-    if (!device && compute == ComputeType::bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads));
+    if (!device && compute == ComputeType::bf16) matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads), model);
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);
         if (!gpu_) fail(Status::internal, std::string("cannot start the backend of device ") + ggml_backend_dev_name(device));

@@ -12,6 +12,8 @@
 
 namespace minicpmo {
 
+class GgufWeights;
+
 // The accelerator a component computes on; nullptr means the CPU.
 using ComputeDevice = ggml_backend_dev_t;
 
@@ -43,15 +45,20 @@ ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 // outputs); the TTS decoder (memory-bound one-row products whose logits pick tokens) and HiFT (its F0
 // is integrated into a phase, which turns small errors into sample-level waveform changes) stay f32.
 enum class ComputeType { f32, bf16 };
-// A user's choice: "" or "auto" = the environment variable MINICPMO_COMPUTE when set, else f32;
-// "f32"; "bf16" (any case). Throws invalid_argument naming the choices for another value.
+// A user's choice: "" or "auto" = the environment variable MINICPMO_COMPUTE when set, else bf16
+// where oneDNN has native BF16 kernels for this CPU (AMX, AVX-512 BF16: onednn_bf16_native) and f32
+// elsewhere; "f32"; "bf16" (any case). Throws invalid_argument naming the choices for another value.
 ComputeType resolve_compute_type(const std::string & name);
+// "f32" or "bf16"
+const char * compute_type_name(ComputeType compute);
 
 class ComputeBackend {
 public:
     // compute bf16 adds the oneDNN products on the CPU (a device computes as before); throws
-    // unsupported when this build or CPU has none
-    ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute = ComputeType::f32);
+    // unsupported when this build or CPU has none. `model`: the component's weights, whose matrices
+    // the BF16 products pack once for every session (may be null; must outlive this).
+    ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute = ComputeType::f32,
+                   const GgufWeights * model = nullptr);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;

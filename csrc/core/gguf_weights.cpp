@@ -4,6 +4,12 @@
 #include <cstdio>
 #include <memory>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define MINICPMO_HAVE_MMAP 1
+#endif
+
 #include "core/error.h"
 #include "core/gguf_handles.h"
 #include "gguf.h"
@@ -28,7 +34,7 @@ bool starts_with_any(const std::string & name, const std::vector<std::string> & 
 }  // namespace
 
 GgufWeights::GgufWeights(const std::string & path, const char * what, const std::vector<std::string> & prefixes,
-                         ggml_backend_buffer_type_t buft)
+                         ggml_backend_buffer_type_t buft, bool map_file)
     : header_(path, what) {
     header_.check_tensor_bounds();  // every data range lies within the file (read below by offset)
     ggml_context * meta_raw = nullptr;
@@ -56,8 +62,12 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
         ~Release() {
             if (!armed) return;
             if (w->buffer_) ggml_backend_buffer_free(w->buffer_);
+#ifdef MINICPMO_HAVE_MMAP
+            if (w->map_) munmap(w->map_, w->map_size_);
+#endif
             ggml_free(w->ctx_);
             w->buffer_ = nullptr;
+            w->map_ = nullptr;
             w->ctx_ = nullptr;
         }
     } release{this};
@@ -79,6 +89,17 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
         return;
     }
 
+    std::vector<std::pair<ggml_tensor *, size_t>> at;  // each tensor and its offset in the file
+    for (int64_t i : selected) {
+        const char * name = gguf_get_tensor_name(gguf.get(), i);
+        at.emplace_back(tensors_.at(name), data_offset + gguf_get_tensor_offset(gguf.get(), i));
+    }
+    if (map_file && buft == ggml_backend_cpu_buffer_type() && map_tensors(fileno(file.get()), at)) {
+        ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        release.armed = false;
+        return;
+    }
+
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buffer_) {
         fail(Status::internal, "out of memory loading the weights of " + std::string(what) + " '" + path + "'");
@@ -86,11 +107,10 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
     ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     const bool host = ggml_backend_buffer_is_host(buffer_);
     std::vector<uint8_t> staging;
-    for (int64_t i : selected) {
-        const char * name = gguf_get_tensor_name(gguf.get(), i);
-        ggml_tensor * t = tensors_.at(name);
+    for (const auto & [t, file_offset] : at) {
+        const char * name = ggml_get_name(t);
         const size_t nbytes = ggml_nbytes(t);
-        const long offset = static_cast<long>(data_offset + gguf_get_tensor_offset(gguf.get(), i));
+        const long offset = static_cast<long>(file_offset);
         void * dst = t->data;
         if (!host) {
             staging.resize(nbytes);
@@ -106,7 +126,68 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
 
 GgufWeights::~GgufWeights() {
     if (buffer_) ggml_backend_buffer_free(buffer_);
+#ifdef MINICPMO_HAVE_MMAP
+    if (map_) munmap(map_, map_size_);
+#endif
     if (ctx_) ggml_free(ctx_);
+}
+
+bool GgufWeights::map_tensors(int file_fd, const std::vector<std::pair<ggml_tensor *, size_t>> & at) {
+#ifdef MINICPMO_HAVE_MMAP
+    const size_t align = ggml_backend_buft_get_alignment(ggml_backend_cpu_buffer_type());
+    size_t lo = SIZE_MAX, hi = 0;
+    for (const auto & [t, offset] : at) {
+        if (offset % align != 0) return false;  // a file written with a smaller alignment: read it in
+        lo = std::min(lo, offset);
+        hi = std::max(hi, offset + ggml_nbytes(t));
+    }
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t start = lo / page * page;
+    if (hi <= start) return false;
+    int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+    flags |= MAP_POPULATE;  // read the file now, as loading did, not at the first product
+#endif
+    void * base = mmap(nullptr, hi - start, PROT_READ, flags, file_fd, static_cast<off_t>(start));
+    if (base == MAP_FAILED) return false;
+    ggml_backend_buffer_t buffer = ggml_backend_cpu_buffer_from_ptr(base, hi - start);
+    if (!buffer) {
+        munmap(base, hi - start);
+        return false;
+    }
+    map_ = base;
+    map_size_ = hi - start;
+    buffer_ = buffer;
+    for (const auto & [t, offset] : at) {
+        if (ggml_backend_tensor_alloc(buffer_, t, static_cast<char *>(base) + (offset - start)) != GGML_STATUS_SUCCESS) {
+            fail(Status::internal, "cannot place tensor '" + std::string(ggml_get_name(t)) + "' of '" + path() + "'");
+        }
+    }
+    return true;
+#else
+    (void)file_fd;
+    (void)at;
+    return false;
+#endif
+}
+
+std::shared_ptr<const void> GgufWeights::kernel_copy(const ggml_tensor * w,
+                                                     const std::function<std::shared_ptr<const void>()> & make) const {
+    std::lock_guard<std::mutex> lock(copies_mutex_);
+    auto it = copies_.find(w);
+    if (it != copies_.end()) return it->second;
+    std::shared_ptr<const void> copy = make();
+    copies_.emplace(w, copy);
+#ifdef MINICPMO_HAVE_MMAP
+    if (map_) {
+        // the whole pages inside the matrix: unmapped now, faulted back in from the file if read again
+        const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        const uintptr_t first = (reinterpret_cast<uintptr_t>(w->data) + page - 1) / page * page;
+        const uintptr_t end = (reinterpret_cast<uintptr_t>(w->data) + ggml_nbytes(w)) / page * page;
+        if (end > first) madvise(reinterpret_cast<void *>(first), end - first, MADV_DONTNEED);
+    }
+#endif
+    return copy;
 }
 
 namespace {

@@ -1,11 +1,18 @@
 // Tensors of a GGUF file loaded into one backend buffer (CPU or GPU memory), selected by name
 // prefix, with checked lookups: a missing tensor or one of the wrong shape is a bad_model error
 // naming the file, never a crash later inside a graph.
+//
+// In CPU memory the tensors are the file's own pages, mapped read-only (shared with the page cache
+// and with every other mapping of the file), unless the caller says not to (use_mmap = false);
+// elsewhere, and where mapping fails, they are read in.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,8 +25,9 @@ namespace minicpmo {
 class GgufWeights {
 public:
     // Loads every tensor whose name starts with one of `prefixes`. `what` names the file in errors.
+    // map_file: in CPU memory, use the file's pages (false: read the tensors in, as for a device).
     GgufWeights(const std::string & path, const char * what, const std::vector<std::string> & prefixes,
-                ggml_backend_buffer_type_t buft);
+                ggml_backend_buffer_type_t buft, bool map_file = true);
     ~GgufWeights();
     GgufWeights(const GgufWeights &) = delete;
     GgufWeights & operator=(const GgufWeights &) = delete;
@@ -42,6 +50,15 @@ public:
     // `needed_for` says what the caller wanted it for ("images", "speech output", ...).
     void require_component(const std::string & component, const std::string & needed_for) const;
 
+    // A copy of the matrix `w` (one of these weights) re-laid for a kernel, e.g. oneDNN's packed BF16:
+    // made by `make` the first time any caller asks for it and shared by every later caller (every
+    // session of the model), safe from any thread. When the weights are mapped from the file, the
+    // matrix's own pages are then dropped from memory (read back from the file if anything touches
+    // them again), so the matrix is held once, in the kernel's layout, not twice.
+    std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::function<std::shared_ptr<const void>()> & make) const;
+    bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }
+    bool mapped() const { return map_ != nullptr; }
+
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
     int64_t require_int(const std::string & key, int64_t min_value, int64_t max_value) const;
     double require_float(const std::string & key) const;
@@ -50,7 +67,15 @@ private:
     GgufHeader header_;
     ggml_context * ctx_ = nullptr;
     ggml_backend_buffer_t buffer_ = nullptr;
+    void * map_ = nullptr;  // the file's mapped range holding the tensors (CPU memory), or nullptr
+    size_t map_size_ = 0;
     std::map<std::string, ggml_tensor *> tensors_;
+    mutable std::mutex copies_mutex_;
+    mutable std::map<const ggml_tensor *, std::shared_ptr<const void>> copies_;
+
+    // Maps the tensors' byte range of `file_fd` and places every tensor there; false (nothing
+    // changed) when the range cannot be mapped or a tensor is misaligned for ggml's CPU kernels.
+    bool map_tensors(int file_fd, const std::vector<std::pair<ggml_tensor *, size_t>> & at);
 };
 
 }  // namespace minicpmo

@@ -2,6 +2,7 @@
 
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "core/gguf_weights.h"
 
 #include <string>
 
@@ -10,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <dnnl.hpp>
 #include <map>
@@ -25,12 +27,14 @@ namespace minicpmo {
 
 #ifndef MINICPMO_ONEDNN
 
-ggml_backend_t onednn_matmul_backend_new(int) {
+ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *) {
     fail(Status::unsupported, "BF16 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
                               "was not found at configure time; Debian: apt-get install libdnnl-dev)");
 }
 
 void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
+
+bool onednn_bf16_native() { return false; }
 
 std::string onednn_matmul_take_error(ggml_backend_t) { return ""; }
 
@@ -43,7 +47,7 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 // below this many rows a product is a few vector-matrix products: ggml's kernels read the F16 weights
-// directly, and the activations' conversion to BF16 would cost more than it saves
+// directly, and the activations' conversion to BF16 would cost more than it saves (see min_rows)
 constexpr int64_t kMinRows = 32;
 // the row count whose packed weight layout every product uses (oneDNN's layout for a given K x N does
 // not depend on M for its BF16 kernels; a product whose preferred layout differs still runs, on this one)
@@ -54,6 +58,12 @@ struct Product {
     dnnl::matmul matmul;
     dnnl::reorder to_bf16;
     memory::desc src_f32, src_bf16, dst_f32;
+};
+
+// One weight matrix in oneDNN's packed BF16 layout (the same on every engine of this CPU)
+struct PackedMatrix {
+    memory::desc desc;
+    std::unique_ptr<void, decltype(&std::free)> bytes{nullptr, &std::free};
 };
 
 struct ActivationProduct {
@@ -69,7 +79,9 @@ struct Context {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
     int n_threads = 1;
-    std::map<std::array<int64_t, 4>, memory> weights;        // (data address, type, K, N) -> packed BF16
+    const GgufWeights * model = nullptr;                     // whose matrices are packed once, for every session
+    // (data address, type, K, N) -> the packed BF16 copy and this engine's view of it
+    std::map<std::array<int64_t, 4>, std::pair<std::shared_ptr<const PackedMatrix>, memory>> weights;
     std::map<std::array<int64_t, 2>, memory::desc> layouts;  // (K, N) -> packed weight layout
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
     // activation products by the dims and element strides of their three F32 operands
@@ -89,11 +101,8 @@ const memory::desc & layout(Context & c, int64_t K, int64_t N) {
 }
 
 // ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order
-const memory & packed_weight(Context & c, const ggml_tensor * w) {
+std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     const int64_t K = w->ne[0], N = w->ne[1];
-    const std::array<int64_t, 4> key{reinterpret_cast<int64_t>(w->data), static_cast<int64_t>(w->type), K, N};
-    auto it = c.weights.find(key);
-    if (it != c.weights.end()) return it->second;
     const int64_t n = K * N;
     std::vector<float> f32(static_cast<size_t>(n));  // the weight in F32 while it is packed
     switch (w->type) {
@@ -102,11 +111,32 @@ const memory & packed_weight(Context & c, const ggml_tensor * w) {
         case GGML_TYPE_BF16: ggml_bf16_to_fp32_row(static_cast<const ggml_bf16_t *>(w->data), f32.data(), n); break;
         default: fail(Status::internal, std::string("oneDNN products: unexpected weight type ") + ggml_type_name(w->type));
     }
+    auto packed = std::make_shared<PackedMatrix>();
+    packed->desc = layout(c, K, N);
+    const size_t size = (packed->desc.get_size() + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
+    packed->bytes.reset(std::aligned_alloc(64, size));
+    if (!packed->bytes) throw std::bad_alloc();
     memory user({{K, N}, dt::f32, tag::ba}, c.engine, f32.data());
-    memory packed(layout(c, K, N), c.engine);
-    dnnl::reorder(user, packed).execute(c.stream, user, packed);
+    memory dst(packed->desc, c.engine, packed->bytes.get());
+    dnnl::reorder(user, dst).execute(c.stream, user, dst);
     c.stream.wait();
-    return c.weights.emplace(key, packed).first->second;
+    return packed;
+}
+
+// The packed copy of weight `w`: the model's (GgufWeights::kernel_copy, shared by its sessions) for
+// a matrix of the model's weights, else this backend's own
+const memory & packed_weight(Context & c, const ggml_tensor * w) {
+    const std::array<int64_t, 4> key{reinterpret_cast<int64_t>(w->data), static_cast<int64_t>(w->type), w->ne[0], w->ne[1]};
+    auto it = c.weights.find(key);
+    if (it != c.weights.end()) return it->second.second;
+    std::shared_ptr<const PackedMatrix> packed;
+    if (c.model && c.model->owns(w) && !w->view_src) {
+        packed = std::static_pointer_cast<const PackedMatrix>(c.model->kernel_copy(w, [&] { return pack(c, w); }));
+    } else {
+        packed = pack(c, w);
+    }
+    memory m(packed->desc, c.engine, packed->bytes.get());
+    return c.weights.emplace(key, std::make_pair(std::move(packed), m)).first->second.second;
 }
 
 Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
@@ -248,6 +278,12 @@ ggml_backend_t device_init(ggml_backend_dev_t, const char *) { return nullptr; }
 ggml_backend_buffer_type_t device_buffer_type(ggml_backend_dev_t) { return ggml_backend_cpu_buffer_type(); }
 bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return ggml_backend_buft_is_host(buft); }
 
+// Products with a model matrix run here at any row count: its packed copy replaced the original in
+// memory, which ggml's kernels would fault back in. Another weight's short products stay on ggml's F16.
+int64_t min_rows(const Context & c, const ggml_tensor * w) {
+    return c.model && c.model->owns(w) && !w->view_src ? 1 : kMinRows;
+}
+
 // element strides of an F32 tensor (oneDNN's descriptors count elements)
 bool f32_strided(const ggml_tensor * t) {
     if (t->type != GGML_TYPE_F32) return false;
@@ -257,7 +293,7 @@ bool f32_strided(const ggml_tensor * t) {
     return true;
 }
 
-bool device_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
+bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     if (computes_nothing(op->op)) return true;
     if (op->op != GGML_OP_MUL_MAT) return false;
     const ggml_tensor * w = op->src[0];
@@ -266,7 +302,8 @@ bool device_supports_op(ggml_backend_dev_t, const ggml_tensor * op) {
     if (is_weight(w)) {
         return ggml_backend_buffer_is_host(w->buffer) &&
                (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
-               ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) && ggml_nrows(x) >= kMinRows;
+               ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) &&
+               ggml_nrows(x) >= min_rows(*static_cast<const Context *>(dev->context), w);
     }
     // activation x activation (attention): same batch dims (no broadcast), F32 in any element strides,
     // and big enough products (scores of >= 32 queries and keys)
@@ -279,22 +316,33 @@ size_t reg_device_count(ggml_backend_reg_t) { return 1; }
 ggml_backend_dev_t reg_device(ggml_backend_reg_t reg, size_t) { return static_cast<ggml_backend_dev_t>(reg->context); }
 void * reg_proc_address(ggml_backend_reg_t, const char *) { return nullptr; }
 
-}  // namespace
-
-ggml_backend_t onednn_matmul_backend_new(int n_threads) {
-    auto c = std::make_unique<Context>();
-    // oneDNN falls back to its reference code ("ref:...", orders of magnitude slower) on CPUs without
-    // AVX-512: refuse those at once rather than run the encoders slower than the f32 path
-    std::string impl;
+// oneDNN's name for the kernel of a BF16 product on this CPU: "brg:avx512_core_amx_bf16" (AMX),
+// "brg:avx512_core_bf16" (AVX-512 BF16), "brg:avx512_core" (BF16 emulated in F32 FMAs), "ref:..."
+std::string bf16_kernel(const dnnl::engine & engine) {
     try {
         memory::desc src({64, 64}, dt::bf16, tag::ab), wei({64, 64}, dt::bf16, tag::any), dst({64, 64}, dt::f32, tag::ab);
-        impl = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), c->engine).impl_info_str();
+        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine).impl_info_str();
     } catch (const dnnl::error & e) {
-        impl = std::string("ref (") + e.what() + ")";
+        return std::string("ref (") + e.what() + ")";
     }
+}
+
+}  // namespace
+
+bool onednn_bf16_native() {
+    const std::string impl = bf16_kernel(dnnl::engine(dnnl::engine::kind::cpu, 0));
+    return impl.find("amx") != std::string::npos || impl.find("bf16") != std::string::npos;
+}
+
+ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model) {
+    auto c = std::make_unique<Context>();
+    c->model = model;
+    // oneDNN falls back to its reference code ("ref:...", orders of magnitude slower) on CPUs without
+    // AVX-512: refuse those at once rather than run the encoders slower than the f32 path
+    const std::string impl = bf16_kernel(c->engine);
     if (impl.compare(0, 3, "ref") == 0) {
-        fail(Status::unsupported, "MINICPMO_COMPUTE=bf16: oneDNN has no fast BF16 matrix product for this CPU (it needs "
-                                  "AVX-512; oneDNN offers '" + impl + "'): use MINICPMO_COMPUTE=f32");
+        fail(Status::unsupported, "compute_type bf16: oneDNN has no fast BF16 matrix product for this CPU (it needs "
+                                  "AVX-512; oneDNN offers '" + impl + "'): use compute_type f32 (MINICPMO_COMPUTE=f32)");
     }
     c->n_threads = n_threads > 0 ? n_threads : 1;
     // device and registry entries of this instance only: not in ggml's process-wide registry

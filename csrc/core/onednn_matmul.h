@@ -5,8 +5,9 @@
 // CPU in its schedulers, so the graphs stay plain ggml (CUDA, Metal and Vulkan run them unchanged).
 //
 // Each weight matrix is converted to BF16 and re-laid into oneDNN's packed layout the first time a
-// product uses it, and kept (per backend instance, so per session) for the backend's lifetime: an
-// extra BF16 copy of every encoder matrix (the F16 original stays for other devices and the F32 path).
+// product uses it. A matrix of the model's weights (`model`) is packed once for every session of the
+// model (GgufWeights::kernel_copy), and its F16/F32 original, mapped from the file, leaves memory;
+// other weights are packed per backend instance.
 //
 // Built only with MINICPMO_ONEDNN (oneDNN found at configure time).
 #pragma once
@@ -17,9 +18,16 @@
 
 namespace minicpmo {
 
+class GgufWeights;
+
 // A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws
-// unsupported naming the build option when the build has none.
-ggml_backend_t onednn_matmul_backend_new(int n_threads);
+// unsupported naming the build option when the build has none. `model` (may be null) must outlive it.
+ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model);
+
+// Whether oneDNN computes BF16 products on this CPU with its own BF16 instructions (AMX tiles or
+// AVX-512 BF16), not emulated or in reference code: where compute_type "auto" takes bf16. False
+// in a build without oneDNN.
+bool onednn_bf16_native();
 
 // Sets its thread count (the CPU backend's, kept in step by ComputeBackend).
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads);

@@ -70,7 +70,8 @@ typedef struct minicpmo_session minicpmo_session;
 typedef struct minicpmo_model_params {
     const char * omni_path; /* companion file; NULL = the one named in the LLM file, if present */
     int32_t n_gpu_layers;   /* -1 = all, else >= 0 (more than the model's layers = all) */
-    bool use_mmap;
+    bool use_mmap;          /* map the weights from the files (the LLM and the omni companion's CPU
+                             * weights) instead of reading them into memory */
     /* where the model computes: NULL, "" or "auto" = the first GPU when there is one (with
      * n_gpu_layers = 0: everything on the CPU), "cpu", or a ggml device name ("Vulkan0", "CUDA0",
      * "MTL0"). The encoders, speech decoder and Token2Wav run there too. An unknown name is
@@ -84,7 +85,8 @@ typedef struct minicpmo_session_params {
     uint32_t n_batch;  /* prompt tokens per decode call: 8 .. 65536 (above n_ctx: n_ctx) */
     const char * kv_cache_type; /* "f16" (default when NULL), "f32", "bf16", "q8_0", "q4_0" */
     /* how the encoders and the Token2Wav flow compute on the CPU: NULL, "" or "auto" = the
-     * environment variable MINICPMO_COMPUTE when set, else "f32" (the exact path); "bf16" = their
+     * environment variable MINICPMO_COMPUTE when set, else "bf16" where oneDNN has native BF16
+     * kernels for this CPU (AMX, AVX-512 BF16) and "f32" (the exact path) elsewhere; "bf16" = their
      * matrix products in BF16 through oneDNN (builds with oneDNN, CPUs with AVX-512; otherwise the
      * first image, audio or speech call fails with MINICPMO_ERR_UNSUPPORTED). Another value is
      * MINICPMO_ERR_INVALID_ARGUMENT. */

@@ -175,6 +175,8 @@ PYBIND11_MODULE(_core, m) {
                                    const auto hold = s.enter("n_ctx");
                                    return s.context().n_ctx();
                                })
+        .def_property_readonly("compute_type",  // fixed when the session was made: no guard needed
+                               [](const OmniSession & s) { return compute_type_name(s.compute_type()); })
         .def_property_readonly("kv_tokens",
                                [](OmniSession & s) {
                                    const auto hold = s.enter("kv_tokens");

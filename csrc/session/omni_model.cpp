@@ -64,7 +64,7 @@ std::shared_ptr<const VisionModel> OmniModel::vision() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!vision_) {
         if (!omni_) fail(Status::unsupported, "images need the omni companion file: " + omni_missing_reason_);
-        vision_ = std::make_shared<const VisionModel>(omni_->path, device_);
+        vision_ = std::make_shared<const VisionModel>(omni_->path, device_, params_.use_mmap);
     }
     return vision_;
 }
@@ -73,7 +73,7 @@ std::shared_ptr<const AudioModel> OmniModel::audio() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!audio_) {
         if (!omni_) fail(Status::unsupported, "audio input needs the omni companion file: " + omni_missing_reason_);
-        audio_ = std::make_shared<const AudioModel>(omni_->path, device_);
+        audio_ = std::make_shared<const AudioModel>(omni_->path, device_, params_.use_mmap);
     }
     return audio_;
 }
@@ -82,7 +82,7 @@ std::shared_ptr<const TtsModel> OmniModel::tts() const {
     std::lock_guard<std::mutex> lock(load_mutex_);
     if (!tts_) {
         if (!omni_) fail(Status::unsupported, "speech output needs the omni companion file: " + omni_missing_reason_);
-        tts_ = std::make_shared<const TtsModel>(omni_->path, device_);
+        tts_ = std::make_shared<const TtsModel>(omni_->path, device_, params_.use_mmap);
     }
     return tts_;
 }
@@ -92,11 +92,11 @@ namespace {
 // Loads a component on first use under the model's lock.
 template <typename T>
 std::shared_ptr<const T> load_once(std::mutex & m, std::shared_ptr<const T> & slot, const std::optional<OmniInfo> & omni,
-                                   const std::string & missing, ComputeDevice device) {
+                                   const std::string & missing, ComputeDevice device, bool map_file) {
     std::lock_guard<std::mutex> lock(m);
     if (!slot) {
         if (!omni) fail(Status::unsupported, "speech output needs the omni companion file: " + missing);
-        slot = std::make_shared<const T>(omni->path, device);
+        slot = std::make_shared<const T>(omni->path, device, map_file);
     }
     return slot;
 }
@@ -104,11 +104,11 @@ std::shared_ptr<const T> load_once(std::mutex & m, std::shared_ptr<const T> & sl
 }  // namespace
 
 std::shared_ptr<const FlowModel> OmniModel::flow() const {
-    return load_once(load_mutex_, flow_, omni_, omni_missing_reason_, device_);
+    return load_once(load_mutex_, flow_, omni_, omni_missing_reason_, device_, params_.use_mmap);
 }
 
 std::shared_ptr<const HiftModel> OmniModel::hift() const {
-    return load_once(load_mutex_, hift_, omni_, omni_missing_reason_, device_);
+    return load_once(load_mutex_, hift_, omni_, omni_missing_reason_, device_, params_.use_mmap);
 }
 
 std::shared_ptr<const VoiceBank> OmniModel::voices() const {

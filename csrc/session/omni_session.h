@@ -67,6 +67,7 @@ public:
     ~OmniSession();
 
     const OmniModel & omni_model() const;
+    ComputeType compute_type() const { return compute_; }
     void set_n_threads(int n_threads);
 
     // Frees the KV cache, the encoders, the speech components and the model reference; every

@@ -72,7 +72,7 @@ struct FlowDecoder::EncoderRun {
 
 FlowDecoder::FlowDecoder(std::shared_ptr<const FlowModel> model, ComputeDevice device, int n_threads, uint64_t seed,
                          ComputeType compute)
-    : model_(std::move(model)), backend_(device, n_threads, compute), runner_(backend_, graph_nodes(model_->hparams())),
+    : model_(std::move(model)), backend_(device, n_threads, compute, &model_->weights()), runner_(backend_, graph_nodes(model_->hparams())),
       seed_(seed) {
 }
 

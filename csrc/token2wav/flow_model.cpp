@@ -92,9 +92,9 @@ FlowHparams read_hparams(const GgufWeights & w) {
 
 }  // namespace
 
-FlowModel::FlowModel(const std::string & omni_path, ComputeDevice device) {
+FlowModel::FlowModel(const std::string & omni_path, ComputeDevice device, bool map_file) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"t2w.flow."},
-                                       weight_buffer_type(device));
+                                       weight_buffer_type(device), map_file);
     w_->require_component("token2wav", "speech output");
     hp_ = read_hparams(*w_);
     const GgufWeights & w = *w_;

@@ -85,10 +85,13 @@ struct FlowDitWeights {
 class FlowModel {
 public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
-    FlowModel(const std::string & omni_path, ComputeDevice device);
+    // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
+    FlowModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
 
     const std::string & path() const { return w_->path(); }
     const FlowHparams & hparams() const { return hp_; }
+    // the stored tensors (the BF16 products pack their matrices once, for every session)
+    const GgufWeights & weights() const { return *w_; }
     ggml_tensor * tok_embd() const { return tok_embd_; }
     ggml_tensor * spk_proj_w() const { return spk_w_; }
     ggml_tensor * spk_proj_b() const { return spk_b_; }

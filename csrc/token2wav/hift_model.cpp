@@ -179,13 +179,13 @@ private:
     std::vector<std::pair<ggml_tensor *, std::vector<float>>> items_;
 };
 
-HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device) {
+HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool map_file) {
     // The file's tensors are staged in host memory and the graph gets float32 copies on the compute
     // device: HiFT computes in float32 whatever the file stores (an F16 file stores its kernels in
     // F16). Why: the vocoder is ill-conditioned where magnitudes saturate (the iSTFT cancels terms
     // of size 100 into samples below 1), so F16 activations (what F16 kernels compute with in
     // ggml) change samples by tens of percent there; the vocoder is small (~21 M parameters).
-    GgufWeights w(omni_path, "omni file", std::vector<std::string>{"t2w.hift."}, weight_buffer_type(nullptr));
+    GgufWeights w(omni_path, "omni file", std::vector<std::string>{"t2w.hift."}, weight_buffer_type(nullptr), map_file);
     path_ = w.path();
     w.require_component("token2wav", "speech output");
     hp_ = read_hparams(w);

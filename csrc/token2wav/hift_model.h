@@ -82,7 +82,8 @@ struct HiftUpStage {
 class HiftModel {
 public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
-    HiftModel(const std::string & omni_path, ComputeDevice device);
+    // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
+    HiftModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
     ~HiftModel();
     HiftModel(const HiftModel &) = delete;
     HiftModel & operator=(const HiftModel &) = delete;

@@ -83,9 +83,9 @@ TtsHparams read_hparams(const GgufWeights & w) {
 
 }  // namespace
 
-TtsModel::TtsModel(const std::string & omni_path, ComputeDevice device) {
+TtsModel::TtsModel(const std::string & omni_path, ComputeDevice device, bool map_file) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"tts."},
-                                       weight_buffer_type(device));
+                                       weight_buffer_type(device), map_file);
     w_->require_component("tts", "speech output");
     hp_ = read_hparams(*w_);
     const int64_t E = hp_.n_embd, F = hp_.n_ff, Q = int64_t(hp_.n_head) * hp_.head_dim,

@@ -46,7 +46,8 @@ struct TtsLayer {
 class TtsModel {
 public:
     // Throws naming the file when the tts component is absent or inconsistent.
-    TtsModel(const std::string & omni_path, ComputeDevice device);
+    // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
+    TtsModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
 
     const TtsHparams & hparams() const { return hp_; }
     const std::vector<TtsLayer> & layers() const { return layers_; }

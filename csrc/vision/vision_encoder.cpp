@@ -26,7 +26,7 @@ size_t graph_nodes(const VisionHparams & hp) {
 
 VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDevice device, int n_threads,
                              ComputeType compute)
-    : model_(std::move(model)), backend_(device, n_threads, compute), runner_(backend_, graph_nodes(model_->hparams())) {}
+    : model_(std::move(model)), backend_(device, n_threads, compute, &model_->weights()), runner_(backend_, graph_nodes(model_->hparams())) {}
 
 std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
     const VisionHparams & hp = model_->hparams();

@@ -61,9 +61,9 @@ VisionHparams read_hparams(const GgufWeights & w) {
 
 }  // namespace
 
-VisionModel::VisionModel(const std::string & omni_path, ComputeDevice device) {
+VisionModel::VisionModel(const std::string & omni_path, ComputeDevice device, bool map_file) {
     w_ = std::make_unique<GgufWeights>(omni_path, "omni file", std::vector<std::string>{"v.", "resampler."},
-                                       weight_buffer_type(device));
+                                       weight_buffer_type(device), map_file);
     w_->require_component("vision", "images");
     hp_ = read_hparams(*w_);
     const int64_t D = hp_.n_embd, F = hp_.n_ff, E = hp_.n_embd_out;

@@ -47,9 +47,12 @@ struct ResamplerWeights {
 class VisionModel {
 public:
     // Throws bad_model naming the file when the vision component is absent or inconsistent.
-    VisionModel(const std::string & omni_path, ComputeDevice device);
+    // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
+    VisionModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
 
     const VisionHparams & hparams() const { return hp_; }
+    // the stored tensors (the BF16 products pack their matrices once, for every session)
+    const GgufWeights & weights() const { return *w_; }
     const std::vector<PreLnLayer> & layers() const { return layers_; }
     const ResamplerWeights & resampler() const { return rs_; }
     ggml_tensor * patch_w() const { return patch_w_; }

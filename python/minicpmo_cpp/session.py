@@ -154,7 +154,9 @@ class OmniSession:
     Precision on the CPU: ``compute_type="bf16"`` runs the matrix products of the vision and audio
     encoders and of the Token2Wav flow in BF16 through oneDNN (AMX or AVX-512 BF16: 2-3x faster,
     about 1e-2 relative from the exact path; builds with oneDNN only); ``"f32"`` is the exact path;
-    ``"auto"`` (the default) takes the environment variable ``MINICPMO_COMPUTE``, else ``"f32"``.
+    ``"auto"`` (the default) takes the environment variable ``MINICPMO_COMPUTE``, else ``"bf16"``
+    where oneDNN has native BF16 kernels for this CPU (AMX or AVX-512 BF16) and ``"f32"`` elsewhere.
+    ``compute_type`` (the property) says which one the session took.
 
     Threads: a session serves one call at a time. A call made while another thread is inside a call
     on the same session raises ``MinicpmoError("session is busy ...")`` at once (nothing waits, nothing
@@ -195,6 +197,7 @@ class OmniSession:
         if not isinstance(compute_type, str):
             raise TypeError(f"compute_type must be a str ('auto', 'f32' or 'bf16'), got {type(compute_type).__name__}")
         self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type, compute_type)
+        self._compute_type = self._session.compute_type  # what "auto" resolved to
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._media = MediaCache()  # decoded media of the conversation, across its turns
         self._simplex_stream = None  # simplex streaming conversation, made on first use
@@ -220,6 +223,12 @@ class OmniSession:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def compute_type(self) -> str:
+        """How the encoders and the Token2Wav flow compute on the CPU: "bf16" or "f32", what the
+        ``compute_type`` argument ("auto" included) resolved to when the session was made."""
+        return self._compute_type
 
     @property
     def device(self) -> str:
