@@ -76,6 +76,7 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
     if (!file) fail(Status::io_error, std::string("cannot open ") + what + " '" + path + "'");
     const size_t data_offset = gguf_get_data_offset(gguf.get());
 
+    std::vector<std::pair<ggml_tensor *, size_t>> at;  // each tensor and its offset in the file
     for (int64_t i : selected) {
         const char * name = gguf_get_tensor_name(gguf.get(), i);
         ggml_tensor * src = ggml_get_tensor(meta.get(), name);
@@ -83,16 +84,11 @@ GgufWeights::GgufWeights(const std::string & path, const char * what, const std:
         ggml_tensor * t = ggml_dup_tensor(ctx_, src);
         ggml_set_name(t, name);
         tensors_[name] = t;
+        at.emplace_back(t, data_offset + gguf_get_tensor_offset(gguf.get(), i));
     }
     if (tensors_.empty()) {
         release.armed = false;
         return;
-    }
-
-    std::vector<std::pair<ggml_tensor *, size_t>> at;  // each tensor and its offset in the file
-    for (int64_t i : selected) {
-        const char * name = gguf_get_tensor_name(gguf.get(), i);
-        at.emplace_back(tensors_.at(name), data_offset + gguf_get_tensor_offset(gguf.get(), i));
     }
     if (map_file && buft == ggml_backend_cpu_buffer_type() && map_tensors(fileno(file.get()), at)) {
         ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);

@@ -57,7 +57,6 @@ public:
     // them again), so the matrix is held once, in the kernel's layout, not twice.
     std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::function<std::shared_ptr<const void>()> & make) const;
     bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }
-    bool mapped() const { return map_ != nullptr; }
 
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
     int64_t require_int(const std::string & key, int64_t min_value, int64_t max_value) const;

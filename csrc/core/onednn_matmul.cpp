@@ -123,6 +123,11 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     return packed;
 }
 
+// A matrix of the model's weights itself (not a view): packed once for every session, its original dropped
+bool is_model_matrix(const Context & c, const ggml_tensor * w) {
+    return c.model && c.model->owns(w) && !w->view_src;
+}
+
 // The packed copy of weight `w`: the model's (GgufWeights::kernel_copy, shared by its sessions) for
 // a matrix of the model's weights, else this backend's own
 const memory & packed_weight(Context & c, const ggml_tensor * w) {
@@ -130,7 +135,7 @@ const memory & packed_weight(Context & c, const ggml_tensor * w) {
     auto it = c.weights.find(key);
     if (it != c.weights.end()) return it->second.second;
     std::shared_ptr<const PackedMatrix> packed;
-    if (c.model && c.model->owns(w) && !w->view_src) {
+    if (is_model_matrix(c, w)) {
         packed = std::static_pointer_cast<const PackedMatrix>(c.model->kernel_copy(w, [&] { return pack(c, w); }));
     } else {
         packed = pack(c, w);
@@ -281,7 +286,7 @@ bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) {
 // Products with a model matrix run here at any row count: its packed copy replaced the original in
 // memory, which ggml's kernels would fault back in. Another weight's short products stay on ggml's F16.
 int64_t min_rows(const Context & c, const ggml_tensor * w) {
-    return c.model && c.model->owns(w) && !w->view_src ? 1 : kMinRows;
+    return is_model_matrix(c, w) ? 1 : kMinRows;
 }
 
 // element strides of an F32 tensor (oneDNN's descriptors count elements)
