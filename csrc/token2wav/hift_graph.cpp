@@ -2,58 +2,79 @@
 
 #include <cfloat>
 
+#include "core/error.h"
+#include "token2wav/hift_snake.h"
+
 namespace minicpmo {
 
 namespace {
 
-ggml_tensor * add_bias(ggml_context * ctx, ggml_tensor * y, ggml_tensor * b) {
-    return ggml_add(ctx, y, ggml_reshape_2d(ctx, b, 1, b->ne[0]));  // (C) -> (1, C): broadcast over time
+// The activations are channel-major, ne (C, T): a time step's channels are contiguous, so the
+// inputs of one output step of a convolution are K runs of C_in floats.
+
+// Zero padding of `before` / `after` time steps
+ggml_tensor * pad_time(ggml_context * ctx, ggml_tensor * x, int before, int after) {
+    return before == 0 && after == 0 ? x : ggml_pad_ext(ctx, x, 0, 0, before, after, 0, 0, 0, 0);
 }
 
-// Conv1d on x ne (T, C_in) with zero padding, stride and dilation: im2col, then one matrix product
-// with the kernel viewed as ne (K * C_in, C_out) (im2col's row order is (channel, tap), tap
-// fastest), all F32 (HiftModel keeps every weight in F32). The kernel goes first so the product's
-// rows are output channels: ggml's CPU GEMM (tinyBLAS) needs a row count divisible by 4, which
-// C_out is and the time length (120 T + 1 in the last stage) is not. The result is transposed back
-// to time-major.
+// ne (C, T) <-> ne (T, C)
+ggml_tensor * transposed(ggml_context * ctx, ggml_tensor * x) { return ggml_cont(ctx, ggml_transpose(ctx, x)); }
+
+// The view ne (C, K, T_out) of xp ne (C, T) whose [:, k, t] is time step t * stride + k * dilation:
+// overlapping windows, which ggml's view functions refuse (they size a view as if it were
+// contiguous), so the view is made one window long and then widened; its extent, from its strides,
+// stays inside xp.
+ggml_tensor * tap_windows(ggml_context * ctx, ggml_tensor * xp, int K, int dilation, int stride, int64_t T_out) {
+    const size_t step = xp->nb[1];
+    ggml_tensor * v = ggml_view_3d(ctx, xp, xp->ne[0], 1, 1, step * dilation, step * stride, 0);
+    v->ne[1] = K;
+    v->ne[2] = T_out;
+    if (ggml_nbytes(v) > ggml_nbytes(xp)) fail(Status::internal, "HiFT: convolution windows past the input");
+    return v;
+}
+
+// Conv1d on xp ne (C_in, T) already zero-padded by c.padding on both sides, with stride and
+// dilation, all F32 (HiftModel keeps every weight in F32): the K taps of every output step gathered
+// into one row ne (C_in * K) (copies of whole channel runs), then one matrix product with the kernel
+// ne (C_in * K, C_out). The result ne (C_out, T_out) is channel-major again.
+ggml_tensor * conv1d_padded(ggml_context * ctx, ggml_tensor * xp, const HiftConv & c) {
+    const int64_t C = xp->ne[0];
+    const int64_t T_out = (xp->ne[1] - static_cast<int64_t>(c.dilation) * (c.kernel - 1) - 1) / c.stride + 1;
+    ggml_tensor * cols = ggml_cont(ctx, tap_windows(ctx, xp, c.kernel, c.dilation, c.stride, T_out));
+    cols = ggml_reshape_2d(ctx, cols, C * c.kernel, T_out);
+    return ggml_add(ctx, ggml_mul_mat(ctx, c.w, cols), c.b);
+}
+
 ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, const HiftConv & c) {
-    ggml_tensor * cols = ggml_im2col(ctx, c.w, x, c.stride, 0, c.padding, 0, c.dilation, 0, false, GGML_TYPE_F32);
-    cols = ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[1]);
-    ggml_tensor * w2 = ggml_reshape_2d(ctx, c.w, c.w->ne[0] * c.w->ne[1], c.w->ne[2]);
-    ggml_tensor * y = ggml_add(ctx, ggml_mul_mat(ctx, w2, cols), c.b);  // (C_out, T_out)
-    return ggml_cont(ctx, ggml_transpose(ctx, y));
+    return conv1d_padded(ctx, pad_time(ctx, x, c.padding, c.padding), c);
 }
 
-// ConvTranspose1d (torch semantics, padding p cropped from both ends): every input frame times the
-// kernel gives K * C_out columns, which col2im_1d overlap-adds at stride `rate`.
-ggml_tensor * conv_transpose1d(ggml_context * ctx, ggml_tensor * x, const HiftUpStage & st) {
-    ggml_tensor * xc = ggml_cont(ctx, ggml_transpose(ctx, x));  // (C_in, T)
-    ggml_tensor * cols = ggml_mul_mat(ctx, st.wt, xc);          // (K * C_out, T)
+// ConvTranspose1d (torch semantics, padding p cropped from both ends) of x ne (C_in, T): every input
+// step times the kernel gives K * C_out columns, which col2im_1d overlap-adds at stride `rate` into
+// ne (T_out, C_out), time-major (its layout); `reflect_first` then prepends x[1] (ReflectionPad1d((1, 0))).
+ggml_tensor * conv_transpose1d(ggml_context * ctx, ggml_tensor * x, const HiftUpStage & st, bool reflect_first) {
+    ggml_tensor * cols = ggml_mul_mat(ctx, st.wt, x);  // (K * C_out, T)
     ggml_tensor * y = ggml_col2im_1d(ctx, cols, st.rate, st.c_out, st.padding);  // (T_out, C_out)
-    return add_bias(ctx, y, st.b);
+    if (reflect_first) y = ggml_pad_reflect_1d(ctx, y, 1, 0);
+    return ggml_add(ctx, transposed(ctx, y), st.b);
 }
 
-// Snake: x + 1/(alpha + eps) * sin(alpha x)^2, in the mul -> sin -> sqr -> mul -> add order the
-// CUDA and Metal backends fuse into one kernel.
-ggml_tensor * snake(ggml_context * ctx, ggml_tensor * x, const HiftSnake & s) {
-    ggml_tensor * y = ggml_mul(ctx, x, s.alpha);
-    y = ggml_sin(ctx, y);
-    y = ggml_sqr(ctx, y);
-    y = ggml_mul(ctx, y, s.inv);
-    return ggml_add(ctx, x, y);
+// Snake, then the convolution it feeds (hift_snake.h makes both Snake and the padding one node on the CPU)
+ggml_tensor * snake_conv1d(ggml_context * ctx, ggml_tensor * x, const HiftSnake & s, const HiftConv & c) {
+    return conv1d_padded(ctx, hift_padded_snake(ctx, x, s.alpha, s.inv, c.padding), c);
 }
 
 ggml_tensor * resblock(ggml_context * ctx, ggml_tensor * x, const HiftResBlock & rb) {
     for (const HiftResUnit & u : rb) {
-        ggml_tensor * t = conv1d(ctx, snake(ctx, x, u.a1), u.c1);
-        t = conv1d(ctx, snake(ctx, t, u.a2), u.c2);
+        ggml_tensor * t = snake_conv1d(ctx, x, u.a1, u.c1);
+        t = snake_conv1d(ctx, t, u.a2, u.c2);
         x = ggml_add(ctx, t, x);
     }
     return x;
 }
 
 // torch.stft(n_fft, hop, periodic Hann, center=True with reflect padding, onesided) of a 1-D
-// signal as a strided convolution with the windowed DFT basis: ne (frames, n_fft + 2), real
+// signal as a strided convolution with the windowed DFT basis: ne (n_fft + 2, frames), real
 // parts then imaginary parts.
 ggml_tensor * stft(ggml_context * ctx, const HiftModel & m, ggml_tensor * signal) {
     const HiftHparams & hp = m.hparams();
@@ -61,15 +82,16 @@ ggml_tensor * stft(ggml_context * ctx, const HiftModel & m, ggml_tensor * signal
     s = ggml_pad_reflect_1d(ctx, s, hp.n_fft / 2, hp.n_fft / 2);
     // the window tensor has the kernel's shape ne (n_fft, 1) im2col wants
     ggml_tensor * cols = ggml_im2col(ctx, m.window_sq(), s, hp.hop, 0, 0, 0, 1, 0, false, GGML_TYPE_F32);
-    return ggml_mul_mat(ctx, cols, m.stft_basis());
+    cols = ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[1]);  // (n_fft, frames)
+    return ggml_mul_mat(ctx, m.stft_basis(), cols);
 }
 
-// torch.istft(n_fft, hop, periodic Hann, center=True) of ne (frames, n_fft + 2) [re | im]: inverse
+// torch.istft(n_fft, hop, periodic Hann, center=True) of ne (n_fft + 2, frames) [re | im]: inverse
 // real DFT x window per frame (one matrix product), overlap-add (col2im_1d), division by the
 // overlap-added squared window, n_fft / 2 samples dropped at both ends.
 ggml_tensor * istft(ggml_context * ctx, const HiftModel & m, ggml_tensor * spec) {
     const HiftHparams & hp = m.hparams();
-    ggml_tensor * frames = ggml_mul_mat(ctx, m.istft_basis(), ggml_cont(ctx, ggml_transpose(ctx, spec)));  // (N, F)
+    ggml_tensor * frames = ggml_mul_mat(ctx, m.istft_basis(), spec);  // (N, F)
     ggml_tensor * y = ggml_col2im_1d(ctx, frames, hp.hop, 1, hp.n_fft / 2);
     ggml_tensor * env = ggml_col2im_1d(ctx, ggml_repeat(ctx, m.window_sq(), frames), hp.hop, 1, hp.n_fft / 2);
     return ggml_div(ctx, y, env);
@@ -78,10 +100,9 @@ ggml_tensor * istft(ggml_context * ctx, const HiftModel & m, ggml_tensor * spec)
 }  // namespace
 
 ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel) {
-    ggml_tensor * x = mel;
+    ggml_tensor * x = transposed(ctx, mel);  // (n_mel, T)
     for (const HiftConv & c : m.f0_convs()) x = ggml_elu(ctx, conv1d(ctx, x, c));
-    ggml_tensor * xc = ggml_cont(ctx, ggml_transpose(ctx, x));                 // (C, T)
-    ggml_tensor * f0 = ggml_add(ctx, ggml_mul_mat(ctx, m.f0_proj_w(), xc), m.f0_proj_b());  // (1, T)
+    ggml_tensor * f0 = ggml_add(ctx, ggml_mul_mat(ctx, m.f0_proj_w(), x), m.f0_proj_b());  // (1, T)
     return ggml_abs(ctx, f0);
 }
 
@@ -100,12 +121,11 @@ HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, g
     }
     ggml_tensor * spec = stft(ctx, m, src);
 
-    ggml_tensor * x = conv1d(ctx, mel, m.conv_pre());
+    ggml_tensor * x = conv1d(ctx, transposed(ctx, mel), m.conv_pre());  // (C, T)
     const auto & stages = m.stages();
     for (size_t i = 0; i < stages.size(); ++i) {
         const HiftUpStage & st = stages[i];
-        x = conv_transpose1d(ctx, ggml_leaky_relu(ctx, x, hp.lrelu_slope, false), st);
-        if (i + 1 == stages.size()) x = ggml_pad_reflect_1d(ctx, x, 1, 0);  // ReflectionPad1d((1, 0))
+        x = conv_transpose1d(ctx, ggml_leaky_relu(ctx, x, hp.lrelu_slope, false), st, i + 1 == stages.size());
         x = ggml_add(ctx, x, resblock(ctx, conv1d(ctx, spec, st.src_down), st.src_res));
         ggml_tensor * sum = nullptr;
         for (const HiftResBlock & rb : st.res) {
@@ -114,16 +134,16 @@ HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, g
         }
         x = ggml_scale(ctx, sum, 1.0f / static_cast<float>(st.res.size()));
     }
-    x = conv1d(ctx, ggml_leaky_relu(ctx, x, hp.post_lrelu_slope, false), m.conv_post());  // (F, n_fft + 2)
+    x = conv1d(ctx, ggml_leaky_relu(ctx, x, hp.post_lrelu_slope, false), m.conv_post());  // (n_fft + 2, F)
 
     // magnitude exp(.) clipped at magnitude_max, phase sin(.) (sic: the official head), to re / im
-    const int64_t F = x->ne[0], nb = hp.n_bins();
-    ggml_tensor * mag = ggml_exp(ctx, ggml_view_2d(ctx, x, F, nb, x->nb[1], 0));
+    const int64_t F = x->ne[1], nb = hp.n_bins();
+    ggml_tensor * mag = ggml_exp(ctx, ggml_cont(ctx, ggml_view_2d(ctx, x, nb, F, x->nb[1], 0)));
     mag = ggml_clamp(ctx, mag, -FLT_MAX, hp.magnitude_max);
-    ggml_tensor * phase = ggml_sin(ctx, ggml_view_2d(ctx, x, F, nb, x->nb[1], nb * x->nb[1]));
+    ggml_tensor * phase = ggml_sin(ctx, ggml_cont(ctx, ggml_view_2d(ctx, x, nb, F, x->nb[1], nb * x->nb[0])));
     ggml_tensor * re = ggml_mul(ctx, mag, ggml_cos(ctx, phase));
     ggml_tensor * im = ggml_mul(ctx, mag, ggml_sin(ctx, phase));
-    ggml_tensor * wav = istft(ctx, m, ggml_concat(ctx, re, im, 1));
+    ggml_tensor * wav = istft(ctx, m, ggml_concat(ctx, re, im, 0));
     wav = ggml_clamp(ctx, wav, -hp.audio_limit, hp.audio_limit);
 
     HiftDecoderOutputs out;

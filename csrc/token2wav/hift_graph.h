@@ -1,6 +1,8 @@
 // ggml graph builders of the HiFT vocoder (spec §5.2.5): pure functions of (weights, hparams,
-// input tensors). Activations are time-major: ne (T, C), time fastest, which is what im2col reads,
-// what col2im_1d writes and what the backends' fused Snake kernels expect.
+// input tensors). Activations are channel-major, ne (C, T): the inputs of a convolution's output
+// step are then K runs of whole channel vectors, gathered by row copies, and Snake reads its
+// per-channel parameters along rows. The mel input and col2im_1d's output are time-major and
+// transposed once each.
 #pragma once
 
 #include "ggml.h"

@@ -202,14 +202,25 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
         const ggml_tensor * src = w.get(name, ne, use);
         return B.add(host_floats(src), src->ne[0], src->ne[1], src->ne[2]);
     };
+    // Conv1d kernels re-laid from the file's ne (K, C_in, C_out) to the matrix ne (C_in * K, C_out)
+    // whose column (k * C_in + ci) multiplies input channel ci at tap k: the order of the taps the
+    // graph gathers from its channel-major activations (hift_graph.cpp, conv1d)
     auto conv = [&](const std::string & name, int64_t c_out, int64_t c_in, int k) {
+        const std::vector<float> wk = host_floats(w.get(name + ".weight", {k, c_in, c_out}, Use::table));
+        std::vector<float> wm(wk.size());
+        for (int64_t oc = 0; oc < c_out; ++oc) {
+            for (int64_t ci = 0; ci < c_in; ++ci) {
+                for (int64_t t = 0; t < k; ++t) wm[ci + c_in * (t + k * oc)] = wk[t + k * (ci + c_in * oc)];
+            }
+        }
         HiftConv c;
-        c.w = take(name + ".weight", {k, c_in, c_out}, Use::table);
+        c.w = B.add(std::move(wm), c_in * k, c_out);
         c.b = take(name + ".bias", {c_out}, Use::vector);
         c.kernel = k;
+        c.c_in = static_cast<int>(c_in);
         return c;
     };
-    // Snake: alpha as (1, C) so it broadcasts over time, and 1 / (alpha + eps) in float32
+    // Snake: alpha as (C, 1) so it broadcasts over time, and 1 / (alpha + eps) in float32
     auto snake = [&](const std::string & name, int64_t ch) {
         std::vector<float> a = host_floats(w.get(name, {ch}, Use::vector)), inv(ch);
         for (int64_t c = 0; c < ch; ++c) {
@@ -217,8 +228,8 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
             inv[c] = 1.0f / (a[c] + hp.snake_eps);
         }
         HiftSnake s;
-        s.alpha = B.add(std::move(a), 1, ch);
-        s.inv = B.add(std::move(inv), 1, ch);
+        s.alpha = B.add(std::move(a), ch, 1);
+        s.inv = B.add(std::move(inv), ch, 1);
         return s;
     };
     auto resblock = [&](const std::string & p, int ch, int k, const std::vector<int> & dilations) {

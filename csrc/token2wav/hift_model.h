@@ -2,7 +2,7 @@
 // F0 predictor, NSF source merge, iSTFTNet decoder, with every hyper-parameter read from
 // `minicpmo.token2wav.*` keys and every tensor `t2w.hift.*` shape-checked. The weights are held as
 // float32 on the compute device whatever the file stores (see the constructor), together with a few
-// constants derived once at load: pre-transposed ConvTranspose1d kernels, Snake 1/(alpha + eps),
+// constants derived once at load: Conv1d and ConvTranspose1d kernels re-laid as matrices, Snake 1/(alpha + eps),
 // the DFT bases of the 16-point STFT / iSTFT. Shared read-only by all sessions of a model.
 #pragma once
 
@@ -50,14 +50,15 @@ struct HiftHparams {
     int src_down_rate(int stage) const;      // source_downs stride: product of the later stages' rates
 };
 
-// One weight-normed-then-folded Conv1d (or Linear, K = 1): ggml ne (K, C_in, C_out) + bias (C_out).
+// One weight-normed-then-folded Conv1d (or Linear, K = 1): the kernel as the matrix ne (C_in * K, C_out),
+// column k * C_in + ci for input channel ci at tap k, + bias (C_out).
 struct HiftConv {
     ggml_tensor * w = nullptr;
     ggml_tensor * b = nullptr;
-    int kernel = 1, dilation = 1, stride = 1, padding = 0;
+    int kernel = 1, dilation = 1, stride = 1, padding = 0, c_in = 0;
 };
 
-// Snake(x) = x + inv * sin(alpha x)^2 with inv = 1 / (alpha + eps); both (1, C) F32.
+// Snake(x) = x + inv * sin(alpha x)^2 with inv = 1 / (alpha + eps); both (C, 1) F32.
 struct HiftSnake {
     ggml_tensor * alpha = nullptr;
     ggml_tensor * inv = nullptr;
