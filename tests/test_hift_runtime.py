@@ -282,35 +282,6 @@ def test_streaming_empty_last_chunk_flushes_the_tail(models, stream_reference_fl
 
 
 # ------------------------------------------------------------------------------------------------
-# the CPU Snake's vectorised sine
-# ------------------------------------------------------------------------------------------------
-
-# Against float64 sin: the Taylor series to r^11 on |r| <= pi/2 leaves < 6e-8, and the float32
-# reduction and polynomial add a few units of 2^-24 (measured max 1.6e-7).
-TOL_SINE = 2.5e-7
-
-
-@pytest.mark.parametrize("bound", [4.0, 100.0, 8192.0, 1e5])
-def test_vectorised_sine_matches_float64_sin(bound):
-    # odd lengths leave remainders after every vector width; past |x| = 8192 rows fall back to sinf
-    x = np.random.default_rng(int(bound)).uniform(-bound, bound, 100_003).astype(np.float32)
-    got = _testing.hift_sine(x)
-    assert got.dtype == np.float32 and got.shape == x.shape
-    assert np.abs(got - np.sin(x.astype(np.float64))).max() < TOL_SINE
-
-
-def test_vectorised_sine_special_values():
-    x = np.array([0.0, -0.0, 1e-30, np.pi, -np.pi / 2, 8192.0, 8193.0, np.inf, -np.inf, np.nan], np.float32)
-    got = _testing.hift_sine(x)
-    with np.errstate(invalid="ignore"):  # sin(inf) is NaN
-        want = np.sin(x.astype(np.float64))
-    finite = np.isfinite(x)
-    assert np.abs(got[finite] - want[finite]).max() < TOL_SINE
-    assert np.signbit(got[1]) and got[2] == np.float32(1e-30)  # sin(-0) = -0, sin(x) = x for tiny x
-    assert np.isnan(got[~finite]).all()
-
-
-# ------------------------------------------------------------------------------------------------
 # randomness, bad input
 # ------------------------------------------------------------------------------------------------
 

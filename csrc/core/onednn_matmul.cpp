@@ -3,6 +3,7 @@
 #include "core/compute_backend.h"
 #include "core/error.h"
 #include "core/gguf_weights.h"
+#include "core/onednn_attention.h"
 
 #include <string>
 
@@ -72,6 +73,12 @@ struct ActivationProduct {
     memory::desc src_bf16, wei_bf16;
 };
 
+// GELU (tanh or erf form) over n F32 values, in place or not: oneDNN's vectorised eltwise kernel
+struct Activation {
+    dnnl::eltwise_forward gelu;
+    memory::desc desc;
+};
+
 // product shapes kept (each a few JIT kernels; image sizes vary): past this the caches start again
 constexpr size_t kMaxShapes = 64;
 
@@ -86,7 +93,9 @@ struct Context {
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
     // activation products by the dims and element strides of their three F32 operands
     std::map<std::vector<int64_t>, ActivationProduct> activation_products;
+    std::map<std::array<int64_t, 2>, Activation> activations;  // (elements, erf form) -> GELU
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
+    OnednnAttention attention{engine};                       // FLASH_ATTN_EXT
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
     ggml_backend_device device{};
@@ -228,6 +237,33 @@ void mul_mat(Context & c, ggml_tensor * node) {
     c.stream.wait();
 }
 
+bool is_gelu(const ggml_tensor * op) {
+    if (op->op != GGML_OP_UNARY) return false;
+    const ggml_unary_op u = ggml_get_unary_op(op);
+    return u == GGML_UNARY_OP_GELU || u == GGML_UNARY_OP_GELU_ERF;
+}
+
+// ggml's GELU reads an F16 table on CPUs, one element at a time; oneDNN's kernel computes the tanh
+// (or erf) form in F32 vectors. Only BF16 sessions have this backend: their products already round
+// far more than either.
+void gelu(Context & c, ggml_tensor * node) {
+    const bool erf = ggml_get_unary_op(node) == GGML_UNARY_OP_GELU_ERF;
+    const int64_t n = ggml_nelements(node);
+    auto it = c.activations.find({n, erf});
+    if (it == c.activations.end()) {
+        if (c.activations.size() >= kMaxShapes) c.activations.clear();
+        Activation a;
+        a.desc = memory::desc({n}, dt::f32, tag::a);
+        const auto algo = erf ? dnnl::algorithm::eltwise_gelu_erf : dnnl::algorithm::eltwise_gelu_tanh;
+        a.gelu = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+            dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, algo, a.desc, 0.0f, 0.0f), c.engine));
+        it = c.activations.emplace(std::array<int64_t, 2>{n, erf}, std::move(a)).first;
+    }
+    memory src(it->second.desc, c.engine, node->src[0]->data), dst(it->second.desc, c.engine, node->data);
+    it->second.gelu.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    c.stream.wait();
+}
+
 // ---- backend interface ----
 
 const char * backend_name(ggml_backend_t) { return "oneDNN"; }
@@ -245,8 +281,15 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
         for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
             ggml_tensor * node = ggml_graph_node(graph, i);
             if ((node->flags & GGML_TENSOR_FLAG_COMPUTE) == 0 || computes_nothing(node->op)) continue;
-            if (node->op != GGML_OP_MUL_MAT) return GGML_STATUS_FAILED;
-            mul_mat(c, node);
+            if (node->op == GGML_OP_MUL_MAT) {
+                mul_mat(c, node);
+            } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
+                c.attention.compute(c.stream, node, c.n_threads);
+            } else if (is_gelu(node)) {
+                gelu(c, node);
+            } else {
+                return GGML_STATUS_FAILED;
+            }
         }
     } catch (const std::bad_alloc &) {
         c.last_error = "out of memory";
@@ -300,6 +343,11 @@ bool f32_strided(const ggml_tensor * t) {
 
 bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     if (computes_nothing(op->op)) return true;
+    if (op->op == GGML_OP_FLASH_ATTN_EXT) return OnednnAttention::supports(op);
+    if (is_gelu(op)) {
+        return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
+               ggml_is_contiguous(op->src[0]);
+    }
     if (op->op != GGML_OP_MUL_MAT) return false;
     const ggml_tensor * w = op->src[0];
     const ggml_tensor * x = op->src[1];

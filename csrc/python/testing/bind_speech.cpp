@@ -15,7 +15,6 @@
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
 #include "token2wav/hift_model.h"
-#include "token2wav/hift_snake.h"
 #include "token2wav/hift_vocoder.h"
 
 namespace py = pybind11;
@@ -133,10 +132,4 @@ void bind_speech(py::module_ & m) {
         .def("stream_pass_samples", &HiftVocoder::stream_pass_samples, py::arg("n_frames"),
              "Samples the HiFT pass of the next stream() call covers (the noise rows it takes).")
         .def("reset_stream", &HiftVocoder::reset_stream);
-    m.def("hift_sine", [](const py::object & x) {
-              F32Array a = checked_f32(x, 1, "x");
-              std::vector<float> out(static_cast<size_t>(a.shape(0)));
-              hift_sine(a.data(), out.data(), a.shape(0));
-              return to_f32_array(out);
-          }, py::arg("x"), "sin(x) elementwise by the vectorised sine of HiFT's Snake on the CPU (float32, 1-D).");
 }

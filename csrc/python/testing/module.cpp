@@ -20,6 +20,7 @@ void bind_speech(py::module_ & m);                       // bind_speech.cpp (HiF
 void bind_speech_stream(py::module_ & m);                // bind_speech_stream.cpp (streaming Token2Wav)
 void bind_tts_stream(py::module_ & m);                   // bind_tts_stream.cpp (simplex / duplex speech tokens)
 void bind_duplex_decode(py::module_ & m);                // bind_duplex_decode.cpp (duplex decision)
+void bind_cpu_kernels(py::module_ & m);                  // bind_cpu_kernels.cpp (vectorised sine, exp, softmax)
 
 PYBIND11_MODULE(_testing, m) {
     m.doc() = "minicpmo-cpp test hooks (not public API)";
@@ -34,6 +35,7 @@ PYBIND11_MODULE(_testing, m) {
     bind_speech_stream(m);
     bind_tts_stream(m);
     bind_duplex_decode(m);
+    bind_cpu_kernels(m);
     m.def("system_info", [] {
         minicpmo::ensure_llama_initialized();
         return std::string(llama_print_system_info());

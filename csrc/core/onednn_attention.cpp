@@ -1,0 +1,191 @@
+#include "core/onednn_attention.h"
+
+#ifdef MINICPMO_ONEDNN
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "core/error.h"
+#include "core/softmax_bf16.h"
+
+namespace minicpmo {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// query rows per block: the block's F32 scores and BF16 probabilities (Lk = 1024: 512 + 256 KiB)
+// stay in a core's L2 cache between the two products
+constexpr int64_t kBlock = 128;
+// shapes kept (image grids vary the key count): past this the caches start again
+constexpr size_t kMaxShapes = 64;
+
+size_t aligned(size_t n) { return (n + 63) / 64 * 64; }
+
+// ggml's F32 tensor t as oneDNN dims `dims` whose strides are the element strides of ggml dims `axes`
+memory::desc f32_view(const ggml_tensor * t, const memory::dims & dims, std::initializer_list<int> axes) {
+    memory::dims strides;
+    for (int a : axes) strides.push_back(static_cast<memory::dim>(t->nb[a] / sizeof(float)));
+    return memory::desc(dims, dt::f32, strides);
+}
+
+}  // namespace
+
+bool OnednnAttention::supports(const ggml_tensor * op) {
+    if (op->op != GGML_OP_FLASH_ATTN_EXT || op->type != GGML_TYPE_F32 || !ggml_is_contiguous(op)) return false;
+    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
+    if (op->src[3] || op->src[4]) return false;  // mask, sinks
+    float max_bias = 0.0f, softcap = 0.0f;
+    std::memcpy(&max_bias, reinterpret_cast<const float *>(op->op_params) + 1, sizeof(float));
+    std::memcpy(&softcap, reinterpret_cast<const float *>(op->op_params) + 2, sizeof(float));
+    if (max_bias != 0.0f || softcap != 0.0f) return false;
+    for (const ggml_tensor * t : {q, k, v}) {
+        if (t->type != GGML_TYPE_F32) return false;
+        for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+            if (t->nb[d] % sizeof(float) != 0) return false;
+        }
+    }
+    return k->ne[0] == q->ne[0] && v->ne[1] == k->ne[1] && k->ne[2] == q->ne[2] && v->ne[2] == q->ne[2] &&
+           k->ne[3] == q->ne[3] && v->ne[3] == q->ne[3] && q->ne[1] >= 1 && k->ne[1] >= 1;
+}
+
+const OnednnAttention::Layouts & OnednnAttention::layouts(int64_t D, int64_t Lk, int64_t Dv) {
+    auto it = layouts_.find({D, Lk, Dv});
+    if (it != layouts_.end()) return it->second;
+    Layouts l;
+    {
+        memory::desc src({kBlock, D}, dt::bf16, tag::ab), wei({D, Lk}, dt::bf16, tag::any), dst({kBlock, Lk}, dt::f32, tag::ab);
+        l.key = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine_).weights_desc();
+    }
+    {
+        memory::desc src({kBlock, Lk}, dt::bf16, tag::ab), wei({Lk, Dv}, dt::bf16, tag::any), dst({kBlock, Dv}, dt::f32, tag::ab);
+        l.value = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine_).weights_desc();
+    }
+    return layouts_.emplace(std::array<int64_t, 3>{D, Lk, Dv}, l).first->second;
+}
+
+const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, int64_t D, int64_t Lk, int64_t Dv) {
+    auto it = products_.find({rows, D, Lk, Dv});
+    if (it != products_.end()) return it->second;
+    const Layouts & l = layouts(D, Lk, Dv);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each thread passes its own
+    BlockProducts p;
+    dnnl::matmul::primitive_desc scores(
+        dnnl::matmul::desc(memory::desc({rows, D}, dt::bf16, tag::ab), l.key, memory::desc({rows, Lk}, dt::f32, tag::ab)),
+        attr, engine_);
+    dnnl::matmul::primitive_desc weighted(
+        dnnl::matmul::desc(memory::desc({rows, Lk}, dt::bf16, tag::ab), l.value,
+                           memory::desc({rows, Dv}, dt::f32, tag::ab)),
+        attr, engine_);
+    p.scores = dnnl::matmul(scores);
+    p.weighted = dnnl::matmul(weighted);
+    p.scores_pad = scores.scratchpad_desc();
+    p.weighted_pad = weighted.scratchpad_desc();
+    return products_.emplace(std::array<int64_t, 4>{rows, D, Lk, Dv}, std::move(p)).first->second;
+}
+
+void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_threads) {
+    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
+    const int64_t D = q->ne[0], Lq = q->ne[1], H = q->ne[2], B = q->ne[3], Lk = k->ne[1], Dv = v->ne[0];
+    float scale = 1.0f;
+    std::memcpy(&scale, op->op_params, sizeof(float));
+
+    // emptied here only, before any reference into them is taken
+    if (layouts_.size() >= kMaxShapes || products_.size() >= kMaxShapes) {
+        layouts_.clear();
+        products_.clear();
+    }
+    const Layouts & l = layouts(D, Lk, Dv);
+    const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
+    q_bf16_.resize(static_cast<size_t>(H * Lq * D) * 2);
+    k_bf16_.resize(static_cast<size_t>(H) * k_size);
+    v_bf16_.resize(static_cast<size_t>(H) * v_size);
+
+    // the block shapes (made here: the parallel region below only reads the caches)
+    const int64_t full_rows = std::min(kBlock, Lq), tail_rows = Lq > kBlock ? Lq % kBlock : 0;
+    const BlockProducts & full = products(full_rows, D, Lk, Dv);
+    const BlockProducts * tail = tail_rows ? &products(tail_rows, D, Lk, Dv) : nullptr;
+    const size_t scores_bytes = aligned(static_cast<size_t>(kBlock * Lk) * sizeof(float));
+    const size_t probs_bytes = aligned(static_cast<size_t>(kBlock * Lk) * 2);
+    const size_t out_bytes = aligned(static_cast<size_t>(kBlock * Dv) * sizeof(float));
+    size_t pad_bytes = 0;
+    for (const BlockProducts * p : {&full, tail}) {
+        if (p) pad_bytes = std::max({pad_bytes, p->scores_pad.get_size(), p->weighted_pad.get_size()});
+    }
+    pad_bytes = aligned(pad_bytes);
+    n_threads = std::max(1, n_threads);
+    thread_scratch_.resize(static_cast<size_t>(n_threads));
+    for (auto & s : thread_scratch_) s.resize(scores_bytes + probs_bytes + out_bytes + pad_bytes + 64);
+    std::vector<dnnl::stream> streams;
+    for (int t = 0; t < n_threads; ++t) streams.emplace_back(engine_);
+
+    const int64_t n_blocks = (Lq + kBlock - 1) / kBlock;
+    for (int64_t b = 0; b < B; ++b) {
+        // the operands of batch b in BF16: Q as [H][Lq][D] rows, K^T and V per head in the packed layouts
+        {
+            memory src(f32_view(q, {H, Lq, D}, {2, 1, 0}), engine_, static_cast<char *>(q->data) + b * q->nb[3]);
+            memory dst(memory::desc({H, Lq, D}, dt::bf16, tag::abc), engine_, q_bf16_.data());
+            dnnl::reorder(src, dst).execute(stream, src, dst);
+        }
+        for (int64_t h = 0; h < H; ++h) {
+            memory ks(f32_view(k, {D, Lk}, {0, 1}), engine_, static_cast<char *>(k->data) + b * k->nb[3] + h * k->nb[2]);
+            memory kd(l.key, engine_, k_bf16_.data() + h * k_size);
+            dnnl::reorder(ks, kd).execute(stream, ks, kd);
+            memory vs(f32_view(v, {Lk, Dv}, {1, 0}), engine_, static_cast<char *>(v->data) + b * v->nb[3] + h * v->nb[2]);
+            memory vd(l.value, engine_, v_bf16_.data() + h * v_size);
+            dnnl::reorder(vs, vd).execute(stream, vs, vd);
+        }
+        stream.wait();
+
+        std::exception_ptr error;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+        for (int64_t item = 0; item < H * n_blocks; ++item) {
+            try {
+                const int tid = omp_get_thread_num();
+                const int64_t h = item / n_blocks, r0 = (item % n_blocks) * kBlock, rows = std::min(kBlock, Lq - r0);
+                const BlockProducts & p = rows == full_rows ? full : *tail;
+                uint8_t * base = thread_scratch_[static_cast<size_t>(tid)].data();
+                base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+                float * scores = reinterpret_cast<float *>(base);
+                uint16_t * probs = reinterpret_cast<uint16_t *>(base + scores_bytes);
+                float * out = reinterpret_cast<float *>(base + scores_bytes + probs_bytes);
+                uint8_t * pad = base + scores_bytes + probs_bytes + out_bytes;
+                dnnl::stream & s = streams[static_cast<size_t>(tid)];
+
+                memory qm(memory::desc({rows, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + (h * Lq + r0) * D * 2);
+                memory km(l.key, engine_, k_bf16_.data() + h * k_size);
+                memory sm(memory::desc({rows, Lk}, dt::f32, tag::ab), engine_, scores);
+                p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
+                                    {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
+                s.wait();
+                softmax_rows_to_bf16(scores, Lk, probs, Lk, rows, Lk, scale);
+                memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
+                memory vm(l.value, engine_, v_bf16_.data() + h * v_size);
+                memory om(memory::desc({rows, Dv}, dt::f32, tag::ab), engine_, out);
+                p.weighted.execute(s, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om},
+                                      {DNNL_ARG_SCRATCHPAD, memory(p.weighted_pad, engine_, pad)}});
+                s.wait();
+                // into op [Dv, H, Lq, B] (oneDNN's kernels write dense rows only; a strided output
+                // would send the product to its reference code)
+                char * dst = static_cast<char *>(op->data) + b * op->nb[3] + h * op->nb[1] + r0 * op->nb[2];
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * op->nb[2], out + r * Dv, Dv * sizeof(float));
+            } catch (...) {
+#pragma omp critical(minicpmo_onednn_attention_error)
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+    }
+}
+
+}  // namespace minicpmo
+
+#endif

@@ -1,0 +1,96 @@
+#include "core/softmax_bf16.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace minicpmo {
+
+namespace {
+
+// exp(x) = 2^n e^r with n = round(x / ln 2) and |r| <= ln 2 / 2; ln 2 in two parts (the first with
+// 16 significant bits, so n * kLn2Hi is exact for |n| < 2^8)
+constexpr float kLog2e = 0x1.715476p+0f;
+constexpr float kLn2Hi = 0x1.62e4p-1f;
+constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
+// (x + kRound) - kRound rounds x to an integer without a branch or a call (|x| < 2^22)
+constexpr float kRound = 0x1.8p+23f;
+// below this exp underflows to 0 in float32 (subnormals are flushed), above it overflows
+constexpr float kExpLow = -87.0f;
+constexpr float kExpHigh = 88.7f;
+// e^r on |r| <= ln 2 / 2 by its Taylor series to r^6: the first omitted term is below 2e-8 relative
+constexpr float kE2 = 1.0f / 2.0f, kE3 = 1.0f / 6.0f, kE4 = 1.0f / 24.0f, kE5 = 1.0f / 120.0f, kE6 = 1.0f / 720.0f;
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define MINICPMO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MINICPMO_CPU_CLONES
+#endif
+
+// exp(x): 0 below kExpLow, +inf above kExpHigh, NaN for NaN (the clamp keeps 2^n a normal float)
+inline float exp_reduced(float x) {
+    float xc = x > kExpLow ? x : kExpLow;  // NaN becomes kExpLow here; the last select returns it
+    xc = xc < kExpHigh ? xc : kExpHigh;
+    const float n = (xc * kLog2e + kRound) - kRound;
+    const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+    const float p = 1.0f + r * (1.0f + r * (kE2 + r * (kE3 + r * (kE4 + r * (kE5 + r * kE6)))));
+    // 2^n through the exponent bits; n in [-126, 128]: 2^128 is split as 2 * 2^127
+    const int32_t ni = static_cast<int32_t>(n);
+    const int32_t half = ni >> 1;
+    int32_t b1 = (half + 127) << 23, b2 = (ni - half + 127) << 23;
+    float s1, s2;
+    std::memcpy(&s1, &b1, sizeof s1);
+    std::memcpy(&s2, &b2, sizeof s2);
+    const float y = p * s1 * s2;
+    const float inf = std::numeric_limits<float>::infinity();
+    return x > kExpHigh ? inf : x >= kExpLow ? y : x < kExpLow ? 0.0f : x;  // the last: NaN stays NaN
+}
+
+// F32 -> BF16 bits, rounded to nearest even (NaN stays NaN: its high bits are kept, quiet bit set)
+inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+MINICPMO_CPU_CLONES
+void exp_row(const float * x, float * y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = exp_reduced(x[i]);
+}
+
+// the reductions are vectorised through `omp simd` (the file is built with -fopenmp-simd): their
+// reordering is the one a vectorised softmax always makes
+MINICPMO_CPU_CLONES
+void softmax_row(const float * s, uint16_t * out, int64_t n, float scale, float * work) {
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; ++i) m = m > s[i] * scale ? m : s[i] * scale;
+    if (m == -std::numeric_limits<float>::infinity()) {  // every score -inf: nothing to attend to
+        std::memset(out, 0, static_cast<size_t>(n) * sizeof(uint16_t));
+        return;
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) {
+        work[i] = exp_reduced(s[i] * scale - m);
+        sum += work[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(work[i] * inv);
+}
+
+}  // namespace
+
+void softmax_rows_to_bf16(const float * scores, int64_t ld, uint16_t * out, int64_t ld_out, int64_t rows, int64_t cols,
+                          float scale) {
+    float stack[4096];
+    float * work = cols <= 4096 ? stack : new float[static_cast<size_t>(cols)];
+    for (int64_t r = 0; r < rows; ++r) softmax_row(scores + r * ld, out + r * ld_out, cols, scale, work);
+    if (work != stack) delete[] work;
+}
+
+void vector_exp(const float * x, float * y, int64_t n) { exp_row(x, y, n); }
+
+}  // namespace minicpmo

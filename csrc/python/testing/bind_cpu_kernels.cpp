@@ -1,0 +1,53 @@
+// Python bindings of the project's own vectorised CPU kernels, for tests against numpy: HiFT's
+// sine (token2wav/hift_snake.h), and the exp and BF16 softmax of the oneDNN backend's attention
+// (core/softmax_bf16.h).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/softmax_bf16.h"
+#include "python/numpy_arrays.h"
+#include "token2wav/hift_snake.h"
+
+namespace py = pybind11;
+using namespace minicpmo;
+
+namespace {
+
+using minicpmo_py::F32Array;
+using minicpmo_py::checked_f32;
+using minicpmo_py::to_f32_array;
+
+}  // namespace
+
+void bind_cpu_kernels(py::module_ & m) {
+    m.def("hift_sine", [](const py::object & x) {
+              F32Array a = checked_f32(x, 1, "x");
+              std::vector<float> out(static_cast<size_t>(a.shape(0)));
+              hift_sine(a.data(), out.data(), a.shape(0));
+              return to_f32_array(out);
+          }, py::arg("x"), "sin(x) elementwise by the vectorised sine of HiFT's Snake on the CPU (float32, 1-D).");
+    m.def("vector_exp", [](const py::object & x) {
+              F32Array a = checked_f32(x, 1, "x");
+              std::vector<float> out(static_cast<size_t>(a.shape(0)));
+              vector_exp(a.data(), out.data(), a.shape(0));
+              return to_f32_array(out);
+          }, py::arg("x"), "exp(x) elementwise by the vectorised exp of the BF16 attention softmax (float32, 1-D).");
+    m.def("softmax_bf16", [](const py::object & scores, float scale) {
+              F32Array a = checked_f32(scores, 2, "scores");
+              const int64_t rows = a.shape(0), cols = a.shape(1);
+              std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
+              softmax_rows_to_bf16(a.data(), cols, bits.data(), cols, rows, cols, scale);
+              py::array_t<float> out({rows, cols});
+              float * o = out.mutable_data();
+              for (size_t i = 0; i < bits.size(); ++i) {
+                  const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+                  std::memcpy(o + i, &u, sizeof(float));
+              }
+              return out;
+          }, py::arg("scores"), py::arg("scale"),
+          "Row softmax of scale * scores (float32, 2-D) rounded to BF16, returned widened to float32.");
+}
