@@ -23,7 +23,7 @@ from minicpmo_cpp import MinicpmoError, OmniSession, _testing, build_info
 
 from audio_weights import smooth_mel
 from relative_error import rel
-from reference.audio import AudioReference
+from reference.audio import AudioReference, StreamingWhisperReference, duplex_chunk
 from reference.vision import VisionReference, preprocess
 from test_vision_encoder import smooth_noise_image
 
@@ -152,6 +152,27 @@ def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
     got, _ = _testing.hooks(bf16).audio_encode_mel(mel, "block")
     exact, _ = _testing.hooks(f32).audio_encode_mel(mel, "block")
     _check(f"audio {n_frames} frames", got, exact, want)
+
+
+def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_state):
+    """Duplex-style streaming: each chunk's queries attend over the F32 key/value cache through the
+    fused BF16 attention (core/onednn_attention, with the F16 mask of its padded keys); 6 chunks."""
+    if _without_onednn(bf16_and_f32):
+        return
+    bf16, f32 = (_testing.hooks(s) for s in bf16_and_f32)
+    ref = StreamingWhisperReference(AudioReference(tiny_state[0],
+                                                   tiny_state[1]["audio_config"]["encoder_attention_heads"]))
+    for s in (bf16, f32):
+        s.audio_stream_reset()
+    mel = smooth_mel(11, 100 * 6 + 2)
+    for k in range(6):
+        chunk, prefix, suffix = duplex_chunk(mel, k)
+        chunk = np.ascontiguousarray(chunk)
+        _, got = bf16.audio_stream_chunk(chunk, prefix, suffix)
+        _, exact = f32.audio_stream_chunk(chunk, prefix, suffix)
+        _check(f"audio stream chunk {k}", got, exact, ref.push(chunk, prefix, suffix))
+    bf16.audio_stream_reset()  # the module's sessions are shared: leave no stream behind
+    f32.audio_stream_reset()
 
 
 def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):

@@ -77,6 +77,22 @@ def test_softmax_into_bf16_matches_float64(cols):
     assert not (got.view(np.uint32) & 0xFFFF).any()
 
 
+def test_softmax_with_an_additive_mask():
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((9, 100)).astype(np.float32)
+    mask = np.where(rng.random((9, 100)) < 0.3, -np.inf, 0.0).astype(np.float32)
+    mask[4] = -np.inf                                    # a query that sees no key: zeros
+    mask[5] = rng.standard_normal(100).astype(np.float32)  # any additive values
+    got = _testing.softmax_bf16(scores, 0.5, mask)
+    t = scores.astype(np.float64) * 0.5 + mask
+    with np.errstate(invalid="ignore"):
+        want = np.exp(t - t.max(axis=1, keepdims=True))
+        want /= want.sum(axis=1, keepdims=True)
+    want[4] = 0.0
+    assert (np.abs(got - want) <= TOL_SOFTMAX_REL * want + 1e-30).all()
+    assert (got[mask == -np.inf] == 0).all()
+
+
 def test_softmax_rows_of_minus_infinity_and_nan():
     scores = np.zeros((3, 8), np.float32)
     scores[0, :] = -np.inf           # nothing to attend to: zeros, not NaN

@@ -109,6 +109,9 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     const bool block = attention == AudioAttention::block_causal;
     const int frames = hp.block_frames();
     auto key_end = [&](int i) { return std::min(block ? (i / frames + 1) * frames : n_keys, key_limit); };
+    // BF16 sessions: the attention as one fused op per group, which the oneDNN backend takes when every
+    // operand is F32 (oneDNN 2.x converts no F16; an F16 file's streaming cache keeps the two products)
+    const bool fused = backend_.bf16_products() && (!streaming || cache_k_.front()->type == GGML_TYPE_F32);
     std::vector<AudioQueryGroup> groups;
     int group_frames = n_out;
     if (block) {
@@ -121,7 +124,7 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
         g.n_queries = std::min(group_frames, n_out - q0);
         g.n_keys = audio_padded_keys(key_end(q0 + static_cast<int>(g.n_queries) - 1));
         if (g.n_keys != key_end(q0)) {  // some query of the group does not see all n_keys keys
-            g.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, g.n_keys, g.n_queries);
+            g.mask = ggml_new_tensor_2d(ctx, fused ? GGML_TYPE_F16 : GGML_TYPE_F32, g.n_keys, g.n_queries);
             ggml_set_input(g.mask);
         }
         groups.push_back(g);
@@ -140,7 +143,7 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
         }
     }
     ggml_tensor * x = build_audio_stem(ctx, *model_, mel_in, drop_front, drop_back);
-    ggml_tensor * h = build_audio_encoder(ctx, gf, *model_, x, pos_ids, groups, caches);
+    ggml_tensor * h = build_audio_encoder(ctx, gf, *model_, x, pos_ids, groups, caches, fused);
     ggml_set_output(h);
     ggml_tensor * tokens = n_out >= hp.pool_step ? build_audio_projector(ctx, *model_, h) : nullptr;
     if (tokens) {
@@ -163,7 +166,13 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
                 m[static_cast<size_t>(r * g.n_keys + j)] = j < limit ? 0.0f : -std::numeric_limits<float>::infinity();
             }
         }
-        ggml_backend_tensor_set(g.mask, m.data(), 0, m.size() * sizeof(float));
+        if (g.mask->type == GGML_TYPE_F16) {
+            std::vector<ggml_fp16_t> half(m.size());
+            ggml_fp32_to_fp16_row(m.data(), half.data(), static_cast<int64_t>(m.size()));
+            ggml_backend_tensor_set(g.mask, half.data(), 0, half.size() * sizeof(ggml_fp16_t));
+        } else {
+            ggml_backend_tensor_set(g.mask, m.data(), 0, m.size() * sizeof(float));
+        }
     }
 
     runner_.compute(gf);

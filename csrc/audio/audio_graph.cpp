@@ -27,21 +27,30 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
 // these take a contiguous right operand and a summed length that is a multiple of 16 (hence the
 // contiguous queries, the key padding and the transposed values). ggml's fused CPU flash attention
 // takes one query row at a time and was 2-4x slower here (issue 4 profile).
+// `fused` (BF16 sessions): per group one FLASH_ATTN_EXT on views of the F32 operands (the values
+// read through a permuted view of vt), which the oneDNN backend computes in BF16 with the scores kept
+// in cache (core/onednn_attention); the groups' masks are then F16, as that op takes them.
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * vt,
-                        const std::vector<AudioQueryGroup> & groups, int n_head) {
+                        const std::vector<AudioQueryGroup> & groups, int n_head, bool fused) {
     const int64_t width = q->ne[0], hd = width / n_head;
     const size_t es_k = ggml_element_size(k);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     ggml_tensor * out = nullptr;
     for (const AudioQueryGroup & g : groups) {
         ggml_tensor * qg = ggml_view_2d(ctx, q, width, g.n_queries, q->nb[1], static_cast<size_t>(g.q_begin) * q->nb[1]);
-        qg = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, qg, hd, n_head, g.n_queries), 0, 2, 1, 3));
+        qg = ggml_permute(ctx, ggml_reshape_3d(ctx, qg, hd, n_head, g.n_queries), 0, 2, 1, 3);  // [hd, n_queries, H]
         ggml_tensor * kg = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, g.n_keys, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);
-        ggml_tensor * vg = ggml_view_3d(ctx, vt, g.n_keys, hd, n_head, vt->nb[1], hd * vt->nb[1], 0);
-        ggml_tensor * kq = ggml_mul_mat(ctx, kg, qg);  // [n_keys, n_queries, H]
-        kq = ggml_soft_max_ext_inplace(ctx, kq, g.mask, scale, 0.0f);
-        ggml_tensor * o = ggml_mul_mat(ctx, vg, kq);  // [hd, n_queries, H]
-        o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, n_queries]
+        ggml_tensor * vg = ggml_view_3d(ctx, vt, g.n_keys, hd, n_head, vt->nb[1], hd * vt->nb[1], 0);  // [n_keys, hd, H]
+        ggml_tensor * o = nullptr;
+        if (fused) {
+            o = ggml_flash_attn_ext(ctx, qg, kg, ggml_permute(ctx, vg, 1, 0, 2, 3), g.mask, scale, 0.0f, 0.0f);
+            o = ggml_reshape_3d(ctx, o, hd, n_head, g.n_queries);  // [hd, H, n_queries]
+        } else {
+            ggml_tensor * kq = ggml_mul_mat(ctx, kg, ggml_cont(ctx, qg));  // [n_keys, n_queries, H]
+            kq = ggml_soft_max_ext_inplace(ctx, kq, g.mask, scale, 0.0f);
+            o = ggml_mul_mat(ctx, vg, kq);                         // [hd, n_queries, H]
+            o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));  // [hd, H, n_queries]
+        }
         out = out ? ggml_concat(ctx, out, o, 2) : o;
     }
     return ggml_reshape_2d(ctx, out, width, out->ne[2]);
@@ -62,7 +71,7 @@ ggml_tensor * build_audio_stem(ggml_context * ctx, const AudioModel & m, ggml_te
 
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
                                   ggml_tensor * pos_ids, const std::vector<AudioQueryGroup> & groups,
-                                  const std::vector<AudioLayerCache> & caches) {
+                                  const std::vector<AudioLayerCache> & caches, bool fused_attention) {
     const AudioHparams & hp = m.hparams();
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));
     const ActivationFn gelu = [ctx](ggml_tensor * h) { return ggml_gelu_erf(ctx, h); };
@@ -83,7 +92,7 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
                 k = c.all_k;
                 vt = c.all_vt;
             }
-            return attention(ctx, q, k, vt, groups, hp.n_head);
+            return attention(ctx, q, k, vt, groups, hp.n_head, fused_attention);
         };
         x = pre_ln_block(ctx, x, m.layers()[il], hp.eps, attend, gelu);
     }

@@ -41,7 +41,14 @@ memory::desc f32_view(const ggml_tensor * t, const memory::dims & dims, std::ini
 bool OnednnAttention::supports(const ggml_tensor * op) {
     if (op->op != GGML_OP_FLASH_ATTN_EXT || op->type != GGML_TYPE_F32 || !ggml_is_contiguous(op)) return false;
     const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
-    if (op->src[3] || op->src[4]) return false;  // mask, sinks
+    if (op->src[4]) return false;  // sinks
+    if (const ggml_tensor * mask = op->src[3]) {  // additive F16, one row per query, shared by heads or one per head
+        if (mask->type != GGML_TYPE_F16 || !ggml_is_contiguous(mask) || mask->ne[0] != op->src[1]->ne[1] ||
+            mask->ne[1] < op->src[0]->ne[1] || (mask->ne[2] != 1 && mask->ne[2] != op->src[0]->ne[2]) ||
+            (mask->ne[3] != 1 && mask->ne[3] != op->src[0]->ne[3])) {
+            return false;
+        }
+    }
     float max_bias = 0.0f, softcap = 0.0f;
     std::memcpy(&max_bias, reinterpret_cast<const float *>(op->op_params) + 1, sizeof(float));
     std::memcpy(&softcap, reinterpret_cast<const float *>(op->op_params) + 2, sizeof(float));
@@ -93,7 +100,7 @@ const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, i
 }
 
 void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_threads) {
-    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
+    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2], *mask = op->src[3];
     const int64_t D = q->ne[0], Lq = q->ne[1], H = q->ne[2], B = q->ne[3], Lk = k->ne[1], Dv = v->ne[0];
     float scale = 1.0f;
     std::memcpy(&scale, op->op_params, sizeof(float));
@@ -114,6 +121,7 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     const BlockProducts & full = products(full_rows, D, Lk, Dv);
     const BlockProducts * tail = tail_rows ? &products(tail_rows, D, Lk, Dv) : nullptr;
     const size_t scores_bytes = aligned(static_cast<size_t>(kBlock * Lk) * sizeof(float));
+    const size_t mask_bytes = mask ? scores_bytes : 0;  // the block's mask rows in F32
     const size_t probs_bytes = aligned(static_cast<size_t>(kBlock * Lk) * 2);
     const size_t out_bytes = aligned(static_cast<size_t>(kBlock * Dv) * sizeof(float));
     size_t pad_bytes = 0;
@@ -123,7 +131,7 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     pad_bytes = aligned(pad_bytes);
     n_threads = std::max(1, n_threads);
     thread_scratch_.resize(static_cast<size_t>(n_threads));
-    for (auto & s : thread_scratch_) s.resize(scores_bytes + probs_bytes + out_bytes + pad_bytes + 64);
+    for (auto & s : thread_scratch_) s.resize(scores_bytes + mask_bytes + probs_bytes + out_bytes + pad_bytes + 64);
     std::vector<dnnl::stream> streams;
     for (int t = 0; t < n_threads; ++t) streams.emplace_back(engine_);
 
@@ -155,9 +163,12 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
                 uint8_t * base = thread_scratch_[static_cast<size_t>(tid)].data();
                 base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
                 float * scores = reinterpret_cast<float *>(base);
-                uint16_t * probs = reinterpret_cast<uint16_t *>(base + scores_bytes);
-                float * out = reinterpret_cast<float *>(base + scores_bytes + probs_bytes);
-                uint8_t * pad = base + scores_bytes + probs_bytes + out_bytes;
+                base += scores_bytes;
+                float * mask_rows = mask ? reinterpret_cast<float *>(base) : nullptr;
+                base += mask_bytes;
+                uint16_t * probs = reinterpret_cast<uint16_t *>(base);
+                float * out = reinterpret_cast<float *>(base + probs_bytes);
+                uint8_t * pad = base + probs_bytes + out_bytes;
                 dnnl::stream & s = streams[static_cast<size_t>(tid)];
 
                 memory qm(memory::desc({rows, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + (h * Lq + r0) * D * 2);
@@ -166,7 +177,15 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
                 p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
                                     {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
                 s.wait();
-                softmax_rows_to_bf16(scores, Lk, probs, Lk, rows, Lk, scale);
+                if (mask) {  // rows r0.. of the mask of this head (or the shared one) and batch
+                    const char * m = static_cast<const char *>(mask->data) + (h % mask->ne[2]) * mask->nb[2] +
+                                     (b % mask->ne[3]) * mask->nb[3];
+                    for (int64_t r = 0; r < rows; ++r) {
+                        ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(m + (r0 + r) * mask->nb[1]),
+                                              mask_rows + r * Lk, Lk);
+                    }
+                }
+                softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, probs, Lk, rows, Lk, scale);
                 memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
                 memory vm(l.value, engine_, v_bf16_.data() + h * v_size);
                 memory om(memory::desc({rows, Dv}, dt::f32, tag::ab), engine_, out);

@@ -1,4 +1,5 @@
-// The oneDNN backend's fused attention: ggml's FLASH_ATTN_EXT (F32 queries, keys and values, no mask)
+// The oneDNN backend's fused attention: ggml's FLASH_ATTN_EXT (F32 queries, keys and values, an optional
+// additive F16 mask)
 // as BF16 matrix products through oneDNN around a softmax, one block of query rows of one head at a
 // time, so the scores of a block stay in the core's cache instead of passing through memory as an
 // Lq x Lk matrix per head (core/onednn_matmul runs the rest of the encoders' products).
@@ -26,7 +27,8 @@ public:
     explicit OnednnAttention(const dnnl::engine & engine) : engine_(engine) {}
 
     // Whether `op` is an attention this class computes: FLASH_ATTN_EXT with F32 operands in any
-    // element strides, as many key/value heads as query heads, no mask, sinks, ALiBi or soft-capping.
+    // element strides, as many key/value heads as query heads, an F16 mask or none (one row per
+    // query, shared by the heads or one per head), no sinks, ALiBi or soft-capping.
     static bool supports(const ggml_tensor * op);
 
     // Computes `op` (supports(op)) on `n_threads` threads; `stream` runs the operands' BF16 reorders.
@@ -48,7 +50,7 @@ private:
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
     std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16
-    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad
+    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, mask rows, probabilities, output rows, oneDNN scratchpad
 };
 
 }  // namespace minicpmo

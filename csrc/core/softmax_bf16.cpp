@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace minicpmo {
 
@@ -63,18 +64,24 @@ void exp_row(const float * x, float * y, int64_t n) {
 // the reductions are vectorised through `omp simd` (the file is built with -fopenmp-simd): their
 // reordering is the one a vectorised softmax always makes
 MINICPMO_CPU_CLONES
-void softmax_row(const float * s, uint16_t * out, int64_t n, float scale, float * work) {
+void softmax_row(const float * s, const float * mask, uint16_t * out, int64_t n, float scale, float * work) {
+    // the row's terms scale * s + mask first (work), then their maximum
+    if (mask) {
+        for (int64_t i = 0; i < n; ++i) work[i] = s[i] * scale + mask[i];
+    } else {
+        for (int64_t i = 0; i < n; ++i) work[i] = s[i] * scale;
+    }
     float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = m > s[i] * scale ? m : s[i] * scale;
-    if (m == -std::numeric_limits<float>::infinity()) {  // every score -inf: nothing to attend to
+    for (int64_t i = 0; i < n; ++i) m = m > work[i] ? m : work[i];
+    if (m == -std::numeric_limits<float>::infinity()) {  // every term -inf: nothing to attend to
         std::memset(out, 0, static_cast<size_t>(n) * sizeof(uint16_t));
         return;
     }
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < n; ++i) {
-        work[i] = exp_reduced(s[i] * scale - m);
+        work[i] = exp_reduced(work[i] - m);
         sum += work[i];
     }
     const float inv = 1.0f / sum;
@@ -83,12 +90,18 @@ void softmax_row(const float * s, uint16_t * out, int64_t n, float scale, float 
 
 }  // namespace
 
-void softmax_rows_to_bf16(const float * scores, int64_t ld, uint16_t * out, int64_t ld_out, int64_t rows, int64_t cols,
-                          float scale) {
+void softmax_rows_to_bf16(const float * scores, int64_t ld, const float * mask, int64_t ld_mask, uint16_t * out,
+                          int64_t ld_out, int64_t rows, int64_t cols, float scale) {
     float stack[4096];
-    float * work = cols <= 4096 ? stack : new float[static_cast<size_t>(cols)];
-    for (int64_t r = 0; r < rows; ++r) softmax_row(scores + r * ld, out + r * ld_out, cols, scale, work);
-    if (work != stack) delete[] work;
+    std::vector<float> heap;
+    float * work = stack;
+    if (cols > 4096) {
+        heap.resize(static_cast<size_t>(cols));
+        work = heap.data();
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        softmax_row(scores + r * ld, mask ? mask + r * ld_mask : nullptr, out + r * ld_out, cols, scale, work);
+    }
 }
 
 void vector_exp(const float * x, float * y, int64_t n) { exp_row(x, y, n); }

@@ -8,11 +8,12 @@
 
 namespace minicpmo {
 
-// For each of `rows` rows of `cols` F32 scores (row stride `ld`): p = softmax(scale * s), written as
-// BF16 bits (row stride `ld_out`). A row whose scores are all -inf gives zeros, not NaN; a NaN score
+// For each of `rows` rows of `cols` F32 scores (row stride `ld`): p = softmax(scale * s + mask), with
+// `mask` an additive F32 mask of the same shape (row stride `ld_mask`; 0 / -inf) or null, written as
+// BF16 bits (row stride `ld_out`). A row whose terms are all -inf gives zeros, not NaN; a NaN score
 // makes its row NaN.
-void softmax_rows_to_bf16(const float * scores, int64_t ld, uint16_t * out, int64_t ld_out, int64_t rows, int64_t cols,
-                          float scale);
+void softmax_rows_to_bf16(const float * scores, int64_t ld, const float * mask, int64_t ld_mask, uint16_t * out,
+                          int64_t ld_out, int64_t rows, int64_t cols, float scale);
 
 // exp(x) elementwise by the same vectorised exp, exposed for tests: within a few ulp of exp for
 // -87 <= x <= 88.7, 0 below, +inf above, NaN for NaN.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/error.h"
 #include "core/softmax_bf16.h"
 #include "python/numpy_arrays.h"
 #include "token2wav/hift_snake.h"
@@ -36,11 +37,17 @@ void bind_cpu_kernels(py::module_ & m) {
               vector_exp(a.data(), out.data(), a.shape(0));
               return to_f32_array(out);
           }, py::arg("x"), "exp(x) elementwise by the vectorised exp of the BF16 attention softmax (float32, 1-D).");
-    m.def("softmax_bf16", [](const py::object & scores, float scale) {
+    m.def("softmax_bf16", [](const py::object & scores, float scale, const py::object & mask) {
               F32Array a = checked_f32(scores, 2, "scores");
               const int64_t rows = a.shape(0), cols = a.shape(1);
+              F32Array m;
+              if (!mask.is_none()) {
+                  m = checked_f32(mask, 2, "mask");
+                  if (m.shape(0) != rows || m.shape(1) != cols) fail(Status::invalid_argument, "mask must have the scores' shape");
+              }
               std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
-              softmax_rows_to_bf16(a.data(), cols, bits.data(), cols, rows, cols, scale);
+              softmax_rows_to_bf16(a.data(), cols, mask.is_none() ? nullptr : m.data(), cols, bits.data(), cols, rows,
+                                   cols, scale);
               py::array_t<float> out({rows, cols});
               float * o = out.mutable_data();
               for (size_t i = 0; i < bits.size(); ++i) {
@@ -48,6 +55,7 @@ void bind_cpu_kernels(py::module_ & m) {
                   std::memcpy(o + i, &u, sizeof(float));
               }
               return out;
-          }, py::arg("scores"), py::arg("scale"),
-          "Row softmax of scale * scores (float32, 2-D) rounded to BF16, returned widened to float32.");
+          }, py::arg("scores"), py::arg("scale"), py::arg("mask") = py::none(),
+          "Row softmax of scale * scores + mask (float32, 2-D; mask optional, additive) rounded to BF16, returned "
+          "widened to float32.");
 }
