@@ -121,7 +121,6 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     const BlockProducts & full = products(full_rows, D, Lk, Dv);
     const BlockProducts * tail = tail_rows ? &products(tail_rows, D, Lk, Dv) : nullptr;
     const size_t scores_bytes = aligned(static_cast<size_t>(kBlock * Lk) * sizeof(float));
-    const size_t mask_bytes = mask ? scores_bytes : 0;  // the block's mask rows in F32
     const size_t probs_bytes = aligned(static_cast<size_t>(kBlock * Lk) * 2);
     const size_t out_bytes = aligned(static_cast<size_t>(kBlock * Dv) * sizeof(float));
     size_t pad_bytes = 0;
@@ -131,7 +130,7 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     pad_bytes = aligned(pad_bytes);
     n_threads = std::max(1, n_threads);
     thread_scratch_.resize(static_cast<size_t>(n_threads));
-    for (auto & s : thread_scratch_) s.resize(scores_bytes + mask_bytes + probs_bytes + out_bytes + pad_bytes + 64);
+    for (auto & s : thread_scratch_) s.resize(scores_bytes + probs_bytes + out_bytes + pad_bytes + 64);
     std::vector<dnnl::stream> streams;
     for (int t = 0; t < n_threads; ++t) streams.emplace_back(engine_);
 
@@ -151,6 +150,17 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
             memory vd(l.value, engine_, v_bf16_.data() + h * v_size);
             dnnl::reorder(vs, vd).execute(stream, vs, vd);
         }
+        // the mask rows of this batch in F32, once for every head that shares them
+        if (mask) {
+            mask_f32_.resize(static_cast<size_t>(mask->ne[2] * Lq * Lk));
+            for (int64_t m2 = 0; m2 < mask->ne[2]; ++m2) {
+                const char * m = static_cast<const char *>(mask->data) + m2 * mask->nb[2] + (b % mask->ne[3]) * mask->nb[3];
+                for (int64_t r = 0; r < Lq; ++r) {
+                    ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(m + r * mask->nb[1]),
+                                          mask_f32_.data() + (m2 * Lq + r) * Lk, Lk);
+                }
+            }
+        }
         stream.wait();
 
         std::exception_ptr error;
@@ -164,8 +174,6 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
                 base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
                 float * scores = reinterpret_cast<float *>(base);
                 base += scores_bytes;
-                float * mask_rows = mask ? reinterpret_cast<float *>(base) : nullptr;
-                base += mask_bytes;
                 uint16_t * probs = reinterpret_cast<uint16_t *>(base);
                 float * out = reinterpret_cast<float *>(base + probs_bytes);
                 uint8_t * pad = base + probs_bytes + out_bytes;
@@ -177,14 +185,7 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
                 p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
                                     {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
                 s.wait();
-                if (mask) {  // rows r0.. of the mask of this head (or the shared one) and batch
-                    const char * m = static_cast<const char *>(mask->data) + (h % mask->ne[2]) * mask->nb[2] +
-                                     (b % mask->ne[3]) * mask->nb[3];
-                    for (int64_t r = 0; r < rows; ++r) {
-                        ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(m + (r0 + r) * mask->nb[1]),
-                                              mask_rows + r * Lk, Lk);
-                    }
-                }
+                const float * mask_rows = mask ? mask_f32_.data() + ((h % mask->ne[2]) * Lq + r0) * Lk : nullptr;
                 softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, probs, Lk, rows, Lk, scale);
                 memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
                 memory vm(l.value, engine_, v_bf16_.data() + h * v_size);

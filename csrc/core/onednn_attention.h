@@ -50,7 +50,8 @@ private:
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
     std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16
-    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, mask rows, probabilities, output rows, oneDNN scratchpad
+    std::vector<float> mask_f32_;                            // its mask rows in F32 (one batch)
+    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad
 };
 
 }  // namespace minicpmo
