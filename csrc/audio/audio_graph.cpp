@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/graph_ops.h"
+#include "core/onednn_matmul.h"
 
 namespace minicpmo {
 
@@ -44,6 +45,10 @@ ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, gg
         ggml_tensor * o = nullptr;
         if (fused) {
             o = ggml_flash_attn_ext(ctx, qg, kg, ggml_permute(ctx, vg, 1, 0, 2, 3), g.mask, scale, 0.0f, 0.0f);
+            // ggml's own kernels read values with contiguous rows, which this view has not
+            if (!onednn_takes_attention(o)) {
+                fail(Status::internal, "audio attention: the oneDNN backend refuses the fused op");
+            }
             o = ggml_reshape_3d(ctx, o, hd, n_head, g.n_queries);  // [hd, H, n_queries]
         } else {
             ggml_tensor * kq = ggml_mul_mat(ctx, kg, ggml_cont(ctx, qg));  // [n_keys, n_queries, H]

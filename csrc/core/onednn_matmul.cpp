@@ -37,6 +37,8 @@ void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
 
 bool onednn_bf16_native() { return false; }
 
+bool onednn_takes_attention(const ggml_tensor *) { return false; }
+
 std::string onednn_matmul_take_error(ggml_backend_t) { return ""; }
 
 #else
@@ -422,6 +424,8 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * mode
     Context * raw = c.release();
     return new ggml_backend{backend_guid(), bi, &raw->device, raw};
 }
+
+bool onednn_takes_attention(const ggml_tensor * op) { return OnednnAttention::supports(op); }
 
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads) {
     static_cast<Context *>(backend->context)->n_threads = n_threads > 0 ? n_threads : 1;

@@ -32,6 +32,10 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * mode
 // in a build without oneDNN.
 bool onednn_bf16_native();
 
+// Whether the backend computes this FLASH_ATTN_EXT node (core/onednn_attention); false in a build
+// without oneDNN. Graphs whose operands only this backend reads correctly check it.
+bool onednn_takes_attention(const ggml_tensor * op);
+
 // Sets its thread count (the CPU backend's, kept in step by ComputeBackend).
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads);
 
