@@ -78,6 +78,23 @@ const OnednnAttention::Layouts & OnednnAttention::layouts(int64_t D, int64_t Lk,
     return layouts_.emplace(std::array<int64_t, 3>{D, Lk, Dv}, l).first->second;
 }
 
+const OnednnAttention::OperandReorders & OnednnAttention::reorders(const ggml_tensor * op, const Layouts & l) {
+    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
+    const int64_t D = q->ne[0], Lq = q->ne[1], H = q->ne[2], Lk = k->ne[1], Dv = v->ne[0];
+    const std::array<int64_t, 12> key{D,  Lq, H, Lk, Dv, int64_t(q->nb[0]), int64_t(q->nb[1]), int64_t(q->nb[2]),
+                                      int64_t(k->nb[0]), int64_t(k->nb[1]), int64_t(v->nb[0]), int64_t(v->nb[1])};
+    auto it = reorders_.find(key);
+    if (it != reorders_.end()) return it->second;
+    auto make = [this](const memory::desc & from, const memory::desc & to) {
+        return dnnl::reorder(dnnl::reorder::primitive_desc(engine_, from, engine_, to));
+    };
+    OperandReorders r;
+    r.query = make(f32_view(q, {H, Lq, D}, {2, 1, 0}), memory::desc({H, Lq, D}, dt::bf16, tag::abc));
+    r.key = make(f32_view(k, {D, Lk}, {0, 1}), l.key);
+    r.value = make(f32_view(v, {Lk, Dv}, {1, 0}), l.value);
+    return reorders_.emplace(key, std::move(r)).first->second;
+}
+
 const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, int64_t D, int64_t Lk, int64_t Dv) {
     auto it = products_.find({rows, D, Lk, Dv});
     if (it != products_.end()) return it->second;
@@ -106,11 +123,13 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     std::memcpy(&scale, op->op_params, sizeof(float));
 
     // emptied here only, before any reference into them is taken
-    if (layouts_.size() >= kMaxShapes || products_.size() >= kMaxShapes) {
+    if (layouts_.size() >= kMaxShapes || products_.size() >= kMaxShapes || reorders_.size() >= kMaxShapes) {
         layouts_.clear();
         products_.clear();
+        reorders_.clear();
     }
     const Layouts & l = layouts(D, Lk, Dv);
+    const OperandReorders & to_bf16 = reorders(op, l);
     const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
     q_bf16_.resize(static_cast<size_t>(H * Lq * D) * 2);
     k_bf16_.resize(static_cast<size_t>(H) * k_size);
@@ -140,15 +159,15 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
         {
             memory src(f32_view(q, {H, Lq, D}, {2, 1, 0}), engine_, static_cast<char *>(q->data) + b * q->nb[3]);
             memory dst(memory::desc({H, Lq, D}, dt::bf16, tag::abc), engine_, q_bf16_.data());
-            dnnl::reorder(src, dst).execute(stream, src, dst);
+            to_bf16.query.execute(stream, src, dst);
         }
         for (int64_t h = 0; h < H; ++h) {
             memory ks(f32_view(k, {D, Lk}, {0, 1}), engine_, static_cast<char *>(k->data) + b * k->nb[3] + h * k->nb[2]);
             memory kd(l.key, engine_, k_bf16_.data() + h * k_size);
-            dnnl::reorder(ks, kd).execute(stream, ks, kd);
+            to_bf16.key.execute(stream, ks, kd);
             memory vs(f32_view(v, {Lk, Dv}, {1, 0}), engine_, static_cast<char *>(v->data) + b * v->nb[3] + h * v->nb[2]);
             memory vd(l.value, engine_, v_bf16_.data() + h * v_size);
-            dnnl::reorder(vs, vd).execute(stream, vs, vd);
+            to_bf16.value.execute(stream, vs, vd);
         }
         // the mask rows of this batch in F32, once for every head that shares them
         if (mask) {

@@ -43,12 +43,19 @@ private:
     struct Layouts {
         dnnl::memory::desc key, value;  // per-head packed BF16 layouts of K^T (D x Lk) and V (Lk x Dv)
     };
+    // the reorders that round one batch's Q (all heads) and one head's K and V to BF16, for the
+    // operands' shapes and strides
+    struct OperandReorders {
+        dnnl::reorder query, key, value;
+    };
     const Layouts & layouts(int64_t D, int64_t Lk, int64_t Dv);
+    const OperandReorders & reorders(const ggml_tensor * op, const Layouts & l);
     const BlockProducts & products(int64_t rows, int64_t D, int64_t Lk, int64_t Dv);
 
     dnnl::engine engine_;
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
+    std::map<std::array<int64_t, 12>, OperandReorders> reorders_;
     std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16
     std::vector<float> mask_f32_;                            // its mask rows in F32 (one batch)
     std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad

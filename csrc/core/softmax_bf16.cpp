@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu_clones.h"
+
 namespace minicpmo {
 
 namespace {
@@ -14,25 +16,17 @@ namespace {
 constexpr float kLog2e = 0x1.715476p+0f;
 constexpr float kLn2Hi = 0x1.62e4p-1f;
 constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
-// (x + kRound) - kRound rounds x to an integer without a branch or a call (|x| < 2^22)
-constexpr float kRound = 0x1.8p+23f;
 // below this exp underflows to 0 in float32 (subnormals are flushed), above it overflows
 constexpr float kExpLow = -87.0f;
 constexpr float kExpHigh = 88.7f;
 // e^r on |r| <= ln 2 / 2 by its Taylor series to r^6: the first omitted term is below 2e-8 relative
 constexpr float kE2 = 1.0f / 2.0f, kE3 = 1.0f / 6.0f, kE4 = 1.0f / 24.0f, kE5 = 1.0f / 120.0f, kE6 = 1.0f / 720.0f;
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define MINICPMO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINICPMO_CPU_CLONES
-#endif
-
 // exp(x): 0 below kExpLow, +inf above kExpHigh, NaN for NaN (the clamp keeps 2^n a normal float)
 inline float exp_reduced(float x) {
     float xc = x > kExpLow ? x : kExpLow;  // NaN becomes kExpLow here; the last select returns it
     xc = xc < kExpHigh ? xc : kExpHigh;
-    const float n = (xc * kLog2e + kRound) - kRound;
+    const float n = (xc * kLog2e + kRoundToInteger) - kRoundToInteger;
     const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
     const float p = 1.0f + r * (1.0f + r * (kE2 + r * (kE3 + r * (kE4 + r * (kE5 + r * kE6)))));
     // 2^n through the exponent bits; n in [-126, 128]: 2^128 is split as 2 * 2^127

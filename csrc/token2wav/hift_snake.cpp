@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/cpu_clones.h"
 #include "ggml-backend.h"
 
 namespace minicpmo {
@@ -17,9 +18,6 @@ constexpr float kPiB = 0x1.fb6p-11f;
 constexpr float kPiC = -0x1.777a5cp-24f;
 constexpr float kInvPi = 0x1.45f306p-2f;
 constexpr float kReducedLimit = 8192.0f;
-// (x + kRound) - kRound is x rounded to an integer (to nearest) for |x| < 2^22, without a branch or
-// a call, so the loops vectorise (the build has no -ffast-math that could fold it away)
-constexpr float kRound = 0x1.8p+23f;
 
 // sin(r) on [-pi/2, pi/2] by its Taylor series to r^11: the first omitted term is below 6e-8
 constexpr float kS3 = -1.0f / 6.0f, kS5 = 1.0f / 120.0f, kS7 = -1.0f / 5040.0f, kS9 = 1.0f / 362880.0f,
@@ -27,24 +25,20 @@ constexpr float kS3 = -1.0f / 6.0f, kS5 = 1.0f / 120.0f, kS7 = -1.0f / 5040.0f, 
 
 // sin(v) for |v| <= kReducedLimit: v = k pi + r with |r| <= pi / 2, sin(v) = (-1)^k sin(r)
 inline float reduced_sine(float v) {
-    const float k = (v * kInvPi + kRound) - kRound;
+    const float k = (v * kInvPi + kRoundToInteger) - kRoundToInteger;
     float r = v - k * kPiA;
     r -= k * kPiB;
     r -= k * kPiC;
     const float r2 = r * r;
     const float p = r + r * r2 * (kS3 + r2 * (kS5 + r2 * (kS7 + r2 * (kS9 + r2 * kS11))));
-    const float odd = std::fabs(k - 2.0f * ((0.5f * k + kRound) - kRound));  // 1 when k is odd, else 0
+    // 1 when k is odd, else 0
+    const float odd = std::fabs(k - 2.0f * ((0.5f * k + kRoundToInteger) - kRoundToInteger));
     return p - 2.0f * odd * p;
 }
 
-// Plain loops the compiler vectorises, one clone per instruction set picked at load (x86-64 Linux).
+// Plain loops the compiler vectorises (MINICPMO_CPU_CLONES).
 // Each returns whether an argument lay past kReducedLimit: the caller then redoes the row with
 // std::sin (a NaN argument gives NaN either way).
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define MINICPMO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MINICPMO_CPU_CLONES
-#endif
 
 // y = x + inv * sin(alpha x)^2 over one time step's channels
 MINICPMO_CPU_CLONES
