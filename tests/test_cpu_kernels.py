@@ -1,6 +1,7 @@
 """The project's own vectorised CPU kernels against float64 numpy: the sine of HiFT's Snake
 (token2wav/hift_snake) and the exp and BF16 softmax between the two products of the oneDNN backend's
-attention (core/softmax_bf16). Each is built for AVX-512, AVX2 and baseline x86-64 and picked by CPUID
+attention (core/softmax_bf16), and the F16 -> BF16 rounding that packs F16 weights for that backend
+(core/bf16_convert). Each is built for AVX-512, AVX2 and baseline x86-64 and picked by CPUID
 at load; these tests run whichever clone this CPU gets. Odd lengths leave remainders after every
 vector width."""
 
@@ -102,3 +103,30 @@ def test_softmax_rows_of_minus_infinity_and_nan():
     assert (got[0] == 0).all()
     assert np.isnan(got[1]).all()
     assert (got[2, :4] == 0).all() and np.allclose(got[2, 4:], 0.25)
+
+
+def _nearest_bf16_even(x: np.ndarray) -> np.ndarray:
+    """BF16 bits of float32 x rounded to nearest, ties to even, chosen by comparing the two BF16
+    neighbours in float64 (not by the kernel's integer trick); finite x only."""
+    bits = x.view(np.uint32)
+    down = (bits >> 16).astype(np.uint32)  # truncation: toward zero
+    up = down + 1  # the next BF16 away from zero (a carry into the exponent is the right neighbour)
+    widen = lambda b: (b << 16).astype(np.uint32).view(np.float32).astype(np.float64)
+    err_down = np.abs(widen(down) - x.astype(np.float64))
+    err_up = np.abs(widen(up) - x.astype(np.float64))
+    pick_up = (err_up < err_down) | ((err_up == err_down) & (down % 2 == 1))
+    return np.where(pick_up, up, down).astype(np.uint16)
+
+
+def test_f16_to_bf16_every_half_value():
+    # all 65536 half bit patterns: zeros, subnormals, normals, infinities, NaN
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = _testing.f16_to_bf16(bits)
+    assert got.dtype == np.uint16 and got.shape == bits.shape
+    exact = bits.view(np.float16).astype(np.float32)  # F16 -> F32 is exact
+    nan, finite = np.isnan(exact), np.isfinite(exact)
+    assert np.array_equal(got[finite], _nearest_bf16_even(exact[finite]))
+    assert np.array_equal(got[np.isinf(exact)], np.where(exact[np.isinf(exact)] > 0, 0x7F80, 0xFF80))
+    widened = (got.astype(np.uint32) << 16).view(np.float32)
+    assert np.isnan(widened[nan]).all()  # NaN stays NaN (never turns into infinity)
+    assert np.array_equal(np.signbit(widened), np.signbit(exact))

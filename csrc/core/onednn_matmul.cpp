@@ -1,5 +1,6 @@
 #include "core/onednn_matmul.h"
 
+#include "core/bf16_convert.h"
 #include "core/compute_backend.h"
 #include "core/error.h"
 #include "core/gguf_weights.h"
@@ -10,6 +11,7 @@
 #ifdef MINICPMO_ONEDNN
 #include <omp.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
@@ -111,15 +113,28 @@ const memory::desc & layout(Context & c, int64_t K, int64_t N) {
     return c.layouts.emplace(std::array<int64_t, 2>{K, N}, pd.weights_desc()).first->second;
 }
 
-// ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order
+// ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order. F32 and BF16 weights are
+// reordered straight from their data; F16 ones (oneDNN 2.6 has no F16 reorder) are first rounded to
+// BF16 on the backend's threads, the same rounding as oneDNN's F32 -> BF16 reorder.
 std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     const int64_t K = w->ne[0], N = w->ne[1];
     const int64_t n = K * N;
-    std::vector<float> f32(static_cast<size_t>(n));  // the weight in F32 while it is packed
+    std::unique_ptr<uint16_t[]> bf16;  // an F16 weight in BF16 while it is packed
+    memory::desc user_desc({K, N}, dt::f32, tag::ba);
+    const void * user_data = w->data;
     switch (w->type) {
-        case GGML_TYPE_F32: std::memcpy(f32.data(), w->data, static_cast<size_t>(n) * sizeof(float)); break;
-        case GGML_TYPE_F16: ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), f32.data(), n); break;
-        case GGML_TYPE_BF16: ggml_bf16_to_fp32_row(static_cast<const ggml_bf16_t *>(w->data), f32.data(), n); break;
+        case GGML_TYPE_F32: break;
+        case GGML_TYPE_BF16: user_desc = memory::desc({K, N}, dt::bf16, tag::ba); break;
+        case GGML_TYPE_F16: {
+            bf16.reset(new uint16_t[static_cast<size_t>(n)]);
+            const auto * src = static_cast<const uint16_t *>(w->data);
+            constexpr int64_t kChunk = 1 << 16;
+#pragma omp parallel for num_threads(c.n_threads) schedule(static)
+            for (int64_t i = 0; i < n; i += kChunk) f16_to_bf16(src + i, bf16.get() + i, std::min(kChunk, n - i));
+            user_desc = memory::desc({K, N}, dt::bf16, tag::ba);
+            user_data = bf16.get();
+            break;
+        }
         default: fail(Status::internal, std::string("oneDNN products: unexpected weight type ") + ggml_type_name(w->type));
     }
     auto packed = std::make_shared<PackedMatrix>();
@@ -127,7 +142,7 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     const size_t size = (packed->desc.get_size() + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
     packed->bytes.reset(std::aligned_alloc(64, size));
     if (!packed->bytes) throw std::bad_alloc();
-    memory user({{K, N}, dt::f32, tag::ba}, c.engine, f32.data());
+    memory user(user_desc, c.engine, const_cast<void *>(user_data));
     memory dst(packed->desc, c.engine, packed->bytes.get());
     dnnl::reorder(user, dst).execute(c.stream, user, dst);
     c.stream.wait();

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/bf16_convert.h"
 #include "core/cpu_clones.h"
 
 namespace minicpmo {
@@ -41,15 +42,6 @@ inline float exp_reduced(float x) {
     return x > kExpHigh ? inf : x >= kExpLow ? y : x < kExpLow ? 0.0f : x;  // the last: NaN stays NaN
 }
 
-// F32 -> BF16 bits, rounded to nearest even (NaN stays NaN: its high bits are kept, quiet bit set)
-inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
-}
-
 MINICPMO_CPU_CLONES
 void exp_row(const float * x, float * y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = exp_reduced(x[i]);
@@ -79,7 +71,7 @@ void softmax_row(const float * s, const float * mask, uint16_t * out, int64_t n,
         sum += work[i];
     }
     const float inv = 1.0f / sum;
-    for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(work[i] * inv);
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_bits(work[i] * inv);
 }
 
 }  // namespace

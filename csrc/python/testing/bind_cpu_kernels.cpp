@@ -1,6 +1,6 @@
 // Python bindings of the project's own vectorised CPU kernels, for tests against numpy: HiFT's
 // sine (token2wav/hift_snake.h), and the exp and BF16 softmax of the oneDNN backend's attention
-// (core/softmax_bf16.h).
+// (core/softmax_bf16.h), and the F16 -> BF16 rounding that packs F16 weights (core/bf16_convert.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/bf16_convert.h"
 #include "core/error.h"
 #include "core/softmax_bf16.h"
 #include "python/numpy_arrays.h"
@@ -37,6 +38,12 @@ void bind_cpu_kernels(py::module_ & m) {
               vector_exp(a.data(), out.data(), a.shape(0));
               return to_f32_array(out);
           }, py::arg("x"), "exp(x) elementwise by the vectorised exp of the BF16 attention softmax (float32, 1-D).");
+    m.def("f16_to_bf16", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> bits) {
+              if (bits.ndim() != 1) fail(Status::invalid_argument, "bits must be 1-D");
+              py::array_t<uint16_t> out(bits.shape(0));
+              f16_to_bf16(bits.data(), out.mutable_data(), bits.shape(0));
+              return out;
+          }, py::arg("bits"), "IEEE half bits (uint16, 1-D) -> BF16 bits (uint16) by the converter that packs F16 weights.");
     m.def("softmax_bf16", [](const py::object & scores, float scale, const py::object & mask) {
               F32Array a = checked_f32(scores, 2, "scores");
               const int64_t rows = a.shape(0), cols = a.shape(1);
