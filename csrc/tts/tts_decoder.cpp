@@ -31,9 +31,11 @@ TtsDecoder::TtsDecoder(std::shared_ptr<const TtsModel> model, ComputeDevice devi
     // F32 keeps an F32 model exact; F16 halves the cache where the weights are rounded anyway
     const ggml_type type = model_->weights_f32() ? GGML_TYPE_F32 : GGML_TYPE_F16;
     const int64_t width = int64_t(hp.n_head_kv) * hp.head_dim;
+    // values transposed (a row per channel, a column per slot): the weighted sum then reads them as
+    // a plain matrix, without copying the whole cache into that order at every step
     for (int i = 0; i < hp.n_layer; ++i) {
         cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, width, capacity_));
-        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, width, capacity_));
+        cache_v_.push_back(ggml_new_tensor_2d(cache_ctx_, type, capacity_, width));
     }
     cache_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(cache_ctx_, weight_buffer_type(backend_.device()));
     if (!cache_buf_) {
@@ -136,9 +138,9 @@ std::vector<float> TtsDecoder::run_forward(const float * rows, const int32_t * c
         ggml_tensor * V = cache_v_[i];
         TtsLayerCache c{};
         c.store_k = ggml_view_2d(ctx, K, K->ne[0], n, K->nb[1], static_cast<size_t>(n_cached_) * K->nb[1]);
-        c.store_v = ggml_view_2d(ctx, V, V->ne[0], n, V->nb[1], static_cast<size_t>(n_cached_) * V->nb[1]);
+        c.store_v = ggml_view_2d(ctx, V, n, V->ne[1], V->nb[1], static_cast<size_t>(n_cached_) * V->nb[0]);
         c.all_k = ggml_view_2d(ctx, K, K->ne[0], n_slots, K->nb[1], 0);
-        c.all_v = ggml_view_2d(ctx, V, V->ne[0], n_slots, V->nb[1], 0);
+        c.all_v = ggml_view_2d(ctx, V, n_slots, V->ne[1], V->nb[1], 0);
         caches.push_back(c);
     }
     ggml_tensor * logits = build_tts_forward(ctx, gf, *model_, x, pos_in, mask, caches);

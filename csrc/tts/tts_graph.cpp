@@ -40,12 +40,11 @@ ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const T
         ggml_tensor * v = ggml_mul_mat(ctx, L.v, h);
         // the copies run before the attention below: nodes execute in the order they were added
         ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), c.store_k));
-        ggml_build_forward_expand(graph, ggml_cpy(ctx, v, c.store_v));
+        ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_v));
         const int64_t S = c.all_k->ne[1];
-        const size_t es_k = ggml_element_size(c.all_k), es_v = ggml_element_size(c.all_v);
+        const size_t es_k = ggml_element_size(c.all_k);
         ggml_tensor * K = ggml_permute(ctx, ggml_view_3d(ctx, c.all_k, hd, Hkv, S, hd * es_k, c.all_k->nb[1], 0), 0, 2, 1, 3);
-        ggml_tensor * V = ggml_cont(ctx, ggml_permute(ctx, ggml_view_3d(ctx, c.all_v, hd, Hkv, S, hd * es_v, c.all_v->nb[1], 0),
-                                                      1, 2, 0, 3));  // [S, hd, Hkv]
+        ggml_tensor * V = ggml_view_3d(ctx, c.all_v, S, hd, Hkv, c.all_v->nb[1], hd * c.all_v->nb[1], 0);  // [S, hd, Hkv]
         ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                                  // [hd, n, H]
         ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                          // [S, n, H] (GQA broadcast)
         kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
