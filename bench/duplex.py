@@ -8,7 +8,9 @@ The model (made once through the normal HF -> converter path, cached under the w
   * Whisper-medium encoder (24 x 1024) + projector, SigLIP 26 x 1152 + resampler (8 heads for the
     1024-wide LLM), TTS 20 x 768, Token2Wav at real size (flow encoder 512, DiT 16 x 512, HiFT 512)
     with the duplex demo's 5 flow steps per window (``--t2w-steps``; the release file says 10).
-All weights F16 in the GGUF files. The session's encoders (Whisper, SigLIP + resampler) and the
+The model files a user runs by default: the LLM quantized to Q4_K_M (``--llm-type``; F16 or any
+minicpmo-quantize size), the companion converted with ``--outtype f16`` and the converter's default
+Q8_0 TTS matrices (``--tts-type f16`` for F16 ones). The session's encoders (Whisper, SigLIP + resampler) and the
 Token2Wav flow compute in ``--compute`` (bf16 by default: their matrix products through oneDNN in
 BF16; f32 the exact path), passed to OmniSession as compute_type explicitly ("auto" follows the CPU);
 the LLM, TTS and HiFT are unaffected. The output names it, with the CPU.
@@ -33,7 +35,7 @@ Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/duplex.py [--threads 2] [--listen-units 4] [--speak-units 4] [--speak-tokens 10]
                            [--frame-units 1] [--t2w-units 2] [--t2w-steps 5] [--compute bf16|f32]
-                           [--budget-s 600] [--work DIR]
+                           [--llm-type Q4_K_M] [--tts-type q8_0|f16] [--budget-s 600] [--work DIR]
 """
 
 from __future__ import annotations
@@ -90,27 +92,41 @@ def model_params(t2w_steps: int) -> dict:
             "t2w": dict(T2W_DIMS, n_timesteps=t2w_steps), "seed": SEED, "dtype": "float16"}
 
 
-def make_model(work: Path, t2w_steps: int) -> tuple[Path, Path]:
-    """(LLM GGUF, omni GGUF), generated once per parameter set."""
+def make_model(work: Path, t2w_steps: int, llm_type: str, tts_type: str) -> tuple[Path, Path]:
+    """(LLM GGUF, omni GGUF), generated once per parameter set: the checkpoint converted to F16 with
+    the TTS matrices in tts_type, the LLM then quantized to llm_type (unless F16)."""
     from minicpmo_cpp.convert import convert_checkpoint
     from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
+    from minicpmo_cpp.quantize import quantize_llm_file
 
     p = model_params(t2w_steps)
     key = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
     root = work / key
-    hf, gguf = root / "hf", root / "gguf-F16"
-    llm, omni = gguf / "MiniCPM-o-4_5-F16.gguf", gguf / "MiniCPM-o-4_5-omni-F16.gguf"
+    hf = root / "hf"
     done = root / ".complete"  # written last: an interrupted generation is redone
     if not done.exists():
         log("writing a random-weight checkpoint (0.6B-shaped LLM, real audio/vision/TTS/Token2Wav; ~4 GB)")
         t0 = time.perf_counter()
         make_tiny_checkpoint(hf, seed=SEED, dtype="float16", llm_dims=p["llm"], vision_dims=p["vision"],
                              audio_dims=p["audio"], tts_dims=p["tts"], token2wav_dims=p["t2w"])
-        log(f"  checkpoint in {time.perf_counter() - t0:.0f} s; converting to GGUF F16")
-        t0 = time.perf_counter()
-        convert_checkpoint(hf, gguf, outtype="f16", quiet=True)
-        log(f"  converted in {time.perf_counter() - t0:.0f} s")
+        log(f"  checkpoint in {time.perf_counter() - t0:.0f} s")
         done.write_text(json.dumps(p, sort_keys=True))
+    # the F16 conversion with F16 TTS matrices keeps the folder name of earlier versions
+    gguf = root / ("gguf-F16" if tts_type == "f16" else f"gguf-F16-tts-{tts_type}")
+    llm, omni = gguf / "MiniCPM-o-4_5-F16.gguf", gguf / "MiniCPM-o-4_5-omni-F16.gguf"
+    done = gguf / ".complete"
+    if not done.exists():
+        log(f"converting to GGUF F16 (TTS matrices {tts_type})")
+        t0 = time.perf_counter()
+        convert_checkpoint(hf, gguf, outtype="f16", tts_outtype=tts_type, quiet=True)
+        log(f"  converted in {time.perf_counter() - t0:.0f} s")
+        done.write_text(tts_type)
+    if llm_type != "F16":
+        quantized = gguf / f"MiniCPM-o-4_5-{llm_type}.gguf"
+        if not quantized.exists():
+            log(f"quantizing the LLM to {llm_type}")
+            quantize_llm_file(str(llm), llm_type)
+        llm = quantized
     return llm, omni
 
 
@@ -289,6 +305,10 @@ def main() -> None:
     ap.add_argument("--compute", default="bf16", choices=COMPUTE_TYPES,
                     help="compute_type of the session (encoders and the Token2Wav flow)")
     ap.add_argument("--modes", default="wait,overlap")
+    ap.add_argument("--llm-type", default="Q4_K_M",
+                    help="the LLM file's type: the README's model file by default (F16, or any minicpmo-quantize size)")
+    ap.add_argument("--tts-type", default="q8_0", choices=("q8_0", "f16"),
+                    help="the TTS matrices in the companion (q8_0: the converter's default for f16 files)")
     ap.add_argument("--work", default=str(cache_dir() / "bench-duplex"))
     args = ap.parse_args()
     if not 1 <= args.speak_tokens <= 17:
@@ -308,7 +328,7 @@ def main() -> None:
         skipped.append(stage)
         return False
 
-    llm, omni_path = make_model(Path(args.work), args.t2w_steps)
+    llm, omni_path = make_model(Path(args.work), args.t2w_steps, args.llm_type.upper(), args.tts_type)
     log(f"loading {llm.name} (threads {args.threads}, compute_type {args.compute}, CPU {cpu_name()})")
     omni = OmniSession(str(llm), n_threads=args.threads, n_gpu_layers=0, n_ctx=8192, seed=SEED,
                        compute_type=args.compute)
@@ -358,8 +378,8 @@ def main() -> None:
 
     out = {
         "bench": "duplex",
-        "model": {"llm": "Qwen3-0.6B shape (NOT the 8B), random weights, F16", **model_params(args.t2w_steps),
-                  "gguf": str(llm)},
+        "model": {"llm": f"Qwen3-0.6B shape (NOT the 8B), random weights, {args.llm_type.upper()}",
+                  "tts_matrices": args.tts_type, **model_params(args.t2w_steps), "gguf": str(llm)},
         "threads": args.threads, "cpu": cpu_name(),
         # the session's compute_type (encoders + Token2Wav flow); Token2Wav alone uses its own synthesizer
         "compute_type": args.compute,

@@ -111,7 +111,8 @@ def make_models(work: Path, outtype: str) -> tuple[Path, Path, Path]:
     done = out / ".complete"
     if not done.exists():
         log(f"converting to GGUF {outtype}")
-        llm, omni = convert_checkpoint(hf, out, outtype=outtype, quiet=True)
+        # --type is the TTS's type too (the converter's default would make f16 files' TTS Q8_0)
+        llm, omni = convert_checkpoint(hf, out, outtype=outtype, tts_outtype=outtype, quiet=True)
         done.write_text(json.dumps([Path(llm).name, Path(omni).name]))
     llm, omni = json.loads(done.read_text())
     return hf, out / llm, out / omni

@@ -1,4 +1,4 @@
-"""`minicpmo-convert HF_DIR [-o OUT_DIR] [--outtype f32|f16|bf16|q8_0] [--name NAME] [-q]
+"""`minicpmo-convert HF_DIR [-o OUT_DIR] [--outtype f32|f16|bf16|q8_0] [--tts-outtype T] [--name NAME] [-q]
     [--token2wav-dir DIR] [--voice-wav REF.wav | --voice-npz VOICE.npz] [--add-voice NAME=FILE ...]`
 
 `minicpmo-convert --omni OMNI.gguf --add-voice NAME=FILE [...] [--token2wav-dir DIR]` adds voices
@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--out-dir", metavar="OUT_DIR", default=None, help="output directory (default: HF_DIR)")
     # no argparse choices: an unknown type is reported by the converter in its own words
     ap.add_argument("--outtype", default="f16", help=f"tensor type: {', '.join(OUTTYPES)} (default f16)")
+    ap.add_argument("--tts-outtype", default=None,
+                    help="type of the TTS decoder's matrices (default: q8_0 when --outtype is f16 or bf16, "
+                         "else --outtype): its speech-code decoding reads every matrix once per code")
     ap.add_argument("--name", default=DEFAULT_NAME, help=f"file name stem (default {DEFAULT_NAME})")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-tensor progress")
     ap.add_argument("--token2wav-dir", metavar="DIR", default=None,
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("HF_DIR is required (or --omni FILE with --add-voice)")
         llm, omni = convert_checkpoint(args.hf_dir, args.out_dir, args.outtype, args.name, args.quiet,
                                        token2wav_dir=args.token2wav_dir, voice_wav=args.voice_wav,
-                                       voice_npz=args.voice_npz, voices=voices)
+                                       voice_npz=args.voice_npz, voices=voices, tts_outtype=args.tts_outtype)
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint
 from .audio_gguf import audio_component
 from .llm_fingerprint import FINGERPRINT_KEY
 from .gguf_write import PlannedTensor, Writer, write_gguf
-from .outtypes import OUTTYPES
+from .outtypes import OUTTYPES, tts_outtype_for
 from .speech import voice_component
 from .token2wav_gguf import token2wav_component
 from .tts_gguf import tts_component
@@ -43,7 +43,8 @@ COMPONENTS: list[tuple[str, Callable[[Checkpoint], Any], ComponentHook]] = [
 
 
 def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_basename: str,
-                    quiet: bool = False, fingerprint: str = "") -> Path:
+                    quiet: bool = False, fingerprint: str = "", tts_outtype: str | None = None) -> Path:
+    """tts_outtype: the TTS decoder's matrix type (outtypes.tts_outtype_for); the rest follows outtype."""
     w = Writer(None, ARCH)
     w.add_name(name)
     w.add_type("model")
@@ -61,7 +62,7 @@ def write_omni_gguf(ckpt: Checkpoint, path: Path, outtype: str, name: str, llm_b
     plan: list[PlannedTensor] = []
     present: list[str] = []
     for comp_name, part_of, hook in COMPONENTS:
-        tensors = hook(part_of(ckpt), w, outtype)
+        tensors = hook(part_of(ckpt), w, tts_outtype_for(outtype, tts_outtype) if comp_name == "tts" else outtype)
         if tensors:
             present.append(comp_name)
             plan.extend(tensors)

@@ -12,7 +12,7 @@ from .errors import ConversionError
 from .llm_fingerprint import llm_fingerprint
 from .llm_gguf import write_llm_gguf
 from .omni_gguf import write_omni_gguf
-from .outtypes import file_label, parse_outtype
+from .outtypes import file_label, parse_outtype, tts_outtype_for
 from .speech import SpeechOptions
 
 DEFAULT_NAME = "MiniCPM-o-4_5"
@@ -35,14 +35,17 @@ def convert_checkpoint(
     voice_wav: str | os.PathLike | None = None,
     voice_npz: str | os.PathLike | None = None,
     voices: Sequence[tuple[str, str | os.PathLike]] = (),
+    tts_outtype: str | None = None,
 ) -> tuple[Path, Path]:
     """Convert a MiniCPM-o 4.5 Hugging Face checkpoint; return (llm_path, omni_path).
 
     out_dir defaults to hf_dir. Raises ConversionError for bad input (nothing is written then).
     Speech output: token2wav_dir defaults to HF_DIR/assets/token2wav; the default voice comes from
     voice_npz / voice_wav (or the sources listed in speech.py); voices adds (name, .wav/.npz) voices.
+    tts_outtype: the TTS decoder's matrices (default: q8_0 in f16/bf16 files, else outtype).
     """
     outtype = parse_outtype(outtype)
+    tts_outtype = tts_outtype_for(outtype, tts_outtype)
     if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConversionError(f"invalid model name {name!r}")
     opts = SpeechOptions(
@@ -68,7 +71,7 @@ def convert_checkpoint(
     if not quiet:
         print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
     try:
-        omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet, fingerprint)
+        omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet, fingerprint, tts_outtype)
     except BaseException:
         # the two files are one model: an LLM file naming a companion that was never written is
         # not left behind

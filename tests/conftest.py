@@ -149,10 +149,13 @@ def tiny_hf(tmp_path_factory, qwen2_vocab_gguf) -> Path:
     return p
 
 
-def _convert(tmp_path_factory, hf_dir, outtype):
+def _convert(tmp_path_factory, hf_dir, outtype, tts_outtype="same"):
+    """tts_outtype "same": the TTS matrices in outtype too (the tests' references round every matrix
+    alike); None: the converter's default."""
     convert_checkpoint = _import_convert("").convert_checkpoint
     out = tmp_path_factory.mktemp(f"tiny_{outtype}")
-    llm, omni = convert_checkpoint(hf_dir, out, outtype=outtype, name="MiniCPM-o-4_5")
+    llm, omni = convert_checkpoint(hf_dir, out, outtype=outtype, name="MiniCPM-o-4_5",
+                                   tts_outtype=outtype if tts_outtype == "same" else tts_outtype)
     llm, omni = Path(llm), Path(omni)
     assert llm.is_file() and omni.is_file()
     return llm, omni
@@ -168,6 +171,12 @@ def tiny_f32(tmp_path_factory, tiny_hf):
 def tiny_f16(tmp_path_factory, tiny_hf):
     """(llm_gguf, omni_gguf) converted with outtype f16."""
     return _convert(tmp_path_factory, tiny_hf, "f16")
+
+
+@pytest.fixture(scope="session")
+def tiny_f16_default(tmp_path_factory, tiny_hf):
+    """(llm_gguf, omni_gguf) converted with outtype f16 and the converter's default TTS type (Q8_0)."""
+    return _convert(tmp_path_factory, tiny_hf, "f16", None)
 
 
 @pytest.fixture(scope="session")

@@ -174,7 +174,7 @@ SHAPES = {
 TABLES = ("tts.emb_text.weight", "tts.emb_code.weight", "t2w.flow.tok_embd.weight")
 
 
-def expected_type(name: str, shape: tuple[int, ...], outtype: str) -> Q:
+def expected_type(name: str, shape: tuple[int, ...], outtype: str, tts_outtype: str | None = None) -> Q:
     """The contract's storage policy."""
     if name.startswith("voice."):
         return Q.I32 if name.endswith(".tokens") else Q.F32
@@ -183,6 +183,8 @@ def expected_type(name: str, shape: tuple[int, ...], outtype: str) -> Q:
     table = Q.F32 if outtype == "f32" else Q.F16
     if name in TABLES or name.startswith("t2w.hift.") or len(shape) == 3:  # tables, vocoder, conv kernels
         return table
+    if name.startswith("tts.") and tts_outtype is not None:  # the TTS decoder's matrices have a type of their own
+        outtype = tts_outtype
     matrix = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}[outtype]
     return Q.F16 if matrix == Q.Q8_0 and shape[-1] % 32 else matrix
 
@@ -273,16 +275,21 @@ def tiny_bf16(tmp_path_factory, tiny_hf):
 
 
 @pytest.mark.torch  # `expected` reads the assets with torch.load
-@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
-def test_storage_types_and_rounding(outtype, tiny_f16, tiny_bf16, tiny_q8, expected):
-    path = {"f16": tiny_f16, "bf16": tiny_bf16, "q8_0": tiny_q8}[outtype][1]
+@pytest.mark.parametrize("outtype,tts_outtype", [("f16", "f16"), ("f16", None), ("bf16", None), ("q8_0", None)])
+def test_storage_types_and_rounding(outtype, tts_outtype, tiny_f16, tiny_f16_default, tiny_bf16, tiny_q8, expected):
+    """tiny_f16 asks for F16 TTS matrices; the others take the converter's default: Q8_0 TTS
+    matrices in f16 and bf16 files, the file's type in q8_0 ones."""
+    path = {("f16", "f16"): tiny_f16, ("f16", None): tiny_f16_default, ("bf16", None): tiny_bf16,
+            ("q8_0", None): tiny_q8}[(outtype, tts_outtype)][1]
+    if tts_outtype is None and outtype in ("f16", "bf16"):
+        tts_outtype = "q8_0"
     got = speech_tensors(path)
     assert set(got) == set(expected)
     seen = set()
     for name, want in expected.items():
         t = got[name]
         shape = tuple(int(x) for x in reversed(t.shape))
-        qtype = expected_type(name, shape, outtype)
+        qtype = expected_type(name, shape, outtype, tts_outtype)
         assert t.tensor_type == qtype, (name, t.tensor_type)
         seen.add(qtype)
         if qtype == Q.I32:
@@ -305,6 +312,8 @@ def test_storage_types_and_rounding(outtype, tiny_f16, tiny_bf16, tiny_q8, expec
         assert np.all(np.abs(vals - x) <= bound), (name, np.abs(vals - x).max())
         if qtype == Q.F16 and not _folded(name, expected):
             assert np.array_equal(vals, f16_round(x)), name  # exactly IEEE round-to-nearest-even
+    if tts_outtype == "q8_0":
+        assert got["tts.blk.0.ffn_down.weight"].tensor_type == Q.Q8_0  # 128 columns = 4 whole blocks
     if outtype == "q8_0":
         assert Q.Q8_0 in seen  # e.g. the TTS and Conformer matrices (64 columns = 2 blocks)
         assert got["t2w.flow.spk_proj.weight"].tensor_type == Q.Q8_0  # 192 columns = 6 whole blocks
@@ -854,3 +863,9 @@ def test_make_tiny_token2wav_options(tmp_path, qwen2_vocab_gguf):
     assert main([str(tmp_path / "a"), "--vocab-gguf", v, "--components", "tts", "--no-token2wav"]) == 0
     assert not (tmp_path / "a" / "assets").exists()
     assert main([str(tmp_path / "b"), "--vocab-gguf", v, "--token2wav-dims", "enc_width=3"]) == 1
+
+
+def test_unknown_tts_outtype_is_refused(tiny_hf, tmp_path):
+    with pytest.raises(ConversionError, match="unknown outtype 'q4'"):
+        convert_checkpoint(tiny_hf, tmp_path / "out", outtype="f16", quiet=True, tts_outtype="q4")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
