@@ -77,9 +77,9 @@ struct ActivationProduct {
     memory::desc src_bf16, wei_bf16;
 };
 
-// GELU (tanh or erf form) over n F32 values, in place or not: oneDNN's vectorised eltwise kernel
+// An elementwise function (eltwise_algorithm) over n F32 values, in place or not: oneDNN's vectorised kernel
 struct Activation {
-    dnnl::eltwise_forward gelu;
+    dnnl::eltwise_forward op;
     memory::desc desc;
 };
 
@@ -97,7 +97,7 @@ struct Context {
     std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
     // activation products by the dims and element strides of their three F32 operands
     std::map<std::vector<int64_t>, ActivationProduct> activation_products;
-    std::map<std::array<int64_t, 2>, Activation> activations;  // (elements, erf form) -> GELU
+    std::map<std::array<int64_t, 2>, Activation> activations;  // (elements, algorithm) -> eltwise
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
     OnednnAttention attention{engine};                       // FLASH_ATTN_EXT
     std::string last_error;                                  // why the last graph failed
@@ -254,30 +254,35 @@ void mul_mat(Context & c, ggml_tensor * node) {
     c.stream.wait();
 }
 
-bool is_gelu(const ggml_tensor * op) {
+// The oneDNN eltwise algorithm computing ggml unary op `op` (GELU in its tanh or erf form, tanh,
+// softplus), or none. ggml's CPU kernels compute GELU from an F16 table and tanh and softplus one
+// scalar libm call per element; oneDNN's kernels are vectorised F32. Only BF16 sessions have this
+// backend: their products already round far more than either.
+bool eltwise_algorithm(const ggml_tensor * op, dnnl::algorithm * algo) {
     if (op->op != GGML_OP_UNARY) return false;
-    const ggml_unary_op u = ggml_get_unary_op(op);
-    return u == GGML_UNARY_OP_GELU || u == GGML_UNARY_OP_GELU_ERF;
+    switch (ggml_get_unary_op(op)) {
+        case GGML_UNARY_OP_GELU: *algo = dnnl::algorithm::eltwise_gelu_tanh; return true;
+        case GGML_UNARY_OP_GELU_ERF: *algo = dnnl::algorithm::eltwise_gelu_erf; return true;
+        case GGML_UNARY_OP_TANH: *algo = dnnl::algorithm::eltwise_tanh; return true;
+        case GGML_UNARY_OP_SOFTPLUS: *algo = dnnl::algorithm::eltwise_soft_relu; return true;  // log(1 + e^x)
+        default: return false;
+    }
 }
 
-// ggml's GELU reads an F16 table on CPUs, one element at a time; oneDNN's kernel computes the tanh
-// (or erf) form in F32 vectors. Only BF16 sessions have this backend: their products already round
-// far more than either.
-void gelu(Context & c, ggml_tensor * node) {
-    const bool erf = ggml_get_unary_op(node) == GGML_UNARY_OP_GELU_ERF;
+void eltwise(Context & c, ggml_tensor * node, dnnl::algorithm algo) {
     const int64_t n = ggml_nelements(node);
-    auto it = c.activations.find({n, erf});
+    const std::array<int64_t, 2> key{n, static_cast<int64_t>(algo)};
+    auto it = c.activations.find(key);
     if (it == c.activations.end()) {
         if (c.activations.size() >= kMaxShapes) c.activations.clear();
         Activation a;
         a.desc = memory::desc({n}, dt::f32, tag::a);
-        const auto algo = erf ? dnnl::algorithm::eltwise_gelu_erf : dnnl::algorithm::eltwise_gelu_tanh;
-        a.gelu = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+        a.op = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
             dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, algo, a.desc, 0.0f, 0.0f), c.engine));
-        it = c.activations.emplace(std::array<int64_t, 2>{n, erf}, std::move(a)).first;
+        it = c.activations.emplace(key, std::move(a)).first;
     }
     memory src(it->second.desc, c.engine, node->src[0]->data), dst(it->second.desc, c.engine, node->data);
-    it->second.gelu.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    it->second.op.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
     c.stream.wait();
 }
 
@@ -302,8 +307,8 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
                 mul_mat(c, node);
             } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
                 c.attention.compute(c.stream, node, c.n_threads);
-            } else if (is_gelu(node)) {
-                gelu(c, node);
+            } else if (dnnl::algorithm algo; eltwise_algorithm(node, &algo)) {
+                eltwise(c, node, algo);
             } else {
                 return GGML_STATUS_FAILED;
             }
@@ -361,7 +366,7 @@ bool f32_strided(const ggml_tensor * t) {
 bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     if (computes_nothing(op->op)) return true;
     if (op->op == GGML_OP_FLASH_ATTN_EXT) return OnednnAttention::supports(op);
-    if (is_gelu(op)) {
+    if (dnnl::algorithm algo; eltwise_algorithm(op, &algo)) {
         return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
                ggml_is_contiguous(op->src[0]);
     }

@@ -1,9 +1,9 @@
 // A ggml backend of this project that runs the encoders' matrix products with weights (MUL_MAT whose
 // first operand lives in a weights buffer) through oneDNN in BF16: AMX tiles on Intel Sapphire Rapids
 // and later, AVX-512 BF16 dot products on AMD Zen 4 and Intel Cooper Lake, oneDNN's own choice at run
-// time (CPUID). It also takes two more ops of those encoders: FLASH_ATTN_EXT on F32 operands (BF16
-// products around a softmax, block by block: core/onednn_attention) and GELU (oneDNN's vectorised
-// eltwise kernel in place of ggml's F16 table). Everything else stays on ggml's CPU backend; a
+// time (CPUID). It also takes more ops of those encoders: FLASH_ATTN_EXT on F32 operands (BF16
+// products around a softmax, block by block: core/onednn_attention), and GELU, tanh and softplus
+// (oneDNN's vectorised eltwise kernels in place of ggml's F16 table and scalar libm calls). Everything else stays on ggml's CPU backend; a
 // ComputeBackend puts this one before the CPU in its schedulers, so the graphs stay plain ggml (CUDA,
 // Metal and Vulkan run them unchanged).
 //

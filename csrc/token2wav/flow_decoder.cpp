@@ -249,6 +249,7 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
     in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
+    in.gelu_op = backend_.bf16_products();
     std::vector<float> mask;
     if (cached) {
         in.k_cache = cache_k_[step];

@@ -288,7 +288,8 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         h = ggml_add(ctx, h, ggml_mul(ctx, y, chunk(ctx, mod, H, 8)));
         // MLP
         y = modulate(ctx, h, chunk(ctx, mod, H, 3), chunk(ctx, mod, H, 4), hp.dit_norm_eps);
-        y = linear(ctx, gelu_tanh(ctx, linear(ctx, y, L.up_w, L.up_b)), L.down_w, L.down_b);
+        y = linear(ctx, y, L.up_w, L.up_b);
+        y = linear(ctx, in.gelu_op ? ggml_gelu(ctx, y) : gelu_tanh(ctx, y), L.down_w, L.down_b);
         h = ggml_add(ctx, h, ggml_mul(ctx, y, chunk(ctx, mod, H, 5)));
     }
     ggml_tensor * fmod = linear(ctx, c, W.final_ada_w, W.final_ada_b);  // [2H]: shift, scale

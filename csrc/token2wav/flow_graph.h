@@ -58,6 +58,9 @@ struct DitIn {
     std::vector<ggml_tensor *> k_cache, v_cache;  // per layer [inner, S, B]
     ggml_tensor * slots = nullptr;      // I32 [T]: cache slots that receive this call's keys / values
     ggml_tensor * mask = nullptr;       // [S, T] F32: 0 = attend, -inf = empty slot
+    // the MLP's GELU as ggml's GELU op (BF16 sessions: the oneDNN backend computes it in F32
+    // vectors) instead of its composition from vectorised F32 ops (ggml's own GELU reads an F16 table)
+    bool gelu_op = false;
 };
 
 struct DitOut {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
@@ -36,11 +37,12 @@ using minicpmo_py::to_f32_arrays;
 
 class PySpeech {
 public:
-    PySpeech(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed)
+    PySpeech(const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed,
+             const std::string & compute_type)
         : flow_(std::make_shared<const FlowModel>(omni_path, resolve_device(device))),
           hift_(std::make_shared<const HiftModel>(omni_path, resolve_device(device))),
           voices_(std::make_shared<const VoiceBank>(omni_path)),
-          synth_(flow_, hift_, voices_, resolve_device(device), n_threads, seed) {}
+          synth_(flow_, hift_, voices_, resolve_device(device), n_threads, seed, resolve_compute_type(compute_type)) {}
 
     Token2Wav & synth() { return synth_; }
     int vocab() const { return flow_->hparams().vocab; }
@@ -92,11 +94,15 @@ void bind_speech_stream(py::module_ & m) {
     py::class_<PySpeech>(m, "SpeechSynthesizer",
                          "Token2Wav of an omni file (flow + HiFT + voices) for one session: whole utterances and "
                          "the streaming protocol (25-token chunks, duplex units).")
-        .def(py::init([](const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed) {
+        .def(py::init([](const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed,
+                         const std::string & compute_type) {
                  py::gil_scoped_release release;
-                 return std::make_unique<PySpeech>(omni_path, n_threads, device, seed);
+                 return std::make_unique<PySpeech>(omni_path, n_threads, device, seed, compute_type);
              }),
-             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0)
+             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0,
+             py::arg("compute_type") = "f32",
+             "compute_type: the flow's products, \"f32\" (exact, the default here), \"bf16\" or \"auto\" (as "
+             "OmniSession); HiFT computes in F32 either way.")
         .def_property_readonly("sample_rate", [](PySpeech & s) { return s.synth().sample_rate(); })
         .def_property_readonly("unit_samples", [](PySpeech & s) { return s.synth().stream().unit_samples(); })
         .def_property_readonly("voice_names", [](PySpeech & s) { return s.synth().voices().names(); })
