@@ -154,11 +154,16 @@ def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
     _check(f"audio {n_frames} frames", got, exact, want)
 
 
-def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_state):
-    """Duplex-style streaming: each chunk's queries attend over the F32 key/value cache through the
-    fused BF16 attention (core/onednn_attention, with the F16 mask of its padded keys); 6 chunks."""
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_f16, tiny_state, kind):
+    """Duplex-style streaming: each chunk's queries attend over the key/value cache (F32 in the f32
+    file, F16 in the f16 one: widened to F32 for oneDNN) through the fused BF16 attention
+    (core/onednn_attention, with the F16 mask of its padded keys); 6 chunks."""
     if _without_onednn(bf16_and_f32):
         return
+    f32_tol = F32_REL_TOL
+    if kind == "f16":  # the reference keeps the unrounded weights: tests/test_audio_encoder.py's F16 bound
+        bf16_and_f32, f32_tol = (_session(tiny_f16[0], "bf16"), _session(tiny_f16[0], "f32")), 1e-2
     bf16, f32 = (_testing.hooks(s) for s in bf16_and_f32)
     ref = StreamingWhisperReference(AudioReference(tiny_state[0],
                                                    tiny_state[1]["audio_config"]["encoder_attention_heads"]))
@@ -170,7 +175,7 @@ def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_state):
         chunk = np.ascontiguousarray(chunk)
         _, got = bf16.audio_stream_chunk(chunk, prefix, suffix)
         _, exact = f32.audio_stream_chunk(chunk, prefix, suffix)
-        _check(f"audio stream chunk {k}", got, exact, ref.push(chunk, prefix, suffix))
+        _check(f"audio {kind} stream chunk {k}", got, exact, ref.push(chunk, prefix, suffix), f32_tol)
     bf16.audio_stream_reset()  # the module's sessions are shared: leave no stream behind
     f32.audio_stream_reset()
 
@@ -201,6 +206,43 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
         f.set_noise(noise)
         outs[compute] = f.cfm(mu, spk, cond)
     _check(f"flow cfm {T} frames", outs["bf16"], outs["f32"], want, flow_tests.TOL["f32"])
+
+
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind):
+    """Streaming windows (the duplex path): the DiT attends over its key/value cache, F32 in the f32
+    file and F16 in the f16 one, through the fused BF16 attention with the F16 mask of the cache's
+    empty slots; 6 windows, the reference's cache trimming included."""
+    import test_flow_runtime as flow_tests
+    from minicpmo_cpp._testing import Flow
+    from reference.token2wav import Token2WavReference
+
+    path = {"f32": tiny_f32, "f16": tiny_f16}[kind][1]
+    if not build_info.MINICPMO_ONEDNN:
+        with pytest.raises(MinicpmoError, match="oneDNN"):
+            Flow(str(path), n_threads=1, compute_type="bf16")
+        return
+    assets = tiny_hf / "assets" / "token2wav"
+    ref, hift_ref = flow_tests.flow_reference(assets), flow_tests.hift_reference(assets)
+    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
+    flows = {c: Flow(str(path), n_threads=1, compute_type=c) for c in ("bf16", "f32")}
+    for f in flows.values():
+        f.set_noise(noise)
+        f.stream_start()
+    ptok, xvec, pmel = flows["f32"].voice()
+    t2w = Token2WavReference(ref, hift_ref, noise, lambda n: None, n_timesteps=flow_tests.N_STEPS)
+    t2w.set_stream_cache(ptok, pmel, xvec)
+    buf = [flow_tests.SILENCE_TOKEN] * 3 + np.random.default_rng(7).integers(0, 6561, 140).tolist()
+    k = 0
+    while buf:
+        last = len(buf) < 28
+        window = buf if last else buf[:28]
+        got, exact = (flows[c].stream_chunk(window, last_chunk=last) for c in ("bf16", "f32"))
+        _check(f"flow {kind} stream window {k}", got, exact, t2w.flow_chunk(window, last_chunk=last),
+               flow_tests.TOL[kind])
+        buf = [] if last else buf[25:]
+        k += 1
+    assert k == 6
 
 
 def _cpu_flags() -> list[str]:

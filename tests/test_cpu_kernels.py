@@ -130,3 +130,13 @@ def test_f16_to_bf16_every_half_value():
     widened = (got.astype(np.uint32) << 16).view(np.float32)
     assert np.isnan(widened[nan]).all()  # NaN stays NaN (never turns into infinity)
     assert np.array_equal(np.signbit(widened), np.signbit(exact))
+
+
+def test_f16_to_f32_every_half_value():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = _testing.f16_to_f32(bits)
+    want = bits.view(np.float16).astype(np.float32)  # exact
+    assert got.dtype == np.float32
+    nan = np.isnan(want)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))  # bit for bit: -0, subnormals
+    assert np.isnan(got[nan]).all()

@@ -49,6 +49,10 @@ def flow_reference(assets) -> FlowReference:
 
 @pytest.fixture(scope="module")
 def hift_ref(assets):
+    return hift_reference(assets)
+
+
+def hift_reference(assets) -> HiFTReference:
     """The reference's Token2Wav wrapper wants a vocoder; the flow tests never call it."""
     src = _import_convert(".torch_zip").TorchZipSource.open(assets / "hift.pt")
     h = _import_convert(".asset_yaml").load_plain_yaml(assets / "hift.yaml")["hift"]

@@ -34,4 +34,9 @@ void f16_to_bf16(const uint16_t * src, uint16_t * dst, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16_bits(f16_bits_to_f32(src[i]));
 }
 
+MINICPMO_CPU_CLONES
+void f16_to_f32(const uint16_t * src, float * dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = f16_bits_to_f32(src[i]);
+}
+
 }  // namespace minicpmo

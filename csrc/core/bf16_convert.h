@@ -1,6 +1,6 @@
-// Conversions into BF16 bits for the oneDNN backend: F32 -> BF16 rounded to nearest even (the
-// softmax's probabilities), and F16 -> BF16 over whole weight matrices when they are packed (exact
-// through F32, then rounded like oneDNN's own F32 -> BF16 reorder).
+// Conversions for the oneDNN backend, which has no F16 reorder: F32 -> BF16 rounded to nearest even
+// (the softmax's probabilities), F16 -> BF16 over whole weight matrices when they are packed (exact
+// through F32, then rounded like oneDNN's own F32 -> BF16 reorder), and F16 -> F32.
 #pragma once
 
 #include <cstdint>
@@ -21,5 +21,8 @@ inline uint16_t f32_to_bf16_bits(float f) {
 // n F16 values (IEEE half bits) -> BF16 bits: every value, subnormals, infinities and NaN included,
 // as f32_to_bf16_bits of its exact F32 value. Vectorised for AVX-512 / AVX2, picked at load.
 void f16_to_bf16(const uint16_t * src, uint16_t * dst, int64_t n);
+
+// n F16 values -> their exact F32 values (the fused attention's F16 keys and values).
+void f16_to_f32(const uint16_t * src, float * dst, int64_t n);
 
 }  // namespace minicpmo

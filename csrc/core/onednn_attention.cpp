@@ -10,6 +10,7 @@
 #include <exception>
 #include <string>
 
+#include "core/bf16_convert.h"
 #include "core/error.h"
 #include "core/softmax_bf16.h"
 
@@ -36,6 +37,45 @@ memory::desc f32_view(const ggml_tensor * t, const memory::dims & dims, std::ini
     return memory::desc(dims, dt::f32, strides);
 }
 
+// An F16 operand `t` widened to F32 in `buffer` (oneDNN 2.6 has no F16 reorder): its elements keep
+// their arrangement with every stride doubled, in a buffer as long as the span of memory the view
+// covers; only the view's own elements are converted, a contiguous run at a time (a cache view skips
+// the cache's other rows). Returns t itself when it is F32, else `wide`, filled in as its stand-in.
+const ggml_tensor * widened(const ggml_tensor * t, std::vector<float> & buffer, ggml_tensor & wide) {
+    if (t->type == GGML_TYPE_F32) return t;
+    int64_t stride[GGML_MAX_DIMS];  // in elements
+    size_t span = 1;
+    int run_axis = 0;  // the axis whose elements are adjacent (runs), else element by element along 0
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+        stride[d] = static_cast<int64_t>(t->nb[d] / sizeof(uint16_t));
+        span += static_cast<size_t>((t->ne[d] - 1) * stride[d]);
+        if (stride[d] == 1 && t->ne[d] > 1) run_axis = d;
+    }
+    if (buffer.size() < span) buffer.resize(span);
+    const int64_t run = stride[run_axis] == 1 ? t->ne[run_axis] : 1;
+    int64_t ne[GGML_MAX_DIMS], st[GGML_MAX_DIMS];  // the other axes (and the run axis when runs are single)
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+        ne[d] = d == run_axis && run > 1 ? 1 : t->ne[d];
+        st[d] = stride[d];
+    }
+    const auto * src = static_cast<const uint16_t *>(t->data);
+    for (int64_t i3 = 0; i3 < ne[3]; ++i3) {
+        for (int64_t i2 = 0; i2 < ne[2]; ++i2) {
+            for (int64_t i1 = 0; i1 < ne[1]; ++i1) {
+                for (int64_t i0 = 0; i0 < ne[0]; ++i0) {
+                    const int64_t o = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3];
+                    f16_to_f32(src + o, buffer.data() + o, run);
+                }
+            }
+        }
+    }
+    wide = *t;
+    wide.type = GGML_TYPE_F32;
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) wide.nb[d] = t->nb[d] * 2;
+    wide.data = buffer.data();
+    return &wide;
+}
+
 }  // namespace
 
 bool OnednnAttention::supports(const ggml_tensor * op) {
@@ -54,9 +94,10 @@ bool OnednnAttention::supports(const ggml_tensor * op) {
     std::memcpy(&softcap, reinterpret_cast<const float *>(op->op_params) + 2, sizeof(float));
     if (max_bias != 0.0f || softcap != 0.0f) return false;
     for (const ggml_tensor * t : {q, k, v}) {
-        if (t->type != GGML_TYPE_F32) return false;
+        // queries F32; keys and values F32 or F16 (a cache), in element strides
+        if (t->type != GGML_TYPE_F32 && (t == q || t->type != GGML_TYPE_F16)) return false;
         for (int d = 0; d < GGML_MAX_DIMS; ++d) {
-            if (t->nb[d] % sizeof(float) != 0) return false;
+            if (t->nb[d] % ggml_type_size(t->type) != 0) return false;
         }
     }
     return k->ne[0] == q->ne[0] && v->ne[1] == k->ne[1] && k->ne[2] == q->ne[2] && v->ne[2] == q->ne[2] &&
@@ -78,8 +119,8 @@ const OnednnAttention::Layouts & OnednnAttention::layouts(int64_t D, int64_t Lk,
     return layouts_.emplace(std::array<int64_t, 3>{D, Lk, Dv}, l).first->second;
 }
 
-const OnednnAttention::OperandReorders & OnednnAttention::reorders(const ggml_tensor * op, const Layouts & l) {
-    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2];
+const OnednnAttention::OperandReorders & OnednnAttention::reorders(const ggml_tensor * q, const ggml_tensor * k,
+                                                                   const ggml_tensor * v, const Layouts & l) {
     const int64_t D = q->ne[0], Lq = q->ne[1], H = q->ne[2], Lk = k->ne[1], Dv = v->ne[0];
     const std::array<int64_t, 12> key{D,  Lq, H, Lk, Dv, int64_t(q->nb[0]), int64_t(q->nb[1]), int64_t(q->nb[2]),
                                       int64_t(k->nb[0]), int64_t(k->nb[1]), int64_t(v->nb[0]), int64_t(v->nb[1])};
@@ -117,7 +158,9 @@ const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, i
 }
 
 void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_threads) {
-    const ggml_tensor *q = op->src[0], *k = op->src[1], *v = op->src[2], *mask = op->src[3];
+    ggml_tensor k_wide, v_wide;
+    const ggml_tensor *q = op->src[0], *mask = op->src[3];
+    const ggml_tensor *k = widened(op->src[1], k_f32_, k_wide), *v = widened(op->src[2], v_f32_, v_wide);
     const int64_t D = q->ne[0], Lq = q->ne[1], H = q->ne[2], B = q->ne[3], Lk = k->ne[1], Dv = v->ne[0];
     float scale = 1.0f;
     std::memcpy(&scale, op->op_params, sizeof(float));
@@ -129,7 +172,7 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
         reorders_.clear();
     }
     const Layouts & l = layouts(D, Lk, Dv);
-    const OperandReorders & to_bf16 = reorders(op, l);
+    const OperandReorders & to_bf16 = reorders(q, k, v, l);
     const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
     q_bf16_.resize(static_cast<size_t>(H * Lq * D) * 2);
     k_bf16_.resize(static_cast<size_t>(H) * k_size);
@@ -175,8 +218,8 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
             for (int64_t m2 = 0; m2 < mask->ne[2]; ++m2) {
                 const char * m = static_cast<const char *>(mask->data) + m2 * mask->nb[2] + (b % mask->ne[3]) * mask->nb[3];
                 for (int64_t r = 0; r < Lq; ++r) {
-                    ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(m + r * mask->nb[1]),
-                                          mask_f32_.data() + (m2 * Lq + r) * Lk, Lk);
+                    f16_to_f32(reinterpret_cast<const uint16_t *>(m + r * mask->nb[1]),
+                               mask_f32_.data() + (m2 * Lq + r) * Lk, Lk);
                 }
             }
         }

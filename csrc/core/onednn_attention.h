@@ -1,5 +1,5 @@
-// The oneDNN backend's fused attention: ggml's FLASH_ATTN_EXT (F32 queries, keys and values, an optional
-// additive F16 mask)
+// The oneDNN backend's fused attention: ggml's FLASH_ATTN_EXT (F32 queries, F32 or F16 keys and values,
+// an optional additive F16 mask)
 // as BF16 matrix products through oneDNN around a softmax, one block of query rows of one head at a
 // time, so the scores of a block stay in the core's cache instead of passing through memory as an
 // Lq x Lk matrix per head (core/onednn_matmul runs the rest of the encoders' products).
@@ -26,8 +26,8 @@ class OnednnAttention {
 public:
     explicit OnednnAttention(const dnnl::engine & engine) : engine_(engine) {}
 
-    // Whether `op` is an attention this class computes: FLASH_ATTN_EXT with F32 operands in any
-    // element strides, as many key/value heads as query heads, an F16 mask or none (one row per
+    // Whether `op` is an attention this class computes: FLASH_ATTN_EXT with F32 queries and F32 or
+    // F16 keys and values in any element strides, as many key/value heads as query heads, an F16 mask or none (one row per
     // query, shared by the heads or one per head), no sinks, ALiBi or soft-capping.
     static bool supports(const ggml_tensor * op);
 
@@ -49,7 +49,8 @@ private:
         dnnl::reorder query, key, value;
     };
     const Layouts & layouts(int64_t D, int64_t Lk, int64_t Dv);
-    const OperandReorders & reorders(const ggml_tensor * op, const Layouts & l);
+    const OperandReorders & reorders(const ggml_tensor * q, const ggml_tensor * k, const ggml_tensor * v,
+                                     const Layouts & l);
     const BlockProducts & products(int64_t rows, int64_t D, int64_t Lk, int64_t Dv);
 
     dnnl::engine engine_;
@@ -58,6 +59,7 @@ private:
     std::map<std::array<int64_t, 12>, OperandReorders> reorders_;
     std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16
     std::vector<float> mask_f32_;                            // its mask rows in F32 (one batch)
+    std::vector<float> k_f32_, v_f32_;                       // F16 keys / values widened to F32
     std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad
 };
 

@@ -250,12 +250,13 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
     in.gelu_op = backend_.bf16_products();
+    in.fused_attention = backend_.bf16_products();
     std::vector<float> mask;
     if (cached) {
         in.k_cache = cache_k_[step];
         in.v_cache = cache_v_[step];
         in.slots = input(ctx, GGML_TYPE_I32, n_frames);
-        in.mask = input(ctx, GGML_TYPE_F32, cache_capacity_, n_frames);
+        in.mask = input(ctx, in.fused_attention ? GGML_TYPE_F16 : GGML_TYPE_F32, cache_capacity_, n_frames);
         // live keys: the cached frames and this call's
         std::vector<float> row(cache_capacity_, -std::numeric_limits<float>::infinity());
         for (int32_t sl : est_order_) row[sl] = 0.0f;
@@ -280,7 +281,13 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     if (cached) {
         set(in.conv_prev, est_conv_[step].data());
         set(in.slots, slots.data());
-        set(in.mask, mask.data());
+        if (in.mask->type == GGML_TYPE_F16) {
+            std::vector<ggml_fp16_t> mask_f16(mask.size());
+            ggml_fp32_to_fp16_row(mask.data(), mask_f16.data(), static_cast<int64_t>(mask.size()));
+            ggml_backend_tensor_set(in.mask, mask_f16.data(), 0, mask_f16.size() * sizeof(ggml_fp16_t));
+        } else {
+            set(in.mask, mask.data());
+        }
     } else {
         std::vector<float> zeros(conv_size, 0.0f);
         set(in.conv_prev, zeros.data());

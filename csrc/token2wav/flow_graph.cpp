@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/graph_ops.h"
+#include "core/onednn_matmul.h"
 
 namespace minicpmo {
 
@@ -265,13 +266,21 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         }
         const int64_t S = k->ne[1];
         ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, S, B), 0, 2, 1, 3);       // [hd, S, nh, B]
-        // contiguous queries: ggml's CPU GEMM (tinyBLAS) takes only a contiguous right operand; a
-        // permuted view falls back to one dot product per score (~10% of the flow's time)
-        ggml_tensor * qp = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                         // [hd, T, nh, B]
-        ggml_tensor * kq = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, kp, qp), mask, scale, 0.0f);     // [S, T, nh, B]
-        ggml_tensor * vp = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 1, 2, 0, 3));  // [S, hd, nh, B]
-        ggml_tensor * o = ggml_mul_mat(ctx, vp, kq);                                                 // [hd, T, nh, B]
-        o = ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3)), inner, T, B);
+        ggml_tensor * o = nullptr;
+        if (in.fused_attention) {
+            ggml_tensor * vp = ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 0, 2, 1, 3);   // [hd, S, nh, B]
+            o = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), kp, vp, mask, scale, 0.0f, 0.0f);
+            if (!onednn_takes_attention(o)) fail(Status::internal, "flow attention: the oneDNN backend refuses the fused op");
+            o = ggml_reshape_3d(ctx, o, inner, T, B);  // [hd, nh, T, B] -> [inner, T, B]
+        } else {
+            // contiguous queries: ggml's CPU GEMM (tinyBLAS) takes only a contiguous right operand; a
+            // permuted view falls back to one dot product per score (~10% of the flow's time)
+            ggml_tensor * qp = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                       // [hd, T, nh, B]
+            ggml_tensor * kq = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, kp, qp), mask, scale, 0.0f);   // [S, T, nh, B]
+            ggml_tensor * vp = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 1, 2, 0, 3));  // [S, hd, nh, B]
+            o = ggml_mul_mat(ctx, vp, kq);                                                               // [hd, T, nh, B]
+            o = ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3)), inner, T, B);
+        }
         h = ggml_add(ctx, h, ggml_mul(ctx, linear(ctx, o, L.o_w, L.o_b), chunk(ctx, mod, H, 2)));
         // causal conv block: conv, LayerNorm, Mish, conv
         auto prev = [&](int i) {

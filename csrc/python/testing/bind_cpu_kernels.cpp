@@ -44,6 +44,12 @@ void bind_cpu_kernels(py::module_ & m) {
               f16_to_bf16(bits.data(), out.mutable_data(), bits.shape(0));
               return out;
           }, py::arg("bits"), "IEEE half bits (uint16, 1-D) -> BF16 bits (uint16) by the converter that packs F16 weights.");
+    m.def("f16_to_f32", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> bits) {
+              if (bits.ndim() != 1) fail(Status::invalid_argument, "bits must be 1-D");
+              py::array_t<float> out(bits.shape(0));
+              f16_to_f32(bits.data(), out.mutable_data(), bits.shape(0));
+              return out;
+          }, py::arg("bits"), "IEEE half bits (uint16, 1-D) -> float32 by the converter that widens F16 keys and values.");
     m.def("softmax_bf16", [](const py::object & scores, float scale, const py::object & mask) {
               F32Array a = checked_f32(scores, 2, "scores");
               const int64_t rows = a.shape(0), cols = a.shape(1);
