@@ -130,7 +130,7 @@ const OnednnAttention::OperandReorders & OnednnAttention::reorders(const ggml_te
         return dnnl::reorder(dnnl::reorder::primitive_desc(engine_, from, engine_, to));
     };
     OperandReorders r;
-    r.query = make(f32_view(q, {H, Lq, D}, {2, 1, 0}), memory::desc({H, Lq, D}, dt::bf16, tag::abc));
+    r.query = make(f32_view(q, {Lq, D}, {1, 0}), memory::desc({Lq, D}, dt::bf16, tag::ab));
     r.key = make(f32_view(k, {D, Lk}, {0, 1}), l.key);
     r.value = make(f32_view(v, {Lk, Dv}, {1, 0}), l.value);
     return reorders_.emplace(key, std::move(r)).first->second;
@@ -157,7 +157,7 @@ const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, i
     return products_.emplace(std::array<int64_t, 4>{rows, D, Lk, Dv}, std::move(p)).first->second;
 }
 
-void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_threads) {
+void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
     ggml_tensor k_wide, v_wide;
     const ggml_tensor *q = op->src[0], *mask = op->src[3];
     const ggml_tensor *k = widened(op->src[1], k_f32_, k_wide), *v = widened(op->src[2], v_f32_, v_wide);
@@ -174,9 +174,9 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     const Layouts & l = layouts(D, Lk, Dv);
     const OperandReorders & to_bf16 = reorders(q, k, v, l);
     const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
-    q_bf16_.resize(static_cast<size_t>(H * Lq * D) * 2);
-    k_bf16_.resize(static_cast<size_t>(H) * k_size);
-    v_bf16_.resize(static_cast<size_t>(H) * v_size);
+    q_bf16_.resize(static_cast<size_t>(B * H * Lq * D) * 2);
+    k_bf16_.resize(static_cast<size_t>(B * H) * k_size);
+    v_bf16_.resize(static_cast<size_t>(B * H) * v_size);
 
     // the block shapes (made here: the parallel region below only reads the caches)
     const int64_t full_rows = std::min(kBlock, Lq), tail_rows = Lq > kBlock ? Lq % kBlock : 0;
@@ -193,79 +193,88 @@ void OnednnAttention::compute(dnnl::stream & stream, ggml_tensor * op, int n_thr
     n_threads = std::max(1, n_threads);
     thread_scratch_.resize(static_cast<size_t>(n_threads));
     for (auto & s : thread_scratch_) s.resize(scores_bytes + probs_bytes + out_bytes + pad_bytes + 64);
-    std::vector<dnnl::stream> streams;
-    for (int t = 0; t < n_threads; ++t) streams.emplace_back(engine_);
+    while (static_cast<int>(streams_.size()) < n_threads) streams_.emplace_back(engine_);
 
-    const int64_t n_blocks = (Lq + kBlock - 1) / kBlock;
-    for (int64_t b = 0; b < B; ++b) {
-        // the operands of batch b in BF16: Q as [H][Lq][D] rows, K^T and V per head in the packed layouts
-        {
-            memory src(f32_view(q, {H, Lq, D}, {2, 1, 0}), engine_, static_cast<char *>(q->data) + b * q->nb[3]);
-            memory dst(memory::desc({H, Lq, D}, dt::bf16, tag::abc), engine_, q_bf16_.data());
-            to_bf16.query.execute(stream, src, dst);
-        }
-        for (int64_t h = 0; h < H; ++h) {
+    // every batch's and head's operands in BF16, a head per thread: Q as [B][H][Lq][D] rows, K^T and V
+    // in the packed layouts
+    std::exception_ptr error;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+        try {
+            const int64_t b = bh / H, h = bh % H;
+            dnnl::stream & s = streams_[static_cast<size_t>(omp_get_thread_num())];
+            memory qs(f32_view(q, {Lq, D}, {1, 0}), engine_, static_cast<char *>(q->data) + b * q->nb[3] + h * q->nb[2]);
+            memory qd(memory::desc({Lq, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + bh * Lq * D * 2);
+            to_bf16.query.execute(s, qs, qd);
             memory ks(f32_view(k, {D, Lk}, {0, 1}), engine_, static_cast<char *>(k->data) + b * k->nb[3] + h * k->nb[2]);
-            memory kd(l.key, engine_, k_bf16_.data() + h * k_size);
-            to_bf16.key.execute(stream, ks, kd);
+            memory kd(l.key, engine_, k_bf16_.data() + bh * k_size);
+            to_bf16.key.execute(s, ks, kd);
             memory vs(f32_view(v, {Lk, Dv}, {1, 0}), engine_, static_cast<char *>(v->data) + b * v->nb[3] + h * v->nb[2]);
-            memory vd(l.value, engine_, v_bf16_.data() + h * v_size);
-            to_bf16.value.execute(stream, vs, vd);
+            memory vd(l.value, engine_, v_bf16_.data() + bh * v_size);
+            to_bf16.value.execute(s, vs, vd);
+            s.wait();
+        } catch (...) {
+#pragma omp critical(minicpmo_onednn_attention_error)
+            if (!error) error = std::current_exception();
         }
-        // the mask rows of this batch in F32, once for every head that shares them
-        if (mask) {
-            mask_f32_.resize(static_cast<size_t>(mask->ne[2] * Lq * Lk));
+    }
+    if (error) std::rethrow_exception(error);
+    // the mask rows in F32, once for every head and batch that shares them: [ne3][ne2][Lq][Lk]
+    if (mask) {
+        mask_f32_.resize(static_cast<size_t>(mask->ne[3] * mask->ne[2] * Lq * Lk));
+        for (int64_t m3 = 0; m3 < mask->ne[3]; ++m3) {
             for (int64_t m2 = 0; m2 < mask->ne[2]; ++m2) {
-                const char * m = static_cast<const char *>(mask->data) + m2 * mask->nb[2] + (b % mask->ne[3]) * mask->nb[3];
+                const char * m = static_cast<const char *>(mask->data) + m2 * mask->nb[2] + m3 * mask->nb[3];
                 for (int64_t r = 0; r < Lq; ++r) {
                     f16_to_f32(reinterpret_cast<const uint16_t *>(m + r * mask->nb[1]),
-                               mask_f32_.data() + (m2 * Lq + r) * Lk, Lk);
+                               mask_f32_.data() + ((m3 * mask->ne[2] + m2) * Lq + r) * Lk, Lk);
                 }
             }
         }
-        stream.wait();
-
-        std::exception_ptr error;
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-        for (int64_t item = 0; item < H * n_blocks; ++item) {
-            try {
-                const int tid = omp_get_thread_num();
-                const int64_t h = item / n_blocks, r0 = (item % n_blocks) * kBlock, rows = std::min(kBlock, Lq - r0);
-                const BlockProducts & p = rows == full_rows ? full : *tail;
-                uint8_t * base = thread_scratch_[static_cast<size_t>(tid)].data();
-                base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
-                float * scores = reinterpret_cast<float *>(base);
-                base += scores_bytes;
-                uint16_t * probs = reinterpret_cast<uint16_t *>(base);
-                float * out = reinterpret_cast<float *>(base + probs_bytes);
-                uint8_t * pad = base + probs_bytes + out_bytes;
-                dnnl::stream & s = streams[static_cast<size_t>(tid)];
-
-                memory qm(memory::desc({rows, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + (h * Lq + r0) * D * 2);
-                memory km(l.key, engine_, k_bf16_.data() + h * k_size);
-                memory sm(memory::desc({rows, Lk}, dt::f32, tag::ab), engine_, scores);
-                p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
-                                    {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
-                s.wait();
-                const float * mask_rows = mask ? mask_f32_.data() + ((h % mask->ne[2]) * Lq + r0) * Lk : nullptr;
-                softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, probs, Lk, rows, Lk, scale);
-                memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
-                memory vm(l.value, engine_, v_bf16_.data() + h * v_size);
-                memory om(memory::desc({rows, Dv}, dt::f32, tag::ab), engine_, out);
-                p.weighted.execute(s, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om},
-                                      {DNNL_ARG_SCRATCHPAD, memory(p.weighted_pad, engine_, pad)}});
-                s.wait();
-                // into op [Dv, H, Lq, B] (oneDNN's kernels write dense rows only; a strided output
-                // would send the product to its reference code)
-                char * dst = static_cast<char *>(op->data) + b * op->nb[3] + h * op->nb[1] + r0 * op->nb[2];
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * op->nb[2], out + r * Dv, Dv * sizeof(float));
-            } catch (...) {
-#pragma omp critical(minicpmo_onednn_attention_error)
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
     }
+
+    const int64_t n_blocks = (Lq + kBlock - 1) / kBlock;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+    for (int64_t item = 0; item < B * H * n_blocks; ++item) {
+        try {
+            const int tid = omp_get_thread_num();
+            const int64_t bh = item / n_blocks, b = bh / H, h = bh % H;
+            const int64_t r0 = (item % n_blocks) * kBlock, rows = std::min(kBlock, Lq - r0);
+            const BlockProducts & p = rows == full_rows ? full : *tail;
+            uint8_t * base = thread_scratch_[static_cast<size_t>(tid)].data();
+            base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+            float * scores = reinterpret_cast<float *>(base);
+            base += scores_bytes;
+            uint16_t * probs = reinterpret_cast<uint16_t *>(base);
+            float * out = reinterpret_cast<float *>(base + probs_bytes);
+            uint8_t * pad = base + probs_bytes + out_bytes;
+            dnnl::stream & s = streams_[static_cast<size_t>(tid)];
+
+            memory qm(memory::desc({rows, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + (bh * Lq + r0) * D * 2);
+            memory km(l.key, engine_, k_bf16_.data() + bh * k_size);
+            memory sm(memory::desc({rows, Lk}, dt::f32, tag::ab), engine_, scores);
+            p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
+                                {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
+            s.wait();
+            const float * mask_rows =
+                mask ? mask_f32_.data() + (((b % mask->ne[3]) * mask->ne[2] + h % mask->ne[2]) * Lq + r0) * Lk : nullptr;
+            softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, probs, Lk, rows, Lk, scale);
+            memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
+            memory vm(l.value, engine_, v_bf16_.data() + bh * v_size);
+            memory om(memory::desc({rows, Dv}, dt::f32, tag::ab), engine_, out);
+            p.weighted.execute(s, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om},
+                                  {DNNL_ARG_SCRATCHPAD, memory(p.weighted_pad, engine_, pad)}});
+            s.wait();
+            // into op [Dv, H, Lq, B] (oneDNN's kernels write dense rows only; a strided output
+            // would send the product to its reference code)
+            char * dst = static_cast<char *>(op->data) + b * op->nb[3] + h * op->nb[1] + r0 * op->nb[2];
+            for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * op->nb[2], out + r * Dv, Dv * sizeof(float));
+        } catch (...) {
+#pragma omp critical(minicpmo_onednn_attention_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace minicpmo

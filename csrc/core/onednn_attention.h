@@ -31,8 +31,8 @@ public:
     // query, shared by the heads or one per head), no sinks, ALiBi or soft-capping.
     static bool supports(const ggml_tensor * op);
 
-    // Computes `op` (supports(op)) on `n_threads` threads; `stream` runs the operands' BF16 reorders.
-    void compute(dnnl::stream & stream, ggml_tensor * op, int n_threads);
+    // Computes `op` (supports(op)) on `n_threads` threads.
+    void compute(ggml_tensor * op, int n_threads);
 
 private:
     // matmul primitives of one block shape, with scratchpads of their own (one per thread)
@@ -57,9 +57,10 @@ private:
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
     std::map<std::array<int64_t, 12>, OperandReorders> reorders_;
-    std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16
-    std::vector<float> mask_f32_;                            // its mask rows in F32 (one batch)
+    std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16 (every batch)
+    std::vector<float> mask_f32_;                            // its mask rows in F32
     std::vector<float> k_f32_, v_f32_;                       // F16 keys / values widened to F32
+    std::vector<dnnl::stream> streams_;                      // per thread of the parallel region
     std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad
 };
 

@@ -306,7 +306,7 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
             if (node->op == GGML_OP_MUL_MAT) {
                 mul_mat(c, node);
             } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
-                c.attention.compute(c.stream, node, c.n_threads);
+                c.attention.compute(node, c.n_threads);
             } else if (dnnl::algorithm algo; eltwise_algorithm(node, &algo)) {
                 eltwise(c, node, algo);
             } else {
