@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minicpmo_cpp import MinicpmoError, _testing
+from minicpmo_cpp import MinicpmoError, _testing, build_info
 
 from conftest import _import_convert
 from relative_error import rel
@@ -127,10 +127,16 @@ def models(tiny_hf, tiny_f32, tiny_f16, tmp_path_factory):
         sd = states[name] if kind == "f32" else _f16_rounded(states[name])
         # one thread: these machines are shared, and a busy spinning thread pool is slower than one
         out[(name, kind)] = (_testing.HiftVocoder(str(path), n_threads=1, seed=7, device=DEVICE), HiFTReference(sd, cfg))
+        if kind == "f32" and ONEDNN:  # a BF16 session's vocoder: its products through oneDNN's F32 kernels
+            voc = _testing.HiftVocoder(str(path), n_threads=1, seed=7, device=DEVICE, compute_type="bf16")
+            out[(name, "f32-onednn")] = (voc, out[(name, kind)][1])
     return out
 
 
+# the BF16 sessions' HiFT (oneDNN F32 products) exists where the build has oneDNN, on the CPU
+ONEDNN = build_info.MINICPMO_ONEDNN and DEVICE == "cpu"
 MODELS = [("tiny", "f32"), ("tiny", "f16"), ("voiced", "f32"), ("voiced", "f16")]
+MODELS += [("tiny", "f32-onednn"), ("voiced", "f32-onednn")] if ONEDNN else []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,6 +196,25 @@ def test_whole_utterance_matches_reference(models, name, kind):
     assert rel(source, want_source) < TOL_END_TO_END
     assert rel(audio, want_audio) < TOL_END_TO_END
     assert np.array_equal(voc.synthesize(mel, phases, noise), audio)   # same pass, audio only
+
+
+def test_bf16_session_products_run_in_onednn_f32(models, tiny_f32):
+    """The BF16 session's vocoder and the exact one differ only in the products' summation order:
+    not bit for bit equal (the oneDNN products ran), within F32 rounding of each other (measured
+    ~5e-7 on the decoder). A CPU build without oneDNN refuses compute_type bf16."""
+    if not ONEDNN:
+        if DEVICE == "cpu":
+            with pytest.raises(MinicpmoError, match="oneDNN"):
+                _testing.HiftVocoder(str(tiny_f32[1]), compute_type="bf16")
+        return
+    (exact, ref), (onednn, _) = models[("voiced", "f32")], models[("voiced", "f32-onednn")]
+    T = 60
+    mel = smooth_mel(np.random.default_rng(12), T)
+    source, _ = ref.source(ref.f0(mel), *SourceRandomness(21)(T * HOP))
+    a, b = exact.forward(mel, cache_source=source)[0], onednn.forward(mel, cache_source=source)[0]
+    print(f"oneDNN F32 vs ggml F32 products: rel {rel(b, a):.1e}")
+    assert not np.array_equal(a, b)
+    assert rel(b, a) < TOL_DECODER["voiced"]
 
 
 def test_cache_source_replaces_the_first_source_samples(models):

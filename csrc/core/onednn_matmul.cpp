@@ -30,7 +30,7 @@ namespace minicpmo {
 
 #ifndef MINICPMO_ONEDNN
 
-ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *) {
+ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *, OnednnPrecision) {
     fail(Status::unsupported, "BF16 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
                               "was not found at configure time; Debian: apt-get install libdnnl-dev)");
 }
@@ -90,6 +90,9 @@ struct Context {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     dnnl::stream stream{engine};
     int n_threads = 1;
+    // F32 products (OnednnPrecision::f32): weights packed in F32, activations used as they are, and
+    // nothing but products with weights taken
+    bool f32 = false;
     const GgufWeights * model = nullptr;                     // whose matrices are packed once, for every session
     // (data address, type, K, N) -> the packed BF16 copy and this engine's view of it
     std::map<std::array<int64_t, 4>, std::pair<std::shared_ptr<const PackedMatrix>, memory>> weights;
@@ -108,27 +111,37 @@ struct Context {
 const memory::desc & layout(Context & c, int64_t K, int64_t N) {
     auto it = c.layouts.find({K, N});
     if (it != c.layouts.end()) return it->second;
-    memory::desc src({kLayoutRows, K}, dt::bf16, tag::ab), wei({K, N}, dt::bf16, tag::any), dst({kLayoutRows, N}, dt::f32, tag::ab);
+    const dt type = c.f32 ? dt::f32 : dt::bf16;
+    memory::desc src({kLayoutRows, K}, type, tag::ab), wei({K, N}, type, tag::any), dst({kLayoutRows, N}, dt::f32, tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), c.engine);
     return c.layouts.emplace(std::array<int64_t, 2>{K, N}, pd.weights_desc()).first->second;
 }
 
 // ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order. F32 and BF16 weights are
-// reordered straight from their data; F16 ones (oneDNN 2.6 has no F16 reorder) are first rounded to
-// BF16 on the backend's threads, the same rounding as oneDNN's F32 -> BF16 reorder.
+// reordered straight from their data; F16 ones (oneDNN 2.6 has no F16 reorder) are first converted
+// on the backend's threads: rounded to BF16 (as oneDNN's F32 -> BF16 reorder rounds), or exactly to
+// F32 for F32 products.
 std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     const int64_t K = w->ne[0], N = w->ne[1];
     const int64_t n = K * N;
-    std::unique_ptr<uint16_t[]> bf16;  // an F16 weight in BF16 while it is packed
+    std::unique_ptr<uint16_t[]> bf16;  // an F16 weight in BF16 or F32 while it is packed
+    std::unique_ptr<float[]> f32;
     memory::desc user_desc({K, N}, dt::f32, tag::ba);
     const void * user_data = w->data;
     switch (w->type) {
         case GGML_TYPE_F32: break;
         case GGML_TYPE_BF16: user_desc = memory::desc({K, N}, dt::bf16, tag::ba); break;
         case GGML_TYPE_F16: {
-            bf16.reset(new uint16_t[static_cast<size_t>(n)]);
             const auto * src = static_cast<const uint16_t *>(w->data);
             constexpr int64_t kChunk = 1 << 16;
+            if (c.f32) {
+                f32.reset(new float[static_cast<size_t>(n)]);
+#pragma omp parallel for num_threads(c.n_threads) schedule(static)
+                for (int64_t i = 0; i < n; i += kChunk) f16_to_f32(src + i, f32.get() + i, std::min(kChunk, n - i));
+                user_data = f32.get();
+                break;
+            }
+            bf16.reset(new uint16_t[static_cast<size_t>(n)]);
 #pragma omp parallel for num_threads(c.n_threads) schedule(static)
             for (int64_t i = 0; i < n; i += kChunk) f16_to_bf16(src + i, bf16.get() + i, std::min(kChunk, n - i));
             user_desc = memory::desc({K, N}, dt::bf16, tag::ba);
@@ -149,9 +162,10 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     return packed;
 }
 
-// A matrix of the model's weights itself (not a view): packed once for every session, its original dropped
+// A matrix of the model's weights itself (not a view): packed once for every session, its original
+// dropped (BF16 products only: the model's shared copy is the BF16 one)
 bool is_model_matrix(const Context & c, const ggml_tensor * w) {
-    return c.model && c.model->owns(w) && !w->view_src;
+    return !c.f32 && c.model && c.model->owns(w) && !w->view_src;
 }
 
 // The packed copy of weight `w`: the model's (GgufWeights::kernel_copy, shared by its sessions) for
@@ -178,9 +192,10 @@ Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
     p.src_bf16 = memory::desc({M, K}, dt::bf16, tag::ab);
     p.dst_f32 = memory::desc({M, N}, dt::f32, tag::ab);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src_bf16, layout(c, K, N), p.dst_f32), c.engine);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(c.f32 ? p.src_f32 : p.src_bf16, layout(c, K, N), p.dst_f32),
+                                    c.engine);
     p.matmul = dnnl::matmul(pd);
-    p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_bf16));
+    if (!c.f32) p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_bf16));
     return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
 }
 
@@ -248,9 +263,13 @@ void mul_mat(Context & c, ggml_tensor * node) {
     Product & p = product(c, M, K, N);
     memory src(p.src_f32, c.engine, x->data);
     memory dst(p.dst_f32, c.engine, node->data);
-    memory src_bf16 = scratch(c, c.scratch_src, p.src_bf16);
-    p.to_bf16.execute(c.stream, src, src_bf16);
-    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    if (c.f32) {
+        p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    } else {
+        memory src_bf16 = scratch(c, c.scratch_src, p.src_bf16);
+        p.to_bf16.execute(c.stream, src, src_bf16);
+        p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    }
     c.stream.wait();
 }
 
@@ -364,7 +383,9 @@ bool f32_strided(const ggml_tensor * t) {
 }
 
 bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
+    const Context & c = *static_cast<const Context *>(dev->context);
     if (computes_nothing(op->op)) return true;
+    if (c.f32 && (op->op != GGML_OP_MUL_MAT || !is_weight(op->src[0]))) return false;
     if (op->op == GGML_OP_FLASH_ATTN_EXT) return OnednnAttention::supports(op);
     if (dnnl::algorithm algo; eltwise_algorithm(op, &algo)) {
         return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
@@ -378,7 +399,7 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
         return ggml_backend_buffer_is_host(w->buffer) &&
                (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
                ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) &&
-               ggml_nrows(x) >= min_rows(*static_cast<const Context *>(dev->context), w);
+               ggml_nrows(x) >= min_rows(c, w);
     }
     // activation x activation (attention): same batch dims (no broadcast), F32 in any element strides,
     // and big enough products (scores of >= 32 queries and keys)
@@ -409,13 +430,14 @@ bool onednn_bf16_native() {
     return impl.find("amx") != std::string::npos || impl.find("bf16") != std::string::npos;
 }
 
-ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model) {
+ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model, OnednnPrecision precision) {
     auto c = std::make_unique<Context>();
     c->model = model;
+    c->f32 = precision == OnednnPrecision::f32;
     // oneDNN falls back to its reference code ("ref:...", orders of magnitude slower) on CPUs without
     // AVX-512: refuse those at once rather than run the encoders slower than the f32 path
     const std::string impl = bf16_kernel(c->engine);
-    if (impl.compare(0, 3, "ref") == 0) {
+    if (!c->f32 && impl.compare(0, 3, "ref") == 0) {
         fail(Status::unsupported, "compute_type bf16: oneDNN has no fast BF16 matrix product for this CPU (it needs "
                                   "AVX-512; oneDNN offers '" + impl + "'): use compute_type f32 (MINICPMO_COMPUTE=f32)");
     }

@@ -23,9 +23,15 @@ namespace minicpmo {
 
 class GgufWeights;
 
+// What the products compute in: BF16 (the encoders of BF16 sessions), or F32 (HiFT in BF16 sessions:
+// oneDNN's F32 kernels, faster than ggml's at its convolutions' shapes; F32 arithmetic, only the
+// summation order differs). An F32 backend takes nothing but products with weights, packed in F32.
+enum class OnednnPrecision { bf16, f32 };
+
 // A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws
 // unsupported naming the build option when the build has none. `model` (may be null) must outlive it.
-ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model);
+ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model,
+                                         OnednnPrecision precision = OnednnPrecision::bf16);
 
 // Whether oneDNN computes BF16 products on this CPU with its own BF16 instructions (AMX tiles or
 // AVX-512 BF16), not emulated or in reference code: where compute_type "auto" takes bf16. False

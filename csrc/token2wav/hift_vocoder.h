@@ -33,7 +33,10 @@ class HiftVocoder {
 public:
     // Where this component's graphs ran so far (device vs CPU nodes, scheduler splits).
     const GraphPlacement & placement() const { return runner_.placement(); }
-    HiftVocoder(std::shared_ptr<const HiftModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0);
+    // compute bf16 (a BF16 session): the convolutions' products through oneDNN's F32 kernels; HiFT
+    // computes in F32 either way (its inverse STFT sums large terms that cancel)
+    HiftVocoder(std::shared_ptr<const HiftModel> model, ComputeDevice device, int n_threads, uint64_t seed = 0,
+                ComputeType compute = ComputeType::f32);
 
     const HiftModel & model() const { return *model_; }
     void set_n_threads(int n_threads) { backend_.set_n_threads(n_threads); }

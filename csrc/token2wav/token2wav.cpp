@@ -9,7 +9,7 @@ namespace minicpmo {
 Token2Wav::Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
                                      std::shared_ptr<const VoiceBank> voices, ComputeDevice device, int n_threads, uint64_t seed,
                                      ComputeType compute)
-    : flow_(std::move(flow), device, n_threads, seed, compute), hift_(std::move(hift), device, n_threads, seed ^ 0x5eedu),
+    : flow_(std::move(flow), device, n_threads, seed, compute), hift_(std::move(hift), device, n_threads, seed ^ 0x5eedu, compute),
       voices_(std::move(voices)), stream_(flow_, hift_, *voices_) {}
 
 void Token2Wav::set_n_threads(int n_threads) {

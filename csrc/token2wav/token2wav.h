@@ -21,7 +21,7 @@ class Token2Wav {
 public:
     Token2Wav(std::shared_ptr<const FlowModel> flow, std::shared_ptr<const HiftModel> hift,
                       std::shared_ptr<const VoiceBank> voices, ComputeDevice device, int n_threads, uint64_t seed,
-                      ComputeType compute = ComputeType::f32);  // the flow's; HiFT stays f32
+                      ComputeType compute = ComputeType::f32);  // bf16: the flow's products in BF16, HiFT's in F32 through oneDNN
 
     void set_n_threads(int n_threads);
     void reseed(uint64_t seed);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute_backend.h"
 #include "core/error.h"
 #include "python/numpy_arrays.h"
 #include "python/speech_args.h"
@@ -55,12 +56,17 @@ void bind_speech(py::module_ & m) {
     py::class_<HiftVocoder>(m, "HiftVocoder",
                             "HiFT vocoder of an omni file's token2wav component: 80-bin log-mel (n_mel, T) at "
                             "50 Hz -> 24 kHz float32 samples.")
-        .def(py::init([](const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed) {
+        .def(py::init([](const std::string & omni_path, int n_threads, const std::string & device, uint64_t seed,
+                         const std::string & compute_type) {
                  py::gil_scoped_release release;
                  auto model = std::make_shared<const HiftModel>(omni_path, resolve_device(device));
-                 return std::make_unique<HiftVocoder>(std::move(model), resolve_device(device), n_threads, seed);
+                 return std::make_unique<HiftVocoder>(std::move(model), resolve_device(device), n_threads, seed,
+                                                      resolve_compute_type(compute_type));
              }),
-             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0)
+             py::arg("omni_path"), py::arg("n_threads") = 0, py::arg("device") = "cpu", py::arg("seed") = 0,
+             py::arg("compute_type") = "f32",
+             "compute_type \"bf16\" (as a BF16 session): the products through oneDNN's F32 kernels; \"f32\" "
+             "(the default here): ggml's. F32 arithmetic either way.")
         .def_property_readonly("sample_rate", [](const HiftVocoder & v) { return v.model().hparams().sample_rate; })
         .def_property_readonly("hop_samples", [](const HiftVocoder & v) { return v.model().hparams().hop_samples(); })
         .def_property_readonly("n_mel", [](const HiftVocoder & v) { return v.model().hparams().n_mel; })
