@@ -24,7 +24,8 @@ order rotating from item to item (run_interleaved), best of --rounds after a sho
    Sides, per --compute type c (f32 and bf16 by default): minicpmo_cpp_<c> = Flow(compute_type=c)
    (passed explicitly: "auto" follows the CPU; bf16 = the flow's matrix products through oneDNN in
    BF16), torch_<c> = the official flow, for bf16 under torch.autocast("cpu", dtype=torch.bfloat16).
-   HiFT runs in F32 on every side (ours has no BF16 path for it). The TTS (1.) is F32 on both sides.
+   HiFT computes in F32 on every side (ours in bf16: the BF16 session's vocoder, its products through
+   oneDNN's F32 kernels instead of ggml's). The TTS (1.) is F32 on both sides.
 Also: an F32 GEMM probe (torch.mm at the DiT / HiFT shapes, same threads), the FLOPs per second
 of audio of the flow (encoder + DiT x 2 CFG branches x n_timesteps) and HiFT, from the dims, and the
 GFLOP/s each side sustained in the whole-utterance flow and HiFT calls with its share of the
@@ -221,7 +222,8 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
         del s
     if "t2w" in args.parts:
         flow = Flow(str(omni), n_threads=args.threads, compute_type=args.compute[0])
-        hift = HiftVocoder(str(omni), n_threads=args.threads)  # F32 only
+        # F32 arithmetic either way; a BF16 session's vocoder runs its products through oneDNN's F32 kernels
+        hift = HiftVocoder(str(omni), n_threads=args.threads, compute_type=args.compute[0])
         speech = x["speech"].tolist()
         audio_s = len(speech) / TOKEN_RATE
         res["t2w"] = {}

@@ -23,6 +23,19 @@ using minicpmo_py::F32Array;
 using minicpmo_py::checked_f32;
 using minicpmo_py::to_f32_array;
 
+using HalfBits = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+
+// a binding of one F16 conversion (core/bf16_convert.h): 1-D half bits in, the converted values out
+template <typename Out>
+auto half_converter(void (*convert)(const uint16_t *, Out *, int64_t)) {
+    return [convert](HalfBits bits) {
+        if (bits.ndim() != 1) fail(Status::invalid_argument, "bits must be 1-D");
+        py::array_t<Out> out(bits.shape(0));
+        convert(bits.data(), out.mutable_data(), bits.shape(0));
+        return out;
+    };
+}
+
 }  // namespace
 
 void bind_cpu_kernels(py::module_ & m) {
@@ -38,18 +51,10 @@ void bind_cpu_kernels(py::module_ & m) {
               vector_exp(a.data(), out.data(), a.shape(0));
               return to_f32_array(out);
           }, py::arg("x"), "exp(x) elementwise by the vectorised exp of the BF16 attention softmax (float32, 1-D).");
-    m.def("f16_to_bf16", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> bits) {
-              if (bits.ndim() != 1) fail(Status::invalid_argument, "bits must be 1-D");
-              py::array_t<uint16_t> out(bits.shape(0));
-              f16_to_bf16(bits.data(), out.mutable_data(), bits.shape(0));
-              return out;
-          }, py::arg("bits"), "IEEE half bits (uint16, 1-D) -> BF16 bits (uint16) by the converter that packs F16 weights.");
-    m.def("f16_to_f32", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> bits) {
-              if (bits.ndim() != 1) fail(Status::invalid_argument, "bits must be 1-D");
-              py::array_t<float> out(bits.shape(0));
-              f16_to_f32(bits.data(), out.mutable_data(), bits.shape(0));
-              return out;
-          }, py::arg("bits"), "IEEE half bits (uint16, 1-D) -> float32 by the converter that widens F16 keys and values.");
+    m.def("f16_to_bf16", half_converter<uint16_t>(f16_to_bf16), py::arg("bits"),
+          "IEEE half bits (uint16, 1-D) -> BF16 bits (uint16) by the converter that packs F16 weights.");
+    m.def("f16_to_f32", half_converter<float>(f16_to_f32), py::arg("bits"),
+          "IEEE half bits (uint16, 1-D) -> float32 by the converter that widens F16 keys and values.");
     m.def("softmax_bf16", [](const py::object & scores, float scale, const py::object & mask) {
               F32Array a = checked_f32(scores, 2, "scores");
               const int64_t rows = a.shape(0), cols = a.shape(1);
