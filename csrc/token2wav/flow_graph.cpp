@@ -267,7 +267,7 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         const int64_t S = k->ne[1];
         ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, S, B), 0, 2, 1, 3);       // [hd, S, nh, B]
         ggml_tensor * o = nullptr;
-        if (in.fused_attention) {
+        if (in.fused_attention) {  // one op, which the oneDNN backend computes block by block
             ggml_tensor * vp = ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 0, 2, 1, 3);   // [hd, S, nh, B]
             o = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), kp, vp, mask, scale, 0.0f, 0.0f);
             if (!onednn_takes_attention(o)) fail(Status::internal, "flow attention: the oneDNN backend refuses the fused op");
