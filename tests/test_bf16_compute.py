@@ -1,7 +1,8 @@
 """compute_type="bf16" (or MINICPMO_COMPUTE=bf16): the matrix products of the vision tower, the Whisper
 encoder and the Token2Wav flow through oneDNN in BF16 (core/onednn_matmul: AMX or AVX-512 BF16, oneDNN's choice at run
 time) against the float64 numpy references, on the tiny model's F32 weights. Also: a build without
-oneDNN, or a bad value, says so.
+oneDNN, a CPU without AVX-512 (where oneDNN has only its reference code: every test here then checks
+the refusal), or a bad value, says so.
 
 Tolerance: BF16 keeps 8 significant bits, so both operands of every product are rounded by up to
 2^-9 = 2e-3 relative (the weights once, the activations at every product), with F32 accumulation.
@@ -30,6 +31,19 @@ from test_vision_encoder import smooth_noise_image
 BF16_REL_TOL = 2e-2  # see the module docstring
 F32_REL_TOL = 1e-4   # tests/test_vision_encoder.py, tests/test_audio_encoder.py
 MIN_BF16_EFFECT = 1e-4  # bf16 vs f32 runs: BF16 rounding gives ~1e-3, F32 summation order ~1e-6
+
+
+def _cpu_flags() -> list[str]:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+# oneDNN's BF16 products need AVX-512 (native BF16 instructions, or BF16 emulated with AVX-512 FMAs);
+# elsewhere it offers only its reference code, and compute_type bf16 is refused (core/onednn_matmul)
+BF16_RUNS = build_info.MINICPMO_ONEDNN and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(_cpu_flags())
+# what a refusal says: the missing build option, or the CPU's missing instructions and the way out
+REFUSAL = ("no fast BF16 matrix product for this CPU.*compute_type f32" if build_info.MINICPMO_ONEDNN
+           else "oneDNN.*libdnnl-dev")
 
 
 @contextlib.contextmanager
@@ -65,24 +79,27 @@ def _check(label: str, got, exact, want, f32_tol: float = F32_REL_TOL) -> None:
 
 @pytest.fixture(scope="module")
 def bf16_and_f32(tiny_f32):
-    if not build_info.MINICPMO_ONEDNN:
+    if not BF16_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
+            _session(tiny_f32[0], "bf16")
         return None
     return _session(tiny_f32[0], "bf16"), _session(tiny_f32[0], "f32")
 
 
-def _without_onednn(bf16_and_f32) -> bool:
-    """True in a build without oneDNN, where test_bf16_needs_onednn_or_runs checks the refusal."""
-    assert (bf16_and_f32 is None) == (not build_info.MINICPMO_ONEDNN)
+def _refused(bf16_and_f32) -> bool:
+    """True in a build without oneDNN or on a CPU without AVX-512, where making the fixture's BF16
+    session was refused (and checked to be, with REFUSAL's message)."""
+    assert (bf16_and_f32 is None) == (not BF16_RUNS)
     return bf16_and_f32 is None
 
 
 @pytest.mark.sanitize  # the sanitizer build has no oneDNN: CI checks the refusal there
-def test_bf16_needs_onednn_or_runs(tiny_f32, bf16_and_f32):
-    if build_info.MINICPMO_ONEDNN:
+def test_bf16_needs_onednn_and_avx512_or_runs(tiny_f32, bf16_and_f32):
+    if BF16_RUNS:
         assert bf16_and_f32 is not None
         return
-    # a build without oneDNN refuses clearly, naming what to install
-    with pytest.raises(MinicpmoError, match="oneDNN.*libdnnl-dev"):
+    # a build without oneDNN, or a CPU without AVX-512, refuses clearly, naming what to do
+    with pytest.raises(MinicpmoError, match=REFUSAL):
         _session(tiny_f32[0], "bf16")
 
 
@@ -99,7 +116,7 @@ def test_a_bad_compute_value_is_refused(tiny_f32):
 def test_the_environment_sets_the_default_and_the_argument_wins(tiny_f32, bf16_and_f32):
     img = smooth_noise_image(448, 448)
     if bf16_and_f32 is None:
-        with _environment("bf16"), pytest.raises(MinicpmoError, match="oneDNN"):
+        with _environment("bf16"), pytest.raises(MinicpmoError, match=REFUSAL):
             _session(tiny_f32[0])
         return
     bf16, f32 = (s.encode_image(img, max_slice_nums=1) for s in bf16_and_f32)
@@ -113,7 +130,7 @@ def test_the_environment_sets_the_default_and_the_argument_wins(tiny_f32, bf16_a
 
 @pytest.mark.parametrize("size", [(448, 448), (1024, 768)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
-    if _without_onednn(bf16_and_f32):
+    if _refused(bf16_and_f32):
         return
     bf16, f32 = bf16_and_f32
     vref = VisionReference(*tiny_state)
@@ -128,7 +145,9 @@ def test_vision_bf16_on_f16_weights_matches_reference(tiny_f16, tiny_state):
     oneDNN's vectorised kernel (the F32 file composes GELU from F32 ops), and its attention is the
     fused BF16 one (core/onednn_attention). Reference on the F16-rounded weights; the exact path on
     the same file is bounded by tests/test_vision_encoder.py's F16 tolerance (1e-2)."""
-    if not build_info.MINICPMO_ONEDNN:
+    if not BF16_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
+            _session(tiny_f16[0], "bf16")
         return
     from reference import round_weights
     sd, cfg = tiny_state
@@ -143,7 +162,7 @@ def test_vision_bf16_on_f16_weights_matches_reference(tiny_f16, tiny_state):
 
 @pytest.mark.parametrize("n_frames", [257, 3000])
 def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
-    if _without_onednn(bf16_and_f32):
+    if _refused(bf16_and_f32):
         return
     bf16, f32 = bf16_and_f32
     aref = AudioReference(tiny_state[0], tiny_state[1]["audio_config"]["encoder_attention_heads"])
@@ -159,7 +178,7 @@ def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_f16, tin
     """Duplex-style streaming: each chunk's queries attend over the key/value cache (F32 in the f32
     file, F16 in the f16 one: widened to F32 for oneDNN) through the fused BF16 attention
     (core/onednn_attention, with the F16 mask of its padded keys); 6 chunks."""
-    if _without_onednn(bf16_and_f32):
+    if _refused(bf16_and_f32):
         return
     f32_tol = F32_REL_TOL
     if kind == "f16":  # the reference keeps the unrounded weights: tests/test_audio_encoder.py's F16 bound
@@ -189,8 +208,8 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
     def make(compute):
         return Flow(str(tiny_f32[1]), n_threads=1, compute_type=compute)
 
-    if not build_info.MINICPMO_ONEDNN:
-        with pytest.raises(MinicpmoError, match="oneDNN"):
+    if not BF16_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
             make("bf16")
         return
     ref = flow_tests.flow_reference(tiny_hf / "assets" / "token2wav")
@@ -218,8 +237,8 @@ def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind
     from reference.token2wav import Token2WavReference
 
     path = {"f32": tiny_f32, "f16": tiny_f16}[kind][1]
-    if not build_info.MINICPMO_ONEDNN:
-        with pytest.raises(MinicpmoError, match="oneDNN"):
+    if not BF16_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
             Flow(str(path), n_threads=1, compute_type="bf16")
         return
     assets = tiny_hf / "assets" / "token2wav"
@@ -243,11 +262,6 @@ def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind
         buf = [] if last else buf[25:]
         k += 1
     assert k == 6
-
-
-def _cpu_flags() -> list[str]:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
 
 
 def _cpu_has_bf16_instructions() -> bool:
@@ -274,7 +288,7 @@ def test_sessions_of_one_model_share_the_packed_weights_from_two_threads(tiny_f3
     """Two BF16 sessions over one loaded model (GgufWeights::kernel_copy packs each matrix once, under
     a lock, for both) encode at the same time from two threads: each result equals a lone session's
     (same packed weights, same kernels: 1e-6 leaves F32 summation-order noise only)."""
-    if _without_onednn(bf16_and_f32):
+    if _refused(bf16_and_f32):
         return
     import threading
 
@@ -307,14 +321,14 @@ def test_sessions_of_one_model_share_the_packed_weights_from_two_threads(tiny_f3
     ("AVX512_CORE", "f32", "runs"),  # BF16 emulated in F32 FMAs: no gain, so auto keeps f32
     ("AVX2", "f32", "refused"),      # only oneDNN's reference code: asking for bf16 is an error
 ])
-def test_auto_and_bf16_follow_the_kernels_onednn_offers(tiny_f32, bf16_and_f32, isa, auto, bf16, tmp_path):
+def test_auto_and_bf16_follow_the_kernels_onednn_offers(tiny_f32, isa, auto, bf16, tmp_path):
     """ONEDNN_MAX_CPU_ISA caps the instructions oneDNN uses (read once per process: a subprocess),
     which stands in for an older CPU."""
     import subprocess
     import sys
     import textwrap
 
-    if _without_onednn(bf16_and_f32):
+    if not build_info.MINICPMO_ONEDNN:  # its refusal: test_bf16_needs_onednn_and_avx512_or_runs
         return
     if "avx512f" not in _cpu_flags():
         bf16 = "refused"  # a CPU without AVX-512 gets oneDNN's reference code whatever the cap

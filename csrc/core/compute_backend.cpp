@@ -118,13 +118,12 @@ ComputeType resolve_compute_type(const std::string & name) {
 const char * compute_type_name(ComputeType compute) { return compute == ComputeType::bf16 ? "bf16" : "f32"; }
 
 ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute, const GgufWeights * model,
-                               bool f32_products)
-    : device_(device), f32_products_(f32_products) {
+                               OnednnPrecision precision)
+    : device_(device), precision_(precision) {
     ensure_llama_initialized();
     // before any backend exists, so that a refusal leaks nothing
     if (!device && compute == ComputeType::bf16) {
-        matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads), model,
-                                            f32_products ? OnednnPrecision::f32 : OnednnPrecision::bf16);
+        matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads), model, precision);
     }
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);

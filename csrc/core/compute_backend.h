@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/onednn_matmul.h"
 #include "ggml-backend.h"
 
 namespace minicpmo {
@@ -57,10 +58,10 @@ public:
     // compute bf16 adds the oneDNN products on the CPU (a device computes as before); throws
     // unsupported when this build or CPU has none. `model`: the component's weights, whose matrices
     // the BF16 products pack once for every session (may be null; must outlive this).
-    // `f32_products`: with compute bf16, oneDNN's products compute in F32 instead (HiFT: its
-    // convolutions run faster in oneDNN's F32 kernels than in ggml's, and stay F32).
+    // `precision`: what oneDNN's products compute in with compute bf16 (OnednnPrecision::f32 for
+    // HiFT: its convolutions run faster in oneDNN's F32 kernels than in ggml's, and stay F32).
     ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute = ComputeType::f32,
-                   const GgufWeights * model = nullptr, bool f32_products = false);
+                   const GgufWeights * model = nullptr, OnednnPrecision precision = OnednnPrecision::bf16);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;
@@ -68,7 +69,7 @@ public:
     void set_n_threads(int n_threads);
     ComputeDevice device() const { return device_; }
     // whether matrix products run in BF16 through oneDNN (compute bf16 on the CPU)
-    bool bf16_products() const { return matmul_ != nullptr && !f32_products_; }
+    bool bf16_products() const { return matmul_ != nullptr && precision_ == OnednnPrecision::bf16; }
     // why the BF16 products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
     // the CPU backend or the CPU's BF16 matrix products
@@ -82,7 +83,7 @@ private:
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_t cpu_ = nullptr;
     ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, compute bf16
-    bool f32_products_ = false;        // matmul_ computes in F32
+    OnednnPrecision precision_ = OnednnPrecision::bf16;  // what matmul_ computes in
 };
 
 // Where the nodes of a GraphRunner's graphs ran, summed over the graphs it computed: a graph wholly on

@@ -249,14 +249,13 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
     in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
-    in.gelu_op = backend_.bf16_products();
-    in.fused_attention = backend_.bf16_products();
+    in.onednn_ops = backend_.bf16_products();
     std::vector<float> mask;
     if (cached) {
         in.k_cache = cache_k_[step];
         in.v_cache = cache_v_[step];
         in.slots = input(ctx, GGML_TYPE_I32, n_frames);
-        in.mask = input(ctx, in.fused_attention ? GGML_TYPE_F16 : GGML_TYPE_F32, cache_capacity_, n_frames);
+        in.mask = input(ctx, in.onednn_ops ? GGML_TYPE_F16 : GGML_TYPE_F32, cache_capacity_, n_frames);
         // live keys: the cached frames and this call's
         std::vector<float> row(cache_capacity_, -std::numeric_limits<float>::infinity());
         for (int32_t sl : est_order_) row[sl] = 0.0f;

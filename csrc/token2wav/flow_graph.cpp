@@ -267,7 +267,7 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         const int64_t S = k->ne[1];
         ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, S, B), 0, 2, 1, 3);       // [hd, S, nh, B]
         ggml_tensor * o = nullptr;
-        if (in.fused_attention) {  // one op, which the oneDNN backend computes block by block
+        if (in.onednn_ops) {  // one op, which the oneDNN backend computes block by block
             ggml_tensor * vp = ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, nh, S, B), 0, 2, 1, 3);   // [hd, S, nh, B]
             o = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), kp, vp, mask, scale, 0.0f, 0.0f);
             if (!onednn_takes_attention(o)) fail(Status::internal, "flow attention: the oneDNN backend refuses the fused op");
@@ -298,7 +298,7 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         // MLP
         y = modulate(ctx, h, chunk(ctx, mod, H, 3), chunk(ctx, mod, H, 4), hp.dit_norm_eps);
         y = linear(ctx, y, L.up_w, L.up_b);
-        y = linear(ctx, in.gelu_op ? ggml_gelu(ctx, y) : gelu_tanh(ctx, y), L.down_w, L.down_b);
+        y = linear(ctx, in.onednn_ops ? ggml_gelu(ctx, y) : gelu_tanh(ctx, y), L.down_w, L.down_b);
         h = ggml_add(ctx, h, ggml_mul(ctx, y, chunk(ctx, mod, H, 5)));
     }
     ggml_tensor * fmod = linear(ctx, c, W.final_ada_w, W.final_ada_b);  // [2H]: shift, scale

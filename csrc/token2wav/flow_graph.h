@@ -57,13 +57,12 @@ struct DitIn {
     // streaming attention cache (all null: keys = this call's frames only)
     std::vector<ggml_tensor *> k_cache, v_cache;  // per layer [inner, S, B]
     ggml_tensor * slots = nullptr;      // I32 [T]: cache slots that receive this call's keys / values
-    ggml_tensor * mask = nullptr;       // [S, T] 0 = attend, -inf = empty slot: F32, F16 with fused_attention
-    // the attention as ggml's FLASH_ATTN_EXT, which the oneDNN backend of BF16 sessions computes
-    // (its BF16 products around a vectorised softmax, core/onednn_attention)
-    bool fused_attention = false;
-    // the MLP's GELU as ggml's GELU op (BF16 sessions: the oneDNN backend computes it in F32
-    // vectors) instead of its composition from vectorised F32 ops (ggml's own GELU reads an F16 table)
-    bool gelu_op = false;
+    ggml_tensor * mask = nullptr;       // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops
+    // the graph as the oneDNN backend of BF16 sessions takes it: the attention as ggml's
+    // FLASH_ATTN_EXT (its BF16 products around a vectorised softmax, core/onednn_attention) and the
+    // MLP's GELU as ggml's GELU op (computed in F32 vectors), instead of two products and a softmax and
+    // a composition from vectorised F32 ops (ggml's own GELU reads an F16 table)
+    bool onednn_ops = false;
 };
 
 struct DitOut {
