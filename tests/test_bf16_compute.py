@@ -330,7 +330,7 @@ def test_auto_and_bf16_follow_the_kernels_onednn_offers(tiny_f32, isa, auto, bf1
 
     if not build_info.MINICPMO_ONEDNN:  # its refusal: test_bf16_needs_onednn_and_avx512_or_runs
         return
-    if "avx512f" not in _cpu_flags():
+    if not BF16_RUNS:
         bf16 = "refused"  # a CPU without AVX-512 gets oneDNN's reference code whatever the cap
     script = textwrap.dedent(f"""
         import numpy as np
