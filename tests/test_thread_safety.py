@@ -15,6 +15,7 @@ import pytest
 from minicpmo_cpp import MinicpmoError, OmniSession, _testing
 
 from audio_inputs import speechlike
+from backend import SESSION
 from conftest import run_isolated
 
 GREEDY = dict(do_sample=False, repetition_penalty=1.0, max_new_tokens=8)
@@ -344,3 +345,29 @@ def test_close_frees_the_native_memory(tiny_f32):
     weights = tiny_f32[0].stat().st_size  # the F32 tiny LLM: 84 MB read into memory
     assert loaded - closed[-1] > 0.9 * weights, (loaded, closed, weights)
     assert closed[-1] - closed[1] < 0.1 * weights, (loaded, closed, weights)
+
+
+def test_new_session_shares_the_model_and_computes_beside_it(tiny_f32):
+    s = OmniSession(str(tiny_f32[0]), n_threads=1, **SESSION, n_ctx=1024, kv_cache_type="f32")
+    prompts = [[{"role": "user", "content": f"Count to {k}"}] for k in range(2)]
+    want = [str(s.chat(p, do_sample=False, max_new_tokens=12)) for p in prompts]
+    other = s.new_session()
+    assert other.n_ctx == 1024 and other.compute_type == s.compute_type and other.voices == s.voices == ["default"]
+    got = [None, None]
+
+    def ask(k, session):
+        got[k] = str(session.chat(prompts[k], do_sample=False, max_new_tokens=12))
+
+    threads = [threading.Thread(target=ask, args=(k, x)) for k, x in enumerate((s, other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want  # both computed at once over one model: same greedy replies as one at a time
+    assert s.new_session(n_ctx=512).n_ctx == 512
+    with pytest.raises(TypeError, match="n_gpu_layers"):  # a model-wide setting: fixed at load
+        s.new_session(n_gpu_layers=0)
+    s.close()  # the model stays loaded for the other session
+    assert str(other.chat(prompts[0], do_sample=False, max_new_tokens=12)) == want[0]
+    with pytest.raises(MinicpmoError, match="closed"):
+        s.new_session()

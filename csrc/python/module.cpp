@@ -27,6 +27,7 @@
 #include "session/omni_session.h"
 #include "tts/tts_decoder.h"
 #include "token2wav/token2wav.h"
+#include "token2wav/voice_bank.h"
 #include "vision/vision_model.h"
 
 namespace py = pybind11;
@@ -135,6 +136,16 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("omni_components",
                                [](const OmniModel & o) { return o.omni() ? o.omni()->components : std::vector<std::string>(); })
         .def_property_readonly("path", [](const OmniModel & o) { return o.llm()->path(); })
+        // (names, default name) of the voices of the omni file; throws when it has no voice component
+        .def_property_readonly("voices",
+                               [](const OmniModel & o) {
+                                   std::shared_ptr<const VoiceBank> bank;
+                                   {
+                                       py::gil_scoped_release release;  // the first call reads the voices
+                                       bank = o.voices();
+                                   }
+                                   return py::make_tuple(bank->names(), bank->default_name());
+                               })
         .def("tokenize",
              [](const OmniModel & o, const std::string & text, bool parse_special) {
                  return o.llm()->tokenize(text, parse_special);

@@ -191,18 +191,45 @@ class OmniSession:
             omni_path = os.fspath(omni_path)
             if not os.path.exists(omni_path):
                 raise FileNotFoundError(2, f"omni file '{omni_path}' does not exist", omni_path)
-        self._model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap, device)
-        for message in self._model.load_warnings:  # e.g. no companion found: text-only
+        model = _core.Model(model_path, omni_path or "", n_gpu_layers, use_mmap, device)
+        for message in model.load_warnings:  # e.g. no companion found: text-only
             warnings.warn(message, stacklevel=2)
+        self._open(model, n_ctx, n_threads, n_batch, seed, kv_cache_type, compute_type)
+
+    def _open(self, model, n_ctx, n_threads, n_batch, seed, kv_cache_type, compute_type) -> None:
+        """A conversation (KV cache, encoders' scratch, speech state) over the loaded ``model``."""
         if not isinstance(compute_type, str):
             raise TypeError(f"compute_type must be a str ('auto', 'f32' or 'bf16'), got {type(compute_type).__name__}")
-        self._session = _core.Session(self._model, n_ctx, n_threads or 0, n_batch, kv_cache_type, compute_type)
+        self._model = model
+        self._session = _core.Session(model, n_ctx, n_threads or 0, n_batch, kv_cache_type, compute_type)
+        self._options = dict(n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, kv_cache_type=kv_cache_type,
+                             compute_type=compute_type)
         self._compute_type = self._session.compute_type  # what "auto" resolved to
         self._seed_rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._media = MediaCache()  # decoded media of the conversation, across its turns
         self._simplex_stream = None  # simplex streaming conversation, made on first use
         self._duplexes = weakref.WeakSet()  # duplex conversations over this session (closed with it)
         self._closed = False
+
+    def new_session(self, seed: int | None = None, **options) -> "OmniSession":
+        """Another conversation over the same loaded model: the weights are shared (loaded once),
+        the KV cache and every per-conversation state are its own, so the two sessions may compute
+        at the same time from two threads. ``options`` (``n_ctx``, ``n_threads``, ``n_batch``,
+        ``kv_cache_type``, ``compute_type``) default to this session's. Closing either session
+        leaves the other working."""
+        if self._closed:
+            raise MinicpmoError("the session is closed")
+        unknown = set(options) - set(self._options)
+        if unknown:
+            raise TypeError(f"new_session() got unexpected options {sorted(unknown)}; it takes {sorted(self._options)}")
+        merged = {**self._options, **options}
+        for name in ("n_ctx", "n_batch"):
+            merged[name] = _int_arg(name, merged[name])
+        if merged["n_threads"] is not None:
+            merged["n_threads"] = _int_arg("n_threads", merged["n_threads"])
+        other = OmniSession.__new__(OmniSession)
+        other._open(self._model, seed=seed, **merged)
+        return other
 
     # ---- lifetime ----
     def close(self) -> None:
@@ -270,6 +297,15 @@ class OmniSession:
     def has_speech(self) -> bool:
         """Whether the model files hold the speech components (speech decoder, Token2Wav, a voice)."""
         return {"tts", "token2wav", "voice"} <= set(self._model.omni_components)
+
+    @property
+    def voices(self) -> list[str]:
+        """The voice names of the model file (``voice=`` of the speaking calls), the default first;
+        [] when the files have no speech components."""
+        if not self.has_speech:
+            return []
+        names, default = self._model.voices
+        return [default] + [n for n in names if n != default]
 
     @property
     def omni_path(self) -> str:
@@ -598,14 +634,19 @@ class OmniSession:
         Token2Wav voice it with ``voice`` (a voice of the model file). ``ref_audio`` adds the
         "audio_assistant" system prompt with that reference (the conditioning the official examples
         use). Other keyword arguments go to ``chat``."""
+        return self.chat(self.tts_messages(text, ref_audio, language), generate_audio=True,
+                         output_audio_path=output_audio_path, voice=voice, max_new_tokens=max_new_tokens, **chat_options)
+
+    @classmethod
+    def tts_messages(cls, text: str, ref_audio=None, language: str = "zh") -> list[dict]:
+        """The conversation ``tts()`` answers (for callers that stream it through ``chat``)."""
         if not isinstance(text, str) or not text.strip():
             raise MinicpmoError("tts() needs a non-empty text to read")
         msgs = []
         if ref_audio is not None:
-            msgs.append(self.get_sys_prompt(ref_audio, mode="audio_assistant", language=language))
-        msgs.append({"role": "user", "content": self.TTS_INSTRUCTION + text})
-        return self.chat(msgs, generate_audio=True, output_audio_path=output_audio_path, voice=voice,
-                         max_new_tokens=max_new_tokens, **chat_options)
+            msgs.append(cls.get_sys_prompt(ref_audio, mode="audio_assistant", language=language))
+        msgs.append({"role": "user", "content": cls.TTS_INSTRUCTION + text})
+        return msgs
 
     def _reply_seed(self, seed: int | None) -> int:
         """The sampling seed of one reply: the caller's, else the next draw of the session's seed stream
