@@ -3,9 +3,9 @@
 # environment (.venv/, see scripts/prepare_env.sh) and runs the suite. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# pkg-config: tests build C programs with it; oneDNN: the BF16 matrix products (MINICPMO_COMPUTE=bf16),
-# whose tests need a build that has them
-MINICPMO_EXTRA_PREREQS="pkg-config:pkg-config" MINICPMO_EXTRA_FILES="/usr/include/dnnl.hpp:libdnnl-dev" \
+# pkg-config: tests build C programs with it; chromium: the browser page's tests (tests/test_browser.py);
+# oneDNN: the BF16 matrix products (MINICPMO_COMPUTE=bf16), whose tests need a build that has them
+MINICPMO_EXTRA_PREREQS="pkg-config:pkg-config chromium:chromium" MINICPMO_EXTRA_FILES="/usr/include/dnnl.hpp:libdnnl-dev" \
     source scripts/prepare_env.sh
 python -m pip install --progress-bar off "torch==2.13.0"
 # Oracle for tests/test_token2wav_reference_vs_stepaudio2.py: the official Token2Wav code (package

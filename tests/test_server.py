@@ -372,6 +372,14 @@ def test_cli_server_with_api_key(tiny_f32):
         assert [m.id for m in good.models.list().data] == [MODEL]
         r = good.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3)
         assert r.usage.completion_tokens == 3
+        # the WebSocket takes the key as a query parameter too (browsers cannot set the header)
+        server = type("S", (), {"url": url})
+        with _ws(server, query="?api_key=sekret") as ws:
+            ws.send(json.dumps({"type": "session.start", "generate_audio": False}))
+            assert _recv_json(ws)["type"] == "session.started"
+        with pytest.raises(Exception, match="403|1008"):
+            with _ws(server, query="?api_key=wrong") as ws:
+                ws.recv(timeout=30)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
@@ -491,3 +499,108 @@ def test_a_client_that_leaves_mid_stream_frees_its_session(server, ref):
     want = str(_greedy(ref, HELLO, max_new_tokens=5)[0])
     r = server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5, temperature=0)
     assert r.choices[0].message.content == want
+
+
+# ---- realtime duplex over a WebSocket ----
+
+def _ws(server, **kw):
+    from websockets.sync.client import connect
+
+    return connect(server.url.replace("http", "ws") + "/v1/realtime" + kw.pop("query", ""), max_size=None,
+                   open_timeout=30, **kw)
+
+
+def _units(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(n)]
+
+
+def _recv_json(ws) -> dict:
+    message = ws.recv(timeout=120)
+    assert isinstance(message, str), "expected a JSON event"
+    return json.loads(message)
+
+
+def test_realtime_duplex_equals_the_in_process_duplex(server, ref):
+    units = _units(4)
+    d = ref.as_duplex(seed=5)
+    d.prepare("<|im_start|>system\nStreaming Omni Conversation.\n<|audio_start|>", "<|audio_end|><|im_end|>")
+    want = []
+    for pcm in units:
+        d.streaming_prefill(audio_waveform=pcm)
+        want.append(d.streaming_generate(decode_mode="greedy"))
+    d.as_simplex()
+    with _ws(server) as ws:
+        ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy", "seed": 5, "audio_format": "float32"}))
+        started = _recv_json(ws)
+        assert started["type"] == "session.started" and started["sample_rate_out"] == 24000
+        for pcm in units:
+            ws.send(pcm.astype("<f4").tobytes())
+        for k, w in enumerate(want):
+            r = _recv_json(ws)
+            assert r["type"] == "unit.result" and r["dropped_units"] == 0
+            assert (r["is_listen"], r["text"], r["end_of_turn"], r["current_time"]) == \
+                (w["is_listen"], w["text"], w["end_of_turn"], w["current_time"]), k
+            audio = np.frombuffer(ws.recv(timeout=120), "<i2")
+            assert audio.size == w["audio_waveform"].size >= 24000
+            assert np.abs(audio.astype(np.int32) - _int16(w["audio_waveform"])).max() <= 1
+        ws.send(json.dumps({"type": "session.close"}))
+        with pytest.raises(Exception):  # the server closes after the last result
+            ws.recv(timeout=30)
+    _wait_idle(server)
+
+
+def _wait_idle(server):
+    deadline = time.time() + 60
+    while _raw(server, "/health")[2]["sessions"]["busy"]:
+        assert time.time() < deadline, "the realtime conversation still holds its session"
+        time.sleep(0.05)
+
+
+def test_realtime_bad_messages_interrupt_and_backlog(server):
+    with _ws(server) as ws:
+        ws.send("not json")
+        assert _recv_json(ws)["code"] == "bad_message"
+        ws.send(json.dumps({"type": "unit"}))  # before session.start
+        assert "session.start" in _recv_json(ws)["message"]
+        ws.send(json.dumps({"type": "session.start", "voice": "alloy"}))
+        assert "voice" in _recv_json(ws)["message"]
+        ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy"}))  # pcm16 units
+        assert _recv_json(ws)["type"] == "session.started"
+        for bad in (b"\x01\x02\x03", b"\x00" * (2 * 16561), json.dumps({"type": "dance"}),
+                    json.dumps({"type": "unit", "audio": "%%%"}), json.dumps({"type": "unit"})):
+            ws.send(bad)
+            assert _recv_json(ws)["code"] == "bad_message"
+        ws.send(json.dumps({"type": "unit", "frame": base64.b64encode(b"not an image").decode()}))
+        assert _recv_json(ws)["code"] == "bad_unit"  # a unit the model cannot take is skipped
+        # 12 units at once: the backlog keeps at most 8 waiting, the oldest waiting go first
+        pcm16 = [np.round(u * 32767).astype("<i2").tobytes() for u in _units(12)]
+        for u in pcm16:
+            ws.send(u)
+        ws.send(json.dumps({"type": "interrupt"}))
+        results, dropped, interrupted = 0, 0, False
+        while results + dropped < 12:
+            message = ws.recv(timeout=120)
+            if isinstance(message, bytes):
+                assert len(message) >= 2 * 24000
+                continue
+            event = json.loads(message)
+            if event["type"] == "interrupted":
+                interrupted = True
+                continue
+            assert event["type"] == "unit.result", event
+            results += 1
+            dropped += event["dropped_units"]
+            assert 0 <= event["lag_units"] <= 8 and event["timing"]["compute_ms"] > 0
+        assert results + dropped == 12 and results >= 8 and interrupted
+    _wait_idle(server)
+
+
+def test_realtime_client_that_vanishes_mid_unit_frees_its_session(server):
+    with _ws(server) as ws:
+        ws.send(json.dumps({"type": "session.start"}))
+        assert _recv_json(ws)["type"] == "session.started"
+        ws.send(np.zeros(16000, "<i2").tobytes())
+        ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a close handshake, the unit in flight
+    _wait_idle(server)
+    assert server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices

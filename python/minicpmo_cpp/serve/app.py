@@ -2,7 +2,8 @@
 
 Routes: ``GET /health``, ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions`` (text, images,
 audio in; text or text + speech out; server-sent events with ``stream``),
-``POST /v1/audio/transcriptions`` and ``POST /v1/audio/speech``. Every reply is computed by
+``POST /v1/audio/transcriptions``, ``POST /v1/audio/speech`` and the duplex WebSocket
+``/v1/realtime`` (serve/realtime.py). Every reply is computed by
 ``OmniSession`` (the one reply pipeline in C++); this module only maps HTTP onto it.
 """
 
@@ -16,11 +17,14 @@ import logging
 import os
 import time
 import uuid
+import weakref
+from pathlib import Path
+from urllib.parse import parse_qs
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from .. import MinicpmoError
 from ..session import OmniSession
@@ -29,6 +33,7 @@ from .chat_request import ChatCall, check_model, parse_chat_request
 from .config import ServerConfig
 from .errors import ApiError, bad_request, error_response
 from .pool import SessionPool
+from .realtime import realtime
 from .stop_text import StopText
 
 log = logging.getLogger("minicpmo_cpp.serve")
@@ -37,6 +42,8 @@ log = logging.getLogger("minicpmo_cpp.serve")
 ASR_PROMPTS = {"en": "Please listen to the audio snippet carefully and transcribe the content.",
                "zh": "请仔细听这段音频片段，并对其内容进行转录。"}
 MAX_SPEECH_INPUT = 4096  # characters of /v1/audio/speech input, OpenAI's limit
+WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_FILES = {"app.js", "mic-worklet.js"}
 FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop", "": "stop"}
 
 
@@ -96,6 +103,19 @@ class _Server:
         app.post("/v1/chat/completions")(self.chat_completions)
         app.post("/v1/audio/transcriptions")(self.transcriptions)
         app.post("/v1/audio/speech")(self.speech)
+        app.websocket("/v1/realtime")(self.realtime)
+        app.get("/")(self.page)
+        app.get("/ui/{name}")(self.page_file)
+        app.get("/favicon.ico")(lambda: Response(status_code=204))  # no icon: spare browsers a 404
+
+    # ---- the browser page (serve/web: plain HTML + JS, no build step, nothing from a CDN) ----
+    async def page(self):
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    async def page_file(self, name: str):
+        if name not in WEB_FILES:
+            raise ApiError(404, f"no page file '{name}'", type_="not_found_error")
+        return FileResponse(WEB_DIR / name, media_type="text/javascript")
 
     # ---- facts ----
     async def health(self):
@@ -126,8 +146,8 @@ class _Server:
             except BaseException:
                 lease.release()
                 raise
-            return StreamingResponse(self._chat_events(call, lease, stream), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(_releasing(self._chat_events(call, lease, stream), lease),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             result = await self.pool.run(_whole_reply, lease.session, call)
         finally:
@@ -135,7 +155,7 @@ class _Server:
         text, audio, finish, usage = result
         message = {"role": "assistant", "content": text}
         if call.audio_format:
-            data = audio_out.wav(audio, 24000) if call.audio_format == "wav" else audio_out.pcm16(audio)
+            data = audio_out.wav(*audio) if call.audio_format == "wav" else audio_out.pcm16(audio[0])
             message = {"role": "assistant", "content": None,
                        "audio": {"id": _id("audio"), "data": audio_out.b64(data), "expires_at": int(time.time()) + 3600,
                                  "transcript": text}}
@@ -194,6 +214,9 @@ class _Server:
         finally:
             await steps.close_and(None)
             lease.release()
+
+    async def realtime(self, websocket: WebSocket):
+        await realtime(websocket, self.pool, self.voices)
 
     # ---- audio ----
     async def transcriptions(self, request: Request):
@@ -282,7 +305,7 @@ class _Server:
         except BaseException:
             lease.release()
             raise
-        return StreamingResponse(self._pcm_stream(lease, stream), media_type="audio/pcm",
+        return StreamingResponse(_releasing(self._pcm_stream(lease, stream), lease), media_type="audio/pcm",
                                  headers={"X-Sample-Rate": "24000"})
 
     async def _pcm_stream(self, lease, stream):
@@ -301,6 +324,13 @@ class _Server:
         finally:
             await steps.close_and(None)
             lease.release()
+
+
+def _releasing(body, lease):
+    """``body`` (a response's async generator), with the lease given back even when the client left
+    before the body was ever started (a generator never started runs no ``finally``)."""
+    weakref.finalize(body, lease.release)
+    return body
 
 
 class _Steps:
@@ -340,7 +370,7 @@ def _whole_reply(session: OmniSession, call: ChatCall):
         finish = "stop" if stop.stopped else FINISH.get(stream.finish_reason, "stop")
         return text, None, finish, _usage(session)
     reply = session.chat(call.msgs, **call.options)
-    audio = reply.audio if call.audio_format else None
+    audio = (reply.audio, reply.sample_rate) if call.audio_format else None
     return str(reply), audio, FINISH.get(reply.finish_reason, "stop"), _usage(session)
 
 
@@ -432,17 +462,27 @@ class _BodyLimit:
         await response(scope, receive, send)
 
 
+def _is_page(scope) -> bool:
+    return scope["type"] == "http" and scope["method"] == "GET" and (
+        scope["path"] in ("/", "/favicon.ico") or scope["path"].startswith("/ui/"))
+
+
 class _BearerAuth:
-    """With an API key, every route needs ``Authorization: Bearer <key>`` (401 otherwise)."""
+    """With an API key, every route needs ``Authorization: Bearer <key>`` (401 otherwise); the
+    WebSocket may give it as ``?api_key=<key>`` instead (a browser cannot set headers on one). The
+    page's own files (``/``, ``/ui/*``: code, no data) are open, so a browser can load them; the page
+    then sends the key it was given in its address with every call."""
 
     def __init__(self, app, api_key: str | None):
         self.app, self.key = app, api_key.encode() if api_key else None
 
     async def __call__(self, scope, receive, send):
-        if self.key is None or scope["type"] not in ("http", "websocket"):
+        if self.key is None or scope["type"] not in ("http", "websocket") or _is_page(scope):
             return await self.app(scope, receive, send)
         header = dict(scope.get("headers", [])).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
+        if scope["type"] == "websocket" and not header:
+            scheme, token = b"bearer", parse_qs(scope.get("query_string", b"")).get(b"api_key", [b""])[0]
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
