@@ -120,7 +120,7 @@ class _Server:
     # ---- facts ----
     async def health(self):
         p = self.pool
-        return {"status": "ok", "model": self.model_id,
+        return {"status": "ok", "model": self.model_id, "pid": os.getpid(),
                 "sessions": {"max": p.max_sessions, "busy": p.busy, "waiting": p.waiting, "queue": p.max_queue},
                 "requests_served": p.served}
 
