@@ -70,19 +70,13 @@ def parse_chat_request(body, model_id: str, voices: list[str], media_root: str |
             opt["do_sample"] = False  # OpenAI's temperature 0: greedy
         else:
             opt["temperature"] = temperature
-    top_p = _number(body, "top_p", 0.0, 1.0)
-    if top_p is not None:
-        if top_p == 0.0:
-            raise bad_request("top_p must be > 0", "top_p")
-        opt["top_p"] = top_p
+    for name, hi in (("top_p", 1.0), ("repetition_penalty", 10.0)):
+        value = _number(body, name, 0.0, hi, low_open=True)
+        if value is not None:
+            opt[name] = value
     top_k = _integer(body, "top_k", 0, 1 << 20)
     if top_k is not None:
         opt["top_k"] = top_k
-    rp = _number(body, "repetition_penalty", 0.0, 10.0)
-    if rp is not None:
-        if rp == 0.0:
-            raise bad_request("repetition_penalty must be > 0", "repetition_penalty")
-        opt["repetition_penalty"] = rp
     if "max_tokens" in body and "max_completion_tokens" in body:
         raise bad_request("give max_completion_tokens or max_tokens, not both", "max_tokens")
     max_new = _integer(body, "max_completion_tokens", 1, 1 << 20)
@@ -225,12 +219,13 @@ def _bool(d: dict, name: str, default: bool) -> bool:
     return v
 
 
-def _number(d: dict, name: str, lo: float, hi: float) -> float | None:
+def _number(d: dict, name: str, lo: float, hi: float, low_open: bool = False) -> float | None:
+    """d[name] as a float in [lo, hi] ((lo, hi] with low_open); None when absent."""
     v = d.get(name)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise bad_request(f"{name} must be a number in [{lo:g}, {hi:g}]", name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or (low_open and v == lo):
+        raise bad_request(f"{name} must be a number in {'(' if low_open else '['}{lo:g}, {hi:g}]", name)
     return float(v)
 
 
