@@ -9,6 +9,10 @@ server adds over the in-process API, on this machine's cores.
    DuplexSession's prefill + generate of the same units.
 3. Sessions held: --sessions realtime conversations at once, --units each; the process's peak RSS.
 
+The clients run in the server's process (threads), so their own work (HTTP, JSON, the openai
+client's parsing) shares the cores and the GIL with the server: the HTTP figures are an upper bound
+on what the server adds.
+
 Prints one JSON document on stdout; progress on stderr.
 
     python bench/server.py [--sessions 2] [--clients 4] [--requests 40] [--max-tokens 8] [--units 20]
@@ -136,9 +140,12 @@ def main() -> None:
             with lock:
                 local.append(s)
 
+    clients = threading.local()  # one client (and its keep-alive connection) per thread
+
     def ask_http(p):
-        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        return c.chat.completions.create(model=llm.stem, messages=p, max_tokens=args.max_tokens,
+        if not hasattr(clients, "c"):
+            clients.c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        return clients.c.chat.completions.create(model=llm.stem, messages=p, max_tokens=args.max_tokens,
                                          temperature=0).choices[0].message.content
 
     for name, fn, workers in (("in_process", ask_local, args.sessions), ("http", ask_http, args.clients)):
