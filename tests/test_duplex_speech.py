@@ -5,7 +5,8 @@ References:
 - speech tokens: the numpy DuplexTTS (tests/reference/tts.py) on the unit's returned speakable
   ids and hidden rows, with the same uniform draws (a Python mt19937_64 with the duplex seed,
   u = (x >> 11) * 2^-53, as the runtime draws them);
-- audio: streaming Token2Wav of a standalone synthesizer with the same generator seed over those
+- audio: streaming Token2Wav of a standalone synthesizer seeded with the duplex seed (a duplex
+  conversation reseeds the session's vocoder with it, whatever the session did before) over those
   tokens, one duplex unit at a time (that component is checked sample for sample against the
   numpy TokenStreamer in test_speech_stream_runtime.py); a listening unit is 1 s of silence.
 Also: audio handed over without waiting (synthesized while the next unit is prefilled) equals the
@@ -144,7 +145,7 @@ def test_duplex_units_speak_as_the_references(tiny_f32, tref, monkeypatch):
 
     tts = DuplexTTS(tref)
     rng = Mt19937_64(SEED)
-    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=SEED)
     synth.stream_begin("")
     ties = []
     for r, (listen, _) in zip(units, _script(ids)):
@@ -203,7 +204,7 @@ def test_interrupt_closes_the_turn_and_restarts_speech(tiny_f32, tref, monkeypat
     want = tts.unit(r2["speak_token_ids"], r2["speak_hidden"].astype(np.float64), False, draws=rng.uniform)
     assert r2["speech_token_ids"] == want.tokens and tie.not_own <= 1  # see TTS_REL_TOL
     monkeypatch.undo()  # unit 1's tokens below are the reference's own choices
-    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=0)
+    synth = _testing.SpeechSynthesizer(str(tiny_f32[1]), n_threads=2, device=DEVICE, seed=SEED)
     synth.stream_begin("")
     # unit 1 drew its HiFT source noise from the shared generator
     synth.stream_push_duplex(_unit1_tokens(tref, r1), turn_end=False)
@@ -289,3 +290,17 @@ def test_speech_settings_and_bad_calls(tiny_f32):
     dx2.streaming_prefill(audio_waveform=_pcm(0, 16560))
     dx2.streaming_generate(_scripted=[SPEAK, 100, 101, CHUNK_EOS], wait_audio=False)
     del dx2
+
+
+def test_a_conversation_speaks_the_same_whatever_the_session_did_before(tiny_f32):
+    """The duplex seed fixes the vocoder's noise too: a second conversation with the same seed on a
+    session that already spoke gives the first one's audio sample for sample."""
+    omni = _omni(tiny_f32)
+    ids = omni.tokenize("hello there friend now")[:4]
+    dx, first = _run(omni, ids)
+    dx.close()  # its speech threads end; the session goes on
+    _, again = _run(omni, ids)
+    assert any(not r["is_listen"] for r in first)
+    for a, b in zip(first, again):
+        assert a["speech_token_ids"] == b["speech_token_ids"]
+        np.testing.assert_array_equal(a["audio_waveform"], b["audio_waveform"])

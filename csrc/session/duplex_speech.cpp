@@ -23,6 +23,9 @@ DuplexSpeech::DuplexSpeech(OmniSession & session, const std::string & voice, uin
     synth.voices().get(voice);  // an unknown voice fails here, before the conversation starts
     TtsDecoder & decoder = session.tts_decoder();
     tts_ = std::make_unique<TtsDuplexStream>(decoder, decoder.model().hparams().duplex);
+    // the vocoder's noise from this conversation's seed too: its audio then does not depend on what
+    // the session synthesized before (a server hands one session to many conversations)
+    synth.reseed(seed);
     synth.stream_begin(voice);  // the voice's prompt caches are primed once and restored per turn
     unit_samples_ = synth.stream().unit_samples();
     decoder_thread_ = std::thread([this] { run_decoder(); });
