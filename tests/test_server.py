@@ -604,3 +604,17 @@ def test_realtime_client_that_vanishes_mid_unit_frees_its_session(server):
         ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a close handshake, the unit in flight
     _wait_idle(server)
     assert server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
+
+
+def test_a_client_that_stops_reading_blocks_only_its_own_conversation(server, ref):
+    want = str(_greedy(ref, HELLO, max_new_tokens=4)[0])
+    with _ws(server) as ws:
+        ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy"}))
+        assert _recv_json(ws)["type"] == "session.started"
+        for u in _units(12):  # 12 units of replies (about 1 MB of audio) that this client never reads
+            ws.send(np.round(u * 32767).astype("<i2").tobytes())
+        time.sleep(1.0)
+        t = time.time()
+        r = server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4, temperature=0)
+        assert r.choices[0].message.content == want and time.time() - t < 30
+    _wait_idle(server)
