@@ -38,7 +38,7 @@ from .stop_text import StopText
 
 log = logging.getLogger("minicpmo_cpp.serve")
 
-# the model's own ASR instructions (README "Audio"): English unless the client says zh
+# the model's ASR instructions (the English one is README "Audio"'s): English unless the client says zh
 ASR_PROMPTS = {"en": "Please listen to the audio snippet carefully and transcribe the content.",
                "zh": "请仔细听这段音频片段，并对其内容进行转录。"}
 MAX_SPEECH_INPUT = 4096  # characters of /v1/audio/speech input, OpenAI's limit
@@ -49,7 +49,8 @@ FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": 
 
 def create_app(config: ServerConfig, session: OmniSession | None = None) -> FastAPI:
     """The ASGI app. ``session``: an already loaded model's session (else the config's model is
-    loaded); further sessions are made over its model as requests need them."""
+    loaded); further sessions are made over its model as requests need them. The app owns them all:
+    they are closed when it shuts down."""
     first = session or OmniSession(config.model_path, omni_path=config.omni_path, n_threads=config.n_threads,
                                    n_ctx=config.n_ctx, device=config.device, n_gpu_layers=config.n_gpu_layers,
                                    kv_cache_type=config.kv_cache_type)
