@@ -43,7 +43,7 @@ ASR_PROMPTS = {"en": "Please listen to the audio snippet carefully and transcrib
 MAX_SPEECH_INPUT = 4096  # characters of /v1/audio/speech input, OpenAI's limit
 WEB_DIR = Path(__file__).resolve().parent / "web"
 WEB_FILES = {"app.js", "mic-worklet.js"}
-FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop", "": "stop"}
+FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
 
 def create_app(config: ServerConfig, session: OmniSession | None = None) -> FastAPI:
@@ -61,7 +61,6 @@ def create_app(config: ServerConfig, session: OmniSession | None = None) -> Fast
         server.pool.close()
 
     app = FastAPI(title="minicpmo-cpp", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.server = server
     server.routes(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(BearerAuth, api_key=config.api_key)

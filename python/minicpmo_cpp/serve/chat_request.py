@@ -36,7 +36,6 @@ class ChatCall:
     stream: bool = False
     include_usage: bool = False
     audio_format: str | None = None   # "wav" / "pcm16" when the reply is spoken
-    voice: str | None = None
     stop: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # keyword arguments of OmniSession.chat
 
@@ -138,7 +137,7 @@ def _spoken(call: ChatCall, audio, voices: list[str]) -> None:
         raise bad_request(f"unknown voice {voice!r}; this model has: {', '.join(voices)}", "audio.voice")
     if call.stop:
         raise bad_request("stop sequences cannot cut a spoken reply; leave 'stop' out with audio output", "stop")
-    call.audio_format, call.voice = fmt, voice
+    call.audio_format = fmt
     call.options["generate_audio"] = True
     call.options["voice"] = voice
 

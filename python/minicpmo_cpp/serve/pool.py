@@ -13,7 +13,6 @@ Everything here runs on the event loop's thread; the sessions compute in worker 
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..session import OmniSession
@@ -46,7 +45,6 @@ class SessionPool:
         self._free = asyncio.Semaphore(max_sessions)
         self._waiting = 0
         self.served = 0
-        self.started = time.time()
         # the sessions' blocking calls; sized so every session can compute and one more can start
         self.executor = ThreadPoolExecutor(max_workers=max_sessions + 2, thread_name_prefix="minicpmo-serve")
 
