@@ -28,6 +28,10 @@ from .tensor_sources import FLOAT_DTYPES, ArraySource, RenamedSource, fold_weigh
 
 KEY = "minicpmo.token2wav."
 SILENCE_TOKEN = 4218  # S3 tokenizer v2 id of silence (spec §5)
+# the reference's prompt mel (spec §5.2.1): STFT of 1920 points (4 hops) at 24 kHz, Slaney mel 0..8000 Hz
+PROMPT_MEL_N_FFT = 1920
+PROMPT_MEL_F_MIN = 0.0
+PROMPT_MEL_F_MAX = 8000.0
 TOKEN_RATE_HZ = 25  # S3 tokenizer v2 frame rate
 STREAM_CACHE_TAIL_FRAMES = 100  # estimator/conformer caches keep the prompt + this many frames
 CFM_NOISE_FRAMES = 30000  # the reference's fixed noise buffer randn(1, 80, 50 * 600)
@@ -539,6 +543,10 @@ def _add_keys(w: Writer, p: Token2WavPlan) -> None:
     u("token_mel_ratio", f.up_stride)
     u("token_rate_hz", TOKEN_RATE_HZ)
     u("mel_rate_hz", TOKEN_RATE_HZ * f.up_stride)
+    # the voice prompt's mel (spec §5.2.1), for voices cloned at run time
+    u("prompt_mel.n_fft", PROMPT_MEL_N_FFT)
+    fl("prompt_mel.f_min", PROMPT_MEL_F_MIN)
+    fl("prompt_mel.f_max", PROMPT_MEL_F_MAX)
     u("vocab_size", f.vocab)
     u("silence_token_id", SILENCE_TOKEN)
     u("chunk_tokens", p.chunk_tokens)

@@ -246,11 +246,15 @@ def dims_from_gguf(reader: GGUFReader, path: Path) -> VoiceDims:
     return VoiceDims(u32(t + "vocab_size"), u32(t + "flow.spk_embed_dim"), u32(t + "n_mel"), u32(t + "token_mel_ratio"))
 
 
-def add_voices(omni_path: str | os.PathLike, voice_args: list[tuple[str, Path]], onnx_dir: Path | None,
-               quiet: bool = False) -> Path:
-    """Add named voices to an existing companion: every other key and tensor is copied unchanged;
-    the file is rewritten to NAME.part and renamed over the original only when complete."""
-    path = Path(omni_path)
+def voice_from_arrays(name: str, tokens: Any, spk: Any, mel: Any, where: str) -> Voice:
+    """A voice from its three arrays (e.g. a voice cloned at run time); checked when it is added."""
+    tokens = np.asarray(tokens)
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ConversionError(f"{where}: voice {name!r}: 'tokens' must be integers, got {tokens.dtype}")
+    return Voice(name, tokens.reshape(-1), np.asarray(spk, np.float32).reshape(-1), np.asarray(mel, np.float32))
+
+
+def _open_companion(path: Path) -> GGUFReader:
     if not path.is_file():
         raise ConversionError(f"companion file not found: {path}")
     try:
@@ -260,14 +264,61 @@ def add_voices(omni_path: str | os.PathLike, voice_args: list[tuple[str, Path]],
     arch = reader.fields.get("general.architecture")
     if arch is None or arch.contents() != "minicpmo-omni":
         raise ConversionError(f"{path}: not a MiniCPM-o companion (general.architecture is not 'minicpmo-omni')")
-    comps_field = reader.fields.get("minicpmo.components")
-    comps = list(comps_field.contents()) if comps_field is not None else []
+    return reader
+
+
+def _components(reader: GGUFReader) -> list[str]:
+    field = reader.fields.get("minicpmo.components")
+    return list(field.contents()) if field is not None else []
+
+
+def voice_from_wav_native(path: Path, name: str, omni_path: Path, dims: VoiceDims) -> Voice:
+    """A voice from a recording, made by the runtime with the companion's own voice encoders (no
+    onnxruntime): the channels are averaged and the source rate kept (the runtime resamples as the
+    reference does)."""
+    from minicpmo_cpp import _core  # noqa: PLC0415 - the native runtime of this package
+
+    pcm, rate = _read_wav(path)
+    try:
+        tokens, spk, mel = _core.clone_voice_prompt(str(omni_path), np.ascontiguousarray(pcm.mean(axis=1)), rate)
+    except _core.MinicpmoError as e:
+        raise ConversionError(f"{path}: cannot clone a voice from it ({e})") from None
+    return Voice(name, tokens, spk, mel).check(dims, str(path))
+
+
+def add_voices(omni_path: str | os.PathLike, voice_args: list[tuple[str, Path]], onnx_dir: Path | None,
+               quiet: bool = False) -> Path:
+    """Add named voices (.npz or recordings) to an existing companion. A recording is cloned with the
+    companion's own voice encoders when it has them (speech_tokenizer, speaker_encoder), else with the
+    release's ONNX models in `onnx_dir` through onnxruntime."""
+    path = Path(omni_path)
+    reader = _open_companion(path)
+    dims = dims_from_gguf(reader, path) if "token2wav" in _components(reader) else None
+    if dims is None:
+        raise ConversionError(f"{path}: the companion has no Token2Wav component, which voices are for")
+    native = {"speech_tokenizer", "speaker_encoder"} <= set(_components(reader))
+    del reader  # the native cloner opens the file itself
+    voices = []
+    for name, p in voice_args:
+        if p.suffix.lower() != ".npz" and native:
+            voices.append(voice_from_wav_native(p, name, path, dims))
+        else:
+            voices.append(load_voice(p, name, onnx_dir, dims))
+    return add_voice_prompts(path, voices, quiet)
+
+
+def add_voice_prompts(omni_path: str | os.PathLike, voices: list[Voice], quiet: bool = False) -> Path:
+    """Add named voices to an existing companion: every other key and tensor is copied unchanged;
+    the file is rewritten to NAME.part and renamed over the original only when complete."""
+    path = Path(omni_path)
+    reader = _open_companion(path)
+    comps = _components(reader)
     if "token2wav" not in comps:
         raise ConversionError(f"{path}: the companion has no Token2Wav component, which voices are for")
     dims = dims_from_gguf(reader, path)
     names_field = reader.fields.get(KEY + "names")
     old_names = list(names_field.contents()) if names_field is not None else []
-    new = [load_voice(p, n, onnx_dir, dims) for n, p in voice_args]
+    new = [v.check(dims, f"voice {v.name!r}") for v in voices]
     check_unique(new)
     for v in new:
         if v.name in old_names:

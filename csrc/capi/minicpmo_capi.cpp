@@ -24,9 +24,14 @@
 #include "session/simplex_stream.h"
 #include "token2wav/token2wav.h"
 #include "token2wav/voice_bank.h"
+#include "session/cloned_voice.h"
 
 struct minicpmo_model {
     std::shared_ptr<minicpmo::OmniModel> impl;
+};
+
+struct minicpmo_voice {
+    std::unique_ptr<minicpmo::ClonedVoice> impl;
 };
 
 struct minicpmo_session {
@@ -425,6 +430,42 @@ minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const c
         require(model != nullptr, "model is NULL");
         model->impl->voices()->get(voice ? voice : "");
     });
+}
+
+minicpmo_status minicpmo_voice_from_pcm(const minicpmo_model * model, const float * pcm, size_t n_samples,
+                                        int32_t sample_rate, int32_t n_threads, minicpmo_voice ** out_voice) {
+    return guarded([&] {
+        require(model != nullptr, "model is NULL");
+        require(out_voice != nullptr, "out_voice is NULL");
+        *out_voice = nullptr;
+        require(n_samples == 0 || pcm != nullptr, "pcm is NULL");
+        require(n_threads >= 0 && n_threads <= 512, "n_threads must be 0 (all cores) .. 512");
+        auto v = std::make_unique<minicpmo_voice>();
+        v->impl = std::make_unique<minicpmo::ClonedVoice>(*model->impl, pcm, n_samples, sample_rate, n_threads);
+        *out_voice = v.release();
+    });
+}
+
+const char * minicpmo_voice_name(const minicpmo_voice * voice) { return voice ? voice->impl->name().c_str() : ""; }
+
+minicpmo_status minicpmo_voice_prompt(const minicpmo_voice * voice, const int32_t ** tokens, size_t * n_tokens,
+                                      const float ** spk, size_t * spk_dim, const float ** mel, size_t * n_frames,
+                                      int32_t * n_mel) {
+    return guarded([&] {
+        require(voice != nullptr, "voice is NULL");
+        const minicpmo::VoicePrompt & p = voice->impl->prompt();
+        if (tokens) *tokens = p.tokens.data();
+        if (n_tokens) *n_tokens = p.tokens.size();
+        if (spk) *spk = p.spk.data();
+        if (spk_dim) *spk_dim = p.spk.size();
+        if (mel) *mel = p.mel.data();
+        if (n_frames) *n_frames = p.n_mel > 0 ? p.mel.size() / static_cast<size_t>(p.n_mel) : 0;
+        if (n_mel) *n_mel = p.n_mel;
+    });
+}
+
+void minicpmo_voice_free(minicpmo_voice * voice) {
+    delete voice;
 }
 
 minicpmo_status minicpmo_session_chat_spoken(minicpmo_session * session, const minicpmo_message * messages,

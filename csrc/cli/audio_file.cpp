@@ -223,7 +223,7 @@ DecodedAudio decode_audio(const void * data, size_t size, const std::string & la
     return read_all(d.dec, label, max_seconds);
 }
 
-std::vector<float> load_audio_file(const std::string & path, double max_seconds) {
+MonoAudio load_audio_file_mono(const std::string & path, double max_seconds) {
     const std::string label = "audio file '" + path + "'";
     struct stat st {};
     if (stat(path.c_str(), &st) != 0) {
@@ -252,12 +252,20 @@ std::vector<float> load_audio_file(const std::string & path, double max_seconds)
     DecodedAudio audio = read_all(d.dec, label, max_seconds);
 
     try {
-        const std::vector<float> mono = minicpmo::mix_to_mono(audio.interleaved.data(), audio.frames, audio.channels);
-        audio.interleaved = std::vector<float>();  // free before the resampler allocates
-        return minicpmo::resample_pcm(mono.data(), mono.size(), audio.sample_rate, kAudioSampleRate);
+        MonoAudio out{minicpmo::mix_to_mono(audio.interleaved.data(), audio.frames, audio.channels), audio.sample_rate};
+        return out;
     } catch (const minicpmo::Error & e) {
         fail_input(label, "(" + std::to_string(audio.sample_rate) + " Hz, " + std::to_string(audio.channels) +
                               (audio.channels == 1 ? " channel): " : " channels): ") + e.what(), e.status());
+    }
+}
+
+std::vector<float> load_audio_file(const std::string & path, double max_seconds) {
+    MonoAudio audio = load_audio_file_mono(path, max_seconds);
+    try {
+        return minicpmo::resample_pcm(audio.pcm.data(), audio.pcm.size(), audio.sample_rate, kAudioSampleRate);
+    } catch (const minicpmo::Error & e) {
+        fail_input("audio file '" + path + "'", "(" + std::to_string(audio.sample_rate) + " Hz): " + e.what(), e.status());
     }
 }
 

@@ -40,4 +40,12 @@ DecodedAudio decode_audio(const void * data, size_t size, const std::string & la
 // samples.
 std::vector<float> load_audio_file(const std::string & path, double max_seconds = kMaxAudioSeconds);
 
+// A file on disk mixed to mono at its own rate (what voice cloning takes: it resamples as the
+// reference does). The same checks as load_audio_file.
+struct MonoAudio {
+    std::vector<float> pcm;
+    int sample_rate = 0;
+};
+MonoAudio load_audio_file_mono(const std::string & path, double max_seconds = kMaxAudioSeconds);
+
 }  // namespace minicpmo_cli

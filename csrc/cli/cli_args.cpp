@@ -80,6 +80,8 @@ std::string cli_usage() {
            "  --max-slices N         high-resolution slices per image (default 9; 1 = none)\n"
            "  --speak OUT.wav        speak the reply (speech-token decoder + Token2Wav) into a 24 kHz WAV file\n"
            "  --voice NAME           voice of the model file for --speak (default: its default voice)\n"
+           "  --voice-wav FILE       clone the voice for --speak from a reference recording (0.5-17 s; WAV, FLAC,\n"
+           "                         MP3) with the model file's voice encoders\n"
            "  --max-speech-tokens N  at most N speech tokens per reply (25 per second; default the model's 2048)\n"
            "  --audio FILE           audio for the first message (repeatable; WAV, FLAC, MP3; any rate, mixed to\n"
            "                         16 kHz mono). With audio the reply uses the spoken-reply template\n"
@@ -125,6 +127,8 @@ CliArgs parse_cli_args(int argc, char ** argv) {
             a.speak = need_value(argc, argv, i);
         } else if (f == "--voice") {
             a.voice = need_value(argc, argv, i);
+        } else if (f == "--voice-wav") {
+            a.voice_wav = need_value(argc, argv, i);
         } else if (f == "--max-speech-tokens") {
             a.max_speech_tokens = to_number<int>(f, need_value(argc, argv, i));
             if (a.max_speech_tokens < 1) throw std::invalid_argument("--max-speech-tokens must be >= 1");
@@ -157,6 +161,8 @@ CliArgs parse_cli_args(int argc, char ** argv) {
     if (a.n_predict < 0) throw std::invalid_argument("-n must be >= 0");
     if (a.ctx < 16) throw std::invalid_argument("-c must be >= 16");
     if (!a.video_frames.empty() && !a.duplex) throw std::invalid_argument("--video-frames needs --duplex");
+    if (!a.voice_wav.empty() && !a.voice.empty()) throw std::invalid_argument("give --voice or --voice-wav, not both");
+    if (!a.voice_wav.empty() && a.speak.empty()) throw std::invalid_argument("--voice-wav needs --speak OUT.wav");
     if (a.duplex && (a.has_prompt || !a.images.empty())) {
         throw std::invalid_argument("--duplex takes --audio (and --video-frames), not -p or --image");
     }

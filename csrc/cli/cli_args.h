@@ -30,6 +30,7 @@ struct CliArgs {
     std::vector<std::string> audios;  // go into the first user message, after the images
     std::string speak;                // write each spoken reply here (WAV, 24 kHz)
     std::string voice;                // voice name of the model file ("" = its default)
+    std::string voice_wav;            // a reference recording to clone the voice from (--voice-wav)
     int max_speech_tokens = 0;        // 0 = the model's limit
     bool duplex = false;              // replay the --audio recording through a duplex conversation
     std::string video_frames;         // --duplex: a folder of frames, one per second in name order

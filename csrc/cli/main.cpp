@@ -44,7 +44,9 @@ int report(const char * what) {
 struct Owned {
     minicpmo_model * model = nullptr;
     minicpmo_session * session = nullptr;
+    minicpmo_voice * voice = nullptr;
     ~Owned() {
+        minicpmo_voice_free(voice);
         minicpmo_session_free(session);
         minicpmo_model_free(model);
     }
@@ -89,6 +91,21 @@ int main(int argc, char ** argv) {
     mp.n_gpu_layers = args.n_gpu_layers;
     mp.device = args.device.c_str();
     if (minicpmo_model_load(args.model.c_str(), &mp, &h.model) != MINICPMO_OK) return report("cannot load the model");
+
+    if (!args.voice_wav.empty()) {
+        minicpmo_cli::MonoAudio ref;
+        try {
+            ref = minicpmo_cli::load_audio_file_mono(args.voice_wav);
+        } catch (const std::exception & e) {
+            std::fprintf(stderr, "minicpmo-cli: %s\n", e.what());
+            return 1;
+        }
+        if (minicpmo_voice_from_pcm(h.model, ref.pcm.data(), ref.pcm.size(), ref.sample_rate, args.threads, &h.voice) !=
+            MINICPMO_OK) {
+            return report(("cannot clone a voice from '" + args.voice_wav + "'").c_str());
+        }
+        args.voice = minicpmo_voice_name(h.voice);  // every speaking call below takes it by name
+    }
 
     minicpmo_session_params sp = minicpmo_session_default_params();
     sp.n_ctx = static_cast<uint32_t>(args.ctx);

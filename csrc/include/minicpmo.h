@@ -221,6 +221,29 @@ MINICPMO_API minicpmo_status minicpmo_session_speak_reply(minicpmo_session * ses
  * the voice prompts on first use. */
 MINICPMO_API minicpmo_status minicpmo_model_check_voice(const minicpmo_model * model, const char * voice);
 
+/* A voice cloned at run time from a reference recording, as the official code clones one: the omni
+ * file's speech tokenizer and CAM++ speaker encoder make its prompt tokens and x-vector, and its
+ * 24 kHz log-mel conditions the vocoder. The companion must hold the voice encoders (converted with
+ * the release's assets/token2wav folder); otherwise MINICPMO_ERR_UNSUPPORTED. */
+typedef struct minicpmo_voice minicpmo_voice;
+
+/* Clones a voice from mono float PCM at sample_rate Hz (any rate in [1, 768000]; 0.5 s to 17 s: the
+ * streaming caches bound the prompt). n_threads 0 = all cores. The voice is usable in every speaking
+ * call of the model's sessions (voice parameters, minicpmo_duplex_params.voice) by the name
+ * minicpmo_voice_name() gives, until minicpmo_voice_free. Thread-safe. */
+MINICPMO_API minicpmo_status minicpmo_voice_from_pcm(const minicpmo_model * model, const float * pcm, size_t n_samples,
+                                                     int32_t sample_rate, int32_t n_threads, minicpmo_voice ** out_voice);
+/* The name to pass as `voice` ("@voice-<n>": no voice of a file can have it). Valid until the voice is freed. */
+MINICPMO_API const char * minicpmo_voice_name(const minicpmo_voice * voice);
+/* The voice prompt, owned by the voice: n_tokens speech token ids, spk_dim x-vector values and
+ * n_frames x n_mel prompt mel values (frame-major). Any out pointer may be NULL. */
+MINICPMO_API minicpmo_status minicpmo_voice_prompt(const minicpmo_voice * voice, const int32_t ** tokens, size_t * n_tokens,
+                                                   const float ** spk, size_t * spk_dim, const float ** mel,
+                                                   size_t * n_frames, int32_t * n_mel);
+/* Releases the voice: later calls naming it fail with MINICPMO_ERR_INVALID_ARGUMENT; a reply already
+ * speaking with it finishes. NULL is a no-op. */
+MINICPMO_API void minicpmo_voice_free(minicpmo_voice * voice);
+
 /* minicpmo_session_chat_media with a streamed spoken reply (the official streaming pipeline, spec
  * §6.1): the prompt ends with <|tts_bos|>, every 10 reply tokens condition the speech decoder and
  * each second of 24 kHz speech reaches on_audio as soon as it is synthesized (24000 samples while

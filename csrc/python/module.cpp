@@ -40,6 +40,7 @@ void bind_simplex(py::module_ & m);       // bind_simplex.cpp (simplex streaming
 void bind_forward(py::module_ & m);       // bind_forward.cpp (all-positions forward of media prompts)
 void bind_reply(py::module_ & m);         // bind_reply.cpp (the reply pipeline: chat, streaming replies)
 void bind_defaults(py::module_ & m);      // bind_defaults.cpp (the defaults table)
+void bind_voice(py::module_ & m);         // bind_voice.cpp (voices cloned at run time)
 
 using minicpmo_py::attention_mode;
 using minicpmo_py::to_f32_array;
@@ -315,6 +316,7 @@ PYBIND11_MODULE(_core, m) {
     bind_forward(m);  // adds Session.forward_media
     bind_reply(m);    // needs Session and SimplexStream
     bind_defaults(m);
+    bind_voice(m);
 
     m.def("render_chat",
           [](const std::vector<std::pair<std::string, std::string>> & msgs, bool add_generation_prompt,

@@ -8,6 +8,7 @@
 #include "token2wav/hift_model.h"
 #include "tts/tts_model.h"
 #include "token2wav/voice_bank.h"
+#include "voice/voice_clone.h"
 #include "vision/vision_model.h"
 
 namespace minicpmo {
@@ -118,6 +119,15 @@ std::shared_ptr<const VoiceBank> OmniModel::voices() const {
         voices_ = std::make_shared<const VoiceBank>(omni_->path);
     }
     return voices_;
+}
+
+std::shared_ptr<const VoiceCloner> OmniModel::voice_cloner() const {
+    std::lock_guard<std::mutex> lock(load_mutex_);
+    if (!voice_cloner_) {
+        if (!omni_) fail(Status::unsupported, "cloning a voice needs the omni companion file: " + omni_missing_reason_);
+        voice_cloner_ = std::make_shared<const VoiceCloner>(omni_->path, device_, params_.use_mmap);
+    }
+    return voice_cloner_;
 }
 
 }  // namespace minicpmo

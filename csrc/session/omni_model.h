@@ -17,6 +17,7 @@ class TtsModel;
 class FlowModel;
 class HiftModel;
 class VoiceBank;
+class VoiceCloner;
 }
 
 namespace minicpmo {
@@ -49,6 +50,9 @@ public:
     std::shared_ptr<const FlowModel> flow() const;
     std::shared_ptr<const HiftModel> hift() const;
     std::shared_ptr<const VoiceBank> voices() const;
+    // The voice encoders (speech tokenizer + CAM++) that clone a voice from a recording, loaded on first
+    // use; throws unsupported naming what the file lacks. A cloned voice joins voices() (add_cloned).
+    std::shared_ptr<const VoiceCloner> voice_cloner() const;
 
 private:
     LlmModelParams params_;
@@ -64,6 +68,7 @@ private:
     mutable std::shared_ptr<const FlowModel> flow_;
     mutable std::shared_ptr<const HiftModel> hift_;
     mutable std::shared_ptr<const VoiceBank> voices_;
+    mutable std::shared_ptr<const VoiceCloner> voice_cloner_;
 };
 
 }  // namespace minicpmo

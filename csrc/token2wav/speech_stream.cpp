@@ -1,6 +1,7 @@
 #include "token2wav/speech_stream.h"
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -59,25 +60,28 @@ void SpeechStream::check_tokens(const int32_t * tokens, int n) const {
 }
 
 void SpeechStream::begin(const std::string & voice) {
-    if (voices_.empty()) {
-        fail(Status::invalid_argument, "the omni file has no voice; add one with minicpmo-convert --add-voice NAME=ref.wav");
+    if (voice.empty() && voices_.empty()) {
+        fail(Status::invalid_argument, "the omni file has no voice; clone one from a reference recording or add one "
+                                       "with minicpmo-convert --add-voice NAME=ref.wav");
     }
-    const VoicePrompt & v = voices_.get(voice);  // throws naming the voices there are
+    const std::string name = voices_.get(voice)->name;  // throws naming the voices there are
     active_ = false;
     buffer_.clear();
-    voice_ = v.name;
+    voice_ = name;
     restore_voice_base();
     active_ = true;
 }
 
 void SpeechStream::restore_voice_base() {
     try {
+        // released cloned voices never come back under the same name: drop their caches
+        for (auto p = primed_.begin(); p != primed_.end();) p = voices_.has(p->first) ? std::next(p) : primed_.erase(p);
         auto it = primed_.find(voice_);
         // primed caches depend on the CFM noise of the prompt pass: a new noise buffer re-primes
         if (it != primed_.end() && it->second.noise_version == flow_.noise_version()) {
             flow_.stream_restore(it->second);
         } else {
-            flow_.stream_start(flow_prompt(voices_.get(voice_), flow_.model().hparams()));
+            flow_.stream_start(flow_prompt(*voices_.get(voice_), flow_.model().hparams()));
             ++voice_setups_;
             primed_[voice_] = flow_.stream_snapshot();
         }

@@ -99,25 +99,54 @@ VoiceBank::VoiceBank(const std::string & omni_path) : path_(omni_path) {
             fail(Status::bad_model, where + ": the prompt mel frames are not a whole number per prompt token");
         }
         if (!finite(v.spk) || !finite(v.mel)) fail(Status::bad_model, where + " contains non-finite values");
-        voices_.push_back(std::move(v));
+        voices_.push_back(std::make_shared<const VoicePrompt>(std::move(v)));
     }
     bool found = false;
     for (const auto & n : names_) found = found || n == default_;
     if (!found) fail(Status::bad_model, "omni file '" + omni_path + "': the default voice '" + default_ + "' is not among its voices");
 }
 
-const VoicePrompt & VoiceBank::get(const std::string & name) const {
-    if (voices_.empty()) {
-        fail(Status::invalid_argument, "omni file '" + path_ + "' has no voice prompt; give a voice (prompt tokens, mel "
-                                       "and speaker embedding) or add one with the converter's --add-voice");
+std::shared_ptr<const VoicePrompt> VoiceBank::get(const std::string & name) const {
+    if (name.empty() && voices_.empty()) {
+        fail(Status::invalid_argument, "omni file '" + path_ + "' has no voice prompt; give a voice (a voice cloned "
+                                       "from a reference recording) or add one with the converter's --add-voice");
     }
     const std::string & want = name.empty() ? default_ : name;
-    for (const VoicePrompt & v : voices_) {
-        if (v.name == want) return v;
+    for (const auto & v : voices_) {
+        if (v->name == want) return v;
+    }
+    {
+        std::lock_guard<std::mutex> lock(cloned_mutex_);
+        auto it = cloned_.find(want);
+        if (it != cloned_.end()) return it->second;
     }
     std::string list;
     for (const auto & n : names_) list += (list.empty() ? "" : ", ") + n;
-    fail(Status::invalid_argument, "unknown voice: no voice named '" + want + "' (voices: " + list + ")");
+    if (want[0] == '@') {
+        fail(Status::invalid_argument, "unknown voice: the cloned voice '" + want + "' was released or belongs to another model");
+    }
+    fail(Status::invalid_argument, "unknown voice: no voice named '" + want + "' (voices: " + (list.empty() ? "none" : list) + ")");
+}
+
+bool VoiceBank::has(const std::string & name) const {
+    for (const auto & v : voices_) {
+        if (v->name == name) return true;
+    }
+    std::lock_guard<std::mutex> lock(cloned_mutex_);
+    return cloned_.count(name) != 0;
+}
+
+std::string VoiceBank::add_cloned(VoicePrompt voice) const {
+    std::lock_guard<std::mutex> lock(cloned_mutex_);
+    voice.name = "@voice-" + std::to_string(++n_cloned_);
+    const std::string name = voice.name;
+    cloned_[name] = std::make_shared<const VoicePrompt>(std::move(voice));
+    return name;
+}
+
+void VoiceBank::remove_cloned(const std::string & name) const {
+    std::lock_guard<std::mutex> lock(cloned_mutex_);
+    cloned_.erase(name);
 }
 
 }  // namespace minicpmo

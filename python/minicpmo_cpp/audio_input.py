@@ -86,7 +86,19 @@ def load_audio(obj: Any, *, max_seconds: float | None = MAX_SECONDS) -> np.ndarr
     decoded when the file header tells its length. Raises ``MinicpmoError`` naming the source and the
     problem for anything that is not usable audio.
     """
-    limit = _check_limit(max_seconds)
+    mono, rate = _decode(obj, _check_limit(max_seconds))
+    return mono if rate == SAMPLE_RATE else _core.resample(mono, rate, SAMPLE_RATE)
+
+
+def load_audio_at_source_rate(obj: Any, *, max_seconds: float | None = MAX_SECONDS) -> tuple[np.ndarray, int]:
+    """``(pcm, sample_rate)``: like ``load_audio`` (the same forms, checks and channel mix), but the
+    mono samples keep the rate of the source (a bare array counts as 16 kHz). Voice cloning takes this,
+    so it can resample as the reference does."""
+    return _decode(obj, _check_limit(max_seconds))
+
+
+def _decode(obj: Any, limit: float | None) -> tuple[np.ndarray, int]:
+    """(mono float32 samples, their rate) of any form load_audio takes."""
     if isinstance(obj, np.ndarray):
         return _from_array(obj, SAMPLE_RATE, _array_label(obj, None), limit)
     if isinstance(obj, tuple):
@@ -138,7 +150,7 @@ def _check_limit(max_seconds: Any) -> float | None:
     return float(max_seconds)
 
 
-def _from_tuple(value: tuple, limit: float | None) -> np.ndarray:
+def _from_tuple(value: tuple, limit: float | None) -> tuple[np.ndarray, int]:
     if len(value) != 2:
         raise MinicpmoError(f"an audio tuple must be (pcm, sample_rate), got a tuple of {len(value)} items")
     pcm, rate = value
@@ -153,7 +165,7 @@ def _from_tuple(value: tuple, limit: float | None) -> np.ndarray:
     return _from_array(pcm, rate, _array_label(pcm, rate), limit)
 
 
-def _from_content_part(part: dict, limit: float | None) -> np.ndarray:
+def _from_content_part(part: dict, limit: float | None) -> tuple[np.ndarray, int]:
     kind = part.get("type")
     if kind == "input_audio":
         value = part.get("input_audio")
@@ -179,7 +191,7 @@ def _from_content_part(part: dict, limit: float | None) -> np.ndarray:
             raise MinicpmoError("an audio content part has no 'audio' value")
         if isinstance(value, dict):
             raise MinicpmoError("the 'audio' value of an audio content part cannot itself be a dict")
-        return load_audio(value, max_seconds=limit)
+        return _decode(value, limit)
     raise MinicpmoError(
         f"a content part of type {kind!r} is not audio (expected 'input_audio', 'audio_url' or 'audio')"
     )
@@ -197,7 +209,7 @@ def _check_format_name(fmt: Any, label: str) -> None:
         )
 
 
-def _from_string(text: str, limit: float | None) -> np.ndarray:
+def _from_string(text: str, limit: float | None) -> tuple[np.ndarray, int]:
     if not text:
         raise MinicpmoError("an empty string is neither an audio path nor a URL")
     if text[:5].lower() == "data:":
@@ -224,7 +236,7 @@ def _file_url_to_path(url: str) -> str:
     return url2pathname(parsed.path)  # undoes %-escapes
 
 
-def _from_file(path: str, limit: float | None) -> np.ndarray:
+def _from_file(path: str, limit: float | None) -> tuple[np.ndarray, int]:
     label = f"audio file {path if len(path) <= 200 else path[:200] + '...'!r}"
     if not os.path.exists(path):
         hint = ""
@@ -243,7 +255,7 @@ def _from_file(path: str, limit: float | None) -> np.ndarray:
         return _decode_stream(stream, label, limit)
 
 
-def _from_data_uri(uri: str, limit: float | None) -> np.ndarray:
+def _from_data_uri(uri: str, limit: float | None) -> tuple[np.ndarray, int]:
     header, comma, payload = uri.partition(",")
     if not comma:
         raise MinicpmoError("data URI has no ',' between its header and its data")
@@ -267,7 +279,7 @@ def _decode_base64(payload: str, label: str) -> bytes:
         raise MinicpmoError(f"{label}: invalid base64 data ({e})") from e
 
 
-def _from_encoded(data: bytes, label: str, limit: float | None) -> np.ndarray:
+def _from_encoded(data: bytes, label: str, limit: float | None) -> tuple[np.ndarray, int]:
     if not data:
         raise MinicpmoError(f"{label} is empty (0 bytes)")
     return _decode_stream(io.BytesIO(data), label, limit)
@@ -276,7 +288,7 @@ def _from_encoded(data: bytes, label: str, limit: float | None) -> np.ndarray:
 # ---- decoding ----
 
 
-def _decode_stream(stream: BinaryIO, label: str, limit: float | None) -> np.ndarray:
+def _decode_stream(stream: BinaryIO, label: str, limit: float | None) -> tuple[np.ndarray, int]:
     head = stream.read(4)
     stream.seek(0)
     if _looks_like_mp3(head):
@@ -329,7 +341,7 @@ def _looks_like_mp3(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06 != 0
 
 
-def _decode_mp3(data: bytes, label: str, limit: float | None) -> np.ndarray:
+def _decode_mp3(data: bytes, label: str, limit: float | None) -> tuple[np.ndarray, int]:
     """MP3 goes through minicpmo-cli's miniaudio decoder, not libsndfile: libsndfile takes the length
     of an MP3 without a Xing/Info header from the first frame's bitrate and silently stops there (a 3 s
     VBR file came back as 0.9 s). The decoder counts the frames it actually decodes."""
@@ -386,7 +398,7 @@ def _check_duration(n_samples: int, rate: int, label: str, limit: float | None) 
         )
 
 
-def _from_array(array: np.ndarray, rate: int, label: str, limit: float | None) -> np.ndarray:
+def _from_array(array: np.ndarray, rate: int, label: str, limit: float | None) -> tuple[np.ndarray, int]:
     kind, size = array.dtype.kind, array.dtype.itemsize
     if not ((kind == "f" and size in (4, 8)) or (kind == "i" and size == 2)):
         hint = ""
@@ -417,9 +429,7 @@ def _from_array(array: np.ndarray, rate: int, label: str, limit: float | None) -
         mono = np.ascontiguousarray(pcm[:, 0])  # a view of a contiguous 1-D input: no copy
     else:
         mono = _core.mix_to_mono(pcm)
-    if rate == SAMPLE_RATE:
-        return mono
-    return _core.resample(mono, rate, SAMPLE_RATE)
+    return mono, rate
 
 
 def _check_finite(array: np.ndarray, label: str, what: str | None = None) -> None:

@@ -44,7 +44,7 @@ class DuplexSession:
 
     def __init__(self, omni_session, native_session, seed: int, has_speech: bool, sliding_window: bool | str = False,
                  window_high: int = DUPLEX.window_high, window_low: int = DUPLEX.window_low,
-                 generate_audio: bool | None = None, voice: str | None = None,
+                 generate_audio: bool | None = None, voice=None,
                  context_max_units: int = DUPLEX.context_max_units,
                  context_previous_max_tokens: int = DUPLEX.context_previous_max_tokens,
                  context_previous_marker: str = DUPLEX.context_previous_marker):
@@ -61,7 +61,8 @@ class DuplexSession:
         self._window = mode
         self._context_marker = str(context_previous_marker)
         self._generate_audio = bool(has_speech if generate_audio is None else generate_audio)
-        self._voice = voice or ""
+        # a cloned voice (Voice or recording) is kept alive by the conversation
+        self._voice, self._cloned = omni_session._voice_for_call(voice)
         self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
         self._closed = False
 
@@ -96,13 +97,17 @@ class DuplexSession:
         return self._native.speech_sample_rate
 
     def prepare(self, prefix_system_prompt: str | None = None, suffix_system_prompt: str | None = None,
-                ref_audio=None, voice: str | None = None, generate_audio: bool | None = None) -> str:
+                ref_audio=None, voice=None, generate_audio: bool | None = None) -> str:
         """Starts a conversation: clears the cache and the audio streams, then feeds the prefix
         (e.g. ``"<|im_start|>system\\nStreaming Omni Conversation.\\n<|audio_start|>"``), the
         reference voice's audio embeddings (any form ``load_audio`` takes; None for none) and the
-        suffix (e.g. ``"<|audio_end|><|im_end|>"``). Returns the prompt as text, the audio shown as
+        suffix (e.g. ``"<|audio_end|><|im_end|>"``). Like the official duplex demo, the reference also
+        becomes the spoken voice (cloned, when the model file holds the voice encoders) unless ``voice``
+        names one. ``voice``: as in ``OmniSession.chat``. Returns the prompt as text, the audio shown as
         ``[audio embedding]``."""
         pcm = None if ref_audio is None else load_audio(ref_audio)
+        if voice is None and ref_audio is not None and self._generate_audio and self._omni.can_clone_voices:
+            voice = ref_audio
         prefix = prefix_system_prompt or ""
         suffix = suffix_system_prompt or ""
         with self._request("duplex prepare"):
@@ -110,7 +115,7 @@ class DuplexSession:
                 if generate_audio is not None:
                     self._generate_audio = bool(generate_audio)
                 if voice is not None:
-                    self._voice = voice
+                    self._voice, self._cloned = self._omni._voice_for_call(voice)
                 self._duplex.set_speech(self._generate_audio, self._voice, self._seed)
             self._duplex.prepare(prefix, suffix, pcm)
         if not prefix and not suffix:

@@ -19,6 +19,7 @@ from .media_cache import MediaCache
 from .messages import parse_messages
 from .simplex import streaming_message
 from .voice_prompts import get_sys_prompt as _get_sys_prompt
+from .voices import Voice, clone_voice as _clone_voice, resolve_voice as _resolve_voice
 
 
 _NO_AUDIO = np.zeros(0, np.float32)
@@ -44,9 +45,10 @@ class ReplyStream:
     session is held only while a step runs, so the stream may be advanced from any thread; a new
     request on the session abandons it (its next step raises)."""
 
-    def __init__(self, native, spoken: bool, output_audio_path=None):
+    def __init__(self, native, spoken: bool, output_audio_path=None, voice: Voice | None = None):
         self.finish_reason = ""
         self._native = native
+        self._voice = voice  # a voice cloned for this reply lives as long as the stream
         self._steps = self._spoken(output_audio_path) if spoken else self._pieces()
 
     def __iter__(self):
@@ -308,6 +310,42 @@ class OmniSession:
         return [default] + [n for n in names if n != default]
 
     @property
+    def can_clone_voices(self) -> bool:
+        """Whether the model file holds the voice encoders ``clone_voice`` needs (and Token2Wav)."""
+        return {"token2wav", "speech_tokenizer", "speaker_encoder"} <= set(self._model.omni_components)
+
+    def clone_voice(self, audio) -> Voice:
+        """A voice cloned from a reference recording (any form ``load_audio`` takes, 0.5 s to 17 s),
+        as the official code clones one: the omni file's speech tokenizer and CAM++ speaker encoder
+        make its prompt tokens and x-vector, its 24 kHz log-mel conditions the vocoder. Pass it as
+        ``voice=`` to any speaking call of any session of this model (``.name``, ``.tokens``, ``.spk``,
+        ``.mel`` show it); it lasts as long as the object. ``voice=<recording>`` clones per call."""
+        return _clone_voice(self._model, audio, self._options["n_threads"] or 0)
+
+    def save_voice(self, voice, name: str, path: str | os.PathLike | None = None) -> str:
+        """Stores ``voice`` (a ``Voice``, or a recording to clone) as voice ``name`` in the companion
+        file ``path`` (default: this model's), for every later load; the file is rewritten whole and
+        replaced when complete. Returns the path."""
+        from .convert.voice_gguf import add_voice_prompts, voice_from_arrays  # noqa: PLC0415 - converter code
+
+        if not isinstance(voice, Voice):
+            voice = self.clone_voice(voice)
+        target = os.fspath(path) if path is not None else self.omni_path
+        if not target:
+            raise MinicpmoError("save_voice: the model has no omni companion file to store the voice in")
+        try:
+            add_voice_prompts(target, [voice_from_arrays(name, voice.tokens, voice.spk, voice.mel, target)], quiet=True)
+        except Exception as e:  # ConversionError: the converter's own message names the file and the problem
+            if type(e).__name__ == "ConversionError":
+                raise MinicpmoError(f"save_voice: {e}") from None
+            raise
+        return target
+
+    def _voice_for_call(self, voice) -> tuple[str, Voice | None]:
+        return _resolve_voice(self._model, voice, self.voices if self.has_speech else [],
+                              self._options["n_threads"] or 0)
+
+    @property
     def omni_path(self) -> str:
         return self._model.omni_path
 
@@ -462,7 +500,7 @@ class OmniSession:
 
     def as_duplex(self, sliding_window: bool | str = False, window_high: int = DUPLEX.window_high,
                   window_low: int = DUPLEX.window_low,
-                  seed: int | None = None, generate_audio: bool | None = None, voice: str | None = None,
+                  seed: int | None = None, generate_audio: bool | None = None, voice: str | Voice | None = None,
                   **window_options):
         """This session as a full-duplex conversation (spec §6); call ``prepare`` on the result.
         ``as_simplex()`` on it comes back here. ``generate_audio`` (default: when the model file
@@ -500,7 +538,7 @@ class OmniSession:
         use_tts_template: bool | None = None,
         generate_audio: bool = False,
         output_audio_path: str | os.PathLike | None = None,
-        voice: str | None = None,
+        voice: str | Voice | None = None,
         max_speech_tokens: int | None = None,
     ) -> str | Iterator[str] | SpokenReply:
         """Reply to the conversation ``msgs``. Defaults are the official chat() sampling settings;
@@ -518,8 +556,9 @@ class OmniSession:
 
         ``generate_audio=True`` speaks the reply: the prompt ends with ``<|tts_bos|>``, the reply's
         LLM hidden states condition the speech-token decoder (chat layout, spec §5.1) and Token2Wav
-        turns its tokens into 24 kHz audio with ``voice`` (a voice name of the model file; None = its
-        default voice). Returns a ``SpokenReply`` (``.text``, ``.audio`` float32, ``.sample_rate``)
+        turns its tokens into 24 kHz audio with ``voice``: a voice name of the model file, a ``Voice``
+        from ``clone_voice``, or a reference recording (any form ``load_audio`` takes) cloned for this
+        reply; None = the file's default voice. Returns a ``SpokenReply`` (``.text``, ``.audio`` float32, ``.sample_rate``)
         and writes a WAV file when ``output_audio_path`` is given. The spoken text ends at
         ``<|tts_eos|>``; a reply that stops before one is spoken as far as it went.
         ``max_speech_tokens`` caps the speech tokens (25 per second; default the model's 2048).
@@ -533,6 +572,7 @@ class OmniSession:
         (default 500)."""
         if output_audio_path is not None and not generate_audio:
             raise MinicpmoError("output_audio_path needs generate_audio=True")
+        voice, cloned = self._voice_for_call(voice) if generate_audio else ("", None)
         parsed = parse_messages(msgs, omni_mode, cache=self._media)
         self._media.end_turn()  # the conversation's media: kept for the next turn
         seed = self._reply_seed(seed)
@@ -548,7 +588,7 @@ class OmniSession:
         if stream:
             with self._request("chat"):  # the stream's start; each step holds the session again
                 native = _core.start_reply(self._session, **start)
-            return ReplyStream(native, bool(generate_audio), output_audio_path)
+            return ReplyStream(native, bool(generate_audio), output_audio_path, cloned)
         with self._request("chat"):  # the whole reply
             native = _core.start_reply(self._session, **start)
             pieces, audio = [], []
@@ -596,7 +636,7 @@ class OmniSession:
         generate_audio: bool = True,
         enable_thinking: bool = False,
         max_new_tokens: int = 256,
-        voice: str | None = None,
+        voice: str | Voice | None = None,
         do_sample: bool = REPLY.do_sample,
         temperature: float = REPLY.temperature,
         top_p: float = REPLY.top_p,
@@ -617,23 +657,27 @@ class OmniSession:
         the reply produced it)."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise MinicpmoError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        voice, cloned = self._voice_for_call(voice) if generate_audio else ("", None)
         seed = self._reply_seed(seed)
         options = self._reply_options(do_sample, temperature, top_p, top_k, repetition_penalty, seed, max_new_tokens,
                                       "streamed" if generate_audio else "none", voice, max_speech_tokens)
         with self._request("streaming_generate"):
             native = _core.start_streaming_reply(self._simplex(), bool(enable_thinking), **options)
-        return ReplyStream(native, bool(generate_audio))
+        return ReplyStream(native, bool(generate_audio), voice=cloned)
 
     # the instruction the model was trained with for reading text aloud (seed README usage)
     TTS_INSTRUCTION = "请朗读以下内容。"
 
-    def tts(self, text: str, voice: str | None = None, ref_audio=None, language: str = "zh",
+    def tts(self, text: str, voice: str | Voice | None = None, ref_audio=None, language: str = "zh",
             output_audio_path: str | os.PathLike | None = None, max_new_tokens: int = 1024, **chat_options) -> SpokenReply:
         """Text to speech with the model's reading template: a user turn "请朗读以下内容。" + ``text``
         answered with the spoken-reply template; the model reads the text and the speech decoder and
-        Token2Wav voice it with ``voice`` (a voice of the model file). ``ref_audio`` adds the
-        "audio_assistant" system prompt with that reference (the conditioning the official examples
-        use). Other keyword arguments go to ``chat``."""
+        Token2Wav voice it with ``voice`` (as in ``chat``). ``ref_audio`` adds the "audio_assistant"
+        system prompt with that reference (the conditioning the official examples use) and, when
+        ``voice`` is None and the model file holds the voice encoders, also clones the voice from it.
+        Other keyword arguments go to ``chat``."""
+        if voice is None and ref_audio is not None and self.can_clone_voices:
+            voice = ref_audio
         return self.chat(self.tts_messages(text, ref_audio, language), generate_audio=True,
                          output_audio_path=output_audio_path, voice=voice, max_new_tokens=max_new_tokens, **chat_options)
 
@@ -682,6 +726,6 @@ def _int_arg(name: str, value) -> int:
     return int(value)
 
 
-__all__ = ["OmniSession", "Reply", "ReplyStream", "SpokenReply", "PromptForward", "MinicpmoError"]
+__all__ = ["OmniSession", "Reply", "ReplyStream", "SpokenReply", "PromptForward", "MinicpmoError", "Voice"]
 
 

@@ -124,7 +124,7 @@ public:
             out.view.xvec = out.xvec.data();
             return;
         }
-        out.view = flow_prompt(voices_.get(voice.value_or("")), hp());
+        out.view = flow_prompt(*voices_.get(voice.value_or("")), hp());
     }
 
 private:
@@ -168,7 +168,8 @@ void bind_flow(py::module_ & m) {
         .def_property_readonly("default_voice", [](const PyFlow & f) { return f.voices().default_name(); })
         .def("voice",
              [](const PyFlow & f, const std::string & name) {
-                 const VoicePrompt & v = f.voices().get(name);
+                 const auto held = f.voices().get(name);
+                 const VoicePrompt & v = *held;
                  py::array_t<int32_t> tok(static_cast<py::ssize_t>(v.tokens.size()));
                  std::memcpy(tok.mutable_data(), v.tokens.data(), v.tokens.size() * sizeof(int32_t));
                  py::array_t<float> spk(static_cast<py::ssize_t>(v.spk.size()));
