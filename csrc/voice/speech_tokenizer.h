@@ -7,6 +7,10 @@
 // `stok.*` tensor of the omni file (convert/speech_tokenizer_gguf.py writes them from the release's
 // ONNX). The model is immutable after loading: sessions share it, and each tokenize() call computes
 // on its own backend and scratch.
+//
+// One pass covers at most max_mel_frames (30 s): s3tokenizer encodes longer audio in overlapping 30-s
+// windows and merges their ids, which a voice prompt (at most ~17 s, the Token2Wav cache bound) never
+// needs, so longer input is refused with an error saying so.
 #pragma once
 
 #include <cstddef>
