@@ -68,10 +68,9 @@ def bench_speech_tokenizer(seconds: float = 10.0, reps: int = 3, n_threads: int 
         for outtype in ("f16", "f32"):
             tok = _testing.SpeechTokenizer(str(_speech_tokenizer_companion(d, d / f"stok_{outtype}.gguf", outtype)))
             tok.tokenize(x[:16000], n_threads)  # warm-up (page-in of the weights)
-            (ids, _), t = _timed(lambda: tok.tokenize(x, n_threads), reps)
+            (ids, _), t = _timed(lambda tok=tok: tok.tokenize(x, n_threads), reps)
             res[f"cpp_{outtype}_ms_per_audio_s"] = round(1e3 * t / seconds, 2)
             res[f"cpp_{outtype}_ids"] = ids
-            del tok
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = n_threads
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])

@@ -211,7 +211,8 @@ def _check_gelu(path: Path, graph: Any, n_layer: int) -> None:
     gelus = [n for n in graph.node if n.op_type == "Gelu"]
     for n in gelus:
         if _attr(n, "approximate", b"none") not in (b"none", "none"):
-            raise ConversionError(f"{path}: node '{n.name}' is the tanh-approximated GELU; the tokenizer uses the erf form")
+            raise ConversionError(f"{path}: node '{n.name}' is the tanh-approximated GELU; "
+                                  "the tokenizer uses the erf form")
     if n_erf + len(gelus) != 2 + n_layer:
         raise ConversionError(f"{path}: found {n_erf} Erf and {len(gelus)} Gelu nodes, expected {2 + n_layer} "
                               "exact GELUs (2 convolutions + 1 per layer)")
