@@ -307,8 +307,10 @@ def map_speech_tokenizer(path: Path, model: Any) -> SpeechTokenizerPlan:
             raise cur.fail(f"{w} FSMN memory: Conv reading ({D}, 1, K) without bias")
         f = cur.expect("Conv", [nf[0].shape], f"{w} fsmn")
         fk, fs, fpad = _conv_geometry(path, f[0], "fsmn")
-        if fs != 1:
-            raise ConversionError(f"{path}: {f[0].where()}: the FSMN convolution must have stride 1")
+        # "same" padding, (K-1)/2 left and the rest right (an external Pad node, or the Conv's own for odd K)
+        if fs != 1 or fpad not in (0, (fk - 1) // 2) or (fpad and fk % 2 == 0):
+            raise ConversionError(f"{path}: {f[0].where()}: the FSMN convolution must have stride 1 and "
+                                  f"'same' padding, got stride {fs}, pad {fpad} for kernel {fk}")
         fsmn_k = fk
         tensors.append(_Tensor(pre + "fsmn.weight", f[0], "fsmn", kind="f32"))
         lin("attn_out", D, D)
