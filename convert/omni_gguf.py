@@ -23,6 +23,7 @@ from .llm_fingerprint import FINGERPRINT_KEY
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES, tts_outtype_for
 from .speech import voice_component
+from .speech_tokenizer_gguf import speech_tokenizer_component
 from .token2wav_gguf import token2wav_component
 from .tts_gguf import tts_component
 from .vision_gguf import vision_component
@@ -39,6 +40,7 @@ COMPONENTS: list[tuple[str, Callable[[Checkpoint], Any], ComponentHook]] = [
     ("tts", lambda c: c.speech.tts if c.speech else None, tts_component),
     ("token2wav", lambda c: c.speech.token2wav if c.speech else None, token2wav_component),
     ("voice", lambda c: c.speech.voices if c.speech else [], voice_component),
+    ("speech_tokenizer", lambda c: c.speech.speech_tokenizer if c.speech else None, speech_tokenizer_component),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer
+from .speech_tokenizer_gguf import SpeechTokenizerPlan, check_speech_tokenizer
 from .token2wav_gguf import Token2WavPlan, check_token2wav
 from .tts_gguf import TtsPlan, check_tts
 from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, add_voice_keys, check_unique, \
@@ -44,6 +45,7 @@ class SpeechOptions:
 class SpeechPlan:
     tts: TtsPlan | None = None
     token2wav: Token2WavPlan | None = None
+    speech_tokenizer: SpeechTokenizerPlan | None = None  # run-time voice cloning (the token2wav folder's ONNX)
     voices: list[Voice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said on stderr unless quiet
 
@@ -68,6 +70,10 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
             return plan
     plan.token2wav = check_token2wav(Path(t2w_dir), config.get("tts_config") or {})
     t = plan.token2wav
+    plan.speech_tokenizer = check_speech_tokenizer(t.dir)
+    if plan.speech_tokenizer is None:
+        plan.notes.append(f"note: no {TOKENIZER_ONNX} in {t.dir}: the companion gets no speech tokenizer "
+                          "(voices cannot be cloned at run time)")
     dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
     default: Voice | None = None
     ready = t.dir / DEFAULT_VOICE_FILE
