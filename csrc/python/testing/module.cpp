@@ -21,6 +21,7 @@ void bind_speech_stream(py::module_ & m);                // bind_speech_stream.c
 void bind_tts_stream(py::module_ & m);                   // bind_tts_stream.cpp (simplex / duplex speech tokens)
 void bind_duplex_decode(py::module_ & m);                // bind_duplex_decode.cpp (duplex decision)
 void bind_cpu_kernels(py::module_ & m);                  // bind_cpu_kernels.cpp (vectorised sine, exp, softmax)
+void bind_speaker_encoder(py::module_ & m);              // bind_speaker_encoder.cpp (CAM++, Kaldi fbank)
 
 PYBIND11_MODULE(_testing, m) {
     m.doc() = "minicpmo-cpp test hooks (not public API)";
@@ -36,6 +37,7 @@ PYBIND11_MODULE(_testing, m) {
     bind_tts_stream(m);
     bind_duplex_decode(m);
     bind_cpu_kernels(m);
+    bind_speaker_encoder(m);
     m.def("system_info", [] {
         minicpmo::ensure_llama_initialized();
         return std::string(llama_print_system_info());
