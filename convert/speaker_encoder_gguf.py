@@ -17,9 +17,9 @@ scale and shift. That sequence must read as CAM++:
     out    the output BN (folded into the last transit by most exporters) + ReLU, mean and unbiased
            standard deviation over time, a 1x1 conv (2C -> E) and its BatchNorm (folded).
 
-The first node that does not fit raises ConversionError naming it. Storage: vectors F32, matrices F32
-in f32 files and F16 otherwise (never block-quantized: the encoder is small, its output a
-cosine-compared embedding).
+Every conv kernel is stored tap-major, (taps, C_out, C_in). The first node that does not fit raises
+ConversionError naming it. Storage: vectors F32, matrices F32 in f32 files and F16 otherwise (never
+block-quantized: the encoder is small, its output a cosine-compared embedding).
 """
 
 from __future__ import annotations
@@ -232,14 +232,14 @@ def _same_pads(op: _Op, what: str) -> None:
                               f"has pads {list(op.pads)}")
 
 
-def _matrix(w: np.ndarray) -> np.ndarray:
-    """(C_out, C_in, K) conv kernel -> (C_out, K * C_in), column k * C_in + ci: the runtime stacks the K
-    shifted inputs as one (K * C_in)-row input and takes one product."""
-    return np.ascontiguousarray(w.transpose(0, 2, 1).reshape(w.shape[0], -1))
+def _taps(w: np.ndarray) -> np.ndarray:
+    """(C_out, C_in, K) or (C_out, C_in, KH, KW) conv kernel -> (taps, C_out, C_in), tap kh * KW + kw: the
+    runtime multiplies each shifted input by its tap's (C_in -> C_out) matrix and sums."""
+    return np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1], -1).transpose(2, 0, 1))
 
 
-def _add_conv(plan: SpeakerEncoderPlan, name: str, op: _Op, as_matrix: bool) -> None:
-    plan.tensors.append((f"{PREFIX}{name}.weight", _matrix(op.w) if as_matrix else op.w))
+def _add_conv(plan: SpeakerEncoderPlan, name: str, op: _Op) -> None:
+    plan.tensors.append((f"{PREFIX}{name}.weight", _taps(op.w)))
     plan.tensors.append((f"{PREFIX}{name}.bias", op.b))
 
 
@@ -266,7 +266,7 @@ def _read_head(r: _Reader, plan: SpeakerEncoderPlan, n_mel: int) -> int:
     kernel = stem.kernel
     if stem.strides != (1, 1):
         raise ConversionError(f"{stem.where}: the head's first convolution should have stride 1")
-    _add_conv(plan, "head.conv_in", stem, as_matrix=False)
+    _add_conv(plan, "head.conv_in", stem)
     freq = n_mel
     strides, shortcuts = [], []
     while True:
@@ -286,8 +286,8 @@ def _read_head(r: _Reader, plan: SpeakerEncoderPlan, n_mel: int) -> int:
         if c1.strides[1] != 1 or c2.strides != (1, 1):
             raise ConversionError(f"{c1.where}: a head residual block strides only frequency, in its first conv")
         stride = c1.strides[0]
-        _add_conv(plan, f"head.res.{k}.conv1", c1, as_matrix=False)
-        _add_conv(plan, f"head.res.{k}.conv2", c2, as_matrix=False)
+        _add_conv(plan, f"head.res.{k}.conv1", c1)
+        _add_conv(plan, f"head.res.{k}.conv2", c2)
         nxt = r.peek()
         other = [x for x in g.nodes[add].input if x != second.out]
         has_shortcut = nxt is not None and nxt.kind == "conv" and nxt.w.ndim == 4 and \
@@ -296,7 +296,7 @@ def _read_head(r: _Reader, plan: SpeakerEncoderPlan, n_mel: int) -> int:
             sc = r.take(f"head residual block {k} shortcut", "conv", c_in=m, c_out=m, ndim=2, kernel=(1, 1))
             if sc.strides != (stride, 1) or sc.pads != (0, 0, 0, 0):
                 raise ConversionError(f"{sc.where}: the shortcut should stride ({stride}, 1) without padding")
-            _add_conv(plan, f"head.res.{k}.shortcut", sc, as_matrix=False)
+            _add_conv(plan, f"head.res.{k}.shortcut", sc)
         elif stride != 1:
             raise ConversionError(f"{c1.where}: a strided residual block needs a 1x1 shortcut convolution")
         strides.append(stride)
@@ -306,7 +306,7 @@ def _read_head(r: _Reader, plan: SpeakerEncoderPlan, n_mel: int) -> int:
     _same_pads(last, "the head's last convolution")
     if last.strides[1] != 1:
         raise ConversionError(f"{last.where}: the head's last convolution strides only frequency")
-    _add_conv(plan, "head.conv_out", last, as_matrix=False)
+    _add_conv(plan, "head.conv_out", last)
     freq = (freq - 1) // last.strides[0] + 1
     plan.keys.update({"head.channels": m, "head.kernel": kernel[0], "head.res_strides": strides,
                       "head.res_shortcuts": shortcuts, "head.out_stride": last.strides[0], "head.freq_bins": freq})
@@ -349,7 +349,7 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
     _same_pads(tdnn, "the TDNN layer")
     if tdnn.dilations != (1,):
         raise ConversionError(f"{tdnn.where}: the TDNN layer should not be dilated")
-    _add_conv(plan, "tdnn", tdnn, as_matrix=True)
+    _add_conv(plan, "tdnn", tdnn)
     c = tdnn.c_out
     plan.keys.update({"tdnn.channels": c, "tdnn.kernel": tdnn.kernel[0], "tdnn.stride": tdnn.strides[0]})
 
@@ -382,10 +382,10 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
             seg = s
             name = f"block.{b}.layer.{count}"
             _add_bn(plan, f"{name}.bn_in", bn)
-            _add_conv(plan, f"{name}.fc_in", fc, as_matrix=True)
-            _add_conv(plan, f"{name}.local", local, as_matrix=True)
-            _add_conv(plan, f"{name}.ctx1", ctx1, as_matrix=True)
-            _add_conv(plan, f"{name}.ctx2", ctx2, as_matrix=True)
+            _add_conv(plan, f"{name}.fc_in", fc)
+            _add_conv(plan, f"{name}.local", local)
+            _add_conv(plan, f"{name}.ctx1", ctx1)
+            _add_conv(plan, f"{name}.ctx2", ctx2)
             c += growth
             count += 1
         if count == 0:
@@ -394,7 +394,7 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
         bn = r.take(f"transit {b}: BatchNorm", "bn", c_in=c)
         tr = r.take(f"transit {b}: 1x1 conv", "conv", c_in=c, ndim=1, kernel=(1,))
         _add_bn(plan, f"transit.{b}.bn", bn)
-        _add_conv(plan, f"transit.{b}", tr, as_matrix=True)
+        _add_conv(plan, f"transit.{b}", tr)
         n_layers.append(count)
         kernels.append(kernel)
         dilations.append(dilation)
@@ -417,7 +417,7 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
     if not any(n.op_type == "Sqrt" for n in g.nodes[ops[r.i - 1].index:]):
         raise ConversionError(f"{ops[r.i - 1].where}: no statistics pooling (Sqrt of the variance) follows")
     dense = r.take("the embedding layer (1x1 conv over mean and std)", "conv", c_in=2 * c, kernel=(1,))
-    _add_conv(plan, "dense", dense, as_matrix=True)
+    _add_conv(plan, "dense", dense)
     if r.peek() is not None:
         raise ConversionError(f"{r.peek().where}: unexpected layer after the embedding layer")
     plan.keys.update({

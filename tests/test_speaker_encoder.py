@@ -28,20 +28,27 @@ spk_gguf = _import_convert(".speaker_encoder_gguf")
 ConversionError = _import_convert(".errors").ConversionError
 
 # x-vector agreement with onnxruntime on the F32 file (the issue's bar): both compute the same
-# float32 network; the differences are summation orders over up to ~1500 frames x 1024 channels and
-# the fbank's double-vs-double rounding, far below 1e-4 of the embedding's norm.
+# float32 network; the differences are summation orders (per-tap products vs onnxruntime's im2col /
+# Winograd convs over up to 1500 frames x 1024 channels). Measured: 1 - cosine < 1e-7 and a relative
+# error ||got - want|| / ||want|| of 2.5e-5 to 2.7e-5 (1 to 15 s, AMD EPYC); REL_F32 leaves 40x room.
 COSINE_F32 = 0.9999
-# F16 file: every kernel rounded to 11 significant bits (relative 2^-11 per weight) over ~60 layers;
-# measured 0.99999 on these signals, asserted with margin for other CPUs' summation orders.
-COSINE_F16 = 0.9995
+REL_F32 = 1e-3
+# F16 file: every kernel rounded to 11 significant bits (2^-11 = 4.9e-4 relative per weight) through
+# ~60 layers; measured relative error 2.8e-4 to 3.2e-4, 1 - cosine ~1e-7. Asserted with ~10x room.
+COSINE_F16 = 0.9999
+REL_F16 = 3e-3
 
 
 @pytest.fixture(scope="module")
-def campplus_onnx(tmp_path_factory) -> Path:
+def campplus_net():
+    return random_campplus(seed=7)
+
+
+@pytest.fixture(scope="module")
+def campplus_onnx(tmp_path_factory, campplus_net) -> Path:
     """campplus.onnx at the release's size (6.8 M parameters), BatchNorms folded into the convs
     they follow, as torch.onnx's default export (and the release's file) has them."""
-    d = tmp_path_factory.mktemp("campplus")
-    return export_onnx(random_campplus(seed=7), d / "campplus.onnx")
+    return export_onnx(campplus_net, tmp_path_factory.mktemp("campplus") / "campplus.onnx")
 
 
 def _convert_with_speaker_encoder(tmp_path_factory, tiny_hf: Path, onnx_path: Path, outtype: str) -> Path:
@@ -74,6 +81,10 @@ def _ort_xvector(sess, pcm: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: _features(pcm)[None]})[0][0]
 
 
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want.astype(np.float64)))
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -93,23 +104,24 @@ def test_converter_keys_and_storage(encoder_f32, campplus_onnx):
 def test_xvector_matches_onnxruntime(encoder_f32, ort_session, seconds, seed):
     pcm = speech_like(seconds, seed)
     want = _ort_xvector(ort_session, pcm)
-    got = encoder_f32.embed(pcm, n_threads=2)
+    got = encoder_f32.embed(pcm, n_threads=2)  # one product's rows split over threads: the same sums
     assert got.shape == (192,) and np.all(np.isfinite(got))
     cos = _cosine(got, want)
     assert cos >= COSINE_F32, f"{seconds} s: cosine {cos:.7f}"
+    assert _rel(got, want) <= REL_F32
     # the same features into both networks: the graph alone
-    same = encoder_f32.embed_features(_features(pcm), n_threads=2)
+    same = encoder_f32.embed_features(_features(pcm), n_threads=1)
     assert _cosine(same, want) >= COSINE_F32
 
 
 def test_xvector_f16_file(tmp_path_factory, tiny_hf, campplus_onnx, ort_session):
     enc = _testing.SpeakerEncoder(str(_convert_with_speaker_encoder(tmp_path_factory, tiny_hf, campplus_onnx, "f16")))
-    cosines = []
     for seconds, seed in SIGNALS[:2]:
         pcm = speech_like(seconds, seed)
-        cosines.append(_cosine(enc.embed(pcm, n_threads=2), _ort_xvector(ort_session, pcm)))
-    print(f"F16 file x-vector cosine vs onnxruntime: {', '.join(f'{c:.6f}' for c in cosines)}")
-    assert min(cosines) >= COSINE_F16
+        got, want = enc.embed(pcm, n_threads=2), _ort_xvector(ort_session, pcm)
+        cos, rel = _cosine(got, want), _rel(got, want)
+        print(f"F16 file, {seconds} s: x-vector cosine {cos:.9f}, relative error {rel:.2e} vs onnxruntime")
+        assert cos >= COSINE_F16 and rel <= REL_F16
 
 
 # fbank tolerances. C++ vs numpy: both in double with the same operations (the C++ file is built
@@ -117,7 +129,8 @@ def test_xvector_f16_file(tmp_path_factory, tiny_hf, campplus_onnx, ort_session)
 # ~1e-15 relative in the energies, so the logs agree to float32 rounding of values up to ~|25|
 # (2^-24 * 25 = 1.5e-6): 1e-5. kaldi-native-fbank computes in float32 (frames, FFT, mel sums): its
 # energies carry ~1e-6 relative error, more in the weakest bins where cancellation in the FFT leaves
-# fewer significant bits; 2e-3 bounds the log of every bin of these signals (measured max ~3e-4).
+# fewer significant bits; 2e-3 bounds the log of every bin of these signals (measured max 5.0e-4;
+# against numpy the measured difference is 0: the same operations in the same order).
 FBANK_ATOL_NUMPY = 1e-5
 FBANK_ATOL_KNF = 2e-3
 
@@ -174,16 +187,10 @@ def test_missing_component_is_a_clear_error(tiny_f32):
 
 # --- the structural mapper --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def small_net():
-    """CAM++ with reduced widths (same layers and graph): the mapper tests need structure, not size."""
-    return random_campplus(seed=3, growth_rate=8, bn_size=2, init_channels=32, embedding_size=24)
-
-
-def test_folded_and_unfolded_batchnorms_map_alike(small_net, tmp_path):
+def test_folded_and_unfolded_batchnorms_map_alike(campplus_net, campplus_onnx, tmp_path):
     """An export that keeps every BatchNorm a node maps to the same tensors as one that folded them."""
-    folded = spk_gguf.plan_speaker_encoder(export_onnx(small_net, tmp_path / "folded.onnx", fold=True))
-    kept = spk_gguf.plan_speaker_encoder(export_onnx(small_net, tmp_path / "kept.onnx", fold=False))
+    folded = spk_gguf.plan_speaker_encoder(campplus_onnx)
+    kept = spk_gguf.plan_speaker_encoder(export_onnx(campplus_net, tmp_path / "kept.onnx", fold=False))
     n_bn = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(tmp_path / "kept.onnx")).graph.node)
     assert n_bn > 100  # every conv's BatchNorm is a node in this export
     assert folded.keys == kept.keys
@@ -193,17 +200,16 @@ def test_folded_and_unfolded_batchnorms_map_alike(small_net, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_mismatched_graph_names_the_node(small_net, tmp_path):
-    path = export_onnx(small_net, tmp_path / "c.onnx")
-    model = onnx.load(str(path))
+def test_mismatched_graph_names_the_node(campplus_onnx, tmp_path):
+    model = onnx.load(str(campplus_onnx))
     inits = {i.name: i for i in model.graph.initializer}
     convs = [(i, n) for i, n in enumerate(model.graph.node) if n.op_type == "Conv"]
-    # the second mask conv of the first dense layer (stem, 4 + 2 residual convs... counted by kernel):
-    # pick the first 1-D conv whose weight has 1x1 kernel and reads the mask width, and drop an output channel
+    # the first dense layer's second mask conv (the first 1x1 conv reading the mask width): one output
+    # channel short
     target = None
     for i, n in convs:
         w = onnx.numpy_helper.to_array(inits[n.input[1]])
-        if w.ndim == 3 and w.shape[2] == 1 and w.shape[1] == 8:  # bottleneck 16 -> mask 8 -> growth 8
+        if w.ndim == 3 and w.shape[2] == 1 and w.shape[1] == 64:  # bottleneck 128 -> mask 64 -> growth 32
             target = (i, n, w)
             break
     assert target is not None
@@ -214,7 +220,7 @@ def test_mismatched_graph_names_the_node(small_net, tmp_path):
         inits[n.input[2]].CopyFrom(onnx.numpy_helper.from_array(b[:-1], n.input[2]))
     bad = tmp_path / "bad.onnx"
     onnx.save(model, str(bad))
-    with pytest.raises(ConversionError, match=rf"bad\.onnx: node {i} \(Conv.*should give 8 channels, it gives 7"):
+    with pytest.raises(ConversionError, match=rf"bad\.onnx: node {i} \(Conv.*should give 32 channels, it gives 31"):
         spk_gguf.plan_speaker_encoder(bad)
 
     junk = tmp_path / "junk.onnx"

@@ -95,17 +95,14 @@ SpeakerEncoder::SpeakerEncoder(const std::string & omni_path, ComputeDevice devi
     auto vec = [&](const std::string & name, int64_t n) { return w.get(name, {n}, Use::vector); };
     auto conv2d = [&](const std::string & name, int c_in, int c_out, int k, int stride) {
         SpkConv c;
-        c.w = w.get(name + ".weight", {k, k, c_in, c_out}, Use::matrix);
-        if (c.w->type != GGML_TYPE_F32 && c.w->type != GGML_TYPE_F16) {
-            fail(Status::bad_model, "omni file '" + w.path() + "': " + name + ".weight must be F32 or F16");
-        }
+        c.w = w.get(name + ".weight", {c_in, c_out, int64_t(k) * k}, Use::matrix);
         c.b = vec(name + ".bias", c_out);
         c.c_in = c_in, c.c_out = c_out, c.kernel = k, c.stride = stride;
         return c;
     };
     auto conv1d = [&](const std::string & name, int c_in, int c_out, int k, int stride, int dilation) {
         SpkConv c;
-        c.w = w.get(name + ".weight", {int64_t(k) * c_in, c_out}, Use::matrix);
+        c.w = w.get(name + ".weight", {c_in, c_out, k}, Use::matrix);
         c.b = vec(name + ".bias", c_out);
         c.c_in = c_in, c.c_out = c_out, c.kernel = k, c.stride = stride, c.dilation = dilation;
         return c;

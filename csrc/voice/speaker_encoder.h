@@ -37,8 +37,8 @@ struct SpeakerEncoderHparams {
     int n_blocks() const { return static_cast<int>(n_layers.size()); }
 };
 
-// A conv as ggml tensors: 2-D kernels ne (KW, KH, C_in, C_out); 1-D kernels as the matrix
-// ne (K * C_in, C_out) whose column k * C_in + ci multiplies input channel ci at tap k; bias (C_out).
+// A conv as ggml tensors: the kernel tap-major, ne (C_in, C_out, taps) (tap kh * KW + kw of a 2-D
+// kernel, whose kh runs along frequency), so each tap is one contiguous matrix; bias (C_out).
 struct SpkConv {
     ggml_tensor * w = nullptr;
     ggml_tensor * b = nullptr;

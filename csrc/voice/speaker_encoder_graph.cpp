@@ -6,35 +6,48 @@ namespace minicpmo {
 
 namespace {
 
-ggml_tensor * add_bias_2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {
-    // x ne (W, H, C, 1): the bias is per channel (ne2)
-    return ggml_add(ctx, x, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
+// tap t of a conv kernel: the contiguous matrix ne (C_in, C_out)
+ggml_tensor * tap_matrix(ggml_context * ctx, const SpkConv & c, int t) {
+    return ggml_view_2d(ctx, c.w, c.w->ne[0], c.w->ne[1], c.w->nb[1], c.w->nb[2] * static_cast<size_t>(t));
 }
 
+// A 2-D conv on x ne (C, F, T): the sum over taps (kh along frequency, kw along time) of the tap's
+// matrix times the shifted, frequency-strided input; "same" padding. One product per tap instead of
+// ggml's im2col, whose per-element gather dominated the whole encoder.
 ggml_tensor * conv2d(ggml_context * ctx, const SpkConv & c, ggml_tensor * x) {
-    // x ne (T, F, C, 1); strides and padding only along frequency (ne1) beyond 1, "same" padding
-    const int pad = (c.kernel - 1) / 2;
-    return add_bias_2d(ctx, ggml_conv_2d(ctx, c.w, x, 1, c.stride, pad, pad, 1, 1), c.b);
-}
-
-// A 1-D conv on x ne (C_in, T): the K dilated, strided shifts of the zero-padded input stacked into
-// ne (K * C_in, T_out), then one product with the kernel matrix.
-ggml_tensor * conv1d(ggml_context * ctx, const SpkConv & c, ggml_tensor * x) {
-    ggml_tensor * cols = x;
-    if (c.kernel > 1 || c.stride > 1) {
-        const int pad = c.dilation * (c.kernel - 1) / 2;
-        const int64_t t_in = x->ne[1];
-        const int64_t t_out = (t_in + 2 * pad - c.dilation * (c.kernel - 1) - 1) / c.stride + 1;
-        ggml_tensor * padded = pad > 0 ? ggml_pad_ext(ctx, x, 0, 0, pad, pad, 0, 0, 0, 0) : x;
-        cols = nullptr;
-        for (int k = 0; k < c.kernel; ++k) {
-            ggml_tensor * tap = ggml_view_2d(ctx, padded, x->ne[0], t_out, padded->nb[1] * c.stride,
-                                             padded->nb[1] * static_cast<size_t>(k) * c.dilation);
-            tap = ggml_cont(ctx, tap);
-            cols = cols ? ggml_concat(ctx, cols, tap, 0) : tap;
+    const int k = c.kernel, pad = (k - 1) / 2;
+    const int64_t C = x->ne[0], F = x->ne[1], T = x->ne[2];
+    const int64_t f_out = (F + 2 * pad - k) / c.stride + 1;
+    ggml_tensor * padded = pad > 0 ? ggml_pad_ext(ctx, x, 0, 0, pad, pad, pad, pad, 0, 0) : x;
+    ggml_tensor * y = nullptr;
+    for (int kh = 0; kh < k; ++kh) {
+        for (int kw = 0; kw < k; ++kw) {
+            ggml_tensor * tap = ggml_view_3d(ctx, padded, C, f_out, T, padded->nb[1] * c.stride, padded->nb[2],
+                                             padded->nb[1] * kh + padded->nb[2] * kw);
+            tap = ggml_reshape_2d(ctx, ggml_cont(ctx, tap), C, f_out * T);
+            ggml_tensor * part = ggml_mul_mat(ctx, tap_matrix(ctx, c, kh * k + kw), tap);
+            y = y ? ggml_add(ctx, y, part) : part;
         }
     }
-    return ggml_add(ctx, ggml_mul_mat(ctx, c.w, cols), c.b);
+    return ggml_reshape_3d(ctx, ggml_add(ctx, y, c.b), c.c_out, f_out, T);
+}
+
+// A 1-D conv on x ne (C_in, T): the sum over taps of the tap's matrix times the dilated, strided
+// shift of the zero-padded input.
+ggml_tensor * conv1d(ggml_context * ctx, const SpkConv & c, ggml_tensor * x) {
+    if (c.kernel == 1 && c.stride == 1) return ggml_add(ctx, ggml_mul_mat(ctx, tap_matrix(ctx, c, 0), x), c.b);
+    const int pad = c.dilation * (c.kernel - 1) / 2;
+    const int64_t t_out = (x->ne[1] + 2 * pad - c.dilation * (c.kernel - 1) - 1) / c.stride + 1;
+    ggml_tensor * padded = pad > 0 ? ggml_pad_ext(ctx, x, 0, 0, pad, pad, 0, 0, 0, 0) : x;
+    ggml_tensor * y = nullptr;
+    for (int k = 0; k < c.kernel; ++k) {
+        ggml_tensor * tap = ggml_view_2d(ctx, padded, x->ne[0], t_out, padded->nb[1] * c.stride,
+                                         padded->nb[1] * static_cast<size_t>(k) * c.dilation);
+        if (c.stride > 1) tap = ggml_cont(ctx, tap);
+        ggml_tensor * part = ggml_mul_mat(ctx, tap_matrix(ctx, c, k), tap);
+        y = y ? ggml_add(ctx, y, part) : part;
+    }
+    return ggml_add(ctx, y, c.b);
 }
 
 ggml_tensor * affine(ggml_context * ctx, const SpkAffine & a, ggml_tensor * x) {
@@ -69,19 +82,18 @@ ggml_tensor * build_speaker_encoder(ggml_context * ctx, const SpeakerEncoder & m
     in.segment = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, frames);
     for (ggml_tensor * t : {in.feats, in.pooling, in.segment}) ggml_set_input(t);
 
-    // head: the fbank as a one-channel image ne (T, F, 1, 1)
-    ggml_tensor * x = ggml_cont(ctx, ggml_transpose(ctx, in.feats));
-    x = ggml_reshape_4d(ctx, x, n_frames, hp.fbank.n_mel, 1, 1);
+    // head: the fbank as a one-channel image ne (1, F, T)
+    ggml_tensor * x = ggml_reshape_3d(ctx, in.feats, 1, hp.fbank.n_mel, n_frames);
     x = ggml_relu(ctx, conv2d(ctx, model.head_in(), x));
     for (const SpkResBlock & b : model.head_blocks()) {
         ggml_tensor * y = ggml_relu(ctx, conv2d(ctx, b.conv1, x));
         y = conv2d(ctx, b.conv2, y);
         x = ggml_relu(ctx, ggml_add(ctx, y, b.shortcut.w ? conv2d(ctx, b.shortcut, x) : x));
     }
-    x = ggml_relu(ctx, conv2d(ctx, model.head_out(), x));  // ne (T, F', m, 1)
-    // channels c * F' + f, frames along ne1
-    x = ggml_reshape_2d(ctx, x, n_frames, x->ne[1] * x->ne[2]);
-    x = ggml_cont(ctx, ggml_transpose(ctx, x));
+    x = ggml_relu(ctx, conv2d(ctx, model.head_out(), x));  // ne (m, F', T)
+    // the TDNN's channel c * F' + f: frequency fastest
+    x = ggml_cont(ctx, ggml_permute(ctx, x, 1, 0, 2, 3));
+    x = ggml_reshape_2d(ctx, x, x->ne[0] * x->ne[1], n_frames);
 
     x = ggml_relu(ctx, conv1d(ctx, model.tdnn(), x));  // ne (C0, frames)
     const size_t n_blocks = model.blocks().size();
@@ -119,9 +131,13 @@ void speaker_encoder_pooling(int64_t frames, int seg_len, std::vector<float> & p
 size_t speaker_encoder_graph_nodes(const SpeakerEncoder & model) {
     size_t layers = 0;
     for (const SpkBlock & b : model.blocks()) layers += b.layers.size();
-    const size_t taps = static_cast<size_t>(std::max(model.hparams().tdnn_kernel, 1)) * 2;
-    // ~30 nodes per dense layer (with its conv taps), ~10 per head block, and the rest
-    return 256 + 12 * model.head_blocks().size() + (40 + 3 * taps) * layers + 16 * model.blocks().size();
+    const SpeakerEncoderHparams & hp = model.hparams();
+    const size_t taps2d = static_cast<size_t>(hp.head_kernel) * hp.head_kernel;
+    size_t taps1d = static_cast<size_t>(hp.tdnn_kernel);
+    for (int k : hp.kernels) taps1d = std::max(taps1d, static_cast<size_t>(k));
+    // up to 5 nodes per tap (view, cont, reshape, product, sum); ~20 more per dense layer
+    return 256 + 5 * taps2d * (3 * model.head_blocks().size() + 2) + (24 + 5 * taps1d) * (layers + 1) +
+           16 * model.blocks().size();
 }
 
 }  // namespace minicpmo
