@@ -4,7 +4,7 @@ Metadata: format version, the LLM file it belongs to (name and fingerprint) and 
 ids (spec §4.2) read from the checkpoint's tokenizer, the forbidden-token list, and
 `minicpmo.components` naming the component tensor groups present. Each component (so far: vision =
 SigLIP tower + resampler, audio = Whisper encoder + projector, tts = speech-token decoder,
-token2wav = flow + HiFT vocoder, voice = voice prompts)
+token2wav = flow + HiFT vocoder, voice = voice prompts, speaker_encoder = CAM++)
 registers in COMPONENTS which part of the Checkpoint it writes and a function that adds its keys to
 the writer and returns the tensors to write. The component modules never see the Checkpoint, so
 checkpoint.py can import their checks without a cycle.
@@ -22,6 +22,7 @@ from .audio_gguf import audio_component
 from .llm_fingerprint import FINGERPRINT_KEY
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .outtypes import OUTTYPES, tts_outtype_for
+from .speaker_encoder_gguf import speaker_encoder_component
 from .speech import voice_component
 from .speech_tokenizer_gguf import speech_tokenizer_component
 from .token2wav_gguf import token2wav_component
@@ -41,6 +42,7 @@ COMPONENTS: list[tuple[str, Callable[[Checkpoint], Any], ComponentHook]] = [
     ("token2wav", lambda c: c.speech.token2wav if c.speech else None, token2wav_component),
     ("voice", lambda c: c.speech.voices if c.speech else [], voice_component),
     ("speech_tokenizer", lambda c: c.speech.speech_tokenizer if c.speech else None, speech_tokenizer_component),
+    ("speaker_encoder", lambda c: c.speech.speaker_encoder if c.speech else None, speaker_encoder_component),
 ]
 
 

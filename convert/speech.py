@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer
 from .speech_tokenizer_gguf import SpeechTokenizerPlan, check_speech_tokenizer
+from .speaker_encoder_gguf import SPEAKER_ONNX, SpeakerEncoderPlan, plan_speaker_encoder
 from .token2wav_gguf import Token2WavPlan, check_token2wav
 from .tts_gguf import TtsPlan, check_tts
 from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, add_voice_keys, check_unique, \
@@ -47,6 +48,7 @@ class SpeechPlan:
     token2wav: Token2WavPlan | None = None
     speech_tokenizer: SpeechTokenizerPlan | None = None  # run-time voice cloning (the token2wav folder's ONNX)
     voices: list[Voice] = field(default_factory=list)
+    speaker_encoder: SpeakerEncoderPlan | None = None  # CAM++ from the token2wav folder's campplus.onnx
     notes: list[str] = field(default_factory=list)  # said on stderr unless quiet
 
 
@@ -74,6 +76,7 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
     if plan.speech_tokenizer is None:
         plan.notes.append(f"note: no {TOKENIZER_ONNX} in {t.dir}: the companion gets no speech tokenizer "
                           "(voices cannot be cloned at run time)")
+    plan.speaker_encoder = _plan_speaker_encoder(t.dir, plan.notes)
     dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
     default: Voice | None = None
     ready = t.dir / DEFAULT_VOICE_FILE
@@ -95,6 +98,21 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
         [load_voice(Path(p), name, t.dir, dims) for name, p in opts.extra_voices]
     check_unique(plan.voices)
     return plan
+
+
+def _plan_speaker_encoder(t2w_dir: Path, notes: list[str]) -> SpeakerEncoderPlan | None:
+    onnx_path = t2w_dir / SPEAKER_ONNX
+    if not onnx_path.is_file():
+        notes.append(f"note: no {SPEAKER_ONNX} in {t2w_dir}: the companion gets no speaker encoder "
+                     "(voices cannot be cloned at run time)")
+        return None
+    try:
+        import onnx  # noqa: F401, PLC0415 - read at conversion only
+    except ImportError:
+        notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package (pip install onnx); "
+                     "the companion gets no speaker encoder")
+        return None
+    return plan_speaker_encoder(onnx_path)
 
 
 def voice_component(voices: list[Voice], w: Writer, outtype: str) -> list[PlannedTensor]:

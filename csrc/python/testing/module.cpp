@@ -23,6 +23,7 @@ void bind_duplex_decode(py::module_ & m);                // bind_duplex_decode.c
 void bind_cpu_kernels(py::module_ & m);                  // bind_cpu_kernels.cpp (vectorised sine, exp, softmax)
 void bind_voice_frontend(py::module_ & m);               // bind_voice_frontend.cpp (voice resampler, prompt mel)
 void bind_speech_tokenizer(py::module_ & m);             // bind_speech_tokenizer.cpp (S3 speech tokenizer v2)
+void bind_speaker_encoder(py::module_ & m);              // bind_speaker_encoder.cpp (CAM++, Kaldi fbank)
 
 PYBIND11_MODULE(_testing, m) {
     m.doc() = "minicpmo-cpp test hooks (not public API)";
@@ -40,6 +41,7 @@ PYBIND11_MODULE(_testing, m) {
     bind_cpu_kernels(m);
     bind_voice_frontend(m);
     bind_speech_tokenizer(m);
+    bind_speaker_encoder(m);
     m.def("system_info", [] {
         minicpmo::ensure_llama_initialized();
         return std::string(llama_print_system_info());
