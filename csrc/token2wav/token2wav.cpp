@@ -26,10 +26,12 @@ int Token2Wav::sample_rate() const { return hift_.model().hparams().sample_rate;
 
 std::vector<float> Token2Wav::synthesize(const std::vector<int32_t> & tokens, const std::string & voice) {
     if (tokens.empty()) fail(Status::invalid_argument, "there are no speech tokens to synthesize");
-    if (voices_->empty()) {
-        fail(Status::invalid_argument, "the omni file has no voice; add one with minicpmo-convert --add-voice NAME=ref.wav");
+    if (voice.empty() && voices_->empty()) {
+        fail(Status::invalid_argument, "the omni file has no voice; clone one from a reference recording or add one "
+                                       "with minicpmo-convert --add-voice NAME=ref.wav");
     }
-    const FlowPrompt prompt = flow_prompt(voices_->get(voice), flow_.model().hparams());
+    const std::shared_ptr<const VoicePrompt> held = voices_->get(voice);  // alive while the prompt points into it
+    const FlowPrompt prompt = flow_prompt(*held, flow_.model().hparams());
     // the flow gives frame-major mel (frames x n_mel); HiFT reads n_mel rows of frames
     const std::vector<float> mel = flow_.inference(tokens.data(), static_cast<int>(tokens.size()), prompt);
     const int n_mel = flow_.model().hparams().n_mel;

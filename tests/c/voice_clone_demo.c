@@ -1,6 +1,6 @@
 /* A voice cloned at run time through the public C API (minicpmo_voice_from_pcm): the reference is a
  * raw float32 mono file at RATE Hz; prints the voice's name and prompt (tokens, x-vector, mel sizes),
- * speaks one greedy reply with it (audio appended to OUT.f32), then checks that a freed voice can no
+ * speaks one seeded reply with it (audio appended to OUT.f32), then checks that a freed voice can no
  * longer be named and that bad references are errors, not crashes.
  * Built and run by tests/test_voice_clone.py.  usage: voice_clone_demo MODEL REF.f32 RATE PROMPT OUT.f32 */
 #include <stdio.h>
@@ -12,12 +12,6 @@
 
 #define DEMO_NAME "voice_clone_demo"
 #include "demo_common.h"
-
-static bool on_audio(const float * samples, size_t n, int32_t rate, void * ud) {
-    (void) rate;
-    fwrite(samples, sizeof(float), n, (FILE *) ud);
-    return true;
-}
 
 static float * read_f32(const char * path, size_t * n) {
     FILE * f = fopen(path, "rb");
@@ -58,17 +52,28 @@ int main(int argc, char ** argv) {
     printf("\n");
 
     minicpmo_generate_params gp = minicpmo_generate_default_params();
-    gp.do_sample = false;
+    /* sampled with a fixed seed, which also fixes the flow's and the vocoder's noise (as the test's Python side) */
+    gp.do_sample = true;
+    gp.temperature = 0.7f;
+    gp.top_p = 0.8f;
+    gp.top_k = 100;
+    gp.seed = 7;
     gp.repetition_penalty = 1.0f;
     gp.max_new_tokens = 8;
     gp.max_speech_tokens = 30; /* the tiny random model rarely samples EOS */
     minicpmo_message turn[1] = {{"user", argv[4]}};
     FILE * out = fopen(argv[5], "wb");
     if (!out) return 1;
-    st = minicpmo_session_chat_spoken(session, turn, 1, NULL, 0, -1, NULL, 0, &gp, minicpmo_voice_name(voice), NULL,
-                                      on_audio, out, NULL, NULL);
+    minicpmo_reply * reply = NULL; /* the whole utterance at the end, as Python's chat(generate_audio=True) */
+    st = minicpmo_session_start_reply(session, turn, 1, NULL, 0, -1, NULL, 0, &gp, MINICPMO_SPEECH_WHOLE,
+                                      minicpmo_voice_name(voice), &reply);
+    if (st != MINICPMO_OK) return fail("start_reply", st);
+    for (minicpmo_reply_chunk c = {0}; !c.done;) {
+        if ((st = minicpmo_reply_next(reply, &c)) != MINICPMO_OK) return fail("reply_next", st);
+        if (c.audio) fwrite(c.audio, sizeof(float), c.n_audio, out);
+    }
+    minicpmo_reply_free(reply);
     fclose(out);
-    if (st != MINICPMO_OK) return fail("chat_spoken", st);
 
     /* a freed voice is gone; its name is never reused */
     char name[64];
