@@ -14,6 +14,7 @@ from .llm_gguf import write_llm_gguf
 from .omni_gguf import write_omni_gguf
 from .outtypes import file_label, parse_outtype, tts_outtype_for
 from .speech import SpeechOptions
+from .voice_gguf import add_voices
 
 DEFAULT_NAME = "MiniCPM-o-4_5"
 
@@ -72,9 +73,17 @@ def convert_checkpoint(
         print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
     try:
         omni_path = write_omni_gguf(ckpt, out / omni_name, outtype, name, llm_name, quiet, fingerprint, tts_outtype)
+        deferred = ckpt.speech.deferred_voices if ckpt.speech is not None else []
+        if deferred:  # recordings cloned by the runtime with the voice encoders just written
+            if not quiet:
+                print(f"cloning voice(s) {', '.join(n for n, _ in deferred)} with the companion's voice encoders",
+                      file=sys.stderr, flush=True)
+            add_voices(omni_path, deferred, None, quiet=True,
+                       default="default" if any(n == "default" for n, _ in deferred) else None)
     except BaseException:
-        # the two files are one model: an LLM file naming a companion that was never written is
-        # not left behind
+        # the two files are one model: an LLM file naming a companion that was never written (or
+        # is incomplete) is not left behind
         Path(llm_path).unlink(missing_ok=True)
+        (out / omni_name).unlink(missing_ok=True)
         raise
     return llm_path, omni_path

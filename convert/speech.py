@@ -4,8 +4,10 @@ plan_speech() runs while the checkpoint is opened (before any file is written), 
 voice fails early, and the ONNX voice models run once. The omni_gguf hooks then read the plan.
 
 Default voice, first source found (the speech contract §3): --voice-npz, --voice-wav, a ready-made
-`default_voice.npz` in the token2wav folder, the release's `assets/system_ref_audio.wav` (needs
-onnxruntime), else none (with a note).
+`default_voice.npz` in the token2wav folder, the release's `assets/system_ref_audio.wav`, else none
+(with a note). A voice from a recording is made with onnxruntime on the release's ONNX models when it
+is installed; without it, when the companion gets both voice encoders, the recording is checked now
+and cloned by the runtime from the written companion (deferred_voices, convert/pipeline.py).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from .speech_tokenizer_gguf import SpeechTokenizerPlan, check_speech_tokenizer
 from .speaker_encoder_gguf import SPEAKER_ONNX, SpeakerEncoderPlan, plan_speaker_encoder
 from .token2wav_gguf import Token2WavPlan, check_token2wav
 from .tts_gguf import TtsPlan, check_tts
-from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, add_voice_keys, check_unique, \
-    load_voice, load_voice_npz, onnx_available, voice_from_wav, voice_tensors
+from .voice_gguf import DEFAULT_VOICE_FILE, TOKENIZER_ONNX, Voice, VoiceDims, add_voice_keys, \
+    check_voice_wav, load_voice_npz, onnx_available, voice_from_wav, voice_tensors
 
 if TYPE_CHECKING:
     from .safetensors_io import SafetensorsSource
@@ -48,6 +50,8 @@ class SpeechPlan:
     token2wav: Token2WavPlan | None = None
     speech_tokenizer: SpeechTokenizerPlan | None = None  # run-time voice cloning (the token2wav folder's ONNX)
     voices: list[Voice] = field(default_factory=list)
+    # recordings cloned natively once the companion (with its voice encoders) is written: (name, path)
+    deferred_voices: list[tuple[str, Path]] = field(default_factory=list)
     speaker_encoder: SpeakerEncoderPlan | None = None  # CAM++ from the token2wav folder's campplus.onnx
     notes: list[str] = field(default_factory=list)  # said on stderr unless quiet
 
@@ -78,25 +82,42 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
                           "(voices cannot be cloned at run time)")
     plan.speaker_encoder = _plan_speaker_encoder(t.dir, plan.notes)
     dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
+    native = plan.speech_tokenizer is not None and plan.speaker_encoder is not None and not onnx_available()
+
+    def from_wav(path: Path, name: str) -> Voice | None:
+        """The voice now (onnxruntime), or None when it is deferred to the runtime's cloner."""
+        if native:
+            check_voice_wav(path)
+            plan.deferred_voices.append((name, path))
+            return None
+        return voice_from_wav(path, name, t.dir, dims)
+
     default: Voice | None = None
     ready = t.dir / DEFAULT_VOICE_FILE
     release_wav = hf_dir / RELEASE_REF_WAV
     if opts.voice_npz is not None:
         default = load_voice_npz(Path(opts.voice_npz), "default", dims)
     elif opts.voice_wav is not None:
-        default = voice_from_wav(Path(opts.voice_wav), "default", t.dir, dims)
+        default = from_wav(Path(opts.voice_wav), "default")
     elif ready.is_file():
         default = load_voice_npz(ready, "default", dims)
-    elif release_wav.is_file() and onnx_available() and (t.dir / TOKENIZER_ONNX).is_file():
-        default = voice_from_wav(release_wav, "default", t.dir, dims)
+    elif release_wav.is_file() and (native or (onnx_available() and (t.dir / TOKENIZER_ONNX).is_file())):
+        default = from_wav(release_wav, "default")
     else:
         plan.notes.append(
             "note: no default voice written (none of --voice-npz, --voice-wav, "
-            f"{ready}, or {release_wav} with onnxruntime installed); add one later with "
-            "`minicpmo-convert --omni FILE --add-voice NAME=ref.wav` (pip install 'minicpmo-cpp[voice]')")
-    plan.voices = ([default] if default is not None else []) + \
-        [load_voice(Path(p), name, t.dir, dims) for name, p in opts.extra_voices]
-    check_unique(plan.voices)
+            f"{ready}, or {release_wav} with the ONNX voice models); add one later with "
+            "`minicpmo-convert --omni FILE --add-voice NAME=ref.wav`")
+    plan.voices = [default] if default is not None else []
+    for name, p in opts.extra_voices:
+        voice = load_voice_npz(Path(p), name, dims) if Path(p).suffix.lower() == ".npz" else from_wav(Path(p), name)
+        if voice is not None:
+            plan.voices.append(voice)
+    seen: set[str] = set()
+    for name in [v.name for v in plan.voices] + [n for n, _ in plan.deferred_voices]:
+        if name in seen:
+            raise ConversionError(f"voice {name!r} is given twice")
+        seen.add(name)
     return plan
 
 

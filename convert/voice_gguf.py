@@ -160,6 +160,16 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     return pcm, int(rate)
 
 
+def check_voice_wav(path: Path) -> None:
+    """The checks a recording passes before it is cloned later: readable audio, finite, 0.5 s to the
+    ~17 s the streaming caches allow (25 tokens per second, 2 mel frames each)."""
+    pcm, rate = _read_wav(path)
+    seconds = pcm.shape[0] / rate
+    if seconds > MAX_PROMPT_FRAMES / 50 + 0.04:
+        raise ConversionError(f"{path}: {seconds:.1f} s of audio is longer than the {MAX_PROMPT_FRAMES // 50} s the "
+                              "streaming caches allow for a voice prompt: use a shorter reference")
+
+
 def voice_from_wav(path: Path, name: str, onnx_dir: Path, dims: VoiceDims) -> Voice:
     """Tokens, speaker embedding and prompt mel of a reference recording (spec §5.2.1)."""
     ort = _onnxruntime()
@@ -287,7 +297,7 @@ def voice_from_wav_native(path: Path, name: str, omni_path: Path, dims: VoiceDim
 
 
 def add_voices(omni_path: str | os.PathLike, voice_args: list[tuple[str, Path]], onnx_dir: Path | None,
-               quiet: bool = False) -> Path:
+               quiet: bool = False, default: str | None = None) -> Path:
     """Add named voices (.npz or recordings) to an existing companion. A recording is cloned with the
     companion's own voice encoders when it has them (speech_tokenizer, speaker_encoder), else with the
     release's ONNX models in `onnx_dir` through onnxruntime."""
@@ -304,12 +314,14 @@ def add_voices(omni_path: str | os.PathLike, voice_args: list[tuple[str, Path]],
             voices.append(voice_from_wav_native(p, name, path, dims))
         else:
             voices.append(load_voice(p, name, onnx_dir, dims))
-    return add_voice_prompts(path, voices, quiet)
+    return add_voice_prompts(path, voices, quiet, default)
 
 
-def add_voice_prompts(omni_path: str | os.PathLike, voices: list[Voice], quiet: bool = False) -> Path:
+def add_voice_prompts(omni_path: str | os.PathLike, voices: list[Voice], quiet: bool = False,
+                      default: str | None = None) -> Path:
     """Add named voices to an existing companion: every other key and tensor is copied unchanged;
-    the file is rewritten to NAME.part and renamed over the original only when complete."""
+    the file is rewritten to NAME.part and renamed over the original only when complete. `default`
+    names the new default voice (None: the file's default stays, or the first voice added)."""
     path = Path(omni_path)
     reader = _open_companion(path)
     comps = _components(reader)
@@ -326,7 +338,8 @@ def add_voice_prompts(omni_path: str | os.PathLike, voices: list[Voice], quiet: 
     if not new:
         raise ConversionError("no voice to add")
     default_field = reader.fields.get(KEY + "default")
-    default = default_field.contents() if default_field is not None else new[0].name
+    if default is None:
+        default = default_field.contents() if default_field is not None else new[0].name
 
     w = Writer(None, "minicpmo-omni")
     for key, field in reader.fields.items():

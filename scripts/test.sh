@@ -15,5 +15,10 @@ python -m pip install --progress-bar off "torch==2.13.0"
 # -- torchaudio, onnxruntime, s3tokenizer -- from running).
 python -m pip install --progress-bar off --no-deps "minicpmo-utils==1.0.7"
 python -m pip install --progress-bar off "einops==0.8.1" "scipy>=1.10"
+# Independent PyTorch implementations of the two voice encoders the runtime ports (tests export them to
+# ONNX with random weights): PyPI s3tokenizer's S3TokenizerV2 and FunASR's CAMPPlus. --no-deps because
+# their package imports pull torchaudio / modelscope / hydra / ...; the model files the tests load
+# import only torch, numpy and einops (tests/s3tokenizer_export.py, tests/campplus_reference.py).
+python -m pip install --progress-bar off --no-deps "s3tokenizer==0.3.0" "funasr==1.4.16"
 minicpmo_pip_install ".[test]"
 python -m pytest -q tests "$@"

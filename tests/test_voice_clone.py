@@ -149,7 +149,7 @@ def test_save_voice_and_add_voice_need_no_onnxruntime(session, clone_files, tmp_
     # --add-voice on a companion with the voice encoders: onnxruntime made unimportable
     code = (f"import sys; sys.modules['onnxruntime'] = None\n"
             f"from minicpmo_cpp.convert.cli import main\n"
-            f"main(['--omni', {str(copy)!r}, '--add-voice', 'carol={ref}', '-q'])\n")
+            f"sys.exit(main(['--omni', {str(copy)!r}, '--add-voice', 'carol={ref}', '-q']))\n")
     res = run_isolated(code)
     assert res.returncode == 0, res.stderr
     for name in ("alice", "carol"):
@@ -210,3 +210,32 @@ def test_c_api_and_cli_clone_the_same_voice(session, clone_files, tmp_path):
         np.testing.assert_array_equal(got, _speak(like_cli, v))
     finally:
         like_cli.close()
+
+
+def test_conversion_clones_its_voices_natively_without_onnxruntime(session, clone_files, tiny_hf, tmp_path):
+    """With onnxruntime unimportable, --voice-wav and --add-voice recordings are checked before anything
+    is written and cloned by the runtime from the new companion's voice encoders."""
+    llm, omni, ref = clone_files
+    hf = omni.parent.parent / "hf"  # the clone_files checkpoint, ONNX voice models included
+    out = tmp_path / "out"
+    code = (f"import sys; sys.modules['onnxruntime'] = None\n"
+            f"from minicpmo_cpp.convert.cli import main\n"
+            f"sys.exit(main([{str(hf)!r}, '-o', {str(out)!r}, '--outtype', 'f32', '--tts-outtype', 'f32', "
+            f"'--voice-wav', {str(ref)!r}, '--add-voice', 'carol={ref}', '-q']))\n")
+    res = run_isolated(code, timeout=300)
+    assert res.returncode == 0, res.stderr
+    new_omni = next(out.glob("*omni*.gguf"))
+    v = session.clone_voice(ref)
+    r = GGUFReader(new_omni)
+    assert r.fields["minicpmo.voice.default"].contents() == "default"
+    for name in ("default", "carol"):  # the same native computation as the session's clone
+        tokens, spk, mel = _file_voice(new_omni, name)
+        assert np.array_equal(tokens, v.tokens) and np.array_equal(spk, v.spk) and np.array_equal(mel, v.mel)
+    # a recording that cannot be a voice fails before anything is written
+    short = tmp_path / "short.wav"
+    soundfile.write(short, np.zeros(4000, np.float32), 16000)
+    bad = tmp_path / "bad"
+    code = code.replace(str(out), str(bad)).replace(f"'--voice-wav', {str(ref)!r}", f"'--voice-wav', {str(short)!r}")
+    res = run_isolated(code, timeout=300)
+    assert res.returncode != 0 and "a voice needs at least 0.5 s" in res.stderr
+    assert not list(bad.glob("*.gguf"))
