@@ -367,6 +367,7 @@ def test_token2wav_and_voice_keys(tiny_f32, tiny_f16):
     want = {
         "sample_rate": (u, 24000), "n_mel": (u, M), "mel_hop": (u, 480), "token_mel_ratio": (u, 2),
         "token_rate_hz": (u, 25), "mel_rate_hz": (u, 50),
+        "prompt_mel.n_fft": (u, 1920), "prompt_mel.f_min": (f, 0.0), "prompt_mel.f_max": (f, 8000.0),
         "vocab_size": (u, VOC), "silence_token_id": (u, 4218), "chunk_tokens": (u, 25), "lookahead_tokens": (u, 3),
         "n_timesteps": (u, 3), "stream_cache_tail_frames": (u, 100),
         "flow.input_size": (u, D), "flow.spk_embed_dim": (u, SPK), "flow.spk_norm_eps": (f, f32(1e-12)),
