@@ -22,8 +22,6 @@ import math
 import re
 from typing import Any
 
-import numpy as np
-
 from .errors import ConversionError
 from .omni_names import OfficialSource, unpermute_rope_rows
 from .omni_set import GGUFTensors, kv

@@ -21,13 +21,12 @@ x-vector and mel): add one with `minicpmo-convert --omni OUT --add-voice NAME=re
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gguf
 import numpy as np
@@ -38,8 +37,8 @@ from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .llm_fingerprint import FINGERPRINT_KEY
 from .omni_gguf import ARCH as OMNI_ARCH, FORMAT_VERSION
-from .omni_names import OfficialSource, unpermute_rope_rows
-from .omni_set import GGUFTensors, OmniSet, find_omni_set, kv
+from .omni_names import OfficialSource
+from .omni_set import GGUFTensors, find_omni_set, kv
 from .omni_token2wav import check_official_token2wav
 from .outtypes import OUTTYPES
 from .speech import voice_component
@@ -48,13 +47,11 @@ from .tokens import NAMED_TOKENS
 from .tts_gguf import check_tts, tts_component
 from .vision_gguf import check_vision, vision_component
 
-# MiniCPM-o 4.5's configuration where the official files hold no value (config.json,
-# preprocessor_config.json of the release; the llama.cpp-omni runtime hard-codes the same numbers)
-RELEASE_MAX_SLICE_NUMS = 9
+# MiniCPM-o 4.5's tts_config where the official files hold no value (the llama.cpp-omni runtime
+# hard-codes the same numbers)
 RELEASE_TTS = dict(audio_bos_token_id=151687, text_eos_token_id=151692, normalize_projected_hidden=True,
                    condition_type="hidden_text_merge", attention_type="full_attention", s3_stream_chunk_size=25,
                    s3_stream_n_timesteps=10, s3_stream_prelook_size=3)
-AUDIO_HOP = 160
 RELEASE_ROPE_THETA = 1_000_000.0  # config.json rope_theta of the release (spec G2)
 _FINGERPRINT_VERSION = b"minicpmo-llm-fingerprint-gguf-1\0"
 
@@ -97,21 +94,6 @@ def gguf_llm_fingerprint(llm: GGUFTensors) -> str:
         add(bytes(raw[:65536]))
         add(bytes(raw[-65536:]))
     return h.hexdigest()
-
-
-def _value_type(v: Any) -> tuple[GGUFValueType, GGUFValueType | None]:
-    if isinstance(v, bool):
-        return GGUFValueType.BOOL, None
-    if isinstance(v, int):
-        return (GGUFValueType.INT32 if v < 0 else GGUFValueType.UINT32), None
-    if isinstance(v, float):
-        return GGUFValueType.FLOAT32, None
-    if isinstance(v, str):
-        return GGUFValueType.STRING, None
-    if isinstance(v, list):
-        sub = _value_type(v[0])[0] if v else GGUFValueType.INT32
-        return GGUFValueType.ARRAY, sub
-    raise ConversionError(f"unsupported key value {v!r}")
 
 
 def _raw_kv_types(path: Path) -> dict[str, tuple[int, int | None]]:

@@ -152,10 +152,6 @@ def find_omni_set(d: str | Path, llm: str | Path | None = None) -> OmniSet:
     return s
 
 
-def stored_name(src: GGUFTensors, name: str) -> str:
-    return f"{src.path.name}: {name}"
-
-
 def kv(src: GGUFTensors, key: str, default: Any = None) -> Any:
     v = src.info.kv.get(key, default)
     if v is None:

@@ -15,11 +15,12 @@ stored types (F16 matrices of the LLM, vision, audio and TTS blocks; F32 elsewhe
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import shutil
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,24 @@ def official_set(tmp_path_factory, tiny_hf) -> Path:
     return out
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minicpmo_cpp.convert", *args], capture_output=True, text=True,
-                          timeout=300)
+@dataclass
+class _Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(*args: str) -> _Run:
+    """minicpmo-convert in this process (its main(); a subprocess would re-import everything)."""
+    from minicpmo_cpp.convert.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as e:  # argparse usage errors
+            rc = int(e.code or 0)
+    return _Run(rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +76,7 @@ def imported(official_set, tiny_hf, tmp_path_factory) -> tuple[Path, Path, str]:
     llm, omni = (Path(x) for x in p.stdout.split())
     assert llm.name == f"{NAME}-F16.gguf" and omni.name == f"{NAME}-omni-F16.gguf"
     assert "has no voice" in p.stderr and "--add-voice" in p.stderr
-    assert "copying LLM tensors: 100%" in p.stderr
+    assert "copying LLM tensors: 100%" in p.stderr  # progress shown
     v = _cli("--omni", str(omni), "--add-voice", f"default={tiny_hf / 'assets' / 'token2wav' / 'default_voice.npz'}")
     assert v.returncode == 0, v.stderr
     return llm, omni, p.stderr
@@ -130,7 +146,7 @@ def test_values_are_the_official_ones(imported, tiny_f32):
 
 @pytest.fixture(scope="module")
 def hooks_pair(imported, tiny_f16):
-    from minicpmo_cpp import OmniSession, _testing
+    from minicpmo_cpp import OmniSession
 
     def make(path):
         return OmniSession(str(path), n_threads=2, **SESSION, n_ctx=512, seed=0, kv_cache_type="f32")
@@ -216,6 +232,39 @@ def test_spoken_reply_through_the_import(imported):
 def _copy_set(official_set: Path, dst: Path) -> Path:
     shutil.copytree(official_set, dst)
     return dst
+
+
+def test_quantized_llm_copied_as_is(official_set, tiny_f16, tmp_path):
+    """The release ships the LLM in several quantizations (llama-quantize output): with more than one
+    beside the components the import asks which; the chosen file's blocks are copied unchanged, and
+    the model computes what our F16 conversion quantized the same way computes, bit for bit."""
+    from minicpmo_cpp import OmniSession
+
+    d = _copy_set(official_set, tmp_path / "set")
+    q = subprocess.run(["minicpmo-quantize", str(d / f"{NAME}-F16.gguf"), "Q4_K_M", "-o", str(d), "-q"],
+                       capture_output=True, text=True, timeout=120)
+    assert q.returncode == 0, q.stderr
+    official_q = d / f"{NAME}-Q4_K_M.gguf"
+    p = _cli("--from-omni-gguf", str(d), "-o", str(tmp_path / "o"), "--resampler-heads", "2", "-q")
+    assert p.returncode == 1 and "several LLM files" in p.stderr and "--llm" in p.stderr, p.stderr
+    p = _cli("--from-omni-gguf", str(d), "--llm", str(official_q), "-o", str(tmp_path / "o"),
+             "--resampler-heads", "2", "-q")
+    assert p.returncode == 0, p.stderr
+    llm = tmp_path / "o" / f"{NAME}-Q4_K_M.gguf"
+    assert (tmp_path / "o" / f"{NAME}-omni-Q4_K_M.gguf").is_file()
+    src, got = _tensors(official_q), _tensors(llm)
+    assert {src.qtype(t.name).name for t in src.info.tensors} - {"F32", "F16"}  # block-quantized tensors
+    for t in src.info.tensors:
+        assert got.qtype(t.name) == src.qtype(t.name)
+        assert np.array_equal(np.asarray(got.raw(t.name)), np.asarray(src.raw(t.name))), t.name
+    ours = subprocess.run(["minicpmo-quantize", str(tiny_f16[0]), "Q4_K_M", "-o", str(tmp_path / "ours"), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0, ours.stderr
+    ids = list(range(100, 116))
+    a = OmniSession(str(llm), n_threads=2, **SESSION, n_ctx=256, seed=0)._session.forward(ids)[0]
+    b = OmniSession(str(tmp_path / "ours" / f"{NAME}-Q4_K_M.gguf"), n_threads=2, **SESSION, n_ctx=256,
+                    seed=0)._session.forward(ids)[0]
+    assert rel(a, b) <= tol(0.0), rel(a, b)  # same blocks, same kernels
 
 
 def test_missing_folder_and_llm(tmp_path):
