@@ -251,10 +251,14 @@ def import_omni_set(
     llm_file: str | os.PathLike | None = None,
     tokenizer_config: str | os.PathLike | None = None,
     resampler_heads: int | None = None,
+    companion_only: bool = False,
 ) -> ImportReport:
     """Write {name}-{LABEL}.gguf and {name}-omni-{LABEL}.gguf in out_dir from the official set in
     set_dir. tokenizer_config: a checkpoint's tokenizer_config.json for its bad_token_ids (the
-    official files carry none). resampler_heads: only for models narrower than the release."""
+    official files carry none). resampler_heads: only for models narrower than the release.
+    companion_only: write no LLM file; the companion names the official one (by its path relative to
+    out_dir) and is loaded with it as OmniSession(official_llm, omni_path=companion); the official
+    file has no fingerprint, so the pair is not checked (a warning says so at load)."""
     s = find_omni_set(set_dir, llm_file)
     llm = s.open(s.llm)
     hidden = int(kv(llm, "qwen3.embedding_length"))
@@ -283,6 +287,11 @@ def import_omni_set(
     except OSError as e:
         raise ConversionError(f"cannot create output directory {out}: {e}") from e
     llm_name, omni_name = output_names(name, s.llm)
+    if companion_only:
+        llm_name = os.path.relpath(s.llm.resolve(), out.resolve())
+        if missing_llm_keys(llm):
+            raise ConversionError(f"{llm.path} lacks {', '.join(missing_llm_keys(llm))}: it cannot be used as it is; "
+                                  "import without --companion-only to get a re-keyed copy")
     with tempfile.TemporaryDirectory(prefix="minicpmo-omni-import-") as tmp:
         if pre:
             import json
@@ -310,7 +319,8 @@ def import_omni_set(
     w.add_file_type(int(OUTTYPES["f16"][1]))
     w.add_string("minicpmo.version", FORMAT_VERSION)
     w.add_string("minicpmo.llm_file", llm_name)
-    w.add_string(FINGERPRINT_KEY, fingerprint)
+    if not companion_only:  # the official file has none to compare with
+        w.add_string(FINGERPRINT_KEY, fingerprint)
     w.add_uint32("minicpmo.llm.embedding_length", hidden)
     w.add_uint32("minicpmo.llm.vocab_size", vocab)
     for key, token_id in _token_ids(llm).items():
@@ -334,14 +344,16 @@ def import_omni_set(
     if not quiet:
         for note in notes:
             print(note, file=sys.stderr, flush=True)
-        print(f"writing {out / llm_name} (tensors copied from {s.llm})", file=sys.stderr, flush=True)
-    llm_path = write_llm(llm, out / llm_name, omni_name, fingerprint, quiet)
+        if not companion_only:
+            print(f"writing {out / llm_name} (tensors copied from {s.llm})", file=sys.stderr, flush=True)
+    llm_path = s.llm if companion_only else write_llm(llm, out / llm_name, omni_name, fingerprint, quiet)
     if not quiet:
         print(f"writing companion {out / omni_name}", file=sys.stderr, flush=True)
     try:
         omni_path = write_gguf(w, out / omni_name, plan, src, quiet)
     except BaseException:
-        llm_path.unlink(missing_ok=True)
+        if not companion_only:
+            llm_path.unlink(missing_ok=True)
         raise
     kept: dict[str, int] = {}
     for t in plan:

@@ -299,3 +299,30 @@ def test_missing_tensor_and_missing_parts(official_set, tmp_path):
     assert comps == ["vision", "tts"]
     p = _cli("--from-omni-gguf", str(d), "-o", str(tmp_path / "o2"))
     assert p.returncode == 1 and "--resampler-heads" in p.stderr  # tiny width: no heads to derive
+
+
+def test_companion_only(official_set, imported, tmp_path):
+    """--companion-only writes no LLM copy: the companion names the official LLM file, which loads with
+    omni_path= (warning: no fingerprint to check). An LLM file without its rope base is refused (the
+    tiny set's, made under transformers >= 5); a file with it (here: the re-keyed import, standing
+    for one made under transformers 4) works and computes what the full import computes."""
+    from minicpmo_cpp import OmniSession
+
+    p = _cli("--from-omni-gguf", str(official_set), "-o", str(tmp_path / "a"), "--resampler-heads", "2",
+             "--companion-only", "-q")
+    assert p.returncode == 1 and "qwen3.rope.freq_base" in p.stderr and "--companion-only" in p.stderr, p.stderr
+    d = _copy_set(official_set, tmp_path / "set")
+    (d / f"{NAME}-F16.gguf").unlink()
+    shutil.copy2(imported[0], d / f"{NAME}-F16.gguf")
+    p = _cli("--from-omni-gguf", str(d), "-o", str(tmp_path / "o"), "--resampler-heads", "2", "--companion-only",
+             "-q")
+    assert p.returncode == 0, p.stderr
+    llm, omni = (Path(x) for x in p.stdout.split())
+    assert llm == d / f"{NAME}-F16.gguf" and sorted(x.name for x in (tmp_path / "o").iterdir()) == [omni.name]
+    info = _tensors(omni).info.kv
+    assert "minicpmo.llm_fingerprint" not in info and (omni.parent / info["minicpmo.llm_file"]).resolve() == llm
+    with pytest.warns(UserWarning, match="fingerprint"):
+        s = OmniSession(str(llm), omni_path=str(omni), n_threads=2, **SESSION, n_ctx=256, seed=0)
+    full = OmniSession(str(imported[0]), n_threads=2, **SESSION, n_ctx=256, seed=0)
+    ids = list(range(100, 116))
+    assert rel(s._session.forward(ids)[0], full._session.forward(ids)[0]) <= tol(0.0)
