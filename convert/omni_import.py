@@ -37,6 +37,7 @@ from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer, write_gguf
 from .llm_fingerprint import FINGERPRINT_KEY
 from .omni_gguf import ARCH as OMNI_ARCH, FORMAT_VERSION
+from .omni_components import add_audio, add_tts, add_vision
 from .omni_names import OfficialSource
 from .omni_set import GGUFTensors, find_omni_set, kv
 from .omni_token2wav import check_official_token2wav
@@ -269,8 +270,6 @@ def import_omni_set(
     src = OfficialSource()
     cfg: dict[str, Any] = {"hidden_size": hidden, "version": 4.5}
     pre: dict[str, Any] = {}
-    from .omni_components import add_audio, add_tts, add_vision
-
     for part, path in (("vision", s.vision), ("audio", s.audio), ("TTS", s.tts)):
         if path is None:
             notes.append(f"note: the set has no {part} file: the companion has no {part} component")

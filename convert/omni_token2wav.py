@@ -18,12 +18,13 @@ taken from tensor shapes, the rest from the release's flow.yaml / HiFTGenerator 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any, Mapping
 
 from .errors import ConversionError
 from .omni_names import OfficialSource
 from .omni_set import GGUFTensors, OmniSet
-from .token2wav_gguf import HIFT_DEFAULTS, F0_DEFAULTS, FlowConfig, HiftConfig, Token2WavPlan, _AssetFile, \
+from .token2wav_gguf import HIFT_DEFAULTS, SILENCE_TOKEN, F0_DEFAULTS, FlowConfig, HiftConfig, Token2WavPlan, _AssetFile, \
     flow_tensors, hift_tensors
 
 RELEASE_CFG_RATE = 0.7  # flow.yaml decoder.inference_cfg_rate of the release
@@ -98,23 +99,27 @@ def check_official_token2wav(s: OmniSet, src: OfficialSource, tts_config: Mappin
     files = {stem: s.open(s.token2wav[stem]) for stem in need}
     flow = _flow_config(files["encoder"], files["flow_matching"], files["flow_extra"])
     hift = _hift_config(files["hifigan2"])
+    if SILENCE_TOKEN >= flow.vocab:
+        raise ConversionError(f"{files['flow_extra'].path}: input_embedding has {flow.vocab} rows, "
+                              f"without the silence token {SILENCE_TOKEN}")
     n_steps = int(tts_config.get("s3_stream_n_timesteps", 10))
     if "prompt_cache" in s.token2wav:
         cache = s.open(s.token2wav["prompt_cache"])
         n_steps = int(cache.info.kv.get("mtmd.prompt_cache.n_timesteps", n_steps))
     resolved = []
+    used: dict[str, set[str]] = {stem: set() for stem in files}
     for label, wants, locate in (
         ("flow", flow_tensors(flow), lambda n: _flow_file(n, files)),
         ("hift", hift_tensors(hift), lambda n: (files["hifigan2"], n)),
     ):
         for want in wants:
             f, official = locate(want.name)
-            key = f"{label}:{want.name}"  # names of flow.pt and hift.pt never meet in the source
+            key = f"{label}:{want.name}"  # flow.pt and hift.pt names kept apart in the one source
             src.add(key, f, official, tuple(want.shape) if len(want.shape) == 1 else None)
-            resolved.append(_AssetFile(f.path, src).take(type(want)(want.gguf, key, want.shape, want.kind)))
+            used[f.path.stem].add(official)
+            resolved.append(_AssetFile(f.path, src).take(replace(want, name=key)))
     for stem, f in files.items():
-        used = {src.origin(n).split(": ", 1)[1] for n in src.names() if src.origin(n).startswith(f.path.name + ":")}
-        extra = [n for n in f.by_name if n not in used]
+        extra = [n for n in f.by_name if n not in used[stem]]
         if extra:
             raise ConversionError(f"{f.path}: unexpected tensor {extra[0]} ({len(extra)} unknown: the layout derived "
                                   "from the tensor shapes describes no such tensor)")

@@ -125,6 +125,9 @@ _PLACEHOLDERS = {
     "mistral_common/tokens/tokenizers/tekken.py": "class Tekkenizer:\n    pass\n",
     "mistral_common/tokens/tokenizers/sentencepiece.py": "class SentencePieceTokenizer:\n    pass\n",
     "sentencepiece/__init__.py": "class SentencePieceProcessor:\n    pass\n",
+    # transformers checks whether mistral_common is usable by its installed version (and fails on a
+    # package without one once PIL is installed): version 0.0.0 reads as "too old, not used"
+    "mistral_common-0.0.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: mistral_common\nVersion: 0.0.0\n",
 }
 
 
@@ -134,14 +137,16 @@ def _placeholder_packages(work: Path) -> Path:
     root = work / "placeholders"
     for rel, text in _PLACEHOLDERS.items():
         top = rel.split("/")[0]
-        if importlib.util.find_spec(top) is not None:
+        package = top.split("-")[0]  # a dist-info folder belongs to its package
+        if importlib.util.find_spec(package) is not None:
             continue  # the real package is installed: it is used
         f = root / rel
         f.parent.mkdir(parents=True, exist_ok=True)
-        for d in [f.parent, *f.parent.parents]:
-            if d == root or root not in d.parents:
-                break
-            (d / "__init__.py").touch()
+        if not top.endswith(".dist-info"):
+            for d in [f.parent, *f.parent.parents]:
+                if d == root or root not in d.parents:
+                    break
+                (d / "__init__.py").touch()
         f.write_text(text)
     return root
 

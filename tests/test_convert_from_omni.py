@@ -145,7 +145,7 @@ def test_values_are_the_official_ones(imported, tiny_f32):
 
 
 @pytest.fixture(scope="module")
-def hooks_pair(imported, tiny_f16):
+def session_pair(imported, tiny_f16):
     from minicpmo_cpp import OmniSession
 
     def make(path):
@@ -154,10 +154,10 @@ def hooks_pair(imported, tiny_f16):
     return make(imported[0]), make(tiny_f16[0])
 
 
-def test_vision_and_audio_features(hooks_pair):
+def test_vision_and_audio_features(session_pair):
     from minicpmo_cpp.signals import speechlike
 
-    got, ours = hooks_pair
+    got, ours = session_pair
     y, x = np.mgrid[0:160, 0:224]
     img = np.stack([128 + 100 * np.sin(x / 17.0), 128 + 100 * np.cos(y / 23.0), 128 + 60 * np.sin((x + y) / 31.0)],
                    -1).astype(np.uint8)
@@ -168,8 +168,8 @@ def test_vision_and_audio_features(hooks_pair):
     assert err_v <= tol(1e-2) and err_a <= tol(1e-2), (err_v, err_a)
 
 
-def test_llm_logits_bit_for_bit(hooks_pair):
-    got, ours = hooks_pair
+def test_llm_logits_bit_for_bit(session_pair):
+    got, ours = session_pair
     ids = ours.tokenize(ours.apply_chat_template([{"role": "user", "content": "Say something."}]))
     lg, hg = got._session.forward(ids)
     lo, ho = ours._session.forward(ids)
@@ -177,11 +177,11 @@ def test_llm_logits_bit_for_bit(hooks_pair):
     assert rel(lg, lo) <= tol(0.0) and rel(hg, ho) <= tol(0.0), (rel(lg, lo), rel(hg, ho))
 
 
-def test_tts_logits_and_tokens(hooks_pair):
+def test_tts_logits_and_tokens(session_pair):
     from minicpmo_cpp import _testing
     from tts_inputs import text_chunk
 
-    got, ours = (_testing.hooks(s) for s in hooks_pair)
+    got, ours = (_testing.hooks(s) for s in session_pair)
     ids, hidden = text_chunk(12, 3)
     rows_g = got.tts_condition_rows(ids.tolist(), hidden)
     rows_o = ours.tts_condition_rows(ids.tolist(), hidden)
