@@ -177,24 +177,67 @@ def test_llm_logits_bit_for_bit(session_pair):
     assert rel(lg, lo) <= tol(0.0) and rel(hg, ho) <= tol(0.0), (rel(lg, lo), rel(hg, ho))
 
 
+def _teacher_forced_logits(h, rows, codes) -> np.ndarray:
+    """TTS logits of every greedy step: the chat layout's condition rows at 0..L-1, then each code."""
+    h.tts_reset()
+    out = [h.tts_forward_rows(rows, list(range(len(rows))))[0]]
+    for i, c in enumerate(codes[:-1]):
+        out.append(h.tts_forward_code(int(c), len(rows) + i)[0])
+    return np.stack(out).astype(np.float64)
+
+
+CHAT = dict(temperature=0.8, penalty=1.05, window=16)  # minicpmo.tts.chat.* keys of both companions
+
+
+def _chat_processed(logits: np.ndarray, codes: list[int], eos: int) -> np.ndarray:
+    """The chat sampling's view of each step's logits before the greedy pick (csrc/sampling/
+    tts_sampler.cpp): divided by the temperature; from the second step on, the repetition penalty
+    (penalty ** count over the last `window` codes); EOS masked (every step here is under
+    min_new_tokens 50). Its top-p / top-k masks keep the best token, so they are left out."""
+    out = logits / CHAT["temperature"]
+    for i in range(1, len(out)):
+        recent = codes[max(0, i - CHAT["window"]):i]
+        for c in set(recent):
+            f = CHAT["penalty"] ** recent.count(c)
+            out[i, c] = out[i, c] / f if out[i, c] > 0 else out[i, c] * f
+        out[i, eos] = -np.inf
+    out[0, eos] = -np.inf
+    return out
+
+
 def test_tts_logits_and_tokens(session_pair):
+    """The TTS's logits along our model's greedy speech tokens (teacher-forced into both) within the
+    F16 tolerance, and the greedy tokens themselves identical wherever our choice is not a near tie:
+    a step whose top-2 margin (after the chat processing, on the same history) exceeds twice the two
+    models' largest processed-logit difference there cannot flip, so the sequences must agree up to the first step that is that close (on the
+    tiny model measured: one such step, 19 of 39, and all 39 tokens equal all the same)."""
     from minicpmo_cpp import _testing
     from tts_inputs import text_chunk
 
     got, ours = (_testing.hooks(s) for s in session_pair)
     ids, hidden = text_chunk(12, 3)
-    rows_g = got.tts_condition_rows(ids.tolist(), hidden)
-    rows_o = ours.tts_condition_rows(ids.tolist(), hidden)
-    err_rows = rel(rows_g, rows_o)
-    n = 40
-    tok_g, _ = got.tts_generate_chat(ids.tolist(), hidden, max_new_tokens=n)
-    tok_o, _ = ours.tts_generate_chat(ids.tolist(), hidden, max_new_tokens=n)
+    tok_g, _ = got.tts_generate_chat(ids.tolist(), hidden, max_new_tokens=40)
+    tok_o, _ = ours.tts_generate_chat(ids.tolist(), hidden, max_new_tokens=40)
+    rows = np.concatenate([ours.tts_condition_rows(ids.tolist(), hidden), ours.tts_text_rows([151692, 151687])])
+    lg = _teacher_forced_logits(got, rows, tok_o)
+    lo = _teacher_forced_logits(ours, rows, tok_o)
+    err = rel(lg, lo)
+    eos = lo.shape[1] - 1
+    po = _chat_processed(lo, tok_o, eos)
+    assert list(np.argmax(po, axis=1)) == tok_o  # the layout and processing above are the runtime's
+    top2 = np.sort(po, axis=1)[:, -2:]
+    pg = _chat_processed(lg, tok_o, eos)  # the imported model's view along the same history
+    finite = np.isfinite(po)  # the masked EOS is -inf in both
+    slack = 2 * np.max(np.abs(np.where(finite, pg, 0.0) - np.where(finite, po, 0.0)), axis=1)
+    near = np.nonzero(top2[:, 1] - top2[:, 0] <= slack)[0]
+    upto = int(near[0]) if near.size else len(tok_o)
     same = sum(a == b for a, b in zip(tok_g, tok_o))
-    print(f"TTS condition rows rel {err_rows:.2e}; greedy speech tokens equal {same}/{len(tok_o)}")
-    assert err_rows <= tol(2e-2), err_rows
-    # greedy choices of two F16-level models agree unless a step is a near tie of ours; on the tiny
-    # model measured: all equal (a mismatch would show as a count here, not as a flake elsewhere)
-    assert tok_g == tok_o
+    print(f"TTS logits rel {err:.2e} (teacher-forced); greedy speech tokens equal {same}/{len(tok_o)}, "
+          f"near ties at steps {near.tolist()}")
+    assert err <= tol(2e-2), err
+    assert tok_g[:upto] == tok_o[:upto]
+    if not near.size:
+        assert tok_g == tok_o
 
 
 def test_token2wav_against_our_f32(imported, tiny_f32):
