@@ -11,8 +11,9 @@ Each tensor keeps the official file's stored type where that type is F16 and our
 there; otherwise it is F32 (an official F32 tensor stays F32; an F16 one our layout keeps in F32,
 a norm or a bias, is widened exactly). Values are therefore the official ones, bit for bit.
 
-What the official files do not record comes from the release's configuration (constants below, the
-values of MiniCPM-o 4.5's config.json / preprocessor_config.json): the slicing limits, the TTS's
+What the official files do not record comes from the release's configuration (constants here and in
+omni_components.py / omni_token2wav.py: MiniCPM-o 4.5's config.json, preprocessor_config.json and
+flow.yaml values): the slicing limit, the TTS's
 sampling settings and special ids, the Whisper front end's hop and chunk length. The official set
 has no voice (prompt_cache.gguf holds the reference's precomputed flow caches, not its tokens,
 x-vector and mel): add one with `minicpmo-convert --omni OUT --add-voice NAME=ref.wav`.
@@ -21,6 +22,7 @@ x-vector and mel): add one with `minicpmo-convert --omni OUT --add-voice NAME=re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -215,8 +217,6 @@ def _token_ids(llm: GGUFTensors) -> dict[str, int]:
 def _bad_token_ids(tokenizer_config: Path | None, n_vocab: int) -> list[int]:
     if tokenizer_config is None:
         return []
-    import json
-
     try:
         tc = json.loads(Path(tokenizer_config).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -280,6 +280,9 @@ def import_omni_set(
     if s.tts is not None:
         add_tts(src, s.open(s.tts), s.open(s.projector) if s.projector else None, hidden, dict(RELEASE_TTS), cfg)
 
+    if companion_only and missing_llm_keys(llm):
+        raise ConversionError(f"{llm.path} lacks {', '.join(missing_llm_keys(llm))}: it cannot be used as it is; "
+                              "import without --companion-only to get a re-keyed copy")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -288,13 +291,8 @@ def import_omni_set(
     llm_name, omni_name = output_names(name, s.llm)
     if companion_only:
         llm_name = os.path.relpath(s.llm.resolve(), out.resolve())
-        if missing_llm_keys(llm):
-            raise ConversionError(f"{llm.path} lacks {', '.join(missing_llm_keys(llm))}: it cannot be used as it is; "
-                                  "import without --companion-only to get a re-keyed copy")
     with tempfile.TemporaryDirectory(prefix="minicpmo-omni-import-") as tmp:
         if pre:
-            import json
-
             (Path(tmp) / "preprocessor_config.json").write_text(json.dumps(pre))
         vision = check_vision(cfg, src, Path(tmp)) if s.vision is not None else None
         audio = check_audio(cfg, src, Path(tmp)) if s.audio is not None else None
