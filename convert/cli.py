@@ -3,6 +3,9 @@
 
 `minicpmo-convert --omni OMNI.gguf --add-voice NAME=FILE [...] [--token2wav-dir DIR]` adds voices
 to an existing companion instead (FILE: a reference recording, or a ready-made .npz voice).
+
+`minicpmo-convert --from-omni-gguf DIR -o OUT_DIR [--llm FILE] [--tokenizer-config FILE] [--companion-only]`
+imports the official llama.cpp-omni GGUF set instead (omni_import.py).
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="add a named voice (recording or .npz); repeatable")
     ap.add_argument("--omni", metavar="OMNI_GGUF", default=None,
                     help="add the --add-voice voices to this existing companion instead of converting")
+    ap.add_argument("--from-omni-gguf", metavar="DIR", default=None,
+                    help="import the official llama.cpp-omni GGUF set in DIR (LLM file re-keyed, tensors "
+                         "copied; component files re-laid into the companion) instead of converting")
+    ap.add_argument("--llm", metavar="FILE", default=None,
+                    help="with --from-omni-gguf: the LLM file, when DIR holds several quantizations")
+    ap.add_argument("--tokenizer-config", metavar="FILE", default=None,
+                    help="with --from-omni-gguf: a checkpoint's tokenizer_config.json for bad_token_ids")
+    ap.add_argument("--companion-only", action="store_true",
+                    help="with --from-omni-gguf: write only the companion, naming the official LLM file (no copy "
+                         "of the LLM); load with OmniSession(official_llm, omni_path=companion)")
+    ap.add_argument("--resampler-heads", metavar="N", type=int, default=None,
+                    help="with --from-omni-gguf: resampler attention heads (only for models narrower than "
+                         "the release; the official files do not record it, the reference uses width / 128)")
     return ap
 
 
@@ -62,8 +78,25 @@ def main(argv: list[str] | None = None) -> int:
             t2w = Path(args.token2wav_dir) if args.token2wav_dir else None
             print(add_voices(args.omni, voices, t2w, args.quiet))
             return 0
+        if args.from_omni_gguf is not None:
+            if args.hf_dir is not None or args.voice_wav or args.voice_npz or voices or args.token2wav_dir:
+                ap.error("--from-omni-gguf takes -o, --name, --llm, --tokenizer-config, --resampler-heads, "
+                         "--companion-only, -q "
+                         "(add voices afterwards with --omni OUT --add-voice NAME=FILE)")
+            from .omni_import import import_omni_set
+
+            rep = import_omni_set(args.from_omni_gguf, args.out_dir or args.from_omni_gguf, args.name, args.quiet,
+                                  llm_file=args.llm, tokenizer_config=args.tokenizer_config,
+                                  resampler_heads=args.resampler_heads, companion_only=args.companion_only)
+            if not args.quiet:
+                kept = ", ".join(f"{n} {q}" for q, n in sorted(rep.kept_types.items()))
+                print(f"components: {', '.join(rep.components) or 'none'}; companion tensors: {kept}",
+                      file=sys.stderr)
+            print(rep.llm)
+            print(rep.omni)
+            return 0
         if args.hf_dir is None:
-            ap.error("HF_DIR is required (or --omni FILE with --add-voice)")
+            ap.error("HF_DIR is required (or --omni FILE with --add-voice, or --from-omni-gguf DIR)")
         llm, omni = convert_checkpoint(args.hf_dir, args.out_dir, args.outtype, args.name, args.quiet,
                                        token2wav_dir=args.token2wav_dir, voice_wav=args.voice_wav,
                                        voice_npz=args.voice_npz, voices=voices, tts_outtype=args.tts_outtype)
