@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bench_common import cache_dir, cpu_kernels, cpu_name
 
 REPO = Path(__file__).resolve().parent.parent

@@ -165,7 +165,8 @@ def _parametric_ops(g: _Graph) -> list[_Op]:
             a = g.attrs(i)
             if int(a.get("group", 1)) != 1:
                 raise g.fail(i, "grouped convolution is not CAM++")
-            if str(a.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", ""):
+            auto_pad = a.get("auto_pad", b"NOTSET")
+            if (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) not in ("NOTSET", ""):
                 raise g.fail(i, "auto_pad convolutions are not supported (explicit pads expected)")
             w = g.const(i, n.input[1], "weight")
             if w.ndim not in (3, 4):
@@ -370,12 +371,15 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
             local = r.take(f"{pre}: dilated conv of the masking layer", "conv", c_in=bn_ch, ndim=1, c_out=growth)
             growth = local.c_out
             _same_pads(local, f"{pre}: the dilated conv")
-            if local.strides != (1,) or (kernel is not None and (local.kernel[0], local.dilations[0]) != (kernel, dilation)):
+            if local.strides != (1,) or (kernel is not None and
+                                         (local.kernel[0], local.dilations[0]) != (kernel, dilation)):
                 raise ConversionError(f"{local.where}: {pre}: stride 1 and one kernel / dilation per block expected")
             kernel, dilation = local.kernel[0], local.dilations[0]
             ctx1 = r.take(f"{pre}: first mask conv", "conv", c_in=bn_ch, ndim=1, kernel=(1,), c_out=cam_ch)
             cam_ch = ctx1.c_out
             ctx2 = r.take(f"{pre}: second mask conv", "conv", c_in=cam_ch, ndim=1, kernel=(1,), c_out=growth)
+            if not any(g.nodes[j].op_type == "Sigmoid" for j in g.consumers.get(ctx2.out, [])):
+                raise ConversionError(f"{ctx2.where}: {pre}: the mask conv should feed a Sigmoid")
             s = _seg_len(g, local)
             if seg is not None and s != seg:
                 raise ConversionError(f"{local.where}: segment length {s} differs from the first layer's {seg}")

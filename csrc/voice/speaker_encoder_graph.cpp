@@ -132,7 +132,8 @@ ggml_tensor * build_speaker_encoder(ggml_context * ctx, const SpeakerEncoder & m
     ggml_tensor * dev = ggml_sub(ctx, xt, mean);
     ggml_tensor * var = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, dev)), 1.0f / static_cast<float>(frames - 1));
     const int64_t C = x->ne[0];
-    ggml_tensor * stats = ggml_concat(ctx, ggml_reshape_2d(ctx, mean, C, 1), ggml_reshape_2d(ctx, ggml_sqrt(ctx, var), C, 1), 0);
+    ggml_tensor * std_dev = ggml_reshape_2d(ctx, ggml_sqrt(ctx, var), C, 1);
+    ggml_tensor * stats = ggml_concat(ctx, ggml_reshape_2d(ctx, mean, C, 1), std_dev, 0);
     return conv1d(ctx, model.dense(), stats);  // ne (E, 1)
 }
 
@@ -147,7 +148,9 @@ void speaker_encoder_pooling(int64_t frames, int seg_len, std::vector<float> & p
             segment[static_cast<size_t>(t)] = static_cast<int32_t>(s);
         }
     }
-    for (int64_t t = 0; t < frames; ++t) pooling[static_cast<size_t>(n_seg * frames + t)] = 1.0f / static_cast<float>(frames);
+    for (int64_t t = 0; t < frames; ++t) {
+        pooling[static_cast<size_t>(n_seg * frames + t)] = 1.0f / static_cast<float>(frames);
+    }
 }
 
 size_t speaker_encoder_graph_nodes(const SpeakerEncoder & model) {
