@@ -207,17 +207,52 @@ def test_missing_component_is_a_clear_error(tiny_f32):
 
 # --- the structural mapper --------------------------------------------------------------------------
 
+def _batchnorms_as_mul_add(path: Path, out: Path, head_channels: int = 32) -> Path:
+    """The graph with its BatchNormalization nodes rewritten as Mul by a per-channel scale then Add of a
+    shift, as graph optimizers emit them (the one after the embedding layer's Squeeze is left: its input
+    has no time axis)."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    consts = spk_gguf._Graph(model, path).consts
+    producer = {o: n for n in model.graph.node for o in n.output}
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type != "BatchNormalization" or getattr(producer.get(n.input[0]), "op_type", "") == "Squeeze":
+            nodes.append(n)
+            continue
+        gamma, beta, mean, var = (consts[x].astype(np.float64) for x in n.input[1:5])
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        shape = (1, scale.size, 1, 1) if scale.size == head_channels else (1, scale.size, 1)
+        sname, bname, mid = n.output[0] + "_scale", n.output[0] + "_shift", n.output[0] + "_scaled"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(scale.reshape(shape).astype(np.float32), sname),
+            numpy_helper.from_array((beta - mean * scale).reshape(shape).astype(np.float32), bname)])
+        nodes += [helper.make_node("Mul", [n.input[0], sname], [mid]),
+                  helper.make_node("Add", [mid, bname], [n.output[0]])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(out))
+    return out
+
+
 def test_folded_and_unfolded_batchnorms_map_alike(campplus_net, campplus_onnx, tmp_path):
-    """An export that keeps every BatchNorm a node maps to the same tensors as one that folded them."""
+    """Exports that keep every BatchNorm a node, or as Mul + Add, map to the same tensors as one that
+    folded them into the convs."""
     folded = spk_gguf.plan_speaker_encoder(campplus_onnx)
-    kept = spk_gguf.plan_speaker_encoder(export_onnx(campplus_net, tmp_path / "kept.onnx", fold=False))
-    n_bn = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(tmp_path / "kept.onnx")).graph.node)
+    kept_path = export_onnx(campplus_net, tmp_path / "kept.onnx", fold=False)
+    n_bn = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(kept_path)).graph.node)
     assert n_bn > 100  # every conv's BatchNorm is a node in this export
-    assert folded.keys == kept.keys
-    assert [n for n, _ in folded.tensors] == [n for n, _ in kept.tensors]
-    for (name, a), (_, b) in zip(folded.tensors, kept.tensors):
-        # torch folds in float32, we in float64: float32 rounding of the folded values
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    kept = spk_gguf.plan_speaker_encoder(kept_path)
+    mul_add = spk_gguf.plan_speaker_encoder(_batchnorms_as_mul_add(kept_path, tmp_path / "mul_add.onnx"))
+    for other in (kept, mul_add):
+        assert folded.keys == other.keys
+        assert [n for n, _ in folded.tensors] == [n for n, _ in other.tensors]
+        for (name, a), (_, b) in zip(folded.tensors, other.tensors):
+            # torch folds in float32, we in float64 (the Mul + Add form holds float32 scale / shift):
+            # float32 rounding of the folded values
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_mismatched_graph_names_the_node(campplus_onnx, tmp_path):
