@@ -10,18 +10,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import kaldi_native_fbank as knf
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from minicpmo_cpp import MinicpmoError, _testing
 
-pytestmark = pytest.mark.torch
+from campplus_reference import export_onnx, random_campplus, speech_like
+from conftest import _import_convert
 
-onnx = pytest.importorskip("onnx")  # noqa: E402 - the test extra installs both
-ort = pytest.importorskip("onnxruntime")
-
-from minicpmo_cpp import MinicpmoError, _testing  # noqa: E402
-
-from campplus_reference import export_onnx, random_campplus, speech_like  # noqa: E402
-from conftest import _import_convert  # noqa: E402
+pytestmark = pytest.mark.torch  # the reference CAM++ runs in torch (the test extra has onnx, onnxruntime, knf)
 
 voice_frontend = _import_convert(".voice_frontend")
 spk_gguf = _import_convert(".speaker_encoder_gguf")
@@ -47,7 +46,7 @@ def campplus_net():
 @pytest.fixture(scope="module")
 def campplus_onnx(tmp_path_factory, campplus_net) -> Path:
     """campplus.onnx at the release's size (6.8 M parameters), BatchNorms folded into the convs
-    they follow, as torch.onnx's default export (and the release's file) has them."""
+    they follow, as torch.onnx's default export has them."""
     return export_onnx(campplus_net, tmp_path_factory.mktemp("campplus") / "campplus.onnx")
 
 
@@ -157,7 +156,6 @@ FBANK_ATOL_KNF = 2e-3
 
 @pytest.mark.parametrize("seconds,seed", [(0.5, 11), (2.3, 12)])
 def test_fbank_matches_numpy_and_kaldi_native_fbank(seconds, seed):
-    knf = pytest.importorskip("kaldi_native_fbank")
     pcm = speech_like(seconds, seed)
     got = _testing.kaldi_fbank(pcm)
     want = voice_frontend.kaldi_fbank(pcm)
