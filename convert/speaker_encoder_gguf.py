@@ -3,9 +3,9 @@ with its hyper-parameters as keys `minicpmo.speaker_encoder.*`, so the runtime m
 x-vector natively (csrc/voice/speaker_encoder.*).
 
 The ONNX initializers carry generated names, so they are mapped by the graph's structure: the
-parametric nodes (Conv, BatchNormalization) in node order, each BatchNormalization that directly
-follows a Conv folded into it (exact up to rounding: done in float64), the rest kept as per-channel
-scale and shift. That sequence must read as CAM++:
+parametric nodes (Conv, BatchNorm as a BatchNormalization node or as a per-channel Mul then Add) in
+node order, each BatchNorm that directly follows a Conv folded into it (exact up to rounding: done in
+float64), the rest kept as per-channel scale and shift. That sequence must read as CAM++:
 
     head   2-D conv (1 -> m channels), residual blocks (conv, conv, optional 1x1 shortcut; the block's
            Add tells where one ends), a last 2-D conv; frequency strides from the nodes
@@ -148,13 +148,48 @@ def _bn_affine(g: _Graph, i: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
+def _channel_const(g: _Graph, n: Any) -> tuple[str, np.ndarray] | None:
+    """(the other input, the per-channel values) when node n combines a value with a constant that
+    broadcasts along the channel axis only ((C, 1), (1, C, 1), (1, C, 1, 1), C > 1)."""
+    if len(n.input) != 2:
+        return None
+    for k in (0, 1):
+        c, other = n.input[k], n.input[1 - k]
+        if c in g.consts and other not in g.consts:
+            v = g.consts[c]
+            squeezed = [d for d in v.shape if d != 1]
+            lead = list(v.shape).index(squeezed[0]) if len(squeezed) == 1 else -1
+            if len(squeezed) == 1 and squeezed[0] > 1 and lead in (0, 1) and v.ndim - lead >= 2:
+                return other, v.astype(np.float64).reshape(-1)
+    return None
+
+
+def _mul_add_affine(g: _Graph, i: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """A BatchNorm an optimizer rewrote as Mul by a per-channel constant then Add of one:
+    (the Add's index, scale, shift), or None when node i does not start one."""
+    mul = _channel_const(g, g.nodes[i])
+    j = g.sole_consumer(g.nodes[i].output[0])
+    if mul is None or j is None or g.nodes[j].op_type != "Add":
+        return None
+    add = _channel_const(g, g.nodes[j])
+    if add is None or add[0] != g.nodes[i].output[0] or add[1].size != mul[1].size:
+        return None
+    return j, mul[1], add[1]
+
+
 def _parametric_ops(g: _Graph) -> list[_Op]:
-    """Conv and BatchNormalization nodes in node order, each BatchNorm fed by a Conv (only through
-    reshapes) folded into it."""
+    """Conv and BatchNorm nodes in node order (a BatchNorm as a BatchNormalization node, or rewritten as
+    a per-channel Mul then Add), each BatchNorm fed by a Conv (only through reshapes) folded into it."""
     ops: list[_Op] = []
     folded: set[int] = set()
     for i, n in enumerate(g.nodes):
-        if n.op_type == "BatchNormalization":
+        if n.op_type == "Mul" and i not in folded:
+            affine = _mul_add_affine(g, i)
+            if affine is not None:
+                j, scale, shift = affine
+                ops.append(_Op("bn", g.where(i), i, _channel_const(g, n)[0], g.nodes[j].output[0], scale, shift))
+                folded.add(j)
+        elif n.op_type == "BatchNormalization":
             if i in folded:
                 continue
             scale, shift = _bn_affine(g, i)
@@ -165,7 +200,8 @@ def _parametric_ops(g: _Graph) -> list[_Op]:
             a = g.attrs(i)
             if int(a.get("group", 1)) != 1:
                 raise g.fail(i, "grouped convolution is not CAM++")
-            if str(a.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", ""):
+            auto_pad = a.get("auto_pad", b"NOTSET")
+            if (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) not in ("NOTSET", ""):
                 raise g.fail(i, "auto_pad convolutions are not supported (explicit pads expected)")
             w = g.const(i, n.input[1], "weight")
             if w.ndim not in (3, 4):
@@ -182,14 +218,19 @@ def _parametric_ops(g: _Graph) -> list[_Op]:
             while j is not None and g.nodes[j].op_type in _PASSTHROUGH:
                 out = g.nodes[j].output[0]
                 j = g.sole_consumer(out)
+            following = None
             if j is not None and g.nodes[j].op_type == "BatchNormalization" and g.nodes[j].input[0] == out:
-                scale, shift = _bn_affine(g, j)
+                following = (j, j, *_bn_affine(g, j))
+            elif j is not None and g.nodes[j].op_type == "Mul" and _mul_add_affine(g, j) is not None:
+                following = (j, *_mul_add_affine(g, j))
+            if following is not None:
+                first, last, scale, shift = following
                 if scale.size != w.shape[0]:
-                    raise g.fail(j, f"{scale.size} channels after a convolution of {w.shape[0]}")
+                    raise g.fail(first, f"{scale.size} channels after a convolution of {w.shape[0]}")
                 w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
                 b = b * scale + shift
-                folded.add(j)
-                out = g.nodes[j].output[0]
+                folded.update((first, last))
+                out = g.nodes[last].output[0]
             else:
                 out = n.output[0]
             ops.append(_Op("conv", g.where(i), i, n.input[0], out, w, b, strides, pads, dil))
@@ -370,12 +411,15 @@ def plan_speaker_encoder(path: Path) -> SpeakerEncoderPlan:
             local = r.take(f"{pre}: dilated conv of the masking layer", "conv", c_in=bn_ch, ndim=1, c_out=growth)
             growth = local.c_out
             _same_pads(local, f"{pre}: the dilated conv")
-            if local.strides != (1,) or (kernel is not None and (local.kernel[0], local.dilations[0]) != (kernel, dilation)):
+            if local.strides != (1,) or (kernel is not None and
+                                         (local.kernel[0], local.dilations[0]) != (kernel, dilation)):
                 raise ConversionError(f"{local.where}: {pre}: stride 1 and one kernel / dilation per block expected")
             kernel, dilation = local.kernel[0], local.dilations[0]
             ctx1 = r.take(f"{pre}: first mask conv", "conv", c_in=bn_ch, ndim=1, kernel=(1,), c_out=cam_ch)
             cam_ch = ctx1.c_out
             ctx2 = r.take(f"{pre}: second mask conv", "conv", c_in=cam_ch, ndim=1, kernel=(1,), c_out=growth)
+            if not any(g.nodes[j].op_type == "Sigmoid" for j in g.consumers.get(ctx2.out, [])):
+                raise ConversionError(f"{ctx2.where}: {pre}: the mask conv should feed a Sigmoid")
             s = _seg_len(g, local)
             if seg is not None and s != seg:
                 raise ConversionError(f"{local.where}: segment length {s} differs from the first layer's {seg}")

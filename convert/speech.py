@@ -12,6 +12,7 @@ and cloned by the runtime from the written companion (deferred_voices, convert/p
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -127,11 +128,9 @@ def _plan_speaker_encoder(t2w_dir: Path, notes: list[str]) -> SpeakerEncoderPlan
         notes.append(f"note: no {SPEAKER_ONNX} in {t2w_dir}: the companion gets no speaker encoder "
                      "(voices cannot be cloned at run time)")
         return None
-    try:
-        import onnx  # noqa: F401, PLC0415 - read at conversion only
-    except ImportError:
-        notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package (pip install onnx); "
-                     "the companion gets no speaker encoder")
+    if importlib.util.find_spec("onnx") is None:  # read at conversion only, not a converter dependency
+        notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package "
+                     "(pip install onnx); the companion gets no speaker encoder")
         return None
     return plan_speaker_encoder(onnx_path)
 

@@ -117,7 +117,9 @@ SpeakerEncoder::SpeakerEncoder(const std::string & omni_path, ComputeDevice devi
         b.conv1 = conv2d(p + ".conv1", m, m, k2, hp_.res_strides[i]);
         b.conv2 = conv2d(p + ".conv2", m, m, k2, 1);
         if (hp_.res_shortcuts[i]) b.shortcut = conv2d(p + ".shortcut", m, m, 1, hp_.res_strides[i]);
-        else if (hp_.res_strides[i] != 1) fail(Status::bad_model, "omni file '" + w.path() + "': " + p + " strides without a shortcut");
+        else if (hp_.res_strides[i] != 1) {
+            fail(Status::bad_model, "omni file '" + w.path() + "': " + p + " strides without a shortcut");
+        }
         head_blocks_.push_back(b);
     }
     head_out_ = conv2d("spk_enc.head.conv_out", m, m, k2, hp_.head_out_stride);
@@ -181,12 +183,14 @@ std::vector<float> SpeakerEncoder::embed(const float * pcm, size_t n, int n_thre
     const int sr = hp_.fbank.sample_rate;
     if (n == 0 || pcm == nullptr) fail(Status::invalid_argument, "speaker encoder: the reference audio is empty");
     if (n < min_samples()) {
-        fail(Status::invalid_argument, "speaker encoder: reference audio of " + std::to_string(n) + " samples is too short (needs at least " +
-                                           std::to_string(min_samples()) + " samples at " + std::to_string(sr) + " Hz)");
+        fail(Status::invalid_argument, "speaker encoder: reference audio of " + std::to_string(n) +
+                                           " samples is too short (needs at least " + std::to_string(min_samples()) +
+                                           " samples at " + std::to_string(sr) + " Hz)");
     }
     if (n > max_samples()) {
-        fail(Status::invalid_argument, "speaker encoder: reference audio of " + std::to_string(n) + " samples is longer than the " +
-                                           std::to_string(max_samples()) + " samples (" + std::to_string(int(kMaxSeconds)) +
+        fail(Status::invalid_argument, "speaker encoder: reference audio of " + std::to_string(n) +
+                                           " samples is longer than the " + std::to_string(max_samples()) + " samples (" +
+                                           std::to_string(int(kMaxSeconds)) +
                                            " s at " + std::to_string(sr) + " Hz) one pass takes");
     }
     require_finite_pcm(pcm, n, "speaker encoder reference audio");
@@ -197,12 +201,15 @@ std::vector<float> SpeakerEncoder::embed(const float * pcm, size_t n, int n_thre
 std::vector<float> SpeakerEncoder::embed_features(const float * feats, int64_t n_frames, int n_threads) const {
     const int64_t max_frames = fbank_.n_frames(max_samples());
     if (n_frames < 1 || tdnn_frames(n_frames) < 2 || n_frames > max_frames) {
-        fail(Status::invalid_argument, "speaker encoder: " + std::to_string(n_frames) + " fbank frames given, it takes " +
-                                           std::to_string(fbank_.n_frames(min_samples())) + " to " + std::to_string(max_frames));
+        fail(Status::invalid_argument, "speaker encoder: " + std::to_string(n_frames) +
+                                           " fbank frames given, it takes " + std::to_string(fbank_.n_frames(min_samples())) +
+                                           " to " + std::to_string(max_frames));
     }
     const size_t n_values = static_cast<size_t>(n_frames) * hp_.fbank.n_mel;
     for (size_t i = 0; i < n_values; ++i) {
-        if (!std::isfinite(feats[i])) fail(Status::invalid_argument, "speaker encoder: the features hold a non-finite value");
+        if (!std::isfinite(feats[i])) {
+            fail(Status::invalid_argument, "speaker encoder: the features hold a non-finite value");
+        }
     }
     ComputeBackend backend(device_, std::max(1, n_threads));
     GraphRunner runner(backend, speaker_encoder_graph_nodes(*this), 3);

@@ -19,6 +19,28 @@ ggml_tensor * conv2d(ggml_context * ctx, const SpkConv & c, ggml_tensor * x) {
     const int64_t C = x->ne[0], F = x->ne[1], T = x->ne[2];
     const int64_t f_out = (F + 2 * pad - k) / c.stride + 1;
     ggml_tensor * padded = pad > 0 ? ggml_pad_ext(ctx, x, 0, 0, pad, pad, pad, pad, 0, 0) : x;
+    if (C < 8) {
+        // a narrow input (the one-channel fbank): per-tap products of depth C would each be a few
+        // multiply-adds per output; stack the taps into one product of depth taps * C instead,
+        // zero-padded to a multiple of 8 (the depth the CPU's blocked F32 GEMM takes)
+        ggml_tensor * cols = nullptr;
+        for (int kh = 0; kh < k; ++kh) {
+            for (int kw = 0; kw < k; ++kw) {
+                ggml_tensor * tap = ggml_view_3d(ctx, padded, C, f_out, T, padded->nb[1] * c.stride, padded->nb[2],
+                                                 padded->nb[1] * kh + padded->nb[2] * kw);
+                tap = ggml_reshape_2d(ctx, ggml_cont(ctx, tap), C, f_out * T);
+                cols = cols ? ggml_concat(ctx, cols, tap, 0) : tap;
+            }
+        }
+        const int64_t depth = C * k * k, pad_depth = (8 - depth % 8) % 8;
+        ggml_tensor * w = c.w->type == GGML_TYPE_F32 ? c.w : ggml_cast(ctx, c.w, GGML_TYPE_F32);
+        w = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, w, 0, 2, 1, 3)), depth, c.c_out);  // (tap, ci) rows
+        if (pad_depth > 0) {
+            w = ggml_pad(ctx, w, static_cast<int>(pad_depth), 0, 0, 0);
+            cols = ggml_pad(ctx, cols, static_cast<int>(pad_depth), 0, 0, 0);
+        }
+        return ggml_reshape_3d(ctx, ggml_add(ctx, ggml_mul_mat(ctx, w, cols), c.b), c.c_out, f_out, T);
+    }
     ggml_tensor * y = nullptr;
     for (int kh = 0; kh < k; ++kh) {
         for (int kw = 0; kw < k; ++kw) {
@@ -110,7 +132,8 @@ ggml_tensor * build_speaker_encoder(ggml_context * ctx, const SpeakerEncoder & m
     ggml_tensor * dev = ggml_sub(ctx, xt, mean);
     ggml_tensor * var = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, dev)), 1.0f / static_cast<float>(frames - 1));
     const int64_t C = x->ne[0];
-    ggml_tensor * stats = ggml_concat(ctx, ggml_reshape_2d(ctx, mean, C, 1), ggml_reshape_2d(ctx, ggml_sqrt(ctx, var), C, 1), 0);
+    ggml_tensor * std_dev = ggml_reshape_2d(ctx, ggml_sqrt(ctx, var), C, 1);
+    ggml_tensor * stats = ggml_concat(ctx, ggml_reshape_2d(ctx, mean, C, 1), std_dev, 0);
     return conv1d(ctx, model.dense(), stats);  // ne (E, 1)
 }
 
@@ -125,7 +148,9 @@ void speaker_encoder_pooling(int64_t frames, int seg_len, std::vector<float> & p
             segment[static_cast<size_t>(t)] = static_cast<int32_t>(s);
         }
     }
-    for (int64_t t = 0; t < frames; ++t) pooling[static_cast<size_t>(n_seg * frames + t)] = 1.0f / static_cast<float>(frames);
+    for (int64_t t = 0; t < frames; ++t) {
+        pooling[static_cast<size_t>(n_seg * frames + t)] = 1.0f / static_cast<float>(frames);
+    }
 }
 
 size_t speaker_encoder_graph_nodes(const SpeakerEncoder & model) {

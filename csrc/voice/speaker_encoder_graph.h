@@ -1,7 +1,8 @@
 // The CAM++ forward pass as one ggml graph (weights of voice/speaker_encoder.h). Activations are
 // ne (channels, frequency, frames) in the head and ne (channels, frames) after it, channels fastest,
-// so every conv is a sum of one matrix product per tap and a BatchNorm a per-channel multiply-add; the segment pooling of the masking layers is a product with a pooling
-// matrix the caller fills (speaker_encoder_pooling).
+// so every conv is a sum of one matrix product per tap and a BatchNorm a per-channel multiply-add;
+// the segment pooling of the masking layers is a product with a pooling matrix the caller fills
+// (speaker_encoder_pooling).
 #pragma once
 
 #include <cstdint>
