@@ -77,10 +77,7 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
             return plan
     plan.token2wav = check_token2wav(Path(t2w_dir), config.get("tts_config") or {})
     t = plan.token2wav
-    plan.speech_tokenizer = check_speech_tokenizer(t.dir)
-    if plan.speech_tokenizer is None:
-        plan.notes.append(f"note: no {TOKENIZER_ONNX} in {t.dir}: the companion gets no speech tokenizer "
-                          "(voices cannot be cloned at run time)")
+    plan.speech_tokenizer = _plan_speech_tokenizer(t.dir, plan.notes)
     plan.speaker_encoder = _plan_speaker_encoder(t.dir, plan.notes)
     dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
     native = plan.speech_tokenizer is not None and plan.speaker_encoder is not None and not onnx_available()
@@ -122,6 +119,19 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
     return plan
 
 
+def _plan_speech_tokenizer(t2w_dir: Path, notes: list[str]) -> SpeechTokenizerPlan | None:
+    onnx_path = t2w_dir / TOKENIZER_ONNX
+    if not onnx_path.is_file():
+        notes.append(f"note: no {TOKENIZER_ONNX} in {t2w_dir}: the companion gets no speech tokenizer "
+                     "(voices cannot be cloned at run time)")
+        return None
+    if importlib.util.find_spec("onnx") is None:  # read at conversion only, not a converter dependency
+        notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package "
+                     "(pip install 'minicpmo-cpp[voice]'); the companion gets no speech tokenizer")
+        return None
+    return check_speech_tokenizer(t2w_dir)
+
+
 def _plan_speaker_encoder(t2w_dir: Path, notes: list[str]) -> SpeakerEncoderPlan | None:
     onnx_path = t2w_dir / SPEAKER_ONNX
     if not onnx_path.is_file():
@@ -130,7 +140,7 @@ def _plan_speaker_encoder(t2w_dir: Path, notes: list[str]) -> SpeakerEncoderPlan
         return None
     if importlib.util.find_spec("onnx") is None:  # read at conversion only, not a converter dependency
         notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package "
-                     "(pip install onnx); the companion gets no speaker encoder")
+                     "(pip install 'minicpmo-cpp[voice]'); the companion gets no speaker encoder")
         return None
     return plan_speaker_encoder(onnx_path)
 
