@@ -69,13 +69,14 @@ def _file_voice(omni: Path, name: str):
 
 # sampled with a fixed seed: the seed then also fixes the flow's and the vocoder's noise, so two replies
 # differ only by their voice (the C demo and the CLI use the same settings)
-SPEAK = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=100, repetition_penalty=1.0, seed=7,
+SPEAK_SETTINGS = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=100, repetition_penalty=1.0, seed=7,
              max_new_tokens=8, max_speech_tokens=30)
 
 
 def _speak(s: OmniSession, voice) -> np.ndarray:
     s.reset()
-    return s.chat([{"role": "user", "content": "Say something."}], generate_audio=True, voice=voice, **SPEAK).audio
+    msgs = [{"role": "user", "content": "Say something."}]
+    return s.chat(msgs, generate_audio=True, voice=voice, **SPEAK_SETTINGS).audio
 
 
 def test_the_cloned_voice_matches_the_onnxruntime_voice(session, clone_files):
