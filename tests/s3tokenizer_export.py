@@ -13,6 +13,7 @@ unpatched model's in the tests).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -21,13 +22,17 @@ import numpy as np
 
 
 def s3tokenizer_v2():
-    """The s3tokenizer.model_v2 module (torchaudio stand-in installed when torchaudio is absent)."""
-    try:
-        import torchaudio  # noqa: F401
-    except ImportError:
-        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
-    import s3tokenizer.model_v2 as mv2
+    """The s3tokenizer.model_v2 module (a torchaudio stand-in while it is imported, when torchaudio is
+    absent; removed again at once, so that other libraries' checks for torchaudio still see none)."""
+    if "s3tokenizer.model_v2" in sys.modules or importlib.util.find_spec("torchaudio") is not None:
+        import s3tokenizer.model_v2 as mv2
 
+        return mv2
+    sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        import s3tokenizer.model_v2 as mv2
+    finally:
+        del sys.modules["torchaudio"]
     return mv2
 
 
