@@ -76,18 +76,23 @@ def test_whisper_log_mel_matches_transformers():
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-4)
 
 
-def test_kaldi_fbank_matches_kaldi_native_fbank():
+def kaldi_native_fbank(pcm16k: np.ndarray) -> np.ndarray:
+    """(T, 80) Kaldi fbank of 16 kHz audio by kaldi-native-fbank (dither 0): the independent reference."""
     import kaldi_native_fbank as knf
 
-    a = _signal(16000 * 2 + 123, 16000)
     opts = knf.FbankOptions()
     opts.frame_opts.dither = 0
     opts.frame_opts.samp_freq = 16000
     opts.mel_opts.num_bins = 80
     fb = knf.OnlineFbank(opts)
-    fb.accept_waveform(16000, a.tolist())
+    fb.accept_waveform(16000, pcm16k.tolist())
     fb.input_finished()
-    ref = np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)])
+    return np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)])
+
+
+def test_kaldi_fbank_matches_kaldi_native_fbank():
+    a = _signal(16000 * 2 + 123, 16000)
+    ref = kaldi_native_fbank(a)
     got = frontend.kaldi_fbank(a)
     assert got.shape == ref.shape == (1 + (len(a) - 400) // 160, 80)
     # kaldi-native-fbank runs in float32 (its own FFT); log energies of order 1..10 agree to float32
