@@ -211,7 +211,7 @@ std::vector<float> SpeakerEncoder::embed_features(const float * feats, int64_t n
             fail(Status::invalid_argument, "speaker encoder: the features hold a non-finite value");
         }
     }
-    ComputeBackend backend(device_, std::max(1, n_threads));
+    ComputeBackend backend(device_, n_threads);  // 0 = all cores
     GraphRunner runner(backend, speaker_encoder_graph_nodes(*this), 3);
     const GraphContext graph = runner.new_context("speaker encoder");
     ggml_context * ctx = graph.get();

@@ -196,7 +196,7 @@ SpeechTokens SpeechTokenizer::tokenize_mel(const LogMelSpectrogram & mel, int n_
     if (T_mel > hp_.max_mel_frames) fail(Status::invalid_argument, "speech tokenizer: the log-mel is longer than max_mel_frames");
     if (T < 1) fail(Status::invalid_argument, "speech tokenizer: the audio is too short for one token");
 
-    ComputeBackend backend(device_, std::max(1, n_threads));
+    ComputeBackend backend(device_, n_threads);  // 0 = all cores
     GraphRunner runner(backend, speech_tokenizer_graph_nodes(hp_), 2);
     const GraphContext graph = runner.new_context("speech tokenizer");
     ggml_context * ctx = graph.get();
