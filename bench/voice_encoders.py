@@ -5,6 +5,10 @@ bench_speech_tokenizer(): the S3 speech tokenizer v2 (csrc/voice/speech_tokenize
 20 heads: the release's shape) built from PyPI s3tokenizer, exported to ONNX and converted by
 convert/speech_tokenizer_gguf.py into a companion holding only that component, on speech-like audio.
 
+bench_clone(): a whole voice clone (OmniSession.clone_voice's native path: both resamplings, the
+speech tokenizer, CAM++, the prompt mel) on a companion with both encoders at the release's size (the
+tiny test checkpoint's Token2Wav, F16 file) for 3, 10 and 15 s of 22.05 kHz speech-like audio.
+
 bench_speaker_encoder(): the CAM++ speaker x-vector (csrc/voice/speaker_encoder.*), Kaldi fbank +
 network, on a companion file given with --omni, or else on the tests' random-weight CAM++ at the
 release's size (tests/campplus_reference.py, converted by the converter's own speaker-encoder module).
@@ -161,16 +165,63 @@ def bench_speaker_encoder(omni: Path | None = None, threads: int = 4, reps: int 
             "cpu_kernels": cpu_kernels(), "rows": rows}
 
 
+def _clone_companion() -> Path:
+    """The tiny checkpoint with full-size random-weight voice encoders, converted to F16 once."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from campplus_reference import export_onnx as export_campplus, random_campplus
+    from s3tokenizer_export import export_onnx as export_tokenizer, make_model
+
+    from minicpmo_cpp.convert import convert_checkpoint
+    from minicpmo_cpp.convert.make_tiny import make_tiny_checkpoint
+
+    d = cache_dir() / "bench-voice-clone"
+    out = d / "out"
+    done = list(out.glob("*omni*.gguf"))
+    if done:
+        return done[0]
+    vocab = next(cache_dir().glob("llama_cpp_python-*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf"))
+    hf = Path(make_tiny_checkpoint(d / "hf", seed=0, vocab_gguf=vocab))
+    t2w = hf / "assets" / "token2wav"
+    export_tokenizer(make_model(width=1280, n_layer=6), t2w / "speech_tokenizer_v2_25hz.onnx")
+    export_campplus(random_campplus(seed=0), t2w / "campplus.onnx")
+    _, omni = convert_checkpoint(hf, out, outtype="f16", quiet=True)
+    return Path(omni)
+
+
+def bench_clone(n_threads: int = 1, reps: int = 3) -> dict:
+    from minicpmo_cpp import _core
+
+    omni = _clone_companion()
+    from campplus_reference import speech_like  # (tests/ is on the path now)
+
+    rate = 22050
+    rows = []
+    for seconds in SECONDS:
+        x = speech_like(seconds, seed=2, sample_rate=rate).astype(np.float32)
+        _core.clone_voice_prompt(str(omni), x, rate, n_threads)  # warm-up: loads and pages in the weights
+        (tokens, _, _), t = _timed(lambda x=x: _core.clone_voice_prompt(str(omni), x, rate, n_threads), reps)
+        rows.append({"audio_seconds": seconds, "prompt_tokens": int(tokens.size), "clone_s": round(t, 3),
+                     "ms_per_audio_s": round(1e3 * t / seconds, 1)})
+    return {"bench": "voice_clone", "cpu": cpu_name(), "threads": n_threads, "model": str(omni),
+            "note": "includes loading the encoders from the file (clone_voice_prompt opens it per call)", "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="speech tokenizer: seconds of audio")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--omni", type=Path, default=None, help="speaker encoder: a companion with that component")
+    ap.add_argument("--only", choices=("tokenizer", "speaker", "clone"), default=None)
     args = ap.parse_args()
-    print(json.dumps({"cpu": cpu_name(),
-                      "speech_tokenizer": bench_speech_tokenizer(args.seconds, args.reps, args.threads),
-                      "speaker_encoder": bench_speaker_encoder(args.omni, args.threads, args.reps)}, indent=1))
+    out = {"cpu": cpu_name()}
+    if args.only in (None, "tokenizer"):
+        out["speech_tokenizer"] = bench_speech_tokenizer(args.seconds, args.reps, args.threads)
+    if args.only in (None, "speaker"):
+        out["speaker_encoder"] = bench_speaker_encoder(args.omni, args.threads, args.reps)
+    if args.only in (None, "clone"):
+        out["clone"] = bench_clone(args.threads, args.reps)
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
