@@ -14,4 +14,6 @@ echo "== installing build and test requirements into $minicpmo_backend_venv"
 "$PY" -m pip install -q --progress-bar off "scikit-build-core>=0.10" "pybind11>=2.12" "torch==2.13.0"
 "$PY" -m pip install -q --progress-bar off --no-deps "minicpmo-utils==1.0.7"
 "$PY" -m pip install -q --progress-bar off "einops==0.8.1" "scipy>=1.10"
+# the voice encoders' independent PyTorch implementations (as scripts/test.sh: --no-deps, model files only)
+"$PY" -m pip install -q --progress-bar off --no-deps "s3tokenizer==0.3.0" "funasr==1.4.16"
 unset minicpmo_backend_venv
