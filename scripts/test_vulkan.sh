@@ -30,12 +30,13 @@ echo "== Vulkan build: $(( $(date +%s) - start )) s"
 export MINICPMO_TEST_BACKEND=vulkan
 ARGS=("$@")
 # Default (CI): every stage (LLM, vision, audio, TTS, flow, HiFT, whole spoken replies) against the CPU,
+# voice cloning (both voice encoders on the device) against onnxruntime,
 # and the LLM, vision, audio, flow and HiFT against the float64 references. Each new graph shape
 # compiles shader pipelines on the CPU the first time (lavapipe: about 25 min for these files with an
 # empty shader cache, about 3 min warm), which is what bounds this list. `tests`, the whole suite,
 # passes on Vulkan too (1050 tests, 29 min warm on 2 cores: README, "GPU backends").
 STAGES=(tests/test_backend_parity.py tests/test_llm_logits.py tests/test_vision_encoder.py tests/test_audio_encoder.py
-        tests/test_flow_runtime.py tests/test_hift_runtime.py)
+        tests/test_flow_runtime.py tests/test_hift_runtime.py tests/test_voice_clone.py)
 [ ${#ARGS[@]} -gt 0 ] || ARGS=("${STAGES[@]}")
 # Two precisions (tests/backend.py has the tolerances and why): the suite with F32 shaders
 # (GGML_VK_DISABLE_F16), whose results the tests bound tightly, then every stage against the CPU with

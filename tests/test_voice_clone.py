@@ -16,6 +16,7 @@ import pytest
 import soundfile
 from gguf import GGUFReader
 
+from backend import FLOAT_RTOL, ON_DEVICE
 from c_demos import build_c_demo
 from campplus_reference import export_onnx as export_campplus, random_campplus, speech_like
 from conftest import _import_convert, run_isolated
@@ -71,6 +72,19 @@ def _file_voice(omni: Path, name: str):
 # differ only by their voice (the C demo and the CLI use the same settings)
 SPEAK_SETTINGS = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=100, repetition_penalty=1.0, seed=7,
              max_new_tokens=8, max_speech_tokens=30)
+
+
+def _assert_same_clone(stored, v) -> None:
+    """A voice the converter cloned on the CPU (runtime cloner, F32 file) against the session's clone:
+    on the CPU the same computation, so equal; a session on a GPU computes the encoders there, so its
+    x-vector and, at FSQ near-ties, a token may differ by the backend's float error."""
+    tokens, spk, mel = stored
+    if ON_DEVICE:
+        assert np.mean(tokens == v.tokens) >= 0.995
+    else:
+        assert np.array_equal(tokens, v.tokens)
+    np.testing.assert_allclose(spk, v.spk, rtol=FLOAT_RTOL, atol=FLOAT_RTOL * float(np.abs(spk).max()))
+    np.testing.assert_array_equal(mel, v.mel)  # the prompt mel is computed on the host in float64
 
 
 def _speak(s: OmniSession, voice) -> np.ndarray:
@@ -155,9 +169,9 @@ def test_save_voice_and_add_voice_need_no_onnxruntime(session, clone_files, tmp_
             f"sys.exit(main(['--omni', {str(copy)!r}, '--add-voice', 'carol={ref}', '-q']))\n")
     res = run_isolated(code)
     assert res.returncode == 0, res.stderr
-    for name in ("alice", "carol"):
-        tokens, spk, mel = _file_voice(copy, name)
-        assert np.array_equal(tokens, v.tokens) and np.array_equal(spk, v.spk) and np.array_equal(mel, v.mel)
+    tokens, spk, mel = _file_voice(copy, "alice")  # save_voice stores the session's clone as it is
+    assert np.array_equal(tokens, v.tokens) and np.array_equal(spk, v.spk) and np.array_equal(mel, v.mel)
+    _assert_same_clone(_file_voice(copy, "carol"), v)
     reloaded = OmniSession(llm, omni_path=copy, n_ctx=256, n_threads=2)
     try:
         assert {"alice", "carol"} <= set(reloaded.voices)
@@ -249,8 +263,7 @@ def test_conversion_clones_its_voices_natively_without_onnxruntime(session, clon
     r = GGUFReader(new_omni)
     assert r.fields["minicpmo.voice.default"].contents() == "default"
     for name in ("default", "carol"):  # the same native computation as the session's clone
-        tokens, spk, mel = _file_voice(new_omni, name)
-        assert np.array_equal(tokens, v.tokens) and np.array_equal(spk, v.spk) and np.array_equal(mel, v.mel)
+        _assert_same_clone(_file_voice(new_omni, name), v)
     # a recording that cannot be a voice fails before anything is written
     short = tmp_path / "short.wav"
     soundfile.write(short, np.zeros(4000, np.float32), 16000)
