@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import ConversionError
 from .gguf_write import PlannedTensor, Writer
@@ -77,8 +77,10 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
             return plan
     plan.token2wav = check_token2wav(Path(t2w_dir), config.get("tts_config") or {})
     t = plan.token2wav
-    plan.speech_tokenizer = _plan_speech_tokenizer(t.dir, plan.notes)
-    plan.speaker_encoder = _plan_speaker_encoder(t.dir, plan.notes)
+    plan.speech_tokenizer = _plan_voice_encoder(t.dir, TOKENIZER_ONNX, "speech tokenizer",
+                                                lambda p: check_speech_tokenizer(p.parent), plan.notes)
+    plan.speaker_encoder = _plan_voice_encoder(t.dir, SPEAKER_ONNX, "speaker encoder", plan_speaker_encoder,
+                                               plan.notes)
     dims = VoiceDims(t.flow.vocab, t.flow.spk_dim, t.flow.n_mel, t.flow.up_stride)
     native = plan.speech_tokenizer is not None and plan.speaker_encoder is not None and not onnx_available()
 
@@ -119,30 +121,20 @@ def plan_speech(config: Mapping[str, Any], weights: "SafetensorsSource", hf_dir:
     return plan
 
 
-def _plan_speech_tokenizer(t2w_dir: Path, notes: list[str]) -> SpeechTokenizerPlan | None:
-    onnx_path = t2w_dir / TOKENIZER_ONNX
+def _plan_voice_encoder(t2w_dir: Path, onnx_name: str, what: str, plan: Callable[[Path], Any],
+                        notes: list[str]) -> Any:
+    """plan(path of the token2wav folder's ONNX file), or None with a note when the file or the `onnx`
+    package (read at conversion only, not a converter dependency) is missing."""
+    onnx_path = t2w_dir / onnx_name
     if not onnx_path.is_file():
-        notes.append(f"note: no {TOKENIZER_ONNX} in {t2w_dir}: the companion gets no speech tokenizer "
+        notes.append(f"note: no {onnx_name} in {t2w_dir}: the companion gets no {what} "
                      "(voices cannot be cloned at run time)")
         return None
-    if importlib.util.find_spec("onnx") is None:  # read at conversion only, not a converter dependency
+    if importlib.util.find_spec("onnx") is None:
         notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package "
-                     "(pip install 'minicpmo-cpp[voice]'); the companion gets no speech tokenizer")
+                     f"(pip install 'minicpmo-cpp[voice]'); the companion gets no {what}")
         return None
-    return check_speech_tokenizer(t2w_dir)
-
-
-def _plan_speaker_encoder(t2w_dir: Path, notes: list[str]) -> SpeakerEncoderPlan | None:
-    onnx_path = t2w_dir / SPEAKER_ONNX
-    if not onnx_path.is_file():
-        notes.append(f"note: no {SPEAKER_ONNX} in {t2w_dir}: the companion gets no speaker encoder "
-                     "(voices cannot be cloned at run time)")
-        return None
-    if importlib.util.find_spec("onnx") is None:  # read at conversion only, not a converter dependency
-        notes.append(f"note: {onnx_path} not converted: reading it needs the `onnx` package "
-                     "(pip install 'minicpmo-cpp[voice]'); the companion gets no speaker encoder")
-        return None
-    return plan_speaker_encoder(onnx_path)
+    return plan(onnx_path)
 
 
 def voice_component(voices: list[Voice], w: Writer, outtype: str) -> list[PlannedTensor]:
