@@ -101,7 +101,7 @@ class Ours:
         _testing.hooks(self.session).prefill(self.prompt[:16])  # warm-up (llama-bench warms up too)
 
     def run(self, reps: int) -> dict[str, float]:
-        return measure_ours(_testing.hooks(self.session).native, self.prompt, reps)
+        return measure_ours(_testing.hooks(self.session), self.prompt, reps)
 
 
 def measure_ours(native, prompt: list[int], reps: int) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -18,6 +19,8 @@ namespace minicpmo {
 namespace {
 
 constexpr int kBranches = 2;  // classifier-free guidance: conditional, unconditional
+// ~300 KB each at the release's size; 10-step and 5-step streams together use 15
+constexpr size_t kMaxCachedModulations = 32;
 
 // ~100 nodes per DiT block and ~60 per Conformer layer (views included); generous headroom
 size_t graph_nodes(const FlowHparams & hp) {
@@ -242,12 +245,13 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     const FlowHparams & hp = model_->hparams();
     const int M = hp.n_mel, H = hp.dit_dim, K1 = hp.conv_kernel - 1, n_layer = hp.dit_layer;
     const bool cached = step >= 0;
+    const std::vector<float> & modulation = dit_modulation(t);  // its own graph, before this one's
     const GraphContext graph = runner_.new_context("flow");
     ggml_context * ctx = graph.get();
     ggml_cgraph * gf = graph.new_graph();
     DitIn in;
     in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
-    in.t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
+    in.modulation = input(ctx, GGML_TYPE_F32, dit_modulation_width(hp));
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
     in.onednn_ops = backend_.bf16_products();
     std::vector<float> mask;
@@ -275,7 +279,7 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     runner_.allocate(gf);
 
     set(in.x_in, x_in.data());
-    set(in.t_feat, dit_timestep_features(t, hp).data());
+    set(in.modulation, modulation.data());
     const size_t conv_size = static_cast<size_t>(2) * n_layer * kBranches * K1 * H;
     if (cached) {
         set(in.conv_prev, est_conv_[step].data());
@@ -299,6 +303,36 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
         }
     }
     return get(out.velocity);
+}
+
+const std::vector<float> & FlowDecoder::dit_modulation(float t) {
+    uint32_t key;
+    static_assert(sizeof(key) == sizeof(t));
+    std::memcpy(&key, &t, sizeof(key));
+    const auto found = modulations_.find(key);
+    if (found != modulations_.end()) return found->second;
+    const FlowHparams & hp = model_->hparams();
+    const GraphContext graph = runner_.new_context("flow");
+    ggml_context * ctx = graph.get();
+    ggml_tensor * t_feat = input(ctx, GGML_TYPE_F32, hp.t_freq_dim);
+    const std::vector<ggml_tensor *> mods = build_dit_modulation(ctx, *model_, t_feat);
+    ggml_cgraph * gf = graph.new_graph();
+    for (ggml_tensor * m : mods) {
+        ggml_set_output(m);
+        ggml_build_forward_expand(gf, m);
+    }
+    runner_.allocate(gf);
+    set(t_feat, dit_timestep_features(t, hp).data());
+    runner_.compute(gf);
+    std::vector<float> all;
+    all.reserve(dit_modulation_width(hp));
+    for (ggml_tensor * m : mods) {
+        const std::vector<float> v = get(m);
+        all.insert(all.end(), v.begin(), v.end());
+    }
+    // a stream uses n_timesteps values of t; whole-utterance calls with other step counts add more
+    if (modulations_.size() >= kMaxCachedModulations) modulations_.clear();
+    return modulations_.emplace(key, std::move(all)).first->second;
 }
 
 std::vector<float> FlowDecoder::velocity(const float * x, const float * mu, const float * spk, const float * cond,

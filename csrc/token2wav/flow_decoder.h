@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -121,6 +122,9 @@ private:
     std::vector<float> run_cfm(const float * mu, const float * spk, const float * cond, int n_frames, int noise_offset,
                                int n_timesteps, bool streaming, const std::vector<int32_t> & slots);
     std::vector<float> run_speaker(const float * xvec);
+    // The DiT's adaLN modulations at timestep t (build_dit_modulation), computed once per t value
+    // and kept: every window of a stream runs the same n_timesteps values of t.
+    const std::vector<float> & dit_modulation(float t);
     void check_tokens(const int32_t * tokens, int n, const char * what) const;
     void check_prompt(const FlowPrompt & prompt) const;
     void ensure_noise();
@@ -135,6 +139,7 @@ private:
     GraphRunner runner_;
     uint64_t seed_;
     std::vector<float> noise_;  // noise_frames_ x n_mel
+    std::map<uint32_t, std::vector<float>> modulations_;  // by the bits of t
     int noise_frames_ = 0;
     uint64_t noise_version_ = 0;
 

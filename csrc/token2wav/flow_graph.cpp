@@ -1,5 +1,6 @@
 #include "token2wav/flow_graph.h"
 
+#include <cfloat>
 #include <cmath>
 
 #include "core/error.h"
@@ -79,9 +80,19 @@ ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x) {
     return ggml_div(ctx, ggml_silu(ctx, ggml_mul(ctx, x, g)), g);
 }
 
-// Mish: x tanh(softplus(x))
-ggml_tensor * mish(ggml_context * ctx, ggml_tensor * x) {
+// Mish: x tanh(softplus(x)), as the ops the oneDNN backend of BF16 sessions computes in vectors
+ggml_tensor * mish_ops(ggml_context * ctx, ggml_tensor * x) {
     return ggml_mul(ctx, x, ggml_tanh(ctx, ggml_softplus(ctx, x)));
+}
+
+// Mish as x n (n + 2) / (n (n + 2) + 2), n = e^x: one expf per element where ggml's CPU softplus
+// and tanh take a logf, an expf and a tanhf (~4% of a streamed flow window). Above x = 20 the
+// fraction rounds to 1 in F32 (the reference's softplus threshold is 20 too); the clamp keeps
+// n (n + 2) finite.
+ggml_tensor * mish_exp(ggml_context * ctx, ggml_tensor * x) {
+    ggml_tensor * n = ggml_exp(ctx, ggml_clamp(ctx, x, -FLT_MAX, 20.0f));
+    ggml_tensor * u = ggml_mul(ctx, n, ggml_scale_bias(ctx, n, 1.0f, 2.0f));
+    return ggml_mul(ctx, x, ggml_div(ctx, u, ggml_scale_bias(ctx, u, 1.0f, 2.0f)));
 }
 
 // Conv1d without padding over time-major x [C_in, T, B] with a kernel ne (K, C_in, C_out):
@@ -232,21 +243,34 @@ ggml_tensor * causal_conv(ggml_context * ctx, ggml_tensor * x, ggml_tensor * pre
 
 }  // namespace
 
+int64_t dit_modulation_width(const FlowHparams & hp) {
+    return (9 * static_cast<int64_t>(hp.dit_layer) + 2) * hp.dit_dim;
+}
+
+std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowModel & m, ggml_tensor * t_feat) {
+    const FlowDitWeights & W = m.dit();
+    // timestep embedding and its SiLU, shared by every adaLN modulation
+    ggml_tensor * temb = linear(ctx, ggml_silu(ctx, linear(ctx, t_feat, W.t_mlp1_w, W.t_mlp1_b)), W.t_mlp2_w, W.t_mlp2_b);
+    ggml_tensor * c = ggml_silu(ctx, temb);
+    std::vector<ggml_tensor *> mods;
+    for (const FlowDitBlock & L : W.blocks) mods.push_back(linear(ctx, c, L.ada_w, L.ada_b));  // [9H]
+    mods.push_back(linear(ctx, c, W.final_ada_w, W.final_ada_b));                             // [2H]
+    return mods;
+}
+
 DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, const DitIn & in) {
     const FlowHparams & hp = m.hparams();
     const FlowDitWeights & W = m.dit();
     const int64_t H = hp.dit_dim, hd = hp.dit_head_dim, nh = hp.dit_head, inner = hp.dit_inner();
     const int64_t T = in.x_in->ne[1], B = in.x_in->ne[2], ctx_frames = hp.conv_kernel - 1;
     const bool cached = !in.k_cache.empty();
+    if (in.modulation->ne[0] != dit_modulation_width(hp)) fail(Status::internal, "DiT: wrong modulation width");
     DitOut out;
-    // timestep embedding and its SiLU, shared by every adaLN modulation
-    ggml_tensor * temb = linear(ctx, ggml_silu(ctx, linear(ctx, in.t_feat, W.t_mlp1_w, W.t_mlp1_b)), W.t_mlp2_w, W.t_mlp2_b);
-    ggml_tensor * c = ggml_silu(ctx, temb);
     ggml_tensor * h = linear(ctx, in.x_in, W.in_proj_w, W.in_proj_b);  // [H, T, B]
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (size_t il = 0; il < W.blocks.size(); ++il) {
         const FlowDitBlock & L = W.blocks[il];
-        ggml_tensor * mod = linear(ctx, c, L.ada_w, L.ada_b);  // [9H]
+        ggml_tensor * mod = ggml_view_1d(ctx, in.modulation, 9 * H, il * 9 * H * sizeof(float));  // [9H]
         // attention: per-head LayerNorm on q and k, no positions
         ggml_tensor * a = modulate(ctx, h, chunk(ctx, mod, H, 0), chunk(ctx, mod, H, 1), hp.dit_norm_eps);
         ggml_tensor * q = linear(ctx, a, L.q_w, L.q_b);
@@ -290,7 +314,8 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         ggml_tensor *next1, *next2;
         ggml_tensor * y = modulate(ctx, h, chunk(ctx, mod, H, 6), chunk(ctx, mod, H, 7), hp.dit_norm_eps);
         y = causal_conv(ctx, y, prev(0), L.conv1_w, L.conv1_b, &next1);
-        y = mish(ctx, layer_norm(ctx, y, L.conv_norm_w, L.conv_norm_b, hp.conv_norm_eps));
+        y = layer_norm(ctx, y, L.conv_norm_w, L.conv_norm_b, hp.conv_norm_eps);
+        y = in.onednn_ops ? mish_ops(ctx, y) : mish_exp(ctx, y);
         y = causal_conv(ctx, y, prev(1), L.conv2_w, L.conv2_b, &next2);
         out.conv_next.push_back(next1);
         out.conv_next.push_back(next2);
@@ -301,7 +326,7 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         y = linear(ctx, in.onednn_ops ? ggml_gelu(ctx, y) : gelu_tanh(ctx, y), L.down_w, L.down_b);
         h = ggml_add(ctx, h, ggml_mul(ctx, y, chunk(ctx, mod, H, 5)));
     }
-    ggml_tensor * fmod = linear(ctx, c, W.final_ada_w, W.final_ada_b);  // [2H]: shift, scale
+    ggml_tensor * fmod = ggml_view_1d(ctx, in.modulation, 2 * H, W.blocks.size() * 9 * H * sizeof(float));  // shift, scale
     h = modulate(ctx, h, chunk(ctx, fmod, H, 0), chunk(ctx, fmod, H, 1), hp.dit_norm_eps);
     out.velocity = linear(ctx, h, W.final_proj_w, W.final_proj_b);
     return out;

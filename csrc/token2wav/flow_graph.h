@@ -49,9 +49,18 @@ struct FlowEncoderOut {
 // T = T_in - look-ahead (+ look-ahead when padded) token frames in, up_stride*T mel frames out.
 FlowEncoderOut build_flow_encoder(ggml_context * ctx, const FlowModel & m, const FlowEncoderIn & in);
 
+// The adaLN modulations of one timestep t: they depend on t only (not on the frames), so a stream
+// computes them once per Euler step and feeds them to every window's DiT.
+// t_feat [t_freq_dim] = dit_timestep_features(t) -> n_layer outputs [9H] (shift / scale / gate of
+// attention, MLP, conv) followed by the final layer's [2H] (shift, scale).
+std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowModel & m, ggml_tensor * t_feat);
+
+// Width of the concatenated modulations of one timestep: 9H per layer + 2H.
+int64_t dit_modulation_width(const FlowHparams & hp);
+
 struct DitIn {
     ggml_tensor * x_in = nullptr;       // [4*n_mel, T, B] per branch [x_t | mu | spk | cond]
-    ggml_tensor * t_feat = nullptr;     // [t_freq_dim] dit_timestep_features(t)
+    ggml_tensor * modulation = nullptr; // [dit_modulation_width]: build_dit_modulation's outputs, concatenated
     ggml_tensor * conv_prev = nullptr;  // [H, K-1, B, 2*n_layer] causal-conv left contexts (conv1 of layer l
                                         // at 2l, conv2 at 2l+1)
     // streaming attention cache (all null: keys = this call's frames only)
@@ -60,8 +69,9 @@ struct DitIn {
     ggml_tensor * mask = nullptr;       // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops
     // the graph as the oneDNN backend of BF16 sessions takes it: the attention as ggml's
     // FLASH_ATTN_EXT (its BF16 products around a vectorised softmax, core/onednn_attention) and the
-    // MLP's GELU as ggml's GELU op (computed in F32 vectors), instead of two products and a softmax and
-    // a composition from vectorised F32 ops (ggml's own GELU reads an F16 table)
+    // MLP's GELU as ggml's GELU op (computed in F32 vectors) and Mish from ggml's tanh and softplus,
+    // instead of two products and a softmax and compositions from vectorised F32 ops (ggml's own GELU
+    // reads an F16 table; its CPU tanh and softplus are scalar libm calls)
     bool onednn_ops = false;
 };
 
