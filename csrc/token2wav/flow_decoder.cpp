@@ -255,6 +255,15 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
     in.onednn_ops = backend_.bf16_products();
     std::vector<float> mask;
+    const int64_t padded_keys = dit_key_slots(n_frames);
+    if (!cached && !in.onednn_ops && padded_keys != n_frames) {
+        // this call's keys padded to the aligned count (build_dit): the padding is masked
+        in.mask = input(ctx, GGML_TYPE_F32, padded_keys, n_frames);
+        std::vector<float> row(padded_keys, -std::numeric_limits<float>::infinity());
+        std::fill(row.begin(), row.begin() + n_frames, 0.0f);
+        mask.reserve(static_cast<size_t>(padded_keys) * n_frames);
+        for (int i = 0; i < n_frames; ++i) mask.insert(mask.end(), row.begin(), row.end());
+    }
     if (cached) {
         in.k_cache = cache_k_[step];
         in.v_cache = cache_v_[step];
@@ -294,6 +303,7 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     } else {
         std::vector<float> zeros(conv_size, 0.0f);
         set(in.conv_prev, zeros.data());
+        if (in.mask) set(in.mask, mask.data());
     }
     runner_.compute(gf);
     if (cached) {
@@ -475,8 +485,9 @@ void FlowDecoder::stream_start(const FlowPrompt & prompt, int n_timesteps) {
     n_steps_ = n_timesteps > 0 ? n_timesteps : hp.n_timesteps;
     prompt_frames_ = prompt.n_tokens * s;
     spk_ = run_speaker(prompt.xvec);
-    // caches hold at most prompt + tail frames between windows, plus one window's frames
-    const int capacity = prompt_frames_ + hp.cache_tail_frames + s * (hp.chunk_tokens + L);
+    // caches hold at most prompt + tail frames between windows, plus one window's frames (slots
+    // rounded up for the attention's products: dit_key_slots)
+    const int capacity = static_cast<int>(dit_key_slots(prompt_frames_ + hp.cache_tail_frames + s * (hp.chunk_tokens + L)));
     alloc_estimator_cache(n_steps_, capacity);
     est_order_.clear();
     free_slots_.clear();

@@ -243,6 +243,8 @@ ggml_tensor * causal_conv(ggml_context * ctx, ggml_tensor * x, ggml_tensor * pre
 
 }  // namespace
 
+int64_t dit_key_slots(int64_t n_keys) { return (n_keys + 7) / 8 * 8; }
+
 int64_t dit_modulation_width(const FlowHparams & hp) {
     return (9 * static_cast<int64_t>(hp.dit_layer) + 2) * hp.dit_dim;
 }
@@ -279,15 +281,20 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         q = layer_norm(ctx, ggml_reshape_4d(ctx, q, hd, nh, T, B), L.q_norm_w, L.q_norm_b, hp.qk_norm_eps);
         k = layer_norm(ctx, ggml_reshape_4d(ctx, k, hd, nh, T, B), L.k_norm_w, L.k_norm_b, hp.qk_norm_eps);
         k = ggml_reshape_3d(ctx, k, inner, T, B);
-        ggml_tensor * mask = nullptr;
+        ggml_tensor * mask = in.mask;
+        if (!cached && !in.onednn_ops && dit_key_slots(T) != T) {
+            // this call's keys, zero rows appended up to the aligned count; the mask hides them
+            k = ggml_pad(ctx, k, 0, static_cast<int>(dit_key_slots(T) - T), 0, 0);
+            v = ggml_pad(ctx, v, 0, static_cast<int>(dit_key_slots(T) - T), 0, 0);
+        }
         if (cached) {
             // the write is the keys' source, so every read of the cache follows it
             k = ggml_set_rows(ctx, in.k_cache[il], k, in.slots);
             v = ggml_set_rows(ctx, in.v_cache[il], v, in.slots);
             ggml_build_forward_expand(graph, k);
             ggml_build_forward_expand(graph, v);
-            mask = in.mask;
         }
+        if ((mask ? mask->ne[0] : T) != k->ne[1]) fail(Status::internal, "DiT: the attention mask does not fit the keys");
         const int64_t S = k->ne[1];
         ggml_tensor * kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, nh, S, B), 0, 2, 1, 3);       // [hd, S, nh, B]
         ggml_tensor * o = nullptr;

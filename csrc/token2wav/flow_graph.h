@@ -58,6 +58,12 @@ std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowMo
 // Width of the concatenated modulations of one timestep: 9H per layer + 2H.
 int64_t dit_modulation_width(const FlowHparams & hp);
 
+// Key slots of a DiT attention over n keys: n rounded up to a multiple of 8. ggml's CPU GEMM
+// (tinyBLAS) takes an F32 product only when its summed length is a multiple of 8, else one dot
+// product per output (about 4x slower); the probabilities x values product sums over the keys, so
+// streaming caches get this many slots and uncached calls pad their keys (empty slots are masked).
+int64_t dit_key_slots(int64_t n_keys);
+
 struct DitIn {
     ggml_tensor * x_in = nullptr;       // [4*n_mel, T, B] per branch [x_t | mu | spk | cond]
     ggml_tensor * modulation = nullptr; // [dit_modulation_width]: build_dit_modulation's outputs, concatenated
@@ -66,7 +72,9 @@ struct DitIn {
     // streaming attention cache (all null: keys = this call's frames only)
     std::vector<ggml_tensor *> k_cache, v_cache;  // per layer [inner, S, B]
     ggml_tensor * slots = nullptr;      // I32 [T]: cache slots that receive this call's keys / values
-    ggml_tensor * mask = nullptr;       // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops
+    // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops. Without a cache and without
+    // onednn_ops, S = dit_key_slots(T) and the mask is needed when that exceeds T (null otherwise).
+    ggml_tensor * mask = nullptr;
     // the graph as the oneDNN backend of BF16 sessions takes it: the attention as ggml's
     // FLASH_ATTN_EXT (its BF16 products around a vectorised softmax, core/onednn_attention) and the
     // MLP's GELU as ggml's GELU op (computed in F32 vectors) and Mish from ggml's tanh and softplus,
