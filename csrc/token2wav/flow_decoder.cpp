@@ -19,7 +19,7 @@ namespace minicpmo {
 namespace {
 
 constexpr int kBranches = 2;  // classifier-free guidance: conditional, unconditional
-// ~300 KB each at the release's size; 10-step and 5-step streams together use 15
+// ~300 KB each at the release's size; 10-step and 5-step streams together use 14 values of t
 constexpr size_t kMaxCachedModulations = 32;
 
 // ~100 nodes per DiT block and ~60 per Conformer layer (views included); generous headroom
@@ -257,7 +257,8 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     std::vector<float> mask;
     const int64_t padded_keys = dit_key_slots(n_frames);
     if (!cached && !in.onednn_ops && padded_keys != n_frames) {
-        // this call's keys padded to the aligned count (build_dit): the padding is masked
+        // the keys padded to the aligned count for ggml's CPU GEMM (the fused op of BF16 sessions
+        // takes any count): the mask hides the padding
         in.mask = input(ctx, GGML_TYPE_F32, padded_keys, n_frames);
         std::vector<float> row(padded_keys, -std::numeric_limits<float>::infinity());
         std::fill(row.begin(), row.begin() + n_frames, 0.0f);

@@ -282,10 +282,10 @@ DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, c
         k = layer_norm(ctx, ggml_reshape_4d(ctx, k, hd, nh, T, B), L.k_norm_w, L.k_norm_b, hp.qk_norm_eps);
         k = ggml_reshape_3d(ctx, k, inner, T, B);
         ggml_tensor * mask = in.mask;
-        if (!cached && !in.onednn_ops && dit_key_slots(T) != T) {
-            // this call's keys, zero rows appended up to the aligned count; the mask hides them
-            k = ggml_pad(ctx, k, 0, static_cast<int>(dit_key_slots(T) - T), 0, 0);
-            v = ggml_pad(ctx, v, 0, static_cast<int>(dit_key_slots(T) - T), 0, 0);
+        if (!cached && mask && mask->ne[0] > T) {
+            // this call's keys, zero rows appended up to the mask's width (dit_key_slots); it hides them
+            k = ggml_pad(ctx, k, 0, static_cast<int>(mask->ne[0] - T), 0, 0);
+            v = ggml_pad(ctx, v, 0, static_cast<int>(mask->ne[0] - T), 0, 0);
         }
         if (cached) {
             // the write is the keys' source, so every read of the cache follows it

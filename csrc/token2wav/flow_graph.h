@@ -72,8 +72,8 @@ struct DitIn {
     // streaming attention cache (all null: keys = this call's frames only)
     std::vector<ggml_tensor *> k_cache, v_cache;  // per layer [inner, S, B]
     ggml_tensor * slots = nullptr;      // I32 [T]: cache slots that receive this call's keys / values
-    // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops. Without a cache and without
-    // onednn_ops, S = dit_key_slots(T) and the mask is needed when that exceeds T (null otherwise).
+    // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops. Without a cache it may be null
+    // (the T keys of this call), or wider than T: the keys are then padded with zero rows to S.
     ggml_tensor * mask = nullptr;
     // the graph as the oneDNN backend of BF16 sessions takes it: the attention as ggml's
     // FLASH_ATTN_EXT (its BF16 products around a vectorised softmax, core/onednn_attention) and the
