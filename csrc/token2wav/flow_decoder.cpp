@@ -254,29 +254,28 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.modulation = input(ctx, GGML_TYPE_F32, dit_modulation_width(hp));
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
     in.onednn_ops = backend_.bf16_products();
-    std::vector<float> mask;
+    // the keys one query may read (0) or not (-inf), the same for every query of the call
+    std::vector<float> key_row;
     const int64_t padded_keys = dit_key_slots(n_frames);
-    if (!cached && !in.onednn_ops && padded_keys != n_frames) {
-        // the keys padded to the aligned count for ggml's CPU GEMM (the fused op of BF16 sessions
-        // takes any count): the mask hides the padding
-        in.mask = input(ctx, GGML_TYPE_F32, padded_keys, n_frames);
-        std::vector<float> row(padded_keys, -std::numeric_limits<float>::infinity());
-        std::fill(row.begin(), row.begin() + n_frames, 0.0f);
-        mask.reserve(static_cast<size_t>(padded_keys) * n_frames);
-        for (int i = 0; i < n_frames; ++i) mask.insert(mask.end(), row.begin(), row.end());
-    }
     if (cached) {
         in.k_cache = cache_k_[step];
         in.v_cache = cache_v_[step];
         in.slots = input(ctx, GGML_TYPE_I32, n_frames);
         in.mask = input(ctx, in.onednn_ops ? GGML_TYPE_F16 : GGML_TYPE_F32, cache_capacity_, n_frames);
         // live keys: the cached frames and this call's
-        std::vector<float> row(cache_capacity_, -std::numeric_limits<float>::infinity());
-        for (int32_t sl : est_order_) row[sl] = 0.0f;
-        for (int32_t sl : slots) row[sl] = 0.0f;
-        mask.reserve(static_cast<size_t>(cache_capacity_) * n_frames);
-        for (int i = 0; i < n_frames; ++i) mask.insert(mask.end(), row.begin(), row.end());
+        key_row.assign(cache_capacity_, -std::numeric_limits<float>::infinity());
+        for (int32_t sl : est_order_) key_row[sl] = 0.0f;
+        for (int32_t sl : slots) key_row[sl] = 0.0f;
+    } else if (!in.onednn_ops && padded_keys != n_frames) {
+        // the keys padded to the aligned count for ggml's CPU GEMM (the fused op of BF16 sessions
+        // takes any count): the mask hides the padding
+        in.mask = input(ctx, GGML_TYPE_F32, padded_keys, n_frames);
+        key_row.assign(padded_keys, -std::numeric_limits<float>::infinity());
+        std::fill(key_row.begin(), key_row.begin() + n_frames, 0.0f);
     }
+    std::vector<float> mask;
+    mask.reserve(key_row.size() * n_frames);
+    for (int i = 0; i < n_frames && !key_row.empty(); ++i) mask.insert(mask.end(), key_row.begin(), key_row.end());
     DitOut out = build_dit(ctx, gf, *model_, in);
     ggml_set_output(out.velocity);
     ggml_build_forward_expand(gf, out.velocity);
@@ -294,17 +293,16 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     if (cached) {
         set(in.conv_prev, est_conv_[step].data());
         set(in.slots, slots.data());
-        if (in.mask->type == GGML_TYPE_F16) {
-            std::vector<ggml_fp16_t> mask_f16(mask.size());
-            ggml_fp32_to_fp16_row(mask.data(), mask_f16.data(), static_cast<int64_t>(mask.size()));
-            ggml_backend_tensor_set(in.mask, mask_f16.data(), 0, mask_f16.size() * sizeof(ggml_fp16_t));
-        } else {
-            set(in.mask, mask.data());
-        }
     } else {
         std::vector<float> zeros(conv_size, 0.0f);
         set(in.conv_prev, zeros.data());
-        if (in.mask) set(in.mask, mask.data());
+    }
+    if (in.mask && in.mask->type == GGML_TYPE_F16) {
+        std::vector<ggml_fp16_t> mask_f16(mask.size());
+        ggml_fp32_to_fp16_row(mask.data(), mask_f16.data(), static_cast<int64_t>(mask.size()));
+        ggml_backend_tensor_set(in.mask, mask_f16.data(), 0, mask_f16.size() * sizeof(ggml_fp16_t));
+    } else if (in.mask) {
+        set(in.mask, mask.data());
     }
     runner_.compute(gf);
     if (cached) {
