@@ -1,5 +1,5 @@
 """Audio-encoding speed of minicpmo-cpp versus PyTorch (transformers' WhisperEncoder modules),
-same weights, same thread count, each in F32 and in BF16.
+same weights, same thread count, each in F32 and in BF16, and ours in int8.
 
 Makes a random-weight checkpoint with the real audio shape (Whisper-medium encoder: d_model 1024,
 24 layers, 16 heads, FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096) and a
@@ -8,10 +8,12 @@ read from the checkpoint as float32, through transformers' WhisperEncoder module
 position table, WhisperEncoderLayer with a DynamicCache or a 4-D additive mask, final LayerNorm)
 plus nn.Linear/ReLU projector and AvgPool1d, the way MiniCPM-o's encoder drives them.
 
-Sides (--compute f32,bf16 picks the compute types, both by default), each in its own process:
-  * minicpmo_cpp_f32 / minicpmo_cpp_bf16: OmniSession(compute_type="f32" / "bf16"), always passed
-    explicitly ("auto" follows the CPU); bf16 = the encoder's matrix products through oneDNN in BF16;
-  * torch_f32 / torch_bf16: the modules below, torch_bf16 under torch.autocast("cpu", dtype=torch.bfloat16).
+Sides (--compute f32,bf16,int8 picks the compute types, f32 and bf16 by default), each in its own process:
+  * minicpmo_cpp_f32 / _bf16 / _int8: OmniSession(compute_type="f32" / "bf16" / "int8"), always passed
+    explicitly ("auto" follows the CPU); bf16 = the encoder's matrix products through oneDNN in BF16,
+    int8 = as 8-bit integer products through oneDNN;
+  * torch_f32 / torch_bf16: the modules below, torch_bf16 under torch.autocast("cpu", dtype=torch.bfloat16);
+    no torch_int8: int8 is ours only, compared with torch_f32 and minicpmo_cpp_f32.
 Timed in rounds of back-to-back runs of all sides (chunk by chunk, clip by clip), the order
 rotating from one to the next (bench_common.round_order):
   * streaming: consecutive 1-s chunks through the encoder's key/value cache (cache growing), per
@@ -23,13 +25,14 @@ rotating from one to the next (bench_common.round_order):
     OmniSession.encode_audio(pcm) (our C++ log-mel included); torch: the same mel through the
     encoder with the block-causal 4-D mask, and end to end WhisperFeatureExtractor + the same.
 Also reported: peak RSS of each side, the max relative difference of each side's tokens against
-torch_f32's (the reference), the ratios of each pair (a/b = a_ms / b_ms), and speed_limits: the FLOPs
-of each timed call, the GFLOP/s each side sustained and its share of the machine's F32 FMA peak
-measured in the run, and the rate the >= 2x target implies, next to torch's F32 GEMM rate at the
-encoder's shapes (gemm_probe).
+the reference side's (torch_f32 where it ran, else torch_bf16, else minicpmo_cpp_f32), the ratios of
+each pair (a/b = a_ms / b_ms), and speed_limits: the FLOPs of each timed call, the GFLOP/s each side
+sustained and its share of the machine's F32 FMA peak measured in the run, and the rate the >= 2x
+target implies, next to torch's F32 GEMM rate at the encoder's shapes (gemm_probe).
 Prints one JSON document on stdout; progress goes to stderr.
 
-    python bench/audio.py [--threads 2] [--types F16,Q8_0] [--compute f32,bf16] [--chunks 20] [--rounds 1] [--rounds-30s 1]
+    python bench/audio.py [--threads 2] [--types F16,Q8_0] [--compute f32,bf16,int8] [--chunks 20] [--rounds 1]
+                          [--rounds-30s 1]
                           [--omp-wait-policy default|passive|active] [--torch-attn sdpa|eager]
 """
 
@@ -48,9 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import (LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, paired_ratio, parse_compute,
-                          proc_status_kib, ratio_pairs, require_bf16_build, round_order, throughput, torch_gemm_rates,
-                          torch_precision)
+from bench_common import (TORCH_COMPUTE_TYPES, LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak,
+                          paired_ratio, parse_compute, proc_status_kib, ratio_pairs, require_onednn_build, round_order,
+                          throughput, torch_gemm_rates, torch_precision)
 
 # the MiniCPM-o 4.5 audio tower: Whisper-medium's encoder
 AUDIO_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096)
@@ -476,8 +479,9 @@ def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work
     for c in args.compute:
         argv[f"minicpmo_cpp_{c}"] = [sys.executable, me, "--worker", "ours", str(llm), "--threads", str(args.threads),
                                      "--compute", c]
-        argv[f"torch_{c}"] = [sys.executable, me, "--worker", "torch", str(hf), "--threads", str(args.threads),
-                              "--torch-attn", args.torch_attn, "--compute", c]
+        if c in TORCH_COMPUTE_TYPES:  # int8: ours only
+            argv[f"torch_{c}"] = [sys.executable, me, "--worker", "torch", str(hf), "--threads", str(args.threads),
+                                  "--torch-attn", args.torch_attn, "--compute", c]
     sides: dict[str, Worker] = {}
     try:
         for name, cmd in argv.items():
@@ -487,7 +491,7 @@ def bench_type(label: str, llm: Path, hf: Path, mel: Path, pcm: Path, args, work
             w.close()
         raise
     names = list(sides)
-    ref = "torch_f32" if "torch_f32" in names else next(n for n in names if n.startswith("torch_"))
+    ref = next(n for n in ("torch_f32", "torch_bf16", "minicpmo_cpp_f32", names[0]) if n in names)
     out = {s: work / f"tokens-{s}-{label}" for s in sides}
     for d in out.values():
         d.mkdir(exist_ok=True)
@@ -593,7 +597,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default="F16,Q8_0", help="omni outtypes, comma separated: F16, Q8_0, F32")
     ap.add_argument("--compute", default="f32,bf16",
-                    help="compute types of our side and of the torch side (bf16: torch.autocast), comma separated")
+                    help="compute types of our side and of the torch side (bf16: torch.autocast), comma separated: "
+                         "f32, bf16, int8 (int8: ours only)")
     ap.add_argument("--chunks", type=int, default=20, help="consecutive 1-s streaming chunks per round")
     ap.add_argument("--rounds", type=int, default=1, help="streaming rounds (each: simplex + duplex, all chunks)")
     ap.add_argument("--rounds-30s", type=int, default=1, help="rounds of the 30-s clip (each: from mel + from PCM)")
@@ -623,7 +628,7 @@ def main() -> None:
         if t not in ("F16", "Q8_0", "F32"):
             ap.error(f"unknown type {t}: choose from F16, Q8_0, F32")
 
-    require_bf16_build(args.compute)
+    require_onednn_build(args.compute)
     work = Path(args.work) if args.work else cache_dir() / "bench-audio" / model_key()
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -653,12 +658,13 @@ def main() -> None:
                  "FFN 4096, 80 mels, 1500 positions; projector 1024 -> 4096 -> 4096; AvgPool1d 5",
         "timed": {"streaming": "per 1-s chunk: mel frames in memory -> 10 LLM tokens, through the growing K/V cache",
                   "clip_30s": "3000 mel frames (or 480000 PCM samples) -> 300 LLM tokens, 1-s block-causal attention"},
-        "sides": {"minicpmo_cpp_<c>": "OmniSession(compute_type=<c>)",
+        "sides": {"minicpmo_cpp_<c>": "OmniSession(compute_type=<c>) (int8: ours only, no torch_int8)",
                   "torch_f32": "transformers' WhisperEncoder modules + nn.Linear projector, float32 weights",
                   "torch_bf16": "the same forward under torch.autocast('cpu', dtype=torch.bfloat16)"},
         "compute": args.compute,
         "ratio_meaning": "ratios a/b: a_ms / b_ms, median of per-round ratios (>1: b is faster)",
-        "agreement_meaning": "each side's tokens vs the reference side's (torch_f32 where it ran) on the same "
+        "agreement_meaning": "each side's tokens vs the reference side's (torch_f32 where it ran, else torch_bf16, "
+                             "else minicpmo_cpp_f32) on the same "
                              "checkpoint weights: max|side - ref| / max|ref|, relative L2, worst per-token cosine",
         "threads": args.threads, "chunks": args.chunks, "rounds": args.rounds, "rounds_30s": args.rounds_30s,
         "omp_wait_policy": args.omp_wait_policy,
@@ -669,13 +675,13 @@ def main() -> None:
         "speed_limits_meaning": "gflop: FLOPs of the timed call (mean chunk of the run; audio_flops: conv "
                                 "stem + 24 x (2T(4D^2 + 2DF) + 4D x keys per query summed) + projector); "
                                 "<side>.gflops: what each side sustained; <side>.share_of_f32_peak: that over "
-                                "f32_fma_peak.gflops (measured in this run; BF16 sides against the same F32 "
+                                "f32_fma_peak.gflops (measured in this run; BF16 and int8 sides against the same F32 "
                                 "peak); gflops_needed_for_2x_torch_f32: the rate the target implies; "
                                 "ms_at_torch_best_gemm_rate: the call's time at torch's best probed F32 GEMM "
                                 "rate (a floor for kernels of MKL's class)",
         **cpu_kernels(), "machine": platform.machine(), "cpu": cpu_name(),
         "minicpmo_cpp_system_info": next(v["system_info"] for k, v in info.items() if k.startswith("minicpmo_cpp")),
-        "torch_info": next(v for k, v in info.items() if k.startswith("torch_")),
+        "torch_info": next((v for k, v in info.items() if k.startswith("torch_")), None),  # None: int8 alone
         "wall_s": round(time.perf_counter() - t_start, 1), "work": str(work), "results": results,
     }, indent=2))
 

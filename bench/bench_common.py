@@ -1,7 +1,7 @@
 """Small pieces every benchmark script uses: where built benchmark models are cached, this
 process's memory figures, a speech-like test signal, torch's GEMM rate, the machine's measured F32 FMA
-peak, the handle on a worker process, and the compute types (f32 / bf16) each side runs under, with
-the order of the sides in each round, their paired ratios and their sustained GFLOP/s."""
+peak, the handle on a worker process, and the compute types (f32 / bf16 / int8) each side runs under,
+with the order of the sides in each round, their paired ratios and their sustained GFLOP/s."""
 
 from __future__ import annotations
 
@@ -155,11 +155,14 @@ def torch_gemm_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # compute types: every benchmark names the one each side ran ("auto" may mean either, per CPU)
 # ---------------------------------------------------------------------------------------------
-COMPUTE_TYPES = ("f32", "bf16")
+COMPUTE_TYPES = ("f32", "bf16", "int8")
+# the ones the PyTorch sides run: int8 is ours only (torch's int8 quantization would be another
+# model, not the same forward at another precision), so no torch_int8 side is made
+TORCH_COMPUTE_TYPES = ("f32", "bf16")
 
 
 def parse_compute(text: str) -> list[str]:
-    """`--compute f32,bf16` -> ["f32", "bf16"] (order kept, duplicates dropped); ValueError on any
+    """`--compute f32,int8` -> ["f32", "int8"] (order kept, duplicates dropped); ValueError on any
     other value. Benchmarks pass each one explicitly: compute_type "auto" follows the CPU and the
     environment (MINICPMO_COMPUTE), so a figure measured under it would not say what ran."""
     out = []
@@ -175,24 +178,28 @@ def parse_compute(text: str) -> list[str]:
     return out
 
 
-def require_bf16_build(compute: list[str]) -> None:
-    """A build without oneDNN refuses compute_type="bf16": say so before any worker starts."""
+def require_onednn_build(compute: list[str]) -> None:
+    """A build without oneDNN refuses compute_type "bf16" and "int8": say so before any worker starts."""
     from minicpmo_cpp import build_info
 
-    if "bf16" in compute and not getattr(build_info, "MINICPMO_ONEDNN", False):
-        raise SystemExit("this minicpmo_cpp build has no oneDNN (build_info.MINICPMO_ONEDNN is false), so "
-                         "compute_type='bf16' is refused: run with --compute f32")
+    refused = [c for c in compute if c != "f32"]
+    if refused and not getattr(build_info, "MINICPMO_ONEDNN", False):
+        raise SystemExit("this minicpmo_cpp build has no oneDNN (build_info.MINICPMO_ONEDNN is false), so it "
+                         f"refuses compute_type {' and '.join(map(repr, refused))}: run with --compute f32")
 
 
 def torch_precision(torch, compute: str):
     """The context the torch side's forward runs in: nothing for "f32"; for "bf16", PyTorch's own
     mixed precision, torch.autocast("cpu", dtype=torch.bfloat16) (matrix products and convolutions
-    in BF16 through oneDNN, with F32 accumulation; norms, softmax and the rest in F32)."""
+    in BF16 through oneDNN, with F32 accumulation; norms, softmax and the rest in F32). ValueError
+    for another compute type (int8: there is no torch side)."""
     import contextlib
 
     if compute == "f32":
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    if compute == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    raise ValueError(f"no PyTorch side computes in {compute!r}: it runs {', '.join(TORCH_COMPUTE_TYPES)}")
 
 
 def round_order(sides: list, r: int) -> list:
@@ -214,24 +221,31 @@ def paired_ratio(num_ms: list[float], den_ms: list[float]) -> dict:
 def ratio_pairs(sides: list[str], ours: str = "minicpmo_cpp") -> list[tuple[str, str]]:
     """The (numerator, denominator) side pairs a benchmark reports, of those present, for sides named
     <impl>_<compute> (plus any other reference, e.g. "upstream"): every reference against ours at
-    the same compute type, then what BF16 gains on each implementation (f32 time / bf16 time)."""
+    the same compute type; ours in int8, which no reference has, against each reference's F32 (the
+    target is a speed-up over PyTorch F32); then what BF16 and int8 gain on each implementation
+    (f32 time / bf16 time, f32 time / int8 time)."""
     out = []
     for c in COMPUTE_TYPES:
         for ref in sides:
             if ref.endswith("_" + c) and not ref.startswith(ours) and f"{ours}_{c}" in sides:
                 out.append((ref, f"{ours}_{c}"))
     for ref in sides:
-        if "_" not in ref and f"{ours}_f32" in sides:  # a reference without compute types (upstream)
-            out.append((ref, f"{ours}_f32"))
+        if ref.endswith("_f32") and not ref.startswith(ours) and f"{ours}_int8" in sides:
+            out.append((ref, f"{ours}_int8"))
+    for ref in sides:
+        for c in ("f32", "int8"):  # a reference without compute types (upstream): against our F32 and int8
+            if "_" not in ref and f"{ours}_{c}" in sides:
+                out.append((ref, f"{ours}_{c}"))
     for impl in dict.fromkeys(s.rsplit("_", 1)[0] for s in sides if s.endswith(COMPUTE_TYPES)):
-        if f"{impl}_f32" in sides and f"{impl}_bf16" in sides:
-            out.append((f"{impl}_f32", f"{impl}_bf16"))
+        for c in ("bf16", "int8"):
+            if f"{impl}_f32" in sides and f"{impl}_{c}" in sides:
+                out.append((f"{impl}_f32", f"{impl}_{c}"))
     return out
 
 
 def throughput(flop: float, ms: float, peak: dict) -> dict:
     """What a side sustained on a call of `flop` FLOPs in `ms` milliseconds, and that rate as a
-    fraction of the machine's measured F32 FMA peak (f32_fma_peak(threads)["gflops"]). BF16 runs are
-    put against the same F32 peak: the fraction then says how far past F32's ceiling they got."""
+    fraction of the machine's measured F32 FMA peak (f32_fma_peak(threads)["gflops"]). BF16 and int8
+    runs are put against the same F32 peak: the fraction then says how far past F32's ceiling they got."""
     gflops = flop / ms / 1e6
     return {"gflops": round(gflops, 1), "share_of_f32_peak": round(gflops / peak["gflops"], 3)}

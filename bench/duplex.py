@@ -12,8 +12,9 @@ The model files a user runs by default: the LLM quantized to Q4_K_M (``--llm-typ
 minicpmo-quantize size), the companion converted with ``--outtype f16`` and the converter's default
 Q8_0 TTS matrices (``--tts-type f16`` for F16 ones). The session's encoders (Whisper, SigLIP + resampler) and the
 Token2Wav flow compute in ``--compute`` (bf16 by default: their matrix products through oneDNN in
-BF16; f32 the exact path), passed to OmniSession as compute_type explicitly ("auto" follows the CPU);
-the LLM, TTS and HiFT are unaffected. The output names it, with the CPU.
+BF16; int8: as 8-bit integer products through oneDNN; f32 the exact path), passed to OmniSession as
+compute_type explicitly ("auto" follows the CPU); the LLM, TTS and HiFT are unaffected. The output
+names it, with the CPU.
 
 A random model decides randomly, so every unit's decision is scripted (``_scripted``): the same
 conversation in both modes -- listen units, then a speaking turn (``--speak-units`` units of
@@ -34,7 +35,7 @@ timed over random speech tokens, reported beside the pipeline's speech time (not
 Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/duplex.py [--threads 2] [--listen-units 4] [--speak-units 4] [--speak-tokens 10]
-                           [--frame-units 1] [--t2w-units 2] [--t2w-steps 5] [--compute bf16|f32]
+                           [--frame-units 1] [--t2w-units 2] [--t2w-steps 5] [--compute bf16|f32|int8]
                            [--llm-type Q4_K_M] [--tts-type q8_0|f16] [--budget-s 600] [--work DIR]
 """
 
@@ -50,7 +51,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import COMPUTE_TYPES, cache_dir, cpu_name, proc_status_kib, require_bf16_build, speechlike
+from bench_common import COMPUTE_TYPES, cache_dir, cpu_name, proc_status_kib, require_onednn_build, speechlike
 
 # Qwen3-0.6B's shape (as bench/llm.py) with MiniCPM-o's vocabulary
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -303,7 +304,7 @@ def main() -> None:
                     help="stages not started within this many seconds are skipped (and listed)")
     ap.add_argument("--t2w-steps", type=int, default=5, help="flow-matching steps per Token2Wav window")
     ap.add_argument("--compute", default="bf16", choices=COMPUTE_TYPES,
-                    help="compute_type of the session (encoders and the Token2Wav flow)")
+                    help="compute_type of the session (encoders and the Token2Wav flow): f32, bf16 or int8")
     ap.add_argument("--modes", default="wait,overlap")
     ap.add_argument("--llm-type", default="Q4_K_M",
                     help="the LLM file's type: the README's model file by default (F16, or any minicpmo-quantize size)")
@@ -314,7 +315,7 @@ def main() -> None:
     if not 1 <= args.speak_tokens <= 17:
         ap.error("--speak-tokens must be 1..17 (a unit holds <|speak|>, the tokens, <|turn_eos|>, <|chunk_eos|>)")
 
-    require_bf16_build([args.compute])
+    require_onednn_build([args.compute])
     from minicpmo_cpp import OmniSession, _testing
 
     load_before = loadavg()

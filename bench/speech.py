@@ -1,5 +1,5 @@
 """Speech-output speed of minicpmo-cpp versus PyTorch on real-size random weights, same thread count;
-the Token2Wav flow in F32 and in BF16 on both.
+the Token2Wav flow in F32 and in BF16 on both, and in int8 on ours.
 
 Makes a random-weight checkpoint with the release's speech shapes (spec §5.1, §5.2): the TTS
 speech-token LM (LLaMA backbone 768 wide, 20 layers, 12 heads, FFN 3072, 6562 codes) and Token2Wav
@@ -21,11 +21,13 @@ order rotating from item to item (run_interleaved), best of --rounds after a sho
    (CausalMaskedDiffWithXvec.inference / setup_cache + inference_chunk + Token2wav's cache trimming,
    HiFTGenerator with its weight-norm parametrizations as Token2wav loads it), built by
    tests/stepaudio2_oracle.py from the same flow.pt / hift.pt. Same tokens, same voice prompt.
-   Sides, per --compute type c (f32 and bf16 by default): minicpmo_cpp_<c> = Flow(compute_type=c)
-   (passed explicitly: "auto" follows the CPU; bf16 = the flow's matrix products through oneDNN in
-   BF16), torch_<c> = the official flow, for bf16 under torch.autocast("cpu", dtype=torch.bfloat16).
-   HiFT computes in F32 on every side (ours in bf16: the BF16 session's vocoder, its products through
-   oneDNN's F32 kernels instead of ggml's). The TTS (1.) is F32 on both sides.
+   Sides, per --compute type c (f32 and bf16 by default; int8 too): minicpmo_cpp_<c> =
+   Flow(compute_type=c) (passed explicitly: "auto" follows the CPU; bf16 = the flow's matrix products
+   through oneDNN in BF16, int8 = as 8-bit integer products through oneDNN), torch_<c> = the official
+   flow, for bf16 under torch.autocast("cpu", dtype=torch.bfloat16); no torch_int8: int8 is ours
+   only, compared with torch_f32 and minicpmo_cpp_f32.
+   HiFT computes in F32 on every side (ours in bf16 / int8: that session's vocoder, its products
+   through oneDNN's F32 kernels instead of ggml's). The TTS (1.) is F32 on both sides.
 Also: an F32 GEMM probe (torch.mm at the DiT / HiFT shapes, same threads), the FLOPs per second
 of audio of the flow (encoder + DiT x 2 CFG branches x n_timesteps) and HiFT, from the dims, and the
 GFLOP/s each side sustained in the whole-utterance flow and HiFT calls with its share of the
@@ -34,7 +36,7 @@ machine's F32 FMA peak measured in the run (bench_common.f32_fma_peak).
 Prints one JSON document on stdout; progress goes to stderr.
 
     python bench/speech.py [--threads 2] [--type f32] [--cond 50] [--codes 100] [--tokens 100]
-                           [--steps 10,5] [--rounds 1] [--no-stream] [--parts tts,t2w] [--compute f32,bf16]
+                           [--steps 10,5] [--rounds 1] [--no-stream] [--parts tts,t2w] [--compute f32,bf16,int8]
                            [--omp-wait-policy passive|default|active]
 """
 
@@ -52,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from worker_env import thread_env
-from bench_common import (cache_dir, cpu_kernels, cpu_name, f32_fma_peak, parse_compute, ratio_pairs,
-                          require_bf16_build, round_order, throughput, torch_gemm_rates, torch_precision)
+from bench_common import (TORCH_COMPUTE_TYPES, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, parse_compute,
+                          ratio_pairs, require_onednn_build, round_order, throughput, torch_gemm_rates, torch_precision)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -222,7 +224,7 @@ def worker_ours(args, hf: Path, llm: Path, omni: Path) -> dict:
         del s
     if "t2w" in args.parts:
         flow = Flow(str(omni), n_threads=args.threads, compute_type=args.compute[0])
-        # F32 arithmetic either way; a BF16 session's vocoder runs its products through oneDNN's F32 kernels
+        # F32 arithmetic either way; a BF16 or int8 session's vocoder runs its products through oneDNN's F32 kernels
         hift = HiftVocoder(str(omni), n_threads=args.threads, compute_type=args.compute[0])
         speech = x["speech"].tolist()
         audio_s = len(speech) / TOKEN_RATE
@@ -523,13 +525,14 @@ def run_worker(side: str, args, work: Path, parts: list[str], steps: list[int]) 
 
 def run_interleaved(args, work: Path) -> tuple[dict, list]:
     """One worker per side per measured item (TTS: minicpmo_cpp_f32 and torch_f32; Token2Wav per step
-    count: minicpmo_cpp_<c> and torch_<c> for each --compute type c), back to back, the sides' order
-    rotating from item to item: the load other processes put on a shared machine drifts over
-    minutes, so each ratio compares runs made close together.
+    count: minicpmo_cpp_<c> for each --compute type c, torch_<c> for each but int8), back to back, the
+    sides' order rotating from item to item: the load other processes put on a shared machine drifts
+    over minutes, so each ratio compares runs made close together.
     -> ({side: {"tts": ..., "t2w": {steps: ...}, "peak_rss_mib": ..., "gemm_runs": [...]}}, load averages)"""
     items = ([("tts", None)] if "tts" in args.parts else []) + \
             ([("t2w", s) for s in args.steps] if "t2w" in args.parts else [])
-    t2w_sides = [f"{impl}_{c}" for c in args.compute for impl in ("minicpmo_cpp", "torch")]
+    t2w_sides = [f"{impl}_{c}" for c in args.compute for impl in ("minicpmo_cpp", "torch")
+                 if impl == "minicpmo_cpp" or c in TORCH_COMPUTE_TYPES]  # int8: ours only
     res: dict[str, dict] = {}
     loads = []
     for i, (part, steps) in enumerate(items):
@@ -561,7 +564,7 @@ def main() -> int:
     ap.add_argument("--parts", type=lambda s: [v.strip() for v in s.split(",") if v.strip()], default=["tts", "t2w"])
     ap.add_argument("--compute", default="f32,bf16",
                     help="compute types of the Token2Wav flow, ours and torch's (bf16: torch.autocast), comma "
-                         "separated; the TTS and HiFT run in F32")
+                         "separated: f32, bf16, int8 (int8: ours only); the TTS and HiFT run in F32")
     ap.add_argument("--no-stream", dest="stream", action="store_false")
     ap.add_argument("--omp-wait-policy", choices=("default", "passive", "active"), default="passive",
                     help="OMP_WAIT_POLICY of both workers (passive: see worker_env.thread_env)")
@@ -585,7 +588,7 @@ def main() -> int:
         return 0
 
     if "t2w" in args.parts:
-        require_bf16_build(args.compute)
+        require_onednn_build(args.compute)
     work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
@@ -599,7 +602,8 @@ def main() -> int:
     from minicpmo_cpp import _testing
 
     gemm_runs = [g for side in res.values() for g in side.pop("gemm_runs", [])]
-    gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]}  # best probe
+    # the best probe; none where no torch worker ran (--parts t2w --compute int8)
+    gemm = {k: max((g[k] for g in gemm_runs), key=lambda v: v["gflops"]) for k in gemm_runs[0]} if gemm_runs else {}
     result: dict = {
         "machine": {"cpu": cpu_name(), "threads": args.threads,
                     # which ggml CPU kernels ran (DESIGN: every benchmark states the CPU variant)
@@ -646,13 +650,14 @@ def main() -> int:
                            "hift_f32": throughput(hf_, v["whole"]["hift_seconds"] * 1e3, peak)}
                        for n, v in side.items()}}
             fl = flops_per_audio_second(steps, frames)
-            best_gemm = max(v["gflops"] for v in gemm.values())
             ent["gflop_per_audio_second"] = {k: v / 1e9 for k, v in fl.items()}
-            ent["rtf_floor_at_torch_peak_gemm"] = fl["total"] / 1e9 / best_gemm
+            if gemm:
+                ent["rtf_floor_at_torch_peak_gemm"] = fl["total"] / 1e9 / max(v["gflops"] for v in gemm.values())
             result["t2w"][str(steps)] = ent
         result["t2w_meaning"] = (
             "sides minicpmo_cpp_<c> / torch_<c>: the flow at compute type c (torch bf16: torch.autocast('cpu', "
-            "dtype=torch.bfloat16) around the official flow's calls), HiFT F32 everywhere; ratios a/b: a's "
+            "dtype=torch.bfloat16) around the official flow's calls; int8: ours only, no torch_int8), HiFT F32 "
+            "everywhere; ratios a/b: a's "
             "seconds over b's; whole.throughput: GFLOP/s sustained by the whole-utterance flow call "
             "(flow_gflop = flops_per_audio_second(steps, 2(P+N))['flow'] x (P+N)/25, P = 50 prompt tokens, "
             "N = --tokens) and HiFT call (hift_gflop, over N/25 s), share_of_f32_peak = that over "

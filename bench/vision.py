@@ -1,4 +1,4 @@
-"""Image-encoding speed of minicpmo-cpp (compute_type f32 and bf16) versus upstream llama.cpp's libmtmd
+"""Image-encoding speed of minicpmo-cpp (compute_type f32, bf16, int8) versus upstream llama.cpp's libmtmd
 (MiniCPM-o 4.5) and PyTorch (F32, and BF16 under torch.autocast), same weights, same threads.
 
 Builds libmtmd from the llama.cpp tree this package was built against (ccache-cached, the same build
@@ -9,8 +9,10 @@ converter and writes the same weights as upstream's mmproj (minicpmo_cpp.convert
 448x448 image (1 slice, 64 tokens) and a 1344x1344 image (source + 3x3 slices, 640 tokens) with
 every side, each in its own process, fresh per (type, image), the sides' order rotating from round
 to round (bench_common.round_order). Sides:
-  * minicpmo_cpp_f32 / minicpmo_cpp_bf16: OmniSession(compute_type="f32" / "bf16").encode_image (always
-    passed explicitly: "auto" follows the CPU); bf16 = the towers' matrix products through oneDNN in BF16;
+  * minicpmo_cpp_f32 / _bf16 / _int8: OmniSession(compute_type="f32" / "bf16" / "int8").encode_image
+    (always passed explicitly: "auto" follows the CPU); bf16 = the towers' matrix products through
+    oneDNN in BF16, int8 = as 8-bit integer products through oneDNN (ours only: no torch or upstream
+    side runs int8; its ratios are against torch_f32 and minicpmo_cpp_f32);
   * upstream: mtmd_tokenize, its preprocessing, + mtmd_encode_chunk per image chunk (F32 compute);
   * torch_f32 / torch_bf16: the official architecture in PyTorch on the checkpoint's weights read as
     float32 -- transformers' Idefics2VisionTransformer (the same NaViT SigLIP tower) and the
@@ -25,7 +27,7 @@ each side's sustained GFLOP/s (FLOPs from the slices' patch grids, vision_flops)
 the machine's F32 FMA peak measured in the same run (bench_common.f32_fma_peak).
 Prints one JSON document on stdout; progress goes to stderr.
 
-    python bench/vision.py [--threads N] [--reps 5] [--reps-large 3] [--types F16,Q8_0] [--compute f32,bf16]
+    python bench/vision.py [--threads N] [--reps 5] [--reps-large 3] [--types F16,Q8_0] [--compute f32,bf16,int8]
                            [--images 448x448,1344x1344] [--no-upstream] [--no-torch]
                            [--torch-attn sdpa|eager] [--work DIR]
 """
@@ -46,9 +48,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import (LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, paired_ratio, parse_compute,
-                          proc_status_kib, ratio_pairs, require_bf16_build, round_order, throughput,
-                          torch_precision, upstream_build_dir)
+from bench_common import (TORCH_COMPUTE_TYPES, LineWorker, cache_dir, cpu_kernels, cpu_name, f32_fma_peak,
+                          paired_ratio, parse_compute, proc_status_kib, ratio_pairs, require_onednn_build,
+                          round_order, throughput, torch_precision, upstream_build_dir)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -420,7 +422,7 @@ def bench_one(label: str, llm: Path, omni: Path, mmproj: Path, exe: list[str] | 
         argv[f"minicpmo_cpp_{c}"] = [sys.executable, me, "--worker-ours", str(llm), "--threads", str(args.threads),
                                      "--compute", c]
     if not args.no_torch:
-        for c in args.compute:
+        for c in [c for c in args.compute if c in TORCH_COMPUTE_TYPES]:  # int8: ours only
             argv[f"torch_{c}"] = [sys.executable, me, "--worker-torch", str(hf), "--threads", str(args.threads),
                                   "--compute", c, "--torch-attn", args.torch_attn]
     sides: dict[str, Worker] = {}
@@ -510,7 +512,8 @@ def main() -> None:
     ap.add_argument("--reps-large", type=int, default=3, help="rounds for the 1344x1344 image (0: leave it out)")
     ap.add_argument("--types", default="F16", help="omni/mmproj outtypes, comma separated: F16, Q8_0, F32")
     ap.add_argument("--compute", default="f32,bf16",
-                    help="compute types of our side and of the torch side (bf16: torch.autocast), comma separated")
+                    help="compute types of our side and of the torch side (bf16: torch.autocast), comma separated: "
+                         "f32, bf16, int8 (int8: ours only)")
     ap.add_argument("--images", default=",".join(IMAGES))
     ap.add_argument("--no-upstream", action="store_true", help="leave out upstream libmtmd (and its build)")
     ap.add_argument("--no-torch", action="store_true", help="leave out the PyTorch sides")
@@ -544,7 +547,7 @@ def main() -> None:
     images = [i for i in images if (args.reps if i == "448x448" else args.reps_large) > 0]  # 0 rounds: left out
     if not images:
         ap.error("no image left to time: --reps / --reps-large are 0")
-    require_bf16_build(args.compute)
+    require_onednn_build(args.compute)
     work = Path(args.work) if args.work else cache_dir() / "bench-vision" / model_key()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -571,7 +574,7 @@ def main() -> None:
         "shape": "MiniCPM-o 4.5 vision (random weights): SigLIP 1152/4304/16 heads, 27 layers (26 run), "
                  "resampler 64 queries into 4096 with 32 heads",
         "timed": "uint8 RGB in memory -> image embeddings (preprocessing + ViT + resampler)",
-        "sides": {"minicpmo_cpp_<c>": "OmniSession(compute_type=<c>).encode_image",
+        "sides": {"minicpmo_cpp_<c>": "OmniSession(compute_type=<c>).encode_image (int8: ours only, no torch_int8)",
                   "upstream": "libmtmd: mtmd_tokenize + mtmd_encode_chunk (F32 compute)",
                   "torch_f32": "Idefics2VisionTransformer + nn.MultiheadAttention resampler, float32 weights",
                   "torch_bf16": "the same forward under torch.autocast('cpu', dtype=torch.bfloat16)"},

@@ -105,9 +105,9 @@ def test_bf16_needs_onednn_and_avx512_or_runs(tiny_f32, bf16_and_f32):
 
 @pytest.mark.sanitize
 def test_a_bad_compute_value_is_refused(tiny_f32):
-    with pytest.raises(MinicpmoError, match="compute_type 'f8': expected auto, f32 or bf16"):
+    with pytest.raises(MinicpmoError, match="compute_type 'f8': expected auto, f32, bf16 or int8"):
         _session(tiny_f32[0], "f8")
-    with _environment("f8"), pytest.raises(MinicpmoError, match="MINICPMO_COMPUTE='f8': expected auto, f32 or bf16"):
+    with _environment("f8"), pytest.raises(MinicpmoError, match="MINICPMO_COMPUTE='f8': expected auto, f32, bf16 or int8"):
         _session(tiny_f32[0])
     with pytest.raises(TypeError, match="compute_type must be a str"):
         OmniSession(str(tiny_f32[0]), compute_type=None)

@@ -32,7 +32,7 @@ def safety_run(tmp_path_factory, tiny_f32):
     ("n_threads=-1", "n_threads must be in [0, 512] (0 = all cores), got -1"),
     ("n_threads=513", "got 513"),
     ("n_threads=1000", "got 1000"),
-    ("compute_type=fp8", "compute_type 'fp8': expected auto, f32 or bf16"),
+    ("compute_type=fp8", "compute_type 'fp8': expected auto, f32, bf16 or int8"),
     ("max_new_tokens=-1", "max_new_tokens must be >= 0, got -1"),
     ("top_p=0", "top_p must be in (0, 1]"),
     ("temperature=-1", "temperature must be >= 0"),

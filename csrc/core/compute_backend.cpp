@@ -112,18 +112,29 @@ ComputeType resolve_compute_type(const std::string & name) {
     }
     if (want == "f32") return ComputeType::f32;
     if (want == "bf16") return ComputeType::bf16;
-    fail(Status::invalid_argument, origin + ": expected auto, f32 or bf16");
+    if (want == "int8") return ComputeType::int8;
+    fail(Status::invalid_argument, origin + ": expected auto, f32, bf16 or int8");
 }
 
-const char * compute_type_name(ComputeType compute) { return compute == ComputeType::bf16 ? "bf16" : "f32"; }
+const char * compute_type_name(ComputeType compute) {
+    switch (compute) {
+        case ComputeType::bf16: return "bf16";
+        case ComputeType::int8: return "int8";
+        case ComputeType::f32: break;
+    }
+    return "f32";
+}
 
 ComputeBackend::ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute, const GgufWeights * model,
-                               OnednnPrecision precision)
-    : device_(device), precision_(precision) {
+                               bool f32_products)
+    : device_(device),
+      precision_(f32_products                    ? OnednnPrecision::f32
+                 : compute == ComputeType::int8 ? OnednnPrecision::int8
+                                                 : OnednnPrecision::bf16) {
     ensure_llama_initialized();
     // before any backend exists, so that a refusal leaks nothing
-    if (!device && compute == ComputeType::bf16) {
-        matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads), model, precision);
+    if (!device && compute != ComputeType::f32) {
+        matmul_ = onednn_matmul_backend_new(resolve_threads(n_threads), model, precision_);
     }
     if (device) {
         gpu_ = ggml_backend_dev_init(device, nullptr);
@@ -202,7 +213,7 @@ void GraphRunner::compute(ggml_cgraph * graph) {
     if (st != GGML_STATUS_SUCCESS) {
         const std::string why = backend_.take_products_error();
         fail(Status::internal, std::string("ggml graph compute failed: ") + ggml_status_to_string(st) +
-                                   (why.empty() ? "" : " (oneDNN BF16 products: " + why + ")"));
+                                   (why.empty() ? "" : " (oneDNN products: " + why + ")"));
     }
     GraphPlacement g;
     g.graphs = 1;

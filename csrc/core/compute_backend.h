@@ -41,27 +41,30 @@ bool computes_nothing(ggml_op op);
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 
 // How a session's CPU components compute their matrix products: f32 (ggml's kernels on the stored
-// F16/F32 weights, the exact path the tests compare) or bf16 (oneDNN in BF16, core/onednn_matmul; only
-// in builds with MINICPMO_ONEDNN). Only the encoders and the flow take bf16 (GEMM-bound, smooth
-// outputs); the TTS decoder (memory-bound one-row products whose logits pick tokens) and HiFT (its F0
-// is integrated into a phase, which turns small errors into sample-level waveform changes) stay f32.
-enum class ComputeType { f32, bf16 };
+// F16/F32 weights, the exact path the tests compare), bf16 (oneDNN in BF16, core/onednn_matmul) or
+// int8 (oneDNN's byte products, core/int8_quantize: about twice the F32 rate on AVX2 CPUs, which have
+// no BF16 instructions, at about ten times BF16's rounding error; only asked for, never automatic).
+// bf16 and int8 exist only in builds with MINICPMO_ONEDNN. Only the encoders and the flow take them
+// (GEMM-bound, smooth outputs); the TTS decoder (memory-bound one-row products whose logits pick
+// tokens) and HiFT (its F0 is integrated into a phase, which turns small errors into sample-level
+// waveform changes) stay F32.
+enum class ComputeType { f32, bf16, int8 };
 // A user's choice: "" or "auto" = the environment variable MINICPMO_COMPUTE when set, else bf16
 // where oneDNN has native BF16 kernels for this CPU (AMX, AVX-512 BF16: onednn_bf16_native) and f32
-// elsewhere; "f32"; "bf16" (any case). Throws invalid_argument naming the choices for another value.
+// elsewhere; "f32"; "bf16"; "int8" (any case). Throws invalid_argument naming the choices for another value.
 ComputeType resolve_compute_type(const std::string & name);
-// "f32" or "bf16"
+// "f32", "bf16" or "int8"
 const char * compute_type_name(ComputeType compute);
 
 class ComputeBackend {
 public:
-    // compute bf16 adds the oneDNN products on the CPU (a device computes as before); throws
+    // compute bf16 or int8 adds the oneDNN products on the CPU (a device computes as before); throws
     // unsupported when this build or CPU has none. `model`: the component's weights, whose matrices
-    // the BF16 products pack once for every session (may be null; must outlive this).
-    // `precision`: what oneDNN's products compute in with compute bf16 (OnednnPrecision::f32 for
-    // HiFT: its convolutions run faster in oneDNN's F32 kernels than in ggml's, and stay F32).
+    // the oneDNN products pack once for every session (may be null; must outlive this).
+    // `f32_products`: oneDNN's products stay F32 whatever the compute type (HiFT: its convolutions run
+    // faster in oneDNN's F32 kernels than in ggml's where AVX-512 is present, and stay F32).
     ComputeBackend(ComputeDevice device, int n_threads, ComputeType compute = ComputeType::f32,
-                   const GgufWeights * model = nullptr, OnednnPrecision precision = OnednnPrecision::bf16);
+                   const GgufWeights * model = nullptr, bool f32_products = false);
     ~ComputeBackend();
     ComputeBackend(const ComputeBackend &) = delete;
     ComputeBackend & operator=(const ComputeBackend &) = delete;
@@ -70,19 +73,19 @@ public:
     ComputeDevice device() const { return device_; }
     // whether matrix products run in BF16 through oneDNN (compute bf16 on the CPU)
     bool bf16_products() const { return matmul_ != nullptr && precision_ == OnednnPrecision::bf16; }
-    // why the BF16 products failed in the last graph ("" when they did not)
+    // why oneDNN's products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
-    // the CPU backend or the CPU's BF16 matrix products
+    // the CPU backend or the CPU's oneDNN matrix products
     bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
-    // Backends in scheduler priority order (the device first when there is one, then the BF16 matrix
-    // products of a CPU backend in compute bf16, CPU last).
+    // Backends in scheduler priority order (the device first when there is one, then the oneDNN matrix
+    // products of a CPU backend in compute bf16 or int8, CPU last).
     std::vector<ggml_backend_t> backends() const;
 
 private:
     ComputeDevice device_ = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_t cpu_ = nullptr;
-    ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, compute bf16
+    ggml_backend_t matmul_ = nullptr;  // core/onednn_matmul, CPU only, compute bf16 or int8
     OnednnPrecision precision_ = OnednnPrecision::bf16;  // what matmul_ computes in
 };
 

@@ -167,13 +167,13 @@ bool GgufWeights::map_tensors(int file_fd, const std::vector<std::pair<ggml_tens
 #endif
 }
 
-std::shared_ptr<const void> GgufWeights::kernel_copy(const ggml_tensor * w,
+std::shared_ptr<const void> GgufWeights::kernel_copy(const ggml_tensor * w, const std::string & kind,
                                                      const std::function<std::shared_ptr<const void>()> & make) const {
     std::lock_guard<std::mutex> lock(copies_mutex_);
-    auto it = copies_.find(w);
+    auto it = copies_.find({w, kind});
     if (it != copies_.end()) return it->second;
     std::shared_ptr<const void> copy = make();
-    copies_.emplace(w, copy);
+    copies_.emplace(std::make_pair(w, kind), copy);
 #ifdef MINICPMO_HAVE_MMAP
     if (map_) {
         // the whole pages inside the matrix: unmapped now, faulted back in from the file if read again

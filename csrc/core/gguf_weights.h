@@ -50,12 +50,13 @@ public:
     // `needed_for` says what the caller wanted it for ("images", "speech output", ...).
     void require_component(const std::string & component, const std::string & needed_for) const;
 
-    // A copy of the matrix `w` (one of these weights) re-laid for a kernel, e.g. oneDNN's packed BF16:
-    // made by `make` the first time any caller asks for it and shared by every later caller (every
-    // session of the model), safe from any thread. When the weights are mapped from the file, the
+    // A copy of the matrix `w` (one of these weights) re-laid for a kernel, `kind` naming the layout
+    // (e.g. "onednn-bf16": oneDNN's packed BF16): made by `make` the first time any caller asks for
+    // that kind and shared by every later caller (every session of the model), safe from any thread. When the weights are mapped from the file, the
     // matrix's own pages are then dropped from memory (read back from the file if anything touches
     // them again), so the matrix is held once, in the kernel's layout, not twice.
-    std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::function<std::shared_ptr<const void>()> & make) const;
+    std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::string & kind,
+                                            const std::function<std::shared_ptr<const void>()> & make) const;
     bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }
 
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
@@ -70,7 +71,7 @@ private:
     size_t map_size_ = 0;
     std::map<std::string, ggml_tensor *> tensors_;
     mutable std::mutex copies_mutex_;
-    mutable std::map<const ggml_tensor *, std::shared_ptr<const void>> copies_;
+    mutable std::map<std::pair<const ggml_tensor *, std::string>, std::shared_ptr<const void>> copies_;
 
     // Maps the tensors' byte range of `file_fd` and places every tensor there; false (nothing
     // changed) when the range cannot be mapped or a tensor is misaligned for ggml's CPU kernels.

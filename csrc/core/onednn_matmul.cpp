@@ -4,6 +4,7 @@
 #include "core/compute_backend.h"
 #include "core/error.h"
 #include "core/gguf_weights.h"
+#include "core/int8_quantize.h"
 #include "core/onednn_attention.h"
 
 #include <string>
@@ -31,7 +32,7 @@ namespace minicpmo {
 #ifndef MINICPMO_ONEDNN
 
 ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *, OnednnPrecision) {
-    fail(Status::unsupported, "BF16 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
+    fail(Status::unsupported, "BF16 and int8 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
                               "was not found at configure time; Debian: apt-get install libdnnl-dev)");
 }
 
@@ -58,17 +59,22 @@ constexpr int64_t kMinRows = 32;
 // not depend on M for its BF16 kernels; a product whose preferred layout differs still runs, on this one)
 constexpr int64_t kLayoutRows = 1024;
 
-// One product shape: the matmul and the reorder that rounds the F32 activations to BF16
+// One product shape: the matmul, the F32 activations as ggml holds them, the operand the kernel reads
+// (BF16, rounded by the reorder; int8's bytes; unused by F32 products), and the result (F32, or the
+// integer sums of int8 products)
 struct Product {
     dnnl::matmul matmul;
     dnnl::reorder to_bf16;
-    memory::desc src_f32, src_bf16, dst_f32;
+    memory::desc src_f32, src_kernel, dst;
 };
 
-// One weight matrix in oneDNN's packed BF16 layout (the same on every engine of this CPU)
+// One weight matrix in oneDNN's packed layout (the same on every engine of this CPU): BF16, F32, or
+// int8 with its per-row scales and integer sums (core/int8_quantize)
 struct PackedMatrix {
     memory::desc desc;
     std::unique_ptr<void, decltype(&std::free)> bytes{nullptr, &std::free};
+    std::vector<float> int8_scale;
+    std::vector<int32_t> int8_sum;
 };
 
 struct ActivationProduct {
@@ -91,8 +97,10 @@ struct Context {
     dnnl::stream stream{engine};
     int n_threads = 1;
     // F32 products (OnednnPrecision::f32): weights packed in F32, activations used as they are, and
-    // nothing but products with weights taken
-    bool f32 = false;
+    // nothing but products with weights taken; int8 products: those and the elementwise functions
+    OnednnPrecision precision = OnednnPrecision::bf16;
+    bool f32() const { return precision == OnednnPrecision::f32; }
+    bool int8() const { return precision == OnednnPrecision::int8; }
     const GgufWeights * model = nullptr;                     // whose matrices are packed once, for every session
     // (data address, type, K, N) -> the packed BF16 copy and this engine's view of it
     std::map<std::array<int64_t, 4>, std::pair<std::shared_ptr<const PackedMatrix>, memory>> weights;
@@ -102,6 +110,8 @@ struct Context {
     std::map<std::vector<int64_t>, ActivationProduct> activation_products;
     std::map<std::array<int64_t, 2>, Activation> activations;  // (elements, algorithm) -> eltwise
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
+    std::vector<float> row_scale;                            // int8: the activation rows' scales
+    std::vector<int32_t> row_zero;                           //       and zero points
     OnednnAttention attention{engine};                       // FLASH_ATTN_EXT
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
@@ -111,10 +121,60 @@ struct Context {
 const memory::desc & layout(Context & c, int64_t K, int64_t N) {
     auto it = c.layouts.find({K, N});
     if (it != c.layouts.end()) return it->second;
-    const dt type = c.f32 ? dt::f32 : dt::bf16;
-    memory::desc src({kLayoutRows, K}, type, tag::ab), wei({K, N}, type, tag::any), dst({kLayoutRows, N}, dt::f32, tag::ab);
+    const dt src_type = c.f32() ? dt::f32 : c.int8() ? dt::u8 : dt::bf16;
+    const dt wei_type = c.f32() ? dt::f32 : c.int8() ? dt::s8 : dt::bf16;
+    memory::desc src({kLayoutRows, K}, src_type, tag::ab), wei({K, N}, wei_type, tag::any),
+        dst({kLayoutRows, N}, c.int8() ? dt::s32 : dt::f32, tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), c.engine);
     return c.layouts.emplace(std::array<int64_t, 2>{K, N}, pd.weights_desc()).first->second;
+}
+
+// The weight's values in F32, row by row (int8 products quantize from them)
+std::vector<float> weight_f32(Context & c, const ggml_tensor * w) {
+    const int64_t n = ggml_nelements(w);
+    std::vector<float> out(static_cast<size_t>(n));
+    constexpr int64_t kChunk = 1 << 16;
+    switch (w->type) {
+        case GGML_TYPE_F32: std::memcpy(out.data(), w->data, out.size() * sizeof(float)); break;
+        case GGML_TYPE_F16:
+#pragma omp parallel for num_threads(c.n_threads) schedule(static)
+            for (int64_t i = 0; i < n; i += kChunk) {
+                f16_to_f32(static_cast<const uint16_t *>(w->data) + i, out.data() + i, std::min(kChunk, n - i));
+            }
+            break;
+        case GGML_TYPE_BF16: {
+            const auto * bits = static_cast<const uint16_t *>(w->data);
+            for (int64_t i = 0; i < n; ++i) {
+                const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+                std::memcpy(&out[static_cast<size_t>(i)], &u, sizeof u);
+            }
+            break;
+        }
+        default: fail(Status::internal, std::string("oneDNN products: unexpected weight type ") + ggml_type_name(w->type));
+    }
+    return out;
+}
+
+// An int8 weight: each of its N rows quantized to 7 bits (core/int8_quantize), then re-laid
+std::shared_ptr<const PackedMatrix> pack_int8(Context & c, const ggml_tensor * w) {
+    const int64_t K = w->ne[0], N = w->ne[1];
+    auto packed = std::make_shared<PackedMatrix>();
+    std::vector<int8_t> q(static_cast<size_t>(K * N));
+    packed->int8_scale.resize(static_cast<size_t>(N));
+    packed->int8_sum.resize(static_cast<size_t>(N));
+    {
+        const std::vector<float> values = weight_f32(c, w);
+        quantize_weight_rows(values.data(), N, K, q.data(), packed->int8_scale.data(), packed->int8_sum.data());
+    }
+    packed->desc = layout(c, K, N);
+    const size_t size = (packed->desc.get_size() + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
+    packed->bytes.reset(std::aligned_alloc(64, size));
+    if (!packed->bytes) throw std::bad_alloc();
+    memory user(memory::desc({K, N}, dt::s8, tag::ba), c.engine, q.data());
+    memory dst(packed->desc, c.engine, packed->bytes.get());
+    dnnl::reorder(user, dst).execute(c.stream, user, dst);
+    c.stream.wait();
+    return packed;
 }
 
 // ggml's weight [N rows of K] is oneDNN's K x N matrix in "ba" order. F32 and BF16 weights are
@@ -122,6 +182,7 @@ const memory::desc & layout(Context & c, int64_t K, int64_t N) {
 // on the backend's threads: rounded to BF16 (as oneDNN's F32 -> BF16 reorder rounds), or exactly to
 // F32 for F32 products.
 std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
+    if (c.int8()) return pack_int8(c, w);
     const int64_t K = w->ne[0], N = w->ne[1];
     const int64_t n = K * N;
     std::unique_ptr<uint16_t[]> bf16;  // an F16 weight in BF16 or F32 while it is packed
@@ -134,7 +195,7 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
         case GGML_TYPE_F16: {
             const auto * src = static_cast<const uint16_t *>(w->data);
             constexpr int64_t kChunk = 1 << 16;
-            if (c.f32) {
+            if (c.f32()) {
                 f32.reset(new float[static_cast<size_t>(n)]);
 #pragma omp parallel for num_threads(c.n_threads) schedule(static)
                 for (int64_t i = 0; i < n; i += kChunk) f16_to_f32(src + i, f32.get() + i, std::min(kChunk, n - i));
@@ -163,25 +224,29 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
 }
 
 // A matrix of the model's weights itself (not a view): packed once for every session, its original
-// dropped (BF16 products only: the model's shared copy is the BF16 one)
+// dropped (BF16 and int8 products: the model keeps one copy of each kind)
 bool is_model_matrix(const Context & c, const ggml_tensor * w) {
-    return !c.f32 && c.model && c.model->owns(w) && !w->view_src;
+    return !c.f32() && c.model && c.model->owns(w) && !w->view_src;
 }
 
-// The packed copy of weight `w`: the model's (GgufWeights::kernel_copy, shared by its sessions) for
-// a matrix of the model's weights, else this backend's own
-const memory & packed_weight(Context & c, const ggml_tensor * w) {
+// the name under which the model keeps a matrix's packed copy of this backend's kind
+const char * packed_kind(const Context & c) { return c.int8() ? "onednn-int8" : "onednn-bf16"; }
+
+// The packed copy of weight `w` and this engine's view of it: the model's copy (GgufWeights::kernel_copy,
+// shared by its sessions) for a matrix of the model's weights, else this backend's own
+const std::pair<std::shared_ptr<const PackedMatrix>, memory> & packed_weight(Context & c, const ggml_tensor * w) {
     const std::array<int64_t, 4> key{reinterpret_cast<int64_t>(w->data), static_cast<int64_t>(w->type), w->ne[0], w->ne[1]};
     auto it = c.weights.find(key);
-    if (it != c.weights.end()) return it->second.second;
+    if (it != c.weights.end()) return it->second;
     std::shared_ptr<const PackedMatrix> packed;
     if (is_model_matrix(c, w)) {
-        packed = std::static_pointer_cast<const PackedMatrix>(c.model->kernel_copy(w, [&] { return pack(c, w); }));
+        packed = std::static_pointer_cast<const PackedMatrix>(
+            c.model->kernel_copy(w, packed_kind(c), [&] { return pack(c, w); }));
     } else {
         packed = pack(c, w);
     }
     memory m(packed->desc, c.engine, packed->bytes.get());
-    return c.weights.emplace(key, std::make_pair(std::move(packed), m)).first->second.second;
+    return c.weights.emplace(key, std::make_pair(std::move(packed), m)).first->second;
 }
 
 Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
@@ -190,12 +255,12 @@ Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     if (c.products.size() >= kMaxShapes) c.products.clear();
     Product p;
     p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
-    p.src_bf16 = memory::desc({M, K}, dt::bf16, tag::ab);
-    p.dst_f32 = memory::desc({M, N}, dt::f32, tag::ab);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(c.f32 ? p.src_f32 : p.src_bf16, layout(c, K, N), p.dst_f32),
+    p.src_kernel = memory::desc({M, K}, c.int8() ? dt::u8 : dt::bf16, tag::ab);
+    p.dst = memory::desc({M, N}, c.int8() ? dt::s32 : dt::f32, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(c.f32() ? p.src_f32 : p.src_kernel, layout(c, K, N), p.dst),
                                     c.engine);
     p.matmul = dnnl::matmul(pd);
-    if (!c.f32) p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_bf16));
+    if (!c.f32() && !c.int8()) p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_kernel));
     return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
 }
 
@@ -251,6 +316,27 @@ void mul_mat_activations(Context & c, ggml_tensor * node) {
     c.stream.wait();
 }
 
+// An int8 product: the activations quantized row by row into the scratch bytes, oneDNN's integer
+// sums written into the F32 result's own slots, then turned into F32 there (core/int8_quantize)
+void mul_mat_int8(Context & c, Product & p, const PackedMatrix & packed, const memory & wp, const ggml_tensor * x,
+                  ggml_tensor * node, int64_t M, int64_t K, int64_t N) {
+    memory src_u8 = scratch(c, c.scratch_src, p.src_kernel);
+    c.row_scale.resize(static_cast<size_t>(M));
+    c.row_zero.resize(static_cast<size_t>(M));
+    auto * q = static_cast<uint8_t *>(src_u8.get_data_handle());
+    const auto * xs = static_cast<const float *>(x->data);
+#pragma omp parallel for num_threads(c.n_threads) schedule(static)
+    for (int64_t m = 0; m < M; ++m) quantize_activation_rows(xs, K, K, m, m + 1, q, c.row_scale.data(), c.row_zero.data());
+    memory dst(p.dst, c.engine, node->data);
+    p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_u8}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    c.stream.wait();
+#pragma omp parallel for num_threads(c.n_threads) schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+        dequantize_products(node->data, N, m, m + 1, c.row_scale.data(), c.row_zero.data(), packed.int8_scale.data(),
+                            packed.int8_sum.data());
+    }
+}
+
 void mul_mat(Context & c, ggml_tensor * node) {
     if (!is_weight(node->src[0])) {
         mul_mat_activations(c, node);
@@ -259,14 +345,18 @@ void mul_mat(Context & c, ggml_tensor * node) {
     const ggml_tensor * w = node->src[0];
     const ggml_tensor * x = node->src[1];
     const int64_t K = w->ne[0], N = w->ne[1], M = ggml_nrows(x);
-    const memory & wp = packed_weight(c, w);
+    const auto & [packed, wp] = packed_weight(c, w);
     Product & p = product(c, M, K, N);
+    if (c.int8()) {
+        mul_mat_int8(c, p, *packed, wp, x, node, M, K, N);
+        return;
+    }
     memory src(p.src_f32, c.engine, x->data);
-    memory dst(p.dst_f32, c.engine, node->data);
-    if (c.f32) {
+    memory dst(p.dst, c.engine, node->data);
+    if (c.f32()) {
         p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
     } else {
-        memory src_bf16 = scratch(c, c.scratch_src, p.src_bf16);
+        memory src_bf16 = scratch(c, c.scratch_src, p.src_kernel);
         p.to_bf16.execute(c.stream, src, src_bf16);
         p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
     }
@@ -275,8 +365,8 @@ void mul_mat(Context & c, ggml_tensor * node) {
 
 // The oneDNN eltwise algorithm computing ggml unary op `op` (GELU in its tanh or erf form, tanh,
 // softplus), or none. ggml's CPU kernels compute GELU from an F16 table and tanh and softplus one
-// scalar libm call per element; oneDNN's kernels are vectorised F32. Only BF16 sessions have this
-// backend: their products already round far more than either.
+// scalar libm call per element; oneDNN's kernels are vectorised F32. Only BF16 and int8 sessions give
+// them to this backend: their products already round far more than either.
 bool eltwise_algorithm(const ggml_tensor * op, dnnl::algorithm * algo) {
     if (op->op != GGML_OP_UNARY) return false;
     switch (ggml_get_unary_op(op)) {
@@ -351,7 +441,7 @@ ggml_guid_t backend_guid() {
 // ---- device interface ----
 
 const char * device_name(ggml_backend_dev_t) { return "oneDNN"; }
-const char * device_description(ggml_backend_dev_t) { return "oneDNN BF16 matrix products (CPU)"; }
+const char * device_description(ggml_backend_dev_t) { return "oneDNN matrix products (CPU)"; }
 void device_memory(ggml_backend_dev_t, size_t * free, size_t * total) { *free = *total = 0; }
 enum ggml_backend_dev_type device_type(ggml_backend_dev_t) { return GGML_BACKEND_DEVICE_TYPE_ACCEL; }
 
@@ -368,9 +458,11 @@ ggml_backend_buffer_type_t device_buffer_type(ggml_backend_dev_t) { return ggml_
 bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return ggml_backend_buft_is_host(buft); }
 
 // Products with a model matrix run here at any row count: its packed copy replaced the original in
-// memory, which ggml's kernels would fault back in. Another weight's short products stay on ggml's F16.
+// memory, which ggml's kernels would fault back in. Another weight's short products stay on ggml's F16,
+// except in int8 sessions, whose products with weights are all int8 (the same arithmetic whatever
+// the row count: a result does not change precision with the length of its input).
 int64_t min_rows(const Context & c, const ggml_tensor * w) {
-    return is_model_matrix(c, w) ? 1 : kMinRows;
+    return is_model_matrix(c, w) || c.int8() ? 1 : kMinRows;
 }
 
 // element strides of an F32 tensor (oneDNN's descriptors count elements)
@@ -385,7 +477,11 @@ bool f32_strided(const ggml_tensor * t) {
 bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     const Context & c = *static_cast<const Context *>(dev->context);
     if (computes_nothing(op->op)) return true;
-    if (c.f32 && (op->op != GGML_OP_MUL_MAT || !is_weight(op->src[0]))) return false;
+    if (c.f32() && (op->op != GGML_OP_MUL_MAT || !is_weight(op->src[0]))) return false;
+    // int8 sessions: the products with weights and the elementwise functions, not the attention
+    if (c.int8() && (op->op == GGML_OP_FLASH_ATTN_EXT || (op->op == GGML_OP_MUL_MAT && !is_weight(op->src[0])))) {
+        return false;
+    }
     if (op->op == GGML_OP_FLASH_ATTN_EXT) return OnednnAttention::supports(op);
     if (dnnl::algorithm algo; eltwise_algorithm(op, &algo)) {
         return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
@@ -413,10 +509,14 @@ ggml_backend_dev_t reg_device(ggml_backend_reg_t reg, size_t) { return static_ca
 void * reg_proc_address(ggml_backend_reg_t, const char *) { return nullptr; }
 
 // oneDNN's name for the kernel of a BF16 product on this CPU: "brg:avx512_core_amx_bf16" (AMX),
-// "brg:avx512_core_bf16" (AVX-512 BF16), "brg:avx512_core" (BF16 emulated in F32 FMAs), "ref:..."
-std::string bf16_kernel(const dnnl::engine & engine) {
+// "brg:avx512_core_bf16" (AVX-512 BF16), "brg:avx512_core" (BF16 emulated in F32 FMAs), "ref:...";
+// or of an int8 (u8 x s8) product: "gemm:jit" (AVX2 or AVX-512 byte products), "brg:..._vnni" or
+// "brg:avx512_core_amx" (VNNI, AMX), "ref:..." (a CPU without AVX2)
+std::string product_kernel(const dnnl::engine & engine, OnednnPrecision precision) {
+    const bool int8 = precision == OnednnPrecision::int8;
     try {
-        memory::desc src({64, 64}, dt::bf16, tag::ab), wei({64, 64}, dt::bf16, tag::any), dst({64, 64}, dt::f32, tag::ab);
+        memory::desc src({64, 64}, int8 ? dt::u8 : dt::bf16, tag::ab), wei({64, 64}, int8 ? dt::s8 : dt::bf16, tag::any),
+            dst({64, 64}, int8 ? dt::s32 : dt::f32, tag::ab);
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine).impl_info_str();
     } catch (const dnnl::error & e) {
         return std::string("ref (") + e.what() + ")";
@@ -426,20 +526,25 @@ std::string bf16_kernel(const dnnl::engine & engine) {
 }  // namespace
 
 bool onednn_bf16_native() {
-    const std::string impl = bf16_kernel(dnnl::engine(dnnl::engine::kind::cpu, 0));
+    const std::string impl = product_kernel(dnnl::engine(dnnl::engine::kind::cpu, 0), OnednnPrecision::bf16);
     return impl.find("amx") != std::string::npos || impl.find("bf16") != std::string::npos;
 }
 
 ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * model, OnednnPrecision precision) {
     auto c = std::make_unique<Context>();
     c->model = model;
-    c->f32 = precision == OnednnPrecision::f32;
+    c->precision = precision;
     // oneDNN falls back to its reference code ("ref:...", orders of magnitude slower) on CPUs without
-    // AVX-512: refuse those at once rather than run the encoders slower than the f32 path
-    const std::string impl = bf16_kernel(c->engine);
-    if (!c->f32 && impl.compare(0, 3, "ref") == 0) {
-        fail(Status::unsupported, "compute_type bf16: oneDNN has no fast BF16 matrix product for this CPU (it needs "
-                                  "AVX-512; oneDNN offers '" + impl + "'): use compute_type f32 (MINICPMO_COMPUTE=f32)");
+    // AVX-512 (BF16) or AVX2 (int8): refuse those at once rather than run the encoders slower than the f32 path
+    if (precision != OnednnPrecision::f32) {
+        const std::string impl = product_kernel(c->engine, precision);
+        if (impl.compare(0, 3, "ref") == 0) {
+            const bool int8 = precision == OnednnPrecision::int8;
+            fail(Status::unsupported, std::string("compute_type ") + (int8 ? "int8" : "bf16") + ": oneDNN has no fast " +
+                                          (int8 ? "int8" : "BF16") + " matrix product for this CPU (it needs " +
+                                          (int8 ? "AVX2" : "AVX-512") + "; oneDNN offers '" + impl +
+                                          "'): use compute_type f32 (MINICPMO_COMPUTE=f32)");
+        }
     }
     c->n_threads = n_threads > 0 ? n_threads : 1;
     // device and registry entries of this instance only: not in ggml's process-wide registry

@@ -1,14 +1,15 @@
 // A ggml backend of this project that runs the encoders' matrix products with weights (MUL_MAT whose
 // first operand lives in a weights buffer) through oneDNN in BF16: AMX tiles on Intel Sapphire Rapids
 // and later, AVX-512 BF16 dot products on AMD Zen 4 and Intel Cooper Lake, oneDNN's own choice at run
-// time (CPUID). It also takes more ops of those encoders: FLASH_ATTN_EXT on F32 operands (BF16
+// time (CPUID); or in int8 (compute_type "int8"): byte dot products on every CPU with AVX2 (VNNI and
+// AMX where present), about twice the F32 rate. It also takes more ops of those encoders: FLASH_ATTN_EXT on F32 operands (BF16
 // products around a softmax, block by block: core/onednn_attention), and GELU, tanh and softplus
 // (oneDNN's vectorised eltwise kernels in place of ggml's F16 table and scalar libm calls). Everything else stays on ggml's CPU backend; a
 // ComputeBackend puts this one before the CPU in its schedulers, so the graphs stay plain ggml (CUDA,
 // Metal and Vulkan run them unchanged).
 //
-// Each weight matrix is converted to BF16 and re-laid into oneDNN's packed layout the first time a
-// product uses it. A matrix of the model's weights (`model`) is packed once for every session of the
+// Each weight matrix is converted to BF16 (or quantized to int8) and re-laid into oneDNN's packed
+// layout the first time a product uses it. A matrix of the model's weights (`model`) is packed once for every session of the
 // model (GgufWeights::kernel_copy), and its F16/F32 original, mapped from the file, leaves memory;
 // other weights are packed per backend instance.
 //
@@ -23,10 +24,12 @@ namespace minicpmo {
 
 class GgufWeights;
 
-// What the products compute in: BF16 (the encoders of BF16 sessions), or F32 (HiFT in BF16 sessions:
-// oneDNN's F32 kernels, faster than ggml's at its convolutions' shapes; F32 arithmetic, only the
-// summation order differs). An F32 backend takes nothing but products with weights, packed in F32.
-enum class OnednnPrecision { bf16, f32 };
+// What the products compute in: BF16 (the encoders of BF16 sessions), F32 (HiFT in BF16 and int8
+// sessions: oneDNN's F32 kernels, faster than ggml's at its convolutions' shapes on AVX-512; F32
+// arithmetic, only the summation order differs), or int8 (the encoders of int8 sessions: weights per
+// row in 7 bits, activations per row in unsigned bytes, exact integer sums: core/int8_quantize). F32
+// backends take nothing but products with weights, int8 ones those and GELU, tanh and softplus.
+enum class OnednnPrecision { bf16, f32, int8 };
 
 // A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws
 // unsupported naming the build option when the build has none. `model` (may be null) must outlive it.

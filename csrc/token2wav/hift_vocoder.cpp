@@ -35,7 +35,7 @@ std::vector<double> numpy_hamming(int M) {
 HiftVocoder::HiftVocoder(std::shared_ptr<const HiftModel> model, ComputeDevice device, int n_threads, uint64_t seed,
                          ComputeType compute)
     : model_(std::move(model)),
-      backend_(device, n_threads, compute, nullptr, OnednnPrecision::f32),
+      backend_(device, n_threads, compute, nullptr, /*f32_products=*/true),
       runner_(backend_, hift_graph_nodes(*model_), 2),  // twice the tensors: many leaves and views
       rng_(seed) {
     crossfade_ = numpy_hamming(2 * model_->hparams().stream_source_cache_samples);

@@ -155,8 +155,10 @@ class OmniSession:
 
     Precision on the CPU: ``compute_type="bf16"`` runs the matrix products of the vision and audio
     encoders and of the Token2Wav flow in BF16 through oneDNN (AMX or AVX-512 BF16: 2-3x faster,
-    about 1e-2 relative from the exact path; builds with oneDNN only); ``"f32"`` is the exact path;
-    ``"auto"`` (the default) takes the environment variable ``MINICPMO_COMPUTE``, else ``"bf16"``
+    about 1e-2 relative from the exact path; builds with oneDNN only); ``"int8"`` runs them as 8-bit
+    integer products through oneDNN on any CPU with AVX2 (weights in 7 bits per row, activations in
+    8 bits per row: about 2x the F32 rate, a few 1e-2 relative from the exact path; asked for only,
+    never chosen by ``"auto"``); ``"f32"`` is the exact path; ``"auto"`` (the default) takes the environment variable ``MINICPMO_COMPUTE``, else ``"bf16"``
     where oneDNN has native BF16 kernels for this CPU (AMX or AVX-512 BF16) and ``"f32"`` elsewhere.
     ``compute_type`` (the property) says which one the session took.
 
@@ -201,7 +203,8 @@ class OmniSession:
     def _open(self, model, n_ctx, n_threads, n_batch, seed, kv_cache_type, compute_type) -> None:
         """A conversation (KV cache, encoders' scratch, speech state) over the loaded ``model``."""
         if not isinstance(compute_type, str):
-            raise TypeError(f"compute_type must be a str ('auto', 'f32' or 'bf16'), got {type(compute_type).__name__}")
+            raise TypeError("compute_type must be a str ('auto', 'f32', 'bf16' or 'int8'), "
+                            f"got {type(compute_type).__name__}")
         self._model = model
         self._session = _core.Session(model, n_ctx, n_threads or 0, n_batch, kv_cache_type, compute_type)
         self._options = dict(n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, kv_cache_type=kv_cache_type,
@@ -255,7 +258,7 @@ class OmniSession:
 
     @property
     def compute_type(self) -> str:
-        """How the encoders and the Token2Wav flow compute on the CPU: "bf16" or "f32", what the
+        """How the encoders and the Token2Wav flow compute on the CPU: "bf16", "int8" or "f32", what the
         ``compute_type`` argument ("auto" included) resolved to when the session was made."""
         return self._compute_type
 
