@@ -22,10 +22,9 @@ import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession, _testing, build_info
 
+import reduced_precision as cases
 from audio_weights import smooth_mel
 from relative_error import rel
-from reference.audio import AudioReference, StreamingWhisperReference, duplex_chunk
-from reference.vision import VisionReference, preprocess
 from test_vision_encoder import smooth_noise_image
 
 BF16_REL_TOL = 2e-2  # see the module docstring
@@ -69,12 +68,7 @@ def _session(path, compute: str = "auto") -> OmniSession:
 
 
 def _check(label: str, got, exact, want, f32_tol: float = F32_REL_TOL) -> None:
-    """BF16 output `got` and exact-path output `exact` against the float64 reference `want`."""
-    e_bf16, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
-    print(f"{label}: bf16 rel {e_bf16:.2e}, f32 rel {e_f32:.2e}, bf16 vs f32 {effect:.2e}")
-    assert e_bf16 < BF16_REL_TOL
-    assert e_f32 < f32_tol
-    assert effect > MIN_BF16_EFFECT
+    cases.check("bf16", BF16_REL_TOL, MIN_BF16_EFFECT, label, got, exact, want, f32_tol)
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +126,7 @@ def test_the_environment_sets_the_default_and_the_argument_wins(tiny_f32, bf16_a
 def test_vision_bf16_matches_reference(bf16_and_f32, tiny_state, size):
     if _refused(bf16_and_f32):
         return
-    bf16, f32 = bf16_and_f32
-    vref = VisionReference(*tiny_state)
-    img = smooth_noise_image(*size)
-    _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
-    want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
-    _check(f"vision {size}", bf16.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9), want)
+    _check(*cases.vision_case(*bf16_and_f32, tiny_state, size))
 
 
 def test_vision_bf16_on_f16_weights_matches_reference(tiny_f16, tiny_state):
@@ -151,26 +140,16 @@ def test_vision_bf16_on_f16_weights_matches_reference(tiny_f16, tiny_state):
         return
     from reference import round_weights
     sd, cfg = tiny_state
-    vref = VisionReference(round_weights(sd, "f16"), cfg)
-    img = smooth_noise_image(1024, 768)  # 5 slices of 28 x 37 patches: 1036 queries, a short last block
-    _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
-    want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
-    bf16, f32 = _session(tiny_f16[0], "bf16"), _session(tiny_f16[0], "f32")
-    _check("vision F16 file", bf16.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9), want,
-           f32_tol=1e-2)
+    # 5 slices of 28 x 37 patches: 1036 queries, a short last block
+    sessions = _session(tiny_f16[0], "bf16"), _session(tiny_f16[0], "f32")
+    _check(*cases.vision_case(*sessions, (round_weights(sd, "f16"), cfg), (1024, 768), "vision F16 file"), f32_tol=1e-2)
 
 
 @pytest.mark.parametrize("n_frames", [257, 3000])
 def test_audio_bf16_matches_reference(bf16_and_f32, tiny_state, n_frames):
     if _refused(bf16_and_f32):
         return
-    bf16, f32 = bf16_and_f32
-    aref = AudioReference(tiny_state[0], tiny_state[1]["audio_config"]["encoder_attention_heads"])
-    mel = smooth_mel(n_frames, n_frames)
-    want = aref.project_and_pool(aref.encode(mel, "block"))
-    got, _ = _testing.hooks(bf16).audio_encode_mel(mel, "block")
-    exact, _ = _testing.hooks(f32).audio_encode_mel(mel, "block")
-    _check(f"audio {n_frames} frames", got, exact, want)
+    _check(*cases.audio_case(*bf16_and_f32, tiny_state, n_frames))
 
 
 @pytest.mark.parametrize("kind", ["f32", "f16"])
@@ -183,20 +162,8 @@ def test_audio_bf16_streaming_chunks_match_reference(bf16_and_f32, tiny_f16, tin
     f32_tol = F32_REL_TOL
     if kind == "f16":  # the reference keeps the unrounded weights: tests/test_audio_encoder.py's F16 bound
         bf16_and_f32, f32_tol = (_session(tiny_f16[0], "bf16"), _session(tiny_f16[0], "f32")), 1e-2
-    bf16, f32 = (_testing.hooks(s) for s in bf16_and_f32)
-    ref = StreamingWhisperReference(AudioReference(tiny_state[0],
-                                                   tiny_state[1]["audio_config"]["encoder_attention_heads"]))
-    for s in (bf16, f32):
-        s.audio_stream_reset()
-    mel = smooth_mel(11, 100 * 6 + 2)
-    for k in range(6):
-        chunk, prefix, suffix = duplex_chunk(mel, k)
-        chunk = np.ascontiguousarray(chunk)
-        _, got = bf16.audio_stream_chunk(chunk, prefix, suffix)
-        _, exact = f32.audio_stream_chunk(chunk, prefix, suffix)
-        _check(f"audio {kind} stream chunk {k}", got, exact, ref.push(chunk, prefix, suffix), f32_tol)
-    bf16.audio_stream_reset()  # the module's sessions are shared: leave no stream behind
-    f32.audio_stream_reset()
+    for case in cases.audio_stream_cases(*bf16_and_f32, tiny_state, f"audio {kind} stream"):
+        _check(*case, f32_tol)
 
 
 def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
@@ -205,26 +172,11 @@ def test_flow_bf16_matches_reference(tiny_f32, tiny_hf):
     import test_flow_runtime as flow_tests
     from minicpmo_cpp._testing import Flow
 
-    def make(compute):
-        return Flow(str(tiny_f32[1]), n_threads=1, compute_type=compute)
-
     if not BF16_RUNS:
         with pytest.raises(MinicpmoError, match=REFUSAL):
-            make("bf16")
+            Flow(str(tiny_f32[1]), n_threads=1, compute_type="bf16")
         return
-    ref = flow_tests.flow_reference(tiny_hf / "assets" / "token2wav")
-    rng = np.random.default_rng(5)
-    T = 40
-    mu, cond = (rng.standard_normal((80, T)).astype(np.float32) for _ in range(2))
-    spk = rng.standard_normal(80).astype(np.float32)
-    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
-    want = ref.cfm(mu, spk, cond, noise, flow_tests.N_STEPS)[0]
-    outs = {}
-    for compute in ("bf16", "f32"):
-        f = make(compute)
-        f.set_noise(noise)
-        outs[compute] = f.cfm(mu, spk, cond)
-    _check(f"flow cfm {T} frames", outs["bf16"], outs["f32"], want, flow_tests.TOL["f32"])
+    _check(*cases.flow_cfm_case(tiny_f32[1], "bf16", tiny_hf), flow_tests.TOL["f32"])
 
 
 @pytest.mark.parametrize("kind", ["f32", "f16"])
@@ -234,34 +186,14 @@ def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind
     empty slots; 6 windows, the reference's cache trimming included."""
     import test_flow_runtime as flow_tests
     from minicpmo_cpp._testing import Flow
-    from reference.token2wav import Token2WavReference
 
     path = {"f32": tiny_f32, "f16": tiny_f16}[kind][1]
     if not BF16_RUNS:
         with pytest.raises(MinicpmoError, match=REFUSAL):
             Flow(str(path), n_threads=1, compute_type="bf16")
         return
-    assets = tiny_hf / "assets" / "token2wav"
-    ref, hift_ref = flow_tests.flow_reference(assets), flow_tests.hift_reference(assets)
-    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
-    flows = {c: Flow(str(path), n_threads=1, compute_type=c) for c in ("bf16", "f32")}
-    for f in flows.values():
-        f.set_noise(noise)
-        f.stream_start()
-    ptok, xvec, pmel = flows["f32"].voice()
-    t2w = Token2WavReference(ref, hift_ref, noise, lambda n: None, n_timesteps=flow_tests.N_STEPS)
-    t2w.set_stream_cache(ptok, pmel, xvec)
-    buf = [flow_tests.SILENCE_TOKEN] * 3 + np.random.default_rng(7).integers(0, 6561, 140).tolist()
-    k = 0
-    while buf:
-        last = len(buf) < 28
-        window = buf if last else buf[:28]
-        got, exact = (flows[c].stream_chunk(window, last_chunk=last) for c in ("bf16", "f32"))
-        _check(f"flow {kind} stream window {k}", got, exact, t2w.flow_chunk(window, last_chunk=last),
-               flow_tests.TOL[kind])
-        buf = [] if last else buf[25:]
-        k += 1
-    assert k == 6
+    for case in cases.flow_stream_cases(path, "bf16", tiny_hf, f"flow {kind} stream"):
+        _check(*case, flow_tests.TOL[kind])
 
 
 def _cpu_has_bf16_instructions() -> bool:
@@ -290,30 +222,9 @@ def test_sessions_of_one_model_share_the_packed_weights_from_two_threads(tiny_f3
     (same packed weights, same kernels: 1e-6 leaves F32 summation-order noise only)."""
     if _refused(bf16_and_f32):
         return
-    import threading
-
-    from minicpmo_cpp import _core
-
     img = smooth_noise_image(448, 448)
     alone = bf16_and_f32[0].encode_image(img, max_slice_nums=1)
-    model = _core.Model(str(tiny_f32[0]), "", 0, True, "cpu")
-    sessions = [_core.Session(model, 512, 1, 512, "f16", "bf16") for _ in range(2)]
-    pixels = np.ascontiguousarray(img)
-    results, errors = [None, None], []
-
-    def run(i):
-        try:
-            results[i] = sessions[i].encode_image(pixels, 1)
-        except Exception as e:  # reported below: a thread's exception would otherwise be lost
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for r in results:
+    for r in cases.encode_from_threads(tiny_f32[0], ["bf16", "bf16"], img):
         assert rel(r, np.asarray(alone, np.float64)) < 1e-6
 
 

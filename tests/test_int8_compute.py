@@ -34,10 +34,8 @@ import pytest
 
 from minicpmo_cpp import MinicpmoError, OmniSession, _testing, build_info
 
-from audio_weights import smooth_mel
+import reduced_precision as cases
 from relative_error import rel
-from reference.audio import AudioReference, StreamingWhisperReference, duplex_chunk
-from reference.vision import VisionReference, preprocess
 from test_vision_encoder import smooth_noise_image
 
 PRODUCT_TOL = 4e-2      # one product against float64 (module docstring)
@@ -204,11 +202,7 @@ def int8_and_f32(tiny_f32):
 
 
 def _check(label: str, got, exact, want, f32_tol: float = F32_REL_TOL) -> None:
-    e_int8, e_f32, effect = rel(got, want), rel(exact, want), rel(got, np.asarray(exact, np.float64))
-    print(f"{label}: int8 rel {e_int8:.2e}, f32 rel {e_f32:.2e}, int8 vs f32 {effect:.2e}")
-    assert e_int8 < INT8_REL_TOL
-    assert e_f32 < f32_tol
-    assert effect > MIN_INT8_EFFECT
+    cases.check("int8", INT8_REL_TOL, MIN_INT8_EFFECT, label, got, exact, want, f32_tol)
 
 
 @pytest.mark.sanitize
@@ -237,50 +231,26 @@ def test_int8_is_named_and_never_automatic(tiny_f32):
 def test_vision_int8_matches_reference(int8_and_f32, tiny_state, size):
     if int8_and_f32 is None:
         return
-    int8, f32 = int8_and_f32
-    vref = VisionReference(*tiny_state)
-    img = smooth_noise_image(*size)
-    _, slices = preprocess(img, 9, vref.scale_resolution, vref.patch_size)
-    want = np.concatenate([vref.resample(vref.vit(s.patches, s.h, s.w), s.h, s.w) for s in slices])
-    _check(f"vision {size}", int8.encode_image(img, max_slice_nums=9), f32.encode_image(img, max_slice_nums=9), want)
+    _check(*cases.vision_case(*int8_and_f32, tiny_state, size))
 
 
 @pytest.mark.parametrize("n_frames", [257, 3000])
 def test_audio_int8_matches_reference(int8_and_f32, tiny_state, n_frames):
     if int8_and_f32 is None:
         return
-    int8, f32 = int8_and_f32
-    aref = AudioReference(tiny_state[0], tiny_state[1]["audio_config"]["encoder_attention_heads"])
-    mel = smooth_mel(n_frames, n_frames)
-    want = aref.project_and_pool(aref.encode(mel, "block"))
-    got, _ = _testing.hooks(int8).audio_encode_mel(mel, "block")
-    exact, _ = _testing.hooks(f32).audio_encode_mel(mel, "block")
-    _check(f"audio {n_frames} frames", got, exact, want)
+    _check(*cases.audio_case(*int8_and_f32, tiny_state, n_frames))
 
 
 def test_audio_int8_streaming_chunks_match_reference(int8_and_f32, tiny_state):
     """Duplex-style streaming chunks over the key/value cache, 6 chunks."""
     if int8_and_f32 is None:
         return
-    int8, f32 = (_testing.hooks(s) for s in int8_and_f32)
-    ref = StreamingWhisperReference(AudioReference(tiny_state[0],
-                                                   tiny_state[1]["audio_config"]["encoder_attention_heads"]))
-    for s in (int8, f32):
-        s.audio_stream_reset()
-    mel = smooth_mel(11, 100 * 6 + 2)
-    for k in range(6):
-        chunk, prefix, suffix = duplex_chunk(mel, k)
-        chunk = np.ascontiguousarray(chunk)
-        _, got = int8.audio_stream_chunk(chunk, prefix, suffix)
-        _, exact = f32.audio_stream_chunk(chunk, prefix, suffix)
-        _check(f"audio stream chunk {k}", got, exact, ref.push(chunk, prefix, suffix))
-    int8.audio_stream_reset()  # the module's sessions are shared: leave no stream behind
-    f32.audio_stream_reset()
+    for case in cases.audio_stream_cases(*int8_and_f32, tiny_state):
+        _check(*case)
 
 
 def test_flow_int8_matches_reference(tiny_f32, tiny_hf):
-    """The Token2Wav flow's CFM (3 Euler steps of the DiT, both CFG branches) with an injected noise
-    buffer, 40 frames."""
+    """The Token2Wav flow's CFM (3 Euler steps of the DiT, both CFG branches), 40 frames."""
     import test_flow_runtime as flow_tests
     from minicpmo_cpp._testing import Flow
 
@@ -288,49 +258,17 @@ def test_flow_int8_matches_reference(tiny_f32, tiny_hf):
         with pytest.raises(MinicpmoError, match=REFUSAL):
             Flow(str(tiny_f32[1]), n_threads=1, device="cpu", compute_type="int8")
         return
-    ref = flow_tests.flow_reference(tiny_hf / "assets" / "token2wav")
-    rng = np.random.default_rng(5)
-    T = 40
-    mu, cond = (rng.standard_normal((80, T)).astype(np.float32) for _ in range(2))
-    spk = rng.standard_normal(80).astype(np.float32)
-    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
-    want = ref.cfm(mu, spk, cond, noise, flow_tests.N_STEPS)[0]
-    outs = {}
-    for compute in ("int8", "f32"):
-        f = Flow(str(tiny_f32[1]), n_threads=1, device="cpu", compute_type=compute)
-        f.set_noise(noise)
-        outs[compute] = f.cfm(mu, spk, cond)
-    _check(f"flow cfm {T} frames", outs["int8"], outs["f32"], want, flow_tests.TOL["f32"])
+    _check(*cases.flow_cfm_case(tiny_f32[1], "int8", tiny_hf), flow_tests.TOL["f32"])
 
 
 def test_flow_int8_streaming_matches_reference(tiny_f32, tiny_hf):
     """Streaming windows (the duplex path) over the DiT's key/value cache; 6 windows."""
     import test_flow_runtime as flow_tests
-    from minicpmo_cpp._testing import Flow
-    from reference.token2wav import Token2WavReference
 
     if not INT8_RUNS:
         return  # refused: test_flow_int8_matches_reference
-    assets = tiny_hf / "assets" / "token2wav"
-    ref, hift_ref = flow_tests.flow_reference(assets), flow_tests.hift_reference(assets)
-    noise = np.random.default_rng(11).standard_normal((80, 1500)).astype(np.float32)
-    flows = {c: Flow(str(tiny_f32[1]), n_threads=1, device="cpu", compute_type=c) for c in ("int8", "f32")}
-    for f in flows.values():
-        f.set_noise(noise)
-        f.stream_start()
-    ptok, xvec, pmel = flows["f32"].voice()
-    t2w = Token2WavReference(ref, hift_ref, noise, lambda n: None, n_timesteps=flow_tests.N_STEPS)
-    t2w.set_stream_cache(ptok, pmel, xvec)
-    buf = [flow_tests.SILENCE_TOKEN] * 3 + np.random.default_rng(7).integers(0, 6561, 140).tolist()
-    k = 0
-    while buf:
-        last = len(buf) < 28
-        window = buf if last else buf[:28]
-        got, exact = (flows[c].stream_chunk(window, last_chunk=last) for c in ("int8", "f32"))
-        _check(f"flow stream window {k}", got, exact, t2w.flow_chunk(window, last_chunk=last), flow_tests.TOL["f32"])
-        buf = [] if last else buf[25:]
-        k += 1
-    assert k == 6
+    for case in cases.flow_stream_cases(tiny_f32[1], "int8", tiny_hf):
+        _check(*case, flow_tests.TOL["f32"])
 
 
 def test_int8_and_other_sessions_of_one_model_from_two_threads(tiny_f32, int8_and_f32):
@@ -340,10 +278,6 @@ def test_int8_and_other_sessions_of_one_model_from_two_threads(tiny_f32, int8_an
     its kind (the same integer sums: 1e-6)."""
     if int8_and_f32 is None:
         return
-    import threading
-
-    from minicpmo_cpp import _core
-
     img = smooth_noise_image(448, 448)
     kinds = ["int8", "f32", "int8"]
     try:  # where this CPU (or ONEDNN_MAX_CPU_ISA) lets oneDNN run BF16: tests/test_bf16_compute.py says when
@@ -352,22 +286,5 @@ def test_int8_and_other_sessions_of_one_model_from_two_threads(tiny_f32, int8_an
     except MinicpmoError as e:
         assert "no fast BF16 matrix product for this CPU" in str(e)
     alone = {k: _session(tiny_f32[0], k).encode_image(img, max_slice_nums=1) for k in set(kinds)}
-    model = _core.Model(str(tiny_f32[0]), "", 0, True, "cpu")
-    sessions = [_core.Session(model, 512, 1, 512, "f16", k) for k in kinds]
-    pixels = np.ascontiguousarray(img)
-    results, errors = [None] * len(kinds), []
-
-    def run(i):
-        try:
-            results[i] = sessions[i].encode_image(pixels, 1)
-        except Exception as e:  # reported below: a thread's exception would otherwise be lost
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(kinds))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for k, r in zip(kinds, results):
+    for k, r in zip(kinds, cases.encode_from_threads(tiny_f32[0], kinds, img)):
         assert rel(r, np.asarray(alone[k], np.float64)) < 1e-6, k
