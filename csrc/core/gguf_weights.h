@@ -52,9 +52,10 @@ public:
 
     // A copy of the matrix `w` (one of these weights) re-laid for a kernel, `kind` naming the layout
     // (e.g. "onednn-bf16": oneDNN's packed BF16): made by `make` the first time any caller asks for
-    // that kind and shared by every later caller (every session of the model), safe from any thread. When the weights are mapped from the file, the
-    // matrix's own pages are then dropped from memory (read back from the file if anything touches
-    // them again), so the matrix is held once, in the kernel's layout, not twice.
+    // that kind and shared by every later caller (every session of the model), safe from any thread.
+    // When the weights are mapped from the file, the matrix's own pages are then dropped from memory
+    // (read back from the file if anything touches them again, e.g. to make another kind), so the
+    // matrix is held once, in the kernel's layout, not twice.
     std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::string & kind,
                                             const std::function<std::shared_ptr<const void>()> & make) const;
     bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }

@@ -495,7 +495,7 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
         return ggml_backend_buffer_is_host(w->buffer) &&
                (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
                ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) &&
-               ggml_nrows(x) >= min_rows(c, w);
+               ggml_nrows(x) >= min_rows(c, w) && (!c.int8() || w->ne[0] <= kInt8MaxRowLength);
     }
     // activation x activation (attention): same batch dims (no broadcast), F32 in any element strides,
     // and big enough products (scores of >= 32 queries and keys)
