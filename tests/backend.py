@@ -22,7 +22,7 @@ SESSION = {"device": DEVICE}
 # How CPU sessions compute, for every front end (MINICPMO_COMPUTE, set by conftest.py): the exact f32
 # path, on which every tolerance of the suite was measured. compute_type "auto" means bf16 on CPUs with
 # AMX or AVX-512 BF16; tests/test_bf16_compute.py covers that path against the same float64
-# references with its own bound (2e-2). MINICPMO_TEST_COMPUTE=bf16 runs the whole suite on it: the
+# references with its own bound (2e-2), tests/test_int8_compute.py the int8 path (8e-2). MINICPMO_TEST_COMPUTE=bf16 runs the whole suite on it: the
 # exact comparisons are then expected to break (README, "BF16 matrix products").
 COMPUTE = os.environ.get("MINICPMO_TEST_COMPUTE", "f32").strip().lower() or "f32"
 
