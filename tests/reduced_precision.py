@@ -16,6 +16,12 @@ from relative_error import rel
 from test_vision_encoder import smooth_noise_image
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (independent of oneDNN and ggml)."""
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
 def check(compute, fast_tol, min_effect, label, got, exact, want, f32_tol) -> None:
     """`compute`'s output `got` within fast_tol of the float64 reference `want`, the exact path's
     `exact` within f32_tol, and the two runs more than min_effect apart (which shows the reduced

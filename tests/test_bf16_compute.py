@@ -32,14 +32,9 @@ F32_REL_TOL = 1e-4   # tests/test_vision_encoder.py, tests/test_audio_encoder.py
 MIN_BF16_EFFECT = 1e-4  # bf16 vs f32 runs: BF16 rounding gives ~1e-3, F32 summation order ~1e-6
 
 
-def _cpu_flags() -> list[str]:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-
-
 # oneDNN's BF16 products need AVX-512 (native BF16 instructions, or BF16 emulated with AVX-512 FMAs);
 # elsewhere it offers only its reference code, and compute_type bf16 is refused (core/onednn_matmul)
-BF16_RUNS = build_info.MINICPMO_ONEDNN and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(_cpu_flags())
+BF16_RUNS = build_info.MINICPMO_ONEDNN and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(cases.cpu_flags())
 # what a refusal says: the missing build option, or the CPU's missing instructions and the way out
 REFUSAL = ("no fast BF16 matrix product for this CPU.*compute_type f32" if build_info.MINICPMO_ONEDNN
            else "oneDNN.*libdnnl-dev")
@@ -198,7 +193,7 @@ def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind
 
 def _cpu_has_bf16_instructions() -> bool:
     """From /proc/cpuinfo, independently of oneDNN: AMX tiles or AVX-512 BF16."""
-    flags = _cpu_flags()
+    flags = cases.cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

@@ -45,11 +45,6 @@ F32_REL_TOL = 1e-4      # tests/test_vision_encoder.py, tests/test_audio_encoder
 MIN_INT8_EFFECT = 1e-3  # int8 vs f32: quantization gives ~1e-2, F32 summation order ~1e-6
 
 
-def _cpu_flags() -> list[str]:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-
-
 INT8_RUNS = bool(build_info.MINICPMO_ONEDNN)  # oneDNN's int8 kernels run on every x86-64 CPU
 REFUSAL = "oneDNN.*libdnnl-dev"               # a build without oneDNN says what is missing
 
@@ -156,7 +151,7 @@ def test_int8_results_are_the_same_on_every_instruction_set(tmp_path):
     16-bit pairs from saturating, so every cap gives the same bits."""
     if not INT8_RUNS:
         return
-    flags = set(_cpu_flags())
+    flags = set(cases.cpu_flags())
     caps = ["DEFAULT", "AVX2"]
     if "avx512bw" in flags:
         caps.append("AVX512_CORE")

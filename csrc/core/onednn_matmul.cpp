@@ -32,8 +32,8 @@ namespace minicpmo {
 #ifndef MINICPMO_ONEDNN
 
 ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *, OnednnPrecision) {
-    fail(Status::unsupported, "BF16 and int8 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, or libdnnl "
-                              "was not found at configure time; Debian: apt-get install libdnnl-dev)");
+    fail(Status::unsupported, "BF16 and int8 matrix products need oneDNN: this build has none (MINICPMO_ONEDNN=OFF, "
+                              "or libdnnl was not found at configure time; Debian: apt-get install libdnnl-dev)");
 }
 
 void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
@@ -60,8 +60,8 @@ constexpr int64_t kMinRows = 32;
 constexpr int64_t kLayoutRows = 1024;
 
 // One product shape: the matmul, the F32 activations as ggml holds them, the operand the kernel reads
-// (BF16, rounded by the reorder; int8's bytes; unused by F32 products), and the result (F32, or the
-// integer sums of int8 products)
+// (BF16, rounded by the reorder; int8's bytes; for F32 products the activations themselves), and the
+// result (F32, or the integer sums of int8 products)
 struct Product {
     dnnl::matmul matmul;
     dnnl::reorder to_bf16;
@@ -118,13 +118,26 @@ struct Context {
     ggml_backend_device device{};
 };
 
+// The data types a product's kernel reads and writes at each precision
+struct KernelTypes {
+    dt src, wei, dst;
+};
+
+KernelTypes kernel_types(OnednnPrecision precision) {
+    switch (precision) {
+        case OnednnPrecision::f32: return {dt::f32, dt::f32, dt::f32};
+        case OnednnPrecision::int8: return {dt::u8, dt::s8, dt::s32};
+        case OnednnPrecision::bf16: break;
+    }
+    return {dt::bf16, dt::bf16, dt::f32};
+}
+
 const memory::desc & layout(Context & c, int64_t K, int64_t N) {
     auto it = c.layouts.find({K, N});
     if (it != c.layouts.end()) return it->second;
-    const dt src_type = c.f32() ? dt::f32 : c.int8() ? dt::u8 : dt::bf16;
-    const dt wei_type = c.f32() ? dt::f32 : c.int8() ? dt::s8 : dt::bf16;
-    memory::desc src({kLayoutRows, K}, src_type, tag::ab), wei({K, N}, wei_type, tag::any),
-        dst({kLayoutRows, N}, c.int8() ? dt::s32 : dt::f32, tag::ab);
+    const KernelTypes t = kernel_types(c.precision);
+    memory::desc src({kLayoutRows, K}, t.src, tag::ab), wei({K, N}, t.wei, tag::any),
+        dst({kLayoutRows, N}, t.dst, tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), c.engine);
     return c.layouts.emplace(std::array<int64_t, 2>{K, N}, pd.weights_desc()).first->second;
 }
@@ -186,7 +199,7 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     const int64_t K = w->ne[0], N = w->ne[1];
     const int64_t n = K * N;
     std::unique_ptr<uint16_t[]> bf16;  // an F16 weight in BF16 or F32 while it is packed
-    std::unique_ptr<float[]> f32;
+    std::vector<float> f32;
     memory::desc user_desc({K, N}, dt::f32, tag::ba);
     const void * user_data = w->data;
     switch (w->type) {
@@ -196,10 +209,8 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
             const auto * src = static_cast<const uint16_t *>(w->data);
             constexpr int64_t kChunk = 1 << 16;
             if (c.f32()) {
-                f32.reset(new float[static_cast<size_t>(n)]);
-#pragma omp parallel for num_threads(c.n_threads) schedule(static)
-                for (int64_t i = 0; i < n; i += kChunk) f16_to_f32(src + i, f32.get() + i, std::min(kChunk, n - i));
-                user_data = f32.get();
+                f32 = weight_f32(c, w);
+                user_data = f32.data();
                 break;
             }
             bf16.reset(new uint16_t[static_cast<size_t>(n)]);
@@ -254,13 +265,15 @@ Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     if (it != c.products.end()) return it->second;
     if (c.products.size() >= kMaxShapes) c.products.clear();
     Product p;
+    const KernelTypes t = kernel_types(c.precision);
     p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
-    p.src_kernel = memory::desc({M, K}, c.int8() ? dt::u8 : dt::bf16, tag::ab);
-    p.dst = memory::desc({M, N}, c.int8() ? dt::s32 : dt::f32, tag::ab);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(c.f32() ? p.src_f32 : p.src_kernel, layout(c, K, N), p.dst),
-                                    c.engine);
+    p.src_kernel = memory::desc({M, K}, t.src, tag::ab);
+    p.dst = memory::desc({M, N}, t.dst, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src_kernel, layout(c, K, N), p.dst), c.engine);
     p.matmul = dnnl::matmul(pd);
-    if (!c.f32() && !c.int8()) p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_kernel));
+    if (c.precision == OnednnPrecision::bf16) {
+        p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_kernel));
+    }
     return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
 }
 
@@ -326,7 +339,9 @@ void mul_mat_int8(Context & c, Product & p, const PackedMatrix & packed, const m
     auto * q = static_cast<uint8_t *>(src_u8.get_data_handle());
     const auto * xs = static_cast<const float *>(x->data);
 #pragma omp parallel for num_threads(c.n_threads) schedule(static)
-    for (int64_t m = 0; m < M; ++m) quantize_activation_rows(xs, K, K, m, m + 1, q, c.row_scale.data(), c.row_zero.data());
+    for (int64_t m = 0; m < M; ++m) {
+        quantize_activation_rows(xs, K, K, m, m + 1, q, c.row_scale.data(), c.row_zero.data());
+    }
     memory dst(p.dst, c.engine, node->data);
     p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_u8}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
     c.stream.wait();
@@ -513,10 +528,9 @@ void * reg_proc_address(ggml_backend_reg_t, const char *) { return nullptr; }
 // or of an int8 (u8 x s8) product: "gemm:jit" (AVX2 or AVX-512 byte products), "brg:..._vnni" or
 // "brg:avx512_core_amx" (VNNI, AMX), "ref:..." (a CPU without AVX2)
 std::string product_kernel(const dnnl::engine & engine, OnednnPrecision precision) {
-    const bool int8 = precision == OnednnPrecision::int8;
+    const KernelTypes t = kernel_types(precision);
     try {
-        memory::desc src({64, 64}, int8 ? dt::u8 : dt::bf16, tag::ab), wei({64, 64}, int8 ? dt::s8 : dt::bf16, tag::any),
-            dst({64, 64}, int8 ? dt::s32 : dt::f32, tag::ab);
+        memory::desc src({64, 64}, t.src, tag::ab), wei({64, 64}, t.wei, tag::any), dst({64, 64}, t.dst, tag::ab);
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine).impl_info_str();
     } catch (const dnnl::error & e) {
         return std::string("ref (") + e.what() + ")";
