@@ -24,7 +24,7 @@ fi
 PY="$VENV/bin/python"
 echo "== installing build and test requirements into $VENV (no torch: the torch tests are not run here)"
 "$PY" -m pip install -q --progress-bar off "scikit-build-core>=0.10" "pybind11>=2.12" \
-    "pytest>=7" "jinja2>=3" "safetensors>=0.4" "onnx>=1.14" "onnxruntime>=1.16" "kaldi-native-fbank>=1.18"
+    "pytest>=7.3" "jinja2>=3" "safetensors>=0.4" "onnx>=1.14" "onnxruntime>=1.16" "kaldi-native-fbank>=1.18"
 
 mkdir -p build/sanitize
 echo "== building with -fsanitize=$SANITIZERS (build/sanitize/cmake; a cold llama.cpp build takes a while)"
