@@ -101,3 +101,27 @@ def test_bad_requests(wide_f16, tmp_path):
     res = subprocess.run([sys.executable, "-m", "minicpmo_cpp.quantize.cli", str(wide_f16[0]), "Q7"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "unknown type(s) Q7" in res.stderr
+
+
+def _limit_file_size(limit: int):
+    """preexec_fn: files larger than `limit` bytes cannot be written (write() fails with EFBIG, as
+    on a full disk); SIGXFSZ is ignored so the process sees the error instead of being killed."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_failed_write_names_the_output_and_leaves_no_file(wide_f16, tmp_path):
+    # The output cannot grow past 64 KiB (the Q8_0 file is ~1 MB): libllama's write fails mid-file.
+    res = subprocess.run([sys.executable, "-m", "minicpmo_cpp.quantize.cli", str(wide_f16[0]), "Q8_0",
+                          "-o", str(tmp_path), "-q"], capture_output=True, text=True, timeout=300,
+                         preexec_fn=_limit_file_size(64 << 10))
+    assert res.returncode == 1, res.stderr
+    out = tmp_path / "MiniCPM-o-4_5-Q8_0.gguf"
+    assert f"minicpmo-quantize: error: quantizing '{wide_f16[0]}' to Q8_0 into '{out}.part' failed" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the partial file nor a finished-looking one stays

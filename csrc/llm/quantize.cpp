@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <filesystem>
 #include <utility>
 
 #include "core/error.h"
@@ -26,6 +28,22 @@ const std::vector<std::pair<std::string, llama_ftype>> & type_table() {
         {"Q3_K_S", LLAMA_FTYPE_MOSTLY_Q3_K_S}, {"Q2_K", LLAMA_FTYPE_MOSTLY_Q2_K},
     };
     return table;
+}
+
+// libllama reports a failed write only as "iostream error"; the usual cause is a full disk, so the
+// error says how much room the output's folder had when that room was less than the input's size
+// (an upper bound of every size made from an F16/BF16/F32 input).
+std::string room_note(const std::string & in_path, const std::string & out_path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path parent = fs::absolute(fs::path(out_path), ec).parent_path();
+    const fs::space_info room = fs::space(parent, ec);
+    if (ec) return "";
+    const std::uintmax_t need = fs::file_size(in_path, ec);
+    if (ec || room.available >= need) return "";
+    const auto mib = [](std::uintmax_t b) { return std::to_string(b >> 20) + " MiB"; };
+    return " (the output's folder '" + parent.string() + "' has " + mib(room.available) +
+           " free; this size can need up to " + mib(need) + ")";
 }
 
 std::string upper(std::string s) {
@@ -73,7 +91,8 @@ void quantize_llm(const std::string & in_path, const std::string & out_path, con
     const uint32_t rc = llama_model_quantize(in_path.c_str(), out_path.c_str(), &qp);
     if (rc != 0) {
         const std::string why = errors.reason();
-        fail(Status::internal, "quantizing '" + in_path + "' to " + want + " failed" + (why.empty() ? "" : ": " + why));
+        fail(Status::internal, "quantizing '" + in_path + "' to " + want + " into '" + out_path + "' failed" +
+                                   (why.empty() ? "" : ": " + why) + room_note(in_path, out_path));
     }
 }
 
