@@ -144,6 +144,61 @@ def test_a_non_finite_weight_is_a_clear_error():
         _testing.matrix_product(x, w, "int8", False, 1)
 
 
+# (H, Lq, Lk, D, Dv): one key or query, a block tail (130 = 128 + 2 query rows), the vision tower's
+# 1024 x 72, a 30-s Whisper clip's 1500 keys, Dv != D
+ATTENTION_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 5, 64, 64), (4, 130, 1024, 72, 72), (2, 37, 1500, 64, 64),
+                    (3, 19, 258, 64, 80)]
+# softmax(scale q k^T + mask) v in F32 against float64: the products' summation order and the
+# softmax's exp and sum (a few ulp each, tests/test_cpu_kernels.py) give ~1e-6 of the largest output
+ATTENTION_F32_TOL = 2e-5
+
+
+def _attention_float64(q, k, v, mask, scale):
+    s = np.einsum("hqd,hkd->hqk", q.astype(np.float64), k.astype(np.float64)) * scale
+    if mask is not None:
+        s = s + mask.astype(np.float64)[None]
+    with np.errstate(invalid="ignore"):
+        p = np.exp(s - s.max(axis=2, keepdims=True))
+        p /= p.sum(axis=2, keepdims=True)
+    p[~np.isfinite(p)] = 0  # a query whose keys are all masked attends to nothing
+    return np.einsum("hqk,hkd->hqd", p, v.astype(np.float64))
+
+
+@pytest.mark.parametrize("f16_kv", [False, True], ids=["f32-kv", "f16-kv"])
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_int8_sessions_fused_attention_is_f32(shape, f16_kv):
+    """The int8 sessions' attention (one fused op per layer, core/onednn_attention with F32 operands)
+    keeps F32 accuracy: against float64 on odd shapes, with an additive mask that hides some keys of
+    every query and all keys of one, and with keys and values in F16 as a streaming cache holds them
+    (the reference then reads the F16-rounded values)."""
+    H, Lq, Lk, D, Dv = shape
+    rng = np.random.default_rng(Lq * 31 + Lk)
+    q = rng.standard_normal((H, Lq, D)).astype(np.float32)
+    k = rng.standard_normal((H, Lk, D)).astype(np.float32)
+    v = rng.standard_normal((H, Lk, Dv)).astype(np.float32)
+    mask = None
+    if Lk > 1:
+        mask = np.where(rng.random((Lq, Lk)) < 0.3, -np.inf, rng.standard_normal((Lq, Lk)) * 0.5)
+        mask = mask.astype(np.float16).astype(np.float32)  # the values the F16 mask holds
+        mask[:, 0] = 0.0
+        mask[-1] = -np.inf
+    scale = 1.0 / np.sqrt(D)
+    if not INT8_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
+            _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv)
+        return
+    got = _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv, 2)
+    if f16_kv:
+        k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+    want = _attention_float64(q, k, v, mask, scale)
+    err = rel(got, want)
+    print(f"{shape} {'f16' if f16_kv else 'f32'} keys/values: {err:.2e} of the largest output")
+    assert got.shape == (H, Lq, Dv)
+    assert err < ATTENTION_F32_TOL
+    if mask is not None and Lq > 1:
+        assert np.all(got[:, -1] == 0)  # the query that sees no key
+
+
 def test_int8_results_are_the_same_on_every_instruction_set(tmp_path):
     """ONEDNN_MAX_CPU_ISA caps oneDNN's kernels (read once per process: a subprocess per cap), which
     stands in for an older CPU: AVX2 (byte products through vpmaddubsw), and where this CPU has them

@@ -109,9 +109,9 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
     const bool block = attention == AudioAttention::block_causal;
     const int frames = hp.block_frames();
     auto key_end = [&](int i) { return std::min(block ? (i / frames + 1) * frames : n_keys, key_limit); };
-    // BF16 sessions: the attention as one fused op per group, which the oneDNN backend takes (keys
+    // BF16 and int8 sessions: the attention as one fused op per group, which the oneDNN backend takes (keys
     // and values straight from the projections, or from the F32 or F16 streaming cache)
-    const bool fused = backend_.bf16_products();
+    const bool fused = backend_.onednn_attention();
     std::vector<AudioQueryGroup> groups;
     int group_frames = n_out;
     if (block) {

@@ -28,8 +28,8 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
 // these take a contiguous right operand and a summed length that is a multiple of 16 (hence the
 // contiguous queries, the key padding and the transposed values). ggml's fused CPU flash attention
 // takes one query row at a time and was 2-4x slower here (issue 4 profile).
-// `fused` (BF16 sessions): per group one FLASH_ATTN_EXT on views of the F32 operands (the values
-// read through a permuted view of vt), which the oneDNN backend computes in BF16 with the scores kept
+// `fused` (BF16 and int8 sessions): per group one FLASH_ATTN_EXT on views of the F32 operands (the values
+// read through a permuted view of vt), which the oneDNN backend computes (BF16 or F32) with the scores kept
 // in cache (core/onednn_attention); the groups' masks are then F16, as that op takes them.
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * vt,
                         const std::vector<AudioQueryGroup> & groups, int n_head, bool fused) {

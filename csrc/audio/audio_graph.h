@@ -50,7 +50,7 @@ struct AudioQueryGroup {
 
 // x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; groups: the
 // attention's query groups; caches: one per layer (streaming) or empty (keys/values are then
-// zero-padded to audio_padded_keys(T')). fused_attention (BF16 sessions): the attention as ggml's
+// zero-padded to audio_padded_keys(T')). fused_attention (BF16 and int8 sessions): the attention as ggml's
 // FLASH_ATTN_EXT per group, with F16 masks, for the oneDNN backend. Returns the post-LayerNorm
 // encoder output [n_embd, T'].
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,

@@ -71,8 +71,9 @@ public:
 
     void set_n_threads(int n_threads);
     ComputeDevice device() const { return device_; }
-    // whether matrix products run in BF16 through oneDNN (compute bf16 on the CPU)
-    bool bf16_products() const { return matmul_ != nullptr && precision_ == OnednnPrecision::bf16; }
+    // whether the oneDNN backend takes the encoders' fused attention (FLASH_ATTN_EXT on F32 operands)
+    // and their GELU, tanh and softplus (compute bf16 or int8 on the CPU): graphs then build those ops
+    bool onednn_attention() const { return matmul_ != nullptr && precision_ != OnednnPrecision::f32; }
     // why oneDNN's products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
     // the CPU backend or the CPU's oneDNN matrix products

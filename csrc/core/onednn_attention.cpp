@@ -12,7 +12,7 @@
 
 #include "core/bf16_convert.h"
 #include "core/error.h"
-#include "core/softmax_bf16.h"
+#include "core/softmax_rows.h"
 
 namespace minicpmo {
 
@@ -22,11 +22,12 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// query rows per block: the block's F32 scores and BF16 probabilities (Lk = 1024: 512 + 256 KiB)
-// stay in a core's L2 cache between the two products
-constexpr int64_t kBlock = 128;
 // shapes kept (image grids vary the key count): past this the caches start again
 constexpr size_t kMaxShapes = 64;
+
+// query rows per block: the block's F32 scores and BF16 probabilities (Lk = 1024: 512 + 256 KiB), or
+// its F32 probabilities written over the scores, stay in a core's L2 cache between the two products
+constexpr int64_t kBlock = 128;
 
 size_t aligned(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -108,12 +109,19 @@ const OnednnAttention::Layouts & OnednnAttention::layouts(int64_t D, int64_t Lk,
     auto it = layouts_.find({D, Lk, Dv});
     if (it != layouts_.end()) return it->second;
     Layouts l;
-    {
-        memory::desc src({kBlock, D}, dt::bf16, tag::ab), wei({D, Lk}, dt::bf16, tag::any), dst({kBlock, Lk}, dt::f32, tag::ab);
+    if (operand_ == dt::f32) {
+        // oneDNN's F32 GEMM reads K^T as plain rows; with a row stride of a multiple of 256 floats its
+        // reads down a column fall into the same few cache sets: 1024 keys of D = 72 ran at 39 GFLOP/s
+        // on a core of AMD Zen 3, the same keys with a row stride of 1040 at 83
+        int64_t ld = (Lk + 15) / 16 * 16;
+        if (ld % 256 == 0) ld += 16;
+        l.key = memory::desc({D, Lk}, dt::f32, memory::dims{ld, 1});
+    } else {
+        memory::desc src({kBlock, D}, operand_, tag::ab), wei({D, Lk}, operand_, tag::any), dst({kBlock, Lk}, dt::f32, tag::ab);
         l.key = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine_).weights_desc();
     }
     {
-        memory::desc src({kBlock, Lk}, dt::bf16, tag::ab), wei({Lk, Dv}, dt::bf16, tag::any), dst({kBlock, Dv}, dt::f32, tag::ab);
+        memory::desc src({kBlock, Lk}, operand_, tag::ab), wei({Lk, Dv}, operand_, tag::any), dst({kBlock, Dv}, dt::f32, tag::ab);
         l.value = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine_).weights_desc();
     }
     return layouts_.emplace(std::array<int64_t, 3>{D, Lk, Dv}, l).first->second;
@@ -130,7 +138,7 @@ const OnednnAttention::OperandReorders & OnednnAttention::reorders(const ggml_te
         return dnnl::reorder(dnnl::reorder::primitive_desc(engine_, from, engine_, to));
     };
     OperandReorders r;
-    r.query = make(f32_view(q, {Lq, D}, {1, 0}), memory::desc({Lq, D}, dt::bf16, tag::ab));
+    r.query = make(f32_view(q, {Lq, D}, {1, 0}), memory::desc({Lq, D}, operand_, tag::ab));
     r.key = make(f32_view(k, {D, Lk}, {0, 1}), l.key);
     r.value = make(f32_view(v, {Lk, Dv}, {1, 0}), l.value);
     return reorders_.emplace(key, std::move(r)).first->second;
@@ -144,10 +152,10 @@ const OnednnAttention::BlockProducts & OnednnAttention::products(int64_t rows, i
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each thread passes its own
     BlockProducts p;
     dnnl::matmul::primitive_desc scores(
-        dnnl::matmul::desc(memory::desc({rows, D}, dt::bf16, tag::ab), l.key, memory::desc({rows, Lk}, dt::f32, tag::ab)),
+        dnnl::matmul::desc(memory::desc({rows, D}, operand_, tag::ab), l.key, memory::desc({rows, Lk}, dt::f32, tag::ab)),
         attr, engine_);
     dnnl::matmul::primitive_desc weighted(
-        dnnl::matmul::desc(memory::desc({rows, Lk}, dt::bf16, tag::ab), l.value,
+        dnnl::matmul::desc(memory::desc({rows, Lk}, operand_, tag::ab), l.value,
                            memory::desc({rows, Dv}, dt::f32, tag::ab)),
         attr, engine_);
     p.scores = dnnl::matmul(scores);
@@ -172,18 +180,21 @@ void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
         reorders_.clear();
     }
     const Layouts & l = layouts(D, Lk, Dv);
-    const OperandReorders & to_bf16 = reorders(q, k, v, l);
+    const OperandReorders & to_operands = reorders(q, k, v, l);
     const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
-    q_bf16_.resize(static_cast<size_t>(B * H * Lq * D) * 2);
-    k_bf16_.resize(static_cast<size_t>(B * H) * k_size);
-    v_bf16_.resize(static_cast<size_t>(B * H) * v_size);
+    const bool bf16 = operand_ == dt::bf16;
+    const size_t q_row = static_cast<size_t>(D) * operand_size_;  // bytes of one dense query row
+    q_ops_.resize(static_cast<size_t>(B * H * Lq) * q_row);
+    k_ops_.resize(static_cast<size_t>(B * H) * k_size);
+    v_ops_.resize(static_cast<size_t>(B * H) * v_size);
 
     // the block shapes (made here: the parallel region below only reads the caches)
     const int64_t full_rows = std::min(kBlock, Lq), tail_rows = Lq > kBlock ? Lq % kBlock : 0;
     const BlockProducts & full = products(full_rows, D, Lk, Dv);
     const BlockProducts * tail = tail_rows ? &products(tail_rows, D, Lk, Dv) : nullptr;
     const size_t scores_bytes = aligned(static_cast<size_t>(kBlock * Lk) * sizeof(float));
-    const size_t probs_bytes = aligned(static_cast<size_t>(kBlock * Lk) * 2);
+    // BF16 probabilities need their own rows; F32 ones are written over the scores
+    const size_t probs_bytes = bf16 ? aligned(static_cast<size_t>(kBlock * Lk) * 2) : 0;
     const size_t out_bytes = aligned(static_cast<size_t>(kBlock * Dv) * sizeof(float));
     size_t pad_bytes = 0;
     for (const BlockProducts * p : {&full, tail}) {
@@ -195,7 +206,7 @@ void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
     for (auto & s : thread_scratch_) s.resize(scores_bytes + probs_bytes + out_bytes + pad_bytes + 64);
     while (static_cast<int>(streams_.size()) < n_threads) streams_.emplace_back(engine_);
 
-    // every batch's and head's operands in BF16, a head per thread: Q as [B][H][Lq][D] rows, K^T and V
+    // every batch's and head's operands, a head per thread: Q as [B][H][Lq][D] dense rows, K^T and V
     // in the packed layouts
     std::exception_ptr error;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
@@ -204,14 +215,14 @@ void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
             const int64_t b = bh / H, h = bh % H;
             dnnl::stream & s = streams_[static_cast<size_t>(omp_get_thread_num())];
             memory qs(f32_view(q, {Lq, D}, {1, 0}), engine_, static_cast<char *>(q->data) + b * q->nb[3] + h * q->nb[2]);
-            memory qd(memory::desc({Lq, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + bh * Lq * D * 2);
-            to_bf16.query.execute(s, qs, qd);
+            memory qd(memory::desc({Lq, D}, operand_, tag::ab), engine_, q_ops_.data() + bh * Lq * q_row);
+            to_operands.query.execute(s, qs, qd);
             memory ks(f32_view(k, {D, Lk}, {0, 1}), engine_, static_cast<char *>(k->data) + b * k->nb[3] + h * k->nb[2]);
-            memory kd(l.key, engine_, k_bf16_.data() + bh * k_size);
-            to_bf16.key.execute(s, ks, kd);
+            memory kd(l.key, engine_, k_ops_.data() + bh * k_size);
+            to_operands.key.execute(s, ks, kd);
             memory vs(f32_view(v, {Lk, Dv}, {1, 0}), engine_, static_cast<char *>(v->data) + b * v->nb[3] + h * v->nb[2]);
-            memory vd(l.value, engine_, v_bf16_.data() + bh * v_size);
-            to_bf16.value.execute(s, vs, vd);
+            memory vd(l.value, engine_, v_ops_.data() + bh * v_size);
+            to_operands.value.execute(s, vs, vd);
             s.wait();
         } catch (...) {
 #pragma omp critical(minicpmo_onednn_attention_error)
@@ -245,22 +256,26 @@ void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
             base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
             float * scores = reinterpret_cast<float *>(base);
             base += scores_bytes;
-            uint16_t * probs = reinterpret_cast<uint16_t *>(base);
+            void * probs = bf16 ? static_cast<void *>(base) : static_cast<void *>(scores);
             float * out = reinterpret_cast<float *>(base + probs_bytes);
             uint8_t * pad = base + probs_bytes + out_bytes;
             dnnl::stream & s = streams_[static_cast<size_t>(tid)];
 
-            memory qm(memory::desc({rows, D}, dt::bf16, tag::ab), engine_, q_bf16_.data() + (bh * Lq + r0) * D * 2);
-            memory km(l.key, engine_, k_bf16_.data() + bh * k_size);
+            memory qm(memory::desc({rows, D}, operand_, tag::ab), engine_, q_ops_.data() + (bh * Lq + r0) * q_row);
+            memory km(l.key, engine_, k_ops_.data() + bh * k_size);
             memory sm(memory::desc({rows, Lk}, dt::f32, tag::ab), engine_, scores);
             p.scores.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, km}, {DNNL_ARG_DST, sm},
                                 {DNNL_ARG_SCRATCHPAD, memory(p.scores_pad, engine_, pad)}});
             s.wait();
             const float * mask_rows =
                 mask ? mask_f32_.data() + (((b % mask->ne[3]) * mask->ne[2] + h % mask->ne[2]) * Lq + r0) * Lk : nullptr;
-            softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, probs, Lk, rows, Lk, scale);
-            memory pm(memory::desc({rows, Lk}, dt::bf16, tag::ab), engine_, probs);
-            memory vm(l.value, engine_, v_bf16_.data() + bh * v_size);
+            if (bf16) {
+                softmax_rows_to_bf16(scores, Lk, mask_rows, Lk, static_cast<uint16_t *>(probs), Lk, rows, Lk, scale);
+            } else {
+                softmax_rows_to_f32(scores, Lk, mask_rows, Lk, scores, Lk, rows, Lk, scale);
+            }
+            memory pm(memory::desc({rows, Lk}, operand_, tag::ab), engine_, probs);
+            memory vm(l.value, engine_, v_ops_.data() + bh * v_size);
             memory om(memory::desc({rows, Dv}, dt::f32, tag::ab), engine_, out);
             p.weighted.execute(s, {{DNNL_ARG_SRC, pm}, {DNNL_ARG_WEIGHTS, vm}, {DNNL_ARG_DST, om},
                                   {DNNL_ARG_SCRATCHPAD, memory(p.weighted_pad, engine_, pad)}});

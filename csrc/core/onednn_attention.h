@@ -1,8 +1,10 @@
 // The oneDNN backend's fused attention: ggml's FLASH_ATTN_EXT (F32 queries, F32 or F16 keys and values,
-// an optional additive F16 mask)
-// as BF16 matrix products through oneDNN around a softmax, one block of query rows of one head at a
-// time, so the scores of a block stay in the core's cache instead of passing through memory as an
-// Lq x Lk matrix per head (core/onednn_matmul runs the rest of the encoders' products).
+// an optional additive F16 mask) as two matrix products through oneDNN around a softmax, one block of
+// query rows of one head at a time, so the scores of a block stay in the core's cache instead of
+// passing through memory as an Lq x Lk matrix per head (core/onednn_matmul runs the rest of the
+// encoders' products). The products' operands are BF16 in BF16 sessions and F32 in int8 sessions
+// (their products with weights are int8; the attention keeps F32, in oneDNN's kernels, which beat
+// ggml's on these shapes where the CPU has no BF16).
 //
 // The blocks are spread over the backend's threads; each thread runs oneDNN's kernels on its own
 // (oneDNN runs a primitive single-threaded inside an OpenMP parallel region) with its own scratch.
@@ -24,7 +26,10 @@ namespace minicpmo {
 
 class OnednnAttention {
 public:
-    explicit OnednnAttention(const dnnl::engine & engine) : engine_(engine) {}
+    // bf16_operands: queries, keys, probabilities and values rounded to BF16; else all F32
+    OnednnAttention(const dnnl::engine & engine, bool bf16_operands)
+        : engine_(engine), operand_(bf16_operands ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32),
+          operand_size_(bf16_operands ? 2 : 4) {}
 
     // Whether `op` is an attention this class computes: FLASH_ATTN_EXT with F32 queries and F32 or
     // F16 keys and values in any element strides, as many key/value heads as query heads, an F16 mask or none (one row per
@@ -41,10 +46,10 @@ private:
         dnnl::memory::desc scores_pad, weighted_pad;  // their scratchpads
     };
     struct Layouts {
-        dnnl::memory::desc key, value;  // per-head packed BF16 layouts of K^T (D x Lk) and V (Lk x Dv)
+        dnnl::memory::desc key, value;  // per-head packed layouts of K^T (D x Lk) and V (Lk x Dv)
     };
-    // the reorders that round one batch's Q (all heads) and one head's K and V to BF16, for the
-    // operands' shapes and strides
+    // the reorders that copy one head's Q as dense rows and its K and V into their packed layouts
+    // (rounded to BF16 in BF16 sessions), for the operands' shapes and strides
     struct OperandReorders {
         dnnl::reorder query, key, value;
     };
@@ -54,14 +59,16 @@ private:
     const BlockProducts & products(int64_t rows, int64_t D, int64_t Lk, int64_t Dv);
 
     dnnl::engine engine_;
+    dnnl::memory::data_type operand_;  // of the products' operands: bf16 or f32
+    size_t operand_size_;              // its bytes
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
     std::map<std::array<int64_t, 12>, OperandReorders> reorders_;
-    std::vector<uint8_t> q_bf16_, k_bf16_, v_bf16_;          // this call's operands in BF16 (every batch)
+    std::vector<uint8_t> q_ops_, k_ops_, v_ops_;             // this call's operands, dense or packed (every batch)
     std::vector<float> mask_f32_;                            // its mask rows in F32
     std::vector<float> k_f32_, v_f32_;                       // F16 keys / values widened to F32
     std::vector<dnnl::stream> streams_;                      // per thread of the parallel region
-    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, probabilities, output rows, oneDNN scratchpad
+    std::vector<std::vector<uint8_t>> thread_scratch_;       // per thread: scores, BF16 probabilities, output rows, oneDNN scratchpad
 };
 
 }  // namespace minicpmo

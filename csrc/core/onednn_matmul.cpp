@@ -112,7 +112,7 @@ struct Context {
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
     std::vector<float> row_scale;                            // int8: the activation rows' scales
     std::vector<int32_t> row_zero;                           //       and zero points
-    OnednnAttention attention{engine};                       // FLASH_ATTN_EXT
+    std::unique_ptr<OnednnAttention> attention;              // FLASH_ATTN_EXT (BF16 or F32 operands)
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
     ggml_backend_device device{};
@@ -430,7 +430,7 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
             if (node->op == GGML_OP_MUL_MAT) {
                 mul_mat(c, node);
             } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
-                c.attention.compute(node, c.n_threads);
+                c.attention->compute(node, c.n_threads);
             } else if (dnnl::algorithm algo; eltwise_algorithm(node, &algo)) {
                 eltwise(c, node, algo);
             } else {
@@ -493,10 +493,9 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     const Context & c = *static_cast<const Context *>(dev->context);
     if (computes_nothing(op->op)) return true;
     if (c.f32() && (op->op != GGML_OP_MUL_MAT || !is_weight(op->src[0]))) return false;
-    // int8 sessions: the products with weights and the elementwise functions, not the attention
-    if (c.int8() && (op->op == GGML_OP_FLASH_ATTN_EXT || (op->op == GGML_OP_MUL_MAT && !is_weight(op->src[0])))) {
-        return false;
-    }
+    // int8 sessions: the products with weights, the fused attention (in F32) and the elementwise
+    // functions; an attention's separate products stay on ggml
+    if (c.int8() && op->op == GGML_OP_MUL_MAT && !is_weight(op->src[0])) return false;
     if (op->op == GGML_OP_FLASH_ATTN_EXT) return OnednnAttention::supports(op);
     if (dnnl::algorithm algo; eltwise_algorithm(op, &algo)) {
         return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
@@ -561,6 +560,7 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * mode
         }
     }
     c->n_threads = n_threads > 0 ? n_threads : 1;
+    c->attention = std::make_unique<OnednnAttention>(c->engine, precision == OnednnPrecision::bf16);
     // device and registry entries of this instance only: not in ggml's process-wide registry
     c->reg.api_version = GGML_BACKEND_API_VERSION;
     c->reg.iface = {reg_name, reg_device_count, reg_device, reg_proc_address};

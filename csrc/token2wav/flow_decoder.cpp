@@ -253,7 +253,7 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
     in.x_in = input(ctx, GGML_TYPE_F32, 4 * M, n_frames, kBranches);
     in.modulation = input(ctx, GGML_TYPE_F32, dit_modulation_width(hp));
     in.conv_prev = input(ctx, GGML_TYPE_F32, H, K1, kBranches, 2 * n_layer);
-    in.onednn_ops = backend_.bf16_products();
+    in.onednn_ops = backend_.onednn_attention();
     // the keys one query may read (0) or not (-inf), the same for every query of the call
     std::vector<float> key_row;
     const int64_t padded_keys = dit_key_slots(n_frames);
@@ -267,7 +267,7 @@ std::vector<float> FlowDecoder::run_dit(const std::vector<float> & x_in, int n_f
         for (int32_t sl : est_order_) key_row[sl] = 0.0f;
         for (int32_t sl : slots) key_row[sl] = 0.0f;
     } else if (!in.onednn_ops && padded_keys != n_frames) {
-        // the keys padded to the aligned count for ggml's CPU GEMM (the fused op of BF16 sessions
+        // the keys padded to the aligned count for ggml's CPU GEMM (the fused op of BF16 and int8 sessions
         // takes any count): the mask hides the padding
         in.mask = input(ctx, GGML_TYPE_F32, padded_keys, n_frames);
         key_row.assign(padded_keys, -std::numeric_limits<float>::infinity());

@@ -80,7 +80,7 @@ ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x) {
     return ggml_div(ctx, ggml_silu(ctx, ggml_mul(ctx, x, g)), g);
 }
 
-// Mish: x tanh(softplus(x)), as the ops the oneDNN backend of BF16 sessions computes in vectors
+// Mish: x tanh(softplus(x)), as the ops the oneDNN backend of BF16 and int8 sessions computes in vectors
 ggml_tensor * mish_ops(ggml_context * ctx, ggml_tensor * x) {
     return ggml_mul(ctx, x, ggml_tanh(ctx, ggml_softplus(ctx, x)));
 }

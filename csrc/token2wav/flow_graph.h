@@ -75,8 +75,8 @@ struct DitIn {
     // [S, T] 0 = attend, -inf = empty slot: F32, F16 with onednn_ops. Without a cache it may be null
     // (the T keys of this call), or wider than T: the keys are then padded with zero rows to S.
     ggml_tensor * mask = nullptr;
-    // the graph as the oneDNN backend of BF16 sessions takes it: the attention as ggml's
-    // FLASH_ATTN_EXT (its BF16 products around a vectorised softmax, core/onednn_attention) and the
+    // the graph as the oneDNN backend of BF16 and int8 sessions takes it: the attention as ggml's
+    // FLASH_ATTN_EXT (its BF16 or F32 products around a vectorised softmax, core/onednn_attention) and the
     // MLP's GELU as ggml's GELU op (computed in F32 vectors) and Mish from ggml's tanh and softplus,
     // instead of two products and a softmax and compositions from vectorised F32 ops (ggml's own GELU
     // reads an F16 table; its CPU tanh and softplus are scalar libm calls)

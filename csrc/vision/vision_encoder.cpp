@@ -73,7 +73,7 @@ void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vec
     ggml_tensor * key_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_out, L);
     ggml_set_input(key_pos);
 
-    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32(), backend_.bf16_products());
+    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32(), backend_.onednn_attention());
     ggml_set_output(vit);
     ggml_tensor * emb = build_resampler(ctx, *model_, vit, key_pos);
     ggml_set_output(emb);

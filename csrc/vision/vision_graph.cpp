@@ -13,8 +13,8 @@ namespace {
 //   compared with the float reference at 1e-4);
 // * flash_f16: ggml's fused flash attention with F16 keys/values, as upstream's clip runs it (about
 //   1e-3 relative, below the rounding of F16 or quantized weights, and faster on ggml's CPU kernels);
-// * flash_f32_operands: the fused op on the F32 operands, for BF16 sessions: the oneDNN backend
-//   claims it (core/onednn_attention: BF16 products, the scores never leave the cache).
+// * flash_f32_operands: the fused op on the F32 operands, for BF16 and int8 sessions: the oneDNN backend
+//   claims it (core/onednn_attention: BF16 or F32 products, the scores never leave the cache).
 enum class AttentionPath { f32_products, flash_f16, flash_f32_operands };
 
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), every step in F32.
@@ -51,12 +51,12 @@ ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, gg
 }  // namespace
 
 ggml_tensor * build_siglip(ggml_context * ctx, const VisionModel & m, ggml_tensor * patches, ggml_tensor * pos_ids,
-                           bool exact, bool bf16_products) {
+                           bool exact, bool onednn_attention) {
     const VisionHparams & hp = m.hparams();
     ggml_tensor * x = linear(ctx, patches, m.patch_w(), m.patch_b());  // [D, L, B]
     x = ggml_add(ctx, x, ggml_get_rows(ctx, m.pos_embd(), pos_ids));   // position rows broadcast over B
     const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
-        const AttentionPath path = bf16_products ? AttentionPath::flash_f32_operands
+        const AttentionPath path = onednn_attention ? AttentionPath::flash_f32_operands
                                    : exact       ? AttentionPath::f32_products
                                                  : AttentionPath::flash_f16;
         return attention(ctx, q, k, v, hp.n_head, path);

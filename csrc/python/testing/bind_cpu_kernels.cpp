@@ -1,8 +1,8 @@
 // Python bindings of the project's own vectorised CPU kernels, for tests against numpy: HiFT's
-// sine (token2wav/hift_snake.h), and the exp and BF16 softmax of the oneDNN backend's attention
-// (core/softmax_bf16.h), the F16 -> BF16 rounding that packs F16 weights (core/bf16_convert.h), and
-// one matrix product with a weight through a session's CPU backends (core/compute_backend: ggml's
-// kernels, or oneDNN's BF16 / int8 products of core/onednn_matmul).
+// sine (token2wav/hift_snake.h), and the exp and BF16 / F32 softmax of the oneDNN backend's attention
+// (core/softmax_rows.h), the F16 -> BF16 rounding that packs F16 weights (core/bf16_convert.h), and
+// one matrix product with a weight and one fused attention through a session's CPU backends
+// (core/compute_backend: ggml's kernels, or oneDNN's of core/onednn_matmul and core/onednn_attention).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -15,7 +15,7 @@
 #include "core/bf16_convert.h"
 #include "core/compute_backend.h"
 #include "core/error.h"
-#include "core/softmax_bf16.h"
+#include "core/softmax_rows.h"
 #include "python/numpy_arrays.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -86,6 +86,88 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
     return result;
 }
 
+// the attention softmax (core/softmax_rows.h) of 2-D scores and an optional mask of their shape,
+// into BF16 (returned widened) or F32 (computed in place in the returned array)
+py::array_t<float> softmax(const py::object & scores, float scale, const py::object & mask, bool bf16) {
+    F32Array a = checked_f32(scores, 2, "scores");
+    const int64_t rows = a.shape(0), cols = a.shape(1);
+    F32Array m;
+    if (!mask.is_none()) {
+        m = checked_f32(mask, 2, "mask");
+        if (m.shape(0) != rows || m.shape(1) != cols) fail(Status::invalid_argument, "mask must have the scores' shape");
+    }
+    const float * mask_data = mask.is_none() ? nullptr : m.data();
+    py::array_t<float> out({rows, cols});
+    float * o = out.mutable_data();
+    if (!bf16) {
+        std::memcpy(o, a.data(), static_cast<size_t>(rows * cols) * sizeof(float));
+        softmax_rows_to_f32(o, cols, mask_data, cols, o, cols, rows, cols, scale);
+        return out;
+    }
+    std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
+    softmax_rows_to_bf16(a.data(), cols, mask_data, cols, bits.data(), cols, rows, cols, scale);
+    for (size_t i = 0; i < bits.size(); ++i) {
+        const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+        std::memcpy(o + i, &u, sizeof(float));
+    }
+    return out;
+}
+
+// q [H, Lq, D], k [H, Lk, D], v [H, Lk, Dv], mask [Lq, Lk] (additive, rounded to F16) or None ->
+// [H, Lq, Dv]: one FLASH_ATTN_EXT as the encoders build it, on the CPU backends of `compute_type`
+// (f32: ggml's kernel; bf16 / int8: the oneDNN backend's, core/onednn_attention); keys and values
+// stored in F16 when `f16_kv` (a cache)
+py::array_t<float> fused_attention(const py::object & q_obj, const py::object & k_obj, const py::object & v_obj,
+                                   const py::object & mask_obj, float scale, const std::string & compute_type,
+                                   bool f16_kv, int n_threads) {
+    F32Array q = checked_f32(q_obj, 3, "q"), k = checked_f32(k_obj, 3, "k"), v = checked_f32(v_obj, 3, "v");
+    const int64_t H = q.shape(0), Lq = q.shape(1), D = q.shape(2), Lk = k.shape(1), Dv = v.shape(2);
+    if (k.shape(0) != H || v.shape(0) != H || k.shape(2) != D || v.shape(1) != Lk) {
+        fail(Status::invalid_argument, "q, k, v must be [H, Lq, D], [H, Lk, D], [H, Lk, Dv]");
+    }
+    if (H < 1 || Lq < 1 || D < 1 || Lk < 1 || Dv < 1) fail(Status::invalid_argument, "q, k, v must not be empty");
+    F32Array mask;
+    if (!mask_obj.is_none()) {
+        mask = checked_f32(mask_obj, 2, "mask");
+        if (mask.shape(0) != Lq || mask.shape(1) != Lk) fail(Status::invalid_argument, "mask must be [Lq, Lk]");
+    }
+    ComputeBackend backend(nullptr, n_threads, resolve_compute_type(compute_type));
+    GraphRunner runner(backend, 16);
+    GraphContext gctx = runner.new_context("fused attention");
+    ggml_context * ctx = gctx.get();
+    const ggml_type kv_type = f16_kv ? GGML_TYPE_F16 : GGML_TYPE_F32;
+    ggml_tensor * qt = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, D, Lq, H);
+    ggml_tensor * kt = ggml_new_tensor_3d(ctx, kv_type, D, Lk, H);
+    ggml_tensor * vt = ggml_new_tensor_3d(ctx, kv_type, Dv, Lk, H);
+    ggml_tensor * mt = mask_obj.is_none() ? nullptr : ggml_new_tensor_2d(ctx, GGML_TYPE_F16, Lk, Lq);
+    for (ggml_tensor * t : {qt, kt, vt, mt}) {
+        if (t) ggml_set_input(t);
+    }
+    ggml_tensor * out = ggml_flash_attn_ext(ctx, qt, kt, vt, mt, scale, 0.0f, 0.0f);  // [Dv, H, Lq]
+    out = ggml_cont(ctx, ggml_permute(ctx, out, 0, 2, 1, 3));                          // [Dv, Lq, H]
+    ggml_set_output(out);
+    ggml_cgraph * graph = gctx.new_graph();
+    ggml_build_forward_expand(graph, out);
+    runner.allocate(graph);
+    auto set = [](ggml_tensor * t, const float * data) {
+        if (t->type == GGML_TYPE_F32) {
+            ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
+            return;
+        }
+        std::vector<ggml_fp16_t> half(static_cast<size_t>(ggml_nelements(t)));
+        ggml_fp32_to_fp16_row(data, half.data(), ggml_nelements(t));
+        ggml_backend_tensor_set(t, half.data(), 0, ggml_nbytes(t));
+    };
+    set(qt, q.data());
+    set(kt, k.data());
+    set(vt, v.data());
+    if (mt) set(mt, mask.data());
+    runner.compute(graph);
+    py::array_t<float> result({H, Lq, Dv});
+    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
+    return result;
+}
+
 }  // namespace
 
 void bind_cpu_kernels(py::module_ & m) {
@@ -106,29 +188,24 @@ void bind_cpu_kernels(py::module_ & m) {
     m.def("f16_to_f32", half_converter<float>(f16_to_f32), py::arg("bits"),
           "IEEE half bits (uint16, 1-D) -> float32 by the converter that widens F16 keys and values.");
     m.def("softmax_bf16", [](const py::object & scores, float scale, const py::object & mask) {
-              F32Array a = checked_f32(scores, 2, "scores");
-              const int64_t rows = a.shape(0), cols = a.shape(1);
-              F32Array m;
-              if (!mask.is_none()) {
-                  m = checked_f32(mask, 2, "mask");
-                  if (m.shape(0) != rows || m.shape(1) != cols) fail(Status::invalid_argument, "mask must have the scores' shape");
-              }
-              std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
-              softmax_rows_to_bf16(a.data(), cols, mask.is_none() ? nullptr : m.data(), cols, bits.data(), cols, rows,
-                                   cols, scale);
-              py::array_t<float> out({rows, cols});
-              float * o = out.mutable_data();
-              for (size_t i = 0; i < bits.size(); ++i) {
-                  const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-                  std::memcpy(o + i, &u, sizeof(float));
-              }
-              return out;
+              return softmax(scores, scale, mask, true);
           }, py::arg("scores"), py::arg("scale"), py::arg("mask") = py::none(),
           "Row softmax of scale * scores + mask (float32, 2-D; mask optional, additive) rounded to BF16, returned "
           "widened to float32.");
+    m.def("softmax_f32", [](const py::object & scores, float scale, const py::object & mask) {
+              return softmax(scores, scale, mask, false);
+          }, py::arg("scores"), py::arg("scale"), py::arg("mask") = py::none(),
+          "Row softmax of scale * scores + mask (float32, 2-D; mask optional, additive) in float32, computed in "
+          "place as the int8 sessions' attention does.");
     m.def("matrix_product", &matrix_product, py::arg("x"), py::arg("w"), py::arg("compute_type") = "f32",
           py::arg("f16_weight") = false, py::arg("n_threads") = 1,
           "x (M x K) @ w.T (w: N x K) as an encoder's product with a weight: w stored in a weights buffer "
           "(F32, or F16 when f16_weight), computed by the CPU backends of compute_type (\"f32\": ggml; \"bf16\", "
           "\"int8\": oneDNN). Returns M x N float32.");
+    m.def("fused_attention", &fused_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
+          py::arg("scale") = 1.0f, py::arg("compute_type") = "f32", py::arg("f16_kv") = false, py::arg("n_threads") = 1,
+          "softmax(scale * q @ k.T + mask) @ v per head (q: H x Lq x D, k: H x Lk x D, v: H x Lk x Dv; mask: Lq x Lk "
+          "additive, stored in F16) as one fused attention op on the CPU backends of compute_type (\"f32\": ggml; "
+          "\"bf16\", \"int8\": oneDNN, F32 products in int8); keys and values stored in F16 when f16_kv. Returns "
+          "H x Lq x Dv float32.");
 }

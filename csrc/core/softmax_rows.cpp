@@ -1,4 +1,4 @@
-#include "core/softmax_bf16.h"
+#include "core/softmax_rows.h"
 
 #include <cmath>
 #include <cstring>
@@ -48,9 +48,10 @@ void exp_row(const float * x, float * y, int64_t n) {
 }
 
 // the reductions are vectorised through `omp simd` (the file is built with -fopenmp-simd): their
-// reordering is the one a vectorised softmax always makes
+// reordering is the one a vectorised softmax always makes. Leaves the row's exp terms in `work` and
+// returns 1 / their sum, or 0 when every term is -inf (nothing to attend to: the row is zeros).
 MINICPMO_CPU_CLONES
-void softmax_row(const float * s, const float * mask, uint16_t * out, int64_t n, float scale, float * work) {
+float softmax_terms(const float * s, const float * mask, int64_t n, float scale, float * work) {
     // the row's terms scale * s + mask first (work), then their maximum
     if (mask) {
         for (int64_t i = 0; i < n; ++i) work[i] = s[i] * scale + mask[i];
@@ -60,18 +61,32 @@ void softmax_row(const float * s, const float * mask, uint16_t * out, int64_t n,
     float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
     for (int64_t i = 0; i < n; ++i) m = m > work[i] ? m : work[i];
-    if (m == -std::numeric_limits<float>::infinity()) {  // every term -inf: nothing to attend to
-        std::memset(out, 0, static_cast<size_t>(n) * sizeof(uint16_t));
-        return;
-    }
+    if (m == -std::numeric_limits<float>::infinity()) return 0.0f;
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < n; ++i) {
         work[i] = exp_reduced(work[i] - m);
         sum += work[i];
     }
-    const float inv = 1.0f / sum;
+    return 1.0f / sum;
+}
+
+MINICPMO_CPU_CLONES
+void scale_to_bf16(const float * work, float inv, uint16_t * out, int64_t n) {
+    if (inv == 0.0f) {  // every term -inf: the terms are -inf, the probabilities 0
+        std::memset(out, 0, static_cast<size_t>(n) * sizeof(uint16_t));
+        return;
+    }
     for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16_bits(work[i] * inv);
+}
+
+MINICPMO_CPU_CLONES
+void scale_in_place(float * work, float inv, int64_t n) {
+    if (inv == 0.0f) {  // every term -inf (see scale_to_bf16)
+        std::memset(work, 0, static_cast<size_t>(n) * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < n; ++i) work[i] *= inv;
 }
 
 }  // namespace
@@ -86,7 +101,18 @@ void softmax_rows_to_bf16(const float * scores, int64_t ld, const float * mask, 
         work = heap.data();
     }
     for (int64_t r = 0; r < rows; ++r) {
-        softmax_row(scores + r * ld, mask ? mask + r * ld_mask : nullptr, out + r * ld_out, cols, scale, work);
+        const float inv = softmax_terms(scores + r * ld, mask ? mask + r * ld_mask : nullptr, cols, scale, work);
+        scale_to_bf16(work, inv, out + r * ld_out, cols);
+    }
+}
+
+void softmax_rows_to_f32(const float * scores, int64_t ld, const float * mask, int64_t ld_mask, float * out,
+                         int64_t ld_out, int64_t rows, int64_t cols, float scale) {
+    for (int64_t r = 0; r < rows; ++r) {
+        // the terms go straight into the output row (each read of a score precedes its write)
+        float * row = out + r * ld_out;
+        const float inv = softmax_terms(scores + r * ld, mask ? mask + r * ld_mask : nullptr, cols, scale, row);
+        scale_in_place(row, inv, cols);
     }
 }
 
