@@ -183,7 +183,7 @@ void OnednnAttention::compute(ggml_tensor * op, int n_threads) {
     const OperandReorders & to_operands = reorders(q, k, v, l);
     const size_t k_size = l.key.get_size(), v_size = l.value.get_size();
     const bool bf16 = operand_ == dt::bf16;
-    const size_t q_row = static_cast<size_t>(D) * operand_size_;  // bytes of one dense query row
+    const size_t q_row = static_cast<size_t>(D) * memory::data_type_size(operand_);  // bytes of one dense query row
     q_ops_.resize(static_cast<size_t>(B * H * Lq) * q_row);
     k_ops_.resize(static_cast<size_t>(B * H) * k_size);
     v_ops_.resize(static_cast<size_t>(B * H) * v_size);

@@ -28,8 +28,7 @@ class OnednnAttention {
 public:
     // bf16_operands: queries, keys, probabilities and values rounded to BF16; else all F32
     OnednnAttention(const dnnl::engine & engine, bool bf16_operands)
-        : engine_(engine), operand_(bf16_operands ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32),
-          operand_size_(bf16_operands ? 2 : 4) {}
+        : engine_(engine), operand_(bf16_operands ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32) {}
 
     // Whether `op` is an attention this class computes: FLASH_ATTN_EXT with F32 queries and F32 or
     // F16 keys and values in any element strides, as many key/value heads as query heads, an F16 mask or none (one row per
@@ -60,7 +59,6 @@ private:
 
     dnnl::engine engine_;
     dnnl::memory::data_type operand_;  // of the products' operands: bf16 or f32
-    size_t operand_size_;              // its bytes
     std::map<std::array<int64_t, 3>, Layouts> layouts_;
     std::map<std::array<int64_t, 4>, BlockProducts> products_;
     std::map<std::array<int64_t, 12>, OperandReorders> reorders_;

@@ -44,6 +44,17 @@ auto half_converter(void (*convert)(const uint16_t *, Out *, int64_t)) {
     };
 }
 
+// an F32 or F16 tensor's elements from F32 values (rounded to F16 for an F16 tensor)
+void set_from_f32(ggml_tensor * t, const float * data) {
+    if (t->type == GGML_TYPE_F32) {
+        ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
+        return;
+    }
+    std::vector<ggml_fp16_t> half(static_cast<size_t>(ggml_nelements(t)));
+    ggml_fp32_to_fp16_row(data, half.data(), ggml_nelements(t));
+    ggml_backend_tensor_set(t, half.data(), 0, ggml_nbytes(t));
+}
+
 // x [M, K] times the transposed weight w [N, K] -> [M, N] as an encoder computes it: w in a weights
 // buffer (F32, or rounded to F16 when `f16_weight`), one MUL_MAT, the backends of `compute_type`
 py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w_obj, const std::string & compute_type,
@@ -62,13 +73,7 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
         ggml_backend_alloc_ctx_tensors_from_buft(wctx.get(), weight_buffer_type(nullptr)), ggml_backend_buffer_free);
     if (!wbuf) fail(Status::internal, "cannot allocate the weight");
     ggml_backend_buffer_set_usage(wbuf.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    if (f16_weight) {
-        std::vector<ggml_fp16_t> half(static_cast<size_t>(K * N));
-        ggml_fp32_to_fp16_row(w.data(), half.data(), K * N);
-        ggml_backend_tensor_set(weight, half.data(), 0, ggml_nbytes(weight));
-    } else {
-        ggml_backend_tensor_set(weight, w.data(), 0, ggml_nbytes(weight));
-    }
+    set_from_f32(weight, w.data());
 
     GraphRunner runner(backend, 8);
     GraphContext gctx = runner.new_context("matrix product");
@@ -149,19 +154,10 @@ py::array_t<float> fused_attention(const py::object & q_obj, const py::object & 
     ggml_cgraph * graph = gctx.new_graph();
     ggml_build_forward_expand(graph, out);
     runner.allocate(graph);
-    auto set = [](ggml_tensor * t, const float * data) {
-        if (t->type == GGML_TYPE_F32) {
-            ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
-            return;
-        }
-        std::vector<ggml_fp16_t> half(static_cast<size_t>(ggml_nelements(t)));
-        ggml_fp32_to_fp16_row(data, half.data(), ggml_nelements(t));
-        ggml_backend_tensor_set(t, half.data(), 0, ggml_nbytes(t));
-    };
-    set(qt, q.data());
-    set(kt, k.data());
-    set(vt, v.data());
-    if (mt) set(mt, mask.data());
+    set_from_f32(qt, q.data());
+    set_from_f32(kt, k.data());
+    set_from_f32(vt, v.data());
+    if (mt) set_from_f32(mt, mask.data());
     runner.compute(graph);
     py::array_t<float> result({H, Lq, Dv});
     ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
