@@ -96,6 +96,11 @@ bool computes_nothing(ggml_op op) {
            op == GGML_OP_TRANSPOSE;
 }
 
+bool is_weight(const ggml_tensor * t) {
+    const ggml_tensor * base = t->view_src ? t->view_src : t;
+    return base->buffer && ggml_backend_buffer_get_usage(base->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
+}
+
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {
     ensure_llama_initialized();
     return ggml_backend_dev_buffer_type(device ? device : cpu_device());
@@ -224,6 +229,7 @@ void GraphRunner::compute(ggml_cgraph * graph) {
         if (computes_nothing(node->op)) continue;
         if (ggml_backend_t b = ggml_backend_sched_get_tensor_backend(sched_, node)) {
             (backend_.is_cpu(b) ? g.cpu_nodes : g.device_nodes) += 1;
+            if (backend_.is_ggml_weight_product(b, node)) g.ggml_weight_products += 1;
         }
     }
     placement_.add(g);

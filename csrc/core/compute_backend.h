@@ -37,6 +37,10 @@ std::vector<std::string> cpu_features();
 // Ops that only re-describe their source's memory (views, reshapes, permutes): no backend computes them.
 bool computes_nothing(ggml_op op);
 
+// A tensor in a weights buffer, or a view of one (a convolution's kernel reshaped to a matrix). The
+// scheduler asks backends before a graph's views get their buffers, so a view is judged by its source.
+bool is_weight(const ggml_tensor * t);
+
 // Where weights are stored: the device's buffer type, or the CPU's.
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device);
 
@@ -78,6 +82,11 @@ public:
     std::string take_products_error() const;
     // the CPU backend or the CPU's oneDNN matrix products
     bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
+    // whether a graph node computed on `backend` is a product with a weight that oneDNN's products,
+    // present in this session, left to ggml's CPU kernels
+    bool is_ggml_weight_product(ggml_backend_t backend, const ggml_tensor * node) const {
+        return matmul_ && backend == cpu_ && node->op == GGML_OP_MUL_MAT && is_weight(node->src[0]);
+    }
     // Backends in scheduler priority order (the device first when there is one, then the oneDNN matrix
     // products of a CPU backend in compute bf16 or int8, CPU last).
     std::vector<ggml_backend_t> backends() const;
@@ -97,8 +106,12 @@ struct GraphPlacement {
     int64_t splits = 0;       // scheduler splits, summed over them
     int64_t device_nodes = 0; // nodes computed on the device
     int64_t cpu_nodes = 0;    // nodes computed on the CPU (with a device: ops it cannot run)
+    // products with a weight matrix left to ggml's CPU kernels in a session whose products run on
+    // oneDNN (compute bf16 or int8, and HiFT's F32 products): each one a product not sped up
+    int64_t ggml_weight_products = 0;
     void add(const GraphPlacement & o) {
         graphs += o.graphs; splits += o.splits; device_nodes += o.device_nodes; cpu_nodes += o.cpu_nodes;
+        ggml_weight_products += o.ggml_weight_products;
     }
 };
 

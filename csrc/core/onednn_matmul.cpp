@@ -283,10 +283,6 @@ memory scratch(Context & c, std::vector<uint8_t> & buffer, const memory::desc & 
     return memory(desc, c.engine, buffer.data());
 }
 
-bool is_weight(const ggml_tensor * t) {
-    return t->buffer && ggml_backend_buffer_get_usage(t->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
-}
-
 // ggml's [ne0, ne1, ne2, ne3] F32 tensor with byte strides nb as oneDNN dims {ne3, ne2, rows, cols}
 // with element strides, where (rows, cols) = (ne1, ne0), or (ne0, ne1) when `transposed`
 memory::desc strided_f32(const ggml_tensor * t, bool transposed) {
@@ -477,7 +473,8 @@ bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) {
 // except in int8 sessions, whose products with weights are all int8 (the same arithmetic whatever
 // the row count: a result does not change precision with the length of its input).
 int64_t min_rows(const Context & c, const ggml_tensor * w) {
-    return is_model_matrix(c, w) || c.int8() ? 1 : kMinRows;
+    const ggml_tensor * base = w->view_src ? w->view_src : w;  // a convolution's kernel as a matrix
+    return (c.model && c.model->owns(base)) || c.int8() ? 1 : kMinRows;
 }
 
 // element strides of an F32 tensor (oneDNN's descriptors count elements)
@@ -506,7 +503,8 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     const ggml_tensor * x = op->src[1];
     if (op->type != GGML_TYPE_F32 || !ggml_is_contiguous(op) || x->type != GGML_TYPE_F32) return false;
     if (is_weight(w)) {
-        return ggml_backend_buffer_is_host(w->buffer) &&
+        const ggml_tensor * base = w->view_src ? w->view_src : w;
+        return ggml_backend_buffer_is_host(base->buffer) &&
                (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
                ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) &&
                ggml_nrows(x) >= min_rows(c, w) && (!c.int8() || w->ne[0] <= kInt8MaxRowLength);

@@ -213,6 +213,7 @@ PYBIND11_MODULE(_core, m) {
                      d["splits"] = g.splits;
                      d["device_nodes"] = g.device_nodes;
                      d["cpu_nodes"] = g.cpu_nodes;
+                     d["ggml_weight_products"] = g.ggml_weight_products;
                      out[py::str(name)] = d;
                  }
                  return out;

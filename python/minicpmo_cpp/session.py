@@ -273,7 +273,9 @@ class OmniSession:
         scheduler splits of its graph for a prompt batch and for one token (1: one backend). Then,
         for each stage that has run in this session (vision, audio, tts, flow, hift): graphs computed,
         scheduler splits summed over them, and the nodes computed on the device and on the CPU -- a
-        stage wholly on the device has one split per graph and no CPU node."""
+        stage wholly on the device has one split per graph and no CPU node -- and, in sessions whose
+        products run on oneDNN (compute bf16 or int8), ``ggml_weight_products``: products with a
+        weight left to ggml's CPU kernels instead."""
         out = self._session.graph_placements()
         buffers: dict = {}
         for name, nbytes in self._model.llm_weight_buffers:
