@@ -1,5 +1,7 @@
 #include "core/graph_ops.h"
 
+#include "core/error.h"
+
 namespace minicpmo {
 
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
@@ -11,6 +13,17 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     ggml_tensor * y = ggml_mul_mat(ctx, w, x);
     return b ? ggml_add(ctx, y, b) : y;
+}
+
+ggml_tensor * conv_taps(ggml_context * ctx, ggml_tensor * x, int K, int dilation, int stride, int64_t T_out) {
+    if (x->nb[0] != ggml_type_size(x->type) || K < 1 || T_out < 1) fail(Status::internal, "conv_taps: bad input");
+    const size_t step = x->nb[1];
+    ggml_tensor * v = ggml_view_4d(ctx, x, x->ne[0], 1, 1, 1, step * dilation, step * stride, x->nb[2], 0);
+    v->ne[1] = K;
+    v->ne[2] = T_out;
+    v->ne[3] = x->ne[2];
+    if (x->ne[3] != 1 || ggml_nbytes(v) > ggml_nbytes(x)) fail(Status::internal, "convolution taps past the input");
+    return v;
 }
 
 }  // namespace minicpmo

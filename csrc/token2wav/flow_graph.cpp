@@ -95,19 +95,18 @@ ggml_tensor * mish_exp(ggml_context * ctx, ggml_tensor * x) {
     return ggml_mul(ctx, x, ggml_div(ctx, u, ggml_scale_bias(ctx, u, 1.0f, 2.0f)));
 }
 
-// Conv1d without padding over time-major x [C_in, T, B] with a kernel ne (K, C_in, C_out):
-// im2col to F32 columns (channel, tap) + one matrix product; returns [C_out, T-K+1, B].
+// Conv1d without padding over time-major x [C_in, T, B] with a tap-major kernel ne (C_in * K, C_out)
+// (FlowModel): the K frames of every output step gathered (conv_taps), then one matrix product;
+// returns [C_out, T-K+1, B].
 ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    const int64_t K = w->ne[0], C_in = w->ne[1], C_out = w->ne[2];
+    const int64_t C_in = x->ne[0], K = w->ne[0] / C_in, C_out = w->ne[1];
     const int64_t T = x->ne[1], B = x->ne[2];
+    if (K * C_in != w->ne[0]) fail(Status::internal, "flow conv: the kernel does not fit the input's channels");
     if (T < K) fail(Status::invalid_argument, "flow conv: input shorter than its kernel");
-    ggml_tensor * xt = ggml_cont(ctx, ggml_permute(ctx, x, 1, 0, 2, 3));               // [T, C_in, B]
-    ggml_tensor * cols = ggml_im2col(ctx, w, xt, 1, 0, 0, 0, 1, 0, false, GGML_TYPE_F32);  // [C_in*K, T_out, B]
-    const int64_t T_out = cols->ne[1];
-    ggml_tensor * y = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, w, K * C_in, C_out),
-                                   ggml_reshape_2d(ctx, cols, C_in * K, T_out * B));
-    y = ggml_reshape_3d(ctx, y, C_out, T_out, B);
-    return ggml_add(ctx, y, b);
+    const int64_t T_out = T - K + 1;
+    ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, x, static_cast<int>(K), 1, 1, T_out));  // [C_in, K, T_out, B]
+    ggml_tensor * y = ggml_mul_mat(ctx, w, ggml_reshape_2d(ctx, cols, C_in * K, T_out * B));
+    return ggml_add(ctx, ggml_reshape_3d(ctx, y, C_out, T_out, B), b);
 }
 
 // Frames [first, first + n) of a time-major [C, T, B] tensor (a view).

@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "ggml-backend.h"
 
 namespace minicpmo {
 
@@ -198,6 +202,52 @@ FlowModel::FlowModel(const std::string & omni_path, ComputeDevice device, bool m
     dit_.final_proj_w = w.get(d + "final_proj.weight", {H, M}, Use::matrix);
     dit_.final_proj_b = w.get(d + "final_proj.bias", {M}, Use::vector);
     weights_f32_ = dit_.blocks[0].q_w->type == GGML_TYPE_F32;
+    make_tap_major_kernels(device);
+}
+
+FlowModel::~FlowModel() {
+    if (kernel_buf_) ggml_backend_buffer_free(kernel_buf_);
+    if (kernel_ctx_) ggml_free(kernel_ctx_);
+}
+
+void FlowModel::make_tap_major_kernels(ComputeDevice device) {
+    std::vector<ggml_tensor **> kernels{&enc_.la_conv1_w, &enc_.la_conv2_w, &enc_.up_conv_w};
+    for (FlowDitBlock & b : dit_.blocks) {
+        kernels.push_back(&b.conv1_w);
+        kernels.push_back(&b.conv2_w);
+    }
+    ggml_init_params ip{};
+    ip.mem_size = (kernels.size() + 1) * ggml_tensor_overhead();
+    ip.no_alloc = true;
+    kernel_ctx_ = ggml_init(ip);
+    if (!kernel_ctx_) fail(Status::internal, "cannot create the flow's convolution kernel context");
+    std::vector<ggml_tensor *> made;
+    for (ggml_tensor ** k : kernels) {
+        const ggml_tensor * f = *k;  // ne (K, C_in, C_out), F32 or F16 (Use::table)
+        made.push_back(ggml_new_tensor_2d(kernel_ctx_, f->type, f->ne[0] * f->ne[1], f->ne[2]));
+    }
+    kernel_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(kernel_ctx_, weight_buffer_type(device));
+    if (!kernel_buf_) fail(Status::internal, "out of memory allocating the flow's convolution kernels");
+    ggml_backend_buffer_set_usage(kernel_buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    std::vector<uint8_t> from, to;
+    for (size_t i = 0; i < kernels.size(); ++i) {
+        const ggml_tensor * f = *kernels[i];
+        const int64_t K = f->ne[0], C_in = f->ne[1], C_out = f->ne[2];
+        const size_t es = ggml_element_size(f);
+        from.resize(ggml_nbytes(f));
+        to.resize(from.size());
+        ggml_backend_tensor_get(f, from.data(), 0, from.size());
+        for (int64_t o = 0; o < C_out; ++o) {
+            for (int64_t c = 0; c < C_in; ++c) {
+                for (int64_t k = 0; k < K; ++k) {
+                    std::memcpy(&to[((o * K + k) * C_in + c) * es], &from[((o * C_in + c) * K + k) * es], es);
+                }
+            }
+        }
+        ggml_backend_tensor_set(made[i], to.data(), 0, to.size());
+        ggml_set_name(made[i], f->name);
+        *kernels[i] = made[i];
+    }
 }
 
 }  // namespace minicpmo

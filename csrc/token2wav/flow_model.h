@@ -60,16 +60,16 @@ struct FlowDitBlock {
     ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;
     ggml_tensor *q_norm_w, *q_norm_b, *k_norm_w, *k_norm_b;
     ggml_tensor *o_w, *o_b;
-    ggml_tensor *conv1_w, *conv1_b, *conv_norm_w, *conv_norm_b, *conv2_w, *conv2_b;  // kernels ne (k, in, out)
+    ggml_tensor *conv1_w, *conv1_b, *conv_norm_w, *conv_norm_b, *conv2_w, *conv2_b;  // kernels: tap_major_kernel
     ggml_tensor *up_w, *up_b, *down_w, *down_b;
     ggml_tensor *ada_w, *ada_b;          // 9 chunks: shift/scale/gate of attention, MLP, conv
 };
 
 struct FlowEncoderWeights {
     ggml_tensor *embed_w, *embed_b, *embed_norm_w, *embed_norm_b;
-    ggml_tensor *la_conv1_w, *la_conv1_b, *la_conv2_w, *la_conv2_b;
+    ggml_tensor *la_conv1_w, *la_conv1_b, *la_conv2_w, *la_conv2_b;  // kernels: tap_major_kernel
     std::vector<FlowConformerLayer> blocks;      // token rate
-    ggml_tensor *up_conv_w, *up_conv_b;
+    ggml_tensor *up_conv_w, *up_conv_b;                               // kernel: tap_major_kernel
     ggml_tensor *up_embed_w, *up_embed_b, *up_embed_norm_w, *up_embed_norm_b;
     std::vector<FlowConformerLayer> up_blocks;   // mel rate
     ggml_tensor *out_norm_w, *out_norm_b;
@@ -82,11 +82,19 @@ struct FlowDitWeights {
     ggml_tensor *final_ada_w, *final_ada_b, *final_proj_w, *final_proj_b;
 };
 
+// The flow's convolution kernels are matrices ne (C_in * K, C_out) whose column k * C_in + ci multiplies
+// input channel ci at tap k (the file stores ne (K, C_in, C_out)): the order in which conv_taps
+// (core/graph_ops) gathers K whole frames of a time-major input, a copy of runs of C_in values; the
+// file's order would need im2col's element-by-element gather and a transposed input (8 % of a
+// streamed flow window on AMD Zen 3).
 class FlowModel {
 public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
     // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
     FlowModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
+    ~FlowModel();
+    FlowModel(const FlowModel &) = delete;
+    FlowModel & operator=(const FlowModel &) = delete;
 
     const std::string & path() const { return w_->path(); }
     const FlowHparams & hparams() const { return hp_; }
@@ -109,6 +117,11 @@ private:
     FlowEncoderWeights enc_;
     FlowDitWeights dit_;
     bool weights_f32_ = false;
+    // the tap-major convolution kernels, in a weights buffer of the same kind as the file's tensors
+    ggml_context * kernel_ctx_ = nullptr;
+    ggml_backend_buffer_t kernel_buf_ = nullptr;
+
+    void make_tap_major_kernels(ComputeDevice device);
 };
 
 }  // namespace minicpmo

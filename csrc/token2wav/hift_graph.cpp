@@ -3,6 +3,7 @@
 #include <cfloat>
 
 #include "core/error.h"
+#include "core/graph_ops.h"
 #include "token2wav/hift_snake.h"
 
 namespace minicpmo {
@@ -20,19 +21,6 @@ ggml_tensor * pad_time(ggml_context * ctx, ggml_tensor * x, int before, int afte
 // ne (C, T) <-> ne (T, C)
 ggml_tensor * transposed(ggml_context * ctx, ggml_tensor * x) { return ggml_cont(ctx, ggml_transpose(ctx, x)); }
 
-// The view ne (C, K, T_out) of xp ne (C, T) whose [:, k, t] is time step t * stride + k * dilation:
-// overlapping windows, which ggml's view functions refuse (they size a view as if it were
-// contiguous), so the view is made one window long and then widened; its extent, from its strides,
-// stays inside xp.
-ggml_tensor * tap_windows(ggml_context * ctx, ggml_tensor * xp, int K, int dilation, int stride, int64_t T_out) {
-    const size_t step = xp->nb[1];
-    ggml_tensor * v = ggml_view_3d(ctx, xp, xp->ne[0], 1, 1, step * dilation, step * stride, 0);
-    v->ne[1] = K;
-    v->ne[2] = T_out;
-    if (ggml_nbytes(v) > ggml_nbytes(xp)) fail(Status::internal, "HiFT: convolution windows past the input");
-    return v;
-}
-
 // Conv1d on xp ne (C_in, T) already zero-padded by c.padding on both sides, with stride and
 // dilation, all F32 (HiftModel keeps every weight in F32): the K taps of every output step gathered
 // into one row ne (C_in * K) (copies of whole channel runs), then one matrix product with the kernel
@@ -40,7 +28,7 @@ ggml_tensor * tap_windows(ggml_context * ctx, ggml_tensor * xp, int K, int dilat
 ggml_tensor * conv1d_padded(ggml_context * ctx, ggml_tensor * xp, const HiftConv & c) {
     const int64_t C = xp->ne[0];
     const int64_t T_out = (xp->ne[1] - static_cast<int64_t>(c.dilation) * (c.kernel - 1) - 1) / c.stride + 1;
-    ggml_tensor * cols = ggml_cont(ctx, tap_windows(ctx, xp, c.kernel, c.dilation, c.stride, T_out));
+    ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, xp, c.kernel, c.dilation, c.stride, T_out));
     cols = ggml_reshape_2d(ctx, cols, C * c.kernel, T_out);
     return ggml_add(ctx, ggml_mul_mat(ctx, c.w, cols), c.b);
 }
