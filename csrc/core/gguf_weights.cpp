@@ -174,16 +174,22 @@ std::shared_ptr<const void> GgufWeights::kernel_copy(const ggml_tensor * w, cons
     if (it != copies_.end()) return it->second;
     std::shared_ptr<const void> copy = make();
     copies_.emplace(std::make_pair(w, kind), copy);
+    drop_pages(w);
+    return copy;
+}
+
+void GgufWeights::drop_pages(const ggml_tensor * w) const {
 #ifdef MINICPMO_HAVE_MMAP
-    if (map_) {
-        // the whole pages inside the matrix: unmapped now, faulted back in from the file if read again
+    if (map_ && owns(w)) {
+        // the whole pages inside the tensor: unmapped now, faulted back in from the file if read again
         const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         const uintptr_t first = (reinterpret_cast<uintptr_t>(w->data) + page - 1) / page * page;
         const uintptr_t end = (reinterpret_cast<uintptr_t>(w->data) + ggml_nbytes(w)) / page * page;
         if (end > first) madvise(reinterpret_cast<void *>(first), end - first, MADV_DONTNEED);
     }
+#else
+    (void)w;
 #endif
-    return copy;
 }
 
 namespace {

@@ -59,6 +59,10 @@ public:
     std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::string & kind,
                                             const std::function<std::shared_ptr<const void>()> & make) const;
     bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }
+    // A tensor of these weights that nothing reads any more (a copy replaced it): when the weights are
+    // mapped from the file, its pages are dropped from memory (read back from the file if touched
+    // again); otherwise nothing happens.
+    void drop_pages(const ggml_tensor * w) const;
 
     // Required hyper-parameters: bad_model naming the file and key when absent or out of range.
     int64_t require_int(const std::string & key, int64_t min_value, int64_t max_value) const;

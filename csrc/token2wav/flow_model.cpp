@@ -205,11 +205,6 @@ FlowModel::FlowModel(const std::string & omni_path, ComputeDevice device, bool m
     make_tap_major_kernels(device);
 }
 
-FlowModel::~FlowModel() {
-    if (kernel_buf_) ggml_backend_buffer_free(kernel_buf_);
-    if (kernel_ctx_) ggml_free(kernel_ctx_);
-}
-
 void FlowModel::make_tap_major_kernels(ComputeDevice device) {
     std::vector<ggml_tensor **> kernels{&enc_.la_conv1_w, &enc_.la_conv2_w, &enc_.up_conv_w};
     for (FlowDitBlock & b : dit_.blocks) {
@@ -219,16 +214,16 @@ void FlowModel::make_tap_major_kernels(ComputeDevice device) {
     ggml_init_params ip{};
     ip.mem_size = (kernels.size() + 1) * ggml_tensor_overhead();
     ip.no_alloc = true;
-    kernel_ctx_ = ggml_init(ip);
+    kernel_ctx_.reset(ggml_init(ip));
     if (!kernel_ctx_) fail(Status::internal, "cannot create the flow's convolution kernel context");
     std::vector<ggml_tensor *> made;
     for (ggml_tensor ** k : kernels) {
         const ggml_tensor * f = *k;  // ne (K, C_in, C_out), F32 or F16 (Use::table)
-        made.push_back(ggml_new_tensor_2d(kernel_ctx_, f->type, f->ne[0] * f->ne[1], f->ne[2]));
+        made.push_back(ggml_new_tensor_2d(kernel_ctx_.get(), f->type, f->ne[0] * f->ne[1], f->ne[2]));
     }
-    kernel_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(kernel_ctx_, weight_buffer_type(device));
+    kernel_buf_.reset(ggml_backend_alloc_ctx_tensors_from_buft(kernel_ctx_.get(), weight_buffer_type(device)));
     if (!kernel_buf_) fail(Status::internal, "out of memory allocating the flow's convolution kernels");
-    ggml_backend_buffer_set_usage(kernel_buf_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    ggml_backend_buffer_set_usage(kernel_buf_.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     std::vector<uint8_t> from, to;
     for (size_t i = 0; i < kernels.size(); ++i) {
         const ggml_tensor * f = *kernels[i];
@@ -246,6 +241,7 @@ void FlowModel::make_tap_major_kernels(ComputeDevice device) {
         }
         ggml_backend_tensor_set(made[i], to.data(), 0, to.size());
         ggml_set_name(made[i], f->name);
+        w_->drop_pages(f);  // the file's layout is not read again
         *kernels[i] = made[i];
     }
 }

@@ -92,9 +92,6 @@ public:
     // Throws naming the file when the token2wav component is absent or inconsistent.
     // map_file: CPU weights are the file's mapped pages (false: read into memory; GgufWeights)
     FlowModel(const std::string & omni_path, ComputeDevice device, bool map_file = true);
-    ~FlowModel();
-    FlowModel(const FlowModel &) = delete;
-    FlowModel & operator=(const FlowModel &) = delete;
 
     const std::string & path() const { return w_->path(); }
     const FlowHparams & hparams() const { return hp_; }
@@ -118,8 +115,14 @@ private:
     FlowDitWeights dit_;
     bool weights_f32_ = false;
     // the tap-major convolution kernels, in a weights buffer of the same kind as the file's tensors
-    ggml_context * kernel_ctx_ = nullptr;
-    ggml_backend_buffer_t kernel_buf_ = nullptr;
+    struct ContextFree {
+        void operator()(ggml_context * c) const { ggml_free(c); }
+    };
+    struct BufferFree {
+        void operator()(ggml_backend_buffer_t b) const { ggml_backend_buffer_free(b); }
+    };
+    std::unique_ptr<ggml_context, ContextFree> kernel_ctx_;
+    std::unique_ptr<ggml_backend_buffer, BufferFree> kernel_buf_;
 
     void make_tap_major_kernels(ComputeDevice device);
 };
