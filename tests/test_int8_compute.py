@@ -164,13 +164,16 @@ def _attention_float64(q, k, v, mask, scale):
     return np.einsum("hqk,hkd->hqd", p, v.astype(np.float64))
 
 
-@pytest.mark.parametrize("f16_kv", [False, True], ids=["f32-kv", "f16-kv"])
+@pytest.mark.parametrize("kv", ["f32", "f16", "f16-cache"])
 @pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_int8_sessions_fused_attention_is_f32(shape, f16_kv):
+def test_int8_sessions_fused_attention_is_f32(shape, kv):
     """The int8 sessions' attention (one fused op per layer, core/onednn_attention with F32 operands)
     keeps F32 accuracy: against float64 on odd shapes, with an additive mask that hides some keys of
     every query and all keys of one, and with keys and values in F16 as a streaming cache holds them
-    (the reference then reads the F16-rounded values)."""
+    (the reference then reads the F16-rounded values), stored densely or ("f16-cache") read through
+    views of caches laid out as the encoders' (a key's row holding every head; values transposed),
+    which the F16 keys and values are widened from."""
+    f16_kv, cache_layout = kv != "f32", kv == "f16-cache"
     H, Lq, Lk, D, Dv = shape
     rng = np.random.default_rng(Lq * 31 + Lk)
     q = rng.standard_normal((H, Lq, D)).astype(np.float32)
@@ -187,12 +190,12 @@ def test_int8_sessions_fused_attention_is_f32(shape, f16_kv):
         with pytest.raises(MinicpmoError, match=REFUSAL):
             _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv)
         return
-    got = _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv, 2)
+    got = _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv, 2, cache_layout)
     if f16_kv:
         k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
     want = _attention_float64(q, k, v, mask, scale)
     err = rel(got, want)
-    print(f"{shape} {'f16' if f16_kv else 'f32'} keys/values: {err:.2e} of the largest output")
+    print(f"{shape} {kv} keys/values: {err:.2e} of the largest output")
     assert got.shape == (H, Lq, Dv)
     assert err < ATTENTION_F32_TOL
     if mask is not None and Lq > 1:

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -41,32 +42,39 @@ memory::desc f32_view(const ggml_tensor * t, const memory::dims & dims, std::ini
 // An F16 operand `t` (a key / value cache) as F32 (oneDNN 2.6 has no F16 reorder): `wide` gets t's
 // arrangement with every stride doubled, over `buffer`, as long as the span of memory the view covers;
 // only the view's own elements are converted (a cache view skips the cache's other rows), on
-// `n_threads`. A thread takes whole key rows (i1, i3) and goes through their heads (i2) in turn: in a
-// cache's view the heads of one key are adjacent, so each thread reads memory front to back. (Head by
-// head, a thread would read 128-byte runs a cache row apart, which the prefetcher missed: the F16
-// loads waited on memory, 7 % of a streamed flow window on AMD Zen 3.) Returns t itself when it is
-// F32, else `wide`.
+// `n_threads`, a run along its contiguous axis at a time. The other axes are walked from the largest
+// stride down, the two outer ones shared among the threads, so that each thread reads memory front
+// to back: head by head through a cache whose rows hold every head, a thread would read 128-byte runs
+// a row apart, which the prefetcher missed (the F16 loads then waited on memory: 7 % of a streamed
+// flow window on AMD Zen 3). Returns t itself when it is F32, else `wide`.
 const ggml_tensor * widened(const ggml_tensor * t, std::vector<float> & buffer, ggml_tensor & wide, int n_threads) {
     if (t->type == GGML_TYPE_F32) return t;
     int64_t st[GGML_MAX_DIMS];  // in elements
     size_t span = 1;
+    int run = -1;  // the axis whose elements are adjacent, if any
     for (int d = 0; d < GGML_MAX_DIMS; ++d) {
         st[d] = static_cast<int64_t>(t->nb[d] / sizeof(uint16_t));
         span += static_cast<size_t>((t->ne[d] - 1) * st[d]);
+        if (st[d] == 1 && t->ne[d] > 1 && run < 0) run = d;
     }
     if (buffer.size() < span) buffer.resize(span);
+    std::array<int, GGML_MAX_DIMS> axes{0, 1, 2, 3};  // the run axis last, the others by stride, largest first
+    std::stable_sort(axes.begin(), axes.end(), [&](int a, int b) {
+        if ((a == run) != (b == run)) return b == run;
+        return st[a] > st[b];
+    });
+    const int64_t run_len = run >= 0 ? t->ne[run] : 1;
+    const int a0 = axes[0], a1 = axes[1], a2 = axes[2], a3 = axes[3];  // a3: the run axis (or the smallest stride)
+    const int64_t n3 = run >= 0 ? 1 : t->ne[a3];
     const auto * src = static_cast<const uint16_t *>(t->data);
     float * dst = buffer.data();
-    const int64_t n_rows = t->ne[1] * t->ne[3];
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t row = 0; row < n_rows; ++row) {
-        const int64_t i1 = row % t->ne[1], i3 = row / t->ne[1];
-        for (int64_t i2 = 0; i2 < t->ne[2]; ++i2) {
-            const int64_t o = i1 * st[1] + i2 * st[2] + i3 * st[3];
-            if (st[0] == 1) {
-                f16_to_f32(src + o, dst + o, t->ne[0]);
-            } else {
-                for (int64_t i0 = 0; i0 < t->ne[0]; ++i0) f16_to_f32(src + o + i0 * st[0], dst + o + i0 * st[0], 1);
+    for (int64_t outer = 0; outer < t->ne[a0] * t->ne[a1]; ++outer) {
+        const int64_t o01 = (outer / t->ne[a1]) * st[a0] + (outer % t->ne[a1]) * st[a1];
+        for (int64_t i2 = 0; i2 < t->ne[a2]; ++i2) {
+            for (int64_t i3 = 0; i3 < n3; ++i3) {
+                const int64_t o = o01 + i2 * st[a2] + i3 * st[a3];
+                f16_to_f32(src + o, dst + o, run_len);
             }
         }
     }

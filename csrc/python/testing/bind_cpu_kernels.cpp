@@ -121,10 +121,12 @@ py::array_t<float> softmax(const py::object & scores, float scale, const py::obj
 // q [H, Lq, D], k [H, Lk, D], v [H, Lk, Dv], mask [Lq, Lk] (additive, rounded to F16) or None ->
 // [H, Lq, Dv]: one FLASH_ATTN_EXT as the encoders build it, on the CPU backends of `compute_type`
 // (f32: ggml's kernel; bf16 / int8: the oneDNN backend's, core/onednn_attention); keys and values
-// stored in F16 when `f16_kv` (a cache)
+// stored in F16 when `f16_kv` (a cache). `cache_layout`: they are read through views of caches as the
+// encoders lay them out: the keys as rows holding every head ([D * H, Lk], the DiT's and Whisper's),
+// the values transposed ([Lk, Dv * H], keys fastest: Whisper's)
 py::array_t<float> fused_attention(const py::object & q_obj, const py::object & k_obj, const py::object & v_obj,
                                    const py::object & mask_obj, float scale, const std::string & compute_type,
-                                   bool f16_kv, int n_threads) {
+                                   bool f16_kv, int n_threads, bool cache_layout) {
     F32Array q = checked_f32(q_obj, 3, "q"), k = checked_f32(k_obj, 3, "k"), v = checked_f32(v_obj, 3, "v");
     const int64_t H = q.shape(0), Lq = q.shape(1), D = q.shape(2), Lk = k.shape(1), Dv = v.shape(2);
     if (k.shape(0) != H || v.shape(0) != H || k.shape(2) != D || v.shape(1) != Lk) {
@@ -142,21 +144,41 @@ py::array_t<float> fused_attention(const py::object & q_obj, const py::object & 
     ggml_context * ctx = gctx.get();
     const ggml_type kv_type = f16_kv ? GGML_TYPE_F16 : GGML_TYPE_F32;
     ggml_tensor * qt = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, D, Lq, H);
-    ggml_tensor * kt = ggml_new_tensor_3d(ctx, kv_type, D, Lk, H);
-    ggml_tensor * vt = ggml_new_tensor_3d(ctx, kv_type, Dv, Lk, H);
+    ggml_tensor *kt, *vt, *k_op, *v_op;  // what is stored, and the operands read from it
+    if (cache_layout) {
+        kt = ggml_new_tensor_2d(ctx, kv_type, D * H, Lk);
+        vt = ggml_new_tensor_2d(ctx, kv_type, Lk, Dv * H);
+        k_op = ggml_permute(ctx, ggml_reshape_3d(ctx, kt, D, H, Lk), 0, 2, 1, 3);                  // [D, Lk, H]
+        v_op = ggml_permute(ctx, ggml_view_3d(ctx, vt, Lk, Dv, H, vt->nb[1], Dv * vt->nb[1], 0), 1, 0, 2, 3);  // [Dv, Lk, H]
+    } else {
+        k_op = kt = ggml_new_tensor_3d(ctx, kv_type, D, Lk, H);
+        v_op = vt = ggml_new_tensor_3d(ctx, kv_type, Dv, Lk, H);
+    }
     ggml_tensor * mt = mask_obj.is_none() ? nullptr : ggml_new_tensor_2d(ctx, GGML_TYPE_F16, Lk, Lq);
     for (ggml_tensor * t : {qt, kt, vt, mt}) {
         if (t) ggml_set_input(t);
     }
-    ggml_tensor * out = ggml_flash_attn_ext(ctx, qt, kt, vt, mt, scale, 0.0f, 0.0f);  // [Dv, H, Lq]
+    ggml_tensor * out = ggml_flash_attn_ext(ctx, qt, k_op, v_op, mt, scale, 0.0f, 0.0f);  // [Dv, H, Lq]
     out = ggml_cont(ctx, ggml_permute(ctx, out, 0, 2, 1, 3));                          // [Dv, Lq, H]
     ggml_set_output(out);
     ggml_cgraph * graph = gctx.new_graph();
     ggml_build_forward_expand(graph, out);
     runner.allocate(graph);
     set_from_f32(qt, q.data());
-    set_from_f32(kt, k.data());
-    set_from_f32(vt, v.data());
+    if (cache_layout) {  // [H, Lk, D] -> [Lk][H][D];  [H, Lk, Dv] -> [H][Dv][Lk]
+        std::vector<float> ks(static_cast<size_t>(H * Lk * D)), vs(static_cast<size_t>(H * Lk * Dv));
+        for (int64_t h = 0; h < H; ++h) {
+            for (int64_t j = 0; j < Lk; ++j) {
+                for (int64_t d = 0; d < D; ++d) ks[(j * H + h) * D + d] = k.data()[(h * Lk + j) * D + d];
+                for (int64_t d = 0; d < Dv; ++d) vs[(h * Dv + d) * Lk + j] = v.data()[(h * Lk + j) * Dv + d];
+            }
+        }
+        set_from_f32(kt, ks.data());
+        set_from_f32(vt, vs.data());
+    } else {
+        set_from_f32(kt, k.data());
+        set_from_f32(vt, v.data());
+    }
     if (mt) set_from_f32(mt, mask.data());
     runner.compute(graph);
     py::array_t<float> result({H, Lq, Dv});
@@ -200,8 +222,10 @@ void bind_cpu_kernels(py::module_ & m) {
           "\"int8\": oneDNN). Returns M x N float32.");
     m.def("fused_attention", &fused_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
           py::arg("scale") = 1.0f, py::arg("compute_type") = "f32", py::arg("f16_kv") = false, py::arg("n_threads") = 1,
+          py::arg("cache_layout") = false,
           "softmax(scale * q @ k.T + mask) @ v per head (q: H x Lq x D, k: H x Lk x D, v: H x Lk x Dv; mask: Lq x Lk "
           "additive, stored in F16) as one fused attention op on the CPU backends of compute_type (\"f32\": ggml; "
-          "\"bf16\", \"int8\": oneDNN, F32 products in int8); keys and values stored in F16 when f16_kv. Returns "
-          "H x Lq x Dv float32.");
+          "\"bf16\", \"int8\": oneDNN, F32 products in int8); keys and values stored in F16 when f16_kv, and read "
+          "through views of caches laid out as the encoders' (keys' rows holding every head, values transposed) "
+          "when cache_layout. Returns H x Lq x Dv float32.");
 }
