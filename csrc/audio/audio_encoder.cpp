@@ -122,7 +122,9 @@ AudioEncoding AudioEncoder::run(const MelFrames & mel, AudioAttention attention,
         AudioQueryGroup g;
         g.q_begin = q0;
         g.n_queries = std::min(group_frames, n_out - q0);
-        g.n_keys = audio_padded_keys(key_end(q0 + static_cast<int>(g.n_queries) - 1));
+        // ggml's GEMMs want the key count aligned (padding keys, masked); the fused op takes any count
+        const int last_key = key_end(q0 + static_cast<int>(g.n_queries) - 1);
+        g.n_keys = fused ? last_key : audio_padded_keys(last_key);
         if (g.n_keys != key_end(q0)) {  // some query of the group does not see all n_keys keys
             g.mask = ggml_new_tensor_2d(ctx, fused ? GGML_TYPE_F16 : GGML_TYPE_F32, g.n_keys, g.n_queries);
             ggml_set_input(g.mask);

@@ -21,30 +21,38 @@ ggml_tensor * conv3(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_t
     return linear(ctx, cols, w, b);
 }
 
-// q: [hd*H, Lq]; k: [hd*H, Lk]; vt: the values transposed, [Lk, hd*H] (both possibly cache views
-// with their own row strides). Each query group reads only its first n_keys keys. Returns
-// [hd*H, Lq].
+// q: [hd*H, Lq]; k: [hd*H, Lk]; v: the values, [hd*H, Lk], or (`v_transposed`) transposed, [Lk, hd*H]
+// (k and v possibly cache views with their own row strides). Each query group reads only its first
+// n_keys keys. Returns [hd*H, Lq].
 // Per group, two batched matrix products around a softmax, both in ggml's tiled GEMM kernels:
 // these take a contiguous right operand and a summed length that is a multiple of 16 (hence the
 // contiguous queries, the key padding and the transposed values). ggml's fused CPU flash attention
 // takes one query row at a time and was 2-4x slower here (issue 4 profile).
-// `fused` (BF16 and int8 sessions): per group one FLASH_ATTN_EXT on views of the F32 operands (the values
-// read through a permuted view of vt), which the oneDNN backend computes (BF16 or F32) with the scores kept
-// in cache (core/onednn_attention); the groups' masks are then F16, as that op takes them.
-ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * vt,
+// `fused` (BF16 and int8 sessions): per group one FLASH_ATTN_EXT on views of the operands (values
+// transposed in a cache are read through a permuted view), which the oneDNN backend computes (BF16 or
+// F32) with the scores kept in cache (core/onednn_attention); the groups' masks are then F16, as that
+// op takes them. The unfused products take the values transposed only.
+ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, bool v_transposed,
                         const std::vector<AudioQueryGroup> & groups, int n_head, bool fused) {
     const int64_t width = q->ne[0], hd = width / n_head;
     const size_t es_k = ggml_element_size(k);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    if (!fused && !v_transposed) fail(Status::internal, "audio attention: the unfused products want transposed values");
     ggml_tensor * out = nullptr;
     for (const AudioQueryGroup & g : groups) {
         ggml_tensor * qg = ggml_view_2d(ctx, q, width, g.n_queries, q->nb[1], static_cast<size_t>(g.q_begin) * q->nb[1]);
         qg = ggml_permute(ctx, ggml_reshape_3d(ctx, qg, hd, n_head, g.n_queries), 0, 2, 1, 3);  // [hd, n_queries, H]
         ggml_tensor * kg = ggml_permute(ctx, ggml_view_3d(ctx, k, hd, n_head, g.n_keys, hd * es_k, k->nb[1], 0), 0, 2, 1, 3);
-        ggml_tensor * vg = ggml_view_3d(ctx, vt, g.n_keys, hd, n_head, vt->nb[1], hd * vt->nb[1], 0);  // [n_keys, hd, H]
+        ggml_tensor * vg = nullptr;  // [n_keys, hd, H] when transposed, else [hd, n_keys, H]
+        if (v_transposed) {
+            vg = ggml_view_3d(ctx, v, g.n_keys, hd, n_head, v->nb[1], hd * v->nb[1], 0);
+        } else {
+            vg = ggml_permute(ctx, ggml_view_3d(ctx, v, hd, n_head, g.n_keys, hd * ggml_element_size(v), v->nb[1], 0), 0, 2, 1, 3);
+        }
         ggml_tensor * o = nullptr;
         if (fused) {
-            o = ggml_flash_attn_ext(ctx, qg, kg, ggml_permute(ctx, vg, 1, 0, 2, 3), g.mask, scale, 0.0f, 0.0f);
+            o = ggml_flash_attn_ext(ctx, qg, kg, v_transposed ? ggml_permute(ctx, vg, 1, 0, 2, 3) : vg, g.mask, scale,
+                                    0.0f, 0.0f);
             // ggml's own kernels read values with contiguous rows, which this view has not
             if (!onednn_takes_attention(o)) {
                 fail(Status::internal, "audio attention: the oneDNN backend refuses the fused op");
@@ -83,6 +91,9 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
     for (size_t il = 0; il < m.layers().size(); ++il) {
         const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
             ggml_tensor * vt = nullptr;
+            if (caches.empty() && fused_attention) {
+                return attention(ctx, q, k, v, false, groups, hp.n_head, true);  // keys and values as projected
+            }
             if (caches.empty()) {
                 // zero keys/values up to the aligned key count (masked: zero weight times zero value);
                 // the values are transposed by the same copy
@@ -97,7 +108,7 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
                 k = c.all_k;
                 vt = c.all_vt;
             }
-            return attention(ctx, q, k, vt, groups, hp.n_head, fused_attention);
+            return attention(ctx, q, k, vt, true, groups, hp.n_head, fused_attention);
         };
         x = pre_ln_block(ctx, x, m.layers()[il], hp.eps, attend, gelu);
     }

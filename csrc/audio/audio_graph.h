@@ -37,7 +37,8 @@ struct AudioLayerCache {
 };
 
 // Query frames [q_begin, q_begin + n_queries) attend over keys [0, n_keys): n_keys is a multiple
-// of kAudioKeyAlign, no more than audio_padded_keys(all keys). `mask` is their [n_keys, n_queries]
+// of kAudioKeyAlign, no more than audio_padded_keys(all keys), or for the fused attention (which
+// takes any count) the exact count. `mask` is their [n_keys, n_queries]
 // additive mask (0 / -inf; F32, or F16 for the fused attention), or null when they see all n_keys
 // keys. Groups cover the queries in order; block-causal attention uses several, so early queries
 // skip the keys they cannot see.
@@ -51,7 +52,8 @@ struct AudioQueryGroup {
 // x: [n_embd, T'] stem output; pos_ids: [T'] I32 rows of the position table; groups: the
 // attention's query groups; caches: one per layer (streaming) or empty (keys/values are then
 // zero-padded to audio_padded_keys(T')). fused_attention (BF16 and int8 sessions): the attention as ggml's
-// FLASH_ATTN_EXT per group, with F16 masks, for the oneDNN backend. Returns the post-LayerNorm
+// FLASH_ATTN_EXT per group, with F16 masks, for the oneDNN backend (without a cache it reads the
+// projected keys and values as they are: no padding, no transposed copy). Returns the post-LayerNorm
 // encoder output [n_embd, T'].
 ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const AudioModel & m, ggml_tensor * x,
                                   ggml_tensor * pos_ids, const std::vector<AudioQueryGroup> & groups,
