@@ -12,7 +12,7 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
 // x w^T + b for a weight stored [in, out] (ggml_mul_mat's layout); b may be null.
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b);
 
-// The taps of a 1-D convolution over a time-major x ne (C, T, B) (a frame's channels adjacent): the
+// The taps of a 1-D convolution over x ne (C, T, B) (a time step's channels adjacent): the
 // view ne (C, K, T_out, B) whose [:, k, t, b] is frame t * stride + k * dilation of batch b. Made
 // contiguous (ggml_cont: copies of runs of C values) it is the convolution's input as a matrix ne
 // (C * K, T_out * B) for a kernel whose column k * C + c multiplies channel c at tap k. Its windows
