@@ -90,10 +90,10 @@ ggml_tensor * build_audio_encoder(ggml_context * ctx, ggml_cgraph * graph, const
     const ActivationFn gelu = [ctx](ggml_tensor * h) { return ggml_gelu_erf(ctx, h); };
     for (size_t il = 0; il < m.layers().size(); ++il) {
         const AttendFn attend = [&](ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
-            ggml_tensor * vt = nullptr;
             if (caches.empty() && fused_attention) {
                 return attention(ctx, q, k, v, false, groups, hp.n_head, true);  // keys and values as projected
             }
+            ggml_tensor * vt = nullptr;
             if (caches.empty()) {
                 // zero keys/values up to the aligned key count (masked: zero weight times zero value);
                 // the values are transposed by the same copy

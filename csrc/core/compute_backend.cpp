@@ -97,8 +97,8 @@ bool computes_nothing(ggml_op op) {
 }
 
 bool is_weight(const ggml_tensor * t) {
-    const ggml_tensor * base = t->view_src ? t->view_src : t;
-    return base->buffer && ggml_backend_buffer_get_usage(base->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
+    const ggml_backend_buffer_t buffer = storage_of(t)->buffer;
+    return buffer && ggml_backend_buffer_get_usage(buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
 }
 
 ggml_backend_buffer_type_t weight_buffer_type(ComputeDevice device) {

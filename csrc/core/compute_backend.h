@@ -37,8 +37,11 @@ std::vector<std::string> cpu_features();
 // Ops that only re-describe their source's memory (views, reshapes, permutes): no backend computes them.
 bool computes_nothing(ggml_op op);
 
-// A tensor in a weights buffer, or a view of one (a convolution's kernel reshaped to a matrix). The
-// scheduler asks backends before a graph's views get their buffers, so a view is judged by its source.
+// The tensor whose memory `t` describes: its source when it is a view, else t. The scheduler asks
+// backends about a graph's nodes before views get their buffers, so a view's storage is its source's.
+inline const ggml_tensor * storage_of(const ggml_tensor * t) { return t->view_src ? t->view_src : t; }
+
+// A tensor in a weights buffer, or a view of one (a convolution's kernel reshaped to a matrix).
 bool is_weight(const ggml_tensor * t);
 
 // Where weights are stored: the device's buffer type, or the CPU's.

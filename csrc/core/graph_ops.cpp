@@ -1,5 +1,8 @@
 #include "core/graph_ops.h"
 
+#include <cstdint>
+#include <cstring>
+
 #include "core/error.h"
 
 namespace minicpmo {
@@ -24,6 +27,20 @@ ggml_tensor * conv_taps(ggml_context * ctx, ggml_tensor * x, int K, int dilation
     v->ne[3] = x->ne[2];
     if (x->ne[3] != 1 || ggml_nbytes(v) > ggml_nbytes(x)) fail(Status::internal, "convolution taps past the input");
     return v;
+}
+
+void tap_major_kernel(const void * file_order, void * tap_major, int64_t K, int64_t C_in, int64_t C_out,
+                      size_t element_size) {
+    const auto * from = static_cast<const uint8_t *>(file_order);
+    auto * to = static_cast<uint8_t *>(tap_major);
+    for (int64_t o = 0; o < C_out; ++o) {
+        for (int64_t c = 0; c < C_in; ++c) {
+            for (int64_t k = 0; k < K; ++k) {
+                std::memcpy(to + ((o * K + k) * C_in + c) * element_size, from + ((o * C_in + c) * K + k) * element_size,
+                            element_size);
+            }
+        }
+    }
 }
 
 }  // namespace minicpmo

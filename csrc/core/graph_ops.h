@@ -2,6 +2,9 @@
 // of each, so a numerical change reaches all of them.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+
 #include "ggml.h"
 
 namespace minicpmo {
@@ -19,5 +22,10 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_
 // overlap, which ggml's view functions refuse (they size a view as if it were contiguous), so the view
 // is made one window long and then widened; its extent, from its strides, stays inside x.
 ggml_tensor * conv_taps(ggml_context * ctx, ggml_tensor * x, int K, int dilation, int stride, int64_t T_out);
+
+// A convolution kernel in the file's (PyTorch's) order, ne (K, C_in, C_out), re-laid on the host
+// (elements of `element_size` bytes) as the matrix ne (C_in * K, C_out) that conv_taps' input multiplies.
+void tap_major_kernel(const void * file_order, void * tap_major, int64_t K, int64_t C_in, int64_t C_out,
+                      size_t element_size);
 
 }  // namespace minicpmo

@@ -234,11 +234,12 @@ std::shared_ptr<const PackedMatrix> pack(Context & c, const ggml_tensor * w) {
     return packed;
 }
 
+// Whether `w` is, or views, one of the model's stored weights
+bool of_model(const Context & c, const ggml_tensor * w) { return c.model && c.model->owns(storage_of(w)); }
+
 // A matrix of the model's weights itself (not a view): packed once for every session, its original
 // dropped (BF16 and int8 products: the model keeps one copy of each kind)
-bool is_model_matrix(const Context & c, const ggml_tensor * w) {
-    return !c.f32() && c.model && c.model->owns(w) && !w->view_src;
-}
+bool is_model_matrix(const Context & c, const ggml_tensor * w) { return !c.f32() && of_model(c, w) && !w->view_src; }
 
 // the name under which the model keeps a matrix's packed copy of this backend's kind
 const char * packed_kind(const Context & c) { return c.int8() ? "onednn-int8" : "onednn-bf16"; }
@@ -473,8 +474,7 @@ bool device_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) {
 // except in int8 sessions, whose products with weights are all int8 (the same arithmetic whatever
 // the row count: a result does not change precision with the length of its input).
 int64_t min_rows(const Context & c, const ggml_tensor * w) {
-    const ggml_tensor * base = w->view_src ? w->view_src : w;  // a convolution's kernel as a matrix
-    return (c.model && c.model->owns(base)) || c.int8() ? 1 : kMinRows;
+    return of_model(c, w) || c.int8() ? 1 : kMinRows;
 }
 
 // element strides of an F32 tensor (oneDNN's descriptors count elements)
@@ -503,8 +503,7 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     const ggml_tensor * x = op->src[1];
     if (op->type != GGML_TYPE_F32 || !ggml_is_contiguous(op) || x->type != GGML_TYPE_F32) return false;
     if (is_weight(w)) {
-        const ggml_tensor * base = w->view_src ? w->view_src : w;
-        return ggml_backend_buffer_is_host(base->buffer) &&
+        return ggml_backend_buffer_is_host(storage_of(w)->buffer) &&
                (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) &&
                ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 && ggml_is_contiguous(x) &&
                ggml_nrows(x) >= min_rows(c, w) && (!c.int8() || w->ne[0] <= kInt8MaxRowLength);

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "core/graph_ops.h"
 #include "ggml-backend.h"
 
 namespace minicpmo {
@@ -232,13 +232,7 @@ void FlowModel::make_tap_major_kernels(ComputeDevice device) {
         from.resize(ggml_nbytes(f));
         to.resize(from.size());
         ggml_backend_tensor_get(f, from.data(), 0, from.size());
-        for (int64_t o = 0; o < C_out; ++o) {
-            for (int64_t c = 0; c < C_in; ++c) {
-                for (int64_t k = 0; k < K; ++k) {
-                    std::memcpy(&to[((o * K + k) * C_in + c) * es], &from[((o * C_in + c) * K + k) * es], es);
-                }
-            }
-        }
+        tap_major_kernel(from.data(), to.data(), K, C_in, C_out, es);
         ggml_backend_tensor_set(made[i], to.data(), 0, to.size());
         ggml_set_name(made[i], f->name);
         w_->drop_pages(f);  // the file's layout is not read again

@@ -7,6 +7,7 @@
 
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "core/graph_ops.h"
 
 namespace minicpmo {
 
@@ -202,17 +203,12 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
         const ggml_tensor * src = w.get(name, ne, use);
         return B.add(host_floats(src), src->ne[0], src->ne[1], src->ne[2]);
     };
-    // Conv1d kernels re-laid from the file's ne (K, C_in, C_out) to the matrix ne (C_in * K, C_out)
-    // whose column (k * C_in + ci) multiplies input channel ci at tap k: the order of the taps the
-    // graph gathers from its channel-major activations (hift_graph.cpp, conv1d)
+    // Conv1d kernels re-laid as the matrices the graph's gathered taps multiply (tap_major_kernel;
+    // hift_graph.cpp, conv1d)
     auto conv = [&](const std::string & name, int64_t c_out, int64_t c_in, int k) {
         const std::vector<float> wk = host_floats(w.get(name + ".weight", {k, c_in, c_out}, Use::table));
         std::vector<float> wm(wk.size());
-        for (int64_t oc = 0; oc < c_out; ++oc) {
-            for (int64_t ci = 0; ci < c_in; ++ci) {
-                for (int64_t t = 0; t < k; ++t) wm[ci + c_in * (t + k * oc)] = wk[t + k * (ci + c_in * oc)];
-            }
-        }
+        tap_major_kernel(wk.data(), wm.data(), k, c_in, c_out, sizeof(float));
         HiftConv c;
         c.w = B.add(std::move(wm), c_in * k, c_out);
         c.b = take(name + ".bias", {c_out}, Use::vector);
