@@ -111,19 +111,25 @@ class LineWorker:
         self._log.close()
 
 
+def run_probe(source: str, threads: int) -> dict:
+    """Runs one of bench/'s C probes on `threads` threads (compiled once into the cache folder, keyed by
+    its source's hash) and returns the JSON line it prints."""
+    src = Path(__file__).resolve().parent / source
+    exe = cache_dir() / f"{src.stem}-{hashlib.sha256(src.read_bytes()).hexdigest()[:10]}"
+    if not exe.exists():
+        cc = shutil.which("cc") or shutil.which("gcc")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([cc, "-O3", "-pthread", str(src), "-o", str(exe)], check=True)
+    return json.loads(subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout)
+
+
 def f32_fma_peak(threads: int) -> dict:
     """This machine's F32 FMA peak on `threads` cores, measured by bench/fma_peak.c (compiled once
     into the cache folder): independent register-resident FMA chains on every thread, with how the
     figure decomposes into cores x GHz x FLOP/cycle. Measured, not taken from a datasheet: virtual
     machines' clocks vary (repeated runs here spread by up to 30 %), so each benchmark measures it in
     its own run and reports its GFLOP/s as a fraction of it."""
-    src = Path(__file__).resolve().parent / "fma_peak.c"
-    exe = cache_dir() / f"fma_peak-{hashlib.sha256(src.read_bytes()).hexdigest()[:10]}"
-    if not exe.exists():
-        cc = shutil.which("cc") or shutil.which("gcc")
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([cc, "-O3", "-pthread", str(src), "-o", str(exe)], check=True)
-    out = json.loads(subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout)
+    out = run_probe("fma_peak.c", threads)
     ghz = float(cpuinfo_value("cpu MHz") or 0) / 1000
     per_cycle = out["gflops"] / threads / ghz if ghz else None
     out["nominal_ghz"] = round(ghz, 3)
@@ -132,6 +138,12 @@ def f32_fma_peak(threads: int) -> dict:
                          f"(measured: {out['isa']} FMAs of {out['flop_per_fma']} FLOP) = {out['gflops']} GFLOP/s"
                          if per_cycle else f"{threads} cores, measured {out['gflops']} GFLOP/s ({out['isa']})")
     return out
+
+
+def read_bandwidth(threads: int) -> dict:
+    """This machine's memory read bandwidth on `threads` threads, measured by bench/read_bandwidth.c
+    (each thread sums its own 256 MiB; best of five passes): the bound of a memory-bound decode step."""
+    return run_probe("read_bandwidth.c", threads)
 
 
 def torch_gemm_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:

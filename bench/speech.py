@@ -14,6 +14,10 @@ order rotating from item to item (run_interleaved), best of --rounds after a sho
    DynamicCache + nn.Linear head (the weight-norm head folded once, in torch's favour). Both loops
    take the argmax over the non-EOS codes, so both make exactly --codes codes.
    Also ours through tts_generate_chat (the C++ chat loop; greedy, may stop at EOS after 50).
+   Decoding a code reads every TTS weight a step uses once (the blocks' matrices and norms, the final
+   norm and the code head; not the embedding tables, of which it reads one row): those bytes of the
+   omni file over the machine's read bandwidth measured in the run (bench_common.read_bandwidth) is
+   the bandwidth bound in codes/s, and ours is reported as a share of it.
 2. Token2Wav real-time factor (compute seconds per second of audio) for each --steps value:
    whole utterance (flow.inference + HiFT over the whole mel) and streaming windows (28 tokens,
    stride 25, after the 3 silence look-ahead tokens; flow stream + HiFT 1.0.1 stream caches).
@@ -55,7 +59,8 @@ import numpy as np
 
 from worker_env import thread_env
 from bench_common import (TORCH_COMPUTE_TYPES, cache_dir, cpu_kernels, cpu_name, f32_fma_peak, parse_compute,
-                          ratio_pairs, require_onednn_build, round_order, throughput, torch_gemm_rates, torch_precision)
+                          ratio_pairs, read_bandwidth, require_onednn_build, round_order, throughput, torch_gemm_rates,
+                          torch_precision)
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -119,6 +124,15 @@ def make_models(work: Path, outtype: str) -> tuple[Path, Path, Path]:
         done.write_text(json.dumps([Path(llm).name, Path(omni).name]))
     llm, omni = json.loads(done.read_text())
     return hf, out / llm, out / omni
+
+
+def tts_bytes_per_code(omni: Path) -> int:
+    """Bytes of the omni file's TTS tensors one decode step reads in full: every tensor of the blocks,
+    the final norm and the code head (the embedding tables are looked up, one row each)."""
+    from gguf import GGUFReader
+
+    step = ("tts.blk.", "tts.output_norm.", "tts.head_code.")
+    return sum(int(t.n_bytes) for t in GGUFReader(str(omni)).tensors if t.name.startswith(step))
 
 
 def inputs(args) -> dict:
@@ -592,10 +606,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    make_models(work, args.type)
+    _, _, omni = make_models(work, args.type)
     log(f"models ready in {time.perf_counter() - t0:.0f}s")
     peak = f32_fma_peak(args.threads)
     log(f"F32 FMA peak: {peak['derivation']}")
+    bandwidth = read_bandwidth(args.threads)
+    log(f"memory read bandwidth: {bandwidth['gb_per_s']} GB/s ({args.threads} threads)")
     res, loads = run_interleaved(args, work)
 
     frames = 2 * (VOICE_TOKENS + args.tokens)
@@ -613,7 +629,9 @@ def main() -> int:
                     "loadavg_1min_after_each_worker": loads,
                     "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm,
                     # this machine's F32 FMA peak, measured in this run, with its derivation
-                    "f32_fma_peak": peak},
+                    "f32_fma_peak": peak,
+                    # this machine's memory read bandwidth, measured in this run: the TTS decode's bound
+                    "read_bandwidth": bandwidth},
         "config": {"type": args.type, "cond": args.cond, "codes": args.codes, "tokens": args.tokens,
                    "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": VOICE_TOKENS,
                    "steps": args.steps, "rounds": args.rounds, "tts_dims": TTS_DIMS, "t2w_dims": T2W_DIMS,
@@ -622,9 +640,18 @@ def main() -> int:
     if "tts" in args.parts:
         o, t = res["minicpmo_cpp_f32"]["tts"], res["torch_f32"]["tts"]
         agree = sum(a == b for a, b in zip(o.pop("codes"), t.pop("codes")))
+        per_code = tts_bytes_per_code(omni)
+        bound = bandwidth["gb_per_s"] * 1e9 / per_code
         result["tts"] = {"compute_type": "f32", "ours": o, "torch": t, "ratio": t["seconds"] / o["seconds"],
                          "decode_ratio": t["decode_seconds"] / o["decode_seconds"],
-                         "greedy_codes_equal_prefix": agree}
+                         "greedy_codes_equal_prefix": agree,
+                         # ours against what the memory allows: weight bytes per code over read GB/s
+                         "bandwidth_bound": {"weight_bytes_per_code": per_code, "read_gb_per_s": bandwidth["gb_per_s"],
+                                             "codes_per_second": bound,
+                                             "ours_decode_share": o["decode_codes_per_second"] / bound}}
+        log(f"TTS decode: ours {o['decode_codes_per_second']:.1f} codes/s, torch {t['decode_codes_per_second']:.1f}; "
+            f"bandwidth bound {bound:.1f} codes/s ({per_code / 1e6:.1f} MB a code at {bandwidth['gb_per_s']} GB/s): "
+            f"ours {o['decode_codes_per_second'] / bound:.0%} of it")
     if "t2w" in args.parts:
         result["t2w"] = {}
         names = [n for n in res if str(args.steps[0]) in res[n]["t2w"]]
