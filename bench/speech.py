@@ -610,8 +610,10 @@ def main() -> int:
     log(f"models ready in {time.perf_counter() - t0:.0f}s")
     peak = f32_fma_peak(args.threads)
     log(f"F32 FMA peak: {peak['derivation']}")
-    bandwidth = read_bandwidth(args.threads)
-    log(f"memory read bandwidth: {bandwidth['gb_per_s']} GB/s ({args.threads} threads)")
+    bandwidth = None  # the TTS decode's bound only
+    if "tts" in args.parts:
+        bandwidth = read_bandwidth(args.threads)
+        log(f"memory read bandwidth: {bandwidth['gb_per_s']} GB/s ({args.threads} threads)")
     res, loads = run_interleaved(args, work)
 
     frames = 2 * (VOICE_TOKENS + args.tokens)
@@ -630,7 +632,7 @@ def main() -> int:
                     "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm,
                     # this machine's F32 FMA peak, measured in this run, with its derivation
                     "f32_fma_peak": peak,
-                    # this machine's memory read bandwidth, measured in this run: the TTS decode's bound
+                    # this machine's memory read bandwidth, measured in this run (with --parts tts): the TTS decode's bound
                     "read_bandwidth": bandwidth},
         "config": {"type": args.type, "cond": args.cond, "codes": args.codes, "tokens": args.tokens,
                    "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": VOICE_TOKENS,
