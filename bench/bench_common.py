@@ -142,7 +142,8 @@ def f32_fma_peak(threads: int) -> dict:
 
 def read_bandwidth(threads: int) -> dict:
     """This machine's memory read bandwidth on `threads` threads, measured by bench/read_bandwidth.c
-    (each thread sums its own 256 MiB, the passes started together; the best of five): the bound of a memory-bound decode step."""
+    (each thread sums its own 256 MiB, the passes started together; the best of five): the bound of a
+    memory-bound decode step."""
     return run_probe("read_bandwidth.c", threads)
 
 
