@@ -632,7 +632,7 @@ def main() -> int:
                     "loadavg_at_end": os.getloadavg(), "torch_gemm_f32": gemm,
                     # this machine's F32 FMA peak, measured in this run, with its derivation
                     "f32_fma_peak": peak,
-                    # this machine's memory read bandwidth, measured in this run (with --parts tts): the TTS decode's bound
+                    # the memory read bandwidth, measured in this run with --parts tts: the TTS decode's bound
                     "read_bandwidth": bandwidth},
         "config": {"type": args.type, "cond": args.cond, "codes": args.codes, "tokens": args.tokens,
                    "audio_seconds": args.tokens / TOKEN_RATE, "voice_prompt_tokens": VOICE_TOKENS,
