@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 
 #include "core/error.h"
@@ -12,6 +14,24 @@ namespace minicpmo {
 namespace {
 
 bool in_row(const std::vector<float> & x, int32_t id) { return id >= 0 && static_cast<size_t>(id) < x.size(); }
+
+// The ids in ascending order of their logits, equal logits in id order (a stable sort): one sort of
+// 64-bit keys, the logit's bits mapped to an unsigned order above the id, several times faster than a
+// stable sort through the ids (this runs for every speech token over 6562 logits)
+std::vector<int32_t> ids_by_logit_ascending(const std::vector<float> & x) {
+    std::vector<uint64_t> keys(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+        uint32_t bits;
+        const float v = x[i] + 0.0f;  // -0 -> +0: they compare equal
+        std::memcpy(&bits, &v, sizeof(bits));
+        bits = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;  // negative: reversed, below the positive
+        keys[i] = static_cast<uint64_t>(bits) << 32 | static_cast<uint32_t>(i);
+    }
+    std::sort(keys.begin(), keys.end());
+    std::vector<int32_t> order(x.size());
+    for (size_t i = 0; i < x.size(); ++i) order[i] = static_cast<int32_t>(keys[i] & 0xffffffffu);
+    return order;
+}
 
 }  // namespace
 
@@ -132,10 +152,7 @@ void mask_outside_top_p_descending(std::vector<float> & x, float top_p, NucleusE
 }
 
 void mask_outside_top_p_ascending(std::vector<float> & x, float top_p, int min_keep) {
-    std::vector<int32_t> order(x.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int32_t a, int32_t b) { return x[static_cast<size_t>(a)] < x[static_cast<size_t>(b)]; });
+    const std::vector<int32_t> order = ids_by_logit_ascending(x);
     const std::vector<double> p = softmax_float_shift(logits_at(x, order));
     const double limit = 1.0 - static_cast<double>(top_p);
     const size_t keep_from = x.size() > static_cast<size_t>(min_keep) ? x.size() - static_cast<size_t>(min_keep) : 0;

@@ -4,6 +4,8 @@
 
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "core/q8_packed.h"
+#include "tts/tts_attention.h"
 
 namespace minicpmo {
 
@@ -117,6 +119,40 @@ TtsModel::TtsModel(const std::string & omni_path, ComputeDevice device, bool map
         fail(Status::bad_model, "omni file '" + omni_path + "' stores more TTS layers than its n_layer");
     }
     weights_f32_ = layers_.empty() || layers_[0].q->type == GGML_TYPE_F32;
+    if (!device) {
+        pack_q8_0_matrices();
+        cpu_attention_ = tts_cached_attention_supported();
+    }
+}
+
+void TtsModel::pack_q8_0_matrices() {
+    const std::optional<Q8Isa> isa = best_q8_isa();
+    if (!isa) return;
+    const auto all_q8_0 = [](std::initializer_list<const ggml_tensor *> ts) {
+        return std::all_of(ts.begin(), ts.end(), [](const ggml_tensor * t) { return t->type == GGML_TYPE_Q8_0; });
+    };
+    // the rows of `parts` stacked into one packed matrix; the sources' mapped pages are released
+    const auto pack = [&](std::initializer_list<const ggml_tensor *> parts) {
+        std::vector<PackedQ8Matrix::Part> rows;
+        for (const ggml_tensor * t : parts) rows.push_back({t->data, t->ne[1]});
+        auto packed = std::make_shared<const PackedQ8Matrix>(rows, (*parts.begin())->ne[0], *isa);
+        for (const ggml_tensor * t : parts) w_->drop_pages(t);
+        return packed;
+    };
+    for (const TtsLayer & L : layers_) {
+        // the gated product splits whole row groups between gate and up
+        if (!all_q8_0({L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) || hp_.n_ff % 16 != 0) {
+            packed_layers_.clear();
+            return;
+        }
+        packed_layers_.push_back(
+            TtsPackedLayer{pack({L.q, L.k, L.v}), pack({L.o}), pack({L.gate, L.up}), pack({L.down})});
+    }
+    if (head_code_->type == GGML_TYPE_Q8_0) packed_head_ = pack({head_code_});
+}
+
+const TtsPackedLayer * TtsModel::packed_layer(size_t il) const {
+    return il < packed_layers_.size() ? &packed_layers_[il] : nullptr;
 }
 
 }  // namespace minicpmo

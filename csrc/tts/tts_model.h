@@ -9,6 +9,7 @@
 
 #include "core/compute_backend.h"
 #include "core/gguf_weights.h"
+#include "core/q8_packed.h"
 
 namespace minicpmo {
 
@@ -43,6 +44,12 @@ struct TtsLayer {
     ggml_tensor *attn_norm, *q, *k, *v, *o, *ffn_norm, *gate, *up, *down;
 };
 
+// A layer's Q8_0 matrices packed for the CPU's byte dot products (core/q8_packed): q, k and v stacked
+// into one product, gate and up into one gated product.
+struct TtsPackedLayer {
+    std::shared_ptr<const PackedQ8Matrix> qkv, o, gate_up, down;
+};
+
 class TtsModel {
 public:
     // Throws naming the file when the tts component is absent or inconsistent.
@@ -60,13 +67,25 @@ public:
     ggml_tensor * proj2_w() const { return proj2_w_; }
     ggml_tensor * proj2_b() const { return proj2_b_; }
     bool weights_f32() const { return weights_f32_; }
+    // On the CPU with AVX2 or better, the decode reads every matrix once per speech token: Q8_0
+    // matrices then run packed (each layer's when all its matrices are Q8_0; null: ggml's mul_mat)
+    const TtsPackedLayer * packed_layer(size_t il) const;
+    const PackedQ8Matrix * packed_head() const { return packed_head_.get(); }
+    // whether the decoder's graphs take the attention over the cache as one node (tts/tts_attention:
+    // on an x86 CPU; ggml's ops elsewhere)
+    bool cpu_attention() const { return cpu_attention_; }
 
 private:
+    void pack_q8_0_matrices();
+
     std::unique_ptr<GgufWeights> w_;
     TtsHparams hp_;
     std::vector<TtsLayer> layers_;
     ggml_tensor *emb_text_, *emb_code_, *head_code_, *output_norm_, *proj1_w_, *proj1_b_, *proj2_w_, *proj2_b_;
     bool weights_f32_ = false;
+    bool cpu_attention_ = false;
+    std::vector<TtsPackedLayer> packed_layers_;
+    std::shared_ptr<const PackedQ8Matrix> packed_head_;
 };
 
 }  // namespace minicpmo

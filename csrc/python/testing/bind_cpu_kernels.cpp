@@ -5,6 +5,7 @@
 // (core/compute_backend: ggml's kernels, or oneDNN's of core/onednn_matmul and core/onednn_attention).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "core/bf16_convert.h"
 #include "core/compute_backend.h"
 #include "core/error.h"
+#include "core/q8_packed.h"
 #include "core/softmax_rows.h"
 #include "python/numpy_arrays.h"
 #include "ggml-alloc.h"
@@ -80,6 +82,47 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
     ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, K, M);
     ggml_set_input(input);
     ggml_tensor * out = ggml_mul_mat(gctx.get(), weight, input);
+    ggml_set_output(out);
+    ggml_cgraph * graph = gctx.new_graph();
+    ggml_build_forward_expand(graph, out);
+    runner.allocate(graph);
+    ggml_backend_tensor_set(input, x.data(), 0, ggml_nbytes(input));
+    runner.compute(graph);
+    py::array_t<float> result({M, N});
+    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
+    return result;
+}
+
+// x [M, K] times a Q8_0 matrix given as ggml's blocks (uint8 [N, K / 32 * 34]) -> [M, N] by the TTS's
+// packed kernels (core/q8_packed.h) on instruction set `isa`, as the TTS graph runs them: one custom node
+// whose `n_threads` threads split the row groups
+py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::object & blocks_obj, const std::string & isa_name,
+                                        int n_threads) {
+    F32Array x = checked_f32(x_obj, 2, "x");
+    using Bytes = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+    Bytes blocks = blocks_obj.cast<Bytes>();
+    const int64_t M = x.shape(0), K = x.shape(1);
+    if (blocks.ndim() != 2 || K % 32 != 0 || blocks.shape(1) != K / 32 * 34) {
+        fail(Status::invalid_argument, "blocks must be N x (K / 32 * 34) bytes of Q8_0 blocks, K a multiple of 32");
+    }
+    const int64_t N = blocks.shape(0);
+    if (M < 1 || N < 1) fail(Status::invalid_argument, "x and the matrix must not be empty");
+    Q8Isa isa;
+    if (isa_name == "avx2") {
+        isa = Q8Isa::avx2;
+    } else if (isa_name == "avx512_vnni") {
+        isa = Q8Isa::avx512_vnni;
+    } else {
+        fail(Status::invalid_argument, "isa must be \"avx2\" or \"avx512_vnni\", got \"" + isa_name + "\"");
+    }
+    if (!q8_isa_supported(isa)) fail(Status::unsupported, "this CPU cannot run the " + isa_name + " kernel");
+    const PackedQ8Matrix packed({{blocks.data(), N}}, K, isa);
+    ComputeBackend backend(nullptr, n_threads);
+    GraphRunner runner(backend, 8);
+    GraphContext gctx = runner.new_context("packed Q8_0 product");
+    ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, K, M);
+    ggml_set_input(input);
+    ggml_tensor * out = q8_packed_product_node(gctx.get(), packed, input);
     ggml_set_output(out);
     ggml_cgraph * graph = gctx.new_graph();
     ggml_build_forward_expand(graph, out);
@@ -220,6 +263,22 @@ void bind_cpu_kernels(py::module_ & m) {
           "x (M x K) @ w.T (w: N x K) as an encoder's product with a weight: w stored in a weights buffer "
           "(F32, or F16 when f16_weight), computed by the CPU backends of compute_type (\"f32\": ggml; \"bf16\", "
           "\"int8\": oneDNN). Returns M x N float32.");
+    m.def("q8_packed_product", &q8_packed_product_py, py::arg("x"), py::arg("blocks"), py::arg("isa"),
+          py::arg("n_threads") = 1,
+          "x (M x K float32) @ w.T for a Q8_0 matrix w given as ggml's blocks (uint8, N x K/32*34: an F16 scale and "
+          "32 int8 per block) by the TTS's packed kernels on isa (\"avx2\", \"avx512_vnni\"), as one graph node "
+          "on n_threads threads. Returns M x N float32.");
+    m.def("q8_isas", [] {
+              std::vector<std::string> out;
+              for (Q8Isa isa : {Q8Isa::avx2, Q8Isa::avx512_vnni}) {
+                  if (q8_isa_supported(isa)) out.emplace_back(q8_isa_name(isa));
+              }
+              return out;
+          }, "The packed Q8_0 kernels this CPU runs (\"avx2\", \"avx512_vnni\").");
+    m.def("q8_best_isa", [] {
+              const std::optional<Q8Isa> isa = best_q8_isa();
+              return isa ? py::object(py::str(q8_isa_name(*isa))) : py::object(py::none());
+          }, "The packed Q8_0 kernel the TTS's matrices use in this process (None: ggml's mul_mat).");
     m.def("fused_attention", &fused_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
           py::arg("scale") = 1.0f, py::arg("compute_type") = "f32", py::arg("f16_kv") = false, py::arg("n_threads") = 1,
           py::arg("cache_layout") = false,
