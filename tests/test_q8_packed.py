@@ -106,3 +106,25 @@ def test_rejects_a_shape_that_is_not_q8_0(isa):
         _testing.q8_packed_product(np.zeros((1, 48), np.float32), np.zeros((2, 51), np.uint8), isa)
     with pytest.raises(MinicpmoError, match="isa"):
         _testing.q8_packed_product(np.zeros((1, 32), np.float32), np.zeros((2, 34), np.uint8), "sse")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 3])
+def test_gated_and_residual_products(isa, m):
+    """The feed-forward block's nodes: silu(gate . x) * (up . x) from one stacked matrix, and a product
+    with the skip connection added in the node."""
+    rng = np.random.default_rng(11 + m)
+    k, half = 96, 48
+    raw, w64 = q8_0_blocks(rng.standard_normal((2 * half, k)).astype(np.float32), rng)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    xq = quantized_activations(x)
+    g, u = xq @ w64[:half].T, xq @ w64[half:].T
+    want = g / (1 + np.exp(-g)) * u
+    got = _testing.q8_packed_product(x, raw, isa, n_threads=2, gated=True)
+    # the two products as above, then silu and the product in F32 (a few ulp of each)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    res = rng.standard_normal((m, 2 * half)).astype(np.float32)
+    got = _testing.q8_packed_product(x, raw, isa, n_threads=2, residual=res)
+    assert np.max(np.abs(got - (res + xq @ w64.T))) <= 1e-5 * np.max(np.abs(xq) @ np.abs(w64).T)
+    with pytest.raises(MinicpmoError, match="multiple of 32"):
+        _testing.q8_packed_product(x, raw[:40], isa, gated=True)
