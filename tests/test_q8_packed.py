@@ -128,3 +128,28 @@ def test_gated_and_residual_products(isa, m):
     assert np.max(np.abs(got - (res + xq @ w64.T))) <= 1e-5 * np.max(np.abs(xq) @ np.abs(w64).T)
     with pytest.raises(MinicpmoError, match="multiple of 32"):
         _testing.q8_packed_product(x, raw[:40], isa, gated=True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("gated", [False, True])
+def test_products_of_rms_normed_rows(isa, gated):
+    """The norm ahead of a block folded into its product's node: x / sqrt(mean(x^2) + eps) * weight,
+    then quantized and multiplied as above."""
+    rng = np.random.default_rng(21)
+    k, n = 128, 64
+    raw, w64 = q8_0_blocks(rng.standard_normal((n, k)).astype(np.float32), rng)
+    x = (rng.standard_normal((2, k)) * 3).astype(np.float32)
+    weight = rng.uniform(0.5, 1.5, k).astype(np.float32)
+    eps = 1e-5
+    normed = (x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + eps) * weight).astype(np.float32)
+    xq = quantized_activations(normed)
+    got = _testing.q8_packed_product(x, raw, isa, n_threads=2, gated=gated, rms_weight=weight, rms_eps=eps)
+    if gated:
+        g, u = xq @ w64[: n // 2].T, xq @ w64[n // 2:].T
+        want = g / (1 + np.exp(-g)) * u
+    else:
+        want = xq @ w64.T
+    # the normed rows agree with numpy's to a few ulp, which can move a value across a rounding step of
+    # its quantization (rarely): one step d_x in one product term, far below 1e-2 of the largest output
+    assert np.max(np.abs(got - want)) <= 1e-2 * np.max(np.abs(want))
+    assert np.median(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))

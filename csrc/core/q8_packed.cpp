@@ -134,21 +134,34 @@ __attribute__((target("avx2,fma,f16c"))) void group_avx2(const uint8_t * p, int6
 
 #endif  // MINICPMO_Q8_X86
 
-// one activation row quantized (QuantizedRow), on the stack for the TTS's widths, else on the heap
+// one activation row quantized (QuantizedRow), optionally RMS-normalised first; on the stack for the
+// TTS's widths, else on the heap
 class ActivationRow {
 public:
     ActivationRow(const ActivationRow &) = delete;
     ActivationRow & operator=(const ActivationRow &) = delete;
-    explicit ActivationRow(int64_t cols) : n_blocks_(cols / kBlock) {
+    explicit ActivationRow(int64_t cols) : cols_(cols), n_blocks_(cols / kBlock) {
         row_ = QuantizedRow{q_stack_, d_stack_, bias_stack_};
+        normed_ = normed_stack_;
         if (n_blocks_ > kStackBlocks) {
             q_heap_.resize(static_cast<size_t>(cols));
             d_heap_.resize(static_cast<size_t>(n_blocks_));
             bias_heap_.resize(static_cast<size_t>(n_blocks_));
+            normed_heap_.resize(static_cast<size_t>(cols));
             row_ = QuantizedRow{q_heap_.data(), d_heap_.data(), bias_heap_.data()};
+            normed_ = normed_heap_.data();
         }
     }
-    void quantize(const float * x) {
+    // `rms_weight` null: x as it is; else x / sqrt(mean(x^2) + eps) * rms_weight, as ggml's RMS_NORM
+    // (the sum of squares in double) and MUL compute it
+    void quantize(const float * x, const float * rms_weight = nullptr, float eps = 0.0f) {
+        if (rms_weight) {
+            double sum = 0.0;
+            for (int64_t i = 0; i < cols_; ++i) sum += static_cast<double>(x[i] * x[i]);
+            const float scale = 1.0f / std::sqrt(static_cast<float>(sum / static_cast<double>(cols_)) + eps);
+            for (int64_t i = 0; i < cols_; ++i) normed_[i] = x[i] * scale * rms_weight[i];
+            x = normed_;
+        }
 #ifdef MINICPMO_Q8_X86
         quantize_row(x, n_blocks_, row_);
 #else
@@ -159,14 +172,17 @@ public:
 
 private:
     static constexpr int64_t kStackBlocks = 128;
-    int64_t n_blocks_;
+    int64_t cols_, n_blocks_;
     int8_t q_stack_[kStackBlocks * kBlock];
     float d_stack_[kStackBlocks];
     int32_t bias_stack_[kStackBlocks];
+    float normed_stack_[kStackBlocks * kBlock];
     std::vector<int8_t> q_heap_;
     std::vector<float> d_heap_;
     std::vector<int32_t> bias_heap_;
+    std::vector<float> normed_heap_;
     QuantizedRow row_;
+    float * normed_;
 };
 
 // the 16 products of group g with the quantized row
@@ -198,47 +214,57 @@ const float * row_of(const ggml_tensor * t, int64_t m) {
     return reinterpret_cast<const float *>(static_cast<const char *>(t->data) + m * t->nb[1]);
 }
 
-// dst = w . src[0] (+ src[1])
-void custom_product(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const auto & w = *static_cast<const PackedQ8Matrix *>(userdata);
-    const ggml_tensor * x = dst->src[0];
-    const ggml_tensor * residual = dst->src[1];
-    const auto [begin, end] = share(w.groups(), ith, nth);
+// The products of w with every row of x (RMS-normalised by `rms` when given) for the row groups of
+// thread ith: emit(m, g, out16) receives the 16 products of group g for row m
+template <typename Emit>
+void products(const PackedQ8Matrix & w, const ggml_tensor * x, const ggml_tensor * rms, int64_t n_groups, int ith,
+              int nth, Emit emit) {
+    const auto [begin, end] = share(n_groups, ith, nth);
     if (begin >= end) return;
     ActivationRow qx(w.cols());
-    alignas(64) float out16[kGroupRows];
     for (int64_t m = 0; m < x->ne[1]; ++m) {
-        qx.quantize(row_of(x, m));
-        float * ym = const_cast<float *>(row_of(dst, m));
-        const float * rm = residual ? row_of(residual, m) : nullptr;
-        for (int64_t g = begin; g < end; ++g) {
-            group_product(w, g, qx, w.isa(), out16);
-            const int64_t first = g * kGroupRows, n = std::min(kGroupRows, w.rows() - first);
-            for (int64_t r = 0; r < n; ++r) ym[first + r] = rm ? rm[first + r] + out16[r] : out16[r];
-        }
+        qx.quantize(row_of(x, m), rms ? static_cast<const float *>(rms->data) : nullptr, w.rms_eps());
+        for (int64_t g = begin; g < end; ++g) emit(m, g, qx);
     }
 }
 
-// dst = silu(gate . src[0]) * (up . src[0]), gate the first half of w's rows, up the second
+// dst = w . src[0] (+ src[1])
+void custom_product(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const auto & w = *static_cast<const PackedQ8Matrix *>(userdata);
+    const ggml_tensor * residual = dst->src[1];
+    alignas(64) float out16[kGroupRows];
+    products(w, dst->src[0], nullptr, w.groups(), ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
+        group_product(w, g, qx, w.isa(), out16);
+        float * ym = const_cast<float *>(row_of(dst, m));
+        const float * rm = residual ? row_of(residual, m) : nullptr;
+        const int64_t first = g * kGroupRows, n = std::min(kGroupRows, w.rows() - first);
+        for (int64_t r = 0; r < n; ++r) ym[first + r] = rm ? rm[first + r] + out16[r] : out16[r];
+    });
+}
+
+// dst = w . rms_norm(src[0]) * src[1]
+void custom_normed_product(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const auto & w = *static_cast<const PackedQ8Matrix *>(userdata);
+    alignas(64) float out16[kGroupRows];
+    products(w, dst->src[0], dst->src[1], w.groups(), ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
+        group_product(w, g, qx, w.isa(), out16);
+        const int64_t first = g * kGroupRows, n = std::min(kGroupRows, w.rows() - first);
+        std::memcpy(const_cast<float *>(row_of(dst, m)) + first, out16, static_cast<size_t>(n) * sizeof(float));
+    });
+}
+
+// dst = silu(gate . x') * (up . x'), gate the first half of w's rows, up the second; x' = src[0] or
+// its RMS norm times src[1]
 void custom_gated(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto & w = *static_cast<const PackedQ8Matrix *>(userdata);
-    const ggml_tensor * x = dst->src[0];
     const int64_t half = w.groups() / 2;
-    const auto [begin, end] = share(half, ith, nth);
-    if (begin >= end) return;
-    ActivationRow qx(w.cols());
     alignas(64) float gate[kGroupRows], up[kGroupRows];
-    for (int64_t m = 0; m < x->ne[1]; ++m) {
-        qx.quantize(row_of(x, m));
-        float * ym = const_cast<float *>(row_of(dst, m));
-        for (int64_t g = begin; g < end; ++g) {
-            group_product(w, g, qx, w.isa(), gate);
-            group_product(w, half + g, qx, w.isa(), up);
-            for (int64_t r = 0; r < kGroupRows; ++r) {
-                ym[g * kGroupRows + r] = gate[r] / (1.0f + std::exp(-gate[r])) * up[r];
-            }
-        }
-    }
+    products(w, dst->src[0], dst->src[1], half, ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
+        group_product(w, g, qx, w.isa(), gate);
+        group_product(w, half + g, qx, w.isa(), up);
+        float * ym = const_cast<float *>(row_of(dst, m)) + g * kGroupRows;
+        for (int64_t r = 0; r < kGroupRows; ++r) ym[r] = gate[r] / (1.0f + std::exp(-gate[r])) * up[r];
+    });
 }
 
 }  // namespace
@@ -268,8 +294,8 @@ std::optional<Q8Isa> best_q8_isa() {
     return std::nullopt;
 }
 
-PackedQ8Matrix::PackedQ8Matrix(const std::vector<Part> & parts, int64_t cols, Q8Isa isa)
-    : rows_(0), cols_(cols), bytes_(0), isa_(isa), data_(nullptr, std::free) {
+PackedQ8Matrix::PackedQ8Matrix(const std::vector<Part> & parts, int64_t cols, Q8Isa isa, float rms_eps)
+    : rows_(0), cols_(cols), bytes_(0), isa_(isa), rms_eps_(rms_eps), data_(nullptr, std::free) {
     for (const Part & part : parts) {
         if (!part.q8_0 || part.rows <= 0) fail(Status::invalid_argument, "a Q8_0 matrix part needs rows");
         rows_ += part.rows;
@@ -310,10 +336,22 @@ const uint8_t * PackedQ8Matrix::group(int64_t g) const {
     return data_.get() + static_cast<size_t>(g * (cols_ / kBlock) * kBlockBytes);
 }
 
-ggml_tensor * q8_packed_product_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x, ggml_tensor * residual) {
+namespace {
+
+void check_input(const PackedQ8Matrix & w, const ggml_tensor * x, const ggml_tensor * rms_weight) {
     if (x->type != GGML_TYPE_F32 || x->ne[0] != w.cols() || x->nb[0] != sizeof(float) || x->ne[2] != 1 || x->ne[3] != 1) {
         fail(Status::internal, "a packed Q8_0 product needs F32 rows of " + std::to_string(w.cols()) + " values");
     }
+    if (rms_weight && (rms_weight->type != GGML_TYPE_F32 || ggml_nelements(rms_weight) != w.cols() ||
+                       !ggml_is_contiguous(rms_weight))) {
+        fail(Status::internal, "a packed Q8_0 product's norm weight must be " + std::to_string(w.cols()) + " F32 values");
+    }
+}
+
+}  // namespace
+
+ggml_tensor * q8_packed_product_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x, ggml_tensor * residual) {
+    check_input(w, x, nullptr);
     if (residual && (residual->type != GGML_TYPE_F32 || residual->ne[0] != w.rows() || residual->ne[1] != x->ne[1] ||
                      residual->nb[0] != sizeof(float))) {
         fail(Status::internal, "a packed Q8_0 product's residual must be F32 rows of its output's shape");
@@ -323,15 +361,22 @@ ggml_tensor * q8_packed_product_node(ggml_context * ctx, const PackedQ8Matrix & 
                           GGML_N_TASKS_MAX, const_cast<PackedQ8Matrix *>(&w));
 }
 
-ggml_tensor * q8_packed_gated_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x) {
-    if (x->type != GGML_TYPE_F32 || x->ne[0] != w.cols() || x->nb[0] != sizeof(float) || x->ne[2] != 1 || x->ne[3] != 1 ||
-        w.rows() % (2 * kGroupRows) != 0) {
-        fail(Status::internal, "a packed gated product needs F32 rows of " + std::to_string(w.cols()) +
-                                   " values and two halves of whole row groups");
+ggml_tensor * q8_packed_normed_product_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x,
+                                            ggml_tensor * rms_weight) {
+    check_input(w, x, rms_weight);
+    ggml_tensor * args[] = {x, rms_weight};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.rows(), x->ne[1], 1, 1, args, 2, custom_normed_product,
+                          GGML_N_TASKS_MAX, const_cast<PackedQ8Matrix *>(&w));
+}
+
+ggml_tensor * q8_packed_gated_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x, ggml_tensor * rms_weight) {
+    check_input(w, x, rms_weight);
+    if (w.rows() % (2 * kGroupRows) != 0) {
+        fail(Status::internal, "a packed gated product needs two halves of whole row groups");
     }
-    ggml_tensor * args[] = {x};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.rows() / 2, x->ne[1], 1, 1, args, 1, custom_gated, GGML_N_TASKS_MAX,
-                          const_cast<PackedQ8Matrix *>(&w));
+    ggml_tensor * args[] = {x, rms_weight};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.rows() / 2, x->ne[1], 1, 1, args, rms_weight ? 2 : 1, custom_gated,
+                          GGML_N_TASKS_MAX, const_cast<PackedQ8Matrix *>(&w));
 }
 
 }  // namespace minicpmo

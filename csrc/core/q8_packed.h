@@ -39,32 +39,42 @@ public:
         int64_t rows;
     };
     // The parts' rows stacked in order (one product then computes several matrices that read the same
-    // activations); `isa`: the kernel its graph nodes run. Throws invalid_argument for a shape that is
-    // not a Q8_0 matrix.
-    PackedQ8Matrix(const std::vector<Part> & parts, int64_t cols, Q8Isa isa);
+    // activations); `isa`: the kernel its graph nodes run; `rms_eps`: the epsilon of the RMS norm its
+    // nodes apply to their input when given the norm's weight. Throws invalid_argument for a shape
+    // that is not a Q8_0 matrix.
+    PackedQ8Matrix(const std::vector<Part> & parts, int64_t cols, Q8Isa isa, float rms_eps = 1e-6f);
     int64_t rows() const { return rows_; }
     int64_t cols() const { return cols_; }
     int64_t groups() const { return (rows_ + 15) / 16; }
     size_t bytes() const { return bytes_; }
     const uint8_t * group(int64_t g) const;
     Q8Isa isa() const { return isa_; }
+    float rms_eps() const { return rms_eps_; }
 
 private:
     int64_t rows_, cols_;
     size_t bytes_;
     Q8Isa isa_;
+    float rms_eps_;
     std::unique_ptr<uint8_t, void (*)(void *)> data_;
 };
 
-// The ggml node of w . x (+ residual) for an F32 x of w.cols() values per row: F32 [w.rows(), x's
-// rows], a CPU custom op on w.isa()'s kernel whose threads split the row groups. `residual`: null, or
-// F32 rows of the output's shape added to it (a block's skip connection, without a node of its own).
-// `w` must outlive the graph.
+// The ggml nodes below are CPU custom ops on w.isa()'s kernel whose threads split the row groups; x
+// is F32 with w.cols() values per row; `w` must outlive the graph. `rms_weight` (F32 [w.cols()]): the
+// rows are first RMS-normalised, x / sqrt(mean(x^2) + w.rms_eps()) * rms_weight (the norm ahead of a
+// block's products, without a node of its own).
+
+// w . x (+ residual): F32 [w.rows(), x's rows]; `residual`: null, or F32 rows of the output's shape
+// added to it (a block's skip connection).
 ggml_tensor * q8_packed_product_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x,
                                      ggml_tensor * residual = nullptr);
+// w . rms_norm(x) * rms_weight
+ggml_tensor * q8_packed_normed_product_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x,
+                                            ggml_tensor * rms_weight);
 
-// silu(gate . x) * (up . x) for w stacked from a gate and an up matrix of w.rows() / 2 rows each (a
-// multiple of 16): F32 [w.rows() / 2, x's rows], the SwiGLU input of a feed-forward block in one node.
-ggml_tensor * q8_packed_gated_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x);
+// silu(gate . x') * (up . x') for w stacked from a gate and an up matrix of w.rows() / 2 rows each (a
+// multiple of 16), x' = x or its RMS norm: F32 [w.rows() / 2, x's rows], a SwiGLU block's input.
+ggml_tensor * q8_packed_gated_node(ggml_context * ctx, const PackedQ8Matrix & w, ggml_tensor * x,
+                                   ggml_tensor * rms_weight = nullptr);
 
 }  // namespace minicpmo

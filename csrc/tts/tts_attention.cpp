@@ -1,6 +1,7 @@
 #include "tts/tts_attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -81,58 +82,107 @@ __attribute__((target("avx2,fma,f16c"))) void key_scores(const char * k, size_t 
     for (; j < S; ++j) scores[j] = dot(k + j * ld, kF16, q, hd);
 }
 
-// The custom op carries the softmax scale in its user-data pointer's bits (a pointer-sized integer).
-void * scale_as_userdata(float scale) {
+// The custom op carries the RoPE base in its user-data pointer's bits (a pointer-sized integer).
+void * float_as_userdata(float value) {
     uint32_t bits;
-    std::memcpy(&bits, &scale, sizeof(bits));
+    std::memcpy(&bits, &value, sizeof(bits));
     return reinterpret_cast<void *>(static_cast<uintptr_t>(bits));
 }
 
-float scale_of(void * userdata) {
+float float_of(void * userdata) {
     const auto bits = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(userdata));
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return scale;
+    float value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
 }
 
-// Tasks (head h, row i) split between the threads in contiguous runs: scores over the S slots, their
-// softmax (core/softmax_rows, in place), then each output channel as the probabilities' dot product
-// with that channel's row of the transposed values.
-void attend(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const ggml_tensor * q = dst->src[0];
-    const ggml_tensor * k = dst->src[1];
-    const ggml_tensor * v = dst->src[2];
-    const ggml_tensor * mask = dst->src[3];
-    const int64_t hd = q->ne[0], H = q->ne[1], n = q->ne[2], S = k->ne[1];
-    const int64_t group = H / (k->ne[0] / hd);
-    const bool f16 = k->type == GGML_TYPE_F16;
-    const size_t es = ggml_type_size(k->type);
-    const int64_t tasks = H * n, per = (tasks + nth - 1) / nth;
-    const int64_t begin = std::min(tasks, per * ith), end = std::min(tasks, begin + per);
-    constexpr int64_t kStackSlots = 4096;
-    float stack[kStackSlots];
-    std::vector<float> heap;
-    float * p = stack;
-    if (S > kStackSlots) {
-        heap.resize(static_cast<size_t>(S));
-        p = heap.data();
+// Rotate-half RoPE of one head in place, as ggml's NEOX mode computes it: pair (i, i + hd/2) turned by
+// pos * base^(-2i/hd), the angle advanced by repeated multiplication in float
+void rope_head(float * x, int64_t hd, int32_t pos, float theta_scale) {
+    float theta = static_cast<float>(pos);
+    const int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const float c = std::cos(theta), s = std::sin(theta);
+        const float x0 = x[i], x1 = x[i + half];
+        x[i] = x0 * c - x1 * s;
+        x[i + half] = x0 * s + x1 * c;
+        theta *= theta_scale;
     }
-    for (int64_t t = begin; t < end; ++t) {
-        const int64_t i = t / H, h = t % H, kv = h / group;
-        const float * qi = reinterpret_cast<const float *>(static_cast<const char *>(q->data) + i * q->nb[2] + h * q->nb[1]);
-        const char * k_head = static_cast<const char *>(k->data) + kv * hd * es;
-        if (hd % 8 != 0) {
-            for (int64_t j = 0; j < S; ++j) p[j] = dot(k_head + j * k->nb[1], f16, qi, hd);
-        } else if (f16) {
-            key_scores<true>(k_head, k->nb[1], S, qi, hd, p);
-        } else {
-            key_scores<false>(k_head, k->nb[1], S, qi, hd, p);
+}
+
+template <typename T>
+T * at(const ggml_tensor * t, int64_t i1, int64_t i2 = 0) {
+    return reinterpret_cast<T *>(static_cast<char *>(t->data) + i1 * t->nb[1] + i2 * t->nb[2]);
+}
+
+__attribute__((target("f16c"))) void store(void * cache_row, bool f16, int64_t i, float value) {
+    if (f16) {
+        static_cast<uint16_t *>(cache_row)[i] = _cvtss_sh(value, _MM_FROUND_TO_NEAREST_INT);
+    } else {
+        static_cast<float *>(cache_row)[i] = value;
+    }
+}
+
+// Tasks = key/value heads, split between the threads in contiguous runs: a task stores its head's new
+// keys (rotated) and values, then runs its query heads (scores over the slots, their softmax by
+// core/softmax_rows in place, each output channel as the probabilities' dot product with that
+// channel's row of the transposed values). No two threads write or read the same head.
+void attend(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ggml_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2], *pos = dst->src[3], *mask = dst->src[4];
+    const ggml_tensor *ck = dst->src[5], *cv = dst->src[6];
+    const int64_t hd = q->ne[0], H = q->ne[1], n = q->ne[2], Hkv = k->ne[1], S = mask->ne[0], first = S - n;
+    const int64_t group = H / Hkv;
+    const bool f16 = ck->type == GGML_TYPE_F16;
+    const size_t es = ggml_type_size(ck->type);
+    const float theta_scale = std::pow(float_of(userdata), -2.0f / static_cast<float>(hd));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int32_t * positions = static_cast<const int32_t *>(pos->data);
+    const int64_t per = (Hkv + nth - 1) / nth;
+    const int64_t begin = std::min(Hkv, per * ith), end = std::min(Hkv, begin + per);
+    constexpr int64_t kStackSlots = 4096, kStackHead = 1024;
+    float p_stack[kStackSlots], row_stack[kStackHead];
+    std::vector<float> p_heap, row_heap;
+    float * p = p_stack;
+    float * row = row_stack;
+    if (S > kStackSlots) {
+        p_heap.resize(static_cast<size_t>(S));
+        p = p_heap.data();
+    }
+    if (hd > kStackHead) {
+        row_heap.resize(static_cast<size_t>(hd));
+        row = row_heap.data();
+    }
+    for (int64_t kv = begin; kv < end; ++kv) {
+        for (int64_t i = 0; i < n; ++i) {
+            std::memcpy(row, static_cast<const char *>(k->data) + i * k->nb[2] + kv * k->nb[1],
+                        static_cast<size_t>(hd) * sizeof(float));
+            rope_head(row, hd, positions[i], theta_scale);
+            void * k_slot = static_cast<char *>(ck->data) + (first + i) * ck->nb[1] + kv * hd * es;
+            const float * v_row = at<const float>(v, i) + kv * hd;
+            for (int64_t c = 0; c < hd; ++c) {
+                store(k_slot, f16, c, row[c]);
+                store(static_cast<char *>(cv->data) + (kv * hd + c) * cv->nb[1], f16, first + i, v_row[c]);
+            }
         }
-        const float * mi = reinterpret_cast<const float *>(static_cast<const char *>(mask->data) + i * mask->nb[1]);
-        softmax_rows_to_f32(p, S, mi, S, p, S, 1, S, scale_of(userdata));
-        float * out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + i * dst->nb[1]) + h * hd;
-        const char * v_head = static_cast<const char *>(v->data) + kv * hd * v->nb[1];
-        for (int64_t c = 0; c < hd; ++c) out[c] = dot(v_head + c * v->nb[1], f16, p, S);
+        const char * k_head = static_cast<const char *>(ck->data) + kv * hd * es;
+        const char * v_head = static_cast<const char *>(cv->data) + kv * hd * cv->nb[1];
+        for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
+            for (int64_t i = 0; i < n; ++i) {
+                std::memcpy(row, reinterpret_cast<const char *>(q->data) + i * q->nb[2] + h * q->nb[1],
+                            static_cast<size_t>(hd) * sizeof(float));
+                rope_head(row, hd, positions[i], theta_scale);
+                if (hd % 8 != 0) {
+                    for (int64_t j = 0; j < S; ++j) p[j] = dot(k_head + j * ck->nb[1], f16, row, hd);
+                } else if (f16) {
+                    key_scores<true>(k_head, ck->nb[1], S, row, hd, p);
+                } else {
+                    key_scores<false>(k_head, ck->nb[1], S, row, hd, p);
+                }
+                softmax_rows_to_f32(p, S, at<const float>(mask, i), S, p, S, 1, S, scale);
+                float * out = at<float>(dst, i) + h * hd;
+                for (int64_t c = 0; c < hd; ++c) out[c] = dot(v_head + c * cv->nb[1], f16, p, S);
+            }
+        }
     }
 }
 
@@ -149,21 +199,27 @@ bool tts_cached_attention_supported() {
 #endif
 }
 
-ggml_tensor * tts_cached_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * all_k, ggml_tensor * all_v,
-                                   ggml_tensor * mask, float scale) {
+ggml_tensor * tts_cached_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v,
+                                   ggml_tensor * pos, ggml_tensor * mask, const TtsAttentionCache & cache,
+                                   float rope_theta) {
 #ifdef MINICPMO_TTS_ATTENTION_X86
-    const int64_t hd = q->ne[0], S = all_k->ne[1];
-    const bool shapes_ok = q->type == GGML_TYPE_F32 && ggml_is_contiguous(q) && all_k->ne[0] % hd == 0 &&
-                           q->ne[1] % (all_k->ne[0] / hd) == 0 && all_v->ne[0] == S && all_v->ne[1] == all_k->ne[0] &&
-                           all_k->type == all_v->type && (all_k->type == GGML_TYPE_F16 || all_k->type == GGML_TYPE_F32) &&
-                           all_k->nb[0] == ggml_type_size(all_k->type) && all_v->nb[0] == ggml_type_size(all_v->type) &&
-                           mask->type == GGML_TYPE_F32 && mask->ne[0] == S && mask->ne[1] == q->ne[2];
+    const int64_t hd = q->ne[0], H = q->ne[1], n = q->ne[2], Hkv = k->ne[1], width = hd * Hkv;
+    const ggml_type type = cache.k->type;
+    const int64_t S = cache.n_cached + n;
+    const auto f32_rows = [](const ggml_tensor * t) { return t->type == GGML_TYPE_F32 && t->nb[0] == sizeof(float); };
+    const bool shapes_ok =
+        f32_rows(q) && f32_rows(k) && f32_rows(v) && hd % 2 == 0 && k->ne[0] == hd && k->ne[2] == n && Hkv > 0 &&
+        H % Hkv == 0 && v->ne[0] == width && v->ne[1] == n && pos->type == GGML_TYPE_I32 && pos->ne[0] == n &&
+        (type == GGML_TYPE_F16 || type == GGML_TYPE_F32) && cache.v->type == type && cache.k->ne[0] == width &&
+        cache.v->ne[1] == width && cache.v->ne[0] == cache.k->ne[1] && cache.n_cached >= 0 && S <= cache.k->ne[1] &&
+        mask->type == GGML_TYPE_F32 && mask->ne[0] == S && mask->ne[1] == n && ggml_is_contiguous(mask) &&
+        q->nb[1] == hd * sizeof(float) && k->nb[1] == hd * sizeof(float);
     if (!shapes_ok) fail(Status::internal, "the TTS attention node got operands of unexpected shapes");
-    ggml_tensor * args[] = {q, all_k, all_v, mask};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, hd * q->ne[1], q->ne[2], 1, 1, args, 4, attend, GGML_N_TASKS_MAX,
-                          scale_as_userdata(scale));
+    ggml_tensor * args[] = {q, k, v, pos, mask, cache.k, cache.v};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, hd * H, n, 1, 1, args, 7, attend, GGML_N_TASKS_MAX,
+                          float_as_userdata(rope_theta));
 #else
-    (void)ctx; (void)q; (void)all_k; (void)all_v; (void)mask; (void)scale;
+    (void)ctx; (void)q; (void)k; (void)v; (void)pos; (void)mask; (void)cache; (void)rope_theta;
     fail(Status::unsupported, "the TTS attention node exists only on x86-64");
 #endif
 }

@@ -137,6 +137,9 @@ std::vector<float> TtsDecoder::run_forward(const float * rows, const int32_t * c
         ggml_tensor * K = cache_k_[i];
         ggml_tensor * V = cache_v_[i];
         TtsLayerCache c{};
+        c.cache_k = K;
+        c.cache_v = V;
+        c.n_cached = n_cached_;
         c.store_k = ggml_view_2d(ctx, K, K->ne[0], n, K->nb[1], static_cast<size_t>(n_cached_) * K->nb[1]);
         c.store_v = ggml_view_2d(ctx, V, n, V->ne[1], V->nb[1], static_cast<size_t>(n_cached_) * V->nb[0]);
         c.all_k = ggml_view_2d(ctx, K, K->ne[0], n_slots, K->nb[1], 0);

@@ -33,31 +33,32 @@ ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const T
         const TtsLayer & L = m.layers()[il];
         const TtsLayerCache & c = caches[il];
         const TtsPackedLayer * P = m.packed_layer(il);
-        ggml_tensor * h = rms_norm(ctx, x, L.attn_norm, hp.rms_eps);
         ggml_tensor *q, *k, *v;
-        if (P) {  // one product for q, k and v, read through views
-            ggml_tensor * qkv = q8_packed_product_node(ctx, *P->qkv, h);
+        if (P) {  // one product for q, k and v over the normed rows, read through views
+            ggml_tensor * qkv = q8_packed_normed_product_node(ctx, *P->qkv, x, L.attn_norm);
             const size_t es = sizeof(float);
             q = ggml_view_3d(ctx, qkv, hd, H, n, hd * es, qkv->nb[1], 0);
             k = ggml_view_3d(ctx, qkv, hd, Hkv, n, hd * es, qkv->nb[1], H * hd * es);
             v = ggml_view_2d(ctx, qkv, Hkv * hd, n, qkv->nb[1], (H + Hkv) * hd * es);
         } else {
+            ggml_tensor * h = rms_norm(ctx, x, L.attn_norm, hp.rms_eps);
             q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, L.q, h), hd, H, n);
             k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, L.k, h), hd, Hkv, n);
             v = ggml_mul_mat(ctx, L.v, h);
         }
-        // rotate-half RoPE over the whole head = ggml's NEOX mode
-        q = ggml_rope_ext(ctx, q, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f,
-                          1.0f, 0.0f, 0.0f);
-        k = ggml_rope_ext(ctx, k, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f,
-                          1.0f, 0.0f, 0.0f);
-        // the copies run before the attention below: nodes execute in the order they were added
-        ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), c.store_k));
-        ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_v));
         ggml_tensor * o;
         if (m.cpu_attention()) {
-            o = tts_cached_attention(ctx, q, c.all_k, c.all_v, mask, scale);
+            o = tts_cached_attention(ctx, q, k, v, pos, mask, TtsAttentionCache{c.cache_k, c.cache_v, c.n_cached},
+                                     hp.rope_theta);
         } else {
+            // rotate-half RoPE over the whole head = ggml's NEOX mode
+            q = ggml_rope_ext(ctx, q, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f,
+                              0.0f, 1.0f, 0.0f, 0.0f);
+            k = ggml_rope_ext(ctx, k, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f,
+                              0.0f, 1.0f, 0.0f, 0.0f);
+            // the copies run before the attention below: nodes execute in the order they were added
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), c.store_k));
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_v));
             const int64_t S = c.all_k->ne[1];
             const size_t es_k = ggml_element_size(c.all_k);
             ggml_tensor * K = ggml_permute(ctx, ggml_view_3d(ctx, c.all_k, hd, Hkv, S, hd * es_k, c.all_k->nb[1], 0), 0, 2, 1, 3);
@@ -70,18 +71,17 @@ ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const T
         }
         if (P) {  // the skip connections added by the products' nodes
             x = q8_packed_product_node(ctx, *P->o, o, x);
-            h = rms_norm(ctx, x, L.ffn_norm, hp.rms_eps);
-            x = q8_packed_product_node(ctx, *P->down, q8_packed_gated_node(ctx, *P->gate_up, h), x);
+            x = q8_packed_product_node(ctx, *P->down, q8_packed_gated_node(ctx, *P->gate_up, x, L.ffn_norm), x);
         } else {
             x = ggml_add(ctx, x, ggml_mul_mat(ctx, L.o, o));
-            h = rms_norm(ctx, x, L.ffn_norm, hp.rms_eps);
+            ggml_tensor * h = rms_norm(ctx, x, L.ffn_norm, hp.rms_eps);
             ggml_tensor * g = ggml_silu(ctx, ggml_mul_mat(ctx, L.gate, h));
             x = ggml_add(ctx, x, ggml_mul_mat(ctx, L.down, ggml_mul(ctx, g, ggml_mul_mat(ctx, L.up, h))));
         }
     }
     ggml_tensor * last = ggml_view_2d(ctx, x, x->ne[0], 1, x->nb[1], static_cast<size_t>(n - 1) * x->nb[1]);
-    ggml_tensor * h = rms_norm(ctx, last, m.output_norm(), hp.rms_eps);
-    return m.packed_head() ? q8_packed_product_node(ctx, *m.packed_head(), h) : ggml_mul_mat(ctx, m.head_code(), h);
+    if (m.packed_head()) return q8_packed_normed_product_node(ctx, *m.packed_head(), last, m.output_norm());
+    return ggml_mul_mat(ctx, m.head_code(), rms_norm(ctx, last, m.output_norm(), hp.rms_eps));
 }
 
 }  // namespace minicpmo

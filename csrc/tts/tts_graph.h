@@ -16,10 +16,13 @@ namespace minicpmo {
 ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids,
                                    bool normalize);
 
-// One layer's cache views: `store_k` [kv_width, n] at the new rows' slots, `all_k` [kv_width, n_slots]
-// from slot 0 (what attention reads); the values transposed: `store_v` [n, kv_width], `all_v`
-// [n_slots, kv_width].
+// One layer's cache: the tensors (`cache_k` [kv_width, capacity], `cache_v` [capacity, kv_width], values
+// transposed) with `n_cached` slots filled, and views of them: `store_k` [kv_width, n] at the new rows'
+// slots, `all_k` [kv_width, n_slots] from slot 0 (what attention reads); `store_v` [n, kv_width],
+// `all_v` [n_slots, kv_width].
 struct TtsLayerCache {
+    ggml_tensor *cache_k, *cache_v;
+    int64_t n_cached;
     ggml_tensor *store_k, *store_v, *all_k, *all_v;
 };
 

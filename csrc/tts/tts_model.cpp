@@ -135,7 +135,7 @@ void TtsModel::pack_q8_0_matrices() {
     const auto pack = [&](std::initializer_list<const ggml_tensor *> parts) {
         std::vector<PackedQ8Matrix::Part> rows;
         for (const ggml_tensor * t : parts) rows.push_back({t->data, t->ne[1]});
-        auto packed = std::make_shared<const PackedQ8Matrix>(rows, (*parts.begin())->ne[0], *isa);
+        auto packed = std::make_shared<const PackedQ8Matrix>(rows, (*parts.begin())->ne[0], *isa, hp_.rms_eps);
         for (const ggml_tensor * t : parts) w_->drop_pages(t);
         return packed;
     };

@@ -98,7 +98,8 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
 // packed kernels (core/q8_packed.h) on instruction set `isa`, as the TTS graph runs them: one custom node
 // whose `n_threads` threads split the row groups
 py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::object & blocks_obj, const std::string & isa_name,
-                                        int n_threads, const py::object & residual_obj, bool gated) {
+                                        int n_threads, const py::object & residual_obj, bool gated,
+                                        const py::object & rms_obj, float rms_eps) {
     F32Array x = checked_f32(x_obj, 2, "x");
     using Bytes = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
     Bytes blocks = blocks_obj.cast<Bytes>();
@@ -125,7 +126,14 @@ py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::obje
         residual = checked_f32(residual_obj, 2, "residual");
         if (residual.shape(0) != M || residual.shape(1) != N) fail(Status::invalid_argument, "residual must be M x N");
     }
-    const PackedQ8Matrix packed({{blocks.data(), N}}, K, isa);
+    F32Array rms;
+    if (!rms_obj.is_none()) {
+        rms = checked_f32(rms_obj, 1, "rms_weight");
+        if (rms.shape(0) != K || !residual_obj.is_none()) {
+            fail(Status::invalid_argument, "rms_weight must hold K values, without a residual");
+        }
+    }
+    const PackedQ8Matrix packed({{blocks.data(), N}}, K, isa, rms_eps);
     ComputeBackend backend(nullptr, n_threads);
     GraphRunner runner(backend, 8);
     GraphContext gctx = runner.new_context("packed Q8_0 product");
@@ -136,14 +144,21 @@ py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::obje
         res = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, N, M);
         ggml_set_input(res);
     }
-    ggml_tensor * out = gated ? q8_packed_gated_node(gctx.get(), packed, input)
-                              : q8_packed_product_node(gctx.get(), packed, input, res);
+    ggml_tensor * norm = nullptr;
+    if (!rms_obj.is_none()) {
+        norm = ggml_new_tensor_1d(gctx.get(), GGML_TYPE_F32, K);
+        ggml_set_input(norm);
+    }
+    ggml_tensor * out = gated  ? q8_packed_gated_node(gctx.get(), packed, input, norm)
+                        : norm ? q8_packed_normed_product_node(gctx.get(), packed, input, norm)
+                               : q8_packed_product_node(gctx.get(), packed, input, res);
     ggml_set_output(out);
     ggml_cgraph * graph = gctx.new_graph();
     ggml_build_forward_expand(graph, out);
     runner.allocate(graph);
     ggml_backend_tensor_set(input, x.data(), 0, ggml_nbytes(input));
     if (res) ggml_backend_tensor_set(res, residual.data(), 0, ggml_nbytes(res));
+    if (norm) ggml_backend_tensor_set(norm, rms.data(), 0, ggml_nbytes(norm));
     runner.compute(graph);
     const int64_t n_out = gated ? N / 2 : N;
     py::array_t<float> result({M, n_out});
@@ -151,24 +166,31 @@ py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::obje
     return result;
 }
 
-// q [n, H, hd], k and v [S, Hkv, hd], mask [n, S] (additive) -> [n, H * hd] by the TTS decoder's attention
-// node (tts/tts_attention.h), reading keys and values from caches of `capacity` slots laid out as the
-// decoder's (keys a row per slot, values transposed), F16 or F32
-py::array_t<float> tts_attention_py(const py::object & q_obj, const py::object & k_obj, const py::object & v_obj,
-                                    const py::object & mask_obj, float scale, bool f16_cache, int64_t capacity,
-                                    int n_threads) {
+// The TTS decoder's attention node (tts/tts_attention.h) on caches of `capacity` slots laid out as the
+// decoder's (keys a row per slot, values transposed; F16 or F32) holding `old_k` / `old_v` [n_cached,
+// Hkv, hd] in their first slots: q [n, H, hd], k and v [n, Hkv, hd] of new rows at positions `pos`,
+// mask [n, n_cached + n] -> (output [n, H * hd], the keys and values of every filled slot [S, Hkv * hd]
+// read back from the caches)
+py::tuple tts_attention_py(const py::object & q_obj, const py::object & k_obj, const py::object & v_obj,
+                           const std::vector<int32_t> & pos, const py::object & old_k_obj, const py::object & old_v_obj,
+                           const py::object & mask_obj, bool f16_cache, int64_t capacity, float rope_theta, int n_threads) {
     F32Array q = checked_f32(q_obj, 3, "q"), k = checked_f32(k_obj, 3, "k"), v = checked_f32(v_obj, 3, "v");
+    F32Array old_k = checked_f32(old_k_obj, 3, "old_k"), old_v = checked_f32(old_v_obj, 3, "old_v");
     F32Array mask = checked_f32(mask_obj, 2, "mask");
-    if (capacity == 0) capacity = k.shape(0);
-    const int64_t n = q.shape(0), H = q.shape(1), hd = q.shape(2), S = k.shape(0), Hkv = k.shape(1);
-    if (k.shape(2) != hd || v.shape(0) != S || v.shape(1) != Hkv || v.shape(2) != hd || mask.shape(0) != n ||
-        mask.shape(1) != S || Hkv < 1 || H % Hkv != 0 || capacity < S || n < 1 || S < 1 || hd < 1) {
-        fail(Status::invalid_argument, "q, k, v, mask must be [n, H, hd], [S, Hkv, hd], [S, Hkv, hd], [n, S] with "
-                                       "H a multiple of Hkv and S <= capacity");
+    const int64_t n = q.shape(0), H = q.shape(1), hd = q.shape(2), Hkv = k.shape(1), n_cached = old_k.shape(0);
+    const int64_t S = n_cached + n, width = Hkv * hd;
+    if (capacity == 0) capacity = S;
+    const bool ok = k.shape(0) == n && k.shape(2) == hd && v.shape(0) == n && v.shape(1) == Hkv && v.shape(2) == hd &&
+                    old_v.shape(0) == n_cached && old_k.shape(1) == Hkv && old_v.shape(1) == Hkv &&
+                    old_k.shape(2) == hd && old_v.shape(2) == hd && static_cast<int64_t>(pos.size()) == n &&
+                    mask.shape(0) == n && mask.shape(1) == S && Hkv >= 1 && H % Hkv == 0 && capacity >= S && n >= 1 &&
+                    hd >= 2 && hd % 2 == 0;
+    if (!ok) {
+        fail(Status::invalid_argument, "q [n, H, hd], k and v [n, Hkv, hd], pos [n], old_k and old_v [n_cached, Hkv, hd], "
+                                       "mask [n, n_cached + n], H a multiple of Hkv, hd even, capacity >= n_cached + n");
     }
     if (!tts_cached_attention_supported()) fail(Status::unsupported, "this CPU cannot run the TTS attention node");
     const ggml_type type = f16_cache ? GGML_TYPE_F16 : GGML_TYPE_F32;
-    const int64_t width = Hkv * hd;
     ggml_init_params cp{ggml_tensor_overhead() * 2, nullptr, true};
     std::unique_ptr<ggml_context, decltype(&ggml_free)> cctx(ggml_init(cp), ggml_free);
     ggml_tensor * cache_k = ggml_new_tensor_2d(cctx.get(), type, width, capacity);
@@ -176,12 +198,11 @@ py::array_t<float> tts_attention_py(const py::object & q_obj, const py::object &
     std::unique_ptr<ggml_backend_buffer, decltype(&ggml_backend_buffer_free)> cbuf(
         ggml_backend_alloc_ctx_tensors_from_buft(cctx.get(), weight_buffer_type(nullptr)), ggml_backend_buffer_free);
     if (!cbuf) fail(Status::internal, "cannot allocate the caches");
-    ggml_backend_buffer_clear(cbuf.get(), 0);
     std::vector<float> ks(static_cast<size_t>(width * capacity), 0.0f), vs(static_cast<size_t>(width * capacity), 0.0f);
-    for (int64_t j = 0; j < S; ++j) {
+    for (int64_t j = 0; j < n_cached; ++j) {
         for (int64_t c = 0; c < width; ++c) {
-            ks[static_cast<size_t>(j * width + c)] = k.data()[j * width + c];
-            vs[static_cast<size_t>(c * capacity + j)] = v.data()[j * width + c];
+            ks[static_cast<size_t>(j * width + c)] = old_k.data()[j * width + c];
+            vs[static_cast<size_t>(c * capacity + j)] = old_v.data()[j * width + c];
         }
     }
     set_from_f32(cache_k, ks.data());
@@ -192,22 +213,43 @@ py::array_t<float> tts_attention_py(const py::object & q_obj, const py::object &
     GraphContext gctx = runner.new_context("TTS attention");
     ggml_context * ctx = gctx.get();
     ggml_tensor * qt = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hd, H, n);
+    ggml_tensor * kt = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hd, Hkv, n);
+    ggml_tensor * vt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, width, n);
+    ggml_tensor * pt = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
     ggml_tensor * mt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, S, n);
-    ggml_set_input(qt);
-    ggml_set_input(mt);
-    ggml_tensor * all_k = ggml_view_2d(ctx, cache_k, width, S, cache_k->nb[1], 0);
-    ggml_tensor * all_v = ggml_view_2d(ctx, cache_v, S, width, cache_v->nb[1], 0);
-    ggml_tensor * out = tts_cached_attention(ctx, qt, all_k, all_v, mt, scale);
+    for (ggml_tensor * t : {qt, kt, vt, pt, mt}) ggml_set_input(t);
+    ggml_tensor * out = tts_cached_attention(ctx, qt, kt, vt, pt, mt, TtsAttentionCache{cache_k, cache_v, n_cached}, rope_theta);
     ggml_set_output(out);
     ggml_cgraph * graph = gctx.new_graph();
     ggml_build_forward_expand(graph, out);
     runner.allocate(graph);
     ggml_backend_tensor_set(qt, q.data(), 0, ggml_nbytes(qt));
+    ggml_backend_tensor_set(kt, k.data(), 0, ggml_nbytes(kt));
+    ggml_backend_tensor_set(vt, v.data(), 0, ggml_nbytes(vt));
+    ggml_backend_tensor_set(pt, pos.data(), 0, ggml_nbytes(pt));
     ggml_backend_tensor_set(mt, mask.data(), 0, ggml_nbytes(mt));
     runner.compute(graph);
     py::array_t<float> result({n, H * hd});
     ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
-    return result;
+    // the caches back as F32 rows per slot
+    std::vector<float> k_all(static_cast<size_t>(width * capacity)), v_all(static_cast<size_t>(width * capacity));
+    for (auto [t, dst] : {std::make_pair(cache_k, &k_all), std::make_pair(cache_v, &v_all)}) {
+        if (f16_cache) {
+            std::vector<ggml_fp16_t> half(static_cast<size_t>(width * capacity));
+            ggml_backend_tensor_get(t, half.data(), 0, ggml_nbytes(t));
+            ggml_fp16_to_fp32_row(half.data(), dst->data(), ggml_nelements(t));
+        } else {
+            ggml_backend_tensor_get(t, dst->data(), 0, ggml_nbytes(t));
+        }
+    }
+    py::array_t<float> keys({S, width}), values({S, width});
+    for (int64_t j = 0; j < S; ++j) {
+        for (int64_t c = 0; c < width; ++c) {
+            keys.mutable_data()[j * width + c] = k_all[static_cast<size_t>(j * width + c)];
+            values.mutable_data()[j * width + c] = v_all[static_cast<size_t>(c * capacity + j)];
+        }
+    }
+    return py::make_tuple(result, keys, values);
 }
 
 // the attention softmax (core/softmax_rows.h) of 2-D scores and an optional mask of their shape,
@@ -341,15 +383,19 @@ void bind_cpu_kernels(py::module_ & m) {
           "\"int8\": oneDNN). Returns M x N float32.");
     m.def("q8_packed_product", &q8_packed_product_py, py::arg("x"), py::arg("blocks"), py::arg("isa"),
           py::arg("n_threads") = 1, py::arg("residual") = py::none(), py::arg("gated") = false,
+          py::arg("rms_weight") = py::none(), py::arg("rms_eps") = 1e-6f,
           "x (M x K float32) @ w.T (+ residual, M x N) for a Q8_0 matrix w given as ggml's blocks (uint8, N x K/32*34: "
           "an F16 scale and 32 int8 per block) by the TTS's packed kernels on isa (\"avx2\", \"avx512_vnni\"), as "
           "one graph node on n_threads threads. Returns M x N float32; gated: silu(x @ w[:N/2].T) * (x @ w[N/2:].T), "
-          "M x N/2.");
-    m.def("tts_attention", &tts_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
-          py::arg("scale"), py::arg("f16_cache") = true, py::arg("capacity") = 0, py::arg("n_threads") = 1,
-          "softmax(scale * q . k + mask) . v per head by the TTS decoder's attention node (q: n x H x hd; k, v: S x "
-          "Hkv x hd, query heads in groups of H / Hkv per key head; mask: n x S additive), keys and values stored "
-          "in caches of capacity slots (0: S) laid out as the decoder's, F16 when f16_cache. Returns n x H*hd float32.");
+          "M x N/2; rms_weight (K values): x replaced by x / sqrt(mean(x^2) + rms_eps) * rms_weight first.");
+    m.def("tts_attention", &tts_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"),
+          py::arg("old_k"), py::arg("old_v"), py::arg("mask"), py::arg("f16_cache") = true, py::arg("capacity") = 0,
+          py::arg("rope_theta") = 10000.0f, py::arg("n_threads") = 1,
+          "The TTS decoder's attention node: q (n x H x hd), k, v (n x Hkv x hd) of new rows at positions pos, caches "
+          "of capacity slots (0: just enough) holding old_k, old_v (n_cached x Hkv x hd) laid out as the decoder's, F16 "
+          "when f16_cache; mask n x (n_cached + n) additive. RoPE (NEOX, base rope_theta) on q and k, k and v stored, "
+          "softmax(q . k / sqrt(hd) + mask) . v per head (query heads in groups of H / Hkv per key head). Returns "
+          "(output n x H*hd, keys, values: every filled slot's row read back from the caches, (n_cached + n) x Hkv*hd).");
     m.def("q8_isas", [] {
               std::vector<std::string> out;
               for (Q8Isa isa : {Q8Isa::avx2, Q8Isa::avx512_vnni}) {
