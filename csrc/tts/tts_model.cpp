@@ -139,16 +139,17 @@ void TtsModel::pack_q8_0_matrices() {
         for (const ggml_tensor * t : parts) w_->drop_pages(t);
         return packed;
     };
+    if (head_code_->type == GGML_TYPE_Q8_0) packed_head_ = pack({head_code_});
+    // every layer's matrices Q8_0 (a converter's file has one type for them all); the gated product
+    // splits whole row groups between gate and up
+    const bool layers_q8_0 = std::all_of(layers_.begin(), layers_.end(), [&](const TtsLayer & L) {
+        return all_q8_0({L.q, L.k, L.v, L.o, L.gate, L.up, L.down});
+    });
+    if (!layers_q8_0 || hp_.n_ff % 16 != 0) return;
     for (const TtsLayer & L : layers_) {
-        // the gated product splits whole row groups between gate and up
-        if (!all_q8_0({L.q, L.k, L.v, L.o, L.gate, L.up, L.down}) || hp_.n_ff % 16 != 0) {
-            packed_layers_.clear();
-            return;
-        }
         packed_layers_.push_back(
             TtsPackedLayer{pack({L.q, L.k, L.v}), pack({L.o}), pack({L.gate, L.up}), pack({L.down})});
     }
-    if (head_code_->type == GGML_TYPE_Q8_0) packed_head_ = pack({head_code_});
 }
 
 const TtsPackedLayer * TtsModel::packed_layer(size_t il) const {

@@ -67,8 +67,9 @@ public:
     ggml_tensor * proj2_w() const { return proj2_w_; }
     ggml_tensor * proj2_b() const { return proj2_b_; }
     bool weights_f32() const { return weights_f32_; }
-    // On the CPU with AVX2 or better, the decode reads every matrix once per speech token: Q8_0
-    // matrices then run packed (each layer's when all its matrices are Q8_0; null: ggml's mul_mat)
+    // On an x86 CPU with AVX2 or better the decode, which reads every matrix once per speech token,
+    // runs Q8_0 matrices packed: the code head when it is Q8_0, the layers when all their matrices
+    // are (null: ggml's mul_mat)
     const TtsPackedLayer * packed_layer(size_t il) const;
     const PackedQ8Matrix * packed_head() const { return packed_head_.get(); }
     // whether the decoder's graphs take the attention over the cache as one node (tts/tts_attention:
