@@ -62,7 +62,8 @@ TtsHparams read_hparams(const GgufWeights & w) {
         fail(Status::bad_model, where + ": TTS variant not supported (rope " + rope + ", act " + act + ", condition " + cond +
                                     ", attention " + attn + ")");
     }
-    if (hp.n_head % hp.n_head_kv || hp.audio_eos != hp.n_vocab_audio - 1 || !(hp.rms_eps > 0.0f) ||
+    // rotate-half RoPE turns pairs of a head's halves: an even head size
+    if (hp.n_head % hp.n_head_kv || hp.head_dim % 2 || hp.audio_eos != hp.n_vocab_audio - 1 || !(hp.rms_eps > 0.0f) ||
         !(hp.rope_theta > 0.0f)) {
         fail(Status::bad_model, where + ": inconsistent TTS hyper-parameters");
     }
