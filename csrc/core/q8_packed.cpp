@@ -210,8 +210,9 @@ std::pair<int64_t, int64_t> share(int64_t n, int ith, int nth) {
     return {begin, std::min<int64_t>(n, begin + per)};
 }
 
-const float * row_of(const ggml_tensor * t, int64_t m) {
-    return reinterpret_cast<const float *>(static_cast<const char *>(t->data) + m * t->nb[1]);
+// row m of an F32 tensor
+float * row_of(const ggml_tensor * t, int64_t m) {
+    return reinterpret_cast<float *>(static_cast<char *>(t->data) + m * t->nb[1]);
 }
 
 // The products of w with every row of x (RMS-normalised by `rms` when given) for the row groups of
@@ -235,7 +236,7 @@ void custom_product(ggml_tensor * dst, int ith, int nth, void * userdata) {
     alignas(64) float out16[kGroupRows];
     products(w, dst->src[0], nullptr, w.groups(), ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
         group_product(w, g, qx, w.isa(), out16);
-        float * ym = const_cast<float *>(row_of(dst, m));
+        float * ym = row_of(dst, m);
         const float * rm = residual ? row_of(residual, m) : nullptr;
         const int64_t first = g * kGroupRows, n = std::min(kGroupRows, w.rows() - first);
         for (int64_t r = 0; r < n; ++r) ym[first + r] = rm ? rm[first + r] + out16[r] : out16[r];
@@ -249,7 +250,7 @@ void custom_normed_product(ggml_tensor * dst, int ith, int nth, void * userdata)
     products(w, dst->src[0], dst->src[1], w.groups(), ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
         group_product(w, g, qx, w.isa(), out16);
         const int64_t first = g * kGroupRows, n = std::min(kGroupRows, w.rows() - first);
-        std::memcpy(const_cast<float *>(row_of(dst, m)) + first, out16, static_cast<size_t>(n) * sizeof(float));
+        std::memcpy(row_of(dst, m) + first, out16, static_cast<size_t>(n) * sizeof(float));
     });
 }
 
@@ -262,7 +263,7 @@ void custom_gated(ggml_tensor * dst, int ith, int nth, void * userdata) {
     products(w, dst->src[0], dst->src[1], half, ith, nth, [&](int64_t m, int64_t g, const ActivationRow & qx) {
         group_product(w, g, qx, w.isa(), gate);
         group_product(w, half + g, qx, w.isa(), up);
-        float * ym = const_cast<float *>(row_of(dst, m)) + g * kGroupRows;
+        float * ym = row_of(dst, m) + g * kGroupRows;
         for (int64_t r = 0; r < kGroupRows; ++r) ym[r] = gate[r] / (1.0f + std::exp(-gate[r])) * up[r];
     });
 }

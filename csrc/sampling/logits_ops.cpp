@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <numeric>
 
 #include "core/error.h"
 #include "sampling/pick.h"

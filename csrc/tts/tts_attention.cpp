@@ -96,17 +96,27 @@ float float_of(void * userdata) {
     return value;
 }
 
-// Rotate-half RoPE of one head in place, as ggml's NEOX mode computes it: pair (i, i + hd/2) turned by
-// pos * base^(-2i/hd), the angle advanced by repeated multiplication in float
-void rope_head(float * x, int64_t hd, int32_t pos, float theta_scale) {
+// The rotation of rotate-half RoPE at one position, as ggml's NEOX mode computes it: pair (i, i + hd/2)
+// turned by pos * base^(-2i/hd), the angle advanced by repeated multiplication in float; cos in
+// [0, hd/2), sin in [hd/2, hd)
+void rope_angles(float * cos_sin, int64_t hd, int32_t pos, float theta_scale) {
     float theta = static_cast<float>(pos);
     const int64_t half = hd / 2;
     for (int64_t i = 0; i < half; ++i) {
-        const float c = std::cos(theta), s = std::sin(theta);
+        cos_sin[i] = std::cos(theta);
+        cos_sin[half + i] = std::sin(theta);
+        theta *= theta_scale;
+    }
+}
+
+// One head rotated in place by a row's angles (rope_angles)
+void rope_head(float * x, int64_t hd, const float * cos_sin) {
+    const int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const float c = cos_sin[i], s = cos_sin[half + i];
         const float x0 = x[i], x1 = x[i + half];
         x[i] = x0 * c - x1 * s;
         x[i + half] = x0 * s + x1 * c;
-        theta *= theta_scale;
     }
 }
 
@@ -152,11 +162,15 @@ void attend(ggml_tensor * dst, int ith, int nth, void * userdata) {
         row_heap.resize(static_cast<size_t>(hd));
         row = row_heap.data();
     }
+    if (begin >= end) return;
+    // every new row's angles once, for its key heads and query heads alike
+    std::vector<float> angles(static_cast<size_t>(n * hd));
+    for (int64_t i = 0; i < n; ++i) rope_angles(angles.data() + i * hd, hd, positions[i], theta_scale);
     for (int64_t kv = begin; kv < end; ++kv) {
         for (int64_t i = 0; i < n; ++i) {
             std::memcpy(row, static_cast<const char *>(k->data) + i * k->nb[2] + kv * k->nb[1],
                         static_cast<size_t>(hd) * sizeof(float));
-            rope_head(row, hd, positions[i], theta_scale);
+            rope_head(row, hd, angles.data() + i * hd);
             void * k_slot = static_cast<char *>(ck->data) + (first + i) * ck->nb[1] + kv * hd * es;
             const float * v_row = at<const float>(v, i) + kv * hd;
             for (int64_t c = 0; c < hd; ++c) {
@@ -170,7 +184,7 @@ void attend(ggml_tensor * dst, int ith, int nth, void * userdata) {
             for (int64_t i = 0; i < n; ++i) {
                 std::memcpy(row, reinterpret_cast<const char *>(q->data) + i * q->nb[2] + h * q->nb[1],
                             static_cast<size_t>(hd) * sizeof(float));
-                rope_head(row, hd, positions[i], theta_scale);
+                rope_head(row, hd, angles.data() + i * hd);
                 if (hd % 8 != 0) {
                     for (int64_t j = 0; j < S; ++j) p[j] = dot(k_head + j * ck->nb[1], f16, row, hd);
                 } else if (f16) {

@@ -132,20 +132,8 @@ std::vector<float> TtsDecoder::run_forward(const float * rows, const int32_t * c
     ggml_set_input(pos_in);
     ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_slots, n);
     ggml_set_input(mask);
-    std::vector<TtsLayerCache> caches;
-    for (int i = 0; i < hp.n_layer; ++i) {
-        ggml_tensor * K = cache_k_[i];
-        ggml_tensor * V = cache_v_[i];
-        TtsLayerCache c{};
-        c.cache_k = K;
-        c.cache_v = V;
-        c.n_cached = n_cached_;
-        c.store_k = ggml_view_2d(ctx, K, K->ne[0], n, K->nb[1], static_cast<size_t>(n_cached_) * K->nb[1]);
-        c.store_v = ggml_view_2d(ctx, V, n, V->ne[1], V->nb[1], static_cast<size_t>(n_cached_) * V->nb[0]);
-        c.all_k = ggml_view_2d(ctx, K, K->ne[0], n_slots, K->nb[1], 0);
-        c.all_v = ggml_view_2d(ctx, V, n_slots, V->ne[1], V->nb[1], 0);
-        caches.push_back(c);
-    }
+    std::vector<TtsAttentionCache> caches;
+    for (int i = 0; i < hp.n_layer; ++i) caches.push_back(TtsAttentionCache{cache_k_[i], cache_v_[i], n_cached_});
     ggml_tensor * logits = build_tts_forward(ctx, gf, *model_, x, pos_in, mask, caches);
     ggml_set_output(logits);
     ggml_build_forward_expand(gf, logits);

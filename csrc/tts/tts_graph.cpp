@@ -25,13 +25,13 @@ ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_
 }
 
 ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const TtsModel & m, ggml_tensor * x,
-                                ggml_tensor * pos, ggml_tensor * mask, const std::vector<TtsLayerCache> & caches) {
+                                ggml_tensor * pos, ggml_tensor * mask, const std::vector<TtsAttentionCache> & caches) {
     const TtsHparams & hp = m.hparams();
     const int64_t n = x->ne[1], hd = hp.head_dim, H = hp.n_head, Hkv = hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (size_t il = 0; il < m.layers().size(); ++il) {
         const TtsLayer & L = m.layers()[il];
-        const TtsLayerCache & c = caches[il];
+        const TtsAttentionCache & c = caches[il];
         const TtsPackedLayer * P = m.packed_layer(il);
         ggml_tensor *q, *k, *v;
         if (P) {  // one product for q, k and v over the normed rows, read through views
@@ -48,21 +48,25 @@ ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const T
         }
         ggml_tensor * o;
         if (m.cpu_attention()) {
-            o = tts_cached_attention(ctx, q, k, v, pos, mask, TtsAttentionCache{c.cache_k, c.cache_v, c.n_cached},
-                                     hp.rope_theta);
+            o = tts_cached_attention(ctx, q, k, v, pos, mask, c, hp.rope_theta);
         } else {
             // rotate-half RoPE over the whole head = ggml's NEOX mode
             q = ggml_rope_ext(ctx, q, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f,
                               0.0f, 1.0f, 0.0f, 0.0f);
             k = ggml_rope_ext(ctx, k, pos, nullptr, static_cast<int>(hd), GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f,
                               0.0f, 1.0f, 0.0f, 0.0f);
-            // the copies run before the attention below: nodes execute in the order they were added
-            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), c.store_k));
-            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), c.store_v));
-            const int64_t S = c.all_k->ne[1];
-            const size_t es_k = ggml_element_size(c.all_k);
-            ggml_tensor * K = ggml_permute(ctx, ggml_view_3d(ctx, c.all_k, hd, Hkv, S, hd * es_k, c.all_k->nb[1], 0), 0, 2, 1, 3);
-            ggml_tensor * V = ggml_view_3d(ctx, c.all_v, S, hd, Hkv, c.all_v->nb[1], hd * c.all_v->nb[1], 0);  // [S, hd, Hkv]
+            // the new rows' slots of the cache (values transposed); the copies run before the attention
+            // below: nodes execute in the order they were added
+            const size_t first = static_cast<size_t>(c.n_cached);
+            ggml_tensor * store_k = ggml_view_2d(ctx, c.k, c.k->ne[0], n, c.k->nb[1], first * c.k->nb[1]);
+            ggml_tensor * store_v = ggml_view_2d(ctx, c.v, n, c.v->ne[1], c.v->nb[1], first * c.v->nb[0]);
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hd * Hkv, n), store_k));
+            ggml_build_forward_expand(graph, ggml_cpy(ctx, ggml_transpose(ctx, v), store_v));
+            // every filled slot: keys a row per slot, values [S, hd, Hkv]
+            const int64_t S = c.n_cached + n;
+            const size_t es = ggml_element_size(c.k);
+            ggml_tensor * K = ggml_permute(ctx, ggml_view_3d(ctx, c.k, hd, Hkv, S, hd * es, c.k->nb[1], 0), 0, 2, 1, 3);
+            ggml_tensor * V = ggml_view_3d(ctx, c.v, S, hd, Hkv, c.v->nb[1], hd * c.v->nb[1], 0);
             ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                                  // [hd, n, H]
             ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                          // [S, n, H] (GQA broadcast)
             kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);

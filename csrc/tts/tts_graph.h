@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ggml.h"
+#include "tts/tts_attention.h"
 #include "tts/tts_model.h"
 
 namespace minicpmo {
@@ -16,20 +17,11 @@ namespace minicpmo {
 ggml_tensor * build_tts_conditions(ggml_context * ctx, const TtsModel & m, ggml_tensor * hidden, ggml_tensor * ids,
                                    bool normalize);
 
-// One layer's cache: the tensors (`cache_k` [kv_width, capacity], `cache_v` [capacity, kv_width], values
-// transposed) with `n_cached` slots filled, and views of them: `store_k` [kv_width, n] at the new rows'
-// slots, `all_k` [kv_width, n_slots] from slot 0 (what attention reads); `store_v` [n, kv_width],
-// `all_v` [n_slots, kv_width].
-struct TtsLayerCache {
-    ggml_tensor *cache_k, *cache_v;
-    int64_t n_cached;
-    ggml_tensor *store_k, *store_v, *all_k, *all_v;
-};
-
-// x: [n_embd, n] input rows; pos: [n] I32 RoPE positions; mask: [n_slots, n] F32 additive.
-// The copies into the cache are added to `graph` before the attention reads. Returns the logits of
+// x: [n_embd, n] input rows; pos: [n] I32 RoPE positions; mask: [n_slots, n] F32 additive; `caches`:
+// each layer's key/value cache (tts/tts_attention.h) with n_slots - n slots filled. The new rows' keys
+// and values are stored into it before the attention reads it. Returns the logits of
 // the last row [n_vocab_audio, 1].
 ggml_tensor * build_tts_forward(ggml_context * ctx, ggml_cgraph * graph, const TtsModel & m, ggml_tensor * x,
-                                ggml_tensor * pos, ggml_tensor * mask, const std::vector<TtsLayerCache> & caches);
+                                ggml_tensor * pos, ggml_tensor * mask, const std::vector<TtsAttentionCache> & caches);
 
 }  // namespace minicpmo
