@@ -63,7 +63,8 @@ ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --ci) ARGS+=(tests/test_bad_inputs.py tests/test_media.py tests/test_audio_input.py tests/test_fuzz_replay.py
-                     tests/test_bf16_compute.py tests/test_cpu_kernels.py tests/test_q8_packed.py tests/test_tts_attention.py); shift ;;
+                     tests/test_bf16_compute.py tests/test_cpu_kernels.py tests/test_q8_packed.py tests/test_tts_attention.py
+                     tests/test_conv1d_node.py); shift ;;
         -m) MARK="not torch and ($2)"; shift 2 ;;
         *) ARGS+=("$1"); shift ;;
     esac

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/conv1d_node.h"
 #include "core/onednn_matmul.h"
 #include "ggml-backend.h"
 
@@ -81,14 +82,18 @@ public:
     // whether the oneDNN backend takes the encoders' fused attention (FLASH_ATTN_EXT on F32 operands)
     // and their GELU, tanh and softplus (compute bf16 or int8 on the CPU): graphs then build those ops
     bool onednn_attention() const { return matmul_ != nullptr && precision_ != OnednnPrecision::f32; }
+    // whether the oneDNN backend is there (compute bf16 or int8 on the CPU): graphs may then use the
+    // nodes only it computes fast (core/conv1d_node)
+    bool onednn_products() const { return matmul_ != nullptr; }
     // why oneDNN's products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
     // the CPU backend or the CPU's oneDNN matrix products
     bool is_cpu(ggml_backend_t backend) const { return backend == cpu_ || (matmul_ && backend == matmul_); }
-    // whether a graph node computed on `backend` is a product with a weight that oneDNN's products,
-    // present in this session, left to ggml's CPU kernels
+    // whether a graph node computed on `backend` is a product with a weight (or a conv1d node) that
+    // oneDNN's products, present in this session, left to ggml's CPU kernels
     bool is_ggml_weight_product(ggml_backend_t backend, const ggml_tensor * node) const {
-        return matmul_ && backend == cpu_ && node->op == GGML_OP_MUL_MAT && is_weight(node->src[0]);
+        return matmul_ && backend == cpu_ &&
+               ((node->op == GGML_OP_MUL_MAT && is_weight(node->src[0])) || conv1d_node_shape(node));
     }
     // Backends in scheduler priority order (the device first when there is one, then the oneDNN matrix
     // products of a CPU backend in compute bf16 or int8, CPU last).

@@ -6,6 +6,7 @@
 #include "core/gguf_weights.h"
 #include "core/int8_quantize.h"
 #include "core/onednn_attention.h"
+#include "core/onednn_convolution.h"
 
 #include <string>
 
@@ -113,6 +114,7 @@ struct Context {
     std::vector<float> row_scale;                            // int8: the activation rows' scales
     std::vector<int32_t> row_zero;                           //       and zero points
     std::unique_ptr<OnednnAttention> attention;              // FLASH_ATTN_EXT (BF16 or F32 operands)
+    std::unique_ptr<OnednnConvolutions> convolutions;        // conv1d nodes (F32)
     std::string last_error;                                  // why the last graph failed
     ggml_backend_reg reg{};
     ggml_backend_device device{};
@@ -428,6 +430,8 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
                 mul_mat(c, node);
             } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
                 c.attention->compute(node, c.n_threads);
+            } else if (OnednnConvolutions::supports(node)) {
+                c.convolutions->compute(node, c.stream);
             } else if (dnnl::algorithm algo; eltwise_algorithm(node, &algo)) {
                 eltwise(c, node, algo);
             } else {
@@ -489,6 +493,7 @@ bool f32_strided(const ggml_tensor * t) {
 bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
     const Context & c = *static_cast<const Context *>(dev->context);
     if (computes_nothing(op->op)) return true;
+    if (OnednnConvolutions::supports(op)) return true;  // every precision: conv1d nodes are F32
     if (c.f32() && (op->op != GGML_OP_MUL_MAT || !is_weight(op->src[0]))) return false;
     // int8 sessions: the products with weights, the fused attention (in F32) and the elementwise
     // functions; an attention's separate products stay on ggml
@@ -558,6 +563,7 @@ ggml_backend_t onednn_matmul_backend_new(int n_threads, const GgufWeights * mode
     }
     c->n_threads = n_threads > 0 ? n_threads : 1;
     c->attention = std::make_unique<OnednnAttention>(c->engine, precision == OnednnPrecision::bf16);
+    c->convolutions = std::make_unique<OnednnConvolutions>(c->engine);
     // device and registry entries of this instance only: not in ggml's process-wide registry
     c->reg.api_version = GGML_BACKEND_API_VERSION;
     c->reg.iface = {reg_name, reg_device_count, reg_device, reg_proc_address};

@@ -4,7 +4,8 @@
 // time (CPUID); or in int8 (compute_type "int8"): byte dot products on every CPU with AVX2 (VNNI and
 // AMX where present), about twice the F32 rate. It also takes more ops of those encoders: FLASH_ATTN_EXT on F32 operands (BF16
 // products around a softmax, block by block, in int8 sessions F32 ones: core/onednn_attention), and GELU, tanh and softplus
-// (oneDNN's vectorised eltwise kernels in place of ggml's F16 table and scalar libm calls). Everything else stays on ggml's CPU backend; a
+// (oneDNN's vectorised eltwise kernels in place of ggml's F16 table and scalar libm calls), and, at
+// every precision, conv1d nodes (core/conv1d_node, in F32: core/onednn_convolution). Everything else stays on ggml's CPU backend; a
 // ComputeBackend puts this one before the CPU in its schedulers, so the graphs stay plain ggml (CUDA,
 // Metal and Vulkan run them unchanged).
 //
@@ -28,8 +29,8 @@ class GgufWeights;
 // sessions: oneDNN's F32 kernels, faster than ggml's at its convolutions' shapes on AVX-512; F32
 // arithmetic, only the summation order differs), or int8 (the encoders of int8 sessions: weights per
 // row in 7 bits, activations per row in unsigned bytes, exact integer sums: core/int8_quantize). F32
-// backends take nothing but products with weights, int8 ones those, the fused attention (F32) and
-// GELU, tanh and softplus.
+// backends take nothing but products with weights (and conv1d nodes), int8 ones those, the fused
+// attention (F32) and GELU, tanh and softplus.
 enum class OnednnPrecision { bf16, f32, int8 };
 
 // A new backend (free with ggml_backend_free) computing on `n_threads` threads, or throws

@@ -2,6 +2,7 @@
 
 #include <cfloat>
 
+#include "core/conv1d_node.h"
 #include "core/error.h"
 #include "core/graph_ops.h"
 #include "token2wav/hift_snake.h"
@@ -22,19 +23,22 @@ ggml_tensor * pad_time(ggml_context * ctx, ggml_tensor * x, int before, int afte
 ggml_tensor * transposed(ggml_context * ctx, ggml_tensor * x) { return ggml_cont(ctx, ggml_transpose(ctx, x)); }
 
 // Conv1d on xp ne (C_in, T) already zero-padded by c.padding on both sides, with stride and
-// dilation, all F32 (HiftModel keeps every weight in F32): the K taps of every output step gathered
-// into one row ne (C_in * K) (copies of whole channel runs), then one matrix product with the kernel
-// ne (C_in * K, C_out). The result ne (C_out, T_out) is channel-major again.
-ggml_tensor * conv1d_padded(ggml_context * ctx, ggml_tensor * xp, const HiftConv & c) {
+// dilation, all F32 (HiftModel keeps every weight in F32). With `nodes` (the oneDNN backend is there)
+// one conv1d node (core/conv1d_node); else the K taps of every output step gathered into one row ne
+// (C_in * K) (copies of whole channel runs), then one matrix product with the kernel ne (C_in * K,
+// C_out). The result ne (C_out, T_out) is channel-major again.
+ggml_tensor * conv1d_padded(ggml_context * ctx, ggml_tensor * xp, const HiftConv & c, bool nodes) {
+    if (nodes) return conv1d_node(ctx, xp, c.w, c.b, &c.taps);
+    const Conv1dShape & s = c.taps;
     const int64_t C = xp->ne[0];
-    const int64_t T_out = (xp->ne[1] - static_cast<int64_t>(c.dilation) * (c.kernel - 1) - 1) / c.stride + 1;
-    ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, xp, c.kernel, c.dilation, c.stride, T_out));
-    cols = ggml_reshape_2d(ctx, cols, C * c.kernel, T_out);
+    const int64_t T_out = (xp->ne[1] - static_cast<int64_t>(s.dilation) * (s.kernel - 1) - 1) / s.stride + 1;
+    ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, xp, s.kernel, s.dilation, s.stride, T_out));
+    cols = ggml_reshape_2d(ctx, cols, C * s.kernel, T_out);
     return ggml_add(ctx, ggml_mul_mat(ctx, c.w, cols), c.b);
 }
 
-ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, const HiftConv & c) {
-    return conv1d_padded(ctx, pad_time(ctx, x, c.padding, c.padding), c);
+ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, const HiftConv & c, bool nodes) {
+    return conv1d_padded(ctx, pad_time(ctx, x, c.padding, c.padding), c, nodes);
 }
 
 // ConvTranspose1d (torch semantics, padding p cropped from both ends) of x ne (C_in, T): every input
@@ -48,14 +52,14 @@ ggml_tensor * conv_transpose1d(ggml_context * ctx, ggml_tensor * x, const HiftUp
 }
 
 // Snake, then the convolution it feeds (hift_snake.h makes both Snake and the padding one node on the CPU)
-ggml_tensor * snake_conv1d(ggml_context * ctx, ggml_tensor * x, const HiftSnake & s, const HiftConv & c) {
-    return conv1d_padded(ctx, hift_padded_snake(ctx, x, s.alpha, s.inv, c.padding), c);
+ggml_tensor * snake_conv1d(ggml_context * ctx, ggml_tensor * x, const HiftSnake & s, const HiftConv & c, bool nodes) {
+    return conv1d_padded(ctx, hift_padded_snake(ctx, x, s.alpha, s.inv, c.padding), c, nodes);
 }
 
-ggml_tensor * resblock(ggml_context * ctx, ggml_tensor * x, const HiftResBlock & rb) {
+ggml_tensor * resblock(ggml_context * ctx, ggml_tensor * x, const HiftResBlock & rb, bool nodes) {
     for (const HiftResUnit & u : rb) {
-        ggml_tensor * t = snake_conv1d(ctx, x, u.a1, u.c1);
-        t = snake_conv1d(ctx, t, u.a2, u.c2);
+        ggml_tensor * t = snake_conv1d(ctx, x, u.a1, u.c1, nodes);
+        t = snake_conv1d(ctx, t, u.a2, u.c2, nodes);
         x = ggml_add(ctx, t, x);
     }
     return x;
@@ -87,15 +91,15 @@ ggml_tensor * istft(ggml_context * ctx, const HiftModel & m, ggml_tensor * spec)
 
 }  // namespace
 
-ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel) {
+ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel, bool conv_nodes) {
     ggml_tensor * x = transposed(ctx, mel);  // (n_mel, T)
-    for (const HiftConv & c : m.f0_convs()) x = ggml_elu(ctx, conv1d(ctx, x, c));
+    for (const HiftConv & c : m.f0_convs()) x = ggml_elu(ctx, conv1d(ctx, x, c, conv_nodes));
     ggml_tensor * f0 = ggml_add(ctx, ggml_mul_mat(ctx, m.f0_proj_w(), x), m.f0_proj_b());  // (1, T)
     return ggml_abs(ctx, f0);
 }
 
 HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel, ggml_tensor * sines,
-                                      ggml_tensor * cache_source) {
+                                      ggml_tensor * cache_source, bool conv_nodes) {
     const HiftHparams & hp = m.hparams();
     const int64_t L = sines->ne[1];
 
@@ -109,20 +113,20 @@ HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, g
     }
     ggml_tensor * spec = stft(ctx, m, src);
 
-    ggml_tensor * x = conv1d(ctx, transposed(ctx, mel), m.conv_pre());  // (C, T)
+    ggml_tensor * x = conv1d(ctx, transposed(ctx, mel), m.conv_pre(), conv_nodes);  // (C, T)
     const auto & stages = m.stages();
     for (size_t i = 0; i < stages.size(); ++i) {
         const HiftUpStage & st = stages[i];
         x = conv_transpose1d(ctx, ggml_leaky_relu(ctx, x, hp.lrelu_slope, false), st, i + 1 == stages.size());
-        x = ggml_add(ctx, x, resblock(ctx, conv1d(ctx, spec, st.src_down), st.src_res));
+        x = ggml_add(ctx, x, resblock(ctx, conv1d(ctx, spec, st.src_down, conv_nodes), st.src_res, conv_nodes));
         ggml_tensor * sum = nullptr;
         for (const HiftResBlock & rb : st.res) {
-            ggml_tensor * r = resblock(ctx, x, rb);
+            ggml_tensor * r = resblock(ctx, x, rb, conv_nodes);
             sum = sum ? ggml_add(ctx, sum, r) : r;
         }
         x = ggml_scale(ctx, sum, 1.0f / static_cast<float>(st.res.size()));
     }
-    x = conv1d(ctx, ggml_leaky_relu(ctx, x, hp.post_lrelu_slope, false), m.conv_post());  // (n_fft + 2, F)
+    x = conv1d(ctx, ggml_leaky_relu(ctx, x, hp.post_lrelu_slope, false), m.conv_post(), conv_nodes);  // (n_fft + 2, F)
 
     // magnitude exp(.) clipped at magnitude_max, phase sin(.) (sic: the official head), to re / im
     const int64_t F = x->ne[1], nb = hp.n_bins();

@@ -10,8 +10,11 @@
 
 namespace minicpmo {
 
+// `conv_nodes`: the convolutions as conv1d nodes (core/conv1d_node), for a session whose oneDNN backend
+// runs them (ComputeBackend::onednn_products); else gathered taps and a matrix product (any device).
+
 // mel: ne (T, n_mel) F32. Returns the frame-rate F0 ne (1, T): |Linear(n x [conv k3 -> ELU](mel))|.
-ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel);
+ggml_tensor * build_hift_f0(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel, bool conv_nodes);
 
 struct HiftDecoderOutputs {
     ggml_tensor * audio = nullptr;   // ne (T * hop_samples): the waveform, clamped to +-audio_limit
@@ -23,7 +26,7 @@ struct HiftDecoderOutputs {
 // first n source samples (streaming). Source = tanh(Linear(H+1 -> 1)(sines)), then the 16-point
 // STFT, the decoder, the magnitude/phase head and the iSTFT.
 HiftDecoderOutputs build_hift_decoder(ggml_context * ctx, const HiftModel & m, ggml_tensor * mel, ggml_tensor * sines,
-                                      ggml_tensor * cache_source);
+                                      ggml_tensor * cache_source, bool conv_nodes);
 
 // Graph nodes the decoder of `m` needs (headroom included).
 size_t hift_graph_nodes(const HiftModel & m);

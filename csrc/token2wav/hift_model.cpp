@@ -212,7 +212,7 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
         HiftConv c;
         c.w = B.add(std::move(wm), c_in * k, c_out);
         c.b = take(name + ".bias", {c_out}, Use::vector);
-        c.kernel = k;
+        c.taps.kernel = k;
         c.c_in = static_cast<int>(c_in);
         return c;
     };
@@ -234,7 +234,7 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
             const std::string s = std::to_string(j);
             HiftResUnit u;
             u.c1 = conv(p + ".c1." + s, ch, ch, k);
-            u.c1.dilation = dilations[j];
+            u.c1.taps.dilation = dilations[j];
             u.c1.padding = (k * dilations[j] - dilations[j]) / 2;
             u.c2 = conv(p + ".c2." + s, ch, ch, k);
             u.c2.padding = (k - 1) / 2;
@@ -281,7 +281,7 @@ HiftModel::HiftModel(const std::string & omni_path, ComputeDevice device, bool m
         st.b = take("t2w.hift.up." + std::to_string(i) + ".bias", {OC}, Use::vector);
         const int u = hp.src_down_rate(i);
         st.src_down = conv("t2w.hift.src_down." + std::to_string(i), st.c_out, hp.n_spec(), u == 1 ? 1 : 2 * u);
-        st.src_down.stride = u;
+        st.src_down.taps.stride = u;
         st.src_down.padding = u == 1 ? 0 : u / 2;
         st.src_res = resblock("t2w.hift.src_res." + std::to_string(i), st.c_out, hp.src_kernels[i], hp.src_dilations[i]);
         for (int j = 0; j < nk; ++j) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/compute_backend.h"
+#include "core/conv1d_node.h"
 #include "core/gguf_weights.h"
 
 namespace minicpmo {
@@ -55,7 +56,8 @@ struct HiftHparams {
 struct HiftConv {
     ggml_tensor * w = nullptr;
     ggml_tensor * b = nullptr;
-    int kernel = 1, dilation = 1, stride = 1, padding = 0, c_in = 0;
+    Conv1dShape taps;  // kernel size, dilation, stride
+    int padding = 0, c_in = 0;
 };
 
 // Snake(x) = x + inv * sin(alpha x)^2 with inv = 1 / (alpha + eps); both (C, 1) F32.

@@ -64,7 +64,7 @@ std::vector<float> HiftVocoder::run_f0(const float * mel, int n_frames) {
     ggml_cgraph * gf = graph.new_graph();
     ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_frames, hp.n_mel);
     ggml_set_input(mel_in);
-    ggml_tensor * f0 = build_hift_f0(ctx, *model_, mel_in);
+    ggml_tensor * f0 = build_hift_f0(ctx, *model_, mel_in, backend_.onednn_products());
     ggml_set_output(f0);
     ggml_build_forward_expand(gf, f0);
     runner_.allocate(gf);
@@ -114,7 +114,7 @@ HiftForward HiftVocoder::forward(const HiftMel & mel, const float * cache_source
         cache_in = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_cache);
         ggml_set_input(cache_in);
     }
-    HiftDecoderOutputs out = build_hift_decoder(ctx, *model_, mel_in, sines_in, cache_in);
+    HiftDecoderOutputs out = build_hift_decoder(ctx, *model_, mel_in, sines_in, cache_in, backend_.onednn_products());
     ggml_set_output(out.audio);
     ggml_set_output(out.source);
     ggml_build_forward_expand(gf, out.audio);

@@ -15,7 +15,9 @@
 
 #include "core/bf16_convert.h"
 #include "core/compute_backend.h"
+#include "core/conv1d_node.h"
 #include "core/error.h"
+#include "core/graph_ops.h"
 #include "core/q8_packed.h"
 #include "core/softmax_rows.h"
 #include "python/numpy_arrays.h"
@@ -164,6 +166,56 @@ py::array_t<float> q8_packed_product_py(const py::object & x_obj, const py::obje
     py::array_t<float> result({M, n_out});
     ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
     return result;
+}
+
+// One conv1d node (core/conv1d_node) as HiFT's graph holds it: x [T, C_in] (a step's channels
+// adjacent), the kernel w [C_out, C_in, K] in PyTorch's order (re-laid tap-major, in a weights
+// buffer), bias b [C_out] or None, no padding -> (y [T_out, C_out], the nodes that ran on ggml's CPU
+// backend in a session with oneDNN products). compute_type "f32" has no oneDNN backend: the CPU
+// backend's own loop runs the node; "bf16" / "int8" sessions give it to oneDNN's convolution.
+py::tuple conv1d_py(const py::object & x_obj, const py::object & w_obj, const py::object & b_obj, int dilation, int stride,
+                    const std::string & compute_type, int n_threads) {
+    F32Array x = checked_f32(x_obj, 2, "x");
+    F32Array w = checked_f32(w_obj, 3, "w");
+    const int64_t T = x.shape(0), C_in = x.shape(1), C_out = w.shape(0), K = w.shape(2);
+    if (w.shape(1) != C_in || T < 1 || C_in < 1 || C_out < 1 || K < 1 || dilation < 1 || stride < 1 ||
+        T < static_cast<int64_t>(dilation) * (K - 1) + 1) {
+        fail(Status::invalid_argument, "x [T, C_in], w [C_out, C_in, K], dilation and stride >= 1, T >= dilation (K - 1) + 1");
+    }
+    F32Array b;
+    if (!b_obj.is_none()) {
+        b = checked_f32(b_obj, 1, "b");
+        if (b.shape(0) != C_out) fail(Status::invalid_argument, "b must hold C_out values");
+    }
+    ComputeBackend backend(nullptr, n_threads, resolve_compute_type(compute_type));
+    ggml_init_params wp{ggml_tensor_overhead() * 2, nullptr, true};
+    std::unique_ptr<ggml_context, decltype(&ggml_free)> wctx(ggml_init(wp), ggml_free);
+    ggml_tensor * weight = ggml_new_tensor_2d(wctx.get(), GGML_TYPE_F32, C_in * K, C_out);
+    ggml_tensor * bias = b_obj.is_none() ? nullptr : ggml_new_tensor_1d(wctx.get(), GGML_TYPE_F32, C_out);
+    std::unique_ptr<ggml_backend_buffer, decltype(&ggml_backend_buffer_free)> wbuf(
+        ggml_backend_alloc_ctx_tensors_from_buft(wctx.get(), weight_buffer_type(nullptr)), ggml_backend_buffer_free);
+    if (!wbuf) fail(Status::internal, "cannot allocate the weights");
+    ggml_backend_buffer_set_usage(wbuf.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    std::vector<float> tap_major(static_cast<size_t>(C_in * K * C_out));
+    tap_major_kernel(w.data(), tap_major.data(), K, C_in, C_out, sizeof(float));
+    ggml_backend_tensor_set(weight, tap_major.data(), 0, ggml_nbytes(weight));
+    if (bias) ggml_backend_tensor_set(bias, b.data(), 0, ggml_nbytes(bias));
+
+    const Conv1dShape shape{static_cast<int>(K), dilation, stride};
+    GraphRunner runner(backend, 8);
+    GraphContext gctx = runner.new_context("conv1d");
+    ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, C_in, T);
+    ggml_set_input(input);
+    ggml_tensor * out = conv1d_node(gctx.get(), input, weight, bias, &shape);
+    ggml_set_output(out);
+    ggml_cgraph * graph = gctx.new_graph();
+    ggml_build_forward_expand(graph, out);
+    runner.allocate(graph);
+    ggml_backend_tensor_set(input, x.data(), 0, ggml_nbytes(input));
+    runner.compute(graph);
+    py::array_t<float> result({out->ne[1], C_out});
+    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
+    return py::make_tuple(result, runner.placement().ggml_weight_products);
 }
 
 // The TTS decoder's attention node (tts/tts_attention.h) on caches of `capacity` slots laid out as the
@@ -388,6 +440,9 @@ void bind_cpu_kernels(py::module_ & m) {
           "an F16 scale and 32 int8 per block) by the TTS's packed kernels on isa (\"avx2\", \"avx512_vnni\"), as "
           "one graph node on n_threads threads. Returns M x N float32; gated: silu(x @ w[:N/2].T) * (x @ w[N/2:].T), "
           "M x N/2; rms_weight (K values): x replaced by x / sqrt(mean(x^2) + rms_eps) * rms_weight first.");
+    m.def("conv1d", &conv1d_py, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("dilation") = 1,
+          py::arg("stride") = 1, py::arg("compute_type") = "f32", py::arg("n_threads") = 1,
+          "one conv1d node (core/conv1d_node): (y [T_out, C_out], nodes left to ggml's CPU backend)");
     m.def("tts_attention", &tts_attention_py, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"),
           py::arg("old_k"), py::arg("old_v"), py::arg("mask"), py::arg("f16_cache") = true, py::arg("capacity") = 0,
           py::arg("rope_theta") = 10000.0f, py::arg("n_threads") = 1,
