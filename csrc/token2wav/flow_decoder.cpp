@@ -339,6 +339,7 @@ const std::vector<float> & FlowDecoder::dit_modulation(float t) {
         const std::vector<float> v = get(m);
         all.insert(all.end(), v.begin(), v.end());
     }
+    add_one_to_dit_scales(all.data(), hp);
     // a stream uses n_timesteps values of t; whole-utterance calls with other step counts add more
     if (modulations_.size() >= kMaxCachedModulations) modulations_.clear();
     return modulations_.emplace(key, std::move(all)).first->second;

@@ -223,9 +223,9 @@ FlowEncoderOut build_flow_encoder(ggml_context * ctx, const FlowModel & m, const
 
 namespace {
 
-// LN(x) (1 + scale) + shift, with non-affine LayerNorm
-ggml_tensor * modulate(ggml_context * ctx, ggml_tensor * x, ggml_tensor * shift, ggml_tensor * scale, float eps) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), ggml_scale_bias(ctx, scale, 1.0f, 1.0f)), shift);
+// LN(x) (1 + scale) + shift, with non-affine LayerNorm; `scale1` holds 1 + scale (add_one_to_dit_scales)
+ggml_tensor * modulate(ggml_context * ctx, ggml_tensor * x, ggml_tensor * shift, ggml_tensor * scale1, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), scale1), shift);
 }
 
 ggml_tensor * chunk(ggml_context * ctx, ggml_tensor * mod, int64_t width, int i) {
@@ -257,6 +257,19 @@ std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowMo
     for (const FlowDitBlock & L : W.blocks) mods.push_back(linear(ctx, c, L.ada_w, L.ada_b));  // [9H]
     mods.push_back(linear(ctx, c, W.final_ada_w, W.final_ada_b));                             // [2H]
     return mods;
+}
+
+void add_one_to_dit_scales(float * modulation, const FlowHparams & hp) {
+    const int64_t H = hp.dit_dim;
+    // per layer: shift, scale, gate of the attention (chunks 0-2), the MLP (3-5), the conv block (6-8);
+    // then the final layer's shift and scale
+    for (int64_t il = 0; il <= hp.dit_layer; ++il) {
+        float * mod = modulation + il * 9 * H;
+        const bool final_layer = il == hp.dit_layer;
+        for (int chunk : final_layer ? std::vector<int>{1} : std::vector<int>{1, 4, 7}) {
+            for (int64_t i = 0; i < H; ++i) mod[chunk * H + i] += 1.0f;
+        }
+    }
 }
 
 DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, const DitIn & in) {

@@ -58,6 +58,10 @@ std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowMo
 // Width of the concatenated modulations of one timestep: 9H per layer + 2H.
 int64_t dit_modulation_width(const FlowHparams & hp);
 
+// Turns each scale of the concatenated modulations into 1 + scale, the factor build_dit multiplies
+// by (once per timestep on the host, not three nodes a layer in every DiT pass; the same float sum).
+void add_one_to_dit_scales(float * modulation, const FlowHparams & hp);
+
 // Key slots of a DiT attention over n keys: n rounded up to a multiple of 8. ggml's CPU GEMM
 // (tinyBLAS) takes an F32 product only when its summed length is a multiple of 8, else one dot
 // product per output (about 4x slower); the probabilities x values product sums over the keys, so
@@ -66,7 +70,8 @@ int64_t dit_key_slots(int64_t n_keys);
 
 struct DitIn {
     ggml_tensor * x_in = nullptr;       // [4*n_mel, T, B] per branch [x_t | mu | spk | cond]
-    ggml_tensor * modulation = nullptr; // [dit_modulation_width]: build_dit_modulation's outputs, concatenated
+    ggml_tensor * modulation = nullptr; // [dit_modulation_width]: build_dit_modulation's outputs, concatenated,
+                                        // after add_one_to_dit_scales
     ggml_tensor * conv_prev = nullptr;  // [H, K-1, B, 2*n_layer] causal-conv left contexts (conv1 of layer l
                                         // at 2l, conv2 at 2l+1)
     // streaming attention cache (all null: keys = this call's frames only)
