@@ -1,8 +1,9 @@
 // Python bindings of the project's own vectorised CPU kernels, for tests against numpy: HiFT's
 // sine (token2wav/hift_snake.h), and the exp and BF16 / F32 softmax of the oneDNN backend's attention
 // (core/softmax_rows.h), the F16 -> BF16 rounding that packs F16 weights (core/bf16_convert.h), and
-// one matrix product with a weight and one fused attention through a session's CPU backends
-// (core/compute_backend: ggml's kernels, or oneDNN's of core/onednn_matmul and core/onednn_attention).
+// one matrix product with a weight, one conv1d node (core/conv1d_node) and one fused attention through a
+// session's CPU backends (core/compute_backend: ggml's kernels, or oneDNN's of core/onednn_matmul,
+// core/onednn_convolution and core/onednn_attention).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -60,6 +61,29 @@ void set_from_f32(ggml_tensor * t, const float * data) {
     ggml_backend_tensor_set(t, half.data(), 0, ggml_nbytes(t));
 }
 
+// Runs a graph of one node on `backend`'s runner: `build(ctx, input)` makes the node from an F32
+// input ne (ne0, ne1) set from `data`. Returns the node's values as [ne1, ne0] of its own ne and, in
+// `placement`, where the graph ran.
+template <typename Build>
+py::array_t<float> run_one_node(ComputeBackend & backend, const char * name, int64_t ne0, int64_t ne1, const float * data,
+                                Build build, GraphPlacement * placement = nullptr) {
+    GraphRunner runner(backend, 8);
+    GraphContext gctx = runner.new_context(name);
+    ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, ne0, ne1);
+    ggml_set_input(input);
+    ggml_tensor * out = build(gctx.get(), input);
+    ggml_set_output(out);
+    ggml_cgraph * graph = gctx.new_graph();
+    ggml_build_forward_expand(graph, out);
+    runner.allocate(graph);
+    ggml_backend_tensor_set(input, data, 0, ggml_nbytes(input));
+    runner.compute(graph);
+    py::array_t<float> result({out->ne[1], out->ne[0]});
+    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
+    if (placement) *placement = runner.placement();
+    return result;
+}
+
 // x [M, K] times the transposed weight w [N, K] -> [M, N] as an encoder computes it: w in a weights
 // buffer (F32, or rounded to F16 when `f16_weight`), one MUL_MAT, the backends of `compute_type`
 py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w_obj, const std::string & compute_type,
@@ -80,20 +104,8 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
     ggml_backend_buffer_set_usage(wbuf.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     set_from_f32(weight, w.data());
 
-    GraphRunner runner(backend, 8);
-    GraphContext gctx = runner.new_context("matrix product");
-    ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, K, M);
-    ggml_set_input(input);
-    ggml_tensor * out = ggml_mul_mat(gctx.get(), weight, input);
-    ggml_set_output(out);
-    ggml_cgraph * graph = gctx.new_graph();
-    ggml_build_forward_expand(graph, out);
-    runner.allocate(graph);
-    ggml_backend_tensor_set(input, x.data(), 0, ggml_nbytes(input));
-    runner.compute(graph);
-    py::array_t<float> result({M, N});
-    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
-    return result;
+    return run_one_node(backend, "matrix product", K, M, x.data(),
+                        [&](ggml_context * ctx, ggml_tensor * input) { return ggml_mul_mat(ctx, weight, input); });
 }
 
 // x [M, K] times a Q8_0 matrix given as ggml's blocks (uint8 [N, K / 32 * 34]) -> [M, N] by the TTS's
@@ -202,20 +214,11 @@ py::tuple conv1d_py(const py::object & x_obj, const py::object & w_obj, const py
     if (bias) ggml_backend_tensor_set(bias, b.data(), 0, ggml_nbytes(bias));
 
     const Conv1dShape shape{static_cast<int>(K), dilation, stride};
-    GraphRunner runner(backend, 8);
-    GraphContext gctx = runner.new_context("conv1d");
-    ggml_tensor * input = ggml_new_tensor_2d(gctx.get(), GGML_TYPE_F32, C_in, T);
-    ggml_set_input(input);
-    ggml_tensor * out = conv1d_node(gctx.get(), input, weight, bias, &shape);
-    ggml_set_output(out);
-    ggml_cgraph * graph = gctx.new_graph();
-    ggml_build_forward_expand(graph, out);
-    runner.allocate(graph);
-    ggml_backend_tensor_set(input, x.data(), 0, ggml_nbytes(input));
-    runner.compute(graph);
-    py::array_t<float> result({out->ne[1], C_out});
-    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
-    return py::make_tuple(result, runner.placement().ggml_weight_products);
+    GraphPlacement placement;
+    py::array_t<float> y = run_one_node(
+        backend, "conv1d", C_in, T, x.data(),
+        [&](ggml_context * ctx, ggml_tensor * input) { return conv1d_node(ctx, input, weight, bias, &shape); }, &placement);
+    return py::make_tuple(y, placement.ggml_weight_products);
 }
 
 // The TTS decoder's attention node (tts/tts_attention.h) on caches of `capacity` slots laid out as the
