@@ -53,6 +53,15 @@ void conv1d_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
 }  // namespace
 
+int64_t conv1d_output_steps(const Conv1dShape & s, int64_t T_in) {
+    const int64_t span = static_cast<int64_t>(s.dilation) * (s.kernel - 1) + 1;
+    return T_in < span ? 0 : (T_in - span) / s.stride + 1;
+}
+
+int64_t conv1d_input_steps(const Conv1dShape & s, int64_t T_out) {
+    return (T_out - 1) * s.stride + static_cast<int64_t>(s.dilation) * (s.kernel - 1) + 1;
+}
+
 ggml_tensor * conv1d_node(ggml_context * ctx, ggml_tensor * xp, ggml_tensor * w, ggml_tensor * b,
                           const Conv1dShape * shape) {
     const int64_t C_in = xp->ne[0], T = xp->ne[1];
@@ -62,9 +71,8 @@ ggml_tensor * conv1d_node(ggml_context * ctx, ggml_tensor * xp, ggml_tensor * w,
         w->ne[2] != 1 || w->ne[3] != 1 || (b && (!ggml_is_contiguous(b) || ggml_nelements(b) != w->ne[1]))) {
         fail(Status::internal, "conv1d node: operands of the wrong type or shape");
     }
-    const int64_t span = static_cast<int64_t>(shape->dilation) * (shape->kernel - 1) + 1;
-    if (T < span) fail(Status::internal, "conv1d node: input of " + std::to_string(T) + " steps is shorter than the kernel");
-    const int64_t T_out = (T - span) / shape->stride + 1;
+    const int64_t T_out = conv1d_output_steps(*shape, T);
+    if (T_out < 1) fail(Status::internal, "conv1d node: input of " + std::to_string(T) + " steps is shorter than the kernel");
     ggml_tensor * args[3] = {xp, w, b};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], T_out, 1, 1, args, b ? 3 : 2, conv1d_op, GGML_N_TASKS_MAX,
                           const_cast<Conv1dShape *>(shape));

@@ -9,6 +9,8 @@
 // backend can still run the node (a direct loop, correct but not fast) should the scheduler place it there.
 #pragma once
 
+#include <cstdint>
+
 #include "ggml.h"
 
 namespace minicpmo {
@@ -17,6 +19,11 @@ namespace minicpmo {
 struct Conv1dShape {
     int kernel = 1, dilation = 1, stride = 1;
 };
+
+// The output steps a convolution makes of T_in input steps (0 when the input is shorter than the
+// kernel's span), and the input steps that T_out outputs read
+int64_t conv1d_output_steps(const Conv1dShape & s, int64_t T_in);
+int64_t conv1d_input_steps(const Conv1dShape & s, int64_t T_out);
 
 // Conv1d of xp ne (C_in, T) (channel-major, already zero-padded: the node pads nothing) with the
 // tap-major kernel w ne (C_in * K, C_out) (tap_major_kernel's layout), plus bias b ne (C_out) (may

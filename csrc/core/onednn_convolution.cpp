@@ -32,11 +32,6 @@ int64_t next_power_of_two(int64_t n) {
     return p;
 }
 
-// the input steps that T_out outputs read
-int64_t input_steps(const Conv1dShape & s, int64_t T_out) {
-    return (T_out - 1) * s.stride + static_cast<int64_t>(s.dilation) * (s.kernel - 1) + 1;
-}
-
 // in host memory, or not allocated yet (a graph's intermediate: the scheduler puts it in this
 // backend's buffer type, the CPU's)
 bool host_or_unallocated(const ggml_tensor * t) {
@@ -67,7 +62,7 @@ const OnednnConvolutions::Primitive & OnednnConvolutions::primitive(const ggml_t
     if (it != primitives_.end()) return it->second;
     if (primitives_.size() >= kMaxShapes) primitives_.clear();
     Primitive p;
-    p.src = memory::desc({1, C_in, input_steps(s, T_out)}, dt::f32, tag::nwc);
+    p.src = memory::desc({1, C_in, conv1d_input_steps(s, T_out)}, dt::f32, tag::nwc);
     p.dst = memory::desc({1, C_out, T_out}, dt::f32, tag::nwc);
     if (bias) p.bias = memory::desc({C_out}, dt::f32, tag::a);
     const memory::desc any_weights({C_out, C_in, s.kernel}, dt::f32, tag::any);
@@ -133,7 +128,7 @@ void OnednnConvolutions::compute(ggml_tensor * op, dnnl::stream & stream) {
         return;
     }
     // fewer steps than the span: the input copied and zero-padded to the span's, the outputs copied back
-    const int64_t steps_in = input_steps(s, span), have = std::min(steps_in, x->ne[1]);
+    const int64_t steps_in = conv1d_input_steps(s, span), have = std::min(steps_in, x->ne[1]);
     padded_in_.assign(static_cast<size_t>(steps_in * C_in), 0.0f);
     std::memcpy(padded_in_.data(), in, static_cast<size_t>(have * C_in) * sizeof(float));
     padded_out_.resize(static_cast<size_t>(span * C_out));

@@ -261,15 +261,14 @@ std::vector<ggml_tensor *> build_dit_modulation(ggml_context * ctx, const FlowMo
 
 void add_one_to_dit_scales(float * modulation, const FlowHparams & hp) {
     const int64_t H = hp.dit_dim;
-    // per layer: shift, scale, gate of the attention (chunks 0-2), the MLP (3-5), the conv block (6-8);
-    // then the final layer's shift and scale
-    for (int64_t il = 0; il <= hp.dit_layer; ++il) {
-        float * mod = modulation + il * 9 * H;
-        const bool final_layer = il == hp.dit_layer;
-        for (int chunk : final_layer ? std::vector<int>{1} : std::vector<int>{1, 4, 7}) {
-            for (int64_t i = 0; i < H; ++i) mod[chunk * H + i] += 1.0f;
-        }
+    const auto add_one = [&](float * scale) {
+        for (int64_t i = 0; i < H; ++i) scale[i] += 1.0f;
+    };
+    // per layer: shift, scale, gate of the attention (chunks 0-2), the MLP (3-5), the conv block (6-8)
+    for (int64_t il = 0; il < hp.dit_layer; ++il) {
+        for (int chunk : {1, 4, 7}) add_one(modulation + (il * 9 + chunk) * H);
     }
+    add_one(modulation + (static_cast<int64_t>(hp.dit_layer) * 9 + 1) * H);  // the final layer's: shift, scale
 }
 
 DitOut build_dit(ggml_context * ctx, ggml_cgraph * graph, const FlowModel & m, const DitIn & in) {

@@ -30,8 +30,7 @@ ggml_tensor * transposed(ggml_context * ctx, ggml_tensor * x) { return ggml_cont
 ggml_tensor * conv1d_padded(ggml_context * ctx, ggml_tensor * xp, const HiftConv & c, bool nodes) {
     if (nodes) return conv1d_node(ctx, xp, c.w, c.b, &c.taps);
     const Conv1dShape & s = c.taps;
-    const int64_t C = xp->ne[0];
-    const int64_t T_out = (xp->ne[1] - static_cast<int64_t>(s.dilation) * (s.kernel - 1) - 1) / s.stride + 1;
+    const int64_t C = xp->ne[0], T_out = conv1d_output_steps(s, xp->ne[1]);
     ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, xp, s.kernel, s.dilation, s.stride, T_out));
     cols = ggml_reshape_2d(ctx, cols, C * s.kernel, T_out);
     return ggml_add(ctx, ggml_mul_mat(ctx, c.w, cols), c.b);
