@@ -111,9 +111,10 @@ def test_hammer_one_session_from_three_threads(tiny_f32):
     r = _run_hammer(HAMMER, str(tiny_f32[0]), iters=3, timeout=600)
     assert r["bad"] == [], r["bad"]
     stats = r["stats"]
-    # the guard was exercised and every request of the three threads completed once (3 rounds each)
+    # the guard was exercised and every request of the three threads completed once (3 rounds each):
+    # a stream another thread's request abandoned between pulls is tried again, like a refused one
     assert sum(v["busy"] for v in stats.values()) > 0, stats
-    assert all(v["ok"] + v["abandoned"] == 9 and v["ok"] > 0 for v in stats.values()), stats
+    assert all(v["ok"] == 9 for v in stats.values()), stats
 
 
 # Duplex with its speech threads, simplex streaming and spoken chats on one session from three
