@@ -26,6 +26,8 @@ import reduced_precision as cases
 from audio_weights import smooth_mel
 from relative_error import rel
 from test_vision_encoder import smooth_noise_image
+import test_int8_compute as int8_tests
+from gguf_values import bf16_round
 
 BF16_REL_TOL = 2e-2  # see the module docstring
 F32_REL_TOL = 1e-4   # tests/test_vision_encoder.py, tests/test_audio_encoder.py
@@ -189,6 +191,39 @@ def test_flow_bf16_streaming_matches_reference(tiny_f32, tiny_f16, tiny_hf, kind
         return
     for case in cases.flow_stream_cases(path, "bf16", tiny_hf, f"flow {kind} stream"):
         _check(*case, flow_tests.TOL[kind])
+
+
+# (H, Lq, Lk, D, Dv): the int8 tests' shapes (tests/test_int8_compute.py), and a streamed DiT window's
+# (16 heads: 8 of each CFG branch; 50 queries over the cache's 256 key slots). Up to 128 queries whose
+# scores fit in 2 MiB take oneDNN's batched products over every head (130 x 1024 goes block by block).
+BF16_ATTENTION_SHAPES = [*int8_tests.ATTENTION_SHAPES, (16, 50, 256, 64, 64)]
+
+
+@pytest.mark.parametrize("kv", ["f32", "f16-cache", "bf16-cache"])
+@pytest.mark.parametrize("shape", BF16_ATTENTION_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bf16_fused_attention_matches_float64(shape, kv):
+    """The BF16 sessions' fused attention (core/onednn_attention: Q, K, V and the probabilities
+    rounded to BF16, F32 sums and softmax) against float64, with the int8 tests' mask (some keys of
+    every query hidden, all keys of the last one) and their cache layout, in F16 or in BF16 (the
+    flow's DiT cache in BF16 sessions: read without conversion). Each output is a
+    weighted mean of V rows, so the operands' 2^-9 roundings give ~3e-3 of the largest output;
+    BF16_REL_TOL (2e-2) catches a wrong head, key or mask row, which errs by O(1)."""
+    f16_kv, bf16_kv, cache_layout = kv == "f16-cache", kv == "bf16-cache", kv != "f32"
+    H, Lq, Lk, D, Dv = shape
+    q, k, v, mask, scale = int8_tests.attention_inputs(shape)
+    if not BF16_RUNS:
+        with pytest.raises(MinicpmoError, match=REFUSAL):
+            _testing.fused_attention(q, k, v, mask, scale, "bf16", f16_kv)
+        return
+    got = _testing.fused_attention(q, k, v, mask, scale, "bf16", f16_kv, 2, cache_layout, bf16_kv)
+    if f16_kv:
+        k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+    if bf16_kv:
+        k, v = bf16_round(k), bf16_round(v)
+    err = rel(got, int8_tests.attention_float64(q, k, v, mask, scale))
+    print(f"{shape} {kv} keys/values: {err:.2e} of the largest output")
+    assert got.shape == (H, Lq, Dv)
+    assert err < BF16_REL_TOL
 
 
 def _cpu_has_bf16_instructions() -> bool:

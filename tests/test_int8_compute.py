@@ -153,7 +153,24 @@ ATTENTION_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 5, 64, 64), (4, 130, 1024, 72, 72), 
 ATTENTION_F32_TOL = 2e-5
 
 
-def _attention_float64(q, k, v, mask, scale):
+def attention_inputs(shape):
+    """q, k, v, mask, scale of an attention of `shape` (H, Lq, Lk, D, Dv): normal values, and an
+    additive mask (its F16 values) that hides some keys of every query and all keys of the last one."""
+    H, Lq, Lk, D, Dv = shape
+    rng = np.random.default_rng(Lq * 31 + Lk)
+    q = rng.standard_normal((H, Lq, D)).astype(np.float32)
+    k = rng.standard_normal((H, Lk, D)).astype(np.float32)
+    v = rng.standard_normal((H, Lk, Dv)).astype(np.float32)
+    mask = None
+    if Lk > 1:
+        mask = np.where(rng.random((Lq, Lk)) < 0.3, -np.inf, rng.standard_normal((Lq, Lk)) * 0.5)
+        mask = mask.astype(np.float16).astype(np.float32)  # the values the F16 mask holds
+        mask[:, 0] = 0.0
+        mask[-1] = -np.inf
+    return q, k, v, mask, 1.0 / np.sqrt(D)
+
+
+def attention_float64(q, k, v, mask, scale):
     s = np.einsum("hqd,hkd->hqk", q.astype(np.float64), k.astype(np.float64)) * scale
     if mask is not None:
         s = s + mask.astype(np.float64)[None]
@@ -175,17 +192,7 @@ def test_int8_sessions_fused_attention_is_f32(shape, kv):
     which the F16 keys and values are widened from."""
     f16_kv, cache_layout = kv != "f32", kv == "f16-cache"
     H, Lq, Lk, D, Dv = shape
-    rng = np.random.default_rng(Lq * 31 + Lk)
-    q = rng.standard_normal((H, Lq, D)).astype(np.float32)
-    k = rng.standard_normal((H, Lk, D)).astype(np.float32)
-    v = rng.standard_normal((H, Lk, Dv)).astype(np.float32)
-    mask = None
-    if Lk > 1:
-        mask = np.where(rng.random((Lq, Lk)) < 0.3, -np.inf, rng.standard_normal((Lq, Lk)) * 0.5)
-        mask = mask.astype(np.float16).astype(np.float32)  # the values the F16 mask holds
-        mask[:, 0] = 0.0
-        mask[-1] = -np.inf
-    scale = 1.0 / np.sqrt(D)
+    q, k, v, mask, scale = attention_inputs(shape)
     if not INT8_RUNS:
         with pytest.raises(MinicpmoError, match=REFUSAL):
             _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv)
@@ -193,7 +200,7 @@ def test_int8_sessions_fused_attention_is_f32(shape, kv):
     got = _testing.fused_attention(q, k, v, mask, scale, "int8", f16_kv, 2, cache_layout)
     if f16_kv:
         k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
-    want = _attention_float64(q, k, v, mask, scale)
+    want = attention_float64(q, k, v, mask, scale)
     err = rel(got, want)
     print(f"{shape} {kv} keys/values: {err:.2e} of the largest output")
     assert got.shape == (H, Lq, Dv)

@@ -56,8 +56,12 @@ void set_from_f32(ggml_tensor * t, const float * data) {
         ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
         return;
     }
-    std::vector<ggml_fp16_t> half(static_cast<size_t>(ggml_nelements(t)));
-    ggml_fp32_to_fp16_row(data, half.data(), ggml_nelements(t));
+    std::vector<uint16_t> half(static_cast<size_t>(ggml_nelements(t)));
+    if (t->type == GGML_TYPE_BF16) {
+        ggml_fp32_to_bf16_row(data, reinterpret_cast<ggml_bf16_t *>(half.data()), ggml_nelements(t));
+    } else {
+        ggml_fp32_to_fp16_row(data, reinterpret_cast<ggml_fp16_t *>(half.data()), ggml_nelements(t));
+    }
     ggml_backend_tensor_set(t, half.data(), 0, ggml_nbytes(t));
 }
 
@@ -337,12 +341,12 @@ py::array_t<float> softmax(const py::object & scores, float scale, const py::obj
 // q [H, Lq, D], k [H, Lk, D], v [H, Lk, Dv], mask [Lq, Lk] (additive, rounded to F16) or None ->
 // [H, Lq, Dv]: one FLASH_ATTN_EXT as the encoders build it, on the CPU backends of `compute_type`
 // (f32: ggml's kernel; bf16 / int8: the oneDNN backend's, core/onednn_attention); keys and values
-// stored in F16 when `f16_kv` (a cache). `cache_layout`: they are read through views of caches as the
+// stored in F16 when `f16_kv`, in BF16 when `bf16_kv` (a cache). `cache_layout`: they are read through views of caches as the
 // encoders lay them out: the keys as rows holding every head ([D * H, Lk], the DiT's and Whisper's),
 // the values transposed ([Lk, Dv * H], keys fastest: Whisper's)
 py::array_t<float> fused_attention(const py::object & q_obj, const py::object & k_obj, const py::object & v_obj,
                                    const py::object & mask_obj, float scale, const std::string & compute_type,
-                                   bool f16_kv, int n_threads, bool cache_layout) {
+                                   bool f16_kv, int n_threads, bool cache_layout, bool bf16_kv) {
     F32Array q = checked_f32(q_obj, 3, "q"), k = checked_f32(k_obj, 3, "k"), v = checked_f32(v_obj, 3, "v");
     const int64_t H = q.shape(0), Lq = q.shape(1), D = q.shape(2), Lk = k.shape(1), Dv = v.shape(2);
     if (k.shape(0) != H || v.shape(0) != H || k.shape(2) != D || v.shape(1) != Lk) {
@@ -358,7 +362,7 @@ py::array_t<float> fused_attention(const py::object & q_obj, const py::object & 
     GraphRunner runner(backend, 16);
     GraphContext gctx = runner.new_context("fused attention");
     ggml_context * ctx = gctx.get();
-    const ggml_type kv_type = f16_kv ? GGML_TYPE_F16 : GGML_TYPE_F32;
+    const ggml_type kv_type = bf16_kv ? GGML_TYPE_BF16 : f16_kv ? GGML_TYPE_F16 : GGML_TYPE_F32;
     ggml_tensor * qt = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, D, Lq, H);
     ggml_tensor *kt, *vt, *k_op, *v_op;  // what is stored, and the operands read from it
     if (cache_layout) {
@@ -467,10 +471,11 @@ void bind_cpu_kernels(py::module_ & m) {
           }, "The packed Q8_0 kernel the TTS's matrices use in this process (None: ggml's mul_mat).");
     m.def("fused_attention", &fused_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
           py::arg("scale") = 1.0f, py::arg("compute_type") = "f32", py::arg("f16_kv") = false, py::arg("n_threads") = 1,
-          py::arg("cache_layout") = false,
+          py::arg("cache_layout") = false, py::arg("bf16_kv") = false,
           "softmax(scale * q @ k.T + mask) @ v per head (q: H x Lq x D, k: H x Lk x D, v: H x Lk x Dv; mask: Lq x Lk "
           "additive, stored in F16) as one fused attention op on the CPU backends of compute_type (\"f32\": ggml; "
-          "\"bf16\", \"int8\": oneDNN, F32 products in int8); keys and values stored in F16 when f16_kv, and read "
+          "\"bf16\", \"int8\": oneDNN, F32 products in int8); keys and values stored in F16 when f16_kv (BF16 when "
+          "bf16_kv), and read "
           "through views of caches laid out as the encoders' (keys' rows holding every head, values transposed) "
           "when cache_layout. Returns H x Lq x Dv float32.");
 }
