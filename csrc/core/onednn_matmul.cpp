@@ -7,6 +7,7 @@
 #include "core/int8_quantize.h"
 #include "core/onednn_attention.h"
 #include "core/onednn_convolution.h"
+#include "core/onednn_row_ops.h"
 
 #include <string>
 
@@ -22,9 +23,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ggml-backend-impl.h"  // the backend and device interfaces a backend fills in (pinned ggml)
+#include "ggml-impl.h"          // ggml_can_fuse_ext: which consumers of a product only it reads (pinned ggml)
 #include "ggml.h"
 #endif
 
@@ -106,11 +109,12 @@ struct Context {
     // (data address, type, K, N) -> the packed BF16 copy and this engine's view of it
     std::map<std::array<int64_t, 4>, std::pair<std::shared_ptr<const PackedMatrix>, memory>> weights;
     std::map<std::array<int64_t, 2>, memory::desc> layouts;  // (K, N) -> packed weight layout
-    std::map<std::array<int64_t, 3>, Product> products;      // (M, K, N)
+    std::map<std::array<int64_t, 4>, Product> products;      // (M, K, N, Epilogue::code)
     // activation products by the dims and element strides of their three F32 operands
     std::map<std::vector<int64_t>, ActivationProduct> activation_products;
     std::map<std::array<int64_t, 2>, Activation> activations;  // (elements, algorithm) -> eltwise
     std::vector<uint8_t> scratch_src, scratch_wei;           // the BF16 operands of the product running
+    const ggml_tensor * scratch_of = nullptr;                // whose activations scratch_src holds, this graph
     std::vector<float> row_scale;                            // int8: the activation rows' scales
     std::vector<int32_t> row_zero;                           //       and zero points
     std::unique_ptr<OnednnAttention> attention;              // FLASH_ATTN_EXT (BF16 or F32 operands)
@@ -263,8 +267,87 @@ const std::pair<std::shared_ptr<const PackedMatrix>, memory> & packed_weight(Con
     return c.weights.emplace(key, std::make_pair(std::move(packed), m)).first->second;
 }
 
-Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
-    auto it = c.products.find({M, K, N});
+// What the consumers of a product with a weight do to its output, which the product's kernel can do
+// as it writes it (oneDNN's bias and post-ops), BF16 sessions only: + a bias row, then an activation,
+// or times a gate row and + a residual (the DiT's gated branches: h + gate (x W + b)). The nodes
+// fused must read the product's output alone (ggml_can_fuse_ext: each intermediate used once, not an
+// output, not viewed); the product then writes the last one's memory and the others are skipped.
+struct Epilogue {
+    const ggml_tensor *bias = nullptr, *gate = nullptr, *residual = nullptr;
+    dnnl::algorithm activation = dnnl::algorithm::undef;
+    ggml_tensor * out = nullptr;  // the last node fused (the product itself when none is)
+    int last = -1;                // its index in the graph
+    int64_t code() const {
+        return (bias ? 1 : 0) | (gate ? 2 : 0) | (residual ? 4 : 0) | (static_cast<int64_t>(activation) << 3);
+    }
+};
+
+// the index of the first node after i that computes something (views skipped), or -1
+int next_computing(ggml_cgraph * g, int i) {
+    for (int j = i + 1; j < ggml_graph_n_nodes(g); ++j) {
+        if (!computes_nothing(ggml_graph_node(g, j)->op)) return j;
+    }
+    return -1;
+}
+
+const ggml_tensor * other_source(const ggml_tensor * op, const ggml_tensor * prev) {
+    return op->src[0] == prev ? op->src[1] : op->src[0];
+}
+
+bool eltwise_algorithm(const ggml_tensor * op, dnnl::algorithm * algo);
+
+// whether the memory of a and b overlaps
+bool overlaps(const ggml_tensor * a, const ggml_tensor * b) {
+    const auto * a0 = static_cast<const char *>(a->data);
+    const auto * b0 = static_cast<const char *>(b->data);
+    return a0 < b0 + ggml_nbytes(b) && b0 < a0 + ggml_nbytes(a);
+}
+
+// the product at graph index i of g and its fused consumers; none with g null
+Epilogue product_epilogue(const Context & c, ggml_cgraph * g, int i, ggml_tensor * mm) {
+    Epilogue e;
+    e.out = mm;
+    e.last = i;
+    if (c.precision != OnednnPrecision::bf16 || !g) return e;
+    const int64_t N = mm->ne[0];
+    int idx[4] = {i, next_computing(g, i), -1, -1};
+    if (idx[1] < 0) return e;
+    ggml_tensor * add = ggml_graph_node(g, idx[1]);
+    const ggml_op with_bias[2] = {GGML_OP_MUL_MAT, GGML_OP_ADD};
+    if (!ggml_can_fuse_ext(g, idx, with_bias, 2) || add->src[0] != mm || !is_f32_row(add->src[1], N)) return e;
+    e.bias = add->src[1];
+    e.out = add;
+    e.last = idx[1];
+    if ((idx[2] = next_computing(g, idx[1])) < 0) return e;
+    ggml_tensor * third = ggml_graph_node(g, idx[2]);
+    const ggml_op activated[3] = {GGML_OP_MUL_MAT, GGML_OP_ADD, GGML_OP_UNARY};
+    if (dnnl::algorithm algo; eltwise_algorithm(third, &algo) && ggml_can_fuse_ext(g, idx, activated, 3)) {
+        e.activation = algo;
+        e.out = third;
+        e.last = idx[2];
+        return e;
+    }
+    const ggml_op gated[4] = {GGML_OP_MUL_MAT, GGML_OP_ADD, GGML_OP_MUL, GGML_OP_ADD};
+    if (!ggml_can_fuse_ext(g, idx, gated, 3) || !is_f32_row(other_source(third, add), N)) return e;
+    e.gate = other_source(third, add);
+    e.out = third;
+    e.last = idx[2];
+    if ((idx[3] = next_computing(g, idx[2])) < 0) return e;
+    ggml_tensor * fourth = ggml_graph_node(g, idx[3]);
+    const ggml_tensor * residual = other_source(fourth, third);
+    if (!ggml_can_fuse_ext(g, idx, gated, 4) || residual->type != GGML_TYPE_F32 || !ggml_is_contiguous(residual) ||
+        !ggml_are_same_shape(residual, fourth)) {
+        return e;
+    }
+    e.residual = residual;
+    e.out = fourth;
+    e.last = idx[3];
+    return e;
+}
+
+Product & product(Context & c, int64_t M, int64_t K, int64_t N, const Epilogue & e) {
+    const std::array<int64_t, 4> key{M, K, N, e.code()};
+    auto it = c.products.find(key);
     if (it != c.products.end()) return it->second;
     if (c.products.size() >= kMaxShapes) c.products.clear();
     Product p;
@@ -272,12 +355,20 @@ Product & product(Context & c, int64_t M, int64_t K, int64_t N) {
     p.src_f32 = memory::desc({M, K}, dt::f32, tag::ab);
     p.src_kernel = memory::desc({M, K}, t.src, tag::ab);
     p.dst = memory::desc({M, N}, t.dst, tag::ab);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.src_kernel, layout(c, K, N), p.dst), c.engine);
+    dnnl::post_ops ops;
+    if (e.activation != dnnl::algorithm::undef) ops.append_eltwise(1.0f, e.activation, 0.0f, 0.0f);
+    if (e.gate) ops.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, N}, dt::f32, tag::ab));
+    if (e.residual) ops.append_binary(dnnl::algorithm::binary_add, memory::desc({M, N}, dt::f32, tag::ab));
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    const auto desc = e.bias ? dnnl::matmul::desc(p.src_kernel, layout(c, K, N), memory::desc({1, N}, dt::f32, tag::ab), p.dst)
+                             : dnnl::matmul::desc(p.src_kernel, layout(c, K, N), p.dst);
+    dnnl::matmul::primitive_desc pd(desc, attr, c.engine);
     p.matmul = dnnl::matmul(pd);
     if (c.precision == OnednnPrecision::bf16) {
         p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(c.engine, p.src_f32, c.engine, p.src_kernel));
     }
-    return c.products.emplace(std::array<int64_t, 3>{M, K, N}, std::move(p)).first->second;
+    return c.products.emplace(key, std::move(p)).first->second;
 }
 
 // a memory object for `desc` over one of the context's scratch buffers, grown as needed
@@ -332,6 +423,7 @@ void mul_mat_activations(Context & c, ggml_tensor * node) {
 // sums written into the F32 result's own slots, then turned into F32 there (core/int8_quantize)
 void mul_mat_int8(Context & c, Product & p, const PackedMatrix & packed, const memory & wp, const ggml_tensor * x,
                   ggml_tensor * node, int64_t M, int64_t K, int64_t N) {
+    c.scratch_of = nullptr;
     memory src_u8 = scratch(c, c.scratch_src, p.src_kernel);
     c.row_scale.resize(static_cast<size_t>(M));
     c.row_zero.resize(static_cast<size_t>(M));
@@ -351,30 +443,52 @@ void mul_mat_int8(Context & c, Product & p, const PackedMatrix & packed, const m
     }
 }
 
-void mul_mat(Context & c, ggml_tensor * node) {
+// The product at graph index i and the consumers it fuses (product_epilogue); returns the index of
+// the last node it computed
+int mul_mat(Context & c, ggml_cgraph * g, int i) {
+    ggml_tensor * node = ggml_graph_node(g, i);
     if (!is_weight(node->src[0])) {
         mul_mat_activations(c, node);
-        return;
+        c.scratch_of = nullptr;
+        return i;
     }
     const ggml_tensor * w = node->src[0];
     const ggml_tensor * x = node->src[1];
     const int64_t K = w->ne[0], N = w->ne[1], M = ggml_nrows(x);
     const auto & [packed, wp] = packed_weight(c, w);
-    Product & p = product(c, M, K, N);
+    Epilogue e = product_epilogue(c, g, i, node);
+    if (overlaps(e.out, x)) e = product_epilogue(c, nullptr, i, node);  // the allocator gave the last node x's memory
+    Product & p = product(c, M, K, N, e);
     if (c.int8()) {
         mul_mat_int8(c, p, *packed, wp, x, node, M, K, N);
-        return;
+        return i;
     }
     memory src(p.src_f32, c.engine, x->data);
-    memory dst(p.dst, c.engine, node->data);
-    if (c.f32()) {
-        p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
-    } else {
-        memory src_bf16 = scratch(c, c.scratch_src, p.src_kernel);
-        p.to_bf16.execute(c.stream, src, src_bf16);
-        p.matmul.execute(c.stream, {{DNNL_ARG_SRC, src_bf16}, {DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}});
+    memory dst(p.dst, c.engine, e.out->data);
+    std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, wp}, {DNNL_ARG_DST, dst}};
+    if (e.bias) args[DNNL_ARG_BIAS] = memory(memory::desc({1, N}, dt::f32, tag::ab), c.engine, e.bias->data);
+    int post_op = e.activation != dnnl::algorithm::undef ? 1 : 0;
+    if (e.gate) {
+        args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
+            memory(memory::desc({1, N}, dt::f32, tag::ab), c.engine, e.gate->data);
     }
+    if (e.residual) {
+        args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
+            memory(memory::desc({M, N}, dt::f32, tag::ab), c.engine, e.residual->data);
+    }
+    if (c.f32()) {
+        args[DNNL_ARG_SRC] = src;
+    } else {
+        // the activations in BF16 once for the products that read them (the DiT's q, k and v): the
+        // tensor keeps its values while products still read it, within this graph
+        memory src_bf16 = scratch(c, c.scratch_src, p.src_kernel);
+        if (c.scratch_of != x) p.to_bf16.execute(c.stream, src, src_bf16);
+        c.scratch_of = x;
+        args[DNNL_ARG_SRC] = src_bf16;
+    }
+    p.matmul.execute(c.stream, args);
     c.stream.wait();
+    return e.last;
 }
 
 // The oneDNN eltwise algorithm computing ggml unary op `op` (GELU in its tanh or erf form, tanh,
@@ -409,6 +523,45 @@ void eltwise(Context & c, ggml_tensor * node, dnnl::algorithm algo) {
     c.stream.wait();
 }
 
+// The NORM at graph index i, with the MUL and ADD of rows that follow it when they read its output
+// alone (LayerNorm's weight and bias, adaLN's scale and shift) in the same pass; returns the index of
+// the last node computed
+int norm(Context & c, ggml_cgraph * g, int i) {
+    ggml_tensor * node = ggml_graph_node(g, i);
+    float eps = 0.0f;
+    std::memcpy(&eps, node->op_params, sizeof eps);
+    const int64_t width = node->ne[0];
+    const ggml_tensor *scale = nullptr, *shift = nullptr;
+    ggml_tensor * out = node;
+    int last = i;
+    int idx[3] = {i, next_computing(g, i), -1};
+    const ggml_op scaled[3] = {GGML_OP_NORM, GGML_OP_MUL, GGML_OP_ADD};
+    const ggml_op shifted[2] = {GGML_OP_NORM, GGML_OP_ADD};
+    if (idx[1] >= 0) {
+        ggml_tensor * next = ggml_graph_node(g, idx[1]);
+        const ggml_tensor * row = other_source(next, node);
+        if (ggml_can_fuse_ext(g, idx, scaled, 2) && next->src[0] == node && is_f32_row(row, width)) {
+            scale = row;
+            out = next;
+            last = idx[1];
+            if ((idx[2] = next_computing(g, idx[1])) >= 0) {
+                ggml_tensor * add = ggml_graph_node(g, idx[2]);
+                if (ggml_can_fuse_ext(g, idx, scaled, 3) && add->src[0] == next && is_f32_row(add->src[1], width)) {
+                    shift = add->src[1];
+                    out = add;
+                    last = idx[2];
+                }
+            }
+        } else if (ggml_can_fuse_ext(g, idx, shifted, 2) && next->src[0] == node && is_f32_row(row, width)) {
+            shift = row;
+            out = next;
+            last = idx[1];
+        }
+    }
+    compute_row_norm(node->src[0], eps, scale, shift, out, c.n_threads);
+    return last;
+}
+
 // ---- backend interface ----
 
 const char * backend_name(ggml_backend_t) { return "oneDNN"; }
@@ -422,12 +575,17 @@ ggml_status graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
     Context & c = *static_cast<Context *>(backend->context);
     // oneDNN's OpenMP runtime takes the calling thread's team size (ggml names its own per region)
     omp_set_num_threads(c.n_threads);
+    c.scratch_of = nullptr;
     try {
         for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
             ggml_tensor * node = ggml_graph_node(graph, i);
             if ((node->flags & GGML_TENSOR_FLAG_COMPUTE) == 0 || computes_nothing(node->op)) continue;
             if (node->op == GGML_OP_MUL_MAT) {
-                mul_mat(c, node);
+                i = mul_mat(c, graph, i);
+            } else if (node->op == GGML_OP_NORM) {
+                i = norm(c, graph, i);
+            } else if (node->op == GGML_OP_ADD || node->op == GGML_OP_MUL) {
+                compute_row_binary(node, c.n_threads);
             } else if (node->op == GGML_OP_FLASH_ATTN_EXT) {
                 c.attention->compute(node, c.n_threads);
             } else if (OnednnConvolutions::supports(node)) {
@@ -503,6 +661,7 @@ bool device_supports_op(ggml_backend_dev_t dev, const ggml_tensor * op) {
         return op->type == GGML_TYPE_F32 && op->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(op) &&
                ggml_is_contiguous(op->src[0]);
     }
+    if (onednn_row_op_supported(op)) return true;
     if (op->op != GGML_OP_MUL_MAT) return false;
     const ggml_tensor * w = op->src[0];
     const ggml_tensor * x = op->src[1];

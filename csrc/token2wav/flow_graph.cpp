@@ -105,8 +105,10 @@ ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_
     if (T < K) fail(Status::invalid_argument, "flow conv: input shorter than its kernel");
     const int64_t T_out = T - K + 1;
     ggml_tensor * cols = ggml_cont(ctx, conv_taps(ctx, x, static_cast<int>(K), 1, 1, T_out));  // [C_in, K, T_out, B]
-    ggml_tensor * y = ggml_mul_mat(ctx, w, ggml_reshape_2d(ctx, cols, C_in * K, T_out * B));
-    return ggml_add(ctx, ggml_reshape_3d(ctx, y, C_out, T_out, B), b);
+    // the bias added to the product itself (not to a reshaped view of it): the oneDNN backend fuses
+    // the two (core/onednn_matmul)
+    ggml_tensor * y = ggml_add(ctx, ggml_mul_mat(ctx, w, ggml_reshape_2d(ctx, cols, C_in * K, T_out * B)), b);
+    return ggml_reshape_3d(ctx, y, C_out, T_out, B);
 }
 
 // Frames [first, first + n) of a time-major [C, T, B] tensor (a view).

@@ -112,6 +112,75 @@ py::array_t<float> matrix_product(const py::object & x_obj, const py::object & w
                         [&](ggml_context * ctx, ggml_tensor * input) { return ggml_mul_mat(ctx, weight, input); });
 }
 
+// The steps around an encoder's product as its graphs build them, on the backends of `compute_type`
+// (the oneDNN backend runs them and fuses them into the product in bf16): kind "linear_gelu":
+// gelu(x w^T + b); "linear_gated": residual + gate * (x w^T + b); "layer_norm": LayerNorm of x's rows
+// times w (one row) plus b. w and b sit in a weights buffer; gate and residual are graph inputs.
+// Returns (y [M, N], scheduler splits of the graph).
+py::tuple fused_chain(const std::string & kind, const py::object & x_obj, const py::object & w_obj,
+                      const py::object & b_obj, const py::object & gate_obj, const py::object & residual_obj, float eps,
+                      const std::string & compute_type, int n_threads) {
+    F32Array x = checked_f32(x_obj, 2, "x");
+    F32Array w = checked_f32(w_obj, 2, "w");
+    F32Array b = checked_f32(b_obj, 1, "b");
+    const bool norm = kind == "layer_norm", gated = kind == "linear_gated";
+    if (!norm && !gated && kind != "linear_gelu") fail(Status::invalid_argument, "unknown kind " + kind);
+    const int64_t M = x.shape(0), K = x.shape(1), N = norm ? K : w.shape(0);
+    if (M < 1 || K < 1 || w.shape(1) != K || (norm && w.shape(0) != 1) || b.shape(0) != N) {
+        fail(Status::invalid_argument, "x [M, K], w [N, K] (layer_norm: [1, K]) and b [N] do not fit");
+    }
+    F32Array gate, residual;
+    if (gated) {
+        gate = checked_f32(gate_obj, 1, "gate");
+        residual = checked_f32(residual_obj, 2, "residual");
+        if (gate.shape(0) != N || residual.shape(0) != M || residual.shape(1) != N) {
+            fail(Status::invalid_argument, "gate [N] and residual [M, N] do not fit");
+        }
+    }
+    ComputeBackend backend(nullptr, n_threads, resolve_compute_type(compute_type));
+    ggml_init_params wp{2 * ggml_tensor_overhead(), nullptr, true};
+    std::unique_ptr<ggml_context, decltype(&ggml_free)> wctx(ggml_init(wp), ggml_free);
+    ggml_tensor * weight = ggml_new_tensor_2d(wctx.get(), GGML_TYPE_F32, K, norm ? 1 : N);
+    ggml_tensor * bias = ggml_new_tensor_1d(wctx.get(), GGML_TYPE_F32, N);
+    std::unique_ptr<ggml_backend_buffer, decltype(&ggml_backend_buffer_free)> wbuf(
+        ggml_backend_alloc_ctx_tensors_from_buft(wctx.get(), weight_buffer_type(nullptr)), ggml_backend_buffer_free);
+    if (!wbuf) fail(Status::internal, "cannot allocate the weights");
+    ggml_backend_buffer_set_usage(wbuf.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    set_from_f32(weight, w.data());
+    set_from_f32(bias, b.data());
+
+    GraphRunner runner(backend, 16);
+    GraphContext gctx = runner.new_context("fused chain");
+    ggml_context * ctx = gctx.get();
+    ggml_tensor * in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, K, M);
+    ggml_tensor * g = gated ? ggml_new_tensor_1d(ctx, GGML_TYPE_F32, N) : nullptr;
+    ggml_tensor * r = gated ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, N, M) : nullptr;
+    for (ggml_tensor * t : {in, g, r}) {
+        if (t) ggml_set_input(t);
+    }
+    ggml_tensor * out = nullptr;
+    if (norm) {
+        out = layer_norm(ctx, in, ggml_reshape_1d(ctx, weight, K), bias, eps);
+    } else if (gated) {
+        out = ggml_add(ctx, r, ggml_mul(ctx, linear(ctx, in, weight, bias), g));
+    } else {
+        out = ggml_gelu(ctx, linear(ctx, in, weight, bias));
+    }
+    ggml_set_output(out);
+    ggml_cgraph * graph = gctx.new_graph();
+    ggml_build_forward_expand(graph, out);
+    runner.allocate(graph);
+    ggml_backend_tensor_set(in, x.data(), 0, ggml_nbytes(in));
+    if (gated) {
+        ggml_backend_tensor_set(g, gate.data(), 0, ggml_nbytes(g));
+        ggml_backend_tensor_set(r, residual.data(), 0, ggml_nbytes(r));
+    }
+    runner.compute(graph);
+    py::array_t<float> result({M, N});
+    ggml_backend_tensor_get(out, result.mutable_data(), 0, ggml_nbytes(out));
+    return py::make_tuple(result, runner.placement().splits);
+}
+
 // x [M, K] times a Q8_0 matrix given as ggml's blocks (uint8 [N, K / 32 * 34]) -> [M, N] by the TTS's
 // packed kernels (core/q8_packed.h) on instruction set `isa`, as the TTS graph runs them: one custom node
 // whose `n_threads` threads split the row groups
@@ -440,6 +509,12 @@ void bind_cpu_kernels(py::module_ & m) {
           "x (M x K) @ w.T (w: N x K) as an encoder's product with a weight: w stored in a weights buffer "
           "(F32, or F16 when f16_weight), computed by the CPU backends of compute_type (\"f32\": ggml; \"bf16\", "
           "\"int8\": oneDNN). Returns M x N float32.");
+    m.def("fused_chain", &fused_chain, py::arg("kind"), py::arg("x"), py::arg("w"), py::arg("b"),
+          py::arg("gate") = py::none(), py::arg("residual") = py::none(), py::arg("eps") = 1e-5f,
+          py::arg("compute_type") = "f32", py::arg("n_threads") = 1,
+          "an encoder's product with the steps around it, as its graphs build them, on the CPU backends of "
+          "compute_type: kind 'linear_gelu' gelu(x @ w.T + b), 'linear_gated' residual + gate * (x @ w.T + b), "
+          "'layer_norm' LayerNorm(x) * w[0] + b (w: 1 x K). Returns (y, scheduler splits).");
     m.def("q8_packed_product", &q8_packed_product_py, py::arg("x"), py::arg("blocks"), py::arg("isa"),
           py::arg("n_threads") = 1, py::arg("residual") = py::none(), py::arg("gated") = false,
           py::arg("rms_weight") = py::none(), py::arg("rms_eps") = 1e-6f,
