@@ -277,6 +277,13 @@ struct Epilogue {
     dnnl::algorithm activation = dnnl::algorithm::undef;
     ggml_tensor * out = nullptr;  // the last node fused (the product itself when none is)
     int last = -1;                // its index in the graph
+    // the product at graph index i alone
+    static Epilogue none(ggml_tensor * mm, int i) {
+        Epilogue e;
+        e.out = mm;
+        e.last = i;
+        return e;
+    }
     int64_t code() const {
         return (bias ? 1 : 0) | (gate ? 2 : 0) | (residual ? 4 : 0) | (static_cast<int64_t>(activation) << 3);
     }
@@ -303,12 +310,11 @@ bool overlaps(const ggml_tensor * a, const ggml_tensor * b) {
     return a0 < b0 + ggml_nbytes(b) && b0 < a0 + ggml_nbytes(a);
 }
 
-// the product at graph index i of g and its fused consumers; none with g null
-Epilogue product_epilogue(const Context & c, ggml_cgraph * g, int i, ggml_tensor * mm) {
-    Epilogue e;
-    e.out = mm;
-    e.last = i;
-    if (c.precision != OnednnPrecision::bf16 || !g) return e;
+// the product at graph index i of g and the consumers it fuses
+Epilogue product_epilogue(const Context & c, ggml_cgraph * g, int i) {
+    ggml_tensor * mm = ggml_graph_node(g, i);
+    Epilogue e = Epilogue::none(mm, i);
+    if (c.precision != OnednnPrecision::bf16) return e;
     const int64_t N = mm->ne[0];
     int idx[4] = {i, next_computing(g, i), -1, -1};
     if (idx[1] < 0) return e;
@@ -456,8 +462,8 @@ int mul_mat(Context & c, ggml_cgraph * g, int i) {
     const ggml_tensor * x = node->src[1];
     const int64_t K = w->ne[0], N = w->ne[1], M = ggml_nrows(x);
     const auto & [packed, wp] = packed_weight(c, w);
-    Epilogue e = product_epilogue(c, g, i, node);
-    if (overlaps(e.out, x)) e = product_epilogue(c, nullptr, i, node);  // the allocator gave the last node x's memory
+    Epilogue e = product_epilogue(c, g, i);
+    if (overlaps(e.out, x)) e = Epilogue::none(node, i);  // the allocator gave the last node x's memory
     Product & p = product(c, M, K, N, e);
     if (c.int8()) {
         mul_mat_int8(c, p, *packed, wp, x, node, M, K, N);
@@ -479,8 +485,8 @@ int mul_mat(Context & c, ggml_cgraph * g, int i) {
     if (c.f32()) {
         args[DNNL_ARG_SRC] = src;
     } else {
-        // the activations in BF16 once for the products that read them (the DiT's q, k and v): the
-        // tensor keeps its values while products still read it, within this graph
+        // the activations in BF16 once for the products that read them one after another (an
+        // attention's q, k and v): the tensor keeps its values while products still read it
         memory src_bf16 = scratch(c, c.scratch_src, p.src_kernel);
         if (c.scratch_of != x) p.to_bf16.execute(c.stream, src, src_bf16);
         c.scratch_of = x;
