@@ -15,6 +15,7 @@ once in two threads give what each gives alone."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -226,6 +227,32 @@ def test_interrupt_drops_queued_speech(tiny_f32):
     r = dx.streaming_generate(decode_mode="greedy", _scripted=[SPEAK, b, a, CHUNK_EOS])
     assert r["unit"] == 2 and r["audio_waveform"].size >= UNIT
     assert np.all(np.isfinite(r["audio_waveform"]))
+
+
+def _threads() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def test_a_unit_leaves_no_idle_openmp_workers_behind(tiny_f32):
+    """Each stage of a unit (LLM, speech decoder, vocoder) runs on its own thread with an OpenMP team;
+    a stage gives its team's workers back before the next stage starts (core/openmp_workers.h), so a
+    waited-for unit leaves only the two speech threads behind. libgomp counts idle workers too: with
+    more than the CPUs it stops spinning at barriers and every stage ran ~1.5x slower on 2 cores."""
+    omni = _omni(tiny_f32)
+    ids = omni.tokenize("hello there friend now")[:4]
+    before = _threads()
+    dx = omni.as_duplex(seed=SEED)
+    dx.prepare(PREFIX, SUFFIX)
+    for k, (listen, script) in enumerate(_script(ids)):
+        dx.streaming_prefill(audio_waveform=_pcm(k, 16560 if k == 0 else SR))
+        r = dx.streaming_generate(decode_mode="greedy", force_listen=listen, _scripted=script, wait_audio=True)
+        assert r["audio_waveform"] is not None
+        # the speech decoder's and the vocoder's threads; without the hand-back each also kept a
+        # worker, and the LLM's thread one more
+        new = _threads() - before
+        assert len(new) == 2, (k, sorted(new))
+    dx.close()
+    assert not (_threads() - before)
 
 
 def test_audio_not_waited_for_stays_for_take_audio(tiny_f32):

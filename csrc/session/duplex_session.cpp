@@ -6,6 +6,7 @@
 #include "audio/audio_model.h"
 #include "audio/streaming_mel.h"
 #include "core/error.h"
+#include "core/openmp_workers.h"
 #include "core/uniform_random.h"
 #include "token2wav/token2wav.h"
 #include "vision/vision_model.h"
@@ -309,6 +310,9 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
     expected_n_past_ = session_.n_past();
     r.unit = ++units_generated_;
     if (speech_) {
+        // the speech threads take over: the LLM's idle workers would make their teams sleep at
+        // every barrier (core/openmp_workers.h)
+        release_openmp_workers();
         DuplexSpeechJob job;
         job.unit = r.unit;
         job.is_listen = r.is_listen;

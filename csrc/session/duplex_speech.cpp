@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/openmp_workers.h"
 #include "core/uniform_random.h"
 #include "session/omni_session.h"
 #include "token2wav/token2wav.h"
@@ -128,6 +129,7 @@ void DuplexSpeech::run_decoder() {
                 const int n = static_cast<int>(job.text_ids.size());
                 t.speech_tokens = tts_->unit(n ? job.text_ids.data() : nullptr, n ? job.hidden.data() : nullptr, n,
                                              job.end_of_turn, draw);
+                release_openmp_workers();  // the vocoder's team is next: it spins only as the lone team
             }
 
             lock.lock();
@@ -168,6 +170,7 @@ void DuplexSpeech::run_vocoder() {
                 // unit ends the utterance and the stream goes back to the voice's primed caches
                 r.audio = synth.stream_push_duplex(t.speech_tokens.data(), static_cast<int>(t.speech_tokens.size()),
                                                    true, t.end_of_turn);
+                release_openmp_workers();
                 r.speech_tokens = std::move(t.speech_tokens);
             }
 
