@@ -15,6 +15,7 @@ once in two threads give what each gives alone."""
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 
@@ -229,30 +230,42 @@ def test_interrupt_drops_queued_speech(tiny_f32):
     assert np.all(np.isfinite(r["audio_waveform"]))
 
 
-def _threads() -> set[int]:
-    return {int(t) for t in os.listdir("/proc/self/task")}
+def _thread_names() -> collections.Counter:
+    names = collections.Counter()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names[f.read().strip()] += 1
+        except FileNotFoundError:
+            pass  # it ended meanwhile
+    return names
 
 
 def test_a_unit_leaves_no_idle_openmp_workers_behind(tiny_f32):
     """Each stage of a unit (LLM, speech decoder, vocoder) runs on its own thread with an OpenMP team;
-    a stage gives its team's workers back before the next stage starts (core/openmp_workers.h), so a
-    waited-for unit leaves only the two speech threads behind. libgomp counts idle workers too: with
-    more than the CPUs it stops spinning at barriers and every stage ran ~1.5x slower on 2 cores."""
+    a stage gives its team's workers back when its part is done (core/openmp_workers.h), so a
+    waited-for unit leaves the two speech threads alone. libgomp counts idle workers too: with more
+    than the CPUs it stops spinning at barriers, and every stage ran ~1.5x slower on 2 cores.
+    The speech threads are named; the workers they start inherit the name (Linux)."""
     omni = _omni(tiny_f32)
     ids = omni.tokenize("hello there friend now")[:4]
-    before = _threads()
+    main_name = open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip()
+    before = _thread_names()
     dx = omni.as_duplex(seed=SEED)
     dx.prepare(PREFIX, SUFFIX)
+    spoke = 0
     for k, (listen, script) in enumerate(_script(ids)):
         dx.streaming_prefill(audio_waveform=_pcm(k, 16560 if k == 0 else SR))
         r = dx.streaming_generate(decode_mode="greedy", force_listen=listen, _scripted=script, wait_audio=True)
-        assert r["audio_waveform"] is not None
-        # the speech decoder's and the vocoder's threads; without the hand-back each also kept a
-        # worker, and the LLM's thread one more
-        new = _threads() - before
-        assert len(new) == 2, (k, sorted(new))
+        spoke += r["audio_waveform"] is not None and not r["is_listen"]
+        names = _thread_names()
+        # the threads themselves, without the worker each started for its 2-thread team
+        assert names["minicpmo-tts"] == 1 and names["minicpmo-voc"] == 1, (k, names)
+        # the LLM's thread handed its worker back before the speech threads started
+        assert names[main_name] <= before[main_name], (k, names, before)
+    assert spoke == 4
     dx.close()
-    assert not (_threads() - before)
+    assert _thread_names()["minicpmo-voc"] == 0
 
 
 def test_audio_not_waited_for_stays_for_take_audio(tiny_f32):

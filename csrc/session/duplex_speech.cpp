@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/openmp_workers.h"
+#include "core/thread_name.h"
 #include "core/uniform_random.h"
 #include "session/omni_session.h"
 #include "token2wav/token2wav.h"
@@ -29,8 +30,14 @@ DuplexSpeech::DuplexSpeech(OmniSession & session, const std::string & voice, uin
     synth.reseed(seed);
     synth.stream_begin(voice);  // the voice's prompt caches are primed once and restored per turn
     unit_samples_ = synth.stream().unit_samples();
-    decoder_thread_ = std::thread([this] { run_decoder(); });
-    vocoder_thread_ = std::thread([this] { run_vocoder(); });
+    decoder_thread_ = std::thread([this] {
+        name_this_thread("minicpmo-tts");
+        run_decoder();
+    });
+    vocoder_thread_ = std::thread([this] {
+        name_this_thread("minicpmo-voc");
+        run_vocoder();
+    });
 }
 
 DuplexSpeech::~DuplexSpeech() {
