@@ -230,15 +230,16 @@ def test_interrupt_drops_queued_speech(tiny_f32):
     assert np.all(np.isfinite(r["audio_waveform"]))
 
 
+def _thread_name(tid) -> str | None:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None  # it ended meanwhile
+
+
 def _thread_names() -> collections.Counter:
-    names = collections.Counter()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                names[f.read().strip()] += 1
-        except FileNotFoundError:
-            pass  # it ended meanwhile
-    return names
+    return collections.Counter(n for n in map(_thread_name, os.listdir("/proc/self/task")) if n is not None)
 
 
 def test_a_unit_leaves_no_idle_openmp_workers_behind(tiny_f32):
@@ -249,7 +250,7 @@ def test_a_unit_leaves_no_idle_openmp_workers_behind(tiny_f32):
     The speech threads are named; the workers they start inherit the name (Linux)."""
     omni = _omni(tiny_f32)
     ids = omni.tokenize("hello there friend now")[:4]
-    main_name = open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip()
+    main_name = _thread_name(threading.get_native_id())
     before = _thread_names()
     dx = omni.as_duplex(seed=SEED)
     dx.prepare(PREFIX, SUFFIX)

@@ -54,12 +54,8 @@ void AudioEncoder::ensure_cache() {
     ip.no_alloc = true;
     cache_ctx_ = ggml_init(ip);
     if (!cache_ctx_) fail(Status::internal, "cannot create the audio cache context");
-    // F32 keeps an F32 model exact; F16 halves the cache (150 MB for Whisper-medium) where the
-    // weights are already rounded to F16 or coarser; BF16 sessions' attention rounds keys and values
-    // to BF16 whatever the cache holds, so theirs holds BF16, read without conversion
-    const ggml_type type = backend_.onednn_bf16_attention() ? GGML_TYPE_BF16
-                           : model_->weights_f32()          ? GGML_TYPE_F32
-                                                            : GGML_TYPE_F16;
+    // F16 halves the cache (150 MB for Whisper-medium) against F32
+    const ggml_type type = backend_.attention_cache_type(model_->weights_f32());
     const int64_t rows = audio_padded_keys(hp.n_positions);  // room for the attention's key padding
     for (int i = 0; i < hp.n_layer; ++i) {
         cache_k_.push_back(ggml_new_tensor_2d(cache_ctx_, type, hp.n_embd, rows));

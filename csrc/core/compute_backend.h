@@ -82,9 +82,14 @@ public:
     // whether the oneDNN backend takes the encoders' fused attention (FLASH_ATTN_EXT on F32 operands)
     // and their GELU, tanh and softplus (compute bf16 or int8 on the CPU): graphs then build those ops
     bool onednn_attention() const { return matmul_ != nullptr && precision_ != OnednnPrecision::f32; }
-    // whether that attention rounds its keys and values to BF16 (compute bf16): a key / value cache
-    // may then hold them in BF16, which it reads without conversion
-    bool onednn_bf16_attention() const { return matmul_ != nullptr && precision_ == OnednnPrecision::bf16; }
+    // The element type of an encoder's key / value cache read by the fused attention: BF16 where that
+    // attention rounds keys and values to BF16 anyway (compute bf16: rounded once, read without
+    // conversion), else F32 for an F32 model (exact) and F16 where the weights are already rounded to
+    // F16 or coarser (half the memory)
+    ggml_type attention_cache_type(bool weights_f32) const {
+        if (matmul_ != nullptr && precision_ == OnednnPrecision::bf16) return GGML_TYPE_BF16;
+        return weights_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    }
     // whether the oneDNN backend is there (compute bf16 or int8 on the CPU): graphs may then use the
     // nodes only it computes fast (core/conv1d_node)
     bool onednn_products() const { return matmul_ != nullptr; }

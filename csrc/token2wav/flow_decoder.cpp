@@ -456,12 +456,7 @@ void FlowDecoder::alloc_estimator_cache(int n_steps, int capacity) {
     ip.no_alloc = true;
     cache_ctx_ = ggml_init(ip);
     if (!cache_ctx_) fail(Status::internal, "cannot create the flow estimator cache context");
-    // F32 keeps an F32 model exact; F16 halves the cache where the weights are rounded anyway; BF16
-    // sessions' attention rounds keys and values to BF16 whatever the cache holds, so theirs holds BF16
-    // (rounded once, as the attention would) and is read without conversion
-    const ggml_type type = backend_.onednn_bf16_attention() ? GGML_TYPE_BF16
-                           : model_->weights_f32()          ? GGML_TYPE_F32
-                                                            : GGML_TYPE_F16;
+    const ggml_type type = backend_.attention_cache_type(model_->weights_f32());
     cache_k_.assign(n_steps, {});
     cache_v_.assign(n_steps, {});
     for (int s = 0; s < n_steps; ++s) {
