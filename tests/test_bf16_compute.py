@@ -258,6 +258,34 @@ def test_sessions_of_one_model_share_the_packed_weights_from_two_threads(tiny_f3
         assert rel(r, np.asarray(alone, np.float64)) < 1e-6
 
 
+def test_prepared_images_pack_before_the_first_image_and_encode_the_same(tiny_f32, bf16_and_f32):
+    """prepare_images packs the vision tower's matrices and makes their kernels without computing:
+    a fresh model then packs nothing more at its first image (its count of packed matrices does not
+    change), and that image's embeddings equal those of a session that packed while encoding (same
+    packed weights, same kernels: 1e-6 leaves F32 summation-order noise only)."""
+    if _refused(bf16_and_f32):
+        return
+    img = smooth_noise_image(448, 448)
+    alone = np.asarray(bf16_and_f32[0].encode_image(img, max_slice_nums=1), np.float64)
+    s = OmniSession(str(tiny_f32[0]), n_threads=2, device="cpu", n_ctx=512, compute_type="bf16")
+    model = _testing.hooks(s).model
+    assert model.vision_packed_matrices == 0  # a model of its own, nothing packed yet
+    s.prepare_images(448, 448, max_slice_nums=1)
+    packed = model.vision_packed_matrices
+    # every product with a weight of the tiny tower: the patch embedding; q, k, v, o, fc1 and fc2 of
+    # its 2 layers; the resampler's kv, q, k, v, out and proj
+    assert packed == 1 + 6 * 2 + 6, packed
+    assert rel(s.encode_image(img, max_slice_nums=1), alone) < 1e-6
+    assert model.vision_packed_matrices == packed
+    # a size no image may have, or a non-integer one, is refused and changes nothing
+    for w, h in ((0, 448), (448, 20000)):
+        with pytest.raises(MinicpmoError, match=r"must be >= 1, got 0x448|448x20000 is too large"):
+            s.prepare_images(w, h)
+    with pytest.raises(MinicpmoError, match="width must be an integer"):
+        s.prepare_images(448.0, 448)
+    assert model.vision_packed_matrices == packed
+
+
 @pytest.mark.parametrize("isa, auto, bf16", [
     ("AVX512_CORE", "f32", "runs"),  # BF16 emulated in F32 FMAs: no gain, so auto keeps f32
     ("AVX2", "f32", "refused"),      # only oneDNN's reference code: asking for bf16 is an error

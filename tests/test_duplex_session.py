@@ -170,7 +170,7 @@ def _words(omni, n: int) -> list[int]:
 def test_scripted_conversation_layout_matches_spec_model(omni, n_query):
     d = omni.as_duplex(generate_audio=False, seed=1)
     ref_pcm = speechlike(1.0, 3)
-    d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm)
+    d.prepare(PREFIX, SUFFIX, ref_audio=ref_pcm, frame_size=(320, 224))  # readies the tower for `frame`
     system = omni.tokenize(PREFIX) + [-1] * chat_audio_token_count(ref_pcm.size) + omni.tokenize(SUFFIX)
     assert d.kv_tokens == system and d.system_length == len(system)
     model = SpecDuplexModel(system)
@@ -444,6 +444,11 @@ def test_bad_inputs_give_clear_errors(omni):
         d.streaming_prefill(speechlike(1.0, 1))
     d.prepare(PREFIX, SUFFIX)
     n0 = omni.n_past
+    # a bad frame size is refused before anything changes: the conversation stays prepared
+    with pytest.raises(MinicpmoError, match=r"frame_size must be \(width, height\)"):
+        d.prepare(PREFIX, SUFFIX, frame_size=(32,))
+    with pytest.raises(MinicpmoError, match="must be >= 1, got 0x32"):
+        d.prepare(PREFIX, SUFFIX, frame_size=(0, 32))
     with pytest.raises(MinicpmoError, match="prefill_unit first"):
         d.streaming_generate()
     with pytest.raises(MinicpmoError, match="16000 to 16560 samples"):

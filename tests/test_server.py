@@ -531,7 +531,9 @@ def test_realtime_duplex_equals_the_in_process_duplex(server, ref):
         want.append(d.streaming_generate(decode_mode="greedy"))
     d.as_simplex()
     with _ws(server) as ws:
-        ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy", "seed": 5, "audio_format": "float32"}))
+        # frame_size readies the vision tower at the start; the results are the same
+        ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy", "seed": 5, "audio_format": "float32",
+                            "frame_size": [640, 480]}))
         started = _recv_json(ws)
         assert started["type"] == "session.started" and started["sample_rate_out"] == 24000
         for pcm in units:
@@ -565,6 +567,9 @@ def test_realtime_bad_messages_interrupt_and_backlog(server):
         assert "session.start" in _recv_json(ws)["message"]
         ws.send(json.dumps({"type": "session.start", "voice": "alloy"}))
         assert "voice" in _recv_json(ws)["message"]
+        for size in ([640], [0, 480], [640, 480.5], "640x480", [640, 20000]):
+            ws.send(json.dumps({"type": "session.start", "frame_size": size}))
+            assert "frame_size must be [width, height]" in _recv_json(ws)["message"], size
         ws.send(json.dumps({"type": "session.start", "decode_mode": "greedy"}))  # pcm16 units
         assert _recv_json(ws)["type"] == "session.started"
         for bad in (b"\x01\x02\x03", b"\x00" * (2 * 16561), json.dumps({"type": "dance"}),

@@ -164,6 +164,7 @@ def test_c_api_and_cli_match_python(tiny_f32, image_demo, tmp_path):
     assert _reply(res.stdout, "LOWLEVEL") == expected
     out = res.stdout.decode()
     assert re.search(r"^BAD:invalid argument:.*size", out, re.M), out
+    assert re.search(r"^PREPARE_BAD:invalid argument:.*must be >= 1, got 640x0", out, re.M), out
     assert re.search(r"^COUNT:invalid argument:.*image placeholder", out, re.M), out
 
     cli = shutil.which("minicpmo-cli")

@@ -406,6 +406,14 @@ minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const
     });
 }
 
+minicpmo_status minicpmo_session_prepare_images(minicpmo_session * session, int32_t width, int32_t height,
+                                               int32_t max_slice_nums) {
+    return guarded([&] {
+        require(session != nullptr, "session is NULL");
+        session->impl->prepare_images(width, height, max_slice_nums);
+    });
+}
+
 minicpmo_status minicpmo_session_speak_reply(minicpmo_session * session, const char * voice, uint64_t seed,
                                              int32_t max_speech_tokens, minicpmo_audio_callback on_audio,
                                              void * user_data) {

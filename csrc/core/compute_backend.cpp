@@ -168,6 +168,10 @@ void ComputeBackend::set_n_threads(int n_threads) {
     if (matmul_) onednn_matmul_set_n_threads(matmul_, resolve_threads(n_threads));
 }
 
+void ComputeBackend::prepare_products(ggml_cgraph * graph) {
+    if (matmul_) onednn_matmul_prepare(matmul_, graph);
+}
+
 std::string ComputeBackend::take_products_error() const {
     return matmul_ ? onednn_matmul_take_error(matmul_) : std::string();
 }

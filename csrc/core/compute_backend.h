@@ -93,6 +93,9 @@ public:
     // whether the oneDNN backend is there (compute bf16 or int8 on the CPU): graphs may then use the
     // nodes only it computes fast (core/conv1d_node)
     bool onednn_products() const { return matmul_ != nullptr; }
+    // packs the weights of the graph's oneDNN products and makes their kernels, computing nothing
+    // (nothing to do on a device or at compute f32): a graph of the same shapes then starts at full speed
+    void prepare_products(ggml_cgraph * graph);
     // why oneDNN's products failed in the last graph ("" when they did not)
     std::string take_products_error() const;
     // the CPU backend or the CPU's oneDNN matrix products

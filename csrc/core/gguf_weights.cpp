@@ -178,6 +178,11 @@ std::shared_ptr<const void> GgufWeights::kernel_copy(const ggml_tensor * w, cons
     return copy;
 }
 
+size_t GgufWeights::kernel_copies() const {
+    std::lock_guard<std::mutex> lock(copies_mutex_);
+    return copies_.size();
+}
+
 void GgufWeights::drop_pages(const ggml_tensor * w) const {
 #ifdef MINICPMO_HAVE_MMAP
     if (map_ && owns(w)) {

@@ -58,6 +58,8 @@ public:
     // matrix is held once, in the kernel's layout, not twice.
     std::shared_ptr<const void> kernel_copy(const ggml_tensor * w, const std::string & kind,
                                             const std::function<std::shared_ptr<const void>()> & make) const;
+    // how many kernel copies were made so far (every kind)
+    size_t kernel_copies() const;
     bool owns(const ggml_tensor * t) const { return buffer_ && t->buffer == buffer_; }
     // A tensor of these weights that nothing reads any more (a copy replaced it): when the weights are
     // mapped from the file, its pages are dropped from memory (read back from the file if touched

@@ -42,6 +42,8 @@ ggml_backend_t onednn_matmul_backend_new(int, const GgufWeights *, OnednnPrecisi
 
 void onednn_matmul_set_n_threads(ggml_backend_t, int) {}
 
+void onednn_matmul_prepare(ggml_backend_t, ggml_cgraph *) {}
+
 bool onednn_bf16_native() { return false; }
 
 bool onednn_takes_attention(const ggml_tensor *) { return false; }
@@ -758,6 +760,19 @@ bool onednn_takes_attention(const ggml_tensor * op) { return OnednnAttention::su
 
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads) {
     static_cast<Context *>(backend->context)->n_threads = n_threads > 0 ? n_threads : 1;
+}
+
+void onednn_matmul_prepare(ggml_backend_t backend, ggml_cgraph * graph) {
+    Context & c = *static_cast<Context *>(backend->context);
+    omp_set_num_threads(c.n_threads);  // the packing's F16 conversion runs on the backend's threads
+    for (int i = 0; i < ggml_graph_n_nodes(graph); ++i) {
+        ggml_tensor * node = ggml_graph_node(graph, i);
+        if (node->op != GGML_OP_MUL_MAT || !is_weight(node->src[0]) || !device_supports_op(&c.device, node)) continue;
+        const ggml_tensor * w = node->src[0];
+        packed_weight(c, w);
+        // the kernel the product will run (its epilogue read from the graph, as graph_compute reads it)
+        product(c, ggml_nrows(node->src[1]), w->ne[0], w->ne[1], product_epilogue(c, graph, i));
+    }
 }
 
 std::string onednn_matmul_take_error(ggml_backend_t backend) {

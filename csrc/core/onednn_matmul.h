@@ -47,6 +47,11 @@ bool onednn_bf16_native();
 // without oneDNN. Graphs whose operands only this backend reads correctly check it.
 bool onednn_takes_attention(const ggml_tensor * op);
 
+// Packs the weights of the graph's products that this backend will take and makes their kernels,
+// without computing: a later graph of the same shapes starts at full speed (a duplex conversation
+// prepares its frames' vision products before the first frame). The graph need not be allocated.
+void onednn_matmul_prepare(ggml_backend_t backend, ggml_cgraph * graph);
+
 // Sets its thread count (the CPU backend's, kept in step by ComputeBackend).
 void onednn_matmul_set_n_threads(ggml_backend_t backend, int n_threads);
 

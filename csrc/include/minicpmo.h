@@ -206,6 +206,13 @@ MINICPMO_API minicpmo_status minicpmo_session_prefill_audio(minicpmo_session * s
 MINICPMO_API minicpmo_status minicpmo_session_prefill_image(minicpmo_session * session, const minicpmo_image * image,
                                                             int32_t image_id);
 
+/* Readies the vision tower for images of width x height cut into at most max_slice_nums slices (0 =
+ * the model's default; 1 = one block, as live frames are): the weights packed for the fast kernels and
+ * those kernels made, nothing computed, so that the first such image (a live conversation's first
+ * frame) encodes as fast as the next. A no-op at compute type f32 and on a GPU. */
+MINICPMO_API minicpmo_status minicpmo_session_prepare_images(minicpmo_session * session, int32_t width, int32_t height,
+                                                             int32_t max_slice_nums);
+
 /* Receives synthesized speech: n mono float32 samples at sample_rate Hz. Return false to stop. */
 typedef bool (*minicpmo_audio_callback)(const float * samples, size_t n, int32_t sample_rate, void * user_data);
 

@@ -252,6 +252,12 @@ PYBIND11_MODULE(_core, m) {
                  return to_f32_rows(rows.data(), rows.size() / n_embd, n_embd);
              },
              py::arg("image"), py::arg("max_slice_nums") = 0)
+        .def("prepare_images",
+             [](OmniSession & s, int width, int height, int max_slice_nums) {
+                 py::gil_scoped_release release;
+                 s.prepare_images(width, height, max_slice_nums);
+             },
+             py::arg("width"), py::arg("height"), py::arg("max_slice_nums") = 0)
         .def("vision_features",
              [](OmniSession & s, const py::object & image, int max_slice_nums) {
                  const py::array_t<uint8_t> a = rgb_array(image);

@@ -125,6 +125,16 @@ std::vector<float> OmniSession::encode_image(const ImageInput & image, std::vect
     return enc.encode(pre, vit_features);
 }
 
+void OmniSession::prepare_images(int width, int height, int max_slice_nums) {
+    const auto hold = enter("prepare_images");
+    VisionEncoder & enc = vision();
+    const VisionHparams & hp = enc.model().hparams();
+    const SliceLayout sl = plan_slices(width, height, slice_config(hp, max_slice_nums));  // checks the size
+    const int p = hp.patch_size;
+    enc.prepare(sl.source.height / p, sl.source.width / p);
+    if (sl.sliced()) enc.prepare(sl.slice.height / p, sl.slice.width / p);
+}
+
 namespace {
 
 uint64_t audio_hash(const AudioInput & a) {

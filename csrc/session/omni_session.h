@@ -86,6 +86,13 @@ public:
     // slices row by row. `vit_features` (optional) receives each slice's ViT output.
     std::vector<float> encode_image(const ImageInput & image, std::vector<std::vector<float>> * vit_features = nullptr);
 
+    // Readies the vision tower for images of width x height cut as max_slice_nums says (0 = the
+    // model's default, 1 = one block, as live frames are): its weights packed for the fast kernels and
+    // those kernels made, nothing computed. The first image of that size then encodes as fast as the
+    // next (a live conversation's first frame); later sessions of the model find the weights packed.
+    // Nothing to do at compute_type f32 or on a GPU. Throws invalid_argument for a size no image may have.
+    void prepare_images(int width, int height, int max_slice_nums);
+
     // LLM embeddings of one audio (chat path: log-mel in 30-s pieces, each encoded with its own
     // positions; 10 rows per second). `hidden` (optional) receives the encoder output of each piece.
     std::vector<float> encode_audio(const AudioInput & audio, std::vector<std::vector<float>> * hidden = nullptr);

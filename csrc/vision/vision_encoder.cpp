@@ -28,6 +28,34 @@ VisionEncoder::VisionEncoder(std::shared_ptr<const VisionModel> model, ComputeDe
                              ComputeType compute)
     : model_(std::move(model)), backend_(device, n_threads, compute, &model_->weights()), runner_(backend_, graph_nodes(model_->hparams())) {}
 
+VisionEncoder::BatchGraph VisionEncoder::build_batch(const GraphContext & graph, int grid_h, int grid_w, int64_t n_slices) const {
+    const VisionHparams & hp = model_->hparams();
+    const int64_t L = int64_t(grid_h) * grid_w;
+    ggml_context * ctx = graph.get();
+    BatchGraph g;
+    g.patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hp.patch_dim(), L, n_slices);
+    ggml_set_input(g.patches);
+    g.pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, L);
+    ggml_set_input(g.pos_ids);
+    g.key_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_out, L);
+    ggml_set_input(g.key_pos);
+
+    g.vit = build_siglip(ctx, *model_, g.patches, g.pos_ids, model_->weights_f32(), backend_.onednn_attention());
+    ggml_set_output(g.vit);
+    g.emb = build_resampler(ctx, *model_, g.vit, g.key_pos);
+    ggml_set_output(g.emb);
+
+    g.graph = graph.new_graph();
+    ggml_build_forward_expand(g.graph, g.emb);
+    return g;
+}
+
+void VisionEncoder::prepare(int grid_h, int grid_w) {
+    if (grid_h <= 0 || grid_w <= 0) fail(Status::invalid_argument, "vision prepare: the patch grid must not be empty");
+    const GraphContext graph = runner_.new_context("vision");
+    backend_.prepare_products(build_batch(graph, grid_h, grid_w, 1).graph);
+}
+
 std::vector<float> VisionEncoder::encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features) {
     const VisionHparams & hp = model_->hparams();
     const size_t n = image.slices.size();
@@ -64,43 +92,28 @@ void VisionEncoder::encode_batch(const PreprocessedImage & image, const std::vec
     const int64_t L = int64_t(gh) * gw, B = static_cast<int64_t>(batch.size());
 
     const GraphContext graph = runner_.new_context("vision");
-    ggml_context * ctx = graph.get();
-
-    ggml_tensor * patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, hp.patch_dim(), L, B);
-    ggml_set_input(patches);
-    ggml_tensor * pos_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, L);
-    ggml_set_input(pos_ids);
-    ggml_tensor * key_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd_out, L);
-    ggml_set_input(key_pos);
-
-    ggml_tensor * vit = build_siglip(ctx, *model_, patches, pos_ids, model_->weights_f32(), backend_.onednn_attention());
-    ggml_set_output(vit);
-    ggml_tensor * emb = build_resampler(ctx, *model_, vit, key_pos);
-    ggml_set_output(emb);
-
-    ggml_cgraph * gf = graph.new_graph();
-    ggml_build_forward_expand(gf, emb);
-    runner_.allocate(gf);
+    const BatchGraph g = build_batch(graph, gh, gw, B);
+    runner_.allocate(g.graph);
 
     const size_t slice_floats = static_cast<size_t>(L) * hp.patch_dim();
     for (int64_t b = 0; b < B; ++b) {
-        ggml_backend_tensor_set(patches, image.slices[batch[b]].patches.data(), b * slice_floats * sizeof(float),
+        ggml_backend_tensor_set(g.patches, image.slices[batch[b]].patches.data(), b * slice_floats * sizeof(float),
                                 slice_floats * sizeof(float));
     }
     const std::vector<int32_t> ids = navit_position_ids(gh, gw, hp.pos_side);
-    ggml_backend_tensor_set(pos_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
+    ggml_backend_tensor_set(g.pos_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
     const std::vector<float> kp = resampler_key_positions(gh, gw, hp.n_embd_out);
-    ggml_backend_tensor_set(key_pos, kp.data(), 0, kp.size() * sizeof(float));
+    ggml_backend_tensor_set(g.key_pos, kp.data(), 0, kp.size() * sizeof(float));
 
-    runner_.compute(gf);
+    runner_.compute(g.graph);
 
     const size_t rows = static_cast<size_t>(hp.n_query) * hp.n_embd_out;
     for (int64_t b = 0; b < B; ++b) {
-        ggml_backend_tensor_get(emb, out + batch[b] * rows, b * rows * sizeof(float), rows * sizeof(float));
+        ggml_backend_tensor_get(g.emb, out + batch[b] * rows, b * rows * sizeof(float), rows * sizeof(float));
         if (vit_features) {
             std::vector<float> & f = (*vit_features)[batch[b]];
             f.resize(static_cast<size_t>(L) * hp.n_embd);
-            ggml_backend_tensor_get(vit, f.data(), b * f.size() * sizeof(float), f.size() * sizeof(float));
+            ggml_backend_tensor_get(g.vit, f.data(), b * f.size() * sizeof(float), f.size() * sizeof(float));
         }
     }
 }

@@ -26,7 +26,18 @@ public:
     // When `vit_features` is given it receives each slice's post-LayerNorm ViT output (L x D).
     std::vector<float> encode(const PreprocessedImage & image, std::vector<std::vector<float>> * vit_features = nullptr);
 
+    // Packs the weights of the products that a slice of grid_h x grid_w patches runs and makes their
+    // kernels, computing nothing (a no-op at compute f32 and on a device): the first image of that
+    // size then encodes as fast as the next ones. The packed weights serve every session of the model.
+    void prepare(int grid_h, int grid_w);
+
 private:
+    struct BatchGraph {
+        ggml_tensor *patches, *pos_ids, *key_pos, *vit, *emb;
+        ggml_cgraph * graph;
+    };
+    // the ViT + resampler graph of n_slices slices of grid_h x grid_w patches (not allocated)
+    BatchGraph build_batch(const GraphContext & graph, int grid_h, int grid_w, int64_t n_slices) const;
     void encode_batch(const PreprocessedImage & image, const std::vector<size_t> & batch, float * out,
                       std::vector<std::vector<float>> * vit_features);
 

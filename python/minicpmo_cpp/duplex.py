@@ -97,15 +97,24 @@ class DuplexSession:
         return self._native.speech_sample_rate
 
     def prepare(self, prefix_system_prompt: str | None = None, suffix_system_prompt: str | None = None,
-                ref_audio=None, voice=None, generate_audio: bool | None = None) -> str:
+                ref_audio=None, voice=None, generate_audio: bool | None = None,
+                frame_size: tuple[int, int] | None = None) -> str:
         """Starts a conversation: clears the cache and the audio streams, then feeds the prefix
         (e.g. ``"<|im_start|>system\\nStreaming Omni Conversation.\\n<|audio_start|>"``), the
         reference voice's audio embeddings (any form ``load_audio`` takes; None for none) and the
         suffix (e.g. ``"<|audio_end|><|im_end|>"``). Like the official duplex demo, the reference also
         becomes the spoken voice (cloned, when the model file holds the voice encoders) unless ``voice``
-        names one. ``voice``: as in ``OmniSession.chat``. Returns the prompt as text, the audio shown as
-        ``[audio embedding]``."""
+        names one. ``voice``: as in ``OmniSession.chat``. ``frame_size``: ``(width, height)`` of the
+        camera frames the conversation will send, if any: the vision tower is readied for them now
+        (``OmniSession.prepare_images``), not at the first frame. Returns the prompt as text, the audio
+        shown as ``[audio embedding]``."""
         pcm = None if ref_audio is None else load_audio(ref_audio)
+        if frame_size is not None:  # first: a bad size leaves the conversation as it was
+            if not isinstance(frame_size, (tuple, list)) or len(frame_size) != 2:
+                raise MinicpmoError(f"frame_size must be (width, height), got {frame_size!r}")
+            if self._closed:
+                raise MinicpmoError("duplex prepare: the duplex conversation is closed")
+            self._omni.prepare_images(frame_size[0], frame_size[1], max_slice_nums=1)
         if voice is None and ref_audio is not None and self._generate_audio and self._omni.can_clone_voices:
             voice = ref_audio
         prefix = prefix_system_prompt or ""

@@ -449,6 +449,20 @@ class OmniSession:
         with self._request("encode_image"):
             return self._session.encode_image(pixels, slices)
 
+    def prepare_images(self, width: int, height: int, max_slice_nums: int | None = None) -> None:
+        """Readies the vision tower for images of ``width`` x ``height`` pixels: packs its weights for
+        the fast BF16/int8 kernels and makes those kernels, computing nothing, so that the first
+        such image (a live conversation's first camera frame) encodes as fast as the next ones.
+        ``max_slice_nums`` as in ``encode_image`` (1 for live frames). Other sizes still gain: the
+        weights are packed once for every size and every session of the model. Nothing to do at
+        ``compute_type="f32"`` or on a GPU."""
+        for name, v in (("width", width), ("height", height)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise MinicpmoError(f"prepare_images: {name} must be an integer, got {v!r}")
+        slices = self._slice_arg(max_slice_nums)
+        with self._request("prepare_images"):
+            self._session.prepare_images(int(width), int(height), slices)
+
     def vision_features(self, image, max_slice_nums: int | None = None) -> list[np.ndarray]:
         """Post-LayerNorm SigLIP output per slice (whole image first), each (h*w patches, width)."""
         pixels, slices = load_image(image), self._slice_arg(max_slice_nums)

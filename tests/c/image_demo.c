@@ -35,6 +35,11 @@ int main(int argc, char ** argv) {
     gp.repetition_penalty = 1.0f;
     gp.max_new_tokens = atoi(argv[6]);
 
+    /* the vision tower readied for this size first (a no-op at compute type f32) */
+    if ((st = minicpmo_session_prepare_images(session, w, h, 0)) != MINICPMO_OK) return fail("prepare images", st);
+    st = minicpmo_session_prepare_images(session, w, 0, 0);
+    printf("PREPARE_BAD:%s:%s\n", minicpmo_status_name(st), minicpmo_last_error());
+
     char content[4096];
     snprintf(content, sizeof content, "%s\n%s", MINICPMO_IMAGE_MARKER, argv[5]);
     minicpmo_message turn[1] = {{"user", content}};

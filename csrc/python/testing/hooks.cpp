@@ -33,6 +33,7 @@
 #include "token2wav/token2wav.h"
 #include "tts/tts_decoder.h"
 #include "tts/tts_generate.h"
+#include "vision/vision_model.h"
 
 namespace py = pybind11;
 using namespace minicpmo;
@@ -375,6 +376,9 @@ void bind_hooks(py::module_ & m) {
         .def(py::init<py::object>(), py::arg("model"))
         .def_property_readonly("native", [](const ModelHooks & h) { return h.native; })
         .def_property_readonly("omni_missing_reason", [](const ModelHooks & h) { return h.get().omni_missing_reason(); })
+        .def_property_readonly("vision_packed_matrices",
+                               [](const ModelHooks & h) { return h.get().vision()->weights().kernel_copies(); },
+                               "matrices of the vision tower packed for oneDNN's kernels so far (loads the tower)")
         .def_property_readonly("n_embd", [](const ModelHooks & h) { return h.get().llm()->n_embd(); })
         .def_property_readonly("n_vocab", [](const ModelHooks & h) { return h.get().llm()->n_vocab(); })
         .def_property_readonly("n_ctx_train", [](const ModelHooks & h) { return h.get().llm()->n_ctx_train(); })

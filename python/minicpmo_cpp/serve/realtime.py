@@ -40,7 +40,8 @@ MAX_BACKLOG = 8
 UNIT_SAMPLES, FIRST_UNIT_MAX = 16000, 16560
 DEFAULT_SYSTEM = "Streaming Omni Conversation."
 _START_FIELDS = {"type", "voice", "system_prompt", "ref_audio", "audio_format", "decode_mode", "seed",
-                 "generate_audio"}
+                 "generate_audio", "frame_size"}
+MAX_FRAME_SIDE = 16384  # the runtime's largest image side
 
 
 class _Refused(Exception):
@@ -107,8 +108,14 @@ def _check_start(d: dict, voices: list[str]) -> dict:
     ref = d.get("ref_audio")
     if ref is not None:
         ref = _b64(ref, "ref_audio")
+    size = d.get("frame_size")
+    if size is not None and (not isinstance(size, list) or len(size) != 2 or
+                             not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_FRAME_SIDE
+                                     for v in size)):
+        raise _Refused(f"session.start: frame_size must be [width, height], each 1..{MAX_FRAME_SIDE}")
     return {"generate_audio": generate, "voice": voice, "audio_format": fmt, "decode_mode": mode,
-            "system_prompt": system, "seed": seed, "ref_audio": ref}
+            "system_prompt": system, "seed": seed, "ref_audio": ref,
+            "frame_size": tuple(size) if size is not None else None}
 
 
 class _Conversation:
@@ -130,7 +137,8 @@ class _Conversation:
 
         def open_duplex():
             d = self.lease.session.as_duplex(seed=s["seed"], generate_audio=s["generate_audio"], voice=s["voice"])
-            d.prepare(prefix, "<|audio_end|><|im_end|>", ref_audio=s["ref_audio"])
+            # frame_size: the camera's frames are readied for now, not at the first one
+            d.prepare(prefix, "<|audio_end|><|im_end|>", ref_audio=s["ref_audio"], frame_size=s["frame_size"])
             return d
 
         try:

@@ -74,8 +74,11 @@ async function startTalk() {
     $("preview").srcObject = media;
     $("preview").hidden = false;
   }
+  // the camera's frame size lets the server ready the vision tower before the first frame
+  const video = camera ? media.getVideoTracks()[0].getSettings() : {};
+  const frameSize = video.width && video.height ? [video.width, video.height] : undefined;
   ws.onopen = () => ws.send(JSON.stringify({ type: "session.start", voice: $("voice").value || undefined,
-                                             audio_format: "pcm16" }));
+                                             audio_format: "pcm16", frame_size: frameSize }));
   ws.onmessage = (ev) => onTalkMessage(ev.data);
   ws.onclose = () => stopTalk(false);
   ws.onerror = () => showError("the realtime connection failed");
