@@ -269,6 +269,30 @@ def test_a_unit_leaves_no_idle_openmp_workers_behind(tiny_f32):
     assert _thread_names()["minicpmo-voc"] == 0
 
 
+@pytest.mark.parametrize("team", ["all cores", "one thread"])
+def test_stages_compute_in_turns_when_the_cores_cannot_hold_their_teams(tiny_f32, team):
+    """Overlapped units (wait_audio=False) let the vocoder of unit k run while unit k+1 prefills. The
+    LLM stage (each prefill and each decision loop), the speech decoder and the vocoder (each speaking
+    unit) compute in turns (session/stage_turns.h): as many at once as the cores hold teams of
+    n_threads, so with teams of all cores one stage at a time (stages that share the cores only slow
+    each other down), with 1-thread teams up to one per core. The audio is the waited-for run's."""
+    cores = os.cpu_count()
+    n_threads = cores if team == "all cores" else 1
+    omni = OmniSession(str(tiny_f32[0]), n_threads=n_threads, n_ctx=4096, seed=0, kv_cache_type="f32")
+    ids = omni.tokenize("hello there friend now")[:4]
+    dx, overlapped = _run(omni, ids, wait_audio=False)
+    turns = _testing.hooks(dx).stage_turns
+    assert turns["at_once"] == max(1, cores // n_threads)
+    # 6 prefills + 6 decision loops on the caller's thread, 4 speaking units in each speech thread
+    assert turns["taken"] == 6 + 6 + 4 + 4
+    assert 1 <= turns["most_at_once"] <= turns["at_once"]
+    same = OmniSession(str(tiny_f32[0]), n_threads=n_threads, n_ctx=4096, seed=0, kv_cache_type="f32")
+    _, waited = _run(same, ids, wait_audio=True)
+    for a, b in zip(waited, overlapped):
+        assert a["speech_token_ids"] == b["speech_token_ids"]
+        np.testing.assert_array_equal(a["audio_waveform"], b["audio_waveform"])
+
+
 def test_audio_not_waited_for_stays_for_take_audio(tiny_f32):
     """A unit generated without waiting keeps its audio for take_audio() when a later unit waits."""
     omni = _omni(tiny_f32)

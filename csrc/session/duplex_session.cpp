@@ -1,12 +1,12 @@
 #include "session/duplex_session.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "audio/audio_model.h"
 #include "audio/streaming_mel.h"
 #include "core/error.h"
-#include "core/openmp_workers.h"
 #include "core/uniform_random.h"
 #include "token2wav/token2wav.h"
 #include "vision/vision_model.h"
@@ -93,7 +93,8 @@ void DuplexSession::prepare(const std::string & prefix, const std::string & suff
     // speech of an earlier conversation is dropped (joins its thread); a new one starts primed
     speech_.reset();
     speech_closed_ = false;
-    if (speech_on_) speech_ = std::make_unique<DuplexSpeech>(session_, voice_, speech_seed_);
+    turns_.set_at_once(stages_at_once(session_.n_threads()));
+    if (speech_on_) speech_ = std::make_unique<DuplexSpeech>(session_, turns_, voice_, speech_seed_);
     // a new conversation starts the Whisper context afresh (the reference keeps it, spec §3.4)
     if (has_component(session_.omni_model(), "audio")) session_.audio_encoder().reset_streaming();
     session_.reset();
@@ -137,6 +138,8 @@ void DuplexSession::prefill_unit(const DuplexUnitInput & in) {
     }
     const size_t n_embd = static_cast<size_t>(session_.context().n_embd());
 
+    // the encoders and the LLM compute in this stage's turn (stage_turns.h)
+    const StageTurns::Turn turn(turns_);
     // everything is checked and encoded before the unit enters the cache
     std::vector<llama_token> text_ids;
     if (has_text) text_ids = session_.model().tokenize(in.text, true);
@@ -249,6 +252,9 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
 
     DuplexUnitResult r;
     r.current_time = audio_chunks_;
+    // the LLM's decisions in this stage's turn, ended before the speech threads take over
+    std::optional<StageTurns::Turn> turn;
+    turn.emplace(turns_);
     std::vector<float> logits = std::move(pending_logits_);
     pending_logits_.clear();
     pending_ = false;
@@ -309,10 +315,8 @@ DuplexUnitResult DuplexSession::generate_unit(const DuplexGenerateParams & param
     r.n_dropped = enforce_window();
     expected_n_past_ = session_.n_past();
     r.unit = ++units_generated_;
+    turn.reset();  // gives the LLM's idle OpenMP workers back: the speech threads take over
     if (speech_) {
-        // the speech threads take over: the LLM's idle workers would make their teams sleep at
-        // every barrier (core/openmp_workers.h)
-        release_openmp_workers();
         DuplexSpeechJob job;
         job.unit = r.unit;
         job.is_listen = r.is_listen;
@@ -353,6 +357,7 @@ void DuplexSession::interrupt() {
     if (speech_) speech_->interrupt();
     if (!turn_ended_) {
         // close the speaking turn in the cache, as the official duplex stop does
+        const StageTurns::Turn turn(turns_);
         feed_token(decode_ids_.turn_eos);
         if (!unit_lengths_.empty()) unit_lengths_.back() += 1;  // dropped with its unit by the window
         turn_ended_ = true;

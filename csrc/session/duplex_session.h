@@ -21,6 +21,7 @@
 #include "session/duplex_speech.h"
 #include "session/duplex_window.h"
 #include "session/omni_session.h"
+#include "session/stage_turns.h"
 
 namespace minicpmo {
 
@@ -126,6 +127,8 @@ public:
         return window_ ? window_->previous_tokens() : std::vector<llama_token>{};
     }
     const DuplexDecodeIds & decode_ids() const { return decode_ids_; }
+    // the turns its stages computed in (set at prepare() from the session's thread count)
+    StageTurns::Stats stage_turns() const { return turns_.stats(); }
     OmniSession & session() { return session_; }
 
 private:
@@ -161,6 +164,9 @@ private:
     std::string voice_;
     uint64_t speech_seed_ = 0;
     bool speech_closed_ = false;            // close() stopped the speech threads
+    // the LLM stage (prefill_unit, generate_unit) and the speech threads' stages compute in turns
+    // when the cores cannot hold all their teams (stage_turns.h)
+    StageTurns turns_;
     std::unique_ptr<DuplexSpeech> speech_;  // last member: its thread stops before the rest goes
 };
 

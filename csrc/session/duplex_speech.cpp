@@ -1,13 +1,14 @@
 #include "session/duplex_speech.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "core/error.h"
-#include "core/openmp_workers.h"
 #include "core/thread_name.h"
 #include "core/uniform_random.h"
 #include "session/omni_session.h"
+#include "session/stage_turns.h"
 #include "token2wav/token2wav.h"
 #include "tts/tts_decoder.h"
 #include "tts/tts_stream.h"
@@ -18,8 +19,9 @@ DuplexSpeech::Lease::Lease(OmniSession & s, const char * what) : session(s) { se
 
 DuplexSpeech::Lease::~Lease() { session.release_speech(); }
 
-DuplexSpeech::DuplexSpeech(OmniSession & session, const std::string & voice, uint64_t seed, int queue_capacity)
-    : session_(session), lease_(session, "duplex speech"), voice_(voice), rng_(seed), capacity_(queue_capacity) {
+DuplexSpeech::DuplexSpeech(OmniSession & session, StageTurns & turns, const std::string & voice, uint64_t seed,
+                           int queue_capacity)
+    : session_(session), turns_(turns), lease_(session, "duplex speech"), voice_(voice), rng_(seed), capacity_(queue_capacity) {
     if (queue_capacity < 1) fail(Status::invalid_argument, "the speech queues need room for at least one unit");
     Token2Wav & synth = session.token2wav();
     synth.voices().get(voice);  // an unknown voice fails here, before the conversation starts
@@ -134,9 +136,9 @@ void DuplexSpeech::run_decoder() {
             if (!job.is_listen) {
                 // a listening unit says nothing; a speaking turn's state waits for its next unit
                 const int n = static_cast<int>(job.text_ids.size());
+                const StageTurns::Turn turn(turns_);
                 t.speech_tokens = tts_->unit(n ? job.text_ids.data() : nullptr, n ? job.hidden.data() : nullptr, n,
                                              job.end_of_turn, draw);
-                release_openmp_workers();  // the vocoder's team is next: it spins only as the lone team
             }
 
             lock.lock();
@@ -164,21 +166,24 @@ void DuplexSpeech::run_vocoder() {
             ++busy_;
             lock.unlock();
 
-            if (t.epoch != turn_epoch) {
-                synth.stream_begin(voice_);  // the voice's primed caches and a fresh silence look-ahead
-                turn_epoch = t.epoch;
-            }
             DuplexSpeechResult r;
             r.unit = t.unit;
-            if (t.is_listen) {
-                r.audio.assign(static_cast<size_t>(unit_samples_), 0.0f);
-            } else {
-                // every speaking unit is flushed at once (windows down to 8 tokens); the turn's last
-                // unit ends the utterance and the stream goes back to the voice's primed caches
-                r.audio = synth.stream_push_duplex(t.speech_tokens.data(), static_cast<int>(t.speech_tokens.size()),
-                                                   true, t.end_of_turn);
-                release_openmp_workers();
-                r.speech_tokens = std::move(t.speech_tokens);
+            {
+                std::optional<StageTurns::Turn> turn;  // listening units compute nothing
+                if (t.epoch != turn_epoch || !t.is_listen) turn.emplace(turns_);
+                if (t.epoch != turn_epoch) {
+                    synth.stream_begin(voice_);  // the voice's primed caches and a fresh silence look-ahead
+                    turn_epoch = t.epoch;
+                }
+                if (t.is_listen) {
+                    r.audio.assign(static_cast<size_t>(unit_samples_), 0.0f);
+                } else {
+                    // every speaking unit is flushed at once (windows down to 8 tokens); the turn's last
+                    // unit ends the utterance and the stream goes back to the voice's primed caches
+                    r.audio = synth.stream_push_duplex(t.speech_tokens.data(),
+                                                       static_cast<int>(t.speech_tokens.size()), true, t.end_of_turn);
+                    r.speech_tokens = std::move(t.speech_tokens);
+                }
             }
 
             lock.lock();

@@ -23,6 +23,7 @@
 namespace minicpmo {
 
 class OmniSession;
+class StageTurns;
 class TtsDuplexStream;
 
 struct DuplexSpeechJob {
@@ -42,8 +43,10 @@ struct DuplexSpeechResult {
 class DuplexSpeech {
 public:
     // `session` must outlive this object; its speech decoder and Token2Wav are used by the worker
-    // threads only (the LLM stays with the caller). `queue_capacity`: units waiting at most per queue.
-    DuplexSpeech(OmniSession & session, const std::string & voice, uint64_t seed, int queue_capacity = 2);
+    // threads only (the LLM stays with the caller). Each stage computes in a turn of `turns` (shared
+    // with the caller's LLM stage; must outlive this). `queue_capacity`: units waiting at most per queue.
+    DuplexSpeech(OmniSession & session, StageTurns & turns, const std::string & voice, uint64_t seed,
+                 int queue_capacity = 2);
     ~DuplexSpeech();
     DuplexSpeech(const DuplexSpeech &) = delete;
     DuplexSpeech & operator=(const DuplexSpeech &) = delete;
@@ -88,6 +91,7 @@ private:
     };
 
     OmniSession & session_;
+    StageTurns & turns_;
     Lease lease_;
     std::string voice_;
     std::mt19937_64 rng_;           // stage 1 only

@@ -69,6 +69,7 @@ public:
     const OmniModel & omni_model() const;
     ComputeType compute_type() const { return compute_; }
     void set_n_threads(int n_threads);
+    int n_threads() const { return n_threads_; }  // 0 = all cores
 
     // Frees the KV cache, the encoders, the speech components and the model reference; every
     // later call fails with Status::closed. Refused (busy) while another thread runs a call or a

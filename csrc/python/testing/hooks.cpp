@@ -418,6 +418,17 @@ void bind_hooks(py::module_ & m) {
         .def_property_readonly("prepared", [](const DuplexHooks & h) { return h.get().prepared(); })
         .def_property_readonly("has_pending_unit", [](const DuplexHooks & h) { return h.get().has_pending_unit(); })
         .def_property_readonly("turn_ended", [](const DuplexHooks & h) { return h.get().turn_ended(); })
+        .def_property_readonly("stage_turns",
+                               [](const DuplexHooks & h) {
+                                   const StageTurns::Stats t = h.get().stage_turns();
+                                   py::dict d;
+                                   d["taken"] = t.taken;
+                                   d["most_at_once"] = t.most_at_once;
+                                   d["at_once"] = t.at_once;
+                                   return d;
+                               },
+                               "the turns the stages computed in (session/stage_turns.h): taken, the most "
+                               "stages computing at once, the limit")
         .def("__getattr__", &forward_attr<DuplexHooks>);
 
     m.def(
