@@ -21,7 +21,8 @@ DuplexSpeech::Lease::~Lease() { session.release_speech(); }
 
 DuplexSpeech::DuplexSpeech(OmniSession & session, StageTurns & turns, const std::string & voice, uint64_t seed,
                            int queue_capacity)
-    : session_(session), turns_(turns), lease_(session, "duplex speech"), voice_(voice), rng_(seed), capacity_(queue_capacity) {
+    : session_(session), turns_(turns), lease_(session, "duplex speech"), voice_(voice), rng_(seed),
+      capacity_(queue_capacity) {
     if (queue_capacity < 1) fail(Status::invalid_argument, "the speech queues need room for at least one unit");
     Token2Wav & synth = session.token2wav();
     synth.voices().get(voice);  // an unknown voice fails here, before the conversation starts
