@@ -76,8 +76,11 @@ def make_models(work: Path, types: list[str], threads: int) -> dict[str, Path]:
 
 
 def run_llama_bench(exe: Path, model: Path, threads: int, reps: int) -> dict[str, float]:
+    # -fa 0: an LLM wholly on the CPU runs without the fused flash attention in this runtime
+    # (llm/llm_context.cpp: it decodes ever slower as the cache grows), so llama-bench does the same work
     out = subprocess.run([str(exe), "-m", str(model), "-p", str(N_PROMPT), "-n", str(N_GEN), "-t", str(threads),
-                          "-r", str(reps), "-ngl", "0", "-o", "json"], check=True, capture_output=True, text=True)
+                          "-r", str(reps), "-ngl", "0", "-fa", "0", "-o", "json"], check=True, capture_output=True,
+                         text=True)
     rows = json.loads(out.stdout)
     res = {}
     for r in rows:

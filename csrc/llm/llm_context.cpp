@@ -28,6 +28,29 @@ ggml_type kv_type_from_name(const std::string & name) {
     fail(Status::invalid_argument, "unknown kv_cache_type '" + name + "' (known: f16, f32, bf16, q8_0, q4_0)");
 }
 
+// An LLM wholly on the CPU decodes without ggml's fused flash attention where it can: that kernel
+// decodes one token ever slower as the cache grows. Measured on a Qwen3-0.6B shape, 2 threads, Intel
+// Xeon (llama-bench -fa 1 / -fa 0, tokens/s): decode at depth 0 35 / 32, at 300 26 / 30, at 2000
+// 11.6 / 20.1; a duplex conversation's speaking unit (12 tokens) at 2300 positions 1.32 / 0.75 s.
+// Prompts lose less (pp512 at depth 0 302 / 254). The plain path keeps the attention scores of a
+// micro-batch, n_ubatch x n_ctx x n_head floats, in its compute buffer (twice: scores and softmax),
+// so micro-batches shrink to stay within this budget, and where not even 64 rows fit (very long
+// contexts) the fused op stays. A quantized V cache needs the fused op.
+constexpr size_t kPlainScoresBudget = size_t(256) << 20;
+constexpr uint32_t kPlainMinUbatch = 64;
+
+uint32_t plain_attention_ubatch(const LlmModel & model, const llama_context_params & cp) {
+    const size_t per_row = size_t(2) * cp.n_ctx * static_cast<size_t>(llama_model_n_head(model.get())) * sizeof(float);
+    const size_t rows = kPlainScoresBudget / std::max<size_t>(per_row, 1);
+    return static_cast<uint32_t>(std::min<size_t>(cp.n_ubatch, rows));
+}
+
+bool plain_attention_fits(const LlmModel & model, const llama_context_params & cp) {
+    const bool float_cache = cp.type_k == GGML_TYPE_F16 || cp.type_k == GGML_TYPE_BF16;
+    return !model.layers_on_device() && float_cache &&
+           plain_attention_ubatch(model, cp) >= std::min(kPlainMinUbatch, cp.n_ubatch);
+}
+
 }  // namespace
 
 LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) : model_(model) {
@@ -52,6 +75,10 @@ LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) 
     // ggml's CPU flash attention rounds Q and accumulates V in F16 even with an F32 cache; an F32
     // cache is asked for exact results, so it takes the plain attention path
     if (cp.type_k == GGML_TYPE_F32) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (cp.flash_attn_type != LLAMA_FLASH_ATTN_TYPE_DISABLED && plain_attention_fits(model, cp)) {
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        cp.n_ubatch = plain_attention_ubatch(model, cp);
+    }
     take_llama_error();
     {
         // libllama reports its scheduler's plan once: "graph...: nodes = N, splits = P[ / T], ..."

@@ -69,6 +69,7 @@ LlmModel::LlmModel(const std::string & path, const LlmModelParams & params, Comp
     ggml_backend_dev_t devices[2] = {device, nullptr};
     mp.devices = devices;
     mp.n_gpu_layers = device ? params.n_gpu_layers : 0;
+    layers_on_device_ = mp.n_gpu_layers != 0;
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;  // default: auto (mmap where possible)
     {
         // libllama logs why a load fails and returns only null; quote its reason in our error

@@ -54,6 +54,8 @@ public:
     // reported them at load ("Vulkan0", "CPU_Mapped", ...). The token embedding always stays on the
     // CPU (libllama keeps the input layer there: a row lookup gains nothing from a device).
     const std::vector<std::pair<std::string, double>> & weight_buffers() const { return weight_buffers_; }
+    // whether any transformer layer computes on a device (GPU); false: the whole LLM is on the CPU
+    bool layers_on_device() const { return layers_on_device_; }
 
 private:
     std::string piece(llama_token token, bool special) const;
@@ -63,6 +65,7 @@ private:
     const llama_vocab * vocab_ = nullptr;
     SpecialTokenIds specials_{};
     std::vector<std::pair<std::string, double>> weight_buffers_;
+    bool layers_on_device_ = false;
 };
 
 }  // namespace minicpmo
