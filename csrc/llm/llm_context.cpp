@@ -39,16 +39,13 @@ ggml_type kv_type_from_name(const std::string & name) {
 constexpr size_t kPlainScoresBudget = size_t(256) << 20;
 constexpr uint32_t kPlainMinUbatch = 64;
 
+// The micro-batch of the plain path, or 0 where the fused op stays
 uint32_t plain_attention_ubatch(const LlmModel & model, const llama_context_params & cp) {
-    const size_t per_row = size_t(2) * cp.n_ctx * static_cast<size_t>(llama_model_n_head(model.get())) * sizeof(float);
-    const size_t rows = kPlainScoresBudget / std::max<size_t>(per_row, 1);
-    return static_cast<uint32_t>(std::min<size_t>(cp.n_ubatch, rows));
-}
-
-bool plain_attention_fits(const LlmModel & model, const llama_context_params & cp) {
     const bool float_cache = cp.type_k == GGML_TYPE_F16 || cp.type_k == GGML_TYPE_BF16;
-    return !model.layers_on_device() && float_cache &&
-           plain_attention_ubatch(model, cp) >= std::min(kPlainMinUbatch, cp.n_ubatch);
+    if (model.layers_on_device() || !float_cache) return 0;
+    const size_t per_row = size_t(2) * cp.n_ctx * static_cast<size_t>(llama_model_n_head(model.get())) * sizeof(float);
+    const uint32_t rows = static_cast<uint32_t>(std::min<size_t>(cp.n_ubatch, kPlainScoresBudget / std::max<size_t>(per_row, 1)));
+    return rows >= std::min(kPlainMinUbatch, cp.n_ubatch) ? rows : 0;
 }
 
 }  // namespace
@@ -75,9 +72,9 @@ LlmContext::LlmContext(const LlmModel & model, const LlmContextParams & params) 
     // ggml's CPU flash attention rounds Q and accumulates V in F16 even with an F32 cache; an F32
     // cache is asked for exact results, so it takes the plain attention path
     if (cp.type_k == GGML_TYPE_F32) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    if (cp.flash_attn_type != LLAMA_FLASH_ATTN_TYPE_DISABLED && plain_attention_fits(model, cp)) {
+    if (const uint32_t ubatch = plain_attention_ubatch(model, cp); ubatch > 0) {
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        cp.n_ubatch = plain_attention_ubatch(model, cp);
+        cp.n_ubatch = ubatch;
     }
     take_llama_error();
     {
